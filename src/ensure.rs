@@ -1,0 +1,325 @@
+//! Ensure: the customer for an identity exists and has a current
+//! subscription, before any of its usage is sent.
+//!
+//! Race safety: within one process, concurrent ensures of one key share one
+//! upstream flight (moka's `try_get_with`); across processes, a create that
+//! loses the race (409, or a 400 saying the key exists) falls back to lookup.
+//! Only successes are cached, so a failure is retried on the next call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::domain::{CustomerKey, Identity, PlanKey};
+use crate::metrics::metrics;
+use crate::openmeter::model::{CreateSubscription, Customer, CustomerById, PlanRef, Subscription};
+use crate::openmeter::{ApiError, OpenMeterClient};
+
+/// Cache sizes and lifetimes.
+#[derive(Debug, Clone, Copy)]
+pub struct EnsureConfig {
+    /// How long a positive result is trusted.
+    pub cache_ttl: Duration,
+    /// How many identities are remembered.
+    pub cache_capacity: u64,
+    /// How long the resolved default plan is trusted.
+    pub plan_ttl: Duration,
+}
+
+impl Default for EnsureConfig {
+    fn default() -> Self {
+        Self {
+            cache_ttl: Duration::from_secs(3600),
+            cache_capacity: 200_000,
+            plan_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What `ensure` found or made; the `/ensure` response body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ensured {
+    pub customer_key: CustomerKey,
+    pub customer_id: String,
+    pub subscription_id: String,
+    /// The plan of the subscription that satisfied ensure (maybe not the default).
+    pub plan_key: String,
+    /// That subscription's status: `active` or `scheduled`.
+    pub status: String,
+    pub created: Created,
+}
+
+/// Whether this call (or the flight it joined) created anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Created {
+    pub customer: bool,
+    pub subscription: bool,
+}
+
+/// The step that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    FindCustomer,
+    CreateCustomer,
+    FindSubscriptions,
+    ResolvePlan,
+    CreateSubscription,
+}
+
+/// How the caller should react to a failed ensure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// OpenMeter is unavailable: retry later.
+    Transient,
+    /// Something about this one identity was rejected: dead-letter its events.
+    Identity,
+    /// Token, URL or plan is wrong: nothing can succeed until an operator acts.
+    Configuration,
+}
+
+#[derive(Debug, Clone, Error)]
+pub enum EnsureError {
+    #[error("{step:?} failed: {source}")]
+    Upstream {
+        step: Step,
+        #[source]
+        source: ApiError,
+    },
+    #[error(
+        "plan {0:?} has no active or scheduled version in OpenMeter: run `ticketmeter bootstrap` \
+         or set OPENMETER_DEFAULT_PLAN_KEY to a published plan"
+    )]
+    NoSubscribablePlan(PlanKey),
+    #[error("customer {0:?} was reported as existing but cannot be found")]
+    CustomerVanished(CustomerKey),
+}
+
+impl EnsureError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Upstream { source, .. } if source.is_transient() => ErrorClass::Transient,
+            Self::Upstream {
+                source: ApiError::Decode { .. },
+                ..
+            } => ErrorClass::Transient,
+            Self::Upstream {
+                source: ApiError::Unauthorized { .. },
+                ..
+            } => ErrorClass::Configuration,
+            Self::Upstream {
+                step: Step::CreateCustomer,
+                ..
+            } => ErrorClass::Identity,
+            Self::Upstream { .. } | Self::NoSubscribablePlan(_) => ErrorClass::Configuration,
+            Self::CustomerVanished(_) => ErrorClass::Transient,
+        }
+    }
+
+    /// OpenMeter's own words, when the error came from it.
+    pub fn upstream(&self) -> Option<&ApiError> {
+        match self {
+            Self::Upstream { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn at(step: Step) -> impl FnOnce(ApiError) -> EnsureError {
+    move |source| EnsureError::Upstream { step, source }
+}
+
+/// Ensures customers and subscriptions, idempotently and race-safely.
+#[derive(Clone)]
+pub struct Provisioner {
+    client: OpenMeterClient,
+    plan_key: PlanKey,
+    ensured: Cache<CustomerKey, Arc<Ensured>>,
+    plan: Cache<(), PlanRef>,
+}
+
+impl Provisioner {
+    pub fn new(client: OpenMeterClient, plan_key: PlanKey, config: EnsureConfig) -> Self {
+        Self {
+            client,
+            plan_key,
+            ensured: Cache::builder()
+                .max_capacity(config.cache_capacity)
+                .time_to_live(config.cache_ttl)
+                .build(),
+            plan: Cache::builder()
+                .max_capacity(1)
+                .time_to_live(config.plan_ttl)
+                .build(),
+        }
+    }
+
+    pub fn plan_key(&self) -> &PlanKey {
+        &self.plan_key
+    }
+
+    pub fn client(&self) -> &OpenMeterClient {
+        &self.client
+    }
+
+    /// Ensures `identity` has a customer with a current subscription.
+    /// Cached results cost no upstream call.
+    pub async fn ensure(&self, identity: &Identity) -> Result<Arc<Ensured>, EnsureError> {
+        let key = identity.customer_key();
+        if let Some(hit) = self.ensured.get(&key).await {
+            metrics().ensure_cache_hits.inc();
+            return Ok(hit);
+        }
+        metrics().ensure_cache_misses.inc();
+        self.ensured
+            .try_get_with(key.clone(), async {
+                self.ensure_upstream(&key).await.map(Arc::new)
+            })
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
+    /// Forgets a cached identity, so the next ensure asks OpenMeter again
+    /// (self-heal after OpenMeter rejected its usage).
+    pub async fn forget(&self, key: &CustomerKey) {
+        self.ensured.invalidate(key).await;
+    }
+
+    /// The number of identities currently cached.
+    pub fn cached(&self) -> u64 {
+        self.ensured.entry_count()
+    }
+
+    async fn ensure_upstream(&self, key: &CustomerKey) -> Result<Ensured, EnsureError> {
+        let (customer, customer_created) = self.find_or_create_customer(key).await?;
+        let (subscription, subscription_created) =
+            self.find_or_create_subscription(&customer).await?;
+        if customer_created || subscription_created {
+            tracing::info!(
+                customer = %key,
+                customer_created,
+                subscription_created,
+                "provisioned OpenMeter customer"
+            );
+        }
+        Ok(Ensured {
+            customer_key: key.clone(),
+            customer_id: customer.id,
+            plan_key: subscription
+                .plan
+                .map(|p| p.key)
+                .unwrap_or_else(|| self.plan_key.to_string()),
+            subscription_id: subscription.id,
+            status: subscription.status,
+            created: Created {
+                customer: customer_created,
+                subscription: subscription_created,
+            },
+        })
+    }
+
+    async fn find_customer(&self, key: &CustomerKey) -> Result<Option<Customer>, EnsureError> {
+        let found = self
+            .client
+            .find_customers(key)
+            .await
+            .map_err(at(Step::FindCustomer))?;
+        Ok(found.into_iter().next())
+    }
+
+    async fn find_or_create_customer(
+        &self,
+        key: &CustomerKey,
+    ) -> Result<(Customer, bool), EnsureError> {
+        if let Some(existing) = self.find_customer(key).await? {
+            return Ok((existing, false));
+        }
+        match self.client.create_customer(key).await {
+            Ok(created) => Ok((created, true)),
+            Err(e) if lost_create_race(&e) => {
+                tracing::debug!(customer = %key, "customer created concurrently; looking it up");
+                let existing = self.find_customer(key).await?;
+                existing
+                    .map(|c| (c, false))
+                    .ok_or(EnsureError::CustomerVanished(key.clone()))
+            }
+            Err(e) => Err(at(Step::CreateCustomer)(e)),
+        }
+    }
+
+    async fn current_subscription(
+        &self,
+        customer_id: &str,
+    ) -> Result<Option<Subscription>, EnsureError> {
+        let subscriptions = self
+            .client
+            .customer_subscriptions(customer_id)
+            .await
+            .map_err(at(Step::FindSubscriptions))?;
+        Ok(subscriptions
+            .into_iter()
+            .filter(|s| s.customer_id == customer_id)
+            .find(Subscription::is_current))
+    }
+
+    async fn find_or_create_subscription(
+        &self,
+        customer: &Customer,
+    ) -> Result<(Subscription, bool), EnsureError> {
+        if let Some(current) = self.current_subscription(&customer.id).await? {
+            return Ok((current, false));
+        }
+        let plan = self.default_plan().await?;
+        let body = CreateSubscription {
+            customer: CustomerById { id: &customer.id },
+            plan: &plan,
+        };
+        match self.client.create_subscription(&body).await {
+            Ok(created) => Ok((created, true)),
+            Err(e) if e.is_conflict() => match self.current_subscription(&customer.id).await? {
+                Some(current) => Ok((current, false)),
+                None => Err(at(Step::CreateSubscription)(e)),
+            },
+            Err(e) => Err(at(Step::CreateSubscription)(e)),
+        }
+    }
+
+    /// The highest subscribable version of the default plan, cached briefly.
+    pub async fn default_plan(&self) -> Result<PlanRef, EnsureError> {
+        self.plan
+            .try_get_with((), self.resolve_plan())
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
+    async fn resolve_plan(&self) -> Result<PlanRef, EnsureError> {
+        let versions = self
+            .client
+            .plan_versions(&self.plan_key)
+            .await
+            .map_err(at(Step::ResolvePlan))?;
+        versions
+            .iter()
+            .filter(|p| p.is_subscribable())
+            .max_by_key(|p| p.version)
+            .map(|p| p.reference())
+            .ok_or_else(|| EnsureError::NoSubscribablePlan(self.plan_key.clone()))
+    }
+}
+
+/// A create that failed because someone else created the key first.
+fn lost_create_race(e: &ApiError) -> bool {
+    match e {
+        ApiError::Status { status: 409, .. } => true,
+        ApiError::Status { status: 400, .. } => {
+            let text = e.detail().to_ascii_lowercase();
+            text.contains("already exists")
+                || text.contains("conflict")
+                || text.contains("duplicate")
+        }
+        _ => false,
+    }
+}

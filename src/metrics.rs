@@ -1,0 +1,142 @@
+//! Prometheus metrics, one process-wide registry served at `GET /metrics`.
+
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric ticketmeter exports.
+pub struct Metrics {
+    registry: Registry,
+    pub events_consumed: Counter,
+    pub events_skipped: Counter,
+    pub events_delivered: Counter,
+    pub events_dead_lettered: Family<Labels, Counter>,
+    pub batches: Counter,
+    pub batch_latency: Histogram,
+    pub upstream_calls: Family<Labels, Counter>,
+    pub ensure_cache_hits: Counter,
+    pub ensure_cache_misses: Counter,
+    pub consumer_lag: Family<Labels, Gauge>,
+    pub eth_usd_price_micros: Gauge,
+    pub price_updated_unix: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("ticketmeter");
+        let m = Self {
+            events_consumed: Counter::default(),
+            events_skipped: Counter::default(),
+            events_delivered: Counter::default(),
+            events_dead_lettered: Family::default(),
+            batches: Counter::default(),
+            batch_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            upstream_calls: Family::default(),
+            ensure_cache_hits: Counter::default(),
+            ensure_cache_misses: Counter::default(),
+            consumer_lag: Family::default(),
+            eth_usd_price_micros: Gauge::default(),
+            price_updated_unix: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "events_consumed",
+            "Records read from the source",
+            m.events_consumed.clone(),
+        );
+        r.register(
+            "events_skipped",
+            "Records of other event types, committed unsent",
+            m.events_skipped.clone(),
+        );
+        r.register(
+            "events_delivered",
+            "Events OpenMeter accepted",
+            m.events_delivered.clone(),
+        );
+        r.register(
+            "events_dead_lettered",
+            "Events written to the dead-letter queue, by reason kind",
+            m.events_dead_lettered.clone(),
+        );
+        r.register(
+            "batches",
+            "Ingest batches OpenMeter accepted",
+            m.batches.clone(),
+        );
+        r.register(
+            "batch_latency_seconds",
+            "Time from a batch's first event to OpenMeter accepting it",
+            m.batch_latency.clone(),
+        );
+        r.register(
+            "upstream_calls",
+            "OpenMeter HTTP calls by route and status",
+            m.upstream_calls.clone(),
+        );
+        r.register(
+            "ensure_cache_hits",
+            "Ensures answered from the cache",
+            m.ensure_cache_hits.clone(),
+        );
+        r.register(
+            "ensure_cache_misses",
+            "Ensures that asked OpenMeter",
+            m.ensure_cache_misses.clone(),
+        );
+        r.register(
+            "consumer_lag",
+            "Kafka consumer lag in records, by partition",
+            m.consumer_lag.clone(),
+        );
+        r.register(
+            "eth_usd_price_micros",
+            "ETH/USD price in use, in USD micros",
+            m.eth_usd_price_micros.clone(),
+        );
+        r.register(
+            "price_updated_unix_seconds",
+            "When the price in use was obtained",
+            m.price_updated_unix.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Counts one OpenMeter call; `status` is `"error"` when none came back.
+    pub fn upstream_call(&self, route: &'static str, status: &str) {
+        self.upstream_calls
+            .get_or_create(&vec![
+                ("route", route.to_owned()),
+                ("status", status.to_owned()),
+            ])
+            .inc();
+    }
+
+    pub fn dead_lettered(&self, kind: &'static str) {
+        self.events_dead_lettered
+            .get_or_create(&vec![("reason", kind.to_owned())])
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}

@@ -1,0 +1,313 @@
+//! The OpenMeter v3 HTTP client: Bearer auth, deepObject query strings,
+//! problem+json errors, bounded retries of transient failures.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::endpoint::Endpoint;
+use super::error::{ApiError, Problem};
+use super::model::{
+    CreateCustomer, CreateSubscription, Customer, Page, Plan, Subscription, UsageAttribution,
+};
+use crate::domain::{CustomerKey, PlanKey};
+use crate::metrics::metrics;
+use crate::retry::Backoff;
+use crate::secret::Secret;
+
+/// Page size for list calls; OpenMeter's default is smaller.
+const PAGE_SIZE: u32 = 100;
+/// A runaway server cannot make a list call loop for ever.
+const MAX_PAGES: u32 = 1000;
+
+/// How the client talks to OpenMeter.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub endpoint: Endpoint,
+    pub token: Option<Secret>,
+    pub timeout: Duration,
+    /// Attempts per call for transient failures (1 = no retry).
+    pub attempts: u32,
+    pub backoff: Backoff,
+}
+
+impl ClientConfig {
+    pub fn new(endpoint: Endpoint, token: Option<Secret>) -> Self {
+        Self {
+            endpoint,
+            token,
+            timeout: Duration::from_secs(30),
+            attempts: 4,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// An OpenMeter API client; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct OpenMeterClient {
+    http: reqwest::Client,
+    config: ClientConfig,
+}
+
+/// Content types of the ingest endpoint.
+pub const CLOUDEVENT: &str = "application/cloudevents+json";
+pub const CLOUDEVENT_BATCH: &str = "application/cloudevents-batch+json";
+
+impl OpenMeterClient {
+    pub fn new(config: ClientConfig) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(32)
+            .user_agent(concat!("ticketmeter/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Transport {
+                operation: "build HTTP client",
+                message: e.to_string(),
+            })?;
+        Ok(Self { http, config })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.config.endpoint
+    }
+
+    /// Customers whose key equals `key` (OpenMeter filters; we re-check).
+    pub async fn find_customers(&self, key: &CustomerKey) -> Result<Vec<Customer>, ApiError> {
+        let filter = [("filter[key][eq]", key.as_str())];
+        let all: Vec<Customer> = self
+            .list_all("list customers", "/openmeter/customers", &filter)
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|c| c.key == key.as_str() && c.deleted_at.is_none())
+            .collect())
+    }
+
+    /// Creates the customer whose key, name and one subject key are `key`.
+    pub async fn create_customer(&self, key: &CustomerKey) -> Result<Customer, ApiError> {
+        let body = CreateCustomer {
+            key: key.as_str(),
+            name: key.as_str(),
+            usage_attribution: UsageAttribution {
+                subject_keys: [key.as_str()],
+            },
+        };
+        self.send_json(
+            "create customer",
+            Method::POST,
+            "/openmeter/customers",
+            &[],
+            Some(&body),
+        )
+        .await
+    }
+
+    /// Every subscription of a customer, all pages.
+    pub async fn customer_subscriptions(
+        &self,
+        customer_id: &str,
+    ) -> Result<Vec<Subscription>, ApiError> {
+        let filter = [("filter[customer_id][eq]", customer_id)];
+        self.list_all("list subscriptions", "/openmeter/subscriptions", &filter)
+            .await
+    }
+
+    pub async fn create_subscription(
+        &self,
+        body: &CreateSubscription<'_>,
+    ) -> Result<Subscription, ApiError> {
+        self.send_json(
+            "create subscription",
+            Method::POST,
+            "/openmeter/subscriptions",
+            &[],
+            Some(body),
+        )
+        .await
+    }
+
+    /// Every version of the plan `key`, all pages.
+    pub async fn plan_versions(&self, key: &PlanKey) -> Result<Vec<Plan>, ApiError> {
+        let filter = [("filter[key][eq]", key.as_str())];
+        let all: Vec<Plan> = self
+            .list_all("list plans", "/openmeter/plans", &filter)
+            .await?;
+        Ok(all.into_iter().filter(|p| p.key == key.as_str()).collect())
+    }
+
+    /// Sends one JSON array of CloudEvents, serialised by the caller.
+    /// No retry here: the delivery stage owns retry and back-pressure.
+    pub async fn ingest_batch(&self, body: Bytes) -> Result<(), ApiError> {
+        self.ingest(body, CLOUDEVENT_BATCH).await
+    }
+
+    /// Sends one CloudEvent, serialised by the caller.
+    pub async fn ingest_one(&self, body: Bytes) -> Result<(), ApiError> {
+        self.ingest(body, CLOUDEVENT).await
+    }
+
+    async fn ingest(&self, body: Bytes, content_type: &'static str) -> Result<(), ApiError> {
+        let request = self
+            .authorized(Method::POST, self.config.endpoint.ingest().as_str())
+            .header(CONTENT_TYPE, content_type)
+            .body(body);
+        let response = self.execute("ingest events", request).await?;
+        drop(response);
+        Ok(())
+    }
+
+    /// Fetches every page of a page-paginated list.
+    pub async fn list_all<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        path: &str,
+        filter: &[(&str, &str)],
+    ) -> Result<Vec<T>, ApiError> {
+        let mut items = Vec::new();
+        for number in 1..=MAX_PAGES {
+            let (n, s) = (number.to_string(), PAGE_SIZE.to_string());
+            let mut query: Vec<(&str, &str)> = filter.to_vec();
+            query.extend([("page[number]", n.as_str()), ("page[size]", s.as_str())]);
+            let page: Page<T> = self
+                .send_json::<_, ()>(operation, Method::GET, path, &query, None)
+                .await?;
+            let fetched = page.data.len();
+            items.extend(page.data);
+            if fetched == 0 || !page.meta.page.has_more(items.len() as u64) {
+                break;
+            }
+        }
+        Ok(items)
+    }
+
+    /// One JSON call with bounded retries of transient failures.
+    pub async fn send_json<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&B>,
+    ) -> Result<T, ApiError> {
+        let url = self.config.endpoint.url(path);
+        let mut attempt = 1;
+        loop {
+            let mut request = self.authorized(method.clone(), &url).query(query);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            match self.execute(operation, request).await {
+                Ok(response) => return decode(operation, response).await,
+                Err(e) if e.is_transient() && attempt < self.config.attempts => {
+                    let wait = self.config.backoff.delay(attempt, e.retry_after());
+                    tracing::warn!(operation, attempt, error = %e, ?wait, "retrying OpenMeter call");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn authorized(&self, method: Method, url: &str) -> RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.config.token {
+            Some(token) => request.bearer_auth(token.expose()),
+            None => request,
+        }
+    }
+
+    /// Sends a request; any non-2xx becomes a typed error.
+    async fn execute(
+        &self,
+        operation: &'static str,
+        request: RequestBuilder,
+    ) -> Result<Response, ApiError> {
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                metrics().upstream_call(operation, "error");
+                return Err(ApiError::Transport {
+                    operation,
+                    message: transport_message(&e),
+                });
+            }
+        };
+        let status = response.status();
+        metrics().upstream_call(operation, status.as_str());
+        if status.is_success() {
+            return Ok(response);
+        }
+        Err(error_from(operation, status, response).await)
+    }
+}
+
+async fn decode<T: DeserializeOwned>(
+    operation: &'static str,
+    response: Response,
+) -> Result<T, ApiError> {
+    let bytes = response.bytes().await.map_err(|e| ApiError::Transport {
+        operation,
+        message: transport_message(&e),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
+        operation,
+        message: e.to_string(),
+    })
+}
+
+async fn error_from(operation: &'static str, status: StatusCode, response: Response) -> ApiError {
+    let retry_after = retry_after(response.headers());
+    let body = response.bytes().await.unwrap_or_default();
+    let problem: Problem = serde_json::from_slice(&body).unwrap_or_default();
+    let code = status.as_u16();
+    if matches!(code, 401 | 403) {
+        return ApiError::Unauthorized {
+            operation,
+            status: code,
+            detail: problem.detail,
+        };
+    }
+    ApiError::Status {
+        operation,
+        status: code,
+        title: if problem.title.is_empty() {
+            status.canonical_reason().unwrap_or_default().to_owned()
+        } else {
+            problem.title
+        },
+        detail: problem.detail,
+        invalid_parameters: problem.invalid_parameters,
+        retry_after,
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare for APIs; ignored).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+/// reqwest's message plus its cause chain (the URL carries no secret).
+fn transport_message(e: &reqwest::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

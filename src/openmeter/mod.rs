@@ -1,0 +1,10 @@
+//! The OpenMeter (or Kong Konnect Metering & Billing) v3 API client.
+
+mod client;
+mod endpoint;
+mod error;
+pub mod model;
+
+pub use client::{ClientConfig, OpenMeterClient, CLOUDEVENT, CLOUDEVENT_BATCH};
+pub use endpoint::{Endpoint, EndpointError};
+pub use error::{is_transient_status, ApiError, Problem};
