@@ -4,9 +4,16 @@
 //! [`ensure`] → [`deliver`] → [`commit`] / [`dlq`], wired by [`pipeline`];
 //! plus the [`openmeter`] client, the HTTP [`api`] and the [`cli`].
 
+pub mod bootstrap;
+pub mod commit;
+pub mod decode;
+pub mod dlq;
 pub mod domain;
 pub mod ensure;
+pub mod map;
 pub mod metrics;
 pub mod openmeter;
+pub mod price;
 pub mod retry;
 pub mod secret;
+pub mod source;

@@ -1,0 +1,1 @@
+//! Bootstrap of the OpenMeter catalog (meters, features, default plan).
