@@ -17,3 +17,5 @@ pub mod price;
 pub mod retry;
 pub mod secret;
 pub mod source;
+pub mod deliver;
+pub mod pipeline;

@@ -1,0 +1,191 @@
+//! The pipeline: records from a source are decoded and mapped in order,
+//! grouped into batches (by count, bytes and linger), and each batch is
+//! ensured and delivered by a bounded number of concurrent flushes. Skips
+//! and dead letters settle at once; events settle when their batch does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::sleep_until;
+use tokio_util::sync::CancellationToken;
+
+use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
+use crate::deliver::{Deliverer, Pending, Tally};
+use crate::map::map;
+use crate::price::PriceFeed;
+use crate::source::Record;
+
+/// Batching and shutdown settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineConfig {
+    /// Events per ingest request.
+    pub batch_max_events: usize,
+    /// Bytes per ingest request (serialised CloudEvents).
+    pub batch_max_bytes: usize,
+    /// How long a partial batch waits for more events.
+    pub linger: Duration,
+    /// Batches being ensured/delivered at once.
+    pub max_in_flight: usize,
+    /// Records larger than this are dead-lettered unread.
+    pub max_event_bytes: usize,
+    /// How long shutdown waits for in-flight batches.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_events: 500,
+            batch_max_bytes: 1 << 20,
+            linger: Duration::from_millis(100),
+            max_in_flight: 4,
+            max_event_bytes: DEFAULT_MAX_BYTES,
+            shutdown_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+/// Decode → map → batch → ensure → deliver, over one record channel.
+pub struct Pipeline {
+    pub deliverer: Arc<Deliverer>,
+    pub price: PriceFeed,
+    pub config: PipelineConfig,
+}
+
+struct Batch {
+    events: Vec<Pending>,
+    bytes: usize,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Pipeline {
+    pub fn tally(&self) -> Arc<Tally> {
+        self.deliverer.tally.clone()
+    }
+
+    /// Runs until `records` closes (the source ended or was cancelled),
+    /// then flushes what is left and waits for in-flight batches (at most
+    /// `shutdown_timeout` once `cancel` fired). Returns whether everything
+    /// read was settled.
+    pub async fn run(&self, mut records: mpsc::Receiver<Record>, cancel: &CancellationToken) -> bool {
+        let slots = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
+        let mut flushes = JoinSet::new();
+        let mut batch = Batch {
+            events: Vec::new(),
+            bytes: 0,
+            deadline: None,
+        };
+        loop {
+            let deadline = batch.deadline;
+            let record = tokio::select! {
+                record = records.recv() => record,
+                _ = sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    self.flush(&mut batch, &slots, &mut flushes).await;
+                    continue;
+                }
+            };
+            let Some(record) = record else { break };
+            if let Some(pending) = self.prepare(record).await {
+                self.add(&mut batch, pending, &slots, &mut flushes).await;
+            }
+            while flushes.try_join_next().is_some() {}
+        }
+        self.flush(&mut batch, &slots, &mut flushes).await;
+        self.drain(flushes, cancel).await
+    }
+
+    /// Decodes and maps one record; settles it at once if it is a skip or
+    /// a dead letter.
+    async fn prepare(&self, record: Record) -> Option<Pending> {
+        Tally::add(&self.deliverer.tally.read, 1);
+        let read_at = Instant::now();
+        let ticket = match decode(&record.payload, self.config.max_event_bytes) {
+            Ok(Decoded::Ticket(ticket)) => ticket,
+            Ok(Decoded::Skip(_)) => {
+                self.deliverer.skipped(record.origin.position);
+                return None;
+            }
+            Err(rejection) => {
+                let kind = rejection.kind();
+                self.deliverer.dead_letter(record, kind, rejection.to_string()).await;
+                return None;
+            }
+        };
+        let price = self.price.current().price;
+        match map(*ticket, &price) {
+            Ok(mapped) => match serde_json::to_vec(&mapped.event) {
+                Ok(json) => Some(Pending {
+                    record,
+                    identity: mapped.identity,
+                    json: Bytes::from(json),
+                    read_at,
+                }),
+                Err(e) => {
+                    self.deliverer.dead_letter(record, "invalid_data", e.to_string()).await;
+                    None
+                }
+            },
+            Err(e) => {
+                self.deliverer.dead_letter(record, "fee", e.to_string()).await;
+                None
+            }
+        }
+    }
+
+    async fn add(&self, batch: &mut Batch, pending: Pending, slots: &Arc<Semaphore>, flushes: &mut JoinSet<()>) {
+        if !batch.events.is_empty() && batch.bytes + pending.json.len() > self.config.batch_max_bytes {
+            self.flush(batch, slots, flushes).await;
+        }
+        batch.bytes += pending.json.len() + 1;
+        batch.events.push(pending);
+        if batch.deadline.is_none() {
+            batch.deadline = Some(tokio::time::Instant::now() + self.config.linger);
+        }
+        if batch.events.len() >= self.config.batch_max_events {
+            self.flush(batch, slots, flushes).await;
+        }
+    }
+
+    /// Hands the batch to a flush task once an in-flight slot is free.
+    async fn flush(&self, batch: &mut Batch, slots: &Arc<Semaphore>, flushes: &mut JoinSet<()>) {
+        batch.deadline = None;
+        batch.bytes = 0;
+        if batch.events.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut batch.events);
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let deliverer = self.deliverer.clone();
+        flushes.spawn(async move {
+            deliverer.flush(events).await;
+            drop(permit);
+        });
+    }
+
+    /// Waits for every in-flight batch; once `cancel` fires, for at most
+    /// `shutdown_timeout` more.
+    async fn drain(&self, mut flushes: JoinSet<()>, cancel: &CancellationToken) -> bool {
+        let mut deadline = None;
+        loop {
+            tokio::select! {
+                next = flushes.join_next() => if next.is_none() { return true },
+                _ = cancel.cancelled(), if deadline.is_none() => {
+                    deadline = Some(tokio::time::Instant::now() + self.config.shutdown_timeout);
+                }
+                _ = sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    tracing::warn!(
+                        in_flight = flushes.len(),
+                        "shutdown timeout: abandoning in-flight batches; their offsets stay uncommitted and will be redelivered"
+                    );
+                    flushes.abort_all();
+                    return false;
+                }
+            }
+        }
+    }
+}
