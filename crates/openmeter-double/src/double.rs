@@ -1,0 +1,255 @@
+//! The test-facing handle: configuration, snapshots, seeding and faults.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use serde_json::Value;
+
+use crate::faults::{Counters, Faults};
+use crate::model::{Customer, Delivery, Feature, Meter, Plan, PlanSeed, Subscription};
+use crate::route::Route;
+use crate::server::RunningDouble;
+use crate::state::State;
+
+/// How a [`Double`] behaves.
+#[derive(Debug, Clone)]
+pub struct DoubleConfig {
+    /// When set, every request must carry `Authorization: Bearer <token>`
+    /// (else 401), so tests exercise the client's auth header.
+    pub token: Option<String>,
+    /// `Retry-After` seconds sent with injected 429/503 answers, so clients
+    /// that honour it are exercised without slowing tests much.
+    pub retry_after_secs: u64,
+    /// Largest accepted request body (ingest batches can be big).
+    pub max_body_bytes: usize,
+}
+
+impl Default for DoubleConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            retry_after_secs: 1,
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub config: DoubleConfig,
+    pub state: Mutex<State>,
+    pub counters: Counters,
+    pub faults: Faults,
+}
+
+/// An in-memory OpenMeter. Cheap to clone: clones share one state, so a test
+/// keeps a handle while the server task serves requests.
+#[derive(Clone)]
+pub struct Double {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Default for Double {
+    fn default() -> Self {
+        Self::new(DoubleConfig::default())
+    }
+}
+
+impl Double {
+    pub fn new(config: DoubleConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                state: Mutex::new(State::default()),
+                counters: Counters::default(),
+                faults: Faults::default(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &DoubleConfig {
+        &self.inner.config
+    }
+
+    /// The state lock. Poisoning is ignored: a panicking test thread must not
+    /// turn every later request into a 500. Never held across an `.await`.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The API as an axum router (both `/api/v3` and `/v3` prefixes), for
+    /// in-process use. Dropped connections ([`Double::drop_next`]) need a real
+    /// socket: through this router they surface as a bare 503.
+    pub fn router(&self) -> Router {
+        let api = crate::routes::api();
+        Router::new()
+            .nest("/api/v3", api.clone())
+            .nest("/v3", api)
+            .fallback(crate::routes::fallback)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                crate::gate::gate,
+            ))
+            .layer(DefaultBodyLimit::max(self.inner.config.max_body_bytes))
+            .with_state(self.clone())
+    }
+
+    /// Bind `addr` (port 0 picks a free port) and serve in a tokio task until
+    /// the returned handle is dropped or shut down.
+    pub async fn spawn(&self, addr: SocketAddr) -> std::io::Result<RunningDouble> {
+        crate::server::spawn(self.clone(), addr).await
+    }
+
+    // ---- counters -------------------------------------------------------
+
+    /// Requests that reached `route`, including faulted and rejected ones.
+    pub fn calls(&self, route: Route) -> u64 {
+        self.inner.counters.route(route)
+    }
+
+    /// Every request, including unknown routes.
+    pub fn total_calls(&self) -> u64 {
+        self.inner.counters.total()
+    }
+
+    /// POST/PUT/PATCH/DELETE requests other than event ingest: what a cache in
+    /// front of the API is supposed to save.
+    pub fn write_calls(&self) -> u64 {
+        self.inner.counters.writes()
+    }
+
+    pub fn reset_counters(&self) {
+        self.inner.counters.reset();
+    }
+
+    // ---- snapshots ------------------------------------------------------
+
+    pub fn customers(&self) -> Vec<Customer> {
+        self.lock().customers.clone()
+    }
+
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        self.lock().subscriptions.clone()
+    }
+
+    pub fn plans(&self) -> Vec<Plan> {
+        self.lock().plans.clone()
+    }
+
+    pub fn meters(&self) -> Vec<Meter> {
+        self.lock().meters.clone()
+    }
+
+    pub fn features(&self) -> Vec<Feature> {
+        self.lock().features.clone()
+    }
+
+    /// Every event delivery in arrival order, duplicates included.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        let state = self.lock();
+        state
+            .events
+            .deliveries
+            .iter()
+            .map(|d| Delivery {
+                event: serde_json::to_value(&d.event).unwrap_or_default(),
+                received_at: d.received_at,
+                duplicate: d.duplicate,
+                customer_id: d.customer.map(|i| state.customers[i].id.clone()),
+            })
+            .collect()
+    }
+
+    /// Number of deliveries, without copying them (for load tests).
+    pub fn delivery_count(&self) -> usize {
+        self.lock().events.deliveries.len()
+    }
+
+    /// Events deduplicated by `(source, id)`, in first-arrival order: what
+    /// OpenMeter would bill.
+    pub fn unique_events(&self) -> Vec<Value> {
+        let state = self.lock();
+        let events = &state.events;
+        events
+            .unique
+            .iter()
+            .map(|&i| serde_json::to_value(&events.deliveries[i].event).unwrap_or_default())
+            .collect()
+    }
+
+    // ---- seeding --------------------------------------------------------
+
+    /// Insert a plan in any status (including deleted ones) to test plan
+    /// resolution. Returns its id.
+    pub fn seed_plan(&self, seed: PlanSeed) -> String {
+        self.lock().seed_plan(seed)
+    }
+
+    /// Insert a customer named and keyed `key`, skipping conflict checks.
+    pub fn seed_customer(&self, key: &str, subject_keys: &[&str]) -> String {
+        self.lock().seed_customer(key, subject_keys)
+    }
+
+    /// Insert a subscription with any status, skipping all checks.
+    pub fn seed_subscription(&self, customer_id: &str, plan_id: &str, status: &str) -> String {
+        self.lock().seed_subscription(customer_id, plan_id, status)
+    }
+
+    /// Create a meter from a `CreateMeterRequest` body, exactly as
+    /// `POST /meters` would.
+    ///
+    /// # Panics
+    /// When the body is invalid or the key is taken: that is a bug in the
+    /// test, and a panic names it.
+    pub fn seed_meter(&self, body: Value) -> String {
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let result =
+            crate::routes::meters::parse_new(&bytes).and_then(|new| self.lock().create_meter(new));
+        match result {
+            Ok(meter) => meter.id,
+            Err(p) => panic!("seed_meter: {} {}", p.status, p.detail),
+        }
+    }
+
+    // ---- faults ---------------------------------------------------------
+
+    /// Answer the next `n` calls of `route` with a problem of `status`
+    /// (429/503 carry `Retry-After`, see [`DoubleConfig::retry_after_secs`]).
+    pub fn fail_next(&self, route: Route, n: u32, status: u16) {
+        let retry = matches!(status, 429 | 503).then_some(self.inner.config.retry_after_secs);
+        self.inner.faults.fail_next(route, n, status, retry);
+    }
+
+    /// Like [`Double::fail_next`] with an explicit `Retry-After`.
+    pub fn fail_next_with_retry_after(&self, route: Route, n: u32, status: u16, secs: u64) {
+        self.inner.faults.fail_next(route, n, status, Some(secs));
+    }
+
+    /// Delay every call of `route` (zero turns it off).
+    pub fn set_latency(&self, route: Route, latency: Duration) {
+        self.inner.faults.set_latency(route, latency);
+    }
+
+    /// Close the connection of the next `n` calls of `route` without sending
+    /// a single response byte, like a crashed proxy.
+    pub fn drop_next(&self, route: Route, n: u32) {
+        self.inner.faults.drop_next(route, n);
+    }
+
+    /// Remove all pending faults and latencies.
+    pub fn clear_faults(&self) {
+        self.inner.faults.clear();
+        self.lock().rejected_event_ids.clear();
+    }
+
+    /// Reject (400, naming the ids) every ingest request that contains one
+    /// of these event ids, to test that a client splits a failing batch.
+    pub fn reject_event_ids(&self, ids: &[&str]) {
+        let mut state = self.lock();
+        state
+            .rejected_event_ids
+            .extend(ids.iter().map(|s| s.to_string()));
+    }
+}

@@ -1,0 +1,93 @@
+//! The middleware every request passes: count, authenticate, inject faults,
+//! then render problems (which need the request path as `instance`).
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::double::Double;
+use crate::faults::Action;
+use crate::problem::{PendingProblem, Problem};
+use crate::route::Route;
+
+/// Response extension telling the server to close the connection instead of
+/// answering (see `server.rs`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DropConnection;
+
+fn is_write(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+fn authorized(d: &Double, req: &Request) -> bool {
+    let Some(token) = &d.inner.config.token else {
+        return true;
+    };
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .is_some_and(|t| t.trim() == token)
+}
+
+fn injected(status: u16, retry_after: Option<u64>) -> Problem {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut p = Problem::new(status, "fault injected by openmeter-double");
+    p.retry_after = retry_after;
+    p
+}
+
+pub(crate) async fn gate(State(d): State<Double>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let route = Route::classify(req.method(), &path);
+    d.inner.counters.record(route, is_write(req.method()));
+    if !authorized(&d, &req) {
+        let mut resp =
+            Problem::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token").render(&path);
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return resp;
+    }
+    if let Some(r) = route {
+        let (action, latency) = d.inner.faults.take(r);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        match action {
+            Action::Pass => {}
+            Action::Fail {
+                status,
+                retry_after,
+            } => return injected(status, retry_after).render(&path),
+            Action::Drop => {
+                let mut resp = StatusCode::SERVICE_UNAVAILABLE.into_response();
+                resp.extensions_mut().insert(DropConnection);
+                return resp;
+            }
+        }
+    }
+    finish(next.run(req).await, &path)
+}
+
+/// Render pending problems; turn axum's bare 405 into a problem.
+fn finish(mut resp: Response, path: &str) -> Response {
+    if let Some(PendingProblem(p)) = resp.extensions_mut().remove::<PendingProblem>() {
+        return p.render(path);
+    }
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        let allow = resp.headers().get(header::ALLOW).cloned();
+        let mut out =
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed").render(path);
+        if let Some(a) = allow {
+            out.headers_mut().insert(header::ALLOW, a);
+        }
+        return out;
+    }
+    resp
+}

@@ -1,0 +1,40 @@
+//! `openmeter-double`: a stateful, in-memory test double of the OpenMeter /
+//! Kong Konnect "Metering & Billing" v3 API subset ticketmeter uses.
+//!
+//! Every response is shaped after `openmeter-v3-openapi.yaml` (snake_case,
+//! required fields present, optional fields omitted rather than `null`), so
+//! the double can sit behind Prism in a contract test. On top of the API it
+//! offers what tests need and a real server cannot give: typed snapshots of
+//! the stored data, call counters, seeding shortcuts and fault injection
+//! (failures, latency, dropped connections) per [`Route`].
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use openmeter_double::{Double, DoubleConfig, Route};
+//! let double = Double::new(DoubleConfig::default());
+//! let running = double.spawn("127.0.0.1:0".parse().unwrap()).await?;
+//! double.fail_next(Route::CreateCustomer, 1, 503);
+//! println!("OPENMETER_URL={}", running.base_url());
+//! # Ok(()) }
+//! ```
+
+mod double;
+mod faults;
+mod gate;
+mod model;
+mod problem;
+mod query;
+mod route;
+mod routes;
+mod server;
+mod state;
+mod validate;
+
+pub use double::{Double, DoubleConfig};
+pub use model::{
+    Customer, Delivery, Feature, Labels, Meter, Plan, PlanRef, PlanSeed, Subscription,
+    SubscriptionItem, SubscriptionPhase, UsageAttribution,
+};
+pub use problem::{InvalidParam, Problem};
+pub use route::Route;
+pub use server::{serve, RunningDouble};

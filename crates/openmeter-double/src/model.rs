@@ -1,0 +1,231 @@
+//! Resource shapes, serialized exactly as the spec's response schemas.
+//!
+//! They double as the typed snapshots tests read (`Double::customers()`, …),
+//! so every field is public. Optional fields are omitted, never `null`,
+//! because the spec declares them non-nullable.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+pub type Labels = BTreeMap<String, String>;
+
+/// A fresh spec-valid ULID (`^[0-7][0-9A-HJKMNP-TV-Z]{25}$`).
+pub fn new_id() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+/// `BillingCustomerUsageAttribution`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageAttribution {
+    pub subject_keys: Vec<String>,
+}
+
+/// `BillingCustomer`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Customer {
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_attribution: Option<UsageAttribution>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billing_address: Option<Value>,
+}
+
+impl Customer {
+    /// The subject keys attributed to this customer (possibly empty).
+    pub fn subject_keys(&self) -> &[String] {
+        self.usage_attribution
+            .as_ref()
+            .map(|u| u.subject_keys.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+/// `BillingPlan`. Phases are kept as the JSON the client sent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub key: String,
+    pub version: u32,
+    pub currency: String,
+    pub billing_cadence: String,
+    pub pro_rating_enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_from: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_to: Option<DateTime<Utc>>,
+    /// `draft`, `active`, `archived` or `scheduled`.
+    pub status: String,
+    pub phases: Vec<Value>,
+}
+
+/// What [`crate::Double::seed_plan`] inserts. Start from
+/// [`PlanSeed::new`] and override fields with struct update syntax.
+#[derive(Debug, Clone)]
+pub struct PlanSeed {
+    pub key: String,
+    pub version: u32,
+    /// `draft`, `active`, `archived` or `scheduled`.
+    pub status: String,
+    pub deleted: bool,
+    pub currency: String,
+    pub name: String,
+    pub billing_cadence: String,
+    /// `BillingPlanPhase` JSON; `None` means one phase with no rate cards.
+    pub phases: Option<Vec<Value>>,
+}
+
+impl PlanSeed {
+    pub fn new(key: &str, version: u32, status: &str) -> Self {
+        Self {
+            key: key.into(),
+            version,
+            status: status.into(),
+            deleted: false,
+            currency: "USD".into(),
+            name: key.into(),
+            billing_cadence: "P1M".into(),
+            phases: None,
+        }
+    }
+}
+
+/// `BillingSubscriptionPlanReference`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanRef {
+    pub id: String,
+    pub key: String,
+    pub version: u32,
+}
+
+/// `BillingSubscriptionItem`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubscriptionItem {
+    pub id: String,
+    pub active_from: DateTime<Utc>,
+    pub rate_card: Value,
+}
+
+/// `BillingSubscriptionPhase`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubscriptionPhase {
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub key: String,
+    pub active_from: DateTime<Utc>,
+    pub items: Vec<SubscriptionItem>,
+}
+
+/// `BillingSubscription`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Subscription {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub name: String,
+    pub active_from: DateTime<Utc>,
+    pub customer_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanRef>,
+    pub invoice_currency: String,
+    pub cost_basis_mode: String,
+    pub cost_basis_pins: Vec<Value>,
+    pub billing_cadence: String,
+    pub billing_anchor: DateTime<Utc>,
+    /// `active`, `inactive`, `canceled` or `scheduled`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settlement_mode: Option<String>,
+    pub phases: Vec<SubscriptionPhase>,
+}
+
+/// `Meter`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Meter {
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub key: String,
+    pub aggregation: String,
+    pub event_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_from: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_property: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<BTreeMap<String, String>>,
+}
+
+/// `Feature`. `meter` is a `FeatureMeterReference`, `unit_cost` a
+/// `BillingFeatureUnitCost`, both echoed as given.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Feature {
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meter: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_cost: Option<Value>,
+}
+
+impl Feature {
+    /// The referenced meter's id, if the feature is metered.
+    pub fn meter_id(&self) -> Option<&str> {
+        self.meter.as_ref()?.get("id")?.as_str()
+    }
+}
+
+/// One event delivery as received (duplicates included).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The CloudEvent as delivered (null optional fields dropped).
+    pub event: Value,
+    pub received_at: DateTime<Utc>,
+    /// True when an earlier delivery had the same `(source, id)`.
+    pub duplicate: bool,
+    /// The customer owning the event's subject when it arrived.
+    pub customer_id: Option<String>,
+}

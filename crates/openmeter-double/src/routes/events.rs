@@ -1,0 +1,401 @@
+//! `POST /events` (CloudEvents ingest) and `GET /events` (cursor-paged list).
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{SecondsFormat, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::double::Double;
+use crate::problem::{ApiResult, InvalidParam, Problem};
+use crate::query::{self, Kind, ListQuery};
+use crate::state::{State as Data, StoredEvent};
+use crate::validate::{malformed, parse_datetime};
+
+const EVENT_FIELDS: &[&str] = &[
+    "id",
+    "source",
+    "specversion",
+    "type",
+    "datacontenttype",
+    "dataschema",
+    "subject",
+    "time",
+    "data",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Single,
+    Batch,
+    Either,
+}
+
+fn shape(headers: &HeaderMap) -> ApiResult<Shape> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/cloudevents+json" => Ok(Shape::Single),
+        "application/cloudevents-batch+json" => Ok(Shape::Batch),
+        "application/json" => Ok(Shape::Either),
+        _ => Err(Problem::bad_request(
+            format!("unsupported content type {ct:?}"),
+            vec![InvalidParam::choice(
+                "Content-Type",
+                &[
+                    "application/cloudevents+json",
+                    "application/cloudevents-batch+json",
+                    "application/json",
+                ],
+            )
+            .from_source("header")],
+        )),
+    }
+}
+
+fn shape_error(reason: &str) -> Problem {
+    Problem::bad_request(
+        reason.to_string(),
+        vec![InvalidParam::rule("body", "type", reason.to_string())],
+    )
+}
+
+fn split_body(shape: Shape, body: Value) -> ApiResult<Vec<Value>> {
+    match (shape, body) {
+        (Shape::Batch | Shape::Either, Value::Array(items)) => Ok(items),
+        (Shape::Single | Shape::Either, v @ Value::Object(_)) => Ok(vec![v]),
+        (Shape::Batch, _) => Err(shape_error("a CloudEvents batch must be a JSON array")),
+        _ => Err(shape_error("a CloudEvent must be a JSON object")),
+    }
+}
+
+/// Take a required non-empty string field out of `m`.
+fn req_string(
+    m: &mut Map<String, Value>,
+    field: &str,
+    at: &dyn Fn(&str) -> String,
+    errs: &mut Vec<InvalidParam>,
+) -> String {
+    match m.remove(field) {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        Some(Value::String(_)) => {
+            errs.push(InvalidParam::min_length(at(field), 1));
+            String::new()
+        }
+        None | Some(Value::Null) => {
+            errs.push(InvalidParam::required(at(field)));
+            String::new()
+        }
+        Some(_) => {
+            errs.push(InvalidParam::rule(
+                at(field),
+                "is_string",
+                "must be a string",
+            ));
+            String::new()
+        }
+    }
+}
+
+/// Take an optional (nullable) string field out of `m`.
+fn opt_string(
+    m: &mut Map<String, Value>,
+    field: &str,
+    at: &dyn Fn(&str) -> String,
+    errs: &mut Vec<InvalidParam>,
+) -> Option<String> {
+    match m.remove(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => {
+            errs.push(InvalidParam::rule(
+                at(field),
+                "is_string",
+                "must be a string",
+            ));
+            None
+        }
+    }
+}
+
+/// Validate one `MeteringEvent`, moving its fields into a `StoredEvent`.
+fn to_event(i: usize, v: Value, errs: &mut Vec<InvalidParam>) -> StoredEvent {
+    let at = |f: &str| format!("[{i}].{f}");
+    let mut m = match v {
+        Value::Object(m) => m,
+        _ => {
+            errs.push(InvalidParam::rule(
+                format!("[{i}]"),
+                "is_object",
+                "must be an object",
+            ));
+            Map::new()
+        }
+    };
+    for k in m.keys().filter(|k| !EVENT_FIELDS.contains(&k.as_str())) {
+        errs.push(InvalidParam::unknown(at(k)));
+    }
+    let mut ev = StoredEvent {
+        id: req_string(&mut m, "id", &at, errs),
+        source: req_string(&mut m, "source", &at, errs),
+        specversion: req_string(&mut m, "specversion", &at, errs),
+        ty: req_string(&mut m, "type", &at, errs),
+        subject: req_string(&mut m, "subject", &at, errs),
+        datacontenttype: opt_string(&mut m, "datacontenttype", &at, errs),
+        dataschema: opt_string(&mut m, "dataschema", &at, errs),
+        time: opt_string(&mut m, "time", &at, errs),
+        data: None,
+        time_ns: None,
+    };
+    check_optional(&mut ev, &at, errs);
+    match m.remove("data") {
+        None | Some(Value::Null) => {}
+        Some(d @ Value::Object(_)) => ev.data = Some(d),
+        Some(_) => errs.push(InvalidParam::rule(
+            at("data"),
+            "is_object",
+            "must be an object",
+        )),
+    }
+    ev
+}
+
+fn check_optional(ev: &mut StoredEvent, at: &dyn Fn(&str) -> String, errs: &mut Vec<InvalidParam>) {
+    if let Some(t) = &ev.time {
+        match parse_datetime(t) {
+            Some(dt) => ev.time_ns = dt.timestamp_nanos_opt(),
+            None => errs.push(InvalidParam::rule(
+                at("time"),
+                "is_date_time",
+                "must be an RFC 3339 date-time",
+            )),
+        }
+    }
+    if ev
+        .datacontenttype
+        .as_deref()
+        .is_some_and(|c| c != "application/json")
+    {
+        errs.push(InvalidParam::choice(
+            at("datacontenttype"),
+            &["application/json"],
+        ));
+    }
+    if ev.dataschema.as_deref().is_some_and(str::is_empty) {
+        errs.push(InvalidParam::min_length(at("dataschema"), 1));
+    }
+}
+
+/// Validate a whole batch; any invalid event fails the request.
+fn validate_batch(items: Vec<Value>) -> ApiResult<Vec<StoredEvent>> {
+    let mut errs = Vec::new();
+    let mut bad_ids = Vec::new();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, v) in items.into_iter().enumerate() {
+        let before = errs.len();
+        let ev = to_event(i, v, &mut errs);
+        if errs.len() > before {
+            bad_ids.push(if ev.id.is_empty() {
+                format!("#{i}")
+            } else {
+                ev.id.clone()
+            });
+        }
+        out.push(ev);
+    }
+    if errs.is_empty() {
+        return Ok(out);
+    }
+    Err(Problem::bad_request(
+        format!("invalid events: {}", bad_ids.join(", ")),
+        errs,
+    ))
+}
+
+/// 400 when the batch holds an id the test asked to reject.
+fn rejected(state: &Data, batch: &[StoredEvent]) -> Option<Problem> {
+    if state.rejected_event_ids.is_empty() {
+        return None;
+    }
+    let hits: Vec<(usize, &str)> = batch
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| state.rejected_event_ids.contains(&e.id))
+        .map(|(i, e)| (i, e.id.as_str()))
+        .collect();
+    if hits.is_empty() {
+        return None;
+    }
+    let ids: Vec<&str> = hits.iter().map(|(_, id)| *id).collect();
+    let params = hits
+        .iter()
+        .map(|(i, id)| InvalidParam::invalid(format!("[{i}].id"), format!("event {id} rejected")))
+        .collect();
+    Some(Problem::bad_request(
+        format!("invalid events: {}", ids.join(", ")),
+        params,
+    ))
+}
+
+pub(crate) async fn ingest(
+    State(d): State<Double>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let shape = shape(&headers)?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| malformed(&e))?;
+    let batch = validate_batch(split_body(shape, value)?)?;
+    let now = Utc::now();
+    {
+        let mut state = d.lock();
+        if let Some(p) = rejected(&state, &batch) {
+            return Err(p);
+        }
+        state.ingest(batch, now);
+    }
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+// ---- listing ---------------------------------------------------------------
+
+const FILTERS: &[(&str, Kind)] = &[
+    ("id", Kind::String),
+    ("source", Kind::String),
+    ("subject", Kind::String),
+    ("type", Kind::String),
+    ("customer_id", Kind::Exact),
+    ("time", Kind::DateTime),
+    ("ingested_at", Kind::DateTime),
+    ("stored_at", Kind::DateTime),
+];
+
+fn rfc3339(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn field(state: &Data, idx: usize, name: &str) -> Vec<String> {
+    let d = &state.events.deliveries[idx];
+    let e = &d.event;
+    let one = |s: &str| vec![s.to_string()];
+    match name {
+        "id" => one(&e.id),
+        "source" => one(&e.source),
+        "subject" => one(&e.subject),
+        "type" => one(&e.ty),
+        "customer_id" => d
+            .customer
+            .map(|c| state.customers[c].id.clone())
+            .into_iter()
+            .collect(),
+        "time" => e.time.clone().into_iter().collect(),
+        _ => vec![rfc3339(d.received_at)],
+    }
+}
+
+fn matches(state: &Data, idx: usize, q: &ListQuery) -> bool {
+    q.filters.iter().all(|f| {
+        let values = field(state, idx, &f.field);
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        f.op.matches(&refs)
+    })
+}
+
+/// `sort`: `time` or `ingested_at`, optional ` asc`/` desc`; default time desc.
+fn descending(sort: Option<&str>) -> ApiResult<bool> {
+    let Some(s) = sort.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(true);
+    };
+    let mut parts = s.split_whitespace();
+    let field = parts.next().unwrap_or("");
+    let order = parts.next().unwrap_or("asc");
+    if !matches!(field, "time" | "ingested_at" | "stored_at") || !matches!(order, "asc" | "desc") {
+        return Err(Problem::bad_request(
+            format!("unsupported sort {s:?}"),
+            vec![InvalidParam::invalid("sort", "supported: time [asc|desc]").from_source("query")],
+        ));
+    }
+    Ok(order == "desc")
+}
+
+/// Cursor = `"{sort_ns}:{delivery index}"` of the last item on the page.
+fn parse_cursor(raw: &str) -> ApiResult<(i64, usize)> {
+    raw.split_once(':')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .ok_or_else(|| {
+            Problem::bad_request(
+                "invalid cursor",
+                vec![
+                    InvalidParam::invalid("page[after]", "not a cursor from this server")
+                        .from_source("query"),
+                ],
+            )
+        })
+}
+
+fn item(state: &Data, idx: usize) -> Value {
+    let d = &state.events.deliveries[idx];
+    let at = rfc3339(d.received_at);
+    let mut obj = json!({"event": &d.event, "ingested_at": at, "stored_at": at});
+    match d.customer {
+        Some(c) => obj["customer"] = json!({"id": state.customers[c].id}),
+        None => {
+            obj["validation_errors"] = json!([{
+                "code": "no_customer",
+                "message": "no customer found for event subject",
+            }])
+        }
+    }
+    obj
+}
+
+pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+    let q = query::parse(raw.as_deref(), FILTERS)?;
+    let size = q.cursor_size()?;
+    let desc = descending(q.sort.as_deref())?;
+    if q.page_before.is_some() {
+        return Err(Problem::bad_request(
+            "page[before] is not supported by the double",
+            vec![InvalidParam::invalid("page[before]", "not supported").from_source("query")],
+        ));
+    }
+    let after = q.page_after.as_deref().map(parse_cursor).transpose()?;
+    let state = d.lock();
+    let mut keys: Vec<(i64, usize)> = state
+        .events
+        .unique
+        .iter()
+        .map(|&i| (state.events.deliveries[i].sort_ns(), i))
+        .filter(|&(_, i)| matches(&state, i, &q))
+        .collect();
+    keys.sort_unstable();
+    if desc {
+        keys.reverse();
+    }
+    let start = match after {
+        Some(c) => keys
+            .iter()
+            .position(|k| if desc { *k < c } else { *k > c })
+            .unwrap_or(keys.len()),
+        None => 0,
+    };
+    let page = &keys[start..(start + size).min(keys.len())];
+    let more = start + page.len() < keys.len();
+    let next = page
+        .last()
+        .filter(|_| more)
+        .map(|(ns, i)| format!("{ns}:{i}"));
+    let data: Vec<Value> = page.iter().map(|&(_, i)| item(&state, i)).collect();
+    let body =
+        json!({"data": data, "meta": {"page": {"size": size, "next": next, "previous": null}}});
+    Ok(Json(body).into_response())
+}

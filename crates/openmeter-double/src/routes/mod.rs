@@ -1,0 +1,73 @@
+//! HTTP handlers, one module per resource. Handlers parse and validate
+//! outside the state lock, then do one short locked operation.
+
+mod customers;
+mod events;
+mod features;
+pub(crate) mod meters;
+mod plans;
+mod subscriptions;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::double::Double;
+use crate::problem::Problem;
+use crate::query::Page;
+
+/// The routes under one prefix (`/api/v3` or `/v3`).
+pub(crate) fn api() -> Router<Double> {
+    Router::new()
+        .route(
+            "/openmeter/customers",
+            get(customers::list).post(customers::create),
+        )
+        .route("/openmeter/customers/{id}", get(customers::get_one))
+        .route(
+            "/openmeter/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route("/openmeter/subscriptions/{id}", get(subscriptions::get_one))
+        .route("/openmeter/plans", get(plans::list).post(plans::create))
+        .route("/openmeter/plans/{id}", get(plans::get_one))
+        .route("/openmeter/plans/{id}/publish", post(plans::publish))
+        .route("/openmeter/meters", get(meters::list).post(meters::create))
+        .route("/openmeter/meters/{id}", get(meters::get_one))
+        .route(
+            "/openmeter/features",
+            get(features::list).post(features::create),
+        )
+        .route("/openmeter/features/{id}", get(features::get_one))
+        .route("/openmeter/events", get(events::list).post(events::ingest))
+}
+
+/// Unknown paths: a 404 problem.
+pub(crate) async fn fallback() -> Problem {
+    Problem::not_found("no such route")
+}
+
+/// `201 Created` with a JSON body.
+pub(crate) fn created<T: Serialize>(value: T) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+/// One page of `items` as a `*PagePaginatedResponse`.
+pub(crate) fn paged<T: Serialize>(items: Vec<&T>, page: Page) -> Response {
+    let total = items.len();
+    let start = (page.number - 1).saturating_mul(page.size).min(total);
+    let end = start.saturating_add(page.size).min(total);
+    let body = json!({
+        "data": &items[start..end],
+        "meta": {"page": {"number": page.number, "size": page.size, "total": total}},
+    });
+    Json(body).into_response()
+}
+
+/// The shared 404 for `GET /{resource}/{id}`.
+pub(crate) fn missing(what: &str, id: &str) -> Problem {
+    Problem::not_found(format!("{what} {id} not found"))
+}

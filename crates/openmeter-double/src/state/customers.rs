@@ -1,0 +1,110 @@
+use chrono::Utc;
+use serde_json::Value;
+
+use super::State;
+use crate::model::{new_id, Customer, Labels, UsageAttribution};
+use crate::problem::{ApiResult, Problem};
+
+/// A validated `CreateCustomerRequest`.
+#[derive(Debug, Default)]
+pub(crate) struct NewCustomer {
+    pub name: String,
+    pub key: String,
+    pub description: Option<String>,
+    pub labels: Option<Labels>,
+    pub subject_keys: Option<Vec<String>>,
+    pub primary_email: Option<String>,
+    pub currency: Option<String>,
+    pub billing_address: Option<Value>,
+}
+
+impl NewCustomer {
+    fn into_customer(self) -> Customer {
+        let now = Utc::now();
+        Customer {
+            id: new_id(),
+            name: self.name,
+            description: self.description,
+            labels: self.labels,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+            key: self.key,
+            usage_attribution: self
+                .subject_keys
+                .map(|subject_keys| UsageAttribution { subject_keys }),
+            primary_email: self.primary_email,
+            currency: self.currency,
+            billing_address: self.billing_address,
+        }
+    }
+}
+
+impl State {
+    /// Create a customer, enforcing key and subject-key uniqueness (409).
+    pub fn create_customer(&mut self, new: NewCustomer) -> ApiResult<Customer> {
+        if self.customer_by_key.contains_key(&new.key) {
+            return Err(Problem::conflict(format!(
+                "customer with key {:?} already exists",
+                new.key
+            )));
+        }
+        for sk in new.subject_keys.iter().flatten() {
+            if let Some(&owner) = self.subject_owner.get(sk) {
+                return Err(Problem::conflict(format!(
+                    "subject key {sk:?} is already assigned to customer {}",
+                    self.customers[owner].id
+                )));
+            }
+        }
+        let customer = new.into_customer();
+        self.insert_customer(customer.clone());
+        Ok(customer)
+    }
+
+    /// Insert without conflict checks (seeding). Existing index entries win.
+    pub fn insert_customer(&mut self, customer: Customer) -> usize {
+        let idx = self.customers.len();
+        self.customer_by_id.insert(customer.id.clone(), idx);
+        if customer.deleted_at.is_none() {
+            self.customer_by_key
+                .entry(customer.key.clone())
+                .or_insert(idx);
+            for sk in customer.subject_keys() {
+                self.subject_owner.entry(sk.clone()).or_insert(idx);
+            }
+        }
+        self.customers.push(customer);
+        idx
+    }
+
+    pub fn seed_customer(&mut self, key: &str, subject_keys: &[&str]) -> String {
+        let new = NewCustomer {
+            name: key.to_string(),
+            key: key.to_string(),
+            subject_keys: Some(subject_keys.iter().map(|s| s.to_string()).collect()),
+            ..NewCustomer::default()
+        };
+        let customer = new.into_customer();
+        let id = customer.id.clone();
+        self.insert_customer(customer);
+        id
+    }
+
+    pub fn customer(&self, id: &str) -> Option<&Customer> {
+        self.customer_by_id.get(id).map(|&i| &self.customers[i])
+    }
+
+    pub fn customer_by_key(&self, key: &str) -> Option<&Customer> {
+        self.customer_by_key.get(key).map(|&i| &self.customers[i])
+    }
+
+    /// The customer a subject attributes to: an explicit subject key first,
+    /// then a customer whose key equals the subject.
+    pub fn subject_owner(&self, subject: &str) -> Option<usize> {
+        self.subject_owner
+            .get(subject)
+            .or_else(|| self.customer_by_key.get(subject))
+            .copied()
+    }
+}

@@ -1,0 +1,80 @@
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::State;
+
+/// A validated `MeteringEvent`, stored field by field (parsed once, no
+/// re-serialization on ingest). Serializes back to the spec shape.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct StoredEvent {
+    pub id: String,
+    pub source: String,
+    pub specversion: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datacontenttype: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataschema: Option<String>,
+    pub subject: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    /// `time` as nanoseconds since the epoch, for sorting.
+    #[serde(skip)]
+    pub time_ns: Option<i64>,
+}
+
+pub(crate) struct DeliveryRec {
+    pub event: StoredEvent,
+    pub received_at: DateTime<Utc>,
+    pub duplicate: bool,
+    /// Index of the customer owning the subject at ingest time.
+    pub customer: Option<usize>,
+}
+
+impl DeliveryRec {
+    /// Event time, falling back to arrival time, for "time desc" ordering.
+    pub fn sort_ns(&self) -> i64 {
+        self.event
+            .time_ns
+            .or_else(|| self.received_at.timestamp_nanos_opt())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct EventStore {
+    /// Every delivery, duplicates included, in arrival order.
+    pub deliveries: Vec<DeliveryRec>,
+    /// Indices into `deliveries` of first arrivals per `(source, id)`.
+    pub unique: Vec<usize>,
+    seen: HashSet<(String, String)>,
+}
+
+impl State {
+    /// Log a validated batch. Dedupe is by `(source, id)`, like OpenMeter.
+    pub fn ingest(&mut self, batch: Vec<StoredEvent>, now: DateTime<Utc>) {
+        self.events.deliveries.reserve(batch.len());
+        for event in batch {
+            let customer = self.subject_owner(&event.subject);
+            let fresh = self
+                .events
+                .seen
+                .insert((event.source.clone(), event.id.clone()));
+            if fresh {
+                self.events.unique.push(self.events.deliveries.len());
+            }
+            self.events.deliveries.push(DeliveryRec {
+                event,
+                received_at: now,
+                duplicate: !fresh,
+                customer,
+            });
+        }
+    }
+}

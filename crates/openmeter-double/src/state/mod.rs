@@ -1,0 +1,37 @@
+//! The double's in-memory data. Everything lives behind one `std::sync::Mutex`
+//! (see `Double`), so each operation here is atomic: 50 concurrent creates of
+//! one customer key see exactly one winner.
+
+mod catalog;
+mod customers;
+mod events;
+mod plans;
+mod subscriptions;
+
+use std::collections::{HashMap, HashSet};
+
+use crate::model::{Customer, Feature, Meter, Plan, Subscription};
+
+pub(crate) use catalog::{NewFeature, NewMeter};
+pub(crate) use customers::NewCustomer;
+pub(crate) use events::{EventStore, StoredEvent};
+pub(crate) use plans::{NewPlan, PlanSelector};
+pub(crate) use subscriptions::NewSubscription;
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub customers: Vec<Customer>,
+    /// Customer id → index into `customers`.
+    pub customer_by_id: HashMap<String, usize>,
+    /// Non-deleted customer key → index.
+    pub customer_by_key: HashMap<String, usize>,
+    /// Usage-attribution subject key → index of the customer that owns it.
+    pub subject_owner: HashMap<String, usize>,
+    pub plans: Vec<Plan>,
+    pub subscriptions: Vec<Subscription>,
+    pub meters: Vec<Meter>,
+    pub features: Vec<Feature>,
+    pub events: EventStore,
+    /// Ingest requests containing one of these event ids are rejected.
+    pub rejected_event_ids: HashSet<String>,
+}
