@@ -91,7 +91,11 @@ impl Deliverer {
             match self.send(&chunk).await {
                 Verdict::Accepted => self.accepted(&chunk),
                 Verdict::Rejected(e) => {
-                    let chunk = if healed { chunk } else { self.heal(chunk).await };
+                    let chunk = if healed {
+                        chunk
+                    } else {
+                        self.heal(chunk).await
+                    };
                     match (chunk.len(), healed) {
                         (1, true) => self.reject(chunk, &e).await,
                         (1, false) => stack.push((chunk, true)),
@@ -106,7 +110,9 @@ impl Deliverer {
             }
         }
         if let Some(started) = started {
-            metrics().batch_latency.observe(started.elapsed().as_secs_f64());
+            metrics()
+                .batch_latency
+                .observe(started.elapsed().as_secs_f64());
         }
     }
 
@@ -127,11 +133,14 @@ impl Deliverer {
                         pending.identity.customer_key(),
                         rejected[&pending.identity.customer_key()]
                     );
-                    self.dead_letter(pending.record, "customer_rejected", reason).await;
+                    self.dead_letter(pending.record, "customer_rejected", reason)
+                        .await;
                 }
                 batch = good;
             }
-            let Some(retry_after) = wait else { return batch };
+            let Some(retry_after) = wait else {
+                return batch;
+            };
             let delay = self.backoff.delay(attempt, retry_after);
             tokio::time::sleep(delay).await;
             attempt += 1;

@@ -4,18 +4,20 @@
 //! [`ensure`] → [`deliver`] → [`commit`] / [`dlq`], wired by [`pipeline`];
 //! plus the [`openmeter`] client, the HTTP [`api`] and the [`cli`].
 
+pub mod api;
 pub mod bootstrap;
+pub mod cli;
 pub mod commit;
 pub mod decode;
+pub mod deliver;
 pub mod dlq;
 pub mod domain;
 pub mod ensure;
 pub mod map;
 pub mod metrics;
 pub mod openmeter;
+pub mod pipeline;
 pub mod price;
 pub mod retry;
 pub mod secret;
 pub mod source;
-pub mod deliver;
-pub mod pipeline;

@@ -70,7 +70,11 @@ impl Pipeline {
     /// then flushes what is left and waits for in-flight batches (at most
     /// `shutdown_timeout` once `cancel` fired). Returns whether everything
     /// read was settled.
-    pub async fn run(&self, mut records: mpsc::Receiver<Record>, cancel: &CancellationToken) -> bool {
+    pub async fn run(
+        &self,
+        mut records: mpsc::Receiver<Record>,
+        cancel: &CancellationToken,
+    ) -> bool {
         let slots = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
         let mut flushes = JoinSet::new();
         let mut batch = Batch {
@@ -110,7 +114,9 @@ impl Pipeline {
             }
             Err(rejection) => {
                 let kind = rejection.kind();
-                self.deliverer.dead_letter(record, kind, rejection.to_string()).await;
+                self.deliverer
+                    .dead_letter(record, kind, rejection.to_string())
+                    .await;
                 return None;
             }
         };
@@ -124,19 +130,31 @@ impl Pipeline {
                     read_at,
                 }),
                 Err(e) => {
-                    self.deliverer.dead_letter(record, "invalid_data", e.to_string()).await;
+                    self.deliverer
+                        .dead_letter(record, "invalid_data", e.to_string())
+                        .await;
                     None
                 }
             },
             Err(e) => {
-                self.deliverer.dead_letter(record, "fee", e.to_string()).await;
+                self.deliverer
+                    .dead_letter(record, "fee", e.to_string())
+                    .await;
                 None
             }
         }
     }
 
-    async fn add(&self, batch: &mut Batch, pending: Pending, slots: &Arc<Semaphore>, flushes: &mut JoinSet<()>) {
-        if !batch.events.is_empty() && batch.bytes + pending.json.len() > self.config.batch_max_bytes {
+    async fn add(
+        &self,
+        batch: &mut Batch,
+        pending: Pending,
+        slots: &Arc<Semaphore>,
+        flushes: &mut JoinSet<()>,
+    ) {
+        if !batch.events.is_empty()
+            && batch.bytes + pending.json.len() > self.config.batch_max_bytes
+        {
             self.flush(batch, slots, flushes).await;
         }
         batch.bytes += pending.json.len() + 1;

@@ -15,12 +15,11 @@ use crate::commit::{OffsetTracker, Position};
 /// records read. Stops early when `cancel` fires or the pipeline is gone.
 pub async fn read_lines<R: AsyncBufRead + Unpin>(
     mut reader: R,
-    name: &str,
+    source: Arc<str>,
     tx: mpsc::Sender<Record>,
     tracker: Arc<OffsetTracker>,
     cancel: CancellationToken,
 ) -> std::io::Result<u64> {
-    let source: Arc<str> = Arc::from(name);
     let mut line = Vec::new();
     let (mut number, mut read) = (0i64, 0u64);
     loop {

@@ -1,0 +1,339 @@
+//! The provisioning API, compatible with the original Go sidecar:
+//! `POST /ensure`, `GET /health`; plus `GET /ready` and `GET /metrics`.
+//! Every error is JSON `{"error": "..."}` with a 4xx/5xx status.
+
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use crate::domain::{Identity, IdentityError};
+use crate::ensure::{EnsureError, ErrorClass, Provisioner};
+use crate::metrics::metrics;
+use crate::secret::Secret;
+
+/// Largest `/ensure` body accepted; a real one is under 1 KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A readiness probe, supplied by whoever runs the API.
+pub type ReadyCheck =
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Vec<(String, bool)>> + Send + Sync>;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub provisioner: Provisioner,
+    /// When set, `/ensure` demands `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+    pub ready: Option<ReadyCheck>,
+}
+
+/// The API's router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/ensure", post(ensure))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(render_metrics))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .with_state(Arc::new(state))
+}
+
+/// An API error: status plus a message for `{"error": …}`.
+#[derive(Debug)]
+pub struct ApiFailure(StatusCode, String);
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiFailure {
+    ApiFailure(StatusCode::BAD_REQUEST, message.into())
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn ready(State(state): State<Arc<ApiState>>) -> Response {
+    let checks = match &state.ready {
+        Some(check) => check().await,
+        None => Vec::new(),
+    };
+    let ok = checks.iter().all(|(_, passed)| *passed);
+    let body: Map<String, Value> = checks
+        .into_iter()
+        .map(|(k, v)| (k, Value::Bool(v)))
+        .collect();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ok, "checks": body }))).into_response()
+}
+
+async fn render_metrics() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics().render(),
+    )
+        .into_response()
+}
+
+async fn method_not_allowed() -> ApiFailure {
+    ApiFailure(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
+}
+
+async fn not_found() -> ApiFailure {
+    ApiFailure(
+        StatusCode::NOT_FOUND,
+        "not found: the API serves POST /ensure, GET /health, GET /ready, GET /metrics".into(),
+    )
+}
+
+async fn ensure(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+) -> Result<Response, ApiFailure> {
+    authorize(&state, request.headers())?;
+    let body = read_body(request.into_body()).await?;
+    let identity = identity_from_body(&body)?;
+    let ensured = state
+        .provisioner
+        .ensure(&identity)
+        .await
+        .map_err(upstream_failure)?;
+    Ok(Json(ensured.as_ref()).into_response())
+}
+
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiFailure> {
+    let Some(token) = &state.token else {
+        return Ok(());
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.expose().as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiFailure(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (PROVISION_TOKEN)".into(),
+        ))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn read_body(body: Body) -> Result<Value, ApiFailure> {
+    let bytes = to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        ApiFailure(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {MAX_BODY_BYTES} bytes"),
+        )
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| bad_request(format!("request body is not valid JSON: {e}")))
+}
+
+/// The sidecar's identity rules: `client_id`/`clientId` and
+/// `external_user_id`/`externalUserId` (top level, then `data`); when either
+/// is missing, `auth_id`/`authId` (top level, then `data`), then `subject`,
+/// which must be `client_id:external_user_id`.
+pub fn identity_from_body(body: &Value) -> Result<Identity, ApiFailure> {
+    let top = body
+        .as_object()
+        .ok_or_else(|| bad_request("request body must be a JSON object"))?;
+    let data = match top.get("data") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(data)) => Some(data),
+        Some(_) => return Err(bad_request("data must be a JSON object")),
+    };
+    let field = |names: &[&'static str]| pick(top, data, names);
+    let client = field(&["client_id", "clientId"])?;
+    let user = field(&["external_user_id", "externalUserId"])?;
+    if let (Some(client), Some(user)) = (&client, &user) {
+        return Identity::from_parts(client, user).map_err(identity_error);
+    }
+    let compound = match field(&["auth_id", "authId"])? {
+        Some(auth) => Some(("auth_id", auth)),
+        None => field(&["subject"])?.map(|s| ("subject", s)),
+    };
+    match compound {
+        Some((name, raw)) => Identity::from_compound(name, &raw).map_err(identity_error),
+        None => Err(bad_request(missing_message(
+            client.is_some(),
+            user.is_some(),
+        ))),
+    }
+}
+
+fn missing_message(has_client: bool, has_user: bool) -> String {
+    let missing = match (has_client, has_user) {
+        (true, false) => "external_user_id is missing",
+        (false, true) => "client_id is missing",
+        _ => "client_id and external_user_id are missing",
+    };
+    format!(
+        "{missing}; send client_id and external_user_id, or auth_id as client_id:external_user_id"
+    )
+}
+
+/// The first non-blank string among `names`, at top level, then in `data`.
+fn pick(
+    top: &Map<String, Value>,
+    data: Option<&Map<String, Value>>,
+    names: &[&'static str],
+) -> Result<Option<String>, ApiFailure> {
+    for scope in std::iter::once(top).chain(data) {
+        for name in names {
+            match scope.get(*name) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(s)) if s.trim().is_empty() => {}
+                Some(Value::String(s)) => return Ok(Some(s.clone())),
+                Some(_) => return Err(bad_request(format!("{name} must be a string"))),
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn identity_error(e: IdentityError) -> ApiFailure {
+    bad_request(e.to_string())
+}
+
+/// Maps an ensure failure onto 502 (OpenMeter said no) or 503 (unavailable).
+fn upstream_failure(e: EnsureError) -> ApiFailure {
+    let status = match e.class() {
+        ErrorClass::Transient => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorClass::Identity | ErrorClass::Configuration => StatusCode::BAD_GATEWAY,
+    };
+    tracing::warn!(error = %e, "ensure failed");
+    ApiFailure(status, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(body: Value) -> Result<String, String> {
+        identity_from_body(&body)
+            .map(|i| i.customer_key().to_string())
+            .map_err(|f| f.1)
+    }
+
+    #[test]
+    fn snake_case_parts_make_the_key() {
+        assert_eq!(
+            key(json!({"client_id": "c", "external_user_id": "u"})),
+            Ok("c:u".into())
+        );
+    }
+
+    #[test]
+    fn camel_case_aliases_are_accepted() {
+        assert_eq!(
+            key(json!({"clientId": "c", "externalUserId": "u"})),
+            Ok("c:u".into())
+        );
+    }
+
+    #[test]
+    fn parts_inside_data_are_accepted() {
+        assert_eq!(
+            key(json!({"data": {"client_id": "c", "externalUserId": "u"}})),
+            Ok("c:u".into())
+        );
+    }
+
+    #[test]
+    fn top_level_part_wins_over_data() {
+        assert_eq!(
+            key(
+                json!({"client_id": "top", "data": {"client_id": "inner", "external_user_id": "u"}})
+            ),
+            Ok("top:u".into())
+        );
+    }
+
+    #[test]
+    fn auth_id_splits_at_first_colon() {
+        let id = identity_from_body(&json!({"authId": " acme:user:x "})).unwrap();
+        assert_eq!((id.client_id(), id.external_user_id()), ("acme", "user:x"));
+    }
+
+    #[test]
+    fn auth_id_inside_data_is_accepted() {
+        assert_eq!(key(json!({"data": {"auth_id": "c:u"}})), Ok("c:u".into()));
+    }
+
+    #[test]
+    fn subject_is_the_last_resort() {
+        assert_eq!(key(json!({"subject": "c:u"})), Ok("c:u".into()));
+        assert_eq!(
+            key(json!({"subject": "s:s", "auth_id": "a:a"})),
+            Ok("a:a".into())
+        );
+    }
+
+    #[test]
+    fn one_part_alone_falls_back_to_auth_id() {
+        assert_eq!(
+            key(json!({"client_id": "c", "auth_id": "x:y"})),
+            Ok("x:y".into())
+        );
+    }
+
+    #[test]
+    fn non_compound_auth_id_is_a_bad_request() {
+        let e = key(json!({"auth_id": "session_123"})).unwrap_err();
+        assert!(e.contains("client_id:external_user_id"), "{e}");
+    }
+
+    #[test]
+    fn missing_identity_names_what_is_missing() {
+        assert!(key(json!({"client_id": "c"}))
+            .unwrap_err()
+            .contains("external_user_id is missing"));
+        assert!(key(json!({}))
+            .unwrap_err()
+            .contains("client_id and external_user_id are missing"));
+    }
+
+    #[test]
+    fn non_string_field_is_a_bad_request() {
+        assert_eq!(
+            key(json!({"client_id": 5, "external_user_id": "u"})),
+            Err("client_id must be a string".into())
+        );
+    }
+
+    #[test]
+    fn non_object_body_is_a_bad_request() {
+        assert!(key(json!([1])).is_err());
+        assert!(key(json!({"data": "x", "auth_id": "c:u"})).is_err());
+    }
+
+    #[test]
+    fn blank_fields_count_as_missing() {
+        assert_eq!(
+            key(json!({"client_id": " ", "external_user_id": "u", "auth_id": "a:b"})),
+            Ok("a:b".into())
+        );
+    }
+}

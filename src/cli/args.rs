@@ -1,0 +1,318 @@
+//! Command-line arguments. Every option is also read from the environment
+//! variable the original Benthos + sidecar stack used, so an existing
+//! `.env` keeps working.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::domain::{EthUsdPrice, PlanKey};
+use crate::price::DEFAULT_ORACLE_URL;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ticketmeter",
+    version,
+    about = "Bills Livepeer remote-signer usage through OpenMeter"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The collector: Kafka → exact USD micros → ensure → OpenMeter, plus the provisioning API.
+    Run(RunArgs),
+    /// The provisioning API alone (POST /ensure, GET /health).
+    Serve(ServeArgs),
+    /// Ensure one customer and its subscription; prints the JSON result.
+    Ensure(EnsureCmd),
+    /// Feed JSON lines from a file (or - for stdin) through the pipeline.
+    Replay(ReplayArgs),
+    /// Dead-letter queue tools.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Create the OpenMeter catalog (meters, features, default plan) if missing.
+    Bootstrap(BootstrapArgs),
+    /// Run the real pipeline over bundled events against an in-process OpenMeter double.
+    Demo(DemoArgs),
+    /// Run the OpenMeter test double as a server (demos, benchmarks).
+    Double(DoubleArgs),
+    /// Probe the local API's /health (for container HEALTHCHECKs); exit 0 when healthy.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Parses durations like `5m`, `250ms`, `1h 30m`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration like 5m or 250ms: {e}"))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OpenMeterArgs {
+    /// OpenMeter / Konnect API URL (e.g. https://us.api.konghq.com/v3/openmeter or http://host:8888/api/v3).
+    #[arg(long, env = "OPENMETER_URL")]
+    pub openmeter_url: Option<String>,
+    /// Full URL of the events endpoint, when it differs from OPENMETER_URL's.
+    #[arg(long, env = "OPENMETER_INGEST_URL")]
+    pub openmeter_ingest_url: Option<String>,
+    /// Bearer token: a Konnect kpat_… token or an OpenMeter token.
+    #[arg(long, env = "OPENMETER_API_KEY", hide_env_values = true)]
+    pub openmeter_api_key: Option<String>,
+    /// File holding the token (e.g. a mounted secret); used when OPENMETER_API_KEY is unset.
+    #[arg(long, env = "OPENMETER_API_KEY_FILE")]
+    pub openmeter_api_key_file: Option<PathBuf>,
+    /// Per-request timeout.
+    #[arg(long, env = "OPENMETER_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub openmeter_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EnsureArgs {
+    /// Plan every new customer is subscribed to.
+    #[arg(
+        long,
+        env = "OPENMETER_DEFAULT_PLAN_KEY",
+        default_value = "clearinghouse_default_ppu"
+    )]
+    pub default_plan_key: PlanKey,
+    /// How long an ensured identity is trusted without asking OpenMeter.
+    #[arg(long, env = "ENSURE_CACHE_TTL", default_value = "1h", value_parser = duration)]
+    pub ensure_cache_ttl: Duration,
+    /// How many ensured identities are remembered.
+    #[arg(long, env = "ENSURE_CACHE_CAPACITY", default_value_t = 200_000)]
+    pub ensure_cache_capacity: u64,
+    /// How long the resolved default plan version is trusted.
+    #[arg(long, env = "PLAN_CACHE_TTL", default_value = "60s", value_parser = duration)]
+    pub plan_cache_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Port of the provisioning API.
+    #[arg(long, env = "PROVISION_PORT", default_value_t = 8091)]
+    pub provision_port: u16,
+    /// Address the API binds to; anything but loopback requires PROVISION_TOKEN.
+    #[arg(long, env = "PROVISION_BIND", default_value = "127.0.0.1")]
+    pub provision_bind: IpAddr,
+    /// Bearer token /ensure demands (required off loopback).
+    #[arg(long, env = "PROVISION_TOKEN", hide_env_values = true)]
+    pub provision_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PriceArgs {
+    /// Fixed ETH/USD price; when unset the oracle is used.
+    #[arg(long, env = "ETH_USD_PRICE")]
+    pub eth_usd_price: Option<EthUsdPrice>,
+    /// Oracle answering {"price": n}, {"ethereum":{"usd": n}} or {"data":{"amount":"n"}}.
+    #[arg(long, env = "PRICE_ORACLE_URL", default_value = DEFAULT_ORACLE_URL)]
+    pub price_oracle_url: String,
+    /// How often the oracle is asked again.
+    #[arg(long, env = "PRICE_ORACLE_REFRESH", default_value = "5m", value_parser = duration)]
+    pub price_oracle_refresh: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BatchArgs {
+    /// Events per ingest request.
+    #[arg(long, env = "BATCH_MAX_EVENTS", default_value_t = 500)]
+    pub batch_max_events: usize,
+    /// Bytes per ingest request.
+    #[arg(long, env = "BATCH_MAX_BYTES", default_value_t = 1 << 20)]
+    pub batch_max_bytes: usize,
+    /// How long a partial batch waits for more events.
+    #[arg(long, env = "BATCH_LINGER", default_value = "100ms", value_parser = duration)]
+    pub batch_linger: Duration,
+    /// Batches ensured/delivered concurrently.
+    #[arg(long, env = "BATCH_MAX_IN_FLIGHT", default_value_t = 4)]
+    pub batch_max_in_flight: usize,
+    /// Records larger than this are dead-lettered unread.
+    #[arg(long, env = "MAX_EVENT_BYTES", default_value_t = 1 << 20)]
+    pub max_event_bytes: usize,
+    /// How long shutdown waits for in-flight batches.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = duration)]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Comma-separated bootstrap brokers.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "localhost:9092")]
+    pub kafka_brokers: String,
+    /// Topic go-livepeer publishes gateway events to.
+    #[arg(
+        long,
+        env = "KAFKA_GATEWAY_TOPIC",
+        default_value = "livepeer-gateway-events"
+    )]
+    pub kafka_gateway_topic: String,
+    /// Consumer group shared by every ticketmeter instance.
+    #[arg(
+        long,
+        env = "KAFKA_CONSUMER_GROUP",
+        default_value = "openmeter-collector"
+    )]
+    pub kafka_consumer_group: String,
+    /// Dead-letter topic (default: <topic>.dlq).
+    #[arg(long, env = "KAFKA_DLQ_TOPIC")]
+    pub kafka_dlq_topic: Option<String>,
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<String>,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", default_value = "PLAIN")]
+    pub kafka_sasl_mechanism: String,
+    /// Use TLS to the brokers.
+    #[arg(long, env = "KAFKA_TLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub kafka_tls: bool,
+    /// How often progress is committed.
+    #[arg(long, env = "KAFKA_COMMIT_INTERVAL", default_value = "1s", value_parser = duration)]
+    pub kafka_commit_interval: Duration,
+    /// How long a revoked partition's in-flight events may take before handing over.
+    #[arg(long, env = "KAFKA_REBALANCE_DRAIN", default_value = "10s", value_parser = duration)]
+    pub kafka_rebalance_drain: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub openmeter: OpenMeterArgs,
+    #[command(flatten)]
+    pub ensure: EnsureArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
+    pub price: PriceArgs,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub openmeter: OpenMeterArgs,
+    #[command(flatten)]
+    pub ensure: EnsureArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EnsureCmd {
+    /// client_id:external_user_id
+    #[arg(long, conflicts_with_all = ["client_id", "external_user_id"])]
+    pub auth_id: Option<String>,
+    #[arg(long, requires = "external_user_id")]
+    pub client_id: Option<String>,
+    #[arg(long, requires = "client_id")]
+    pub external_user_id: Option<String>,
+    #[command(flatten)]
+    pub openmeter: OpenMeterArgs,
+    #[command(flatten)]
+    pub ensure: EnsureArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// JSON-lines file of go-livepeer events, or - for stdin.
+    pub file: PathBuf,
+    /// Print the CloudEvents, skips and dead letters without any network.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Where dead letters are appended.
+    #[arg(long, env = "DLQ_FILE", default_value = "ticketmeter-dlq.jsonl")]
+    pub dlq_file: PathBuf,
+    #[command(flatten)]
+    pub openmeter: OpenMeterArgs,
+    #[command(flatten)]
+    pub ensure: EnsureArgs,
+    #[command(flatten)]
+    pub price: PriceArgs,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Feed dead letters back through the pipeline once their cause is fixed.
+    Replay(DlqReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DlqReplayArgs {
+    /// A dead-letter file written by `replay`; without it, the Kafka DLQ topic is replayed.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Where letters that fail again go, for a file replay (default: FILE.again.jsonl).
+    #[arg(long)]
+    pub dlq_out: Option<PathBuf>,
+    #[command(flatten)]
+    pub openmeter: OpenMeterArgs,
+    #[command(flatten)]
+    pub ensure: EnsureArgs,
+    #[command(flatten)]
+    pub price: PriceArgs,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    /// A JSON or YAML catalog replacing the built-in one.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// Print what would be done; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Publish a new plan version when the active one differs from the catalog.
+    #[arg(long)]
+    pub publish_new_version: bool,
+    /// Exit 0 even when drift was found.
+    #[arg(long)]
+    pub allow_drift: bool,
+    #[command(flatten)]
+    pub openmeter: OpenMeterArgs,
+    /// The plan the catalog defines.
+    #[arg(
+        long,
+        env = "OPENMETER_DEFAULT_PLAN_KEY",
+        default_value = "clearinghouse_default_ppu"
+    )]
+    pub default_plan_key: PlanKey,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Events to run instead of the bundled sample.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// ETH/USD price for the demo.
+    #[arg(long, default_value = "3500")]
+    pub eth_usd_price: EthUsdPrice,
+}
+
+#[derive(Debug, Args)]
+pub struct DoubleArgs {
+    #[arg(long, env = "DOUBLE_PORT", default_value_t = 8888)]
+    pub port: u16,
+    #[arg(long, env = "DOUBLE_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Token the double demands (none: no auth).
+    #[arg(long, env = "DOUBLE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    #[arg(long, env = "PROVISION_PORT", default_value_t = 8091)]
+    pub port: u16,
+}

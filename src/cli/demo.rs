@@ -1,0 +1,121 @@
+//! `ticketmeter demo`: the real pipeline over a bundled sample of events,
+//! against an in-process OpenMeter double on loopback. No Kafka, no account.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use openmeter_double::{Double, DoubleConfig};
+use tokio::io::BufReader;
+use tokio_util::sync::CancellationToken;
+
+use super::args::DemoArgs;
+use super::pipeline;
+use super::replay::run_lines;
+use crate::bootstrap::{bootstrap, BootstrapOptions, Catalog};
+use crate::commit::OffsetTracker;
+use crate::deliver::Tally;
+use crate::dlq::DeadLetterSink;
+use crate::domain::PlanKey;
+use crate::ensure::{EnsureConfig, Provisioner};
+use crate::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
+use crate::pipeline::PipelineConfig;
+use crate::price::PriceFeed;
+
+/// The bundled sample: five customers, one other event type, four bad events.
+const SAMPLE: &str = include_str!("../../examples/sample-events.jsonl");
+
+pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let double = Double::new(DoubleConfig::default());
+    let running = double.spawn(([127, 0, 0, 1], 0).into()).await?;
+    let endpoint = Endpoint::parse(&running.base_url(), None)?;
+    let client = OpenMeterClient::new(ClientConfig::new(endpoint, None))?;
+    let plan_key: PlanKey = "clearinghouse_default_ppu".parse()?;
+    println!("OpenMeter double at {}", running.base_url());
+
+    let catalog = Catalog::builtin(&plan_key);
+    let report = bootstrap(&client, &catalog, &BootstrapOptions::default())
+        .await
+        .context("bootstrapping the catalog")?;
+    println!("\n== bootstrap\n{report}");
+
+    let provisioner = Provisioner::new(client, plan_key, EnsureConfig::default());
+    let tracker = Arc::new(OffsetTracker::default());
+    let dlq = DeadLetterSink::memory();
+    let price = PriceFeed::fixed(args.eth_usd_price);
+    let pipeline = pipeline(
+        provisioner,
+        dlq.clone(),
+        tracker.clone(),
+        price,
+        PipelineConfig::default(),
+    );
+    let (reader, name): (Box<dyn tokio::io::AsyncBufRead + Unpin + Send>, String) =
+        match &args.events {
+            Some(path) => (
+                Box::new(BufReader::new(tokio::fs::File::open(path).await?)),
+                path.display().to_string(),
+            ),
+            None => (Box::new(SAMPLE.as_bytes()), "bundled sample".to_owned()),
+        };
+    let settled = run_lines(reader, &name, &pipeline, tracker, CancellationToken::new()).await?;
+
+    print_outcome(
+        &double,
+        &pipeline.tally(),
+        &dlq,
+        &args.eth_usd_price.to_string(),
+    );
+    Ok(if settled {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_outcome(double: &Double, tally: &Tally, dlq: &DeadLetterSink, price: &str) {
+    println!("== pipeline (ETH/USD {price})");
+    println!(
+        "read {}, delivered {}, skipped {}, dead-lettered {}",
+        Tally::get(&tally.read),
+        Tally::get(&tally.delivered),
+        Tally::get(&tally.skipped),
+        Tally::get(&tally.dead_lettered)
+    );
+    println!("\n== customers created (each with a subscription before its first event)");
+    let subscriptions = double.subscriptions();
+    for customer in double.customers() {
+        let plan = subscriptions
+            .iter()
+            .find(|s| s.customer_id == customer.id)
+            .map_or("none".to_owned(), |s| {
+                let plan = s.plan.as_ref().map_or("?", |p| p.key.as_str());
+                format!("{plan} ({})", s.status)
+            });
+        println!("  {:<22} subscription: {plan}", customer.key);
+    }
+    println!("\n== events accepted by OpenMeter");
+    for event in double.unique_events() {
+        let data = &event["data"];
+        println!(
+            "  {:<14} {:<20} {:>8} µUSD  pipeline={} model={}",
+            event["id"].as_str().unwrap_or_default(),
+            event["subject"].as_str().unwrap_or_default(),
+            data["network_fee_usd_micros"],
+            data["pipeline"].as_str().unwrap_or_default(),
+            data["model_id"].as_str().unwrap_or_default()
+        );
+    }
+    println!("\n== dead letters (never sent, never dropped)");
+    for letter in dlq.kept() {
+        println!(
+            "  line {:>2}: {}",
+            letter.record.origin.position.offset, letter.reason
+        );
+    }
+    println!(
+        "\n== upstream calls: {} (for {} events)",
+        double.total_calls(),
+        Tally::get(&tally.delivered)
+    );
+}

@@ -1,0 +1,104 @@
+//! `dlq replay` from the Kafka dead-letter topic.
+//!
+//! Reads the DLQ topic in its own consumer group (`<group>.dlq-replay`, so
+//! progress is remembered between replays) and feeds each original payload
+//! back through the pipeline. Letters that fail again are appended to the
+//! same topic; a partition stops being read at the first letter written
+//! after the replay began, so a replay never chases its own output. The
+//! replay ends when every partition reached that point or the topic has
+//! been idle for `--idle`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use super::args::DlqReplayArgs;
+use super::{
+    client, kafka_config, pipeline, pipeline_config, price_source, provisioner, shutdown_signal,
+};
+use crate::commit::OffsetTracker;
+use crate::deliver::Tally;
+use crate::dlq::{DeadLetterSink, HEADER_PREFIX};
+use crate::price::PriceFeed;
+use crate::source::kafka::KafkaSource;
+use crate::source::Record;
+
+/// How long an empty DLQ topic is waited on before the replay ends.
+const IDLE: Duration = Duration::from_secs(5);
+
+pub async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
+    let cancel = shutdown_signal();
+    let mut kafka = kafka_config(&args.kafka);
+    let dlq_topic = args
+        .kafka
+        .kafka_dlq_topic
+        .clone()
+        .unwrap_or_else(|| format!("{}.dlq", kafka.topic));
+    let dlq = DeadLetterSink::kafka(&kafka, dlq_topic.clone())?;
+    kafka.topic = dlq_topic.clone();
+    kafka.group = format!("{}.dlq-replay", kafka.group);
+    let tracker = Arc::new(OffsetTracker::default());
+    let source =
+        Arc::new(KafkaSource::connect(&kafka, tracker.clone()).context("connecting to Kafka")?);
+    let price = PriceFeed::start(price_source(&args.price), cancel.child_token()).await?;
+    let provisioner = provisioner(client(&args.openmeter)?, &args.ensure);
+    let pipeline = pipeline(
+        provisioner,
+        dlq,
+        tracker,
+        price,
+        pipeline_config(&args.batch),
+    );
+
+    let started = Utc::now();
+    let (tx, rx) = mpsc::channel(args.batch.batch_max_events.max(1) * 2);
+    let (raw_tx, mut raw_rx) = mpsc::channel::<Record>(1024);
+    let stop = cancel.child_token();
+    let reader = tokio::spawn({
+        let (source, stop) = (source.clone(), stop.clone());
+        async move { source.run(raw_tx, stop).await }
+    });
+    let gate = tokio::spawn(async move {
+        let mut done_partitions = std::collections::HashSet::new();
+        loop {
+            let next = tokio::time::timeout(IDLE, raw_rx.recv()).await;
+            let Ok(Some(record)) = next else { break };
+            let partition = record.origin.position.partition;
+            if written_at(&record).is_some_and(|t| t >= started) {
+                done_partitions.insert(partition);
+                continue;
+            }
+            if done_partitions.contains(&partition) || tx.send(record).await.is_err() {
+                continue;
+            }
+        }
+        stop.cancel();
+    });
+    pipeline.run(rx, &cancel).await;
+    let _ = gate.await;
+    let _ = reader.await;
+    source.commit().await?;
+    let tally = pipeline.tally();
+    eprintln!(
+        "replayed {} dead letters from {dlq_topic}: delivered {}, skipped {}, dead-lettered again {}",
+        Tally::get(&tally.read),
+        Tally::get(&tally.delivered),
+        Tally::get(&tally.skipped),
+        Tally::get(&tally.dead_lettered)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// When the letter was written, from its `ticketmeter.dlq.time` header.
+fn written_at(record: &Record) -> Option<DateTime<Utc>> {
+    let name = format!("{HEADER_PREFIX}time");
+    let (_, value) = record.headers.iter().find(|(k, _)| *k == name)?;
+    let text = std::str::from_utf8(value).ok()?;
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}

@@ -1,0 +1,347 @@
+//! The `ticketmeter` command line: the binary's edge, where configuration
+//! becomes components and errors become exit codes (`anyhow` lives here only).
+
+pub mod args;
+mod demo;
+mod kafka_dlq;
+mod replay;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use args::Cli;
+use args::{ApiArgs, BatchArgs, Command, EnsureArgs, KafkaArgs, OpenMeterArgs, PriceArgs};
+
+use crate::api::{self, ApiState, ReadyCheck};
+use crate::commit::OffsetTracker;
+use crate::deliver::{Deliverer, Tally};
+use crate::dlq::DeadLetterSink;
+use crate::domain::Identity;
+use crate::ensure::{EnsureConfig, Provisioner};
+use crate::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::price::{PriceFeed, PriceSource};
+use crate::retry::Backoff;
+use crate::secret::Secret;
+use crate::source::kafka::{KafkaConfig, KafkaSource};
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(a) => run_collector(a).await,
+        Command::Serve(a) => serve(a).await,
+        Command::Ensure(a) => ensure_one(a).await,
+        Command::Replay(a) => replay::replay(a).await,
+        Command::Dlq(args::DlqCommand::Replay(a)) => replay::dlq_replay(a).await,
+        Command::Bootstrap(a) => bootstrap(a).await,
+        Command::Demo(a) => demo::demo(a).await,
+        Command::Double(a) => double(a).await,
+        Command::Healthcheck(a) => healthcheck(a).await,
+    }
+}
+
+/// The OpenMeter client from `OPENMETER_*`.
+pub fn client(args: &OpenMeterArgs) -> anyhow::Result<OpenMeterClient> {
+    let Some(url) = args
+        .openmeter_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+    else {
+        bail!("OPENMETER_URL is required (e.g. https://us.api.konghq.com/v3/openmeter or http://openmeter:8888/api/v3)");
+    };
+    let endpoint = Endpoint::parse(url, args.openmeter_ingest_url.as_deref())?;
+    let mut config = ClientConfig::new(endpoint, token(args)?);
+    config.timeout = args.openmeter_timeout;
+    Ok(OpenMeterClient::new(config)?)
+}
+
+fn token(args: &OpenMeterArgs) -> anyhow::Result<Option<Secret>> {
+    if let Some(key) = args
+        .openmeter_api_key
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    {
+        return Ok(Some(Secret::new(key)));
+    }
+    let Some(path) = &args.openmeter_api_key_file else {
+        return Ok(None);
+    };
+    let key = std::fs::read_to_string(path)
+        .with_context(|| format!("reading OPENMETER_API_KEY_FILE {}", path.display()))?;
+    Ok(Some(Secret::new(key.trim())))
+}
+
+pub fn provisioner(client: OpenMeterClient, args: &EnsureArgs) -> Provisioner {
+    let config = EnsureConfig {
+        cache_ttl: args.ensure_cache_ttl,
+        cache_capacity: args.ensure_cache_capacity,
+        plan_ttl: args.plan_cache_ttl,
+    };
+    Provisioner::new(client, args.default_plan_key.clone(), config)
+}
+
+pub fn price_source(args: &PriceArgs) -> PriceSource {
+    match args.eth_usd_price {
+        Some(price) => PriceSource::Fixed(price),
+        None => PriceSource::Oracle {
+            url: args.price_oracle_url.clone(),
+            refresh: args.price_oracle_refresh,
+        },
+    }
+}
+
+pub fn pipeline_config(args: &BatchArgs) -> PipelineConfig {
+    PipelineConfig {
+        batch_max_events: args.batch_max_events.max(1),
+        batch_max_bytes: args.batch_max_bytes,
+        linger: args.batch_linger,
+        max_in_flight: args.batch_max_in_flight.max(1),
+        max_event_bytes: args.max_event_bytes,
+        shutdown_timeout: args.shutdown_timeout,
+    }
+}
+
+/// A pipeline delivering through `provisioner` and dead-lettering to `dlq`.
+pub fn pipeline(
+    provisioner: Provisioner,
+    dlq: DeadLetterSink,
+    tracker: Arc<OffsetTracker>,
+    price: PriceFeed,
+    config: PipelineConfig,
+) -> Pipeline {
+    let deliverer = Deliverer {
+        client: provisioner.client().clone(),
+        provisioner,
+        dlq,
+        tracker,
+        tally: Arc::new(Tally::default()),
+        backoff: Backoff::default(),
+    };
+    Pipeline {
+        deliverer: Arc::new(deliverer),
+        price,
+        config,
+    }
+}
+
+pub fn kafka_config(args: &KafkaArgs) -> KafkaConfig {
+    KafkaConfig {
+        brokers: args.kafka_brokers.clone(),
+        topic: args.kafka_gateway_topic.clone(),
+        group: args.kafka_consumer_group.clone(),
+        sasl_username: args.kafka_sasl_username.clone().filter(|u| !u.is_empty()),
+        sasl_password: args.kafka_sasl_password.clone().map(Secret::new),
+        sasl_mechanism: args.kafka_sasl_mechanism.clone(),
+        tls: args.kafka_tls,
+        extra: kafka_passthrough(std::env::vars()),
+        drain_timeout: args.kafka_rebalance_drain,
+    }
+}
+
+/// `KAFKA_OPT_SESSION_TIMEOUT_MS=6000` → `session.timeout.ms=6000`.
+pub fn kafka_passthrough(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    vars.filter_map(|(k, v)| {
+        let name = k.strip_prefix("KAFKA_OPT_")?;
+        Some((name.to_ascii_lowercase().replace('_', "."), v))
+    })
+    .collect()
+}
+
+/// Cancelled on SIGINT or SIGTERM.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        cancel.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down: flushing in-flight batches");
+        cancel.cancel();
+    });
+    token
+}
+
+/// Binds the provisioning API and serves it until `cancel` fires.
+pub async fn start_api(
+    args: &ApiArgs,
+    provisioner: Provisioner,
+    ready: Option<ReadyCheck>,
+    cancel: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let token = args
+        .provision_token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .map(Secret::new);
+    if !args.provision_bind.is_loopback() && token.is_none() {
+        bail!(
+            "PROVISION_BIND={} is not a loopback address: set PROVISION_TOKEN so /ensure is not open to the network",
+            args.provision_bind
+        );
+    }
+    let addr = SocketAddr::new(args.provision_bind, args.provision_port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the provisioning API to {addr}"))?;
+    tracing::info!(%addr, "provisioning API listening");
+    let app = api::router(ApiState {
+        provisioner,
+        token,
+        ready,
+    });
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "provisioning API stopped");
+        }
+    }))
+}
+
+async fn serve(args: args::ServeArgs) -> anyhow::Result<ExitCode> {
+    let provisioner = provisioner(client(&args.openmeter)?, &args.ensure);
+    let cancel = shutdown_signal();
+    let handle = start_api(&args.api, provisioner, None, cancel).await?;
+    handle.await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ensure_one(args: args::EnsureCmd) -> anyhow::Result<ExitCode> {
+    let identity = match (&args.auth_id, &args.client_id, &args.external_user_id) {
+        (Some(auth), _, _) => Identity::from_compound("auth_id", auth)?,
+        (None, Some(client), Some(user)) => Identity::from_parts(client, user)?,
+        _ => bail!("give --auth-id client:user, or --client-id and --external-user-id"),
+    };
+    let provisioner = provisioner(client(&args.openmeter)?, &args.ensure);
+    let ensured = provisioner.ensure(&identity).await?;
+    println!("{}", serde_json::to_string_pretty(ensured.as_ref())?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_collector(args: args::RunArgs) -> anyhow::Result<ExitCode> {
+    let cancel = shutdown_signal();
+    let provisioner = provisioner(client(&args.openmeter)?, &args.ensure);
+    let price = PriceFeed::start(price_source(&args.price), cancel.child_token())
+        .await
+        .context(
+            "cannot start without an ETH/USD price (set ETH_USD_PRICE or fix PRICE_ORACLE_URL)",
+        )?;
+    let kafka = kafka_config(&args.kafka);
+    let tracker = Arc::new(OffsetTracker::default());
+    let source =
+        Arc::new(KafkaSource::connect(&kafka, tracker.clone()).context("connecting to Kafka")?);
+    let dlq_topic = args
+        .kafka
+        .kafka_dlq_topic
+        .clone()
+        .unwrap_or_else(|| format!("{}.dlq", kafka.topic));
+    let dlq = DeadLetterSink::kafka(&kafka, dlq_topic)?;
+    let pipeline = pipeline(
+        provisioner.clone(),
+        dlq,
+        tracker,
+        price,
+        pipeline_config(&args.batch),
+    );
+    let ready = readiness(source.clone(), provisioner.clone());
+    let api = start_api(&args.api, provisioner, Some(ready), cancel.clone()).await?;
+
+    let (tx, rx) = mpsc::channel(args.batch.batch_max_events.max(1) * 2);
+    let reader = tokio::spawn({
+        let (source, cancel) = (source.clone(), cancel.clone());
+        async move { source.run(tx, cancel).await }
+    });
+    let committer = tokio::spawn({
+        let (source, cancel) = (source.clone(), cancel.clone());
+        let every = args.kafka.kafka_commit_interval;
+        async move { source.commit_periodically(every, cancel).await }
+    });
+    let settled = pipeline.run(rx, &cancel).await;
+    let _ = reader.await;
+    let _ = committer.await;
+    let committed = source.commit().await;
+    tracing::info!(settled, ?committed, "collector stopped");
+    let _ = api.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `/ready`: partitions assigned and OpenMeter answering (the price is warm
+/// by construction: the collector does not start without one).
+fn readiness(source: Arc<KafkaSource>, provisioner: Provisioner) -> ReadyCheck {
+    Arc::new(move || {
+        let (source, provisioner) = (source.clone(), provisioner.clone());
+        Box::pin(async move {
+            let openmeter = provisioner.default_plan().await.is_ok();
+            vec![
+                ("partitions_assigned".to_owned(), source.assigned()),
+                ("price".to_owned(), true),
+                ("openmeter".to_owned(), openmeter),
+            ]
+        })
+    })
+}
+
+async fn bootstrap(args: args::BootstrapArgs) -> anyhow::Result<ExitCode> {
+    let _ = (
+        args.catalog,
+        args.dry_run,
+        args.publish_new_version,
+        args.allow_drift,
+    );
+    let _ = client(&args.openmeter)?;
+    bail!("bootstrap is being wired")
+}
+
+async fn double(args: args::DoubleArgs) -> anyhow::Result<ExitCode> {
+    let double = openmeter_double::Double::new(openmeter_double::DoubleConfig {
+        token: args.token,
+        ..Default::default()
+    });
+    let running = double.spawn(SocketAddr::new(args.bind, args.port)).await?;
+    println!("OpenMeter double serving {}", running.base_url());
+    shutdown_signal().cancelled().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn healthcheck(args: args::HealthcheckArgs) -> anyhow::Result<ExitCode> {
+    let url = format!("http://127.0.0.1:{}/health", args.port);
+    let response = reqwest::Client::new()
+        .get(&url)
+        .timeout(std::time::Duration::from_secs(3))
+        .send()
+        .await;
+    match response {
+        Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
+        Ok(r) => {
+            eprintln!("{url}: HTTP {}", r.status());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

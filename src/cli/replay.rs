@@ -1,0 +1,199 @@
+//! `replay FILE|-` (backfills, and `--dry-run` with no network) and
+//! `dlq replay` (dead letters back through the pipeline).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::args::{DlqReplayArgs, ReplayArgs};
+use super::{client, pipeline, pipeline_config, price_source, provisioner, shutdown_signal};
+use crate::commit::{OffsetTracker, Position};
+use crate::decode::{decode, Decoded};
+use crate::deliver::Tally;
+use crate::dlq::{DeadLetterSink, FileEntry};
+use crate::domain::EthUsdPrice;
+use crate::map::map;
+use crate::pipeline::Pipeline;
+use crate::price::PriceFeed;
+use crate::source::file::read_lines;
+use crate::source::Record;
+
+pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    if args.dry_run {
+        let Some(price) = args.price.eth_usd_price else {
+            bail!("--dry-run uses no network: set ETH_USD_PRICE (or --eth-usd-price)");
+        };
+        return dry_run(&args.file, &price, args.batch.max_event_bytes).await;
+    }
+    let cancel = shutdown_signal();
+    let price = PriceFeed::start(price_source(&args.price), cancel.child_token()).await?;
+    let tracker = Arc::new(OffsetTracker::default());
+    let provisioner = provisioner(client(&args.openmeter)?, &args.ensure);
+    let dlq = DeadLetterSink::file(&args.dlq_file);
+    let pipeline = pipeline(
+        provisioner,
+        dlq,
+        tracker.clone(),
+        price,
+        pipeline_config(&args.batch),
+    );
+    let name = args.file.display().to_string();
+    let settled = run_lines(open(&args.file).await?, &name, &pipeline, tracker, cancel).await?;
+    report(&pipeline.tally(), &args.dlq_file);
+    Ok(exit(settled))
+}
+
+/// Opens a file, or stdin for `-`.
+async fn open(path: &Path) -> anyhow::Result<Box<dyn AsyncBufRead + Unpin + Send>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(BufReader::new(tokio::io::stdin())));
+    }
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(Box::new(BufReader::new(file)))
+}
+
+/// Runs every line of `reader` through `pipeline`; true when all settled.
+pub async fn run_lines(
+    reader: Box<dyn AsyncBufRead + Unpin + Send>,
+    name: &str,
+    pipeline: &Pipeline,
+    tracker: Arc<OffsetTracker>,
+    cancel: CancellationToken,
+) -> anyhow::Result<bool> {
+    let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);
+    let reading = tokio::spawn(read_lines(
+        reader,
+        Arc::from(name),
+        tx,
+        tracker.clone(),
+        cancel.clone(),
+    ));
+    let settled = pipeline.run(rx, &cancel).await;
+    reading.await??;
+    Ok(settled && tracker.pending(&[]) == 0)
+}
+
+/// Prints, for each line, the CloudEvent that would be sent, or
+/// `{"skip": …}` / `{"dead_letter": …}` — the fixtures' format.
+async fn dry_run(path: &Path, price: &EthUsdPrice, max_bytes: usize) -> anyhow::Result<ExitCode> {
+    let mut lines = open(path).await?.lines();
+    while let Some(line) = lines.next_line().await? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let outcome = match decode(line.as_bytes(), max_bytes) {
+            Ok(Decoded::Ticket(t)) => match map(*t, price) {
+                Ok(mapped) => serde_json::to_value(&mapped.event)?,
+                Err(e) => serde_json::json!({ "dead_letter": e.to_string() }),
+            },
+            Ok(Decoded::Skip(reason)) => serde_json::json!({ "skip": reason.to_string() }),
+            Err(rejection) => serde_json::json!({ "dead_letter": rejection.to_string() }),
+        };
+        println!("{outcome}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn dlq_replay(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
+    let Some(file) = args.file.clone() else {
+        return super::kafka_dlq::replay_topic(args).await;
+    };
+    let out = args.dlq_out.clone().unwrap_or_else(|| again_path(&file));
+    if out == file {
+        bail!("--dlq-out must differ from --file, or letters that fail again would be replayed for ever");
+    }
+    let cancel = shutdown_signal();
+    let price = PriceFeed::start(price_source(&args.price), cancel.child_token()).await?;
+    let tracker = Arc::new(OffsetTracker::default());
+    let provisioner = provisioner(client(&args.openmeter)?, &args.ensure);
+    let pipeline = pipeline(
+        provisioner,
+        DeadLetterSink::file(&out),
+        tracker.clone(),
+        price,
+        pipeline_config(&args.batch),
+    );
+    let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);
+    let reading = tokio::spawn(read_dead_letters(file.clone(), tx, tracker.clone()));
+    let settled = pipeline.run(rx, &cancel).await;
+    let unreadable = reading.await??;
+    report(&pipeline.tally(), &out);
+    if unreadable > 0 {
+        eprintln!(
+            "{unreadable} line(s) of {} were not dead letters and were left alone",
+            file.display()
+        );
+    }
+    Ok(exit(settled && unreadable == 0))
+}
+
+fn again_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".again.jsonl");
+    PathBuf::from(name)
+}
+
+/// Feeds a dead-letter file's original payloads into the pipeline; returns
+/// how many lines could not be read as dead letters.
+async fn read_dead_letters(
+    path: PathBuf,
+    tx: mpsc::Sender<Record>,
+    tracker: Arc<OffsetTracker>,
+) -> anyhow::Result<u64> {
+    let name: Arc<str> = Arc::from(path.display().to_string());
+    let mut lines = open(&path).await?.lines();
+    let (mut number, mut unreadable) = (0i64, 0u64);
+    while let Some(line) = lines.next_line().await? {
+        number += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = serde_json::from_str::<FileEntry>(&line)
+            .ok()
+            .and_then(|entry| entry.into_record(name.clone(), number));
+        let Some(record) = record else {
+            eprintln!("{}:{number}: not a dead letter", path.display());
+            unreadable += 1;
+            continue;
+        };
+        tracker.read(Position {
+            partition: 0,
+            offset: number,
+        });
+        if tx.send(record).await.is_err() {
+            break;
+        }
+    }
+    Ok(unreadable)
+}
+
+fn report(tally: &Tally, dlq: &Path) {
+    let dead = Tally::get(&tally.dead_lettered);
+    eprintln!(
+        "read {}, delivered {}, skipped {}, dead-lettered {}{}",
+        Tally::get(&tally.read),
+        Tally::get(&tally.delivered),
+        Tally::get(&tally.skipped),
+        dead,
+        if dead > 0 {
+            format!(" (see {})", dlq.display())
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn exit(settled: bool) -> ExitCode {
+    if settled {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
