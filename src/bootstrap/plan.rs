@@ -1,0 +1,198 @@
+//! The plan step. A plan is versioned: the published (`active` or
+//! `scheduled`) version is what customers subscribe to, so it is compared,
+//! never edited. A matching draft left by an interrupted run is published;
+//! a drifted plan is replaced only under `--publish-new-version`.
+
+use reqwest::Method;
+
+use super::diff;
+use super::engine::{compared, Ctx, Ids, Resolved};
+use super::report::{Kind, Line, Outcome};
+use super::wire::CreatePlanRequest;
+use crate::openmeter::model::Plan;
+use crate::openmeter::{ApiError, OpenMeterClient};
+
+/// Looks a catalog feature key up among the resolved features.
+struct Features<'a>(&'a Ids);
+
+impl Features<'_> {
+    fn id(&self, key: &str) -> Option<String> {
+        self.0.get(key).and_then(Resolved::id).map(str::to_owned)
+    }
+
+    /// The first rate-card feature whose step failed, if any.
+    fn unavailable<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Option<&'k str> {
+        keys.into_iter()
+            .find(|k| matches!(self.0.get(*k), None | Some(Resolved::Unavailable)))
+    }
+}
+
+/// Ensures the catalog plan exists, matches and is published.
+pub async fn ensure(ctx: &Ctx<'_>, features: &Ids) -> Result<(Line, ()), ApiError> {
+    let spec = &ctx.catalog.plan;
+    let features = Features(features);
+    let versions: Vec<Plan> = ctx
+        .client
+        .plan_versions(&spec.key)
+        .await?
+        .into_iter()
+        .filter(|p| p.deleted_at.is_none())
+        .collect();
+    let published = versions
+        .iter()
+        .filter(|p| p.is_subscribable())
+        .max_by_key(|p| p.version);
+    let draft = versions
+        .iter()
+        .filter(|p| p.status == "draft" && published.map_or(true, |c| p.version > c.version))
+        .max_by_key(|p| p.version);
+    let differences = |p: &Plan| diff::plan(spec, p, &|k| features.id(k));
+    let line = match (published, draft) {
+        (Some(current), draft) => {
+            on_published(ctx, &features, current, differences(current), draft).await?
+        }
+        (None, Some(draft)) => on_draft(ctx, &features, draft, differences(draft)).await?,
+        (None, None) => create(ctx, &features, Outcome::Created, None).await?,
+    };
+    Ok((line, ()))
+}
+
+/// The published version: exists, drift, or (under
+/// `--publish-new-version`) replaced by a new published version.
+async fn on_published(
+    ctx: &Ctx<'_>,
+    features: &Features<'_>,
+    current: &Plan,
+    differences: Vec<String>,
+    draft: Option<&Plan>,
+) -> Result<Line, ApiError> {
+    let key = ctx.catalog.plan.key.as_str();
+    let version = format!("version {}", current.version);
+    if differences.is_empty() {
+        return Ok(compared(Kind::Plan, key, differences).with_detail(version));
+    }
+    let was = format!(
+        "replaces {version}, which differed: {}",
+        differences.join("; ")
+    );
+    if !ctx.opts.publish_new_version {
+        return Ok(compared(Kind::Plan, key, differences)
+            .with_detail(format!("{version}; --publish-new-version replaces it")));
+    }
+    // A matching newer draft (from an interrupted run) is published as is.
+    if let Some(draft) =
+        draft.filter(|d| diff::plan(&ctx.catalog.plan, d, &|k| features.id(k)).is_empty())
+    {
+        return publish_draft(ctx, draft, Some(was)).await;
+    }
+    create(ctx, features, Outcome::Published, Some(was)).await
+}
+
+/// No published version, only a draft: publish it if it matches.
+async fn on_draft(
+    ctx: &Ctx<'_>,
+    features: &Features<'_>,
+    draft: &Plan,
+    differences: Vec<String>,
+) -> Result<Line, ApiError> {
+    let key = ctx.catalog.plan.key.as_str();
+    if differences.is_empty() {
+        return publish_draft(ctx, draft, None).await;
+    }
+    if ctx.opts.publish_new_version {
+        let was = format!(
+            "draft version {} differed: {}",
+            draft.version,
+            differences.join("; ")
+        );
+        return create(ctx, features, Outcome::Published, Some(was)).await;
+    }
+    Ok(compared(Kind::Plan, key, differences).with_detail(format!(
+        "unpublished draft version {}; --publish-new-version replaces it",
+        draft.version
+    )))
+}
+
+async fn publish_draft(
+    ctx: &Ctx<'_>,
+    draft: &Plan,
+    note: Option<String>,
+) -> Result<Line, ApiError> {
+    let key = ctx.catalog.plan.key.as_str();
+    let mut detail = format!("draft version {}", draft.version);
+    if let Some(note) = note {
+        detail = format!("{detail}; {note}");
+    }
+    if ctx.opts.dry_run {
+        return Ok(Line::new(Kind::Plan, key, Outcome::WouldCreate)
+            .with_detail(format!("would publish {detail}")));
+    }
+    let published = publish(ctx.client, &draft.id).await?;
+    Ok(Line::new(Kind::Plan, key, Outcome::Published)
+        .with_detail(status_detail(&published, &detail)))
+}
+
+/// Creates a new version from the catalog and publishes it; `outcome` is
+/// what the line says on success (`Created` for the first version).
+async fn create(
+    ctx: &Ctx<'_>,
+    features: &Features<'_>,
+    outcome: Outcome,
+    note: Option<String>,
+) -> Result<Line, ApiError> {
+    let spec = &ctx.catalog.plan;
+    let key = spec.key.as_str();
+    let card_features = spec
+        .phases
+        .iter()
+        .flat_map(|p| &p.rate_cards)
+        .filter_map(|c| c.feature.as_ref().map(|f| f.as_str()));
+    if let Some(missing) = features.unavailable(card_features) {
+        let why = format!("its feature {missing} is not available");
+        return Ok(Line::new(Kind::Plan, key, Outcome::Failed(why)));
+    }
+    let note = note.unwrap_or_default();
+    if ctx.opts.dry_run {
+        let line = Line::new(Kind::Plan, key, Outcome::WouldCreate);
+        return Ok(if note.is_empty() {
+            line
+        } else {
+            line.with_detail(note)
+        });
+    }
+    let body = CreatePlanRequest::new(spec, &|k| features.id(k));
+    let draft: Plan = ctx
+        .client
+        .send_json(
+            "create plan",
+            Method::POST,
+            "/openmeter/plans",
+            &[],
+            Some(&body),
+        )
+        .await?;
+    let published = publish(ctx.client, &draft.id).await?;
+    let detail = if note.is_empty() {
+        format!("version {}", published.version)
+    } else {
+        format!("version {}; {note}", published.version)
+    };
+    Ok(Line::new(Kind::Plan, key, outcome).with_detail(status_detail(&published, &detail)))
+}
+
+/// Appends the status when publishing did not make the version `active`
+/// right away (e.g. `scheduled`), so the operator is not misled.
+fn status_detail(plan: &Plan, detail: &str) -> String {
+    if plan.status == "active" {
+        format!("{detail}, active")
+    } else {
+        format!("{detail}, status {}", plan.status)
+    }
+}
+
+async fn publish(client: &OpenMeterClient, id: &str) -> Result<Plan, ApiError> {
+    let path = format!("/openmeter/plans/{id}/publish");
+    client
+        .send_json::<Plan, ()>("publish plan", Method::POST, &path, &[], None)
+        .await
+}

@@ -1,0 +1,208 @@
+//! The request and response bodies of the meter, feature and plan calls.
+//! Writes carry only fields the spec declares (`additionalProperties:
+//! false` everywhere); reads keep only what the bootstrap compares.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::catalog::{
+    Aggregation, DimensionName, Duration, FeatureSpec, JsonPath, MeterSpec, PhaseSpec, PlanSpec,
+    Price, RateCardSpec,
+};
+
+/// `CreateMeterRequest`.
+#[derive(Debug, Serialize)]
+pub struct CreateMeterRequest<'a> {
+    pub name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<&'a str>,
+    pub key: &'a str,
+    pub aggregation: Aggregation,
+    pub event_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_property: Option<&'a JsonPath>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub dimensions: &'a BTreeMap<DimensionName, JsonPath>,
+}
+
+impl<'a> From<&'a MeterSpec> for CreateMeterRequest<'a> {
+    fn from(m: &'a MeterSpec) -> Self {
+        Self {
+            name: &m.name,
+            description: m.description.as_deref(),
+            key: m.key.as_str(),
+            aggregation: m.aggregation,
+            event_type: &m.event_type,
+            value_property: m.value_property.as_ref(),
+            dimensions: &m.dimensions,
+        }
+    }
+}
+
+/// `Meter`, the fields that define it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Meter {
+    pub id: String,
+    pub key: String,
+    pub aggregation: String,
+    pub event_type: String,
+    #[serde(default)]
+    pub value_property: Option<String>,
+    #[serde(default)]
+    pub dimensions: BTreeMap<String, String>,
+    #[serde(default)]
+    pub deleted_at: Option<String>,
+}
+
+/// `{ "id": … }`: `FeatureMeterReference` and `FeatureReference` alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRef {
+    pub id: String,
+}
+
+/// `CreateFeatureRequest`.
+#[derive(Debug, Serialize)]
+pub struct CreateFeatureRequest<'a> {
+    pub name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<&'a str>,
+    pub key: &'a str,
+    pub meter: IdRef,
+}
+
+impl<'a> CreateFeatureRequest<'a> {
+    pub fn new(f: &'a FeatureSpec, meter_id: &str) -> Self {
+        Self {
+            name: &f.name,
+            description: f.description.as_deref(),
+            key: f.key.as_str(),
+            meter: IdRef {
+                id: meter_id.to_owned(),
+            },
+        }
+    }
+}
+
+/// `Feature`, as much as the bootstrap compares.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Feature {
+    pub id: String,
+    pub key: String,
+    #[serde(default)]
+    pub meter: Option<IdRef>,
+    #[serde(default)]
+    pub deleted_at: Option<String>,
+}
+
+/// `CreatePlanRequest`.
+#[derive(Debug, Serialize)]
+pub struct CreatePlanRequest<'a> {
+    pub name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<&'a str>,
+    pub key: &'a str,
+    pub currency: &'a str,
+    pub billing_cadence: &'a Duration,
+    pub phases: Vec<PhaseRequest<'a>>,
+}
+
+/// `BillingPlanPhase` as written.
+#[derive(Debug, Serialize)]
+pub struct PhaseRequest<'a> {
+    pub name: &'a str,
+    pub key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<&'a Duration>,
+    pub rate_cards: Vec<RateCardRequest<'a>>,
+}
+
+/// `BillingRateCard` as written: the feature goes by id, as the spec says.
+#[derive(Debug, Serialize)]
+pub struct RateCardRequest<'a> {
+    pub name: &'a str,
+    pub key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature: Option<IdRef>,
+    pub price: &'a Price,
+}
+
+impl<'a> CreatePlanRequest<'a> {
+    /// The request for `plan`; `feature_id` resolves a catalog feature key
+    /// (the caller has checked every one resolves).
+    pub fn new(plan: &'a PlanSpec, feature_id: &dyn Fn(&str) -> Option<String>) -> Self {
+        Self {
+            name: &plan.name,
+            description: plan.description.as_deref(),
+            key: plan.key.as_str(),
+            currency: &plan.currency,
+            billing_cadence: &plan.billing_cadence,
+            phases: plan
+                .phases
+                .iter()
+                .map(|p| PhaseRequest::new(p, feature_id))
+                .collect(),
+        }
+    }
+}
+
+impl<'a> PhaseRequest<'a> {
+    fn new(phase: &'a PhaseSpec, feature_id: &dyn Fn(&str) -> Option<String>) -> Self {
+        Self {
+            name: &phase.name,
+            key: phase.key.as_str(),
+            duration: phase.duration.as_ref(),
+            rate_cards: phase
+                .rate_cards
+                .iter()
+                .map(|c| RateCardRequest::new(c, feature_id))
+                .collect(),
+        }
+    }
+}
+
+impl<'a> RateCardRequest<'a> {
+    fn new(card: &'a RateCardSpec, feature_id: &dyn Fn(&str) -> Option<String>) -> Self {
+        Self {
+            name: &card.name,
+            key: card.key.as_str(),
+            feature: card
+                .feature
+                .as_ref()
+                .and_then(|f| feature_id(f.as_str()))
+                .map(|id| IdRef { id }),
+            price: &card.price,
+        }
+    }
+}
+
+/// `BillingPlanPhase` as read back, for comparison only.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PhaseRead {
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub rate_cards: Vec<RateCardRead>,
+}
+
+/// `BillingRateCard` as read back, for comparison only.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateCardRead {
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub feature: Option<IdRef>,
+    #[serde(default)]
+    pub price: Option<PriceRead>,
+}
+
+/// `BillingPrice` as read back: any type, any amount.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PriceRead {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub amount: Option<String>,
+}

@@ -1,0 +1,407 @@
+//! `ticketmeter bootstrap` against an in-process OpenMeter double.
+
+use std::io::Write;
+use std::path::Path;
+
+use openmeter_double::{Double, DoubleConfig, Route, RunningDouble};
+use serde_json::json;
+use ticketmeter::bootstrap::{
+    bootstrap, BootstrapOptions, Catalog, CatalogError, Kind, Outcome, Report,
+};
+use ticketmeter::domain::PlanKey;
+use ticketmeter::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
+
+const PLAN: &str = "clearinghouse_default_ppu";
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+struct Env {
+    double: Double,
+    _running: RunningDouble,
+    client: OpenMeterClient,
+}
+
+async fn env() -> Result<Env, Box<dyn std::error::Error>> {
+    let double = Double::new(DoubleConfig::default());
+    let running = double.spawn("127.0.0.1:0".parse()?).await?;
+    let endpoint = Endpoint::parse(&running.base_url(), None)?;
+    let client = OpenMeterClient::new(ClientConfig::new(endpoint, None))?;
+    Ok(Env {
+        double,
+        _running: running,
+        client,
+    })
+}
+
+fn builtin() -> Catalog {
+    let key: PlanKey = PLAN.parse().expect("valid plan key");
+    Catalog::builtin(&key)
+}
+
+const APPLY: BootstrapOptions = BootstrapOptions {
+    dry_run: false,
+    publish_new_version: false,
+};
+
+async fn run(
+    env: &Env,
+    catalog: &Catalog,
+    opts: BootstrapOptions,
+) -> Result<Report, Box<dyn std::error::Error>> {
+    Ok(bootstrap(&env.client, catalog, &opts).await?)
+}
+
+fn active_versions(double: &Double, key: &str) -> Vec<u32> {
+    double
+        .plans()
+        .iter()
+        .filter(|p| p.key == key && p.status == "active")
+        .map(|p| p.version)
+        .collect()
+}
+
+/// A catalog whose plan prices billable spend differently from `builtin()`.
+fn repriced() -> Catalog {
+    let mut catalog = builtin();
+    let card = &mut catalog.plan.phases[0].rate_cards[0];
+    card.price =
+        serde_json::from_value(json!({"type": "unit", "amount": "0.000002"})).expect("valid price");
+    catalog
+}
+
+#[tokio::test]
+async fn fresh_double_gets_everything_created_and_the_plan_active() -> TestResult {
+    let env = env().await?;
+    let report = run(&env, &builtin(), APPLY).await?;
+
+    assert!(
+        report.lines.iter().all(|l| l.outcome == Outcome::Created),
+        "{report}"
+    );
+    assert_eq!(report.lines.len(), 6, "{report}");
+    let mut meters: Vec<String> = env.double.meters().into_iter().map(|m| m.key).collect();
+    meters.sort();
+    assert_eq!(
+        meters,
+        [
+            "billable_usd_micros",
+            "network_fee_usd_micros",
+            "signed_ticket_count"
+        ]
+    );
+
+    let features = env.double.features();
+    let billable_meter = env
+        .double
+        .meters()
+        .into_iter()
+        .find(|m| m.key == "billable_usd_micros");
+    let billable_feature = features.iter().find(|f| f.key == "billable_spend");
+    assert_eq!(
+        billable_feature.and_then(|f| f.meter_id()),
+        billable_meter.as_ref().map(|m| m.id.as_str())
+    );
+
+    assert_eq!(active_versions(&env.double, PLAN), [1]);
+    let plan = env
+        .double
+        .plans()
+        .into_iter()
+        .find(|p| p.key == PLAN)
+        .ok_or("no plan")?;
+    let card = &plan.phases[0]["rate_cards"][0];
+    assert_eq!(card["price"], json!({"type": "unit", "amount": "0.000001"}));
+    assert_eq!(
+        card["feature"]["id"],
+        json!(billable_feature.map(|f| f.id.clone()))
+    );
+    assert!(report.is_success(false));
+    Ok(())
+}
+
+#[tokio::test]
+async fn second_run_writes_nothing_and_says_so() -> TestResult {
+    let env = env().await?;
+    run(&env, &builtin(), APPLY).await?;
+    env.double.reset_counters();
+
+    let report = run(&env, &builtin(), APPLY).await?;
+
+    assert_eq!(env.double.write_calls(), 0);
+    for route in [
+        Route::CreateMeter,
+        Route::CreateFeature,
+        Route::CreatePlan,
+        Route::PublishPlan,
+    ] {
+        assert_eq!(env.double.calls(route), 0, "{route:?}");
+    }
+    assert!(
+        report.lines.iter().all(|l| l.outcome == Outcome::Exists),
+        "{report}"
+    );
+    assert!(report.to_string().contains("nothing to do"), "{report}");
+    assert!(report.is_success(false));
+    Ok(())
+}
+
+#[tokio::test]
+async fn dry_run_calls_no_write_endpoint() -> TestResult {
+    let env = env().await?;
+    let opts = BootstrapOptions {
+        dry_run: true,
+        ..APPLY
+    };
+    let report = run(&env, &builtin(), opts).await?;
+
+    assert_eq!(env.double.write_calls(), 0);
+    assert!(env.double.meters().is_empty() && env.double.plans().is_empty());
+    assert!(
+        report
+            .lines
+            .iter()
+            .all(|l| l.outcome == Outcome::WouldCreate),
+        "{report}"
+    );
+    assert_eq!(report.lines.len(), 6);
+    Ok(())
+}
+
+#[tokio::test]
+async fn existing_meter_with_another_aggregation_is_drift_left_unchanged_and_fails_the_run(
+) -> TestResult {
+    let env = env().await?;
+    let seeded = env.double.seed_meter(json!({
+        "name": "Billable", "key": "billable_usd_micros", "aggregation": "max",
+        "event_type": "create_signed_ticket", "value_property": "$.billable_usd_micros",
+        "dimensions": {"client_id": "$.client_id", "external_user_id": "$.external_user_id",
+                       "model_id": "$.model_id", "pipeline": "$.pipeline"}
+    }));
+
+    let report = run(&env, &builtin(), APPLY).await?;
+
+    let outcome = report
+        .outcome(Kind::Meter, "billable_usd_micros")
+        .ok_or("no line")?;
+    let Outcome::Drift(what) = outcome else {
+        return Err(format!("expected drift, got {outcome:?}").into());
+    };
+    assert!(
+        what.contains("aggregation: catalog sum, existing max"),
+        "{what}"
+    );
+    let meter = env
+        .double
+        .meters()
+        .into_iter()
+        .find(|m| m.id == seeded)
+        .ok_or("meter gone")?;
+    assert_eq!(meter.aggregation, "max");
+    assert_eq!(
+        env.double.meters().len(),
+        3,
+        "the other meters are still created"
+    );
+    assert!(
+        report.drifted() && !report.is_success(false),
+        "non-zero exit"
+    );
+    assert!(report.is_success(true), "--allow-drift accepts it");
+    assert!(report
+        .to_string()
+        .contains("meter billable_usd_micros: DRIFT: aggregation"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn plan_drift_without_publish_new_version_is_reported_and_left_alone() -> TestResult {
+    let env = env().await?;
+    run(&env, &builtin(), APPLY).await?;
+    env.double.reset_counters();
+
+    let report = run(&env, &repriced(), APPLY).await?;
+
+    let outcome = report.outcome(Kind::Plan, PLAN).ok_or("no plan line")?;
+    assert!(
+        matches!(outcome, Outcome::Drift(what) if what.contains("price.amount: catalog 0.000002, existing 0.000001")),
+        "{report}"
+    );
+    assert_eq!(env.double.write_calls(), 0);
+    assert_eq!(active_versions(&env.double, PLAN), [1]);
+    assert!(!report.is_success(false));
+    Ok(())
+}
+
+#[tokio::test]
+async fn plan_drift_with_publish_new_version_publishes_a_new_active_version() -> TestResult {
+    let env = env().await?;
+    run(&env, &builtin(), APPLY).await?;
+    let opts = BootstrapOptions {
+        publish_new_version: true,
+        ..APPLY
+    };
+
+    let report = run(&env, &repriced(), opts).await?;
+
+    assert_eq!(
+        report.outcome(Kind::Plan, PLAN),
+        Some(&Outcome::Published),
+        "{report}"
+    );
+    assert_eq!(active_versions(&env.double, PLAN), [2]);
+    let v2 = env
+        .double
+        .plans()
+        .into_iter()
+        .find(|p| p.version == 2)
+        .ok_or("no v2")?;
+    assert_eq!(
+        v2.phases[0]["rate_cards"][0]["price"]["amount"],
+        json!("0.000002")
+    );
+    assert!(report.is_success(false), "{report}");
+
+    env.double.reset_counters();
+    let again = run(&env, &repriced(), opts).await?;
+    assert_eq!(env.double.write_calls(), 0, "{again}");
+    assert_eq!(again.outcome(Kind::Plan, PLAN), Some(&Outcome::Exists));
+    Ok(())
+}
+
+fn write_file(dir: &Path, name: &str, text: &str) -> std::io::Result<std::path::PathBuf> {
+    let path = dir.join(name);
+    std::fs::File::create(&path)?.write_all(text.as_bytes())?;
+    Ok(path)
+}
+
+const CUSTOM: &str = r#"
+meters:
+  - key: pixels_total
+    name: Pixels
+    aggregation: sum
+    event_type: create_signed_ticket
+    value_property: $.pixels
+    dimensions:
+      pipeline: $.pipeline
+features:
+  - key: pixels
+    name: Pixels
+    meter: pixels_total
+plan:
+  key: pixels_ppu
+  name: Pixels pay per use
+  currency: EUR
+  billing_cadence: P1W
+  phases:
+    - key: only
+      name: Only
+      rate_cards:
+        - key: pixels
+          name: Pixels
+          feature: pixels
+          price: { type: unit, amount: "0.01" }
+"#;
+
+#[tokio::test]
+async fn custom_catalog_file_replaces_the_builtin_one() -> TestResult {
+    let env = env().await?;
+    let dir = tempfile::tempdir()?;
+    let catalog = Catalog::from_file(&write_file(dir.path(), "mine.yaml", CUSTOM)?)?;
+
+    let report = run(&env, &catalog, APPLY).await?;
+
+    assert_eq!(report.lines.len(), 3, "{report}");
+    let meters: Vec<String> = env.double.meters().into_iter().map(|m| m.key).collect();
+    assert_eq!(meters, ["pixels_total"]);
+    let plan = env.double.plans().into_iter().next().ok_or("no plan")?;
+    assert_eq!(
+        (plan.key.as_str(), plan.currency.as_str()),
+        ("pixels_ppu", "EUR")
+    );
+    assert_eq!(
+        (plan.billing_cadence.as_str(), plan.status.as_str()),
+        ("P1W", "active")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn json_catalog_file_is_read_like_yaml() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let yaml_catalog = Catalog::from_file(&write_file(dir.path(), "a.yaml", CUSTOM)?)?;
+    let json = serde_json::to_string_pretty(&yaml_catalog)?;
+    let json_catalog = Catalog::from_file(&write_file(dir.path(), "a.json", &json)?)?;
+    assert_eq!(json_catalog, yaml_catalog);
+    Ok(())
+}
+
+#[test]
+fn example_catalog_file_is_the_builtin_catalog() -> TestResult {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/catalog.yaml");
+    assert_eq!(Catalog::from_file(&path)?, builtin());
+    Ok(())
+}
+
+#[test]
+fn malformed_yaml_catalog_names_the_field_and_line() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let text = CUSTOM.replace("    aggregation: sum", "    agregation: sum");
+    let err = Catalog::from_file(&write_file(dir.path(), "bad.yaml", &text)?)
+        .err()
+        .ok_or("accepted a malformed catalog")?;
+    let CatalogError::Parse {
+        line, ref message, ..
+    } = err
+    else {
+        return Err(format!("expected a parse error, got {err}").into());
+    };
+    assert_eq!(line, Some(5), "{message}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains("agregation") && shown.contains("line 5"),
+        "{shown}"
+    );
+    Ok(())
+}
+
+#[test]
+fn malformed_json_catalog_names_the_field_and_line() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let text =
+        "{\n  \"meters\": [],\n  \"plan\": {\n    \"key\": \"p\",\n    \"colour\": \"red\"\n  }\n}";
+    let err = Catalog::from_file(&write_file(dir.path(), "bad.json", text)?)
+        .err()
+        .ok_or("accepted a malformed catalog")?;
+    let shown = err.to_string();
+    assert!(
+        shown.contains("colour") && shown.contains("line 5"),
+        "{shown}"
+    );
+    Ok(())
+}
+
+#[test]
+fn catalog_value_the_api_rejects_is_reported_at_its_line() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let text = CUSTOM.replace("amount: \"0.01\"", "amount: \"1e-2\"");
+    let err = Catalog::from_file(&write_file(dir.path(), "bad.yaml", &text)?)
+        .err()
+        .ok_or("accepted a malformed catalog")?;
+    let shown = err.to_string();
+    assert!(
+        shown.contains("1e-2") && shown.contains("line 26"),
+        "{shown}"
+    );
+    Ok(())
+}
+
+#[test]
+fn inconsistent_catalog_names_the_field() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let text = CUSTOM.replace("    meter: pixels_total", "    meter: pixel_total");
+    let err = Catalog::from_file(&write_file(dir.path(), "bad.yaml", &text)?)
+        .err()
+        .ok_or("accepted an inconsistent catalog")?;
+    assert!(err.to_string().contains("features[0].meter"), "{err}");
+    Ok(())
+}
