@@ -6,7 +6,8 @@ use std::path::Path;
 use openmeter_double::{Double, DoubleConfig, Route, RunningDouble};
 use serde_json::json;
 use ticketmeter::bootstrap::{
-    bootstrap, BootstrapOptions, Catalog, CatalogError, Kind, Outcome, Report,
+    bootstrap, check_catalog_against_collector, BootstrapError, BootstrapOptions, Catalog,
+    CatalogError, Kind, Outcome, Report,
 };
 use ticketmeter::domain::PlanKey;
 use ticketmeter::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
@@ -403,5 +404,57 @@ fn inconsistent_catalog_names_the_field() -> TestResult {
         .err()
         .ok_or("accepted an inconsistent catalog")?;
     assert!(err.to_string().contains("features[0].meter"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn example_catalog_reads_only_fields_the_collector_sends() -> TestResult {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/catalog.yaml");
+    let catalog = Catalog::from_file(&path)?;
+    assert_eq!(check_catalog_against_collector(&catalog), Ok(()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn failed_meter_fails_its_feature_but_not_the_rest() -> TestResult {
+    let env = env().await?;
+    env.double.fail_next(Route::CreateMeter, 1, 400);
+
+    let report = run(&env, &builtin(), APPLY).await?;
+
+    let meter = report.outcome(Kind::Meter, "network_fee_usd_micros");
+    assert!(matches!(meter, Some(Outcome::Failed(_))), "{report}");
+    let feature = report.outcome(Kind::Feature, "network_spend");
+    assert!(
+        matches!(feature, Some(Outcome::Failed(why)) if why.contains("network_fee_usd_micros")),
+        "{report}"
+    );
+    assert_eq!(
+        report.outcome(Kind::Plan, PLAN),
+        Some(&Outcome::Created),
+        "{report}"
+    );
+    assert!(report.failed() && !report.is_success(true));
+    Ok(())
+}
+
+#[tokio::test]
+async fn refused_token_stops_the_run() -> TestResult {
+    let double = Double::new(DoubleConfig {
+        token: Some("right".into()),
+        ..DoubleConfig::default()
+    });
+    let running = double.spawn("127.0.0.1:0".parse()?).await?;
+    let endpoint = Endpoint::parse(&running.base_url(), None)?;
+    let client = OpenMeterClient::new(ClientConfig::new(endpoint, None))?;
+
+    let err = bootstrap(&client, &builtin(), &APPLY)
+        .await
+        .err()
+        .ok_or("ran without a token")?;
+
+    assert!(matches!(err, BootstrapError::Aborted { .. }), "{err}");
+    assert!(err.to_string().contains("OPENMETER_API_KEY"), "{err}");
+    assert_eq!(double.write_calls(), 0);
     Ok(())
 }

@@ -214,28 +214,55 @@ pub struct FeatureSpec {
     pub meter: Key,
 }
 
-/// `BillingPrice`, the variants a catalog may use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Price {
+/// `BillingPrice`'s type, the ones a catalog may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriceType {
     Free,
-    Flat { amount: Numeric },
-    Unit { amount: Numeric },
+    Flat,
+    Unit,
+}
+
+/// `BillingPrice`: `{type, amount}`. A plain struct rather than a tagged
+/// enum, so a bad amount is reported at its own line (serde buffers tagged
+/// enums and loses the position); [`Catalog::validate`] checks that
+/// `amount` is present exactly when the type takes one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    #[serde(rename = "type")]
+    pub kind: PriceType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Numeric>,
 }
 
 impl Price {
+    /// A unit price: `amount` per unit of the feature's meter.
+    pub fn unit(amount: Numeric) -> Self {
+        Self {
+            kind: PriceType::Unit,
+            amount: Some(amount),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Free => "free",
-            Self::Flat { .. } => "flat",
-            Self::Unit { .. } => "unit",
+        match self.kind {
+            PriceType::Free => "free",
+            PriceType::Flat => "flat",
+            PriceType::Unit => "unit",
         }
     }
 
     pub fn amount(&self) -> Option<&Numeric> {
-        match self {
-            Self::Free => None,
-            Self::Flat { amount } | Self::Unit { amount } => Some(amount),
+        self.amount.as_ref()
+    }
+
+    /// Why the spec would reject this price, if it would.
+    fn problem(&self) -> Option<&'static str> {
+        match (self.kind, &self.amount) {
+            (PriceType::Free, Some(_)) => Some("a free price takes no amount"),
+            (PriceType::Flat | PriceType::Unit, None) => Some("required for this price type"),
+            _ => None,
         }
     }
 }
@@ -437,6 +464,9 @@ impl Catalog {
             for (j, card) in phase.rate_cards.iter().enumerate() {
                 let at = format!("{at}.rate_cards[{j}]");
                 non_empty(&format!("{at}.name"), &card.name, problems);
+                if let Some(problem) = card.price.problem() {
+                    problems.push(format!("{at}.price.amount: {problem}"));
+                }
                 if let Some(feature) = card.feature.as_ref().filter(|f| !features.contains(f)) {
                     problems.push(format!(
                         "{at}.feature: no feature {:?} in the catalog",
@@ -512,9 +542,7 @@ fn builtin_plan(plan_key: &PlanKey) -> PlanSpec {
                 key: key("billable_spend"),
                 name: "Billable spend".to_owned(),
                 feature: Some(key("billable_spend")),
-                price: Price::Unit {
-                    amount: Numeric("0.000001".to_owned()),
-                },
+                price: Price::unit(Numeric("0.000001".to_owned())),
             }],
         }],
     }
@@ -556,6 +584,17 @@ mod tests {
     fn unknown_price_field_is_rejected() {
         let r: Result<Price, _> = serde_json::from_str(r#"{"type":"unit","amount":"1","x":1}"#);
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn unit_price_without_amount_is_inconsistent() {
+        let mut catalog = Catalog::builtin(&default_key());
+        catalog.plan.phases[0].rate_cards[0].price.amount = None;
+        let problems = catalog.validate().expect_err("inconsistent");
+        assert!(
+            problems[0].ends_with("price.amount: required for this price type"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::openmeter::{ApiError, OpenMeterClient};
 
 pub use catalog::{
     Aggregation, Catalog, CatalogError, DimensionName, Duration, FeatureSpec, JsonPath, Key,
-    MeterSpec, Numeric, PhaseSpec, PlanSpec, Price, RateCardSpec,
+    MeterSpec, Numeric, PhaseSpec, PlanSpec, Price, PriceType, RateCardSpec,
 };
 pub use report::{Kind, Line, Outcome, Report};
 
