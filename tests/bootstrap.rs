@@ -458,3 +458,41 @@ async fn refused_token_stops_the_run() -> TestResult {
     assert_eq!(double.write_calls(), 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn draft_left_by_a_failed_publish_is_published_on_the_next_run() -> TestResult {
+    let env = env().await?;
+    env.double.fail_next(Route::PublishPlan, 1, 400);
+    let first = run(&env, &builtin(), APPLY).await?;
+    assert!(
+        matches!(first.outcome(Kind::Plan, PLAN), Some(Outcome::Failed(_))),
+        "{first}"
+    );
+    env.double.reset_counters();
+
+    let second = run(&env, &builtin(), APPLY).await?;
+
+    assert_eq!(
+        second.outcome(Kind::Plan, PLAN),
+        Some(&Outcome::Published),
+        "{second}"
+    );
+    assert_eq!(env.double.calls(Route::CreatePlan), 0);
+    assert_eq!(active_versions(&env.double, PLAN), [1]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn report_prints_one_line_per_object() -> TestResult {
+    let env = env().await?;
+    let text = run(&env, &builtin(), APPLY).await?.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "meter network_fee_usd_micros: created");
+    assert_eq!(lines[3], "feature network_spend: created");
+    assert_eq!(
+        lines[5],
+        "plan clearinghouse_default_ppu: created (version 1, active)"
+    );
+    assert_eq!(lines.len(), 7, "six objects and a summary:\n{text}");
+    Ok(())
+}
