@@ -16,7 +16,9 @@ use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 use crate::deliver::{Deliverer, Pending, Tally};
 use crate::map::map;
 use crate::price::PriceFeed;
+use crate::source::file::read_lines;
 use crate::source::Record;
+use tokio::io::AsyncBufRead;
 
 /// Batching and shutdown settings.
 #[derive(Debug, Clone, Copy)]
@@ -99,6 +101,31 @@ impl Pipeline {
         }
         self.flush(&mut batch, &slots, &mut flushes).await;
         self.drain(flushes, cancel).await
+    }
+
+    /// Runs every line of `reader` (JSON lines) through the pipeline; true
+    /// when every record read was settled.
+    pub async fn run_lines<R>(
+        &self,
+        reader: R,
+        name: &str,
+        cancel: &CancellationToken,
+    ) -> std::io::Result<bool>
+    where
+        R: AsyncBufRead + Unpin + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(self.config.batch_max_events.max(1) * 2);
+        let tracker = self.deliverer.tracker.clone();
+        let reading = tokio::spawn(read_lines(
+            reader,
+            Arc::from(name),
+            tx,
+            tracker.clone(),
+            cancel.clone(),
+        ));
+        let settled = self.run(rx, cancel).await;
+        reading.await.map_err(std::io::Error::other)??;
+        Ok(settled && tracker.pending(&[]) == 0)
     }
 
     /// Decodes and maps one record; settles it at once if it is a skip or

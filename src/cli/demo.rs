@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::DemoArgs;
 use super::pipeline;
-use super::replay::run_lines;
 use crate::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use crate::commit::OffsetTracker;
 use crate::deliver::Tally;
@@ -58,7 +57,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             ),
             None => (Box::new(SAMPLE.as_bytes()), "bundled sample".to_owned()),
         };
-    let settled = run_lines(reader, &name, &pipeline, tracker, CancellationToken::new()).await?;
+    let settled = pipeline
+        .run_lines(reader, &name, &CancellationToken::new())
+        .await?;
 
     print_outcome(
         &double,

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::args::{DlqReplayArgs, ReplayArgs};
 use super::{client, pipeline, pipeline_config, price_source, provisioner, shutdown_signal};
@@ -18,9 +17,7 @@ use crate::deliver::Tally;
 use crate::dlq::{DeadLetterSink, FileEntry};
 use crate::domain::EthUsdPrice;
 use crate::map::map;
-use crate::pipeline::Pipeline;
 use crate::price::PriceFeed;
-use crate::source::file::read_lines;
 use crate::source::Record;
 
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -43,7 +40,9 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         pipeline_config(&args.batch),
     );
     let name = args.file.display().to_string();
-    let settled = run_lines(open(&args.file).await?, &name, &pipeline, tracker, cancel).await?;
+    let settled = pipeline
+        .run_lines(open(&args.file).await?, &name, &cancel)
+        .await?;
     report(&pipeline.tally(), &args.dlq_file);
     Ok(exit(settled))
 }
@@ -57,27 +56,6 @@ async fn open(path: &Path) -> anyhow::Result<Box<dyn AsyncBufRead + Unpin + Send
         .await
         .with_context(|| format!("opening {}", path.display()))?;
     Ok(Box::new(BufReader::new(file)))
-}
-
-/// Runs every line of `reader` through `pipeline`; true when all settled.
-pub async fn run_lines(
-    reader: Box<dyn AsyncBufRead + Unpin + Send>,
-    name: &str,
-    pipeline: &Pipeline,
-    tracker: Arc<OffsetTracker>,
-    cancel: CancellationToken,
-) -> anyhow::Result<bool> {
-    let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);
-    let reading = tokio::spawn(read_lines(
-        reader,
-        Arc::from(name),
-        tx,
-        tracker.clone(),
-        cancel.clone(),
-    ));
-    let settled = pipeline.run(rx, &cancel).await;
-    reading.await??;
-    Ok(settled && tracker.pending(&[]) == 0)
 }
 
 /// Prints, for each line, the CloudEvent that would be sent, or

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite. Installs what the tests need when it is missing:
+# tansu (a Kafka-protocol broker, from crates.io) and Prism (npm, for the
+# OpenAPI contract test). Then runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v tansu >/dev/null 2>&1; then
+  echo "installing tansu (Kafka-compatible broker; about 20-40 minutes on 2 cores, once)"
+  cargo install tansu --locked --features dynostore
+fi
+if [ ! -x node_modules/.bin/prism ] && [ -f package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+cargo test --workspace --all-targets --locked -- --test-threads=2

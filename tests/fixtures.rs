@@ -1,0 +1,166 @@
+//! Golden test: the shared fixtures through the real pipeline give exactly
+//! `expected.jsonl` — the fields sent, the skips and the dead letters.
+
+mod support;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use support::{fixtures, fixtures_dir, OpenMeter, PLAN};
+use ticketmeter::cli::pipeline;
+use ticketmeter::commit::OffsetTracker;
+use ticketmeter::deliver::Tally;
+use ticketmeter::dlq::DeadLetterSink;
+use ticketmeter::ensure::{EnsureConfig, Provisioner};
+use ticketmeter::pipeline::PipelineConfig;
+use ticketmeter::price::PriceFeed;
+use tokio_util::sync::CancellationToken;
+
+/// Every field the expectation names has exactly the expected value.
+fn assert_subset(expected: &Value, actual: &Value, path: &str) {
+    match expected {
+        Value::Object(fields) => {
+            for (k, v) in fields {
+                assert_subset(v, &actual[k], &format!("{path}.{k}"));
+            }
+        }
+        _ => assert_eq!(actual, expected, "{path}"),
+    }
+}
+
+#[tokio::test]
+async fn fixtures_through_the_pipeline_give_exactly_the_expected_results() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let provisioner = Provisioner::new(
+        om.client(None),
+        PLAN.parse().unwrap(),
+        EnsureConfig::default(),
+    );
+    let dlq = DeadLetterSink::memory();
+    let tracker = Arc::new(OffsetTracker::default());
+    let price = PriceFeed::fixed("3500".parse().unwrap());
+    let pipeline = pipeline(
+        provisioner,
+        dlq.clone(),
+        tracker,
+        price,
+        PipelineConfig::default(),
+    );
+    let file = tokio::fs::File::open(fixtures_dir().join("signer-events.jsonl"))
+        .await
+        .unwrap();
+    let settled = pipeline
+        .run_lines(
+            tokio::io::BufReader::new(file),
+            "fixtures",
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(settled);
+
+    let cases = fixtures();
+    let sent = om.double.unique_events();
+    let expected_events: Vec<&Value> = cases
+        .iter()
+        .map(|(_, x)| x)
+        .filter(|x| x.get("id").is_some())
+        .collect();
+    assert_eq!(
+        sent.len(),
+        expected_events.len(),
+        "exactly the expected events are sent"
+    );
+    for expected in &expected_events {
+        let id = expected["id"].as_str().unwrap();
+        let actual = sent
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap_or_else(|| panic!("event {id} not sent"));
+        assert_subset(expected, actual, id);
+        assert_eq!(actual["specversion"], "1.0");
+        assert_eq!(actual["data"]["eth_usd_price"], "3500");
+    }
+
+    let expected_dead: Vec<&str> = cases
+        .iter()
+        .filter_map(|(_, x)| x["dead_letter"].as_str())
+        .collect();
+    let dead: Vec<String> = dlq.kept().into_iter().map(|d| d.reason).collect();
+    assert_eq!(dead, expected_dead);
+    let tally = pipeline.tally();
+    let skips = cases
+        .iter()
+        .filter(|(_, x)| x.get("skip").is_some())
+        .count() as u64;
+    assert_eq!(Tally::get(&tally.skipped), skips);
+}
+
+#[tokio::test]
+async fn every_fixture_event_reaches_openmeter_after_its_customer_exists() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let provisioner = Provisioner::new(
+        om.client(None),
+        PLAN.parse().unwrap(),
+        EnsureConfig::default(),
+    );
+    let pipeline = pipeline(
+        provisioner,
+        DeadLetterSink::memory(),
+        Arc::new(OffsetTracker::default()),
+        PriceFeed::fixed("3500".parse().unwrap()),
+        PipelineConfig::default(),
+    );
+    let file = tokio::fs::File::open(fixtures_dir().join("signer-events.jsonl"))
+        .await
+        .unwrap();
+    pipeline
+        .run_lines(
+            tokio::io::BufReader::new(file),
+            "fixtures",
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let deliveries = om.double.deliveries();
+    assert!(!deliveries.is_empty());
+    for d in deliveries {
+        assert!(
+            d.customer_id.is_some(),
+            "no customer when {} arrived",
+            d.event["id"]
+        );
+    }
+    for customer in om.double.customers() {
+        assert!(
+            om.double
+                .subscriptions()
+                .iter()
+                .any(|s| s.customer_id == customer.id && s.status == "active"),
+            "{} has an active subscription",
+            customer.key
+        );
+    }
+}
+
+#[test]
+fn dry_run_prints_the_expected_lines_without_network() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ticketmeter"))
+        .args(["replay", "--dry-run"])
+        .arg(fixtures_dir().join("signer-events.jsonl"))
+        .env_clear()
+        .env("ETH_USD_PRICE", "3500")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let printed: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let cases = fixtures();
+    assert_eq!(printed.len(), cases.len());
+    for ((_, expected), actual) in cases.iter().zip(&printed) {
+        assert_subset(expected, actual, "line");
+    }
+}

@@ -1,0 +1,293 @@
+//! Shared harness: a real Kafka-protocol broker (tansu) on loopback, the
+//! OpenMeter double, the fixtures, and the real `ticketmeter` binary.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openmeter_double::{Double, DoubleConfig, RunningDouble};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig as RdConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
+use ticketmeter::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
+
+pub const PLAN: &str = "clearinghouse_default_ppu";
+pub const TOKEN: &str = "test-token-s3cr3t";
+
+/// A free loopback port (racy in theory, fine on a test machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+}
+
+/// Fixture lines: (event payload, expected outcome).
+pub fn fixtures() -> Vec<(String, Value)> {
+    let read = |name: &str| {
+        std::fs::read_to_string(fixtures_dir().join(name)).expect("fixtures beside the repo")
+    };
+    let events = read("signer-events.jsonl");
+    let expected = read("expected.jsonl");
+    events
+        .lines()
+        .zip(expected.lines())
+        .map(|(e, x)| (e.to_owned(), serde_json::from_str(x).unwrap()))
+        .collect()
+}
+
+/// A started OpenMeter double with the default catalog bootstrapped.
+pub struct OpenMeter {
+    pub double: Double,
+    pub running: RunningDouble,
+}
+
+impl OpenMeter {
+    pub async fn start(token: Option<&str>) -> Self {
+        let double = Double::new(DoubleConfig {
+            token: token.map(str::to_owned),
+            ..Default::default()
+        });
+        let running = double.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        Self { double, running }
+    }
+
+    pub async fn bootstrapped(token: Option<&str>) -> Self {
+        let om = Self::start(token).await;
+        let client = om.client(token);
+        let catalog = Catalog::builtin(&PLAN.parse().unwrap());
+        bootstrap(&client, &catalog, &BootstrapOptions::default())
+            .await
+            .unwrap();
+        om.double.reset_counters();
+        om
+    }
+
+    pub fn url(&self) -> String {
+        self.running.base_url()
+    }
+
+    pub fn client(&self, token: Option<&str>) -> OpenMeterClient {
+        let endpoint = Endpoint::parse(&self.url(), None).unwrap();
+        let mut config = ClientConfig::new(endpoint, token.map(ticketmeter::secret::Secret::new));
+        config.backoff.base = Duration::from_millis(10);
+        config.backoff.max = Duration::from_millis(200);
+        OpenMeterClient::new(config).unwrap()
+    }
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
+}
+
+/// A tansu broker with in-memory storage on a loopback port; killed on drop.
+pub struct Broker {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+fn tansu_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("TANSU_BIN") {
+        return bin.into();
+    }
+    let cargo_bin = dirs_home().join(".cargo/bin/tansu");
+    if cargo_bin.exists() {
+        return cargo_bin;
+    }
+    PathBuf::from("tansu")
+}
+
+fn dirs_home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+impl Broker {
+    pub fn start() -> Self {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_bin())
+            .args(["broker", "--storage-engine", "memory://tansu/"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu is installed (scripts/test.sh installs it: cargo install tansu --locked --features dynostore)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, addr }
+    }
+
+    pub fn brokers(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = RdConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .create()
+            .unwrap();
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let results = admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .unwrap();
+        for r in results {
+            r.unwrap();
+        }
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        RdConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("message.timeout.ms", "10000")
+            .create()
+            .unwrap()
+    }
+
+    /// Produces each payload, keyed by its envelope id, round-robin over partitions.
+    pub async fn produce(&self, topic: &str, payloads: &[String], partitions: i32) {
+        let producer = self.producer();
+        for (i, payload) in payloads.iter().enumerate() {
+            let key = serde_json::from_str::<Value>(payload)
+                .ok()
+                .and_then(|v| v["id"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| i.to_string());
+            let record = FutureRecord::to(topic)
+                .payload(payload.as_str())
+                .key(&key)
+                .partition(i as i32 % partitions);
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real `ticketmeter` binary, running a subcommand; killed on drop.
+pub struct Binary {
+    pub child: Child,
+}
+
+impl Binary {
+    pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ticketmeter"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd.env("RUST_LOG", "warn,ticketmeter=info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        Self {
+            child: cmd.spawn().unwrap(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        self.wait(within)
+    }
+
+    /// SIGKILL: the crash case.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut out = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut out);
+        }
+        out
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The environment a collector needs, in the original's variable names.
+pub fn collector_env(
+    brokers: &str,
+    topic: &str,
+    openmeter_url: &str,
+    api_port: u16,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("KAFKA_BROKERS", brokers.to_owned()),
+        ("KAFKA_GATEWAY_TOPIC", topic.to_owned()),
+        ("OPENMETER_URL", openmeter_url.to_owned()),
+        ("OPENMETER_API_KEY", TOKEN.to_owned()),
+        ("ETH_USD_PRICE", "3500".to_owned()),
+        ("PROVISION_PORT", api_port.to_string()),
+        ("BATCH_LINGER", "50ms".to_owned()),
+        ("KAFKA_COMMIT_INTERVAL", "200ms".to_owned()),
+        (
+            "KAFKA_OPT_TOPIC_METADATA_REFRESH_INTERVAL_MS",
+            "1000".to_owned(),
+        ),
+    ]
+}
+
+pub fn shared<T>(t: T) -> Arc<T> {
+    Arc::new(t)
+}
