@@ -48,8 +48,8 @@ pub struct ListQuery {
     pub sort: Option<String>,
 }
 
-fn qerr(field: impl Into<String>, rule: &str, reason: impl Into<String>) -> InvalidParam {
-    InvalidParam::rule(field, rule, reason).from_source("query")
+fn qerr(field: impl Into<String>, rule: &str, reason: impl Into<String>) -> Box<InvalidParam> {
+    Box::new(InvalidParam::rule(field, rule, reason).from_source("query"))
 }
 
 /// Parse `raw` against the filter fields a list operation allows.
@@ -61,7 +61,7 @@ pub fn parse(raw: Option<&str>, fields: &[(&str, Kind)]) -> ApiResult<ListQuery>
         if let Some(rest) = k.strip_prefix("filter[") {
             match parse_filter(rest, v, fields) {
                 Ok(f) => q.filters.push(f),
-                Err(e) => errs.push(e),
+                Err(e) => errs.push(*e),
             }
         } else if k.starts_with("page[") {
             match k.as_str() {
@@ -69,7 +69,7 @@ pub fn parse(raw: Option<&str>, fields: &[(&str, Kind)]) -> ApiResult<ListQuery>
                 "page[size]" => q.page_size = Some(v),
                 "page[after]" => q.page_after = Some(v),
                 "page[before]" => q.page_before = Some(v),
-                _ => errs.push(qerr(k, "unknown_property", "unknown page parameter")),
+                _ => errs.push(*qerr(k, "unknown_property", "unknown page parameter")),
             }
         } else if k == "sort" {
             q.sort = Some(v);
@@ -87,7 +87,11 @@ pub fn parse(raw: Option<&str>, fields: &[(&str, Kind)]) -> ApiResult<ListQuery>
 }
 
 /// `rest` is what follows `filter[`: `key]` or `key][eq]`.
-fn parse_filter(rest: &str, v: String, fields: &[(&str, Kind)]) -> Result<Filter, InvalidParam> {
+fn parse_filter(
+    rest: &str,
+    v: String,
+    fields: &[(&str, Kind)],
+) -> Result<Filter, Box<InvalidParam>> {
     let full = format!("filter[{rest}");
     let (field, tail) = rest
         .split_once(']')
@@ -214,7 +218,7 @@ fn positive(
     field: &str,
     default: usize,
     max: usize,
-) -> Result<usize, InvalidParam> {
+) -> Result<usize, Box<InvalidParam>> {
     let Some(s) = raw else {
         return Ok(default);
     };
@@ -237,7 +241,11 @@ impl ListQuery {
         match (number, size) {
             (Ok(number), Ok(size)) => Ok(Page { number, size }),
             (a, b) => {
-                let errs: Vec<InvalidParam> = [a.err(), b.err()].into_iter().flatten().collect();
+                let errs: Vec<InvalidParam> = [a.err(), b.err()]
+                    .into_iter()
+                    .flatten()
+                    .map(|e| *e)
+                    .collect();
                 Err(Problem::bad_request("invalid page parameters", errs))
             }
         }
@@ -246,7 +254,7 @@ impl ListQuery {
     /// Cursor page size (`page[size]`, default 100).
     pub fn cursor_size(&self) -> ApiResult<usize> {
         positive(&self.page_size, "page[size]", 100, MAX_PAGE_SIZE)
-            .map_err(|e| Problem::bad_request("invalid page parameters", vec![e]))
+            .map_err(|e| Problem::bad_request("invalid page parameters", vec![*e]))
     }
 }
 

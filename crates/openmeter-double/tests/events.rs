@@ -13,7 +13,9 @@ async fn list(env: &Env, query: &str) -> Value {
 #[tokio::test]
 async fn batch_ingest_is_202_with_empty_body() {
     let env = start().await;
-    let resp = env.ingest(json!([event("e1", "s"), event("e2", "s")])).await;
+    let resp = env
+        .ingest(json!([event("e1", "s"), event("e2", "s")]))
+        .await;
     assert_eq!(resp.status().as_u16(), 202);
     assert!(resp.bytes().await.expect("body").is_empty());
     assert_eq!(env.double.unique_events().len(), 2);
@@ -29,13 +31,21 @@ async fn single_cloudevent_and_plain_json_are_accepted() {
             .body(body.to_string())
             .send()
     };
-    let r = send("application/cloudevents+json", event("a", "s")).await.expect("send");
+    let r = send("application/cloudevents+json", event("a", "s"))
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 202);
-    let r = send("application/json", event("b", "s")).await.expect("send");
+    let r = send("application/json", event("b", "s"))
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 202);
-    let r = send("application/json; charset=utf-8", json!([event("c", "s")])).await.expect("send");
+    let r = send("application/json; charset=utf-8", json!([event("c", "s")]))
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 202);
-    let r = send("application/cloudevents+json", json!([event("d", "s")])).await.expect("send");
+    let r = send("application/cloudevents+json", json!([event("d", "s")]))
+        .await
+        .expect("send");
     problem(r, 400).await;
     assert_eq!(env.double.deliveries().len(), 3);
 }
@@ -45,7 +55,8 @@ async fn duplicates_are_deduped_by_source_and_id_but_every_delivery_is_logged() 
     let env = start().await;
     let mut other_source = event("e1", "s");
     other_source["source"] = json!("elsewhere");
-    env.ingest(json!([event("e1", "s"), event("e2", "s")])).await;
+    env.ingest(json!([event("e1", "s"), event("e2", "s")]))
+        .await;
     env.ingest(json!([event("e1", "s"), other_source])).await;
     let deliveries = env.double.deliveries();
     assert_eq!(deliveries.len(), 4);
@@ -60,16 +71,29 @@ async fn duplicates_are_deduped_by_source_and_id_but_every_delivery_is_logged() 
 async fn event_without_customer_is_listed_with_no_customer_error() {
     let env = start().await;
     let id = env.double.seed_customer("known", &["known-subject"]);
-    env.ingest(json!([event("e1", "known-subject"), event("e2", "stranger"), event("e3", "known")])).await;
+    env.ingest(json!([
+        event("e1", "known-subject"),
+        event("e2", "stranger"),
+        event("e3", "known")
+    ]))
+    .await;
     let body = list(&env, "?filter[subject][eq]=stranger").await;
     let item = &body["data"][0];
     assert_eq!(item["event"]["id"], "e2");
-    assert_eq!(item["validation_errors"][0]["message"], "no customer found for event subject");
+    assert_eq!(
+        item["validation_errors"][0]["message"],
+        "no customer found for event subject"
+    );
     assert!(item.get("customer").is_none());
     let body = list(&env, "?filter[id][eq]=e1").await;
     assert_eq!(body["data"][0]["customer"]["id"], id.as_str());
     assert!(body["data"][0].get("validation_errors").is_none());
-    let owners: Vec<Option<String>> = env.double.deliveries().into_iter().map(|d| d.customer_id).collect();
+    let owners: Vec<Option<String>> = env
+        .double
+        .deliveries()
+        .into_iter()
+        .map(|d| d.customer_id)
+        .collect();
     assert_eq!(owners, [Some(id.clone()), None, Some(id)]);
 }
 
@@ -97,7 +121,10 @@ async fn invalid_batch_is_400_naming_index_field_and_event_id() {
     assert!(fields.contains(&"[1].extra"), "{fields:?}");
     assert!(fields.contains(&"[1].time"), "{fields:?}");
     assert!(p["detail"].as_str().unwrap_or("").contains("bad-one"));
-    assert!(env.double.deliveries().is_empty(), "nothing of a rejected batch is stored");
+    assert!(
+        env.double.deliveries().is_empty(),
+        "nothing of a rejected batch is stored"
+    );
 }
 
 #[tokio::test]
@@ -114,10 +141,18 @@ async fn missing_required_event_field_is_400() {
 async fn rejected_event_ids_fail_any_batch_containing_them() {
     let env = start().await;
     env.double.reject_event_ids(&["poison"]);
-    let p = problem(env.ingest(json!([event("a", "s"), event("poison", "s")])).await, 400).await;
+    let p = problem(
+        env.ingest(json!([event("a", "s"), event("poison", "s")]))
+            .await,
+        400,
+    )
+    .await;
     assert!(p["detail"].as_str().unwrap_or("").contains("poison"));
     assert_eq!(p["invalid_parameters"][0]["field"], "[1].id");
-    assert_eq!(env.ingest(json!([event("a", "s")])).await.status().as_u16(), 202);
+    assert_eq!(
+        env.ingest(json!([event("a", "s")])).await.status().as_u16(),
+        202
+    );
 }
 
 #[tokio::test]
@@ -133,14 +168,27 @@ async fn list_is_time_desc_and_cursor_paginated() {
     env.ingest(Value::Array(events)).await;
     let first = list(&env, "?page[size]=2").await;
     let ids = |b: &Value| -> Vec<String> {
-        b["data"].as_array().map(|a| a.iter().map(|x| x["event"]["id"].as_str().unwrap_or("").to_string()).collect()).unwrap_or_default()
+        b["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x["event"]["id"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     };
     assert_eq!(ids(&first), ["e4", "e3"]);
     assert!(first["meta"]["page"]["previous"].is_null());
-    let next = first["meta"]["page"]["next"].as_str().unwrap_or_default().to_string();
+    let next = first["meta"]["page"]["next"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let second = list(&env, &format!("?page[size]=2&page[after]={next}")).await;
     assert_eq!(ids(&second), ["e2", "e1"]);
-    let next = second["meta"]["page"]["next"].as_str().unwrap_or_default().to_string();
+    let next = second["meta"]["page"]["next"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let last = list(&env, &format!("?page[size]=2&page[after]={next}")).await;
     assert_eq!(ids(&last), ["e0"]);
     assert!(last["meta"]["page"]["next"].is_null());

@@ -22,11 +22,22 @@ async fn injected_503_and_429_carry_retry_after() {
     let env = start().await;
     env.double.fail_next(Route::IngestEvents, 1, 503);
     let resp = env.ingest(json!([event("a", "s")])).await;
-    assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
     problem(resp, 503).await;
-    env.double.fail_next_with_retry_after(Route::ListPlans, 1, 429, 7);
+    env.double
+        .fail_next_with_retry_after(Route::ListPlans, 1, 429, 7);
     let resp = env.get("/openmeter/plans").await;
-    assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("7"));
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("7")
+    );
     problem(resp, 429).await;
 }
 
@@ -52,7 +63,10 @@ async fn drop_next_closes_the_connection_without_a_response() {
         .expect_err("connection should be dropped");
     assert!(!err.is_status(), "{err:?}");
     assert!(env.double.deliveries().is_empty());
-    assert_eq!(env.ingest(json!([event("a", "s")])).await.status().as_u16(), 202);
+    assert_eq!(
+        env.ingest(json!([event("a", "s")])).await.status().as_u16(),
+        202
+    );
     assert_eq!(env.double.calls(Route::IngestEvents), 2);
 }
 
@@ -61,7 +75,9 @@ async fn dropped_connection_sends_zero_response_bytes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let env = start().await;
     env.double.drop_next(Route::ListCustomers, 1);
-    let mut tcp = tokio::net::TcpStream::connect(env.server.addr).await.expect("connect");
+    let mut tcp = tokio::net::TcpStream::connect(env.server.addr)
+        .await
+        .expect("connect");
     let req = "GET /api/v3/openmeter/customers HTTP/1.1\r\nhost: x\r\n\r\n";
     tcp.write_all(req.as_bytes()).await.expect("write");
     let mut buf = Vec::new();
@@ -73,7 +89,8 @@ async fn dropped_connection_sends_zero_response_bytes() {
 #[tokio::test]
 async fn latency_delays_only_its_route() {
     let env = start().await;
-    env.double.set_latency(Route::ListCustomers, Duration::from_millis(300));
+    env.double
+        .set_latency(Route::ListCustomers, Duration::from_millis(300));
     let t = Instant::now();
     env.get("/openmeter/customers").await;
     assert!(t.elapsed() >= Duration::from_millis(300));
@@ -98,11 +115,27 @@ async fn counters_separate_writes_from_ingest_and_reset() {
 
 #[tokio::test]
 async fn missing_or_wrong_token_is_401() {
-    let env = start_with(DoubleConfig { token: Some("secret".into()), ..DoubleConfig::default() }).await;
+    let env = start_with(DoubleConfig {
+        token: Some("secret".into()),
+        ..DoubleConfig::default()
+    })
+    .await;
     problem(env.get("/openmeter/customers").await, 401).await;
-    let resp = env.http.get(env.url("/openmeter/customers")).bearer_auth("wrong").send().await.expect("send");
+    let resp = env
+        .http
+        .get(env.url("/openmeter/customers"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .expect("send");
     problem(resp, 401).await;
-    let resp = env.http.get(env.url("/openmeter/customers")).bearer_auth("secret").send().await.expect("send");
+    let resp = env
+        .http
+        .get(env.url("/openmeter/customers"))
+        .bearer_auth("secret")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(resp.status().as_u16(), 200);
 }
 

@@ -5,7 +5,11 @@ use openmeter_double::PlanSeed;
 use serde_json::json;
 
 async fn create_plan(env: &Env, key: &str) -> serde_json::Value {
-    let (status, body) = json_of(env.post("/openmeter/plans", plan_body(key)).await, "BillingPlan").await;
+    let (status, body) = json_of(
+        env.post("/openmeter/plans", plan_body(key)).await,
+        "BillingPlan",
+    )
+    .await;
     assert_eq!(status, 201);
     body
 }
@@ -21,7 +25,10 @@ async fn publish(env: &Env, id: &str) -> serde_json::Value {
 async fn plan_create_is_draft_and_publish_makes_it_active() {
     let env = start().await;
     let plan = create_plan(&env, "ppu").await;
-    assert_eq!((plan["status"].as_str(), plan["version"].as_u64()), (Some("draft"), Some(1)));
+    assert_eq!(
+        (plan["status"].as_str(), plan["version"].as_u64()),
+        (Some("draft"), Some(1))
+    );
     assert!(plan.get("effective_from").is_none());
     let id = plan["id"].as_str().unwrap_or_default();
     let published = publish(&env, id).await;
@@ -38,10 +45,23 @@ async fn publishing_a_new_version_archives_the_old_one() {
     let v2 = create_plan(&env, "ppu").await;
     assert_eq!(v2["version"], 2);
     publish(&env, v2["id"].as_str().unwrap_or_default()).await;
-    let (_, old) = json_of(env.get(&format!("/openmeter/plans/{}", v1["id"].as_str().unwrap_or_default())).await, "BillingPlan").await;
+    let (_, old) = json_of(
+        env.get(&format!(
+            "/openmeter/plans/{}",
+            v1["id"].as_str().unwrap_or_default()
+        ))
+        .await,
+        "BillingPlan",
+    )
+    .await;
     assert_eq!(old["status"], "archived");
     assert!(old["effective_to"].is_string());
-    let (_, list) = json_of(env.get("/openmeter/plans?filter[key][eq]=ppu&filter[status]=active").await, "PlanPagePaginatedResponse").await;
+    let (_, list) = json_of(
+        env.get("/openmeter/plans?filter[key][eq]=ppu&filter[status]=active")
+            .await,
+        "PlanPagePaginatedResponse",
+    )
+    .await;
     assert_eq!(list["meta"]["page"]["total"], 1);
     assert_eq!(list["data"][0]["version"], 2);
 }
@@ -50,7 +70,9 @@ async fn publishing_a_new_version_archives_the_old_one() {
 async fn plan_phase_without_rate_cards_is_400() {
     let env = start().await;
     let mut body = plan_body("ppu");
-    body["phases"][0].as_object_mut().map(|p| p.remove("rate_cards"));
+    body["phases"][0]
+        .as_object_mut()
+        .map(|p| p.remove("rate_cards"));
     let p = problem(env.post("/openmeter/plans", body).await, 400).await;
     assert_eq!(p["invalid_parameters"][0]["field"], "phases[0].rate_cards");
 }
@@ -63,9 +85,16 @@ async fn subscription_is_created_from_the_active_plan_version() {
     let active = env.double.seed_plan(PlanSeed::new("ppu", 2, "active"));
     env.double.seed_plan(PlanSeed::new("ppu", 3, "draft"));
     let body = json!({"customer": {"id": customer}, "plan": {"key": "ppu"}});
-    let (status, sub) = json_of(env.post("/openmeter/subscriptions", body).await, "BillingSubscription").await;
+    let (status, sub) = json_of(
+        env.post("/openmeter/subscriptions", body).await,
+        "BillingSubscription",
+    )
+    .await;
     assert_eq!(status, 201);
-    assert_eq!(sub["plan"], json!({"id": active, "key": "ppu", "version": 2}));
+    assert_eq!(
+        sub["plan"],
+        json!({"id": active, "key": "ppu", "version": 2})
+    );
     assert_eq!(sub["status"], "active");
     assert_eq!(sub["customer_id"], customer.as_str());
 }
@@ -77,9 +106,16 @@ async fn subscription_copies_plan_phases_and_rate_cards() {
     let plan = create_plan(&env, "ppu").await;
     publish(&env, plan["id"].as_str().unwrap_or_default()).await;
     let body = json!({"customer": {"key": "acme"}, "plan": {"id": plan["id"]}});
-    let (_, sub) = json_of(env.post("/openmeter/subscriptions", body).await, "BillingSubscription").await;
+    let (_, sub) = json_of(
+        env.post("/openmeter/subscriptions", body).await,
+        "BillingSubscription",
+    )
+    .await;
     assert_eq!(sub["phases"][0]["key"], "default");
-    assert_eq!(sub["phases"][0]["items"][0]["rate_card"], plan["phases"][0]["rate_cards"][0]);
+    assert_eq!(
+        sub["phases"][0]["items"][0]["rate_card"],
+        plan["phases"][0]["rate_cards"][0]
+    );
     assert_eq!(sub["invoice_currency"], "USD");
     assert_eq!(sub["billing_cadence"], "P1M");
 }
@@ -119,14 +155,26 @@ async fn subscriptions_filter_by_customer_and_status() {
     let (_, list) = json_of(env.get(&url).await, "SubscriptionPagePaginatedResponse").await;
     assert_eq!(list["meta"]["page"]["total"], 1);
     assert_eq!(list["data"][0]["status"], "canceled");
-    let (_, list) = json_of(env.get("/openmeter/subscriptions?filter[status][oeq]=active,scheduled").await, "SubscriptionPagePaginatedResponse").await;
+    let (_, list) = json_of(
+        env.get("/openmeter/subscriptions?filter[status][oeq]=active,scheduled")
+            .await,
+        "SubscriptionPagePaginatedResponse",
+    )
+    .await;
     assert_eq!(list["data"][0]["customer_id"], b.as_str());
 }
 
 #[tokio::test]
 async fn deleted_plans_are_listed_with_deleted_at() {
     let env = start().await;
-    env.double.seed_plan(PlanSeed { deleted: true, ..PlanSeed::new("ppu", 4, "active") });
-    let (_, list) = json_of(env.get("/openmeter/plans?filter[key]=ppu").await, "PlanPagePaginatedResponse").await;
+    env.double.seed_plan(PlanSeed {
+        deleted: true,
+        ..PlanSeed::new("ppu", 4, "active")
+    });
+    let (_, list) = json_of(
+        env.get("/openmeter/plans?filter[key]=ppu").await,
+        "PlanPagePaginatedResponse",
+    )
+    .await;
     assert!(list["data"][0]["deleted_at"].is_string());
 }
