@@ -54,7 +54,10 @@ async fn batched_ingest_sustains_100k_events_per_second() {
     }
     let secs = start.elapsed().as_secs_f64();
     let rate = (batches * per_batch) as f64 / secs;
-    println!("ingested {} events in {secs:.2}s = {rate:.0} events/s", batches * per_batch);
+    println!(
+        "ingested {} events in {secs:.2}s = {rate:.0} events/s",
+        batches * per_batch
+    );
     assert_eq!(env.double.delivery_count(), batches * per_batch);
     assert!(rate > 100_000.0, "{rate:.0} events/s");
 }
