@@ -18,6 +18,9 @@ pub use args::Cli;
 use args::{ApiArgs, BatchArgs, Command, EnsureArgs, KafkaArgs, OpenMeterArgs, PriceArgs};
 
 use crate::api::{self, ApiState, ReadyCheck};
+use crate::bootstrap::{
+    bootstrap, check_catalog_against_collector, BootstrapError, BootstrapOptions, Catalog,
+};
 use crate::commit::OffsetTracker;
 use crate::deliver::{Deliverer, Tally};
 use crate::dlq::DeadLetterSink;
@@ -38,7 +41,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ensure(a) => ensure_one(a).await,
         Command::Replay(a) => replay::replay(a).await,
         Command::Dlq(args::DlqCommand::Replay(a)) => replay::dlq_replay(a).await,
-        Command::Bootstrap(a) => bootstrap(a).await,
+        Command::Bootstrap(a) => bootstrap_catalog(a).await,
         Command::Demo(a) => demo::demo(a).await,
         Command::Double(a) => double(a).await,
         Command::Healthcheck(a) => healthcheck(a).await,
@@ -304,15 +307,43 @@ fn readiness(source: Arc<KafkaSource>, provisioner: Provisioner) -> ReadyCheck {
     })
 }
 
-async fn bootstrap(args: args::BootstrapArgs) -> anyhow::Result<ExitCode> {
-    let _ = (
-        args.catalog,
-        args.dry_run,
-        args.publish_new_version,
-        args.allow_drift,
-    );
-    let _ = client(&args.openmeter)?;
-    bail!("bootstrap is being wired")
+async fn bootstrap_catalog(args: args::BootstrapArgs) -> anyhow::Result<ExitCode> {
+    let catalog = match &args.catalog {
+        Some(path) => Catalog::from_file(path)?,
+        None => Catalog::builtin(&args.default_plan_key),
+    };
+    if let Err(problems) = check_catalog_against_collector(&catalog) {
+        bail!(
+            "the catalog does not match what the collector sends:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    if catalog.plan_key() != &args.default_plan_key {
+        tracing::warn!(
+            catalog = %catalog.plan_key(),
+            configured = %args.default_plan_key,
+            "the catalog's plan is not OPENMETER_DEFAULT_PLAN_KEY: new customers will not be subscribed to it"
+        );
+    }
+    let client = client(&args.openmeter)?;
+    let options = BootstrapOptions {
+        dry_run: args.dry_run,
+        publish_new_version: args.publish_new_version,
+    };
+    let report = match bootstrap(&client, &catalog, &options).await {
+        Ok(report) => report,
+        Err(BootstrapError::Aborted { source, report }) => {
+            println!("{report}");
+            return Err(source.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!("{report}");
+    Ok(if report.is_success(args.allow_drift) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn double(args: args::DoubleArgs) -> anyhow::Result<ExitCode> {

@@ -1,0 +1,238 @@
+//! End to end over a real Kafka-protocol broker (tansu) on loopback: the
+//! real `ticketmeter run` binary consumes, ensures and delivers to the
+//! OpenMeter double, dead-letters to `<topic>.dlq`, and commits offsets.
+
+mod support;
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use openmeter_double::Route;
+use rdkafka::config::ClientConfig as RdConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::TopicPartitionList;
+use serde_json::json;
+use support::{collector_env, eventually, fixtures, free_port, Binary, Broker, OpenMeter, TOKEN};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn run_collector(broker: &Broker, topic: &str, om: &OpenMeter) -> Binary {
+    let env = collector_env(&broker.brokers(), topic, &om.url(), free_port());
+    Binary::spawn(&["run"], &env)
+}
+
+/// Committed offset of each partition of the collector's group.
+fn committed(broker: &Broker, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = RdConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("group.id", "openmeter-collector")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let offsets = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .unwrap();
+    offsets
+        .elements()
+        .iter()
+        .map(|e| e.offset().to_raw().unwrap_or(-1))
+        .collect()
+}
+
+/// Reads every message of the DLQ topic: (reason header, payload).
+async fn dead_letters(broker: &Broker, topic: &str, expected: usize) -> Vec<(String, String)> {
+    let consumer: StreamConsumer = RdConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("group.id", format!("dlq-reader-{}", free_port()))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    while out.len() < expected {
+        let Ok(Ok(m)) = tokio::time::timeout(WAIT, consumer.recv()).await else {
+            break;
+        };
+        let reason = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "ticketmeter.dlq.reason"))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        out.push((
+            reason,
+            String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+        ));
+    }
+    out
+}
+
+fn ticket(i: usize, customer: usize) -> String {
+    json!({"id": format!("env-{i}"), "type": "create_signed_ticket", "timestamp": "1788912000000", "gateway": "",
+           "data": {"request_id": format!("req-{i}"), "auth_id": format!("client-{customer}:user-{customer}"),
+                    "computed_fee": "1000000000000", "current_time": "2026-09-09T00:00:00Z", "pipeline": "live"}})
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixtures_over_a_real_broker_are_delivered_dead_lettered_and_committed() {
+    let broker = Broker::start();
+    let (topic, partitions) = ("gateway-events", 3);
+    broker.create_topic(topic, partitions).await;
+    broker.create_topic("gateway-events.dlq", 1).await;
+    let om = OpenMeter::bootstrapped(Some(TOKEN)).await;
+    let cases = fixtures();
+    let payloads: Vec<String> = cases.iter().map(|(e, _)| e.clone()).collect();
+    broker.produce(topic, &payloads, partitions).await;
+
+    let mut collector = run_collector(&broker, topic, &om);
+    let expected_ids: BTreeSet<String> = cases
+        .iter()
+        .filter_map(|(_, x)| x["id"].as_str().map(str::to_owned))
+        .collect();
+    let arrived = eventually(WAIT, || {
+        let ids: BTreeSet<String> = om
+            .double
+            .unique_events()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        ids == expected_ids
+    })
+    .await;
+    assert!(
+        arrived,
+        "all expected events reach OpenMeter: {}",
+        collector.stderr()
+    );
+
+    let expected_reasons: BTreeSet<String> = cases
+        .iter()
+        .filter_map(|(_, x)| x["dead_letter"].as_str().map(str::to_owned))
+        .collect();
+    let letters = dead_letters(&broker, "gateway-events.dlq", expected_reasons.len()).await;
+    let reasons: BTreeSet<String> = letters.iter().map(|(r, _)| r.clone()).collect();
+    assert_eq!(reasons, expected_reasons);
+    assert!(
+        letters
+            .iter()
+            .all(|(_, payload)| payloads.contains(payload)),
+        "original payload kept"
+    );
+
+    let mut per_partition = vec![0i64; partitions as usize];
+    for i in 0..payloads.len() {
+        per_partition[i % partitions as usize] += 1;
+    }
+    let all_committed = eventually(WAIT, || {
+        committed(&broker, topic, partitions) == per_partition
+    })
+    .await;
+    assert!(
+        all_committed,
+        "committed {:?}, produced {:?}",
+        committed(&broker, topic, partitions),
+        per_partition
+    );
+
+    let status = collector
+        .terminate(Duration::from_secs(30))
+        .expect("exits after SIGTERM");
+    assert!(
+        status.success(),
+        "exit 0 on SIGTERM: {}",
+        collector.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_collector_mid_stream_loses_nothing() {
+    let broker = Broker::start();
+    let (topic, partitions, total) = ("kill-events", 2, 3000usize);
+    broker.create_topic(topic, partitions).await;
+    broker.create_topic("kill-events.dlq", 1).await;
+    let om = OpenMeter::bootstrapped(Some(TOKEN)).await;
+    let payloads: Vec<String> = (0..total).map(|i| ticket(i, i % 25)).collect();
+    broker.produce(topic, &payloads, partitions).await;
+
+    let unique = || om.double.unique_events().len();
+    let mut first = run_collector(&broker, topic, &om);
+    assert!(
+        eventually(WAIT, || unique() >= 300).await,
+        "first run delivers: {}",
+        first.stderr()
+    );
+    first.kill();
+
+    om.double.fail_next(Route::IngestEvents, 3, 503);
+    om.double
+        .set_latency(Route::IngestEvents, Duration::from_millis(300));
+    let mut second = run_collector(&broker, topic, &om);
+    assert!(eventually(WAIT, || om.double.calls(Route::IngestEvents) > 3).await);
+    second.kill();
+    om.double.set_latency(Route::IngestEvents, Duration::ZERO);
+
+    let mut third = run_collector(&broker, topic, &om);
+    assert!(
+        eventually(WAIT, || unique() == total).await,
+        "every event arrives: {} of {total}",
+        unique()
+    );
+    let ids: HashSet<String> = om
+        .double
+        .unique_events()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!((0..total).all(|i| ids.contains(&format!("req-{i}"))));
+    let deliveries = om.double.deliveries().len();
+    println!("delivered {total} unique events in {deliveries} deliveries: {} redelivered after the kills", deliveries - total);
+    assert!(third
+        .terminate(Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_in_one_group_create_each_new_customer_once_before_its_usage() {
+    let broker = Broker::start();
+    let (topic, partitions, customers) = ("pair-events", 4, 60usize);
+    broker.create_topic(topic, partitions).await;
+    broker.create_topic("pair-events.dlq", 1).await;
+    let om = OpenMeter::bootstrapped(Some(TOKEN)).await;
+    let payloads: Vec<String> = (0..customers * 4)
+        .map(|i| ticket(i, i % customers))
+        .collect();
+    broker.produce(topic, &payloads, partitions).await;
+
+    let mut a = run_collector(&broker, topic, &om);
+    let mut b = run_collector(&broker, topic, &om);
+    let total = payloads.len();
+    assert!(
+        eventually(WAIT, || om.double.unique_events().len() == total).await,
+        "all delivered: {}",
+        om.double.unique_events().len()
+    );
+    assert_eq!(om.double.customers().len(), customers, "one customer each");
+    assert_eq!(
+        om.double.subscriptions().len(),
+        customers,
+        "one subscription each"
+    );
+    assert!(
+        om.double
+            .deliveries()
+            .iter()
+            .all(|d| d.customer_id.is_some()),
+        "customer existed before its usage"
+    );
+    assert!(a
+        .terminate(Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+    assert!(b
+        .terminate(Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+}
