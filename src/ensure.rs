@@ -94,8 +94,6 @@ pub enum EnsureError {
          or set OPENMETER_DEFAULT_PLAN_KEY to a published plan"
     )]
     NoSubscribablePlan(PlanKey),
-    #[error("customer {0:?} was reported as existing but cannot be found")]
-    CustomerVanished(CustomerKey),
 }
 
 impl EnsureError {
@@ -115,7 +113,6 @@ impl EnsureError {
                 ..
             } => ErrorClass::Identity,
             Self::Upstream { .. } | Self::NoSubscribablePlan(_) => ErrorClass::Configuration,
-            Self::CustomerVanished(_) => ErrorClass::Transient,
         }
     }
 
@@ -241,10 +238,12 @@ impl Provisioner {
             Ok(created) => Ok((created, true)),
             Err(e) if lost_create_race(&e) => {
                 tracing::debug!(customer = %key, "customer created concurrently; looking it up");
-                let existing = self.find_customer(key).await?;
-                existing
-                    .map(|c| (c, false))
-                    .ok_or(EnsureError::CustomerVanished(key.clone()))
+                // No customer with our key: the conflict was about something
+                // else (e.g. the subject key belongs to another customer).
+                match self.find_customer(key).await? {
+                    Some(existing) => Ok((existing, false)),
+                    None => Err(at(Step::CreateCustomer)(e)),
+                }
             }
             Err(e) => Err(at(Step::CreateCustomer)(e)),
         }
