@@ -41,6 +41,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the OpenMeter test double as a server (demos, benchmarks).
     Double(DoubleArgs),
+    /// Check configuration, broker, topic, OpenMeter token, default plan and catalog; ✓/✗ per item.
+    Check(CheckArgs),
     /// Probe the local API's /health (for container HEALTHCHECKs); exit 0 when healthy.
     Healthcheck(HealthcheckArgs),
 }
@@ -315,4 +317,16 @@ pub struct DoubleArgs {
 pub struct HealthcheckArgs {
     #[arg(long, env = "PROVISION_PORT", default_value_t = 8091)]
     pub port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub openmeter: OpenMeterArgs,
+    #[command(flatten)]
+    pub ensure: EnsureArgs,
+    #[command(flatten)]
+    pub price: PriceArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 }

@@ -2,6 +2,7 @@
 //! becomes components and errors become exit codes (`anyhow` lives here only).
 
 pub mod args;
+mod check;
 mod demo;
 mod kafka_dlq;
 mod replay;
@@ -44,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bootstrap(a) => bootstrap_catalog(a).await,
         Command::Demo(a) => demo::demo(a).await,
         Command::Double(a) => double(a).await,
+        Command::Check(a) => check::check(a).await,
         Command::Healthcheck(a) => healthcheck(a).await,
     }
 }

@@ -1,0 +1,130 @@
+//! `ticketmeter check`: a ✓/✗ checklist of everything `run` needs —
+//! configuration, the broker and topic, the OpenMeter token, the default
+//! plan and the catalog's meters — without writing anything.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::args::CheckArgs;
+use super::{client, kafka_config, price_source, provisioner};
+use crate::bootstrap::{bootstrap, BootstrapOptions, Catalog, Kind, Outcome};
+use crate::price::PriceFeed;
+
+/// One line of the checklist.
+struct Check {
+    name: String,
+    result: Result<String, String>,
+}
+
+pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let mut checks = vec![kafka_check(&args)];
+    checks.push(price_check(&args).await);
+    match client(&args.openmeter) {
+        Err(e) => checks.push(Check {
+            name: "OpenMeter configuration".into(),
+            result: Err(format!("{e:#}")),
+        }),
+        Ok(client) => {
+            let provisioner = provisioner(client.clone(), &args.ensure);
+            checks.push(Check {
+                name: format!(
+                    "OpenMeter token and default plan {}",
+                    args.ensure.default_plan_key
+                ),
+                result: provisioner
+                    .default_plan()
+                    .await
+                    .map(|p| format!("version {} is subscribable", p.version))
+                    .map_err(|e| e.to_string()),
+            });
+            checks.extend(catalog_checks(&client, &args).await);
+        }
+    }
+    for c in &checks {
+        match &c.result {
+            Ok(detail) => println!("✓ {}: {detail}", c.name),
+            Err(problem) => println!("✗ {}: {problem}", c.name),
+        }
+    }
+    Ok(if checks.iter().all(|c| c.result.is_ok()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The broker answers and the topic exists (metadata request, no group join).
+fn kafka_check(args: &CheckArgs) -> Check {
+    let config = kafka_config(&args.kafka);
+    let name = format!("Kafka {} topic {}", config.brokers, config.topic);
+    let result = config
+        .client_config()
+        .create::<BaseConsumer>()
+        .map_err(|e| e.to_string())
+        .and_then(|consumer| {
+            let metadata = consumer
+                .fetch_metadata(Some(&config.topic), Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            let topic = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == config.topic)
+                .ok_or("topic not in metadata")?;
+            match topic.error() {
+                Some(e) => Err(format!("{e:?}")),
+                None => Ok(format!("{} partition(s)", topic.partitions().len())),
+            }
+        });
+    Check { name, result }
+}
+
+async fn price_check(args: &CheckArgs) -> Check {
+    let feed = PriceFeed::start(
+        price_source(&args.price),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await;
+    Check {
+        name: "ETH/USD price".into(),
+        result: feed
+            .map(|f| f.current().price.to_string())
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// The built-in catalog's meters, features and plan, compared read-only.
+async fn catalog_checks(
+    client: &crate::openmeter::OpenMeterClient,
+    args: &CheckArgs,
+) -> Vec<Check> {
+    let catalog = Catalog::builtin(&args.ensure.default_plan_key);
+    let dry_run = BootstrapOptions {
+        dry_run: true,
+        publish_new_version: false,
+    };
+    let report = match bootstrap(client, &catalog, &dry_run).await {
+        Ok(report) => report,
+        Err(e) => {
+            return vec![Check {
+                name: "catalog".into(),
+                result: Err(e.to_string()),
+            }]
+        }
+    };
+    report
+        .lines
+        .iter()
+        .filter(|l| l.kind == Kind::Meter)
+        .map(|l| Check {
+            name: format!("meter {}", l.key),
+            result: match &l.outcome {
+                Outcome::Exists => Ok("exists".into()),
+                Outcome::Drift(diff) => Err(format!("differs from the catalog: {diff}")),
+                Outcome::WouldCreate => Err("missing: run `ticketmeter bootstrap`".into()),
+                other => Err(format!("{other:?}")),
+            },
+        })
+        .collect()
+}
