@@ -75,10 +75,12 @@ COPY src src
 COPY crates/openmeter-double/src crates/openmeter-double/src
 COPY examples examples
 # COPY keeps the files' own mtimes, which can be older than the stub build:
-# touch the crate roots so cargo rebuilds both local crates for certain.
+# then cargo would call the stub binary fresh and ship it. Touch the crate
+# roots so both local crates are rebuilt, and check that the binary is real
+# (the stub prints no version).
 RUN touch src/main.rs src/lib.rs crates/openmeter-double/src/lib.rs \
  && cargo build --release --locked --bin ticketmeter \
- && ./target/release/ticketmeter --version
+ && ./target/release/ticketmeter --version | grep -q '^ticketmeter '
 
 ############################################################################
 # Runtime
