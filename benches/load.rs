@@ -1,0 +1,453 @@
+//! End-to-end load benchmark: prints figures, asserts nothing.
+//!
+//! `cargo bench --bench load` (options after `--`: `--events N`,
+//! `--customers M`, `--latency-rate R`, `--latency-secs S`, `--skip-kafka`).
+//!
+//! The real `ticketmeter` binary runs as a child process against an
+//! in-process OpenMeter double on loopback, so the collector's peak RSS
+//! (VmHWM) and CPU time are its own. Scenarios:
+//! 1. file source, normal mode: N events over M customers (`replay FILE`);
+//! 2. the same load in seed-equivalent mode (batch size 1, no ensure cache,
+//!    so an ensure per event, like the original Benthos + sidecar);
+//! 3. file source with 100k distinct customers (peak RSS with a full cache);
+//! 4. Kafka source through a tansu broker: throughput, CPU per process
+//!    (what bounds it), then p50/p99 event→accepted latency at a fixed rate.
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use openmeter_double::{Double, DoubleConfig, Route, RunningDouble};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig as RdConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
+use ticketmeter::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
+
+struct Options {
+    events: usize,
+    customers: usize,
+    latency_rate: usize,
+    latency_secs: u64,
+    kafka: bool,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str, default: usize| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    Options {
+        events: value("--events", 200_000),
+        customers: value("--customers", 1_000),
+        latency_rate: value("--latency-rate", 10_000),
+        latency_secs: value("--latency-secs", 10) as u64,
+        kafka: !args.iter().any(|a| a == "--skip-kafka"),
+    }
+}
+
+fn event(i: usize, customer: usize, time: &str) -> String {
+    format!(
+        r#"{{"id":"env-{i}","type":"create_signed_ticket","timestamp":"1788912000000","gateway":"","data":{{"session_id":"s-{i}","session_status":"continuing","pipeline":"live-video-to-video","request_id":"req-{i}","orch_address":"0xabababababababababababababababababababab","orch_url":"https://orch.example:8935","manifest_id":"m","pm_session_id":"pm","current_time":"{time}","current_time_unix":1788912000000,"previous_time":"{time}","previous_time_unix":1788912000000,"billable_secs":10.5,"pixels":0,"session_balance":"100","computed_fee":"1200000000000","cost":"1.0","sequence_number":{i},"num_tickets":1,"auth_id":"client-{customer}:user-{customer}"}}}}"#
+    )
+}
+
+fn write_events(path: &Path, events: usize, customers: usize, offset: usize) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..events {
+        writeln!(
+            out,
+            "{}",
+            event(offset + i, i % customers, "2026-09-09T00:00:00Z")
+        )
+        .unwrap();
+    }
+}
+
+/// Peak resident set (VmHWM) and CPU seconds of a live process.
+fn proc_stats(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((hwm_kb, cpu_secs(&format!("/proc/{pid}/stat"))?))
+}
+
+fn cpu_secs(stat_path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+struct Collector {
+    child: Child,
+    peak_kb: u64,
+    cpu: f64,
+}
+
+impl Collector {
+    fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ticketmeter"));
+        cmd.args(args).env_clear().env("RUST_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            peak_kb: 0,
+            cpu: 0.0,
+        }
+    }
+
+    fn sample(&mut self) {
+        if let Some((kb, cpu)) = proc_stats(self.child.id()) {
+            self.peak_kb = self.peak_kb.max(kb);
+            self.cpu = cpu;
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        self.sample();
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    fn stop(&mut self) {
+        self.sample();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+struct Figures {
+    label: String,
+    events: usize,
+    secs: f64,
+    calls: u64,
+    /// Ingest requests only: the cost per event once every customer is cached.
+    ingest_calls: u64,
+    peak_kb: u64,
+}
+
+impl Figures {
+    fn print(&self) {
+        println!(
+            "{:<44} {:>8} events {:>8.2} s {:>10.0} events/s {:>8.4} upstream calls/event  peak RSS {:>6.1} MB",
+            self.label,
+            self.events,
+            self.secs,
+            self.events as f64 / self.secs,
+            self.calls as f64 / self.events as f64,
+            self.peak_kb as f64 / 1024.0
+        );
+        println!(
+            "  of which ingest requests {:.4}/event (the steady state: cached ensures cost no call)",
+            self.ingest_calls as f64 / self.events as f64
+        );
+    }
+}
+
+fn base_env(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("OPENMETER_URL", url.to_owned()),
+        ("ETH_USD_PRICE", "3500".to_owned()),
+        ("BATCH_MAX_EVENTS", "1000".to_owned()),
+        ("PROVISION_PORT", free_port().to_string()),
+    ]
+}
+
+async fn file_run(
+    double: &Double,
+    url: &str,
+    file: &Path,
+    events: usize,
+    label: &str,
+    extra: &[(&'static str, String)],
+) -> Figures {
+    double.reset_counters();
+    let dlq = file.with_extension("dlq.jsonl");
+    let mut env = base_env(url);
+    env.push(("DLQ_FILE", dlq.display().to_string()));
+    env.extend_from_slice(extra);
+    let started = Instant::now();
+    let mut collector = Collector::spawn(&["replay", &file.display().to_string()], &env);
+    while !collector.exited() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Figures {
+        label: label.to_owned(),
+        events,
+        secs: started.elapsed().as_secs_f64(),
+        calls: double.total_calls(),
+        ingest_calls: double.calls(Route::IngestEvents),
+        peak_kb: collector.peak_kb,
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_double() -> (Double, RunningDouble) {
+    let double = Double::new(DoubleConfig::default());
+    let running = double.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let endpoint = Endpoint::parse(&running.base_url(), None).unwrap();
+    let client = OpenMeterClient::new(ClientConfig::new(endpoint, None)).unwrap();
+    let catalog = Catalog::builtin(&"clearinghouse_default_ppu".parse().unwrap());
+    bootstrap(&client, &catalog, &BootstrapOptions::default())
+        .await
+        .unwrap();
+    (double, running)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Broker {
+    child: Child,
+    brokers: String,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tansu() -> Broker {
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let bin = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".cargo/bin/tansu"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("tansu"));
+    let child = Command::new(bin)
+        .args([
+            "broker",
+            "--storage-engine",
+            "memory://tansu/",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu (scripts/test.sh installs it)");
+    let brokers = format!("127.0.0.1:{port}");
+    while TcpStream::connect(&brokers).is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Broker { child, brokers }
+}
+
+async fn produce(producer: &FutureProducer, topic: &str, payloads: impl Iterator<Item = String>) {
+    let mut pending = Vec::new();
+    for (i, payload) in payloads.enumerate() {
+        let key = i.to_string();
+        let record = FutureRecord::to(topic).payload(&payload).key(&key);
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+        if pending.len() >= 10_000 {
+            for p in pending.drain(..) {
+                p.await.unwrap().unwrap();
+            }
+        }
+    }
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
+}
+
+async fn kafka_runs(double: &Double, url: &str, opts: &Options) {
+    let broker = tansu();
+    let topic = "bench-events";
+    let admin: AdminClient<DefaultClientContext> = RdConfig::new()
+        .set("bootstrap.servers", &broker.brokers)
+        .create()
+        .unwrap();
+    let new = [
+        NewTopic::new(topic, 4, TopicReplication::Fixed(1)),
+        NewTopic::new("bench-events.dlq", 1, TopicReplication::Fixed(1)),
+    ];
+    for r in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let producer: FutureProducer = RdConfig::new()
+        .set("bootstrap.servers", &broker.brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    let n = opts.events;
+    let produced = Instant::now();
+    produce(
+        &producer,
+        topic,
+        (0..n).map(|i| event(10_000_000 + i, i % opts.customers, "2026-09-09T00:00:00Z")),
+    )
+    .await;
+    println!(
+        "produced {n} events into tansu in {:.2} s",
+        produced.elapsed().as_secs_f64()
+    );
+
+    double.reset_counters();
+    let before = double.delivery_count();
+    let tansu_cpu0 = cpu_secs(&format!("/proc/{}/stat", broker.child.id())).unwrap_or(0.0);
+    let self_cpu0 = cpu_secs("/proc/self/stat").unwrap_or(0.0);
+    let mut env = base_env(url);
+    env.extend([
+        ("KAFKA_BROKERS", broker.brokers.clone()),
+        ("KAFKA_GATEWAY_TOPIC", topic.to_owned()),
+        ("KAFKA_COMMIT_INTERVAL", "500ms".to_owned()),
+    ]);
+    let started = Instant::now();
+    let mut collector = Collector::spawn(&["run"], &env);
+    let mut first: Option<Instant> = None;
+    while double.delivery_count() < before + n {
+        if first.is_none() && double.delivery_count() > before {
+            first = Some(Instant::now());
+        }
+        collector.sample();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let steady = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    collector.sample();
+    let figures = Figures {
+        label: "kafka source (tansu), normal mode".into(),
+        events: n,
+        secs: started.elapsed().as_secs_f64(),
+        calls: double.total_calls(),
+        ingest_calls: double.calls(Route::IngestEvents),
+        peak_kb: collector.peak_kb,
+    };
+    figures.print();
+    println!(
+        "  from first to last delivery: {steady:.2} s = {:.0} events/s",
+        n as f64 / steady
+    );
+    println!(
+        "  CPU seconds during the run: collector {:.2}, tansu broker {:.2}, bench process (double + producer) {:.2}",
+        collector.cpu,
+        cpu_secs(&format!("/proc/{}/stat", broker.child.id())).unwrap_or(0.0) - tansu_cpu0,
+        cpu_secs("/proc/self/stat").unwrap_or(0.0) - self_cpu0
+    );
+
+    latency_run(double, &producer, topic, opts).await;
+    collector.stop();
+}
+
+/// Produces at a fixed rate with `current_time` = now; event→accepted is
+/// the double's receive time minus that.
+async fn latency_run(double: &Double, producer: &FutureProducer, topic: &str, opts: &Options) {
+    let total = opts.latency_rate * opts.latency_secs as usize;
+    let before = double.delivery_count();
+    let tick = Duration::from_millis(10);
+    let per_tick = opts.latency_rate / 100;
+    let mut ticker = tokio::time::interval(tick);
+    let mut sent = 0;
+    while sent < total {
+        ticker.tick().await;
+        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+        for _ in 0..per_tick {
+            let payload = event(20_000_000 + sent, sent % opts.customers, &now);
+            let key = sent.to_string();
+            let _ = producer.send_result(FutureRecord::to(topic).payload(&payload).key(&key));
+            sent += 1;
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(30));
+    while double.delivery_count() < before + total {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut latencies: Vec<f64> = double.deliveries()[before..]
+        .iter()
+        .filter_map(|d| {
+            let time = chrono::DateTime::parse_from_rfc3339(d.event["time"].as_str()?).ok()?;
+            Some((d.received_at - time.with_timezone(&Utc)).num_microseconds()? as f64 / 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "kafka source at {} events/s for {} s: event→accepted p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} events)",
+        opts.latency_rate,
+        opts.latency_secs,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(0.0),
+        latencies.len()
+    );
+}
+
+fn main() {
+    let opts = options();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (double, running) = start_double().await;
+        let url = running.base_url();
+        let dir = tempfile::tempdir().unwrap();
+        println!("machine: {} cores; collector = release `ticketmeter` child process; OpenMeter double in-process on loopback", std::thread::available_parallelism().map_or(0, |n| n.get()));
+
+        let load = dir.path().join("load.jsonl");
+        write_events(&load, opts.events, opts.customers, 0);
+        let normal = file_run(&double, &url, &load, opts.events, "file source, normal mode", &[]).await;
+        normal.print();
+
+        let seed_load = dir.path().join("seed.jsonl");
+        write_events(&seed_load, opts.events, opts.customers, 1_000_000);
+        let seed_env = [
+            ("BATCH_MAX_EVENTS", "1".to_owned()),
+            ("ENSURE_CACHE_CAPACITY", "0".to_owned()),
+            ("ENSURE_CACHE_TTL", "1ns".to_owned()),
+            ("PLAN_CACHE_TTL", "1ns".to_owned()),
+        ];
+        let seed = file_run(&double, &url, &seed_load, opts.events, "file source, seed-equivalent mode", &seed_env).await;
+        seed.print();
+        let ratio = (seed.calls as f64 / seed.events as f64) / (normal.calls as f64 / normal.events as f64);
+        println!(
+            "  ratio: {ratio:.0}x fewer upstream calls per event, {:.1}x the events/s of seed-equivalent mode",
+            (normal.events as f64 / normal.secs) / (seed.events as f64 / seed.secs)
+        );
+
+        let wide = dir.path().join("wide.jsonl");
+        write_events(&wide, 100_000, 100_000, 2_000_000);
+        file_run(&double, &url, &wide, 100_000, "file source, 100k distinct customers", &[]).await.print();
+
+        if opts.kafka {
+            kafka_runs(&double, &url, &opts).await;
+        }
+    });
+}
