@@ -7,13 +7,20 @@ use tracing_subscriber::EnvFilter;
 
 use ticketmeter::cli::{self, Cli};
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    // An operator's existing .env keeps working; real environment wins.
+fn main() -> ExitCode {
+    // An operator's existing .env keeps working; the real environment wins.
     let _ = dotenvy::dotenv();
+    drop_empty_variables();
     init_logging();
     let cli = Cli::parse();
-    match cli::run(cli).await {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "ticketmeter failed");
@@ -23,12 +30,21 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `ETH_USD_PRICE=` in a `.env` means "not set", as it did for the original
+/// stack; clap would otherwise take the empty string as the value. Done
+/// before any thread exists, so changing the environment is sound.
+fn drop_empty_variables() {
+    for (name, value) in std::env::vars_os() {
+        if value.is_empty() {
+            std::env::remove_var(name);
+        }
+    }
+}
+
 /// `RUST_LOG` sets the level (default info); `LOG_FORMAT=json` for JSON.
 fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
         builder.json().init();
     } else {

@@ -63,6 +63,13 @@ struct Batch {
     deadline: Option<tokio::time::Instant>,
 }
 
+/// Batches being ensured and delivered, bounded by `slots`.
+struct InFlight {
+    slots: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    cancel: CancellationToken,
+}
+
 impl Pipeline {
     pub fn tally(&self) -> Arc<Tally> {
         self.deliverer.tally.clone()
@@ -77,8 +84,11 @@ impl Pipeline {
         mut records: mpsc::Receiver<Record>,
         cancel: &CancellationToken,
     ) -> bool {
-        let slots = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
-        let mut flushes = JoinSet::new();
+        let mut in_flight = InFlight {
+            slots: Arc::new(Semaphore::new(self.config.max_in_flight.max(1))),
+            tasks: JoinSet::new(),
+            cancel: cancel.clone(),
+        };
         let mut batch = Batch {
             events: Vec::new(),
             bytes: 0,
@@ -89,18 +99,18 @@ impl Pipeline {
             let record = tokio::select! {
                 record = records.recv() => record,
                 _ = sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
-                    self.flush(&mut batch, &slots, &mut flushes).await;
+                    self.flush(&mut batch, &mut in_flight).await;
                     continue;
                 }
             };
             let Some(record) = record else { break };
-            if let Some(pending) = self.prepare(record).await {
-                self.add(&mut batch, pending, &slots, &mut flushes).await;
+            if let Some(pending) = self.prepare(record, cancel).await {
+                self.add(&mut batch, pending, &mut in_flight).await;
             }
-            while flushes.try_join_next().is_some() {}
+            while in_flight.tasks.try_join_next().is_some() {}
         }
-        self.flush(&mut batch, &slots, &mut flushes).await;
-        self.drain(flushes, cancel).await
+        self.flush(&mut batch, &mut in_flight).await;
+        self.drain(in_flight.tasks, cancel).await
     }
 
     /// Runs every line of `reader` (JSON lines) through the pipeline; true
@@ -129,60 +139,46 @@ impl Pipeline {
     }
 
     /// Decodes and maps one record; settles it at once if it is a skip or
-    /// a dead letter.
-    async fn prepare(&self, record: Record) -> Option<Pending> {
+    /// a dead letter. After `cancel`, a dead letter that cannot be written
+    /// is abandoned unsettled (its offset stays uncommitted).
+    async fn prepare(&self, record: Record, cancel: &CancellationToken) -> Option<Pending> {
         Tally::add(&self.deliverer.tally.read, 1);
         let read_at = Instant::now();
-        let ticket = match decode(&record.payload, self.config.max_event_bytes) {
-            Ok(Decoded::Ticket(ticket)) => ticket,
+        let rejected = match decode(&record.payload, self.config.max_event_bytes) {
             Ok(Decoded::Skip(_)) => {
                 self.deliverer.skipped(record.origin.position);
                 return None;
             }
-            Err(rejection) => {
-                let kind = rejection.kind();
-                self.deliverer
-                    .dead_letter(record, kind, rejection.to_string())
-                    .await;
-                return None;
-            }
-        };
-        let price = self.price.current().price;
-        match map(*ticket, &price) {
-            Ok(mapped) => match serde_json::to_vec(&mapped.event) {
-                Ok(json) => Some(Pending {
-                    record,
-                    identity: mapped.identity,
-                    json: Bytes::from(json),
-                    read_at,
-                }),
-                Err(e) => {
-                    self.deliverer
-                        .dead_letter(record, "invalid_data", e.to_string())
-                        .await;
-                    None
-                }
+            Ok(Decoded::Ticket(ticket)) => match map(*ticket, &self.price.current().price) {
+                Ok(mapped) => match serde_json::to_vec(&mapped.event) {
+                    Ok(json) => {
+                        return Some(Pending {
+                            record,
+                            identity: mapped.identity,
+                            json: Bytes::from(json),
+                            read_at,
+                        })
+                    }
+                    Err(e) => ("invalid_data", e.to_string()),
+                },
+                Err(e) => ("fee", e.to_string()),
             },
-            Err(e) => {
-                self.deliverer
-                    .dead_letter(record, "fee", e.to_string())
-                    .await;
-                None
-            }
+            Err(rejection) => (rejection.kind(), rejection.to_string()),
+        };
+        let (kind, reason) = rejected;
+        tokio::select! {
+            biased;
+            _ = self.deliverer.dead_letter(record, kind, reason) => {}
+            _ = cancel.cancelled() => {}
         }
+        None
     }
 
-    async fn add(
-        &self,
-        batch: &mut Batch,
-        pending: Pending,
-        slots: &Arc<Semaphore>,
-        flushes: &mut JoinSet<()>,
-    ) {
+    async fn add(&self, batch: &mut Batch, pending: Pending, in_flight: &mut InFlight) {
         if !batch.events.is_empty()
             && batch.bytes + pending.json.len() > self.config.batch_max_bytes
         {
-            self.flush(batch, slots, flushes).await;
+            self.flush(batch, in_flight).await;
         }
         batch.bytes += pending.json.len() + 1;
         batch.events.push(pending);
@@ -190,23 +186,29 @@ impl Pipeline {
             batch.deadline = Some(tokio::time::Instant::now() + self.config.linger);
         }
         if batch.events.len() >= self.config.batch_max_events {
-            self.flush(batch, slots, flushes).await;
+            self.flush(batch, in_flight).await;
         }
     }
 
-    /// Hands the batch to a flush task once an in-flight slot is free.
-    async fn flush(&self, batch: &mut Batch, slots: &Arc<Semaphore>, flushes: &mut JoinSet<()>) {
+    /// Hands the batch to a flush task once an in-flight slot is free. If
+    /// shutdown begins while every slot is held (OpenMeter down), the batch
+    /// is abandoned unsettled: its offsets stay uncommitted and are
+    /// redelivered after the restart.
+    async fn flush(&self, batch: &mut Batch, in_flight: &mut InFlight) {
         batch.deadline = None;
         batch.bytes = 0;
         if batch.events.is_empty() {
             return;
         }
         let events = std::mem::take(&mut batch.events);
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
+        let permit = tokio::select! {
+            biased;
+            permit = in_flight.slots.clone().acquire_owned() => permit,
+            _ = in_flight.cancel.cancelled() => return,
         };
+        let Ok(permit) = permit else { return };
         let deliverer = self.deliverer.clone();
-        flushes.spawn(async move {
+        in_flight.tasks.spawn(async move {
             deliverer.flush(events).await;
             drop(permit);
         });

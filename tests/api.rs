@@ -188,3 +188,19 @@ fn binding_off_loopback_without_a_token_refuses_to_start() {
     assert!(!status.success());
     assert!(binary.stderr().contains("PROVISION_TOKEN"));
 }
+
+#[tokio::test]
+async fn empty_variables_in_the_environment_count_as_unset() {
+    let om = OpenMeter::start(Some(TOKEN)).await;
+    om.double.seed_plan(PlanSeed::new(PLAN, 1, "active"));
+    let api = serve(
+        &om,
+        &[
+            ("PROVISION_TOKEN", String::new()),
+            ("OPENMETER_INGEST_URL", String::new()),
+        ],
+    )
+    .await;
+    let (status, body) = api.post(r#"{"auth_id": "a:b"}"#).await;
+    assert_eq!(status, 200, "{body}");
+}

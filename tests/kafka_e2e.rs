@@ -236,3 +236,41 @@ async fn two_collectors_in_one_group_create_each_new_customer_once_before_its_us
         .terminate(Duration::from_secs(30))
         .is_some_and(|s| s.success()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_openmeter_outage_exits_promptly_and_loses_nothing() {
+    let broker = Broker::start();
+    let (topic, partitions, total) = ("outage-events", 2, 400usize);
+    broker.create_topic(topic, partitions).await;
+    broker.create_topic("outage-events.dlq", 1).await;
+    let om = OpenMeter::bootstrapped(Some(TOKEN)).await;
+    om.double.fail_next(Route::IngestEvents, 1_000_000, 503);
+    let payloads: Vec<String> = (0..total).map(|i| ticket(i, i % 5)).collect();
+    broker.produce(topic, &payloads, partitions).await;
+
+    let mut env = collector_env(&broker.brokers(), topic, &om.url(), free_port());
+    env.push(("BATCH_MAX_EVENTS", "50".to_owned()));
+    env.push(("SHUTDOWN_TIMEOUT", "2s".to_owned()));
+    let mut collector = Binary::spawn(&["run"], &env);
+    assert!(eventually(WAIT, || om.double.calls(Route::IngestEvents) >= 8).await);
+    let stopped = std::time::Instant::now();
+    let status = collector
+        .terminate(Duration::from_secs(20))
+        .expect("exits while OpenMeter is down");
+    assert!(status.success(), "{}", collector.stderr());
+    println!(
+        "exited {:?} after SIGTERM during the outage",
+        stopped.elapsed()
+    );
+
+    om.double.clear_faults();
+    let mut after = run_collector(&broker, topic, &om);
+    assert!(
+        eventually(WAIT, || om.double.unique_events().len() == total).await,
+        "every event arrives after the outage: {}",
+        om.double.unique_events().len()
+    );
+    assert!(after
+        .terminate(Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+}
