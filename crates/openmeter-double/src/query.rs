@@ -37,6 +37,15 @@ pub struct Filter {
     pub op: Op,
 }
 
+/// The value of an `eq` filter on `field`, for index lookups (the full
+/// filter set is still applied to what the index returns).
+pub fn eq_value<'a>(filters: &'a [Filter], field: &str) -> Option<&'a str> {
+    filters.iter().find_map(|f| match &f.op {
+        Op::Eq(v) if f.field == field => Some(v.as_str()),
+        _ => None,
+    })
+}
+
 /// The parsed query of a list request.
 #[derive(Debug, Default)]
 pub struct ListQuery {

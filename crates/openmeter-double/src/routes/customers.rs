@@ -141,9 +141,11 @@ pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> Ap
     let q = query::parse(raw.as_deref(), FILTERS)?;
     let page = q.page()?;
     let state = d.lock();
-    let items: Vec<&Customer> = state
-        .customers
-        .iter()
+    let candidates: Box<dyn Iterator<Item = &Customer>> = match query::eq_value(&q.filters, "key") {
+        Some(key) => Box::new(state.customer_by_key(key).into_iter()),
+        None => Box::new(state.customers.iter()),
+    };
+    let items: Vec<&Customer> = candidates
         .filter(|c| c.deleted_at.is_none())
         .filter(|c| query::matches_all(&q.filters, |f| field(&state, c, f)))
         .collect();

@@ -140,9 +140,12 @@ pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> Ap
     let q = query::parse(raw.as_deref(), FILTERS)?;
     let page = q.page()?;
     let state = d.lock();
-    let items: Vec<&Subscription> = state
-        .subscriptions
-        .iter()
+    let candidates: Box<dyn Iterator<Item = &Subscription>> =
+        match query::eq_value(&q.filters, "customer_id") {
+            Some(id) => Box::new(state.customer_subscriptions(id)),
+            None => Box::new(state.subscriptions.iter()),
+        };
+    let items: Vec<&Subscription> = candidates
         .filter(|s| query::matches_all(&q.filters, |f| field(s, f)))
         .collect();
     Ok(paged(items, page))

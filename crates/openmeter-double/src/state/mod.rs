@@ -29,6 +29,9 @@ pub(crate) struct State {
     pub subject_owner: HashMap<String, usize>,
     pub plans: Vec<Plan>,
     pub subscriptions: Vec<Subscription>,
+    /// Customer id → indexes into `subscriptions` (lists by customer stay
+    /// O(1) with 100k customers, for load benchmarks).
+    pub subscriptions_by_customer: HashMap<String, Vec<usize>>,
     pub meters: Vec<Meter>,
     pub features: Vec<Feature>,
     pub events: EventStore,

@@ -119,14 +119,33 @@ impl State {
             )));
         }
         let sub = from_plan(&plan, customer_id, "active", Some(new));
-        self.subscriptions.push(sub.clone());
+        self.push_subscription(sub.clone());
         Ok(sub)
     }
 
     fn live_subscription(&self, customer_id: &str) -> Option<&Subscription> {
-        self.subscriptions.iter().find(|s| {
-            s.customer_id == customer_id && (s.status == "active" || s.status == "scheduled")
-        })
+        self.customer_subscriptions(customer_id)
+            .find(|s| s.status == "active" || s.status == "scheduled")
+    }
+
+    fn push_subscription(&mut self, sub: Subscription) {
+        self.subscriptions_by_customer
+            .entry(sub.customer_id.clone())
+            .or_default()
+            .push(self.subscriptions.len());
+        self.subscriptions.push(sub);
+    }
+
+    /// The subscriptions of one customer, through the index.
+    pub fn customer_subscriptions<'a>(
+        &'a self,
+        customer_id: &str,
+    ) -> impl Iterator<Item = &'a Subscription> + 'a {
+        self.subscriptions_by_customer
+            .get(customer_id)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.subscriptions[i])
     }
 
     pub fn subscription(&self, id: &str) -> Option<&Subscription> {
@@ -163,7 +182,7 @@ impl State {
             }
         };
         let id = sub.id.clone();
-        self.subscriptions.push(sub);
+        self.push_subscription(sub);
         id
     }
 }
