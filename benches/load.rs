@@ -1,7 +1,8 @@
 //! End-to-end load benchmark: prints figures, asserts nothing.
 //!
 //! `cargo bench --bench load` (options after `--`: `--events N`,
-//! `--customers M`, `--latency-rate R`, `--latency-secs S`, `--skip-kafka`).
+//! `--customers M`, `--latency-rate R`, `--latency-secs S`, `--wide W`,
+//! `--skip-kafka`).
 //!
 //! The real `ticketmeter` binary runs as a child process against an
 //! in-process OpenMeter double on loopback, so the collector's peak RSS
@@ -33,6 +34,7 @@ struct Options {
     customers: usize,
     latency_rate: usize,
     latency_secs: u64,
+    wide: usize,
     kafka: bool,
 }
 
@@ -50,6 +52,7 @@ fn options() -> Options {
         customers: value("--customers", 1_000),
         latency_rate: value("--latency-rate", 10_000),
         latency_secs: value("--latency-secs", 10) as u64,
+        wide: value("--wide", 100_000),
         kafka: !args.iter().any(|a| a == "--skip-kafka"),
     }
 }
@@ -443,8 +446,9 @@ fn main() {
         );
 
         let wide = dir.path().join("wide.jsonl");
-        write_events(&wide, 100_000, 100_000, 2_000_000);
-        file_run(&double, &url, &wide, 100_000, "file source, 100k distinct customers", &[]).await.print();
+        write_events(&wide, opts.wide, opts.wide, 2_000_000);
+        let label = format!("file source, {} distinct customers", opts.wide);
+        file_run(&double, &url, &wide, opts.wide, &label, &[]).await.print();
 
         if opts.kafka {
             kafka_runs(&double, &url, &opts).await;

@@ -115,7 +115,7 @@ async fn ensure(
         .ensure(&identity)
         .await
         .map_err(upstream_failure)?;
-    Ok(Json(ensured.as_ref()).into_response())
+    Ok(Json(ensured).into_response())
 }
 
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiFailure> {

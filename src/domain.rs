@@ -67,7 +67,7 @@ impl fmt::Display for AuthId {
 /// The OpenMeter customer key (also its name and its one subject key).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct CustomerKey(String);
+pub struct CustomerKey(Box<str>);
 
 impl CustomerKey {
     pub fn as_str(&self) -> &str {
@@ -136,7 +136,7 @@ impl Identity {
     }
 
     pub fn customer_key(&self) -> CustomerKey {
-        CustomerKey(self.auth_id.0.clone())
+        CustomerKey(self.auth_id.0.as_str().into())
     }
 }
 

@@ -242,7 +242,7 @@ async fn ensure_one(args: args::EnsureCmd) -> anyhow::Result<ExitCode> {
     };
     let provisioner = provisioner(client(&args.openmeter)?, &args.ensure);
     let ensured = provisioner.ensure(&identity).await?;
-    println!("{}", serde_json::to_string_pretty(ensured.as_ref())?);
+    println!("{}", serde_json::to_string_pretty(&ensured)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,7 +4,10 @@
 //! Race safety: within one process, concurrent ensures of one key share one
 //! upstream flight (moka's `try_get_with`); across processes, a create that
 //! loses the race (409, or a 400 saying the key exists) falls back to lookup.
-//! Only successes are cached, so a failure is retried on the next call.
+//! Only successes are cached ([`cache::EnsuredCache`]), so a failure is
+//! retried on the next call.
+
+mod cache;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +20,7 @@ use crate::domain::{CustomerKey, Identity, PlanKey};
 use crate::metrics::metrics;
 use crate::openmeter::model::{CreateSubscription, Customer, CustomerById, PlanRef, Subscription};
 use crate::openmeter::{ApiError, OpenMeterClient};
+use cache::EnsuredCache;
 
 /// Cache sizes and lifetimes.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +57,8 @@ pub struct Ensured {
     pub created: Created,
 }
 
-/// Whether this call (or the flight it joined) created anything.
+/// Whether the flight this call ran or joined created anything (always
+/// false for a cached answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Created {
     pub customer: bool,
@@ -125,6 +130,9 @@ impl EnsureError {
     }
 }
 
+/// Bound on concurrently coalesced flights (entries leave when they land).
+const FLIGHTS: u64 = 100_000;
+
 fn at(step: Step) -> impl FnOnce(ApiError) -> EnsureError {
     move |source| EnsureError::Upstream { step, source }
 }
@@ -134,7 +142,9 @@ fn at(step: Step) -> impl FnOnce(ApiError) -> EnsureError {
 pub struct Provisioner {
     client: OpenMeterClient,
     plan_key: PlanKey,
-    ensured: Cache<CustomerKey, Arc<Ensured>>,
+    ensured: Arc<EnsuredCache>,
+    /// Ensures under way; an entry lives only while its flight does.
+    flights: Cache<CustomerKey, Arc<Ensured>>,
     plan: Cache<(), PlanRef>,
 }
 
@@ -143,10 +153,8 @@ impl Provisioner {
         Self {
             client,
             plan_key,
-            ensured: Cache::builder()
-                .max_capacity(config.cache_capacity)
-                .time_to_live(config.cache_ttl)
-                .build(),
+            ensured: Arc::new(EnsuredCache::new(config.cache_capacity, config.cache_ttl)),
+            flights: Cache::builder().max_capacity(FLIGHTS).build(),
             plan: Cache::builder()
                 .max_capacity(1)
                 .time_to_live(config.plan_ttl)
@@ -164,30 +172,34 @@ impl Provisioner {
 
     /// Ensures `identity` has a customer with a current subscription.
     /// Cached results cost no upstream call.
-    pub async fn ensure(&self, identity: &Identity) -> Result<Arc<Ensured>, EnsureError> {
+    pub async fn ensure(&self, identity: &Identity) -> Result<Ensured, EnsureError> {
         let key = identity.customer_key();
-        if let Some(hit) = self.ensured.get(&key).await {
+        if let Some(hit) = self.ensured.get(&key) {
             metrics().ensure_cache_hits.inc();
             return Ok(hit);
         }
         metrics().ensure_cache_misses.inc();
-        self.ensured
+        let flight: Result<Arc<Ensured>, Arc<EnsureError>> = self
+            .flights
             .try_get_with(key.clone(), async {
-                self.ensure_upstream(&key).await.map(Arc::new)
+                let ensured = self.ensure_upstream(&key).await?;
+                self.ensured.insert(&ensured);
+                Ok::<_, EnsureError>(Arc::new(ensured))
             })
-            .await
-            .map_err(|e| (*e).clone())
+            .await;
+        self.flights.invalidate(&key).await;
+        flight.map(|e| (*e).clone()).map_err(|e| (*e).clone())
     }
 
     /// Forgets a cached identity, so the next ensure asks OpenMeter again
     /// (self-heal after OpenMeter rejected its usage).
     pub async fn forget(&self, key: &CustomerKey) {
-        self.ensured.invalidate(key).await;
+        self.ensured.remove(key);
     }
 
     /// The number of identities currently cached.
-    pub fn cached(&self) -> u64 {
-        self.ensured.entry_count()
+    pub fn cached(&self) -> usize {
+        self.ensured.len()
     }
 
     async fn ensure_upstream(&self, key: &CustomerKey) -> Result<Ensured, EnsureError> {
