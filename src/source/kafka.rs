@@ -79,7 +79,10 @@ impl KafkaConfig {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // Bounds event→accepted latency on brokers that hold a fetch for
+            // the whole wait (tansu does); costs a few idle fetches a second.
+            .set("fetch.wait.max.ms", "100");
         // The operator's KAFKA_OPT_* settings win over these defaults too.
         for (k, v) in &self.extra {
             c.set(k, v);
