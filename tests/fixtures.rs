@@ -164,3 +164,53 @@ fn dry_run_prints_the_expected_lines_without_network() {
         assert_subset(expected, actual, "line");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_replay_dead_letters_to_a_file_that_dlq_replay_reads_back() {
+    let om = support::OpenMeter::bootstrapped(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    let env = |extra: &[(&'static str, String)]| {
+        let mut env = vec![
+            ("OPENMETER_URL", om.url()),
+            ("ETH_USD_PRICE", "3500".to_owned()),
+            ("DLQ_FILE", dlq.display().to_string()),
+        ];
+        env.extend_from_slice(extra);
+        env
+    };
+    let run = |args: &[&str], env: Vec<(&'static str, String)>| {
+        let mut b = support::Binary::spawn(args, &env);
+        let status = b
+            .wait(std::time::Duration::from_secs(60))
+            .expect("finishes");
+        (status, b.stderr())
+    };
+    let fixtures = fixtures_dir().join("signer-events.jsonl");
+    let (_, stderr) = run(&["replay", &fixtures.display().to_string()], env(&[]));
+    assert!(stderr.contains("dead-lettered 2"), "{stderr}");
+    let letters = std::fs::read_to_string(&dlq).unwrap();
+    assert_eq!(letters.lines().count(), 2);
+
+    let again = dir.path().join("again.jsonl");
+    let (_, stderr) = run(
+        &[
+            "dlq",
+            "replay",
+            "--file",
+            &dlq.display().to_string(),
+            "--dlq-out",
+            &again.display().to_string(),
+        ],
+        env(&[]),
+    );
+    assert!(
+        stderr.contains("read 2") && stderr.contains("dead-lettered 2"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&again).unwrap().lines().count(),
+        2,
+        "still bad, so dead-lettered again"
+    );
+}

@@ -274,3 +274,40 @@ async fn sigterm_during_an_openmeter_outage_exits_promptly_and_loses_nothing() {
         .terminate(Duration::from_secs(30))
         .is_some_and(|s| s.success()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_replay_delivers_dead_letters_once_the_cause_is_fixed() {
+    let broker = Broker::start();
+    let (topic, partitions, total) = ("replay-events", 1, 6usize);
+    broker.create_topic(topic, partitions).await;
+    broker.create_topic("replay-events.dlq", 1).await;
+    let om = OpenMeter::bootstrapped(Some(TOKEN)).await;
+    om.double.reject_event_ids(&["req-3"]);
+    let payloads: Vec<String> = (0..total).map(|i| ticket(i, i % 2)).collect();
+    broker.produce(topic, &payloads, partitions).await;
+
+    let mut collector = run_collector(&broker, topic, &om);
+    assert!(eventually(WAIT, || om.double.unique_events().len() == total - 1).await);
+    let letters = dead_letters(&broker, "replay-events.dlq", 1).await;
+    assert!(letters[0].0.contains("req-3"), "{letters:?}");
+    assert!(collector
+        .terminate(Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+
+    om.double.clear_faults();
+    let env = collector_env(&broker.brokers(), topic, &om.url(), free_port());
+    let mut replay = Binary::spawn(&["dlq", "replay"], &env);
+    let status = replay.wait(WAIT).expect("replay ends by itself");
+    assert!(status.success(), "{}", replay.stderr());
+    let ids: HashSet<String> = om
+        .double
+        .unique_events()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        ids.contains("req-3"),
+        "the dead letter was delivered on replay"
+    );
+    assert_eq!(ids.len(), total);
+}
