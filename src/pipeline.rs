@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 use crate::deliver::{Deliverer, Pending, Tally};
 use crate::map::map;
+use crate::metrics::metrics;
 use crate::price::PriceFeed;
 use crate::source::file::read_lines;
 use crate::source::Record;
@@ -143,6 +144,7 @@ impl Pipeline {
     /// is abandoned unsettled (its offset stays uncommitted).
     async fn prepare(&self, record: Record, cancel: &CancellationToken) -> Option<Pending> {
         Tally::add(&self.deliverer.tally.read, 1);
+        metrics().events_consumed.inc();
         let read_at = Instant::now();
         let rejected = match decode(&record.payload, self.config.max_event_bytes) {
             Ok(Decoded::Skip(_)) => {

@@ -231,7 +231,6 @@ impl KafkaSource {
             offset: m.offset(),
         };
         self.tracker.read(position);
-        metrics().events_consumed.inc();
         let headers = m
             .headers()
             .map(|hs| {
