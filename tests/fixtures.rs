@@ -12,7 +12,7 @@ use ticketmeter::commit::OffsetTracker;
 use ticketmeter::deliver::Tally;
 use ticketmeter::dlq::DeadLetterSink;
 use ticketmeter::ensure::{EnsureConfig, Provisioner};
-use ticketmeter::pipeline::PipelineConfig;
+use ticketmeter::pipeline::{Pipeline, PipelineConfig};
 use ticketmeter::price::PriceFeed;
 use tokio_util::sync::CancellationToken;
 
@@ -28,22 +28,19 @@ fn assert_subset(expected: &Value, actual: &Value, path: &str) {
     }
 }
 
-#[tokio::test]
-async fn fixtures_through_the_pipeline_give_exactly_the_expected_results() {
-    let om = OpenMeter::bootstrapped(None).await;
+/// Runs the fixture file through a real pipeline at ETH/USD 3500 against
+/// `om`; returns the pipeline (for its tally) and whether all settled.
+async fn run_fixtures(om: &OpenMeter, dlq: DeadLetterSink) -> (Pipeline, bool) {
     let provisioner = Provisioner::new(
         om.client(None),
         PLAN.parse().unwrap(),
         EnsureConfig::default(),
     );
-    let dlq = DeadLetterSink::memory();
-    let tracker = Arc::new(OffsetTracker::default());
-    let price = PriceFeed::fixed("3500".parse().unwrap());
     let pipeline = pipeline(
         provisioner,
-        dlq.clone(),
-        tracker,
-        price,
+        dlq,
+        Arc::new(OffsetTracker::default()),
+        PriceFeed::fixed("3500".parse().unwrap()),
         PipelineConfig::default(),
     );
     let file = tokio::fs::File::open(fixtures_dir().join("signer-events.jsonl"))
@@ -57,6 +54,14 @@ async fn fixtures_through_the_pipeline_give_exactly_the_expected_results() {
         )
         .await
         .unwrap();
+    (pipeline, settled)
+}
+
+#[tokio::test]
+async fn fixtures_through_the_pipeline_give_exactly_the_expected_results() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let dlq = DeadLetterSink::memory();
+    let (pipeline, settled) = run_fixtures(&om, dlq.clone()).await;
     assert!(settled);
 
     let cases = fixtures();
@@ -99,29 +104,8 @@ async fn fixtures_through_the_pipeline_give_exactly_the_expected_results() {
 #[tokio::test]
 async fn every_fixture_event_reaches_openmeter_after_its_customer_exists() {
     let om = OpenMeter::bootstrapped(None).await;
-    let provisioner = Provisioner::new(
-        om.client(None),
-        PLAN.parse().unwrap(),
-        EnsureConfig::default(),
-    );
-    let pipeline = pipeline(
-        provisioner,
-        DeadLetterSink::memory(),
-        Arc::new(OffsetTracker::default()),
-        PriceFeed::fixed("3500".parse().unwrap()),
-        PipelineConfig::default(),
-    );
-    let file = tokio::fs::File::open(fixtures_dir().join("signer-events.jsonl"))
-        .await
-        .unwrap();
-    pipeline
-        .run_lines(
-            tokio::io::BufReader::new(file),
-            "fixtures",
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let (_, settled) = run_fixtures(&om, DeadLetterSink::memory()).await;
+    assert!(settled);
     let deliveries = om.double.deliveries();
     assert!(!deliveries.is_empty());
     for d in deliveries {

@@ -71,6 +71,21 @@ async fn dead_letters(broker: &Broker, topic: &str, expected: usize) -> Vec<(Str
     out
 }
 
+/// A broker with `topic` and its dead-letter topic, and a bootstrapped OpenMeter.
+async fn stack(topic: &str, partitions: i32) -> (Broker, OpenMeter) {
+    let broker = Broker::start();
+    broker.create_topic(topic, partitions).await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    (broker, OpenMeter::bootstrapped(Some(TOKEN)).await)
+}
+
+/// SIGTERM, and exit 0 within the shutdown bound.
+fn stops_cleanly(collector: &mut Binary) -> bool {
+    collector
+        .terminate(Duration::from_secs(30))
+        .is_some_and(|s| s.success())
+}
+
 fn ticket(i: usize, customer: usize) -> String {
     json!({"id": format!("env-{i}"), "type": "create_signed_ticket", "timestamp": "1788912000000", "gateway": "",
            "data": {"request_id": format!("req-{i}"), "auth_id": format!("client-{customer}:user-{customer}"),
@@ -80,11 +95,8 @@ fn ticket(i: usize, customer: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixtures_over_a_real_broker_are_delivered_dead_lettered_and_committed() {
-    let broker = Broker::start();
     let (topic, partitions) = ("gateway-events", 3);
-    broker.create_topic(topic, partitions).await;
-    broker.create_topic("gateway-events.dlq", 1).await;
-    let om = OpenMeter::bootstrapped(Some(TOKEN)).await;
+    let (broker, om) = stack(topic, partitions).await;
     let cases = fixtures();
     let payloads: Vec<String> = cases.iter().map(|(e, _)| e.clone()).collect();
     broker.produce(topic, &payloads, partitions).await;
@@ -151,11 +163,8 @@ async fn fixtures_over_a_real_broker_are_delivered_dead_lettered_and_committed()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_collector_mid_stream_loses_nothing() {
-    let broker = Broker::start();
     let (topic, partitions, total) = ("kill-events", 2, 3000usize);
-    broker.create_topic(topic, partitions).await;
-    broker.create_topic("kill-events.dlq", 1).await;
-    let om = OpenMeter::bootstrapped(Some(TOKEN)).await;
+    let (broker, om) = stack(topic, partitions).await;
     let payloads: Vec<String> = (0..total).map(|i| ticket(i, i % 25)).collect();
     broker.produce(topic, &payloads, partitions).await;
 
@@ -191,18 +200,13 @@ async fn killing_the_collector_mid_stream_loses_nothing() {
     assert!((0..total).all(|i| ids.contains(&format!("req-{i}"))));
     let deliveries = om.double.deliveries().len();
     println!("delivered {total} unique events in {deliveries} deliveries: {} redelivered after the kills", deliveries - total);
-    assert!(third
-        .terminate(Duration::from_secs(30))
-        .is_some_and(|s| s.success()));
+    assert!(stops_cleanly(&mut third));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_collectors_in_one_group_create_each_new_customer_once_before_its_usage() {
-    let broker = Broker::start();
     let (topic, partitions, customers) = ("pair-events", 4, 60usize);
-    broker.create_topic(topic, partitions).await;
-    broker.create_topic("pair-events.dlq", 1).await;
-    let om = OpenMeter::bootstrapped(Some(TOKEN)).await;
+    let (broker, om) = stack(topic, partitions).await;
     let payloads: Vec<String> = (0..customers * 4)
         .map(|i| ticket(i, i % customers))
         .collect();
@@ -229,21 +233,14 @@ async fn two_collectors_in_one_group_create_each_new_customer_once_before_its_us
             .all(|d| d.customer_id.is_some()),
         "customer existed before its usage"
     );
-    assert!(a
-        .terminate(Duration::from_secs(30))
-        .is_some_and(|s| s.success()));
-    assert!(b
-        .terminate(Duration::from_secs(30))
-        .is_some_and(|s| s.success()));
+    assert!(stops_cleanly(&mut a));
+    assert!(stops_cleanly(&mut b));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_an_openmeter_outage_exits_promptly_and_loses_nothing() {
-    let broker = Broker::start();
     let (topic, partitions, total) = ("outage-events", 2, 400usize);
-    broker.create_topic(topic, partitions).await;
-    broker.create_topic("outage-events.dlq", 1).await;
-    let om = OpenMeter::bootstrapped(Some(TOKEN)).await;
+    let (broker, om) = stack(topic, partitions).await;
     om.double.fail_next(Route::IngestEvents, 1_000_000, 503);
     let payloads: Vec<String> = (0..total).map(|i| ticket(i, i % 5)).collect();
     broker.produce(topic, &payloads, partitions).await;
@@ -270,18 +267,13 @@ async fn sigterm_during_an_openmeter_outage_exits_promptly_and_loses_nothing() {
         "every event arrives after the outage: {}",
         om.double.unique_events().len()
     );
-    assert!(after
-        .terminate(Duration::from_secs(30))
-        .is_some_and(|s| s.success()));
+    assert!(stops_cleanly(&mut after));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_replay_delivers_dead_letters_once_the_cause_is_fixed() {
-    let broker = Broker::start();
     let (topic, partitions, total) = ("replay-events", 1, 6usize);
-    broker.create_topic(topic, partitions).await;
-    broker.create_topic("replay-events.dlq", 1).await;
-    let om = OpenMeter::bootstrapped(Some(TOKEN)).await;
+    let (broker, om) = stack(topic, partitions).await;
     om.double.reject_event_ids(&["req-3"]);
     let payloads: Vec<String> = (0..total).map(|i| ticket(i, i % 2)).collect();
     broker.produce(topic, &payloads, partitions).await;
@@ -290,9 +282,7 @@ async fn dlq_replay_delivers_dead_letters_once_the_cause_is_fixed() {
     assert!(eventually(WAIT, || om.double.unique_events().len() == total - 1).await);
     let letters = dead_letters(&broker, "replay-events.dlq", 1).await;
     assert!(letters[0].0.contains("req-3"), "{letters:?}");
-    assert!(collector
-        .terminate(Duration::from_secs(30))
-        .is_some_and(|s| s.success()));
+    assert!(stops_cleanly(&mut collector));
 
     om.double.clear_faults();
     let env = collector_env(&broker.brokers(), topic, &om.url(), free_port());

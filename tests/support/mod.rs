@@ -5,7 +5,6 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openmeter_double::{Double, DoubleConfig, RunningDouble};
@@ -286,8 +285,4 @@ pub fn collector_env(
             "1000".to_owned(),
         ),
     ]
-}
-
-pub fn shared<T>(t: T) -> Arc<T> {
-    Arc::new(t)
 }
