@@ -29,6 +29,8 @@ pub struct SignedTicket {
     pub request_id: String,
     pub identity: Identity,
     pub fee: FeeWei,
+    /// `computed_fee` exactly as the signer wrote it (sent as `fee_wei`).
+    pub fee_text: String,
     /// RFC 3339, as the signer wrote it when valid.
     pub time: String,
     pub pipeline: String,
@@ -162,7 +164,7 @@ fn ticket(envelope: &Envelope) -> Result<SignedTicket, Rejection> {
     let data: TicketData =
         serde_json::from_str(raw.get()).map_err(|e| Rejection::MalformedData(e.to_string()))?;
     let identity = identity(data.auth_id.as_deref())?;
-    let fee = fee(data.computed_fee.as_ref())?;
+    let (fee, fee_text) = fee(data.computed_fee.as_ref())?;
     let request_id = data
         .request_id
         .as_deref()
@@ -182,6 +184,7 @@ fn ticket(envelope: &Envelope) -> Result<SignedTicket, Rejection> {
         request_id,
         identity,
         fee,
+        fee_text,
         time: event_time(&data, envelope.timestamp.as_ref()),
         pipeline: or_unknown(data.pipeline.as_deref()),
         model_id: or_unknown(data.model_id.as_deref()),
@@ -199,13 +202,14 @@ fn identity(auth_id: Option<&str>) -> Result<Identity, Rejection> {
 }
 
 /// A fee is an integer string; a JSON integer is accepted when exact.
-fn fee(value: Option<&Value>) -> Result<FeeWei, Rejection> {
+/// Returns the fee and its text as written.
+fn fee(value: Option<&Value>) -> Result<(FeeWei, String), Rejection> {
     match value {
         None | Some(Value::Null) => Err(FeeError::Missing.into()),
-        Some(Value::String(s)) => Ok(FeeWei::parse(s)?),
+        Some(Value::String(s)) => Ok((FeeWei::parse(s)?, s.clone())),
         Some(Value::Number(n)) => n
             .as_u64()
-            .map(|wei| FeeWei::new(wei.into()))
+            .map(|wei| (FeeWei::new(wei.into()), n.to_string()))
             .ok_or(FeeError::NotAnInteger.into()),
         Some(_) => Err(FeeError::NotAnInteger.into()),
     }
@@ -340,6 +344,12 @@ mod tests {
         assert_eq!(t.time, "2026-09-09T00:00:00.123Z");
         let t = ticket_of(r#"{"auth_id":"c:u","computed_fee":"1"}"#);
         assert_eq!(t.time, "2026-09-09T00:00:00.000Z");
+    }
+
+    #[test]
+    fn fee_text_is_kept_as_written() {
+        let t = ticket_of(r#"{"auth_id":"c:u","computed_fee":"000120"}"#);
+        assert_eq!((t.fee, t.fee_text.as_str()), (FeeWei::new(120), "000120"));
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice) -> Result<Mapped, FeeError
             pipeline: ticket.pipeline,
             model_id: ticket.model_id,
             pixels: ticket.pixels,
-            fee_wei: ticket.fee.to_string(),
+            fee_wei: ticket.fee_text,
             gateway_request_id: ticket.request_id,
             auth_id,
             eth_usd_price: *price,
