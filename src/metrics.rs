@@ -23,6 +23,7 @@ pub struct Metrics {
     pub upstream_calls: Family<Labels, Counter>,
     pub ensure_cache_hits: Counter,
     pub ensure_cache_misses: Counter,
+    pub ensure_cached: Gauge,
     pub consumer_lag: Family<Labels, Gauge>,
     pub eth_usd_price_micros: Gauge,
     pub price_updated_unix: Gauge,
@@ -41,6 +42,7 @@ impl Metrics {
             upstream_calls: Family::default(),
             ensure_cache_hits: Counter::default(),
             ensure_cache_misses: Counter::default(),
+            ensure_cached: Gauge::default(),
             consumer_lag: Family::default(),
             eth_usd_price_micros: Gauge::default(),
             price_updated_unix: Gauge::default(),
@@ -86,6 +88,11 @@ impl Metrics {
             "ensure_cache_hits",
             "Ensures answered from the cache",
             m.ensure_cache_hits.clone(),
+        );
+        r.register(
+            "ensure_cached_identities",
+            "Identities in the ensure cache",
+            m.ensure_cached.clone(),
         );
         r.register(
             "ensure_cache_misses",

@@ -184,6 +184,9 @@ impl Provisioner {
             .try_get_with(key.clone(), async {
                 let ensured = self.ensure_upstream(&key).await?;
                 self.ensured.insert(&ensured);
+                metrics()
+                    .ensure_cached
+                    .set(i64::try_from(self.ensured.len()).unwrap_or(i64::MAX));
                 Ok::<_, EnsureError>(Arc::new(ensured))
             })
             .await;
@@ -195,11 +198,6 @@ impl Provisioner {
     /// (self-heal after OpenMeter rejected its usage).
     pub async fn forget(&self, key: &CustomerKey) {
         self.ensured.remove(key);
-    }
-
-    /// The number of identities currently cached.
-    pub fn cached(&self) -> usize {
-        self.ensured.len()
     }
 
     async fn ensure_upstream(&self, key: &CustomerKey) -> Result<Ensured, EnsureError> {
