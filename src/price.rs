@@ -56,6 +56,8 @@ pub struct PricePoint {
 #[derive(Debug, Clone)]
 pub struct PriceFeed {
     rx: watch::Receiver<PricePoint>,
+    /// An oracle price older than this is stale (three missed refreshes).
+    max_age: Option<Duration>,
 }
 
 impl PriceFeed {
@@ -63,7 +65,7 @@ impl PriceFeed {
     pub fn fixed(price: EthUsdPrice) -> Self {
         let (tx, rx) = watch::channel(point(price));
         record(&tx.borrow());
-        Self { rx }
+        Self { rx, max_age: None }
     }
 
     /// Resolves the first price, and for an oracle spawns the refresher,
@@ -88,11 +90,21 @@ impl PriceFeed {
         let (tx, rx) = watch::channel(point(first));
         record(&tx.borrow());
         tokio::spawn(refresh_loop(http, url, refresh, tx, cancel));
-        Ok(Self { rx })
+        Ok(Self {
+            rx,
+            max_age: Some(refresh.saturating_mul(3)),
+        })
     }
 
     pub fn current(&self) -> PricePoint {
         *self.rx.borrow()
+    }
+
+    /// False once an oracle price has missed three refreshes in a row
+    /// (the last good price is still used; `/ready` reports it).
+    pub fn is_fresh(&self) -> bool {
+        let age = self.current().obtained.elapsed().unwrap_or_default();
+        self.max_age.is_none_or(|max| age <= max)
     }
 }
 

@@ -44,7 +44,7 @@ pub async fn ensure(ctx: &Ctx<'_>, features: &Ids) -> Result<(Line, ()), ApiErro
         .max_by_key(|p| p.version);
     let draft = versions
         .iter()
-        .filter(|p| p.status == "draft" && published.map_or(true, |c| p.version > c.version))
+        .filter(|p| p.status == "draft" && published.is_none_or(|c| p.version > c.version))
         .max_by_key(|p| p.version);
     let differences = |p: &Plan| diff::plan(spec, p, &|k| features.id(k));
     let line = match (published, draft) {

@@ -264,6 +264,7 @@ async fn run_collector(args: args::RunArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| format!("{}.dlq", kafka.topic));
     let dlq = DeadLetterSink::kafka(&kafka, dlq_topic)?;
+    let ready = readiness(source.clone(), provisioner.clone(), price.clone());
     let pipeline = pipeline(
         provisioner.clone(),
         dlq,
@@ -271,7 +272,6 @@ async fn run_collector(args: args::RunArgs) -> anyhow::Result<ExitCode> {
         price,
         pipeline_config(&args.batch),
     );
-    let ready = readiness(source.clone(), provisioner.clone());
     let api = start_api(&args.api, provisioner, Some(ready), cancel.clone()).await?;
 
     let (tx, rx) = mpsc::channel(args.batch.batch_max_events.max(1) * 2);
@@ -293,16 +293,16 @@ async fn run_collector(args: args::RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `/ready`: partitions assigned and OpenMeter answering (the price is warm
-/// by construction: the collector does not start without one).
-fn readiness(source: Arc<KafkaSource>, provisioner: Provisioner) -> ReadyCheck {
+/// `/ready`: partitions assigned, the price fresh (the collector never
+/// starts without one) and OpenMeter answering with a subscribable plan.
+fn readiness(source: Arc<KafkaSource>, provisioner: Provisioner, price: PriceFeed) -> ReadyCheck {
     Arc::new(move || {
-        let (source, provisioner) = (source.clone(), provisioner.clone());
+        let (source, provisioner, price) = (source.clone(), provisioner.clone(), price.clone());
         Box::pin(async move {
             let openmeter = provisioner.default_plan().await.is_ok();
             vec![
                 ("partitions_assigned".to_owned(), source.assigned()),
-                ("price".to_owned(), true),
+                ("price_fresh".to_owned(), price.is_fresh()),
                 ("openmeter".to_owned(), openmeter),
             ]
         })
