@@ -301,3 +301,47 @@ async fn dlq_replay_delivers_dead_letters_once_the_cause_is_fixed() {
     );
     assert_eq!(ids.len(), total);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_collector_is_ready_and_exports_metrics() {
+    let (topic, partitions) = ("ready-events", 1);
+    let (broker, om) = stack(topic, partitions).await;
+    broker.produce(topic, &[ticket(1, 1)], partitions).await;
+    let port = free_port();
+    let env = collector_env(&broker.brokers(), topic, &om.url(), port);
+    let mut collector = Binary::spawn(&["run"], &env);
+    assert!(eventually(WAIT, || om.double.unique_events().len() == 1).await);
+
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut ready = serde_json::Value::Null;
+    for _ in 0..100 {
+        let r = http.get(format!("{base}/ready")).send().await.unwrap();
+        ready = r.json().await.unwrap();
+        if ready["ready"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        ready,
+        json!({"ready": true, "checks": {"partitions_assigned": true, "price_fresh": true, "openmeter": true}})
+    );
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "ticketmeter_events_delivered_total 1",
+        "ticketmeter_events_consumed_total 1",
+        "ticketmeter_upstream_calls_total{route=\"ingest events\",status=\"202\"}",
+        "ticketmeter_eth_usd_price_micros 3500000000",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
+    assert!(stops_cleanly(&mut collector));
+}
