@@ -5,14 +5,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use ticketmeter::cli::args::Command;
 use ticketmeter::cli::{self, Cli};
 
 fn main() -> ExitCode {
     // An operator's existing .env keeps working; the real environment wins.
     let _ = dotenvy::dotenv();
     drop_empty_variables();
-    init_logging();
     let cli = Cli::parse();
+    init_logging(quiet_by_default(&cli));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -41,9 +42,23 @@ fn drop_empty_variables() {
     }
 }
 
-/// `RUST_LOG` sets the level (default info); `LOG_FORMAT=json` for JSON.
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Commands whose output is the point print only warnings unless `RUST_LOG` says otherwise.
+fn quiet_by_default(cli: &Cli) -> bool {
+    matches!(
+        cli.command,
+        Command::Demo(_)
+            | Command::Ensure(_)
+            | Command::Check(_)
+            | Command::Bootstrap(_)
+            | Command::Healthcheck(_)
+    )
+}
+
+/// `RUST_LOG` sets the level (default info, or warn for `quiet`);
+/// `LOG_FORMAT=json` for JSON.
+fn init_logging(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

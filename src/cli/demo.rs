@@ -37,6 +37,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("bootstrapping the catalog")?;
     println!("\n== bootstrap\n{report}");
+    double.reset_counters();
 
     let provisioner = Provisioner::new(client, plan_key, EnsureConfig::default());
     let tracker = Arc::new(OffsetTracker::default());
@@ -115,7 +116,7 @@ fn print_outcome(double: &Double, tally: &Tally, dlq: &DeadLetterSink, price: &s
         );
     }
     println!(
-        "\n== upstream calls: {} (for {} events)",
+        "\n== upstream calls by the pipeline: {} for {} events (4 or 5 per new customer, then one ingest per batch)",
         double.total_calls(),
         Tally::get(&tally.delivered)
     );
