@@ -378,3 +378,20 @@ async fn healthcheck(args: args::HealthcheckArgs) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::kafka_passthrough;
+
+    #[test]
+    fn kafka_opt_variables_become_librdkafka_settings() {
+        let vars = [
+            ("KAFKA_OPT_SESSION_TIMEOUT_MS".to_owned(), "6000".to_owned()),
+            ("KAFKA_BROKERS".to_owned(), "b:9092".to_owned()),
+        ];
+        assert_eq!(
+            kafka_passthrough(vars.into_iter()),
+            vec![("session.timeout.ms".to_owned(), "6000".to_owned())]
+        );
+    }
+}

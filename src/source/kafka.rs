@@ -59,6 +59,11 @@ impl KafkaConfig {
             (false, false) => "PLAINTEXT",
         };
         c.set("security.protocol", protocol);
+        if self.tls {
+            // The vendored OpenSSL looks for CAs under its own build prefix;
+            // probe the system's usual bundle locations instead.
+            c.set("ssl.ca.location", "probe");
+        }
         if let Some(user) = &self.sasl_username {
             c.set("sasl.mechanism", &self.sasl_mechanism);
             c.set("sasl.username", user);
@@ -314,5 +319,50 @@ fn record_lag(consumer: &StreamConsumer<TrackingContext>, topic: &str) {
                 .get_or_create(&vec![("partition", partition.to_string())])
                 .set(high.saturating_sub(position));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(user: Option<&str>, tls: bool) -> KafkaConfig {
+        KafkaConfig {
+            brokers: "b:9092".into(),
+            topic: "t".into(),
+            group: "g".into(),
+            sasl_username: user.map(str::to_owned),
+            sasl_password: Some(Secret::new("pw")),
+            sasl_mechanism: "PLAIN".into(),
+            tls,
+            extra: vec![("session.timeout.ms".into(), "6000".into())],
+            drain_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn sasl_over_tls_is_sasl_ssl_with_probed_cas() {
+        let c = config(Some("user"), true).client_config();
+        assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(c.get("sasl.username"), Some("user"));
+        assert_eq!(c.get("ssl.ca.location"), Some("probe"));
+    }
+
+    #[test]
+    fn no_credentials_and_no_tls_is_plaintext() {
+        let c = config(None, false).client_config();
+        assert_eq!(c.get("security.protocol"), Some("PLAINTEXT"));
+        assert_eq!(c.get("sasl.username"), None);
+    }
+
+    #[test]
+    fn passthrough_settings_win_over_consumer_defaults() {
+        let mut cfg = config(None, false);
+        cfg.extra
+            .push(("auto.offset.reset".into(), "latest".into()));
+        let c = cfg.consumer_config();
+        assert_eq!(c.get("auto.offset.reset"), Some("latest"));
+        assert_eq!(c.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
     }
 }
