@@ -24,7 +24,6 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "ticketmeter failed");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

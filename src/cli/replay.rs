@@ -68,11 +68,15 @@ async fn dry_run(path: &Path, price: &EthUsdPrice, max_bytes: usize) -> anyhow::
         }
         let outcome = match decode(line.as_bytes(), max_bytes) {
             Ok(Decoded::Ticket(t)) => match map(*t, price) {
-                Ok(mapped) => serde_json::to_value(&mapped.event)?,
-                Err(e) => serde_json::json!({ "dead_letter": e.to_string() }),
+                Ok(mapped) => serde_json::to_string(&mapped.event)?,
+                Err(e) => serde_json::json!({ "dead_letter": e.to_string() }).to_string(),
             },
-            Ok(Decoded::Skip(reason)) => serde_json::json!({ "skip": reason.to_string() }),
-            Err(rejection) => serde_json::json!({ "dead_letter": rejection.to_string() }),
+            Ok(Decoded::Skip(reason)) => {
+                serde_json::json!({ "skip": reason.to_string() }).to_string()
+            }
+            Err(rejection) => {
+                serde_json::json!({ "dead_letter": rejection.to_string() }).to_string()
+            }
         };
         println!("{outcome}");
     }
