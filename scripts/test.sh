@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v tansu >/dev/null 2>&1; then
-  echo "installing tansu (Kafka-compatible broker; about 20-40 minutes on 2 cores, once)"
+  echo "installing tansu (Kafka-compatible broker; about 9 minutes on 2 cores, once)"
   cargo install tansu --locked --features dynostore
 fi
 if [ ! -x node_modules/.bin/prism ] && [ -f package-lock.json ]; then
