@@ -446,6 +446,28 @@ mod tests {
     }
 
     #[test]
+    fn truncated_or_corrupted_payloads_never_panic_in_decode_or_map() {
+        let sample = event(OK).into_bytes();
+        for cut in 0..sample.len() {
+            let _ = decode(&sample[..cut], DEFAULT_MAX_BYTES);
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let mut bytes = sample.clone();
+            for _ in 0..3 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let at = (state % bytes.len() as u64) as usize;
+                bytes[at] = (state >> 32) as u8;
+            }
+            if let Ok(Decoded::Ticket(t)) = decode(&bytes, DEFAULT_MAX_BYTES) {
+                let _ = crate::map::map(*t, &"3500.5".parse().unwrap());
+            }
+        }
+    }
+
+    #[test]
     fn non_integer_pixels_are_rejected() {
         assert_eq!(
             reject(&event(
