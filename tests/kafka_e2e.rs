@@ -71,6 +71,15 @@ async fn dead_letters(broker: &Broker, topic: &str, expected: usize) -> Vec<(Str
     out
 }
 
+/// Ids of the distinct events OpenMeter accepted.
+fn unique_ids(om: &OpenMeter) -> HashSet<String> {
+    om.double
+        .unique_events()
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// A broker with `topic` and its dead-letter topic, and a bootstrapped OpenMeter.
 async fn stack(topic: &str, partitions: i32) -> (Broker, OpenMeter) {
     let broker = Broker::start();
@@ -102,17 +111,12 @@ async fn fixtures_over_a_real_broker_are_delivered_dead_lettered_and_committed()
     broker.produce(topic, &payloads, partitions).await;
 
     let mut collector = run_collector(&broker, topic, &om);
-    let expected_ids: BTreeSet<String> = cases
+    let expected_ids: HashSet<String> = cases
         .iter()
         .filter_map(|(_, x)| x["id"].as_str().map(str::to_owned))
         .collect();
     let arrived = eventually(WAIT, || {
-        let ids: BTreeSet<String> = om
-            .double
-            .unique_events()
-            .iter()
-            .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
-            .collect();
+        let ids = unique_ids(&om);
         ids == expected_ids
     })
     .await;
@@ -191,12 +195,7 @@ async fn killing_the_collector_mid_stream_loses_nothing() {
         "every event arrives: {} of {total}",
         unique()
     );
-    let ids: HashSet<String> = om
-        .double
-        .unique_events()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids = unique_ids(&om);
     assert!((0..total).all(|i| ids.contains(&format!("req-{i}"))));
     let deliveries = om.double.deliveries().len();
     println!("delivered {total} unique events in {deliveries} deliveries: {} redelivered after the kills", deliveries - total);
@@ -289,12 +288,7 @@ async fn dlq_replay_delivers_dead_letters_once_the_cause_is_fixed() {
     let mut replay = Binary::spawn(&["dlq", "replay"], &env);
     let status = replay.wait(WAIT).expect("replay ends by itself");
     assert!(status.success(), "{}", replay.stderr());
-    let ids: HashSet<String> = om
-        .double
-        .unique_events()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids = unique_ids(&om);
     assert!(
         ids.contains("req-3"),
         "the dead letter was delivered on replay"

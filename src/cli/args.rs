@@ -180,18 +180,25 @@ pub struct KafkaArgs {
     pub kafka_rebalance_drain: Duration,
 }
 
+/// What every pipeline needs: OpenMeter, the ensure caches, the price and batching.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct PipelineArgs {
     #[command(flatten)]
     pub openmeter: OpenMeterArgs,
     #[command(flatten)]
     pub ensure: EnsureArgs,
     #[command(flatten)]
-    pub api: ApiArgs,
-    #[command(flatten)]
     pub price: PriceArgs,
     #[command(flatten)]
     pub batch: BatchArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
@@ -232,13 +239,7 @@ pub struct ReplayArgs {
     #[arg(long, env = "DLQ_FILE", default_value = "ticketmeter-dlq.jsonl")]
     pub dlq_file: PathBuf,
     #[command(flatten)]
-    pub openmeter: OpenMeterArgs,
-    #[command(flatten)]
-    pub ensure: EnsureArgs,
-    #[command(flatten)]
-    pub price: PriceArgs,
-    #[command(flatten)]
-    pub batch: BatchArgs,
+    pub pipeline: PipelineArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,13 +257,7 @@ pub struct DlqReplayArgs {
     #[arg(long)]
     pub dlq_out: Option<PathBuf>,
     #[command(flatten)]
-    pub openmeter: OpenMeterArgs,
-    #[command(flatten)]
-    pub ensure: EnsureArgs,
-    #[command(flatten)]
-    pub price: PriceArgs,
-    #[command(flatten)]
-    pub batch: BatchArgs,
+    pub pipeline: PipelineArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }

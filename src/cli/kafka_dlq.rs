@@ -17,13 +17,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use super::args::DlqReplayArgs;
-use super::{
-    client, kafka_config, pipeline, pipeline_config, price_source, provisioner, shutdown_signal,
-};
+use super::{kafka_config, shutdown_signal, start_pipeline};
 use crate::commit::OffsetTracker;
 use crate::deliver::Tally;
 use crate::dlq::{DeadLetterSink, HEADER_PREFIX};
-use crate::price::PriceFeed;
 use crate::source::kafka::KafkaSource;
 use crate::source::Record;
 
@@ -42,20 +39,11 @@ pub async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
     kafka.topic = dlq_topic.clone();
     kafka.group = format!("{}.dlq-replay", kafka.group);
     let tracker = Arc::new(OffsetTracker::default());
-    let source =
-        Arc::new(KafkaSource::connect(&kafka, tracker.clone()).context("connecting to Kafka")?);
-    let price = PriceFeed::start(price_source(&args.price), cancel.child_token()).await?;
-    let provisioner = provisioner(client(&args.openmeter)?, &args.ensure);
-    let pipeline = pipeline(
-        provisioner,
-        dlq,
-        tracker,
-        price,
-        pipeline_config(&args.batch),
-    );
+    let pipeline = start_pipeline(&args.pipeline, dlq, tracker.clone(), &cancel).await?;
+    let source = Arc::new(KafkaSource::connect(&kafka, tracker).context("connecting to Kafka")?);
 
     let started = Utc::now();
-    let (tx, rx) = mpsc::channel(args.batch.batch_max_events.max(1) * 2);
+    let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);
     let (raw_tx, mut raw_rx) = mpsc::channel::<Record>(1024);
     let stop = cancel.child_token();
     let reader = tokio::spawn({

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use args::Cli;
-use args::{ApiArgs, BatchArgs, Command, EnsureArgs, KafkaArgs, OpenMeterArgs, PriceArgs};
+use args::{
+    ApiArgs, BatchArgs, Command, EnsureArgs, KafkaArgs, OpenMeterArgs, PipelineArgs, PriceArgs,
+};
 
 use crate::api::{self, ApiState, ReadyCheck};
 use crate::bootstrap::{
@@ -110,6 +112,29 @@ pub fn pipeline_config(args: &BatchArgs) -> PipelineConfig {
         max_event_bytes: args.max_event_bytes,
         shutdown_timeout: args.shutdown_timeout,
     }
+}
+
+/// The pipeline `run`, `replay` and `dlq replay` share. The price comes
+/// first: there is no start without one.
+pub async fn start_pipeline(
+    args: &PipelineArgs,
+    dlq: DeadLetterSink,
+    tracker: Arc<OffsetTracker>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Pipeline> {
+    let price = PriceFeed::start(price_source(&args.price), cancel.child_token())
+        .await
+        .context(
+            "cannot start without an ETH/USD price (set ETH_USD_PRICE or fix PRICE_ORACLE_URL)",
+        )?;
+    let provisioner = provisioner(client(&args.openmeter)?, &args.ensure);
+    Ok(pipeline(
+        provisioner,
+        dlq,
+        tracker,
+        price,
+        pipeline_config(&args.batch),
+    ))
 }
 
 /// A pipeline delivering through `provisioner` and dead-lettering to `dlq`.
@@ -248,33 +273,21 @@ async fn ensure_one(args: args::EnsureCmd) -> anyhow::Result<ExitCode> {
 
 async fn run_collector(args: args::RunArgs) -> anyhow::Result<ExitCode> {
     let cancel = shutdown_signal();
-    let provisioner = provisioner(client(&args.openmeter)?, &args.ensure);
-    let price = PriceFeed::start(price_source(&args.price), cancel.child_token())
-        .await
-        .context(
-            "cannot start without an ETH/USD price (set ETH_USD_PRICE or fix PRICE_ORACLE_URL)",
-        )?;
     let kafka = kafka_config(&args.kafka);
-    let tracker = Arc::new(OffsetTracker::default());
-    let source =
-        Arc::new(KafkaSource::connect(&kafka, tracker.clone()).context("connecting to Kafka")?);
     let dlq_topic = args
         .kafka
         .kafka_dlq_topic
         .clone()
         .unwrap_or_else(|| format!("{}.dlq", kafka.topic));
     let dlq = DeadLetterSink::kafka(&kafka, dlq_topic)?;
-    let ready = readiness(source.clone(), provisioner.clone(), price.clone());
-    let pipeline = pipeline(
-        provisioner.clone(),
-        dlq,
-        tracker,
-        price,
-        pipeline_config(&args.batch),
-    );
+    let tracker = Arc::new(OffsetTracker::default());
+    let pipeline = start_pipeline(&args.pipeline, dlq, tracker.clone(), &cancel).await?;
+    let source = Arc::new(KafkaSource::connect(&kafka, tracker).context("connecting to Kafka")?);
+    let provisioner = pipeline.deliverer.provisioner.clone();
+    let ready = readiness(source.clone(), provisioner.clone(), pipeline.price.clone());
     let api = start_api(&args.api, provisioner, Some(ready), cancel.clone()).await?;
 
-    let (tx, rx) = mpsc::channel(args.batch.batch_max_events.max(1) * 2);
+    let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);
     let reader = tokio::spawn({
         let (source, cancel) = (source.clone(), cancel.clone());
         async move { source.run(tx, cancel).await }

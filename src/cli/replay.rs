@@ -10,35 +10,25 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::args::{DlqReplayArgs, ReplayArgs};
-use super::{client, pipeline, pipeline_config, price_source, provisioner, shutdown_signal};
+use super::{shutdown_signal, start_pipeline};
 use crate::commit::{OffsetTracker, Position};
 use crate::decode::{decode, Decoded};
 use crate::deliver::Tally;
 use crate::dlq::{DeadLetterSink, FileEntry};
 use crate::domain::EthUsdPrice;
 use crate::map::map;
-use crate::price::PriceFeed;
 use crate::source::Record;
 
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
-        let Some(price) = args.price.eth_usd_price else {
+        let Some(price) = args.pipeline.price.eth_usd_price else {
             bail!("--dry-run uses no network: set ETH_USD_PRICE (or --eth-usd-price)");
         };
-        return dry_run(&args.file, &price, args.batch.max_event_bytes).await;
+        return dry_run(&args.file, &price, args.pipeline.batch.max_event_bytes).await;
     }
     let cancel = shutdown_signal();
-    let price = PriceFeed::start(price_source(&args.price), cancel.child_token()).await?;
-    let tracker = Arc::new(OffsetTracker::default());
-    let provisioner = provisioner(client(&args.openmeter)?, &args.ensure);
     let dlq = DeadLetterSink::file(&args.dlq_file);
-    let pipeline = pipeline(
-        provisioner,
-        dlq,
-        tracker.clone(),
-        price,
-        pipeline_config(&args.batch),
-    );
+    let pipeline = start_pipeline(&args.pipeline, dlq, Arc::default(), &cancel).await?;
     let name = args.file.display().to_string();
     let settled = pipeline
         .run_lines(open(&args.file).await?, &name, &cancel)
@@ -92,16 +82,9 @@ pub async fn dlq_replay(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
         bail!("--dlq-out must differ from --file, or letters that fail again would be replayed for ever");
     }
     let cancel = shutdown_signal();
-    let price = PriceFeed::start(price_source(&args.price), cancel.child_token()).await?;
     let tracker = Arc::new(OffsetTracker::default());
-    let provisioner = provisioner(client(&args.openmeter)?, &args.ensure);
-    let pipeline = pipeline(
-        provisioner,
-        DeadLetterSink::file(&out),
-        tracker.clone(),
-        price,
-        pipeline_config(&args.batch),
-    );
+    let dlq = DeadLetterSink::file(&out);
+    let pipeline = start_pipeline(&args.pipeline, dlq, tracker.clone(), &cancel).await?;
     let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);
     let reading = tokio::spawn(read_dead_letters(file.clone(), tx, tracker.clone()));
     let settled = pipeline.run(rx, &cancel).await;
