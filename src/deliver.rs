@@ -12,7 +12,7 @@
 //!   are forgotten in the ensure cache and ensured again before the retry,
 //!   and a lone event gets one retry after that before it is dead-lettered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -153,13 +153,12 @@ impl Deliverer {
         &self,
         batch: &[Pending],
     ) -> (HashMap<CustomerKey, String>, Option<Option<Duration>>) {
-        let distinct: HashMap<CustomerKey, Identity> = batch
-            .iter()
-            .map(|p| (p.identity.customer_key(), p.identity.clone()))
-            .collect();
+        // De-duplicate by reference first: only distinct identities are cloned.
+        let distinct: HashSet<&Identity> = batch.iter().map(|p| &p.identity).collect();
         let ensures = distinct
             .into_iter()
-            .map(|(key, identity)| ensure_one(&self.provisioner, key, identity));
+            .cloned()
+            .map(|identity| ensure_one(&self.provisioner, identity));
         let results: Vec<(CustomerKey, Result<(), EnsureError>)> = futures::stream::iter(ensures)
             .buffer_unordered(ENSURE_CONCURRENCY)
             .collect()
@@ -210,8 +209,7 @@ impl Deliverer {
 
     /// Forgets the chunk's subjects and ensures them again.
     async fn heal(&self, chunk: Vec<Pending>) -> Vec<Pending> {
-        let keys: std::collections::HashSet<CustomerKey> =
-            chunk.iter().map(|p| p.identity.customer_key()).collect();
+        let keys: HashSet<CustomerKey> = chunk.iter().map(|p| p.identity.customer_key()).collect();
         for key in &keys {
             self.provisioner.forget(key).await;
         }
@@ -250,10 +248,10 @@ impl Deliverer {
 
 async fn ensure_one(
     provisioner: &Provisioner,
-    key: CustomerKey,
     identity: Identity,
 ) -> (CustomerKey, Result<(), EnsureError>) {
-    (key, provisioner.ensure(&identity).await.map(drop))
+    let result = provisioner.ensure(&identity).await.map(drop);
+    (identity.customer_key(), result)
 }
 
 /// 401/403 (token), 404/405 (URL): no event is at fault, so never split or

@@ -193,6 +193,15 @@ pub struct PipelineArgs {
     pub batch: BatchArgs,
 }
 
+impl KafkaArgs {
+    /// `KAFKA_DLQ_TOPIC`, or `<topic>.dlq`.
+    pub fn dlq_topic(&self) -> String {
+        self.kafka_dlq_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.kafka_gateway_topic))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]

@@ -30,11 +30,7 @@ const IDLE: Duration = Duration::from_secs(5);
 pub async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
     let cancel = shutdown_signal();
     let mut kafka = kafka_config(&args.kafka);
-    let dlq_topic = args
-        .kafka
-        .kafka_dlq_topic
-        .clone()
-        .unwrap_or_else(|| format!("{}.dlq", kafka.topic));
+    let dlq_topic = args.kafka.dlq_topic();
     let dlq = DeadLetterSink::kafka(&kafka, dlq_topic.clone())?;
     kafka.topic = dlq_topic.clone();
     kafka.group = format!("{}.dlq-replay", kafka.group);
@@ -60,8 +56,13 @@ pub async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
                 done_partitions.insert(partition);
                 continue;
             }
-            if done_partitions.contains(&partition) || tx.send(record).await.is_err() {
+            // Letters after a partition's cut-off stay unsettled (and
+            // uncommitted): the next replay picks them up.
+            if done_partitions.contains(&partition) {
                 continue;
+            }
+            if tx.send(record).await.is_err() {
+                break;
             }
         }
         stop.cancel();

@@ -274,11 +274,7 @@ async fn ensure_one(args: args::EnsureCmd) -> anyhow::Result<ExitCode> {
 async fn run_collector(args: args::RunArgs) -> anyhow::Result<ExitCode> {
     let cancel = shutdown_signal();
     let kafka = kafka_config(&args.kafka);
-    let dlq_topic = args
-        .kafka
-        .kafka_dlq_topic
-        .clone()
-        .unwrap_or_else(|| format!("{}.dlq", kafka.topic));
+    let dlq_topic = args.kafka.dlq_topic();
     let dlq = DeadLetterSink::kafka(&kafka, dlq_topic)?;
     let tracker = Arc::new(OffsetTracker::default());
     let pipeline = start_pipeline(&args.pipeline, dlq, tracker.clone(), &cancel).await?;

@@ -123,15 +123,15 @@ impl EnsuredCache {
         })
     }
 
-    /// Remembers a successful ensure.
-    pub fn insert(&self, ensured: &Ensured) {
-        if self.capacity == 0 || self.ttl.is_zero() {
-            return;
-        }
+    /// Remembers a successful ensure; returns how many identities are cached.
+    pub fn insert(&self, ensured: &Ensured) -> usize {
         let now = Instant::now();
         let mut state = self.lock();
+        if self.capacity == 0 || self.ttl.is_zero() {
+            return state.known.len();
+        }
         let Some(plan) = state.intern(&ensured.plan_key) else {
-            return;
+            return state.known.len();
         };
         if state.known.len() >= self.capacity && !state.known.contains_key(&ensured.customer_key) {
             state.evict(self.capacity, now);
@@ -144,13 +144,15 @@ impl EnsuredCache {
             expires: now + self.ttl,
         };
         state.known.insert(ensured.customer_key.clone(), known);
+        state.known.len()
     }
 
     pub fn remove(&self, key: &CustomerKey) {
         self.lock().known.remove(key);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().known.len()
     }
 }

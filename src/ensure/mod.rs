@@ -183,10 +183,10 @@ impl Provisioner {
             .flights
             .try_get_with(key.clone(), async {
                 let ensured = self.ensure_upstream(&key).await?;
-                self.ensured.insert(&ensured);
+                let cached = self.ensured.insert(&ensured);
                 metrics()
                     .ensure_cached
-                    .set(i64::try_from(self.ensured.len()).unwrap_or(i64::MAX));
+                    .set(i64::try_from(cached).unwrap_or(i64::MAX));
                 Ok::<_, EnsureError>(Arc::new(ensured))
             })
             .await;
