@@ -45,6 +45,8 @@
 //! Prism comes from `npm ci` (see `package.json`); the test fails, never
 //! skips, when `node_modules/.bin/prism` is missing.
 
+mod support;
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -61,8 +63,6 @@ use bytes::Bytes;
 use openmeter_double::{Double, DoubleConfig, PlanSeed, Route, RunningDouble};
 use serde_json::{json, Value};
 use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
-use ticketmeter::cli::pipeline;
-use ticketmeter::commit::OffsetTracker;
 use ticketmeter::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 use ticketmeter::dlq::DeadLetterSink;
 use ticketmeter::domain::{Identity, PlanKey};
@@ -72,10 +72,7 @@ use ticketmeter::openmeter::model::{CreateSubscription, CustomerById};
 use ticketmeter::openmeter::{
     ApiError, ClientConfig, Endpoint, OpenMeterClient, CLOUDEVENT, CLOUDEVENT_BATCH,
 };
-use ticketmeter::pipeline::PipelineConfig;
-use ticketmeter::price::PriceFeed;
 use ticketmeter::secret::Secret;
-use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "contract-test-token";
 const PLAN: &str = "clearinghouse_default_ppu";
@@ -857,25 +854,7 @@ async fn every_event_of_a_pipeline_batch_validates_against_metering_event() {
     assert!(!violations_of(&validator, &bad).is_empty());
     assert!(!violations_of(&validator, &json!({"id": "x"})).is_empty());
 
-    let provisioner = Provisioner::new(contract.client(), plan_key(), EnsureConfig::default());
-    let pipeline = pipeline(
-        provisioner,
-        DeadLetterSink::memory(),
-        Arc::new(OffsetTracker::default()),
-        PriceFeed::fixed("3500".parse().expect("price")),
-        PipelineConfig::default(),
-    );
-    let file = tokio::fs::File::open(fixture_path())
-        .await
-        .expect("open the fixtures");
-    let settled = pipeline
-        .run_lines(
-            tokio::io::BufReader::new(file),
-            "fixtures",
-            &CancellationToken::new(),
-        )
-        .await
-        .expect("run the pipeline");
+    let (_, settled) = support::run_fixtures(contract.client(), DeadLetterSink::memory()).await;
     assert!(settled, "every fixture record settles");
 
     let batches: Vec<Exchange> = contract

@@ -3,18 +3,10 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use serde_json::Value;
-use support::{fixtures, fixtures_dir, OpenMeter, PLAN};
-use ticketmeter::cli::pipeline;
-use ticketmeter::commit::OffsetTracker;
+use support::{fixtures, fixtures_dir, run_fixtures, OpenMeter};
 use ticketmeter::deliver::Tally;
 use ticketmeter::dlq::DeadLetterSink;
-use ticketmeter::ensure::{EnsureConfig, Provisioner};
-use ticketmeter::pipeline::{Pipeline, PipelineConfig};
-use ticketmeter::price::PriceFeed;
-use tokio_util::sync::CancellationToken;
 
 /// Every field the expectation names has exactly the expected value.
 fn assert_subset(expected: &Value, actual: &Value, path: &str) {
@@ -28,40 +20,11 @@ fn assert_subset(expected: &Value, actual: &Value, path: &str) {
     }
 }
 
-/// Runs the fixture file through a real pipeline at ETH/USD 3500 against
-/// `om`; returns the pipeline (for its tally) and whether all settled.
-async fn run_fixtures(om: &OpenMeter, dlq: DeadLetterSink) -> (Pipeline, bool) {
-    let provisioner = Provisioner::new(
-        om.client(None),
-        PLAN.parse().unwrap(),
-        EnsureConfig::default(),
-    );
-    let pipeline = pipeline(
-        provisioner,
-        dlq,
-        Arc::new(OffsetTracker::default()),
-        PriceFeed::fixed("3500".parse().unwrap()),
-        PipelineConfig::default(),
-    );
-    let file = tokio::fs::File::open(fixtures_dir().join("signer-events.jsonl"))
-        .await
-        .unwrap();
-    let settled = pipeline
-        .run_lines(
-            tokio::io::BufReader::new(file),
-            "fixtures",
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-    (pipeline, settled)
-}
-
 #[tokio::test]
 async fn fixtures_through_the_pipeline_give_exactly_the_expected_results() {
     let om = OpenMeter::bootstrapped(None).await;
     let dlq = DeadLetterSink::memory();
-    let (pipeline, settled) = run_fixtures(&om, dlq.clone()).await;
+    let (pipeline, settled) = run_fixtures(om.client(None), dlq.clone()).await;
     assert!(settled);
 
     let cases = fixtures();
@@ -104,7 +67,7 @@ async fn fixtures_through_the_pipeline_give_exactly_the_expected_results() {
 #[tokio::test]
 async fn every_fixture_event_reaches_openmeter_after_its_customer_exists() {
     let om = OpenMeter::bootstrapped(None).await;
-    let (_, settled) = run_fixtures(&om, DeadLetterSink::memory()).await;
+    let (_, settled) = run_fixtures(om.client(None), DeadLetterSink::memory()).await;
     assert!(settled);
     let deliveries = om.double.deliveries();
     assert!(!deliveries.is_empty());

@@ -28,13 +28,9 @@ async fn oracle(answers: Vec<(u16, &'static str)>) -> (String, Arc<AtomicU32>) {
     (url, calls)
 }
 
-#[tokio::test]
-async fn oracle_price_is_fetched_before_start_and_last_good_value_kept_on_failure() {
-    let (url, calls) = oracle(vec![
-        (200, r#"{"data":{"amount":"3500.25","currency":"USD"}}"#),
-        (500, "oops"),
-    ])
-    .await;
+/// A feed on an oracle answering `answers`, refreshed every 50 ms.
+async fn feed(answers: Vec<(u16, &'static str)>) -> (PriceFeed, Arc<AtomicU32>) {
+    let (url, calls) = oracle(answers).await;
     let source = PriceSource::Oracle {
         url,
         refresh: Duration::from_millis(50),
@@ -42,6 +38,16 @@ async fn oracle_price_is_fetched_before_start_and_last_good_value_kept_on_failur
     let feed = PriceFeed::start(source, CancellationToken::new())
         .await
         .unwrap();
+    (feed, calls)
+}
+
+#[tokio::test]
+async fn oracle_price_is_fetched_before_start_and_last_good_value_kept_on_failure() {
+    let (feed, calls) = feed(vec![
+        (200, r#"{"data":{"amount":"3500.25","currency":"USD"}}"#),
+        (500, "oops"),
+    ])
+    .await;
     assert_eq!(feed.current().price.to_string(), "3500.25");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(calls.load(Ordering::SeqCst) >= 3, "refreshed");
@@ -50,18 +56,11 @@ async fn oracle_price_is_fetched_before_start_and_last_good_value_kept_on_failur
 
 #[tokio::test]
 async fn oracle_refresh_replaces_the_price() {
-    let (url, _) = oracle(vec![
+    let (feed, _) = feed(vec![
         (200, r#"{"price": 3000}"#),
         (200, r#"{"ethereum": {"usd": 3100.5}}"#),
     ])
     .await;
-    let source = PriceSource::Oracle {
-        url,
-        refresh: Duration::from_millis(50),
-    };
-    let feed = PriceFeed::start(source, CancellationToken::new())
-        .await
-        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(feed.current().price.to_string(), "3100.5");
 }

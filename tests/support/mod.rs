@@ -13,8 +13,16 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
+use std::sync::Arc;
 use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
+use ticketmeter::cli::pipeline;
+use ticketmeter::commit::OffsetTracker;
+use ticketmeter::dlq::DeadLetterSink;
+use ticketmeter::ensure::{EnsureConfig, Provisioner};
 use ticketmeter::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
+use ticketmeter::pipeline::{Pipeline, PipelineConfig};
+use ticketmeter::price::PriceFeed;
+use tokio_util::sync::CancellationToken;
 
 pub const PLAN: &str = "clearinghouse_default_ppu";
 pub const TOKEN: &str = "test-token-s3cr3t";
@@ -44,6 +52,32 @@ pub fn fixtures() -> Vec<(String, Value)> {
         .zip(expected.lines())
         .map(|(e, x)| (e.to_owned(), serde_json::from_str(x).unwrap()))
         .collect()
+}
+
+/// Runs the fixture file through a real pipeline at ETH/USD 3500, ensuring
+/// and delivering through `client`; returns the pipeline (for its tally) and
+/// whether every record settled.
+pub async fn run_fixtures(client: OpenMeterClient, dlq: DeadLetterSink) -> (Pipeline, bool) {
+    let provisioner = Provisioner::new(client, PLAN.parse().unwrap(), EnsureConfig::default());
+    let pipeline = pipeline(
+        provisioner,
+        dlq,
+        Arc::new(OffsetTracker::default()),
+        PriceFeed::fixed("3500".parse().unwrap()),
+        PipelineConfig::default(),
+    );
+    let file = tokio::fs::File::open(fixtures_dir().join("signer-events.jsonl"))
+        .await
+        .unwrap();
+    let settled = pipeline
+        .run_lines(
+            tokio::io::BufReader::new(file),
+            "fixtures",
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    (pipeline, settled)
 }
 
 /// A started OpenMeter double with the default catalog bootstrapped.
