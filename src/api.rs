@@ -13,8 +13,9 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use crate::domain::{Identity, IdentityError};
-use crate::ensure::{EnsureError, ErrorClass, Provisioner};
+use crate::ensure::{EnsureError, Provisioner};
 use crate::metrics::metrics;
+use crate::openmeter::ErrorClass;
 use crate::secret::Secret;
 
 /// Largest `/ensure` body accepted; a real one is under 1 KiB.
@@ -217,11 +218,14 @@ fn identity_error(e: IdentityError) -> ApiFailure {
     bad_request(e.to_string())
 }
 
-/// Maps an ensure failure onto 502 (OpenMeter said no) or 503 (unavailable).
+/// Maps an ensure failure by whom it concerns: 422 when OpenMeter refuses
+/// this customer (its creation, subscription or billing setup), 502 when it
+/// refuses our configuration (token, URL, plan), 503 when it is unavailable.
 fn upstream_failure(e: EnsureError) -> ApiFailure {
     let status = match e.class() {
         ErrorClass::Transient => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorClass::Identity | ErrorClass::Configuration => StatusCode::BAD_GATEWAY,
+        ErrorClass::Customer | ErrorClass::Event => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorClass::Configuration => StatusCode::BAD_GATEWAY,
     };
     tracing::warn!(error = %e, "ensure failed");
     ApiFailure(status, e.to_string())

@@ -33,6 +33,8 @@ pub struct SignedTicket {
     pub fee_text: String,
     /// RFC 3339, as the signer wrote it when valid.
     pub time: String,
+    /// `time` parsed: when the ticket was signed.
+    pub signed_at: DateTime<Utc>,
     pub pipeline: String,
     pub model_id: String,
     pub pixels: i64,
@@ -179,13 +181,15 @@ fn ticket(envelope: &Envelope) -> Result<SignedTicket, Rejection> {
     .find(|id| !id.is_empty())
     .ok_or(Rejection::NoEventId)?
     .to_owned();
+    let (time, signed_at) = event_time(&data, envelope.timestamp.as_ref());
     Ok(SignedTicket {
         event_id,
         request_id,
         identity,
         fee,
         fee_text,
-        time: event_time(&data, envelope.timestamp.as_ref()),
+        time,
+        signed_at,
         pipeline: or_unknown(data.pipeline.as_deref()),
         model_id: or_unknown(data.model_id.as_deref()),
         pixels: pixels(data.pixels.as_ref())?,
@@ -233,18 +237,18 @@ fn or_unknown(value: Option<&str>) -> String {
 /// `current_time` when it is valid RFC 3339 (kept verbatim, nanoseconds and
 /// all); else `current_time_unix`; else the envelope's `timestamp` (both unix
 /// ms); else now. The first three are stable across redelivery.
-fn event_time(data: &TicketData, envelope_ts: Option<&Value>) -> String {
+fn event_time(data: &TicketData, envelope_ts: Option<&Value>) -> (String, DateTime<Utc>) {
     if let Some(t) = data.current_time.as_deref().map(str::trim) {
-        if DateTime::parse_from_rfc3339(t).is_ok() {
-            return t.to_owned();
+        if let Ok(at) = DateTime::parse_from_rfc3339(t) {
+            return (t.to_owned(), at.to_utc());
         }
     }
-    [data.current_time_unix.as_ref(), envelope_ts]
+    let at = [data.current_time_unix.as_ref(), envelope_ts]
         .into_iter()
         .flatten()
         .find_map(unix_millis)
-        .unwrap_or_else(Utc::now)
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
+        .unwrap_or_else(Utc::now);
+    (at.to_rfc3339_opts(SecondsFormat::Millis, true), at)
 }
 
 fn unix_millis(value: &Value) -> Option<DateTime<Utc>> {

@@ -1,45 +1,87 @@
-//! Deliver: ensure every subject of a batch, then send the batch to
-//! OpenMeter's ingest API, and settle each event — delivered or
-//! dead-lettered — in the offset tracker. Nothing is dropped:
+//! Deliver: ensure the customers of a batch, bill each event from its
+//! subscription's start, send the batch to OpenMeter's ingest API, and
+//! settle every event — delivered or dead-lettered — in the offset tracker.
+//! Nothing is dropped, and one customer never stops the others. What an
+//! OpenMeter failure concerns is decided by [`crate::openmeter::classify`]:
 //!
-//! - transient failures (network, 408/429/5xx) and configuration failures
-//!   (401/403/404, no plan) are retried with backoff for as long as it
-//!   takes; the batch holds its offsets, so the source backs up and pauses;
-//! - a batch OpenMeter rejects (400/413/422…) is split in halves until the
-//!   offending events are isolated; those are dead-lettered with
-//!   OpenMeter's detail, the rest delivered;
-//! - self-heal, as in the original: after a rejection the batch's subjects
-//!   are forgotten in the ensure cache and ensured again before the retry,
-//!   and a lone event gets one retry after that before it is dead-lettered.
+//! - transient (network, 408/429/5xx) and configuration (token, URL, no
+//!   plan) failures hold the events they concern and retry them with
+//!   backoff for as long as it takes; this loop is the pipeline's only
+//!   retry (its client makes one attempt per call). Held events keep their
+//!   offsets, so the source backs up and pauses;
+//! - a customer OpenMeter refuses (its creation, its subscription, its
+//!   billing setup) has its events dead-lettered with the kind and
+//!   OpenMeter's detail, never sent unbilled, so a `dlq replay` after the
+//!   cause is fixed bills them in full; everyone else's events are sent;
+//! - events OpenMeter rejects (400/413/422) are isolated by splitting the
+//!   chunk in halves, and dead-lettered with OpenMeter's detail; before the
+//!   first split the chunk's customers are ensured afresh (self-heal), and a
+//!   lone event gets one retry after that.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use crate::commit::{OffsetTracker, Position};
 use crate::dlq::{DeadLetter, DeadLetterSink};
 use crate::domain::{CustomerKey, Identity};
-use crate::ensure::{EnsureError, ErrorClass, Provisioner};
+use crate::ensure::{EnsureError, Ensured, Provisioner};
+use crate::map::UsageEvent;
 use crate::metrics::metrics;
-use crate::openmeter::{ApiError, OpenMeterClient};
+use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
 use crate::retry::Backoff;
 use crate::source::Record;
 
 /// How many subjects of one batch are ensured concurrently.
 const ENSURE_CONCURRENCY: usize = 16;
 
-/// An event ready to send: its CloudEvent, serialised once, and the
-/// original record in case it must be dead-lettered.
+/// An event ready to send: its CloudEvent, serialised once (again only if
+/// its time moves), and the original record in case it must be
+/// dead-lettered.
 #[derive(Debug, Clone)]
 pub struct Pending {
     pub record: Record,
     pub identity: Identity,
+    pub event: UsageEvent,
+    /// The event's `time` as it stands in `json`.
+    pub time: DateTime<Utc>,
     pub json: Bytes,
     pub read_at: Instant,
+}
+
+/// Which `time` an event is sent with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EventTime {
+    /// The signed time, but never earlier than the start of the
+    /// subscription that bills the event (else it is accepted and never
+    /// invoiced); the signed time is kept in `data.signed_at`.
+    #[default]
+    Billable,
+    /// The signed time, always (the original's behaviour).
+    Signed,
+}
+
+/// How events are placed in OpenMeter's billing periods.
+#[derive(Debug, Clone, Copy)]
+pub struct BillingPolicy {
+    pub event_time: EventTime,
+    /// How long after a billing period ends OpenMeter still collects its
+    /// usage into the invoice (its `collection.interval`, default 1h).
+    pub collection_window: Duration,
+}
+
+impl Default for BillingPolicy {
+    fn default() -> Self {
+        Self {
+            event_time: EventTime::Billable,
+            collection_window: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// What happened to the events a pipeline handled.
@@ -69,45 +111,88 @@ pub struct Deliverer {
     pub tracker: Arc<OffsetTracker>,
     pub tally: Arc<Tally>,
     pub backoff: Backoff,
+    pub billing: BillingPolicy,
+    /// Customers already logged for moved or late events.
+    pub(crate) noted: Noted,
 }
 
-/// A delivery attempt's verdict.
-enum Verdict {
-    Accepted,
-    Rejected(ApiError),
+/// Events sent together, and whether their customers were ensured afresh
+/// after OpenMeter rejected them.
+struct Chunk {
+    events: Vec<Pending>,
+    healed: bool,
+}
+
+/// Why events wait for another attempt.
+struct Hold {
+    class: ErrorClass,
+    retry_after: Option<Duration>,
+}
+
+/// One attempt's leftovers: events to retry after a backoff.
+#[derive(Default)]
+struct Held {
+    chunks: Vec<Chunk>,
+    hold: Option<Hold>,
+}
+
+impl Held {
+    fn push(&mut self, chunk: Chunk, class: ErrorClass, retry_after: Option<Duration>) {
+        if !chunk.events.is_empty() {
+            self.chunks.push(chunk);
+            self.hold = Some(Hold { class, retry_after });
+        }
+    }
 }
 
 impl Deliverer {
+    pub fn new(
+        client: OpenMeterClient,
+        provisioner: Provisioner,
+        dlq: DeadLetterSink,
+        tracker: Arc<OffsetTracker>,
+        backoff: Backoff,
+        billing: BillingPolicy,
+    ) -> Self {
+        Self {
+            client,
+            provisioner,
+            dlq,
+            tracker,
+            tally: Arc::default(),
+            backoff,
+            billing,
+            noted: Noted::default(),
+        }
+    }
+
     /// Ensures, sends and settles one batch. Returns once every event in it
     /// is delivered or dead-lettered.
     pub async fn flush(&self, batch: Vec<Pending>) {
         let started = batch.iter().map(|p| p.read_at).min();
-        let batch = self.ensure_subjects(batch).await;
-        let mut stack = vec![(batch, false)];
-        while let Some((chunk, healed)) = stack.pop() {
-            if chunk.is_empty() {
-                continue;
+        let mut todo = vec![Chunk {
+            events: batch,
+            healed: false,
+        }];
+        let mut attempt = 1;
+        loop {
+            let mut held = Held::default();
+            while let Some(chunk) = todo.pop() {
+                self.attempt(chunk, &mut todo, &mut held).await;
             }
-            match self.send(&chunk).await {
-                Verdict::Accepted => self.accepted(&chunk),
-                Verdict::Rejected(e) => {
-                    let chunk = if healed {
-                        chunk
-                    } else {
-                        self.heal(chunk).await
-                    };
-                    match (chunk.len(), healed) {
-                        (1, true) => self.reject(chunk, &e).await,
-                        (1, false) => stack.push((chunk, true)),
-                        (_, _) => {
-                            let mut left = chunk;
-                            let right = left.split_off(left.len() / 2);
-                            stack.push((right, true));
-                            stack.push((left, true));
-                        }
-                    }
-                }
+            let Some(hold) = held.hold else { break };
+            let delay = self.backoff.delay(attempt, hold.retry_after);
+            let events: usize = held.chunks.iter().map(|c| c.events.len()).sum();
+            match hold.class {
+                ErrorClass::Configuration => tracing::error!(
+                    events, ?delay,
+                    "OpenMeter refuses the configuration (token, URL or plan): holding events until an operator fixes it"
+                ),
+                _ => tracing::warn!(events, ?delay, "OpenMeter unavailable: holding events"),
             }
+            tokio::time::sleep(delay).await;
+            todo = held.chunks;
+            attempt += 1;
         }
         if let Some(started) = started {
             metrics()
@@ -116,104 +201,175 @@ impl Deliverer {
         }
     }
 
-    /// Ensures every distinct subject; returns the events whose subject is
-    /// ensured. Events of an identity OpenMeter rejects are dead-lettered;
-    /// transient and configuration failures are retried until they pass.
-    async fn ensure_subjects(&self, mut batch: Vec<Pending>) -> Vec<Pending> {
-        let mut attempt = 1;
-        loop {
-            let (rejected, wait) = self.ensure_round(&batch).await;
-            if !rejected.is_empty() {
-                let (bad, good): (Vec<_>, Vec<_>) = batch
-                    .into_iter()
-                    .partition(|p| rejected.contains_key(&p.identity.customer_key()));
-                for pending in bad {
-                    let reason = format!(
-                        "OpenMeter rejected customer {}: {}",
-                        pending.identity.customer_key(),
-                        rejected[&pending.identity.customer_key()]
-                    );
-                    self.dead_letter(pending.record, "customer_rejected", reason)
-                        .await;
-                }
-                batch = good;
-            }
-            let Some(retry_after) = wait else {
-                return batch;
-            };
-            let delay = self.backoff.delay(attempt, retry_after);
-            tokio::time::sleep(delay).await;
-            attempt += 1;
+    /// One attempt at a chunk: ensure its customers, send what can be sent.
+    /// Rejected halves go back on `todo`; what must wait goes to `held`.
+    async fn attempt(&self, chunk: Chunk, todo: &mut Vec<Chunk>, held: &mut Held) {
+        let healed = chunk.healed;
+        let ready = self.ensure_customers(chunk, held).await;
+        if ready.is_empty() {
+            return;
+        }
+        let Err(e) = self.client.ingest_batch(batch_body(&ready)).await else {
+            self.accepted(&ready);
+            return;
+        };
+        let class = classify(Call::Ingest, &e);
+        let chunk = Chunk {
+            events: ready,
+            healed,
+        };
+        match class {
+            ErrorClass::Event => self.rejected(chunk, &e, todo).await,
+            _ => held.push(chunk, class, e.retry_after()),
         }
     }
 
-    /// One pass of ensures over the batch's distinct identities. Returns
-    /// the identities rejected for good, and whether (and how soon) to retry.
+    /// Ensures every distinct customer of the chunk. Returns the events
+    /// whose customer is ensured, their time set to what will be billed;
+    /// refused customers' events are dead-lettered, the others held.
+    async fn ensure_customers(&self, chunk: Chunk, held: &mut Held) -> Vec<Pending> {
+        let outcomes = self.ensure_round(&chunk.events).await;
+        let mut ready = Vec::with_capacity(chunk.events.len());
+        let mut waiting: HashMap<ErrorClass, (Vec<Pending>, Option<Duration>)> = HashMap::new();
+        for mut pending in chunk.events {
+            match &outcomes[&pending.identity.customer_key()] {
+                Ok(ensured) => {
+                    self.place_in_period(&mut pending, ensured);
+                    ready.push(pending);
+                }
+                Err(e) => match e.class() {
+                    ErrorClass::Customer | ErrorClass::Event => {
+                        let reason = format!(
+                            "OpenMeter refused customer {}: {e}",
+                            pending.identity.customer_key()
+                        );
+                        self.dead_letter(pending.record, e.dead_letter_kind(), reason)
+                            .await;
+                    }
+                    class => {
+                        let slot = waiting.entry(class).or_default();
+                        slot.0.push(pending);
+                        slot.1 = slot.1.or(e.upstream().and_then(ApiError::retry_after));
+                    }
+                },
+            }
+        }
+        for (class, (events, retry_after)) in waiting {
+            let chunk = Chunk {
+                events,
+                healed: chunk.healed,
+            };
+            held.push(chunk, class, retry_after);
+        }
+        ready
+    }
+
+    /// One ensure per distinct identity of the batch, logged by class.
     async fn ensure_round(
         &self,
         batch: &[Pending],
-    ) -> (HashMap<CustomerKey, String>, Option<Option<Duration>>) {
+    ) -> HashMap<CustomerKey, Result<Ensured, EnsureError>> {
         // De-duplicate by reference first: only distinct identities are cloned.
         let distinct: HashSet<&Identity> = batch.iter().map(|p| &p.identity).collect();
         let ensures = distinct
             .into_iter()
             .cloned()
             .map(|identity| ensure_one(&self.provisioner, identity));
-        let results: Vec<(CustomerKey, Result<(), EnsureError>)> = futures::stream::iter(ensures)
+        let results: HashMap<_, _> = futures::stream::iter(ensures)
             .buffer_unordered(ENSURE_CONCURRENCY)
             .collect()
             .await;
-        let mut rejected = HashMap::new();
-        let mut wait = None;
-        for (key, result) in results {
-            let Err(e) = result else { continue };
-            match e.class() {
-                ErrorClass::Identity => {
-                    rejected.insert(key, e.to_string());
-                }
-                ErrorClass::Transient => {
-                    tracing::warn!(customer = %key, error = %e, "ensure failed; holding the batch");
-                    wait = Some(e.upstream().and_then(ApiError::retry_after));
-                }
-                ErrorClass::Configuration => {
-                    tracing::error!(error = %e, "ensure cannot succeed until the configuration is fixed; consumption paused");
-                    wait = Some(None);
-                }
+        for (key, result) in &results {
+            if let Err(e) = result {
+                log_ensure_failure(key, e);
             }
         }
-        (rejected, wait)
+        results
     }
 
-    /// Sends a chunk until OpenMeter accepts or rejects it for good.
-    async fn send(&self, chunk: &[Pending]) -> Verdict {
-        let body = batch_body(chunk);
-        let mut attempt = 1;
-        loop {
-            let e = match self.client.ingest_batch(body.clone()).await {
-                Ok(()) => return Verdict::Accepted,
-                Err(e) => e,
-            };
-            if !e.is_transient() && !is_configuration(&e) {
-                return Verdict::Rejected(e);
+    /// Sets the event's time to one its subscription bills (unless the
+    /// operator chose signed times), and counts usage that arrives after
+    /// its period's invoice was collected.
+    fn place_in_period(&self, pending: &mut Pending, ensured: &Ensured) {
+        let terms = &ensured.terms;
+        let start = terms.billable_from();
+        if self.billing.event_time == EventTime::Billable && pending.time < start {
+            pending.event.bill_from(start);
+            pending.time = start;
+            match serde_json::to_vec(&pending.event) {
+                Ok(json) => pending.json = Bytes::from(json),
+                Err(e) => tracing::error!(error = %e, "re-serialising a moved event failed"),
             }
-            let delay = self.backoff.delay(attempt, e.retry_after());
-            if is_configuration(&e) {
-                tracing::error!(error = %e, ?delay, "ingest refused; fix the configuration (consumption paused)");
-            } else {
-                tracing::warn!(error = %e, ?delay, events = chunk.len(), "ingest failed; retrying");
+            metrics().events_time_moved.inc();
+            if self
+                .noted
+                .first(Note::Moved, &pending.identity.customer_key())
+            {
+                tracing::info!(
+                    customer = %ensured.customer_key,
+                    subscription_active_from = %terms.active_from,
+                    signed_at = ?pending.event.data.signed_at,
+                    "events older than the customer's subscription are sent at its start so they are invoiced"
+                );
             }
-            tokio::time::sleep(delay).await;
-            attempt += 1;
+        }
+        if terms.missed_invoice(pending.time, self.billing.collection_window, Utc::now()) {
+            metrics().events_missed_invoice.inc();
+            metrics().usd_micros_missed_invoice.inc_by(
+                u64::try_from(pending.event.data.billable_usd_micros.get()).unwrap_or(u64::MAX),
+            );
+            if self
+                .noted
+                .first(Note::Late, &pending.identity.customer_key())
+            {
+                tracing::warn!(
+                    customer = %ensured.customer_key,
+                    time = %pending.time,
+                    period_end = ?terms.period_end(pending.time),
+                    "usage of a billing period whose invoice was already collected: OpenMeter stores it but will not invoice it"
+                );
+            }
         }
     }
 
-    /// Forgets the chunk's subjects and ensures them again.
-    async fn heal(&self, chunk: Vec<Pending>) -> Vec<Pending> {
-        let keys: HashSet<CustomerKey> = chunk.iter().map(|p| p.identity.customer_key()).collect();
-        for key in &keys {
-            self.provisioner.forget(key).await;
+    /// A chunk OpenMeter refused: ensure its customers afresh once, then
+    /// split it until the refused events stand alone, and dead-letter those.
+    async fn rejected(&self, chunk: Chunk, e: &ApiError, todo: &mut Vec<Chunk>) {
+        if !chunk.healed {
+            let keys: HashSet<CustomerKey> = chunk
+                .events
+                .iter()
+                .map(|p| p.identity.customer_key())
+                .collect();
+            for key in &keys {
+                self.provisioner.forget(key);
+            }
         }
-        self.ensure_subjects(chunk).await
+        let mut left = chunk.events;
+        match (left.len(), chunk.healed) {
+            (1, true) => {
+                let reason = format!("OpenMeter rejected the event: {}", e.detail());
+                for pending in left {
+                    self.dead_letter(pending.record, "rejected", reason.clone())
+                        .await;
+                }
+            }
+            (1, false) => todo.push(Chunk {
+                events: left,
+                healed: true,
+            }),
+            _ => {
+                let right = left.split_off(left.len() / 2);
+                todo.push(Chunk {
+                    events: right,
+                    healed: true,
+                });
+                todo.push(Chunk {
+                    events: left,
+                    healed: true,
+                });
+            }
+        }
     }
 
     fn accepted(&self, chunk: &[Pending]) {
@@ -221,13 +377,6 @@ impl Deliverer {
         Tally::add(&self.tally.delivered, chunk.len());
         metrics().events_delivered.inc_by(chunk.len() as u64);
         metrics().batches.inc();
-    }
-
-    async fn reject(&self, chunk: Vec<Pending>, e: &ApiError) {
-        for pending in chunk {
-            let reason = format!("OpenMeter rejected the event: {}", e.detail());
-            self.dead_letter(pending.record, "rejected", reason).await;
-        }
     }
 
     /// Writes a dead letter, then settles its offset.
@@ -246,18 +395,26 @@ impl Deliverer {
     }
 }
 
+fn log_ensure_failure(key: &CustomerKey, e: &EnsureError) {
+    match e.class() {
+        ErrorClass::Customer | ErrorClass::Event => {
+            tracing::warn!(customer = %key, kind = e.dead_letter_kind(), error = %e, "OpenMeter refused this customer; dead-lettering its events, billing everyone else");
+        }
+        ErrorClass::Transient => {
+            tracing::warn!(customer = %key, error = %e, "ensure failed; holding this customer's events");
+        }
+        ErrorClass::Configuration => {
+            tracing::error!(error = %e, "ensure cannot succeed until the configuration is fixed; holding events");
+        }
+    }
+}
+
 async fn ensure_one(
     provisioner: &Provisioner,
     identity: Identity,
-) -> (CustomerKey, Result<(), EnsureError>) {
-    let result = provisioner.ensure(&identity).await.map(drop);
+) -> (CustomerKey, Result<Ensured, EnsureError>) {
+    let result = provisioner.ensure(&identity).await;
     (identity.customer_key(), result)
-}
-
-/// 401/403 (token), 404/405 (URL): no event is at fault, so never split or
-/// dead-letter because of them.
-fn is_configuration(e: &ApiError) -> bool {
-    matches!(e, ApiError::Unauthorized { .. }) || matches!(e.status(), Some(404 | 405))
 }
 
 fn positions(chunk: &[Pending]) -> impl Iterator<Item = Position> + '_ {
@@ -277,4 +434,29 @@ fn batch_body(chunk: &[Pending]) -> Bytes {
     }
     body.put_u8(b']');
     body.freeze()
+}
+
+/// What is logged once per customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Note {
+    Moved,
+    Late,
+}
+
+/// Customers already logged, so a backlog logs one line per customer, not
+/// one per event. Bounded: forgotten wholesale past [`Noted::LIMIT`].
+#[derive(Debug, Default)]
+pub(crate) struct Noted(Mutex<HashSet<(Note, CustomerKey)>>);
+
+impl Noted {
+    const LIMIT: usize = 100_000;
+
+    /// True the first time `key` is noted for `note`.
+    fn first(&self, note: Note, key: &CustomerKey) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= Self::LIMIT {
+            seen.clear();
+        }
+        seen.insert((note, key.clone()))
+    }
 }

@@ -1,6 +1,7 @@
 //! Map: a parsed ticket and the ETH/USD price into the CloudEvent OpenMeter
 //! ingests. The arithmetic is exact (see [`FeeWei::to_usd_micros`]).
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::decode::{SignedTicket, BILLABLE_TYPE};
@@ -40,6 +41,23 @@ pub struct UsageData {
     pub auth_id: String,
     /// The rate used, so every invoice line can be re-derived.
     pub eth_usd_price: EthUsdPrice,
+    /// The signed time, kept here when `time` was moved to the start of the
+    /// subscription that bills the event ([`UsageEvent::bill_from`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_at: Option<String>,
+}
+
+impl UsageEvent {
+    /// Moves `time` to `start`, keeping the signed time in `data.signed_at`:
+    /// OpenMeter invoices an event only when its `time` falls inside its
+    /// subscription's service period.
+    pub fn bill_from(&mut self, start: DateTime<Utc>) {
+        let signed = std::mem::replace(
+            &mut self.time,
+            start.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        );
+        self.data.signed_at.get_or_insert(signed);
+    }
 }
 
 /// A ticket ready to send, with the identity to ensure first.
@@ -47,6 +65,8 @@ pub struct UsageData {
 pub struct Mapped {
     pub identity: Identity,
     pub event: UsageEvent,
+    /// The event's `time`, parsed.
+    pub signed_at: DateTime<Utc>,
 }
 
 /// The names of the `data` fields a meter may aggregate or group by; the
@@ -65,6 +85,7 @@ pub const DATA_FIELDS: &[&str] = &[
     "gateway_request_id",
     "auth_id",
     "eth_usd_price",
+    "signed_at",
 ];
 
 /// Converts a ticket into its CloudEvent at `price`.
@@ -93,7 +114,12 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice) -> Result<Mapped, FeeError
             gateway_request_id: ticket.request_id,
             auth_id,
             eth_usd_price: *price,
+            signed_at: None,
         },
     };
-    Ok(Mapped { identity, event })
+    Ok(Mapped {
+        identity,
+        event,
+        signed_at: ticket.signed_at,
+    })
 }

@@ -18,6 +18,9 @@ pub struct Metrics {
     pub events_skipped: Counter,
     pub events_delivered: Counter,
     pub events_dead_lettered: Family<Labels, Counter>,
+    pub events_time_moved: Counter,
+    pub events_missed_invoice: Counter,
+    pub usd_micros_missed_invoice: Counter,
     pub batches: Counter,
     pub batch_latency: Histogram,
     pub upstream_calls: Family<Labels, Counter>,
@@ -37,6 +40,9 @@ impl Metrics {
             events_skipped: Counter::default(),
             events_delivered: Counter::default(),
             events_dead_lettered: Family::default(),
+            events_time_moved: Counter::default(),
+            events_missed_invoice: Counter::default(),
+            usd_micros_missed_invoice: Counter::default(),
             batches: Counter::default(),
             batch_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             upstream_calls: Family::default(),
@@ -68,6 +74,21 @@ impl Metrics {
             "events_dead_lettered",
             "Events written to the dead-letter queue, by reason kind",
             m.events_dead_lettered.clone(),
+        );
+        r.register(
+            "events_time_moved",
+            "Events older than their subscription, sent at its start so they are invoiced",
+            m.events_time_moved.clone(),
+        );
+        r.register(
+            "events_missed_invoice",
+            "Events sent after their billing period's invoice was collected: stored, never invoiced",
+            m.events_missed_invoice.clone(),
+        );
+        r.register(
+            "usd_micros_missed_invoice",
+            "Billable USD micros of events that missed their invoice",
+            m.usd_micros_missed_invoice.clone(),
         );
         r.register(
             "batches",

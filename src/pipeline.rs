@@ -13,7 +13,7 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
-use crate::deliver::{Deliverer, Pending, Tally};
+use crate::deliver::{BillingPolicy, Deliverer, Pending, Tally};
 use crate::map::map;
 use crate::metrics::metrics;
 use crate::price::PriceFeed;
@@ -36,6 +36,8 @@ pub struct PipelineConfig {
     pub max_event_bytes: usize,
     /// How long shutdown waits for in-flight batches.
     pub shutdown_timeout: Duration,
+    /// Which `time` events are sent with, and the invoice collection window.
+    pub billing: BillingPolicy,
 }
 
 impl Default for PipelineConfig {
@@ -47,6 +49,7 @@ impl Default for PipelineConfig {
             max_in_flight: 4,
             max_event_bytes: DEFAULT_MAX_BYTES,
             shutdown_timeout: Duration::from_secs(25),
+            billing: BillingPolicy::default(),
         }
     }
 }
@@ -157,6 +160,8 @@ impl Pipeline {
                         return Some(Pending {
                             record,
                             identity: mapped.identity,
+                            event: mapped.event,
+                            time: mapped.signed_at,
                             json: Bytes::from(json),
                             read_at,
                         })

@@ -4,9 +4,24 @@
 mod support;
 
 use serde_json::Value;
-use support::{fixtures, fixtures_dir, run_fixtures, OpenMeter};
-use ticketmeter::deliver::Tally;
+use support::{fixtures, fixtures_dir, run_fixtures, run_fixtures_with, OpenMeter};
+use ticketmeter::deliver::{BillingPolicy, EventTime, Tally};
 use ticketmeter::dlq::DeadLetterSink;
+use ticketmeter::pipeline::PipelineConfig;
+
+fn expected_events(cases: &[(String, Value)]) -> Vec<&Value> {
+    cases
+        .iter()
+        .map(|(_, x)| x)
+        .filter(|x| x.get("id").is_some())
+        .collect()
+}
+
+fn sent_event<'a>(sent: &'a [Value], id: &str) -> &'a Value {
+    sent.iter()
+        .find(|e| e["id"] == id)
+        .unwrap_or_else(|| panic!("event {id} not sent"))
+}
 
 /// Every field the expectation names has exactly the expected value.
 fn assert_subset(expected: &Value, actual: &Value, path: &str) {
@@ -21,19 +36,22 @@ fn assert_subset(expected: &Value, actual: &Value, path: &str) {
 }
 
 #[tokio::test]
-async fn fixtures_through_the_pipeline_give_exactly_the_expected_results() {
+async fn fixtures_sent_with_signed_times_give_exactly_the_expected_results() {
     let om = OpenMeter::bootstrapped(None).await;
     let dlq = DeadLetterSink::memory();
-    let (pipeline, settled) = run_fixtures(om.client(None), dlq.clone()).await;
+    let config = PipelineConfig {
+        billing: BillingPolicy {
+            event_time: EventTime::Signed,
+            ..BillingPolicy::default()
+        },
+        ..PipelineConfig::default()
+    };
+    let (pipeline, settled) = run_fixtures_with(om.client(None), dlq.clone(), config).await;
     assert!(settled);
 
     let cases = fixtures();
     let sent = om.double.unique_events();
-    let expected_events: Vec<&Value> = cases
-        .iter()
-        .map(|(_, x)| x)
-        .filter(|x| x.get("id").is_some())
-        .collect();
+    let expected_events = expected_events(&cases);
     assert_eq!(
         sent.len(),
         expected_events.len(),
@@ -41,10 +59,7 @@ async fn fixtures_through_the_pipeline_give_exactly_the_expected_results() {
     );
     for expected in &expected_events {
         let id = expected["id"].as_str().unwrap();
-        let actual = sent
-            .iter()
-            .find(|e| e["id"] == id)
-            .unwrap_or_else(|| panic!("event {id} not sent"));
+        let actual = sent_event(&sent, id);
         assert_subset(expected, actual, id);
         assert_eq!(actual["specversion"], "1.0");
         assert_eq!(actual["data"]["eth_usd_price"], "3500");
@@ -62,6 +77,48 @@ async fn fixtures_through_the_pipeline_give_exactly_the_expected_results() {
         .filter(|(_, x)| x.get("skip").is_some())
         .count() as u64;
     assert_eq!(Tally::get(&tally.skipped), skips);
+}
+
+/// The fixtures were signed before their customers' subscriptions exist:
+/// by default each is sent at its subscription's start (else OpenMeter
+/// would never invoice it), the signed time kept in `data.signed_at`, and
+/// every other field exactly as expected.
+#[tokio::test]
+async fn fixtures_older_than_their_subscription_are_sent_at_its_start_with_the_signed_time_kept() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let (_, settled) = run_fixtures(om.client(None), DeadLetterSink::memory()).await;
+    assert!(settled);
+    let sent = om.double.unique_events();
+    let cases = fixtures();
+    for expected in expected_events(&cases) {
+        let id = expected["id"].as_str().unwrap();
+        let actual = sent_event(&sent, id);
+        let mut without_time = expected.clone();
+        without_time.as_object_mut().unwrap().remove("time");
+        assert_subset(&without_time, actual, id);
+        assert_eq!(actual["data"]["signed_at"], expected["time"], "{id}");
+        let customer = om
+            .double
+            .customers()
+            .into_iter()
+            .find(|c| c.key == actual["subject"])
+            .unwrap();
+        let subscription = om
+            .double
+            .subscriptions()
+            .into_iter()
+            .find(|s| s.customer_id == customer.id)
+            .unwrap();
+        let time = chrono::DateTime::parse_from_rfc3339(actual["time"].as_str().unwrap()).unwrap();
+        assert!(
+            time >= subscription.active_from,
+            "{id} sent before its subscription"
+        );
+        assert!(
+            time < subscription.active_from + chrono::Duration::seconds(1),
+            "{id} sent at its subscription's start"
+        );
+    }
 }
 
 #[tokio::test]

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use openmeter_double::{PlanSeed, Route};
 use support::{OpenMeter, PLAN, TOKEN};
 use ticketmeter::domain::Identity;
-use ticketmeter::ensure::{EnsureConfig, EnsureError, ErrorClass, Provisioner};
+use ticketmeter::ensure::{EnsureConfig, EnsureError, Provisioner};
+use ticketmeter::openmeter::ErrorClass;
 
 fn provisioner(om: &OpenMeter, token: Option<&str>) -> Provisioner {
     Provisioner::new(
@@ -215,14 +216,19 @@ async fn the_token_never_appears_in_debug_output() {
 }
 
 #[tokio::test]
-async fn customer_key_rejected_by_openmeter_is_an_identity_error() {
+async fn an_identity_owned_as_a_subject_by_another_customer_bills_that_customer() {
     let om = OpenMeter::start(None).await;
     seed_active_plan(&om);
-    // Another customer owns this subject key, so creating one with it is refused.
-    om.double.seed_customer("someone-else", &["acme:hank"]);
-    let e = provisioner(&om, None)
+    // An earlier identity tool made this customer, with our key as its subject.
+    let owner = om.double.seed_customer("someone-else", &["acme:hank"]);
+    let ensured = provisioner(&om, None)
         .ensure(&id("acme:hank"))
         .await
-        .unwrap_err();
-    assert_eq!(e.class(), ErrorClass::Identity, "{e}");
+        .unwrap();
+    assert_eq!(ensured.customer_id, owner);
+    assert_eq!(ensured.customer_key, "someone-else");
+    assert_eq!(om.double.customers().len(), 1, "no duplicate customer");
+    let subscriptions = om.double.subscriptions();
+    assert_eq!(subscriptions.len(), 1);
+    assert_eq!(subscriptions[0].customer_id, owner);
 }

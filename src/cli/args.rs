@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::deliver::EventTime;
 use crate::domain::{EthUsdPrice, PlanKey};
 use crate::price::DEFAULT_ORACLE_URL;
 
@@ -138,6 +139,17 @@ pub struct BatchArgs {
     /// How long shutdown waits for in-flight batches.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = duration)]
     pub shutdown_timeout: Duration,
+    /// `billable`: an event older than its customer's subscription is sent
+    /// at the subscription's start (OpenMeter would store it and never
+    /// invoice it), its signed time kept in `data.signed_at`. `signed`:
+    /// always the signed time, as the original did.
+    #[arg(long, env = "EVENT_TIME", value_enum, default_value = "billable")]
+    pub event_time: EventTime,
+    /// How long after a billing period ends OpenMeter still collects its
+    /// usage (its `collection.interval`); later usage of that period is
+    /// counted as missing its invoice.
+    #[arg(long, env = "BILLING_COLLECTION_WINDOW", default_value = "1h", value_parser = duration)]
+    pub billing_collection_window: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -21,7 +21,7 @@ struct Check {
 pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut checks = vec![kafka_check(&args)];
     checks.push(price_check(&args).await);
-    match client(&args.openmeter) {
+    match client(&args.openmeter, super::ONE_SHOT_ATTEMPTS) {
         Err(e) => checks.push(Check {
             name: "OpenMeter configuration".into(),
             result: Err(format!("{e:#}")),

@@ -25,7 +25,7 @@ use crate::bootstrap::{
     bootstrap, check_catalog_against_collector, BootstrapError, BootstrapOptions, Catalog,
 };
 use crate::commit::OffsetTracker;
-use crate::deliver::{Deliverer, Tally};
+use crate::deliver::{BillingPolicy, Deliverer};
 use crate::dlq::DeadLetterSink;
 use crate::domain::Identity;
 use crate::ensure::{EnsureConfig, Provisioner};
@@ -52,8 +52,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The OpenMeter client from `OPENMETER_*`.
-pub fn client(args: &OpenMeterArgs) -> anyhow::Result<OpenMeterClient> {
+/// Attempts per call of a client whose caller does not retry (the API, the
+/// one-shot commands).
+pub const ONE_SHOT_ATTEMPTS: u32 = 4;
+/// The pipeline's client makes one attempt per call: the delivery stage's
+/// hold-and-retry loop is its only retry layer.
+pub const PIPELINE_ATTEMPTS: u32 = 1;
+
+/// The OpenMeter client from `OPENMETER_*`, making up to `attempts`
+/// attempts per call.
+pub fn client(args: &OpenMeterArgs, attempts: u32) -> anyhow::Result<OpenMeterClient> {
     let Some(url) = args
         .openmeter_url
         .as_deref()
@@ -64,6 +72,7 @@ pub fn client(args: &OpenMeterArgs) -> anyhow::Result<OpenMeterClient> {
     let endpoint = Endpoint::parse(url, args.openmeter_ingest_url.as_deref())?;
     let mut config = ClientConfig::new(endpoint, token(args)?);
     config.timeout = args.openmeter_timeout;
+    config.attempts = attempts;
     Ok(OpenMeterClient::new(config)?)
 }
 
@@ -111,6 +120,10 @@ pub fn pipeline_config(args: &BatchArgs) -> PipelineConfig {
         max_in_flight: args.batch_max_in_flight.max(1),
         max_event_bytes: args.max_event_bytes,
         shutdown_timeout: args.shutdown_timeout,
+        billing: BillingPolicy {
+            event_time: args.event_time,
+            collection_window: args.billing_collection_window,
+        },
     }
 }
 
@@ -127,7 +140,7 @@ pub async fn start_pipeline(
         .context(
             "cannot start without an ETH/USD price (set ETH_USD_PRICE or fix PRICE_ORACLE_URL)",
         )?;
-    let provisioner = provisioner(client(&args.openmeter)?, &args.ensure);
+    let provisioner = provisioner(client(&args.openmeter, PIPELINE_ATTEMPTS)?, &args.ensure);
     Ok(pipeline(
         provisioner,
         dlq,
@@ -145,14 +158,14 @@ pub fn pipeline(
     price: PriceFeed,
     config: PipelineConfig,
 ) -> Pipeline {
-    let deliverer = Deliverer {
-        client: provisioner.client().clone(),
+    let deliverer = Deliverer::new(
+        provisioner.client().clone(),
         provisioner,
         dlq,
         tracker,
-        tally: Arc::new(Tally::default()),
-        backoff: Backoff::default(),
-    };
+        Backoff::default(),
+        config.billing,
+    );
     Pipeline {
         deliverer: Arc::new(deliverer),
         price,
@@ -252,7 +265,7 @@ pub async fn start_api(
 }
 
 async fn serve(args: args::ServeArgs) -> anyhow::Result<ExitCode> {
-    let provisioner = provisioner(client(&args.openmeter)?, &args.ensure);
+    let provisioner = provisioner(client(&args.openmeter, ONE_SHOT_ATTEMPTS)?, &args.ensure);
     let cancel = shutdown_signal();
     let handle = start_api(&args.api, provisioner, None, cancel).await?;
     handle.await?;
@@ -265,7 +278,7 @@ async fn ensure_one(args: args::EnsureCmd) -> anyhow::Result<ExitCode> {
         (None, Some(client), Some(user)) => Identity::from_parts(client, user)?,
         _ => bail!("give --auth-id client:user, or --client-id and --external-user-id"),
     };
-    let provisioner = provisioner(client(&args.openmeter)?, &args.ensure);
+    let provisioner = provisioner(client(&args.openmeter, ONE_SHOT_ATTEMPTS)?, &args.ensure);
     let ensured = provisioner.ensure(&identity).await?;
     println!("{}", serde_json::to_string_pretty(&ensured)?);
     Ok(ExitCode::SUCCESS)
@@ -336,7 +349,7 @@ async fn bootstrap_catalog(args: args::BootstrapArgs) -> anyhow::Result<ExitCode
             "the catalog's plan is not OPENMETER_DEFAULT_PLAN_KEY: new customers will not be subscribed to it"
         );
     }
-    let client = client(&args.openmeter)?;
+    let client = client(&args.openmeter, ONE_SHOT_ATTEMPTS)?;
     let options = BootstrapOptions {
         dry_run: args.dry_run,
         publish_new_version: args.publish_new_version,

@@ -1,6 +1,7 @@
-//! The positive cache of ensured identities: about 120 bytes per identity
-//! (ULIDs kept as 16 bytes, plan keys interned, status as an enum), so
-//! 100k customers fit in ~12 MB. moka, which keeps ~350 bytes of
+//! The positive cache of ensured identities: about 190 bytes per identity
+//! (ULIDs kept as 16 bytes, plan keys interned, status as an enum, the
+//! billing terms inline), so 100k customers fit in ~20 MB. An entry never
+//! outlives its subscription's `active_to`. moka, which keeps ~350 bytes of
 //! bookkeeping per entry, still runs the in-flight coalescing.
 
 use std::collections::HashMap;
@@ -9,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use ulid::Ulid;
 
-use super::{Created, Ensured};
+use chrono::Utc;
+
+use super::{BillingTerms, Created, Ensured};
 use crate::domain::CustomerKey;
 
 /// An OpenMeter id: a ULID in 16 bytes, or the text when it is not one.
@@ -35,14 +38,44 @@ impl CompactId {
     }
 }
 
+/// A subscription status ensure accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Active,
+    Scheduled,
+    Canceled,
+}
+
+impl Status {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(Self::Active),
+            "scheduled" => Some(Self::Scheduled),
+            "canceled" => Some(Self::Canceled),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Scheduled => "scheduled",
+            Self::Canceled => "canceled",
+        }
+    }
+}
+
 /// What is remembered of one ensured identity.
 #[derive(Debug)]
 struct Known {
     customer_id: CompactId,
     subscription_id: CompactId,
+    /// The customer's key, when it is not the identity's own.
+    owner_key: Option<Box<str>>,
     /// Index into the interned plan keys.
     plan: u16,
-    scheduled: bool,
+    status: Status,
+    terms: BillingTerms,
     expires: Instant,
 }
 
@@ -106,16 +139,16 @@ impl EnsuredCache {
             return None;
         }
         Some(Ensured {
-            customer_key: key.clone(),
+            customer_key: known
+                .owner_key
+                .as_deref()
+                .unwrap_or(key.as_str())
+                .to_owned(),
             customer_id: known.customer_id.expand(),
             subscription_id: known.subscription_id.expand(),
             plan_key: state.plans[usize::from(known.plan)].to_string(),
-            status: if known.scheduled {
-                "scheduled"
-            } else {
-                "active"
-            }
-            .to_owned(),
+            status: known.status.as_str().to_owned(),
+            terms: known.terms,
             created: Created {
                 customer: false,
                 subscription: false,
@@ -123,28 +156,48 @@ impl EnsuredCache {
         })
     }
 
-    /// Remembers a successful ensure; returns how many identities are cached.
-    pub fn insert(&self, ensured: &Ensured) -> usize {
+    /// Remembers a successful ensure of `key` until the TTL passes or its
+    /// subscription ends, whichever is first; returns how many identities
+    /// are cached.
+    pub fn insert(&self, key: &CustomerKey, ensured: &Ensured) -> usize {
         let now = Instant::now();
+        let lifetime = self.lifetime(&ensured.terms);
         let mut state = self.lock();
-        if self.capacity == 0 || self.ttl.is_zero() {
+        let Some(status) = Status::parse(&ensured.status) else {
+            return state.known.len();
+        };
+        if self.capacity == 0 || lifetime.is_zero() {
             return state.known.len();
         }
         let Some(plan) = state.intern(&ensured.plan_key) else {
             return state.known.len();
         };
-        if state.known.len() >= self.capacity && !state.known.contains_key(&ensured.customer_key) {
+        if state.known.len() >= self.capacity && !state.known.contains_key(key) {
             state.evict(self.capacity, now);
         }
         let known = Known {
             customer_id: CompactId::new(&ensured.customer_id),
             subscription_id: CompactId::new(&ensured.subscription_id),
+            owner_key: (ensured.customer_key != key.as_str())
+                .then(|| ensured.customer_key.as_str().into()),
             plan,
-            scheduled: ensured.status == "scheduled",
-            expires: now + self.ttl,
+            status,
+            terms: ensured.terms,
+            expires: now + lifetime,
         };
-        state.known.insert(ensured.customer_key.clone(), known);
+        state.known.insert(key.clone(), known);
         state.known.len()
+    }
+
+    /// The TTL, cut short by the subscription's end.
+    fn lifetime(&self, terms: &BillingTerms) -> Duration {
+        match terms.active_to {
+            Some(end) => (end - Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .min(self.ttl),
+            None => self.ttl,
+        }
     }
 
     pub fn remove(&self, key: &CustomerKey) {
@@ -162,15 +215,29 @@ mod tests {
     use super::*;
     use crate::domain::Identity;
 
+    fn key(text: &str) -> CustomerKey {
+        Identity::from_compound("auth_id", text)
+            .unwrap()
+            .customer_key()
+    }
+
+    fn terms(active_to: Option<chrono::DateTime<Utc>>) -> BillingTerms {
+        BillingTerms {
+            active_from: Utc::now(),
+            active_to,
+            anchor: Utc::now(),
+            cadence: None,
+        }
+    }
+
     fn ensured(key: &str, customer_id: &str) -> Ensured {
         Ensured {
-            customer_key: Identity::from_compound("auth_id", key)
-                .unwrap()
-                .customer_key(),
+            customer_key: key.to_owned(),
             customer_id: customer_id.to_owned(),
             subscription_id: "01J9ZQ7V3N8K6T2W5X4Y1R0P9M".to_owned(),
             plan_key: "clearinghouse_default_ppu".to_owned(),
             status: "active".to_owned(),
+            terms: terms(None),
             created: Created {
                 customer: true,
                 subscription: true,
@@ -179,11 +246,35 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_does_not_outlive_its_canceled_subscription() {
+        let cache = EnsuredCache::new(10, Duration::from_secs(3600));
+        let mut e = ensured("a:b", "x");
+        e.status = "canceled".into();
+        e.terms = terms(Some(Utc::now() + chrono::Duration::milliseconds(30)));
+        cache.insert(&key("a:b"), &e);
+        assert_eq!(cache.get(&key("a:b")).unwrap().status, "canceled");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(cache.get(&key("a:b")).is_none());
+    }
+
+    #[test]
+    fn the_owner_of_a_subject_reads_back_as_the_customer() {
+        let cache = EnsuredCache::new(10, Duration::from_secs(60));
+        let mut e = ensured("a:b", "x");
+        e.customer_key = "legacy-customer".into();
+        cache.insert(&key("a:b"), &e);
+        assert_eq!(
+            cache.get(&key("a:b")).unwrap().customer_key,
+            "legacy-customer"
+        );
+    }
+
+    #[test]
     fn cached_result_reads_back_with_nothing_created() {
         let cache = EnsuredCache::new(10, Duration::from_secs(60));
         let e = ensured("a:b", "01J9ZQ7V3N8K6T2W5X4Y1R0P9A");
-        cache.insert(&e);
-        let hit = cache.get(&e.customer_key).unwrap();
+        cache.insert(&key("a:b"), &e);
+        let hit = cache.get(&key("a:b")).unwrap();
         assert_eq!(hit.customer_id, e.customer_id);
         assert_eq!(hit.plan_key, e.plan_key);
         assert!(!hit.created.customer && !hit.created.subscription);
@@ -193,9 +284,9 @@ mod tests {
     fn non_ulid_ids_are_kept_verbatim() {
         let cache = EnsuredCache::new(10, Duration::from_secs(60));
         let e = ensured("a:b", "cus_not-a-ulid");
-        cache.insert(&e);
+        cache.insert(&key("a:b"), &e);
         assert_eq!(
-            cache.get(&e.customer_key).unwrap().customer_id,
+            cache.get(&key("a:b")).unwrap().customer_id,
             "cus_not-a-ulid"
         );
     }
@@ -211,17 +302,17 @@ mod tests {
     #[test]
     fn expired_entries_are_misses() {
         let cache = EnsuredCache::new(10, Duration::from_millis(1));
-        let e = ensured("a:b", "x");
-        cache.insert(&e);
+        cache.insert(&key("a:b"), &ensured("a:b", "x"));
         std::thread::sleep(Duration::from_millis(5));
-        assert!(cache.get(&e.customer_key).is_none());
+        assert!(cache.get(&key("a:b")).is_none());
     }
 
     #[test]
     fn capacity_is_never_exceeded() {
         let cache = EnsuredCache::new(100, Duration::from_secs(60));
         for i in 0..1000 {
-            cache.insert(&ensured(&format!("c:{i}"), "x"));
+            let k = format!("c:{i}");
+            cache.insert(&key(&k), &ensured(&k, "x"));
         }
         assert!(cache.len() <= 100);
     }
@@ -229,7 +320,7 @@ mod tests {
     #[test]
     fn zero_capacity_caches_nothing() {
         let cache = EnsuredCache::new(0, Duration::from_secs(60));
-        cache.insert(&ensured("a:b", "x"));
+        cache.insert(&key("a:b"), &ensured("a:b", "x"));
         assert_eq!(cache.len(), 0);
     }
 }

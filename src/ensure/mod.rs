@@ -8,10 +8,12 @@
 //! retried on the next call.
 
 mod cache;
+mod terms;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use moka::future::Cache;
 use serde::Serialize;
 use thiserror::Error;
@@ -19,8 +21,9 @@ use thiserror::Error;
 use crate::domain::{CustomerKey, Identity, PlanKey};
 use crate::metrics::metrics;
 use crate::openmeter::model::{CreateSubscription, Customer, CustomerById, PlanRef, Subscription};
-use crate::openmeter::{ApiError, OpenMeterClient};
+use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
 use cache::EnsuredCache;
+pub use terms::{BillingTerms, Cadence};
 
 /// Cache sizes and lifetimes.
 #[derive(Debug, Clone, Copy)]
@@ -47,13 +50,19 @@ impl Default for EnsureConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Ensured {
-    pub customer_key: CustomerKey,
+    /// The OpenMeter customer's key: the identity's own, or that of the
+    /// customer that already owned the identity as a usage subject.
+    pub customer_key: String,
     pub customer_id: String,
     pub subscription_id: String,
     /// The plan of the subscription that satisfied ensure (maybe not the default).
     pub plan_key: String,
-    /// That subscription's status: `active` or `scheduled`.
+    /// That subscription's status: `active`, `scheduled` or `canceled`
+    /// (still billing until `activeTo`).
     pub status: String,
+    /// When that subscription bills usage from (and until).
+    #[serde(flatten)]
+    pub terms: BillingTerms,
     pub created: Created,
 }
 
@@ -65,59 +74,27 @@ pub struct Created {
     pub subscription: bool,
 }
 
-/// The step that failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    FindCustomer,
-    CreateCustomer,
-    FindSubscriptions,
-    ResolvePlan,
-    CreateSubscription,
-}
-
-/// How the caller should react to a failed ensure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// OpenMeter is unavailable: retry later.
-    Transient,
-    /// Something about this one identity was rejected: dead-letter its events.
-    Identity,
-    /// Token, URL or plan is wrong: nothing can succeed until an operator acts.
-    Configuration,
-}
-
 #[derive(Debug, Clone, Error)]
 pub enum EnsureError {
     #[error("{step:?} failed: {source}")]
     Upstream {
-        step: Step,
+        step: Call,
         #[source]
         source: ApiError,
     },
     #[error(
-        "plan {0:?} has no active or scheduled version in OpenMeter: run `ticketmeter bootstrap` \
-         or set OPENMETER_DEFAULT_PLAN_KEY to a published plan"
+        "plan {0:?} has no version active now in OpenMeter: run `ticketmeter bootstrap` \
+         (a draft must be published) or set OPENMETER_DEFAULT_PLAN_KEY to a published plan"
     )]
     NoSubscribablePlan(PlanKey),
 }
 
 impl EnsureError {
+    /// Whom the failure concerns; decided by [`classify`] alone.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::Upstream { source, .. } if source.is_transient() => ErrorClass::Transient,
-            Self::Upstream {
-                source: ApiError::Decode { .. },
-                ..
-            } => ErrorClass::Transient,
-            Self::Upstream {
-                source: ApiError::Unauthorized { .. },
-                ..
-            } => ErrorClass::Configuration,
-            Self::Upstream {
-                step: Step::CreateCustomer,
-                ..
-            } => ErrorClass::Identity,
-            Self::Upstream { .. } | Self::NoSubscribablePlan(_) => ErrorClass::Configuration,
+            Self::Upstream { step, source } => classify(*step, source),
+            Self::NoSubscribablePlan(_) => ErrorClass::Configuration,
         }
     }
 
@@ -128,12 +105,23 @@ impl EnsureError {
             _ => None,
         }
     }
+
+    /// The dead-letter kind for events of a customer this error refused.
+    pub fn dead_letter_kind(&self) -> &'static str {
+        match self {
+            Self::Upstream {
+                step: Call::FindCustomer | Call::CreateCustomer,
+                ..
+            } => "customer_rejected",
+            _ => "subscription_refused",
+        }
+    }
 }
 
 /// Bound on concurrently coalesced flights (entries leave when they land).
 const FLIGHTS: u64 = 100_000;
 
-fn at(step: Step) -> impl FnOnce(ApiError) -> EnsureError {
+fn at(step: Call) -> impl FnOnce(ApiError) -> EnsureError {
     move |source| EnsureError::Upstream { step, source }
 }
 
@@ -183,7 +171,7 @@ impl Provisioner {
             .flights
             .try_get_with(key.clone(), async {
                 let ensured = self.ensure_upstream(&key).await?;
-                let cached = self.ensured.insert(&ensured);
+                let cached = self.ensured.insert(&key, &ensured);
                 metrics()
                     .ensure_cached
                     .set(i64::try_from(cached).unwrap_or(i64::MAX));
@@ -196,7 +184,7 @@ impl Provisioner {
 
     /// Forgets a cached identity, so the next ensure asks OpenMeter again
     /// (self-heal after OpenMeter rejected its usage).
-    pub async fn forget(&self, key: &CustomerKey) {
+    pub fn forget(&self, key: &CustomerKey) {
         self.ensured.remove(key);
     }
 
@@ -209,11 +197,19 @@ impl Provisioner {
                 customer = %key,
                 customer_created,
                 subscription_created,
+                active_from = %subscription.active_from,
                 "provisioned OpenMeter customer"
             );
         }
+        if customer.key != key.as_str() {
+            tracing::info!(
+                identity = %key,
+                customer = %customer.key,
+                "identity is a usage subject of an existing customer; billing that customer"
+            );
+        }
         Ok(Ensured {
-            customer_key: key.clone(),
+            customer_key: customer.key,
             customer_id: customer.id,
             plan_key: subscription
                 .plan
@@ -221,6 +217,14 @@ impl Provisioner {
                 .unwrap_or_else(|| self.plan_key.to_string()),
             subscription_id: subscription.id,
             status: subscription.status,
+            terms: BillingTerms {
+                active_from: subscription.active_from,
+                active_to: subscription.active_to,
+                anchor: subscription
+                    .billing_anchor
+                    .unwrap_or(subscription.active_from),
+                cadence: Cadence::parse(&subscription.billing_cadence),
+            },
             created: Created {
                 customer: customer_created,
                 subscription: subscription_created,
@@ -233,10 +237,28 @@ impl Provisioner {
             .client
             .find_customers(key)
             .await
-            .map_err(at(Step::FindCustomer))?;
+            .map_err(at(Call::FindCustomer))?;
         Ok(found.into_iter().next())
     }
 
+    /// The customer whose usage-attribution subjects include `key` (one
+    /// made by an earlier identity tool, under another key).
+    async fn find_subject_owner(&self, key: &CustomerKey) -> Result<Option<Customer>, EnsureError> {
+        let found = self
+            .client
+            .find_subject_owners(key.as_str())
+            .await
+            .map_err(at(Call::FindCustomer))?;
+        Ok(found.into_iter().next())
+    }
+
+    /// Finds the customer by key, else creates it. A create refused with a
+    /// conflict is either a lost race (the key now exists) or the key is
+    /// already another customer's usage subject (OpenMeter answers 409
+    /// "overlaps with subject of another customer",
+    /// `customer/adapter/customer.go`): that customer is used, never a
+    /// duplicate made. Looking the subject up only after a conflict keeps a
+    /// new identity at five calls.
     async fn find_or_create_customer(
         &self,
         key: &CustomerKey,
@@ -247,18 +269,22 @@ impl Provisioner {
         match self.client.create_customer(key).await {
             Ok(created) => Ok((created, true)),
             Err(e) if lost_create_race(&e) => {
-                tracing::debug!(customer = %key, "customer created concurrently; looking it up");
-                // No customer with our key: the conflict was about something
-                // else (e.g. the subject key belongs to another customer).
-                match self.find_customer(key).await? {
-                    Some(existing) => Ok((existing, false)),
-                    None => Err(at(Step::CreateCustomer)(e)),
+                tracing::debug!(customer = %key, error = %e, "customer create conflicted; looking it up");
+                if let Some(existing) = self.find_customer(key).await? {
+                    return Ok((existing, false));
+                }
+                match self.find_subject_owner(key).await? {
+                    Some(owner) => Ok((owner, false)),
+                    None => Err(at(Call::CreateCustomer)(e)),
                 }
             }
-            Err(e) => Err(at(Step::CreateCustomer)(e)),
+            Err(e) => Err(at(Call::CreateCustomer)(e)),
         }
     }
 
+    /// The subscription that bills the customer's usage now: of the
+    /// current ones, the one that started first (a canceled one still
+    /// running comes before the one scheduled to follow it).
     async fn current_subscription(
         &self,
         customer_id: &str,
@@ -267,13 +293,17 @@ impl Provisioner {
             .client
             .customer_subscriptions(customer_id)
             .await
-            .map_err(at(Step::FindSubscriptions))?;
+            .map_err(at(Call::FindSubscriptions))?;
+        let now = Utc::now();
         Ok(subscriptions
             .into_iter()
-            .filter(|s| s.customer_id == customer_id)
-            .find(Subscription::is_current))
+            .filter(|s| s.customer_id == customer_id && s.is_current(now))
+            .min_by_key(|s| s.active_from))
     }
 
+    /// A 409 on create means the customer has a subscription after all (a
+    /// lost race) or OpenMeter refuses this customer (a second subscription,
+    /// an invalid billing setup); the re-read tells which.
     async fn find_or_create_subscription(
         &self,
         customer: &Customer,
@@ -290,13 +320,20 @@ impl Provisioner {
             Ok(created) => Ok((created, true)),
             Err(e) if e.is_conflict() => match self.current_subscription(&customer.id).await? {
                 Some(current) => Ok((current, false)),
-                None => Err(at(Step::CreateSubscription)(e)),
+                None => Err(at(Call::CreateSubscription)(e)),
             },
-            Err(e) => Err(at(Step::CreateSubscription)(e)),
+            Err(e) => {
+                let e = at(Call::CreateSubscription)(e);
+                if e.class() == ErrorClass::Configuration {
+                    // The plan itself was refused: resolve it afresh next time.
+                    self.plan.invalidate(&()).await;
+                }
+                Err(e)
+            }
         }
     }
 
-    /// The highest subscribable version of the default plan, cached briefly.
+    /// The highest version of the default plan active now, cached briefly.
     pub async fn default_plan(&self) -> Result<PlanRef, EnsureError> {
         self.plan
             .try_get_with((), self.resolve_plan())
@@ -309,7 +346,7 @@ impl Provisioner {
             .client
             .plan_versions(&self.plan_key)
             .await
-            .map_err(at(Step::ResolvePlan))?;
+            .map_err(at(Call::ResolvePlan))?;
         versions
             .iter()
             .filter(|p| p.is_subscribable())

@@ -89,6 +89,19 @@ impl OpenMeterClient {
             .collect())
     }
 
+    /// Customers whose usage-attribution subject keys include `subject`
+    /// (OpenMeter filters; we re-check).
+    pub async fn find_subject_owners(&self, subject: &str) -> Result<Vec<Customer>, ApiError> {
+        let filter = [("filter[usage_attribution_subject_key][eq]", subject)];
+        let all: Vec<Customer> = self
+            .list_all("list customers", "/openmeter/customers", &filter)
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|c| c.owns_subject(subject) && c.deleted_at.is_none())
+            .collect())
+    }
+
     /// Creates the customer whose key, name and one subject key are `key`.
     pub async fn create_customer(&self, key: &CustomerKey) -> Result<Customer, ApiError> {
         let body = CreateCustomer {

@@ -1,5 +1,6 @@
-//! What can go wrong talking to OpenMeter, classified so callers know
-//! whether to retry (transient) or give up on the request (permanent).
+//! What can go wrong talking to OpenMeter, and the one place that decides
+//! whom a failure concerns ([`classify`]): ensure, deliver, bootstrap and
+//! the API all act on its answer.
 
 use std::time::Duration;
 
@@ -103,6 +104,76 @@ impl ApiError {
     }
 }
 
+/// The OpenMeter call that failed: what a status means depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    FindCustomer,
+    CreateCustomer,
+    FindSubscriptions,
+    ResolvePlan,
+    CreateSubscription,
+    Ingest,
+    /// Bootstrap and `check`: meters, features, plans.
+    Catalog,
+}
+
+/// Whom a failure concerns, and so what the caller does about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// OpenMeter is unavailable or overloaded: retry later.
+    Transient,
+    /// The events sent were refused (ingest 400/413/422): isolate and
+    /// dead-letter them; the rest of the batch goes through.
+    Event,
+    /// Something about one customer was refused (its creation, its
+    /// subscription, its billing setup): dead-letter that customer's events
+    /// and keep billing everyone else.
+    Customer,
+    /// Token, URL or plan is wrong: nothing succeeds until an operator acts,
+    /// so consumption pauses.
+    Configuration,
+}
+
+/// Classifies a failed call, by status, call and OpenMeter's detail.
+///
+/// - Transport failures, 408/425/429/5xx and unreadable success bodies are
+///   transient.
+/// - 401/403 (token) and 404/405 (URL) concern everyone; so does any
+///   refusal of the plan lookup.
+/// - Refusals of a customer's lookup, creation or subscription concern that
+///   customer: OpenMeter answers 409 for "invalid billing setup"
+///   (`billing/validators/subscription`) and for a second subscription
+///   (`subscription/errors.go`), 400/422 for a customer it will not store.
+///   A subscription create refused for the plan's sake (the detail names
+///   the plan, e.g. a version not active now) concerns everyone.
+/// - An ingest refusal concerns the events sent.
+pub fn classify(call: Call, e: &ApiError) -> ErrorClass {
+    let status = match e {
+        ApiError::Transport { .. } | ApiError::Decode { .. } => return ErrorClass::Transient,
+        ApiError::Unauthorized { .. } => return ErrorClass::Configuration,
+        ApiError::Status { status, .. } => *status,
+    };
+    if is_transient_status(status) {
+        return ErrorClass::Transient;
+    }
+    if matches!(status, 404 | 405) && call != Call::CreateSubscription {
+        return ErrorClass::Configuration;
+    }
+    match call {
+        Call::Ingest => ErrorClass::Event,
+        Call::ResolvePlan | Call::Catalog => ErrorClass::Configuration,
+        Call::CreateSubscription if matches!(status, 400 | 404) && names_the_plan(e) => {
+            ErrorClass::Configuration
+        }
+        Call::FindCustomer | Call::CreateCustomer | Call::FindSubscriptions => ErrorClass::Customer,
+        Call::CreateSubscription => ErrorClass::Customer,
+    }
+}
+
+fn names_the_plan(e: &ApiError) -> bool {
+    e.detail().to_ascii_lowercase().contains("plan")
+}
+
 /// 408, 425, 429 and 5xx are worth retrying; other statuses are final.
 pub fn is_transient_status(status: u16) -> bool {
     matches!(status, 408 | 425 | 429) || (500..600).contains(&status)
@@ -134,6 +205,75 @@ mod tests {
     fn client_errors_are_permanent() {
         for code in [400, 404, 409, 422] {
             assert!(!status(code).is_transient(), "{code}");
+        }
+    }
+
+    fn with_detail(code: u16, detail: &str) -> ApiError {
+        ApiError::Status {
+            operation: "test",
+            status: code,
+            title: "t".into(),
+            detail: detail.into(),
+            invalid_parameters: None,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn a_refused_subscription_concerns_one_customer() {
+        let refused = with_detail(409, "invalid billing setup: missing tax details");
+        assert_eq!(
+            classify(Call::CreateSubscription, &refused),
+            ErrorClass::Customer
+        );
+    }
+
+    #[test]
+    fn a_subscription_refused_for_the_plan_concerns_everyone() {
+        let e = with_detail(400, "plan version is not active");
+        assert_eq!(
+            classify(Call::CreateSubscription, &e),
+            ErrorClass::Configuration
+        );
+    }
+
+    #[test]
+    fn a_refused_customer_concerns_that_customer() {
+        for code in [400, 409, 422] {
+            assert_eq!(
+                classify(Call::CreateCustomer, &status(code)),
+                ErrorClass::Customer
+            );
+        }
+    }
+
+    #[test]
+    fn token_and_url_errors_concern_everyone() {
+        let token = ApiError::Unauthorized {
+            operation: "t",
+            status: 403,
+            detail: String::new(),
+        };
+        for call in [Call::FindCustomer, Call::Ingest, Call::CreateSubscription] {
+            assert_eq!(classify(call, &token), ErrorClass::Configuration);
+        }
+        assert_eq!(
+            classify(Call::Ingest, &status(404)),
+            ErrorClass::Configuration
+        );
+    }
+
+    #[test]
+    fn ingest_refusals_concern_the_events() {
+        for code in [400, 413, 422] {
+            assert_eq!(classify(Call::Ingest, &status(code)), ErrorClass::Event);
+        }
+    }
+
+    #[test]
+    fn unavailability_is_transient_whatever_the_call() {
+        for call in [Call::CreateCustomer, Call::Ingest, Call::ResolvePlan] {
+            assert_eq!(classify(call, &status(503)), ErrorClass::Transient);
         }
     }
 

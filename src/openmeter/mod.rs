@@ -7,4 +7,4 @@ pub mod model;
 
 pub use client::{ClientConfig, OpenMeterClient, CLOUDEVENT, CLOUDEVENT_BATCH};
 pub use endpoint::{Endpoint, EndpointError};
-pub use error::{is_transient_status, ApiError, Problem};
+pub use error::{classify, is_transient_status, ApiError, Call, ErrorClass, Problem};

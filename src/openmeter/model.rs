@@ -1,6 +1,7 @@
 //! The slice of OpenMeter's v3 schemas we read and write. Reads are lenient
 //! (unknown fields ignored); writes carry only fields the spec declares.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// `BillingCustomer`, as much of it as ensure needs.
@@ -9,7 +10,25 @@ pub struct Customer {
     pub id: String,
     pub key: String,
     #[serde(default)]
+    pub usage_attribution: Option<SubjectKeys>,
+    #[serde(default)]
     pub deleted_at: Option<String>,
+}
+
+/// `BillingCustomerUsageAttribution`, as read back.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SubjectKeys {
+    #[serde(default)]
+    pub subject_keys: Vec<String>,
+}
+
+impl Customer {
+    /// Whether usage sent with `subject` is attributed to this customer.
+    pub fn owns_subject(&self, subject: &str) -> bool {
+        self.usage_attribution
+            .as_ref()
+            .is_some_and(|u| u.subject_keys.iter().any(|k| k == subject))
+    }
 }
 
 /// `CreateCustomerRequest`.
@@ -39,6 +58,18 @@ pub struct Subscription {
     pub id: String,
     pub customer_id: String,
     pub status: String,
+    /// When the subscription became (or becomes) active: invoicing bills a
+    /// usage rate card only for events at or after this instant.
+    pub active_from: DateTime<Utc>,
+    /// When a canceled subscription stops billing.
+    #[serde(default)]
+    pub active_to: Option<DateTime<Utc>>,
+    /// The billing period length, an ISO 8601 duration (`P1M`).
+    #[serde(default)]
+    pub billing_cadence: String,
+    /// Where billing periods are aligned.
+    #[serde(default)]
+    pub billing_anchor: Option<DateTime<Utc>>,
     #[serde(default)]
     pub plan: Option<PlanRef>,
     #[serde(default)]
@@ -46,9 +77,17 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// An `active` or `scheduled` subscription is enough to bill usage.
-    pub fn is_current(&self) -> bool {
-        self.deleted_at.is_none() && matches!(self.status.as_str(), "active" | "scheduled")
+    /// Whether this subscription bills usage at `now`. OpenMeter's
+    /// `canceled` means "active until `active_to`" and `scheduled` starts
+    /// later (openmeterio/openmeter `subscription/state.go`); a customer has
+    /// at most one such subscription.
+    pub fn is_current(&self, now: DateTime<Utc>) -> bool {
+        self.deleted_at.is_none()
+            && match self.status.as_str() {
+                "active" | "scheduled" => true,
+                "canceled" => self.active_to.is_some_and(|to| to > now),
+                _ => false,
+            }
     }
 }
 
@@ -84,9 +123,12 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// A version customers can subscribe to.
+    /// A version customers can subscribe to now: OpenMeter refuses a
+    /// version that is not active at the time of the create
+    /// (`productcatalog/subscription/service/create.go`), so a `scheduled`
+    /// one does not count.
     pub fn is_subscribable(&self) -> bool {
-        self.deleted_at.is_none() && matches!(self.status.as_str(), "active" | "scheduled")
+        self.deleted_at.is_none() && self.status == "active"
     }
 
     pub fn reference(&self) -> PlanRef {

@@ -58,13 +58,22 @@ pub fn fixtures() -> Vec<(String, Value)> {
 /// and delivering through `client`; returns the pipeline (for its tally) and
 /// whether every record settled.
 pub async fn run_fixtures(client: OpenMeterClient, dlq: DeadLetterSink) -> (Pipeline, bool) {
+    run_fixtures_with(client, dlq, PipelineConfig::default()).await
+}
+
+/// [`run_fixtures`] with the given pipeline settings.
+pub async fn run_fixtures_with(
+    client: OpenMeterClient,
+    dlq: DeadLetterSink,
+    config: PipelineConfig,
+) -> (Pipeline, bool) {
     let provisioner = Provisioner::new(client, PLAN.parse().unwrap(), EnsureConfig::default());
     let pipeline = pipeline(
         provisioner,
         dlq,
         Arc::new(OffsetTracker::default()),
         PriceFeed::fixed("3500".parse().unwrap()),
-        PipelineConfig::default(),
+        config,
     );
     let file = tokio::fs::File::open(fixtures_dir().join("signer-events.jsonl"))
         .await
