@@ -91,6 +91,7 @@ fn from_plan(
         updated_at: now,
         name: plan.name.clone(),
         active_from: now,
+        active_to: None,
         customer_id,
         plan_id: Some(plan.id.clone()),
         plan: Some(PlanRef {
