@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use rust_decimal::Decimal;
 use serde_json::Value;
 
 use crate::faults::{Counters, Faults};
@@ -179,6 +180,40 @@ impl Double {
             .collect()
     }
 
+    // ---- usage ----------------------------------------------------------
+
+    /// What invoicing would bill the customer from meter `meter_key`: the
+    /// meter's value over the service periods of the customer's subscriptions
+    /// that put a usage price on a feature of this meter, each period running
+    /// from `active_from` to `active_to` (open while the subscription runs),
+    /// truncated to whole seconds. Events of other subjects, other event
+    /// types, duplicates by `(source, id)`, and events timed before a
+    /// subscription started (or after it ended) are not billed, exactly as
+    /// OpenMeter's invoicing does (see `state/usage.rs` for the sources).
+    /// This is what lets a test say "billed = signed".
+    ///
+    /// # Panics
+    /// When no meter has the key or no customer has the id: a typo in a test
+    /// must not read as "nothing billed".
+    pub fn billable_total(&self, meter_key: &str, customer_id: &str) -> Decimal {
+        let state = self.lock();
+        let meter = usage_subject(&state, meter_key, customer_id);
+        state.billable_total(meter, customer_id)
+    }
+
+    /// Everything meter `meter_key` counts for the customer, whenever the
+    /// events happened and whether or not a subscription bills them: what a
+    /// meter query filtered by the customer answers without `from`/`to`.
+    /// `metered_total - billable_total` is usage accepted but never invoiced.
+    ///
+    /// # Panics
+    /// Like [`Double::billable_total`].
+    pub fn metered_total(&self, meter_key: &str, customer_id: &str) -> Decimal {
+        let state = self.lock();
+        let meter = usage_subject(&state, meter_key, customer_id);
+        state.metered_total(meter, customer_id)
+    }
+
     // ---- seeding --------------------------------------------------------
 
     /// Insert a plan in any status (including deleted ones) to test plan
@@ -252,4 +287,15 @@ impl Double {
             .rejected_event_ids
             .extend(ids.iter().map(|s| s.to_string()));
     }
+}
+
+/// The meter keyed `meter_key`, after checking the customer exists.
+fn usage_subject<'s>(state: &'s State, meter_key: &str, customer_id: &str) -> &'s Meter {
+    assert!(
+        state.customer(customer_id).is_some(),
+        "no customer with id {customer_id:?}"
+    );
+    state
+        .meter_by_id_or_key(meter_key)
+        .unwrap_or_else(|| panic!("no meter with key {meter_key:?}"))
 }

@@ -46,7 +46,9 @@ fn injected(status: u16, retry_after: Option<u64>) -> Problem {
 pub(crate) async fn gate(State(d): State<Double>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let route = Route::classify(req.method(), &path);
-    d.inner.counters.record(route, is_write(req.method()));
+    // A meter query is a POST that changes nothing: not a write to save.
+    let write = is_write(req.method()) && route != Some(Route::QueryMeter);
+    d.inner.counters.record(route, write);
     if !authorized(&d, &req) {
         let mut resp =
             Problem::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token").render(&path);

@@ -37,4 +37,6 @@ pub use model::{
 };
 pub use problem::{InvalidParam, Problem};
 pub use route::Route;
+/// The exact decimal [`Double::billable_total`] and [`Double::metered_total`] answer in.
+pub use rust_decimal::Decimal;
 pub use server::{serve, RunningDouble};

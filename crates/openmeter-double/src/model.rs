@@ -153,6 +153,9 @@ pub struct Subscription {
     pub updated_at: DateTime<Utc>,
     pub name: String,
     pub active_from: DateTime<Utc>,
+    /// When the subscription stops (set by a cancel); open-ended when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_to: Option<DateTime<Utc>>,
     pub customer_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan_id: Option<String>,

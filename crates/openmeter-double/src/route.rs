@@ -19,6 +19,7 @@ pub enum Route {
     ListMeters,
     CreateMeter,
     GetMeter,
+    QueryMeter,
     ListFeatures,
     CreateFeature,
     GetFeature,
@@ -28,7 +29,7 @@ pub enum Route {
 
 impl Route {
     /// Every route, in declaration order (`ALL[r.index()] == r`).
-    pub const ALL: [Route; 18] = [
+    pub const ALL: [Route; 19] = [
         Route::ListCustomers,
         Route::CreateCustomer,
         Route::GetCustomer,
@@ -42,6 +43,7 @@ impl Route {
         Route::ListMeters,
         Route::CreateMeter,
         Route::GetMeter,
+        Route::QueryMeter,
         Route::ListFeatures,
         Route::CreateFeature,
         Route::GetFeature,
@@ -76,6 +78,7 @@ impl Route {
             (["meters"], true, _) => Some(Route::ListMeters),
             (["meters"], _, true) => Some(Route::CreateMeter),
             (["meters", _], true, _) => Some(Route::GetMeter),
+            (["meters", _, "query"], _, true) => Some(Route::QueryMeter),
             (["features"], true, _) => Some(Route::ListFeatures),
             (["features"], _, true) => Some(Route::CreateFeature),
             (["features", _], true, _) => Some(Route::GetFeature),

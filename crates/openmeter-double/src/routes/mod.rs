@@ -4,6 +4,7 @@
 mod customers;
 mod events;
 mod features;
+mod meter_query;
 pub(crate) mod meters;
 mod plans;
 mod subscriptions;
@@ -37,6 +38,7 @@ pub(crate) fn api() -> Router<Double> {
         .route("/openmeter/plans/{id}/publish", post(plans::publish))
         .route("/openmeter/meters", get(meters::list).post(meters::create))
         .route("/openmeter/meters/{id}", get(meters::get_one))
+        .route("/openmeter/meters/{id}/query", post(meter_query::query))
         .route(
             "/openmeter/features",
             get(features::list).post(features::create),

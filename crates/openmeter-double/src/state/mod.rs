@@ -7,6 +7,7 @@ mod customers;
 mod events;
 mod plans;
 mod subscriptions;
+mod usage;
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,6 +18,7 @@ pub(crate) use customers::NewCustomer;
 pub(crate) use events::{EventStore, StoredEvent};
 pub(crate) use plans::{NewPlan, PlanSelector};
 pub(crate) use subscriptions::NewSubscription;
+pub(crate) use usage::{MeterQuery, StringFilter, UsageRow, Window, CUSTOMER_ID, SUBJECT};
 
 #[derive(Default)]
 pub(crate) struct State {

@@ -1,4 +1,4 @@
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 
 use super::{PlanSelector, State};
@@ -54,13 +54,27 @@ fn phase_from_plan(phase: &Value, now: DateTime<Utc>) -> SubscriptionPhase {
     }
 }
 
+/// The instant a v3 create starts a subscription, as the server stores it.
+///
+/// The v3 create body has no start time: the handler always asks for
+/// `timing: immediate` (`api/v3/handlers/subscriptions/convert.go`), which
+/// resolves to `clock.Now()` (`subscription/timing.go`, `Timing.Resolve`), and
+/// the workflow uses it as `active_from` and the default billing anchor
+/// (`subscription/workflow/service/subscription.go`, `CreateFromPlan`). Nothing
+/// truncates it to seconds there; Postgres `timestamptz` keeps microseconds,
+/// so that is the precision a client reads back. (Invoicing truncates the
+/// service period to whole seconds later, see `usage.rs`.)
+pub(crate) fn started_now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
 fn from_plan(
     plan: &Plan,
     customer_id: String,
     status: &str,
     new: Option<NewSubscription>,
 ) -> Subscription {
-    let now = Utc::now();
+    let now = started_now();
     let (labels, anchor, settlement, cost_basis) = match new {
         Some(n) => (
             n.labels,
@@ -77,6 +91,7 @@ fn from_plan(
         updated_at: now,
         name: plan.name.clone(),
         active_from: now,
+        active_to: None,
         customer_id,
         plan_id: Some(plan.id.clone()),
         plan: Some(PlanRef {
