@@ -1,12 +1,14 @@
 //! The plan step. A plan is versioned: the published (`active` or
 //! `scheduled`) version is what customers subscribe to, so it is compared,
 //! never edited. A matching draft left by an interrupted run is published;
-//! a drifted plan is replaced only under `--publish-new-version`.
+//! a drifted plan is replaced only under `--publish-new-version`. When
+//! OpenMeter refuses to publish, the plan's line says why and that the
+//! draft exists unpublished, so nobody can subscribe to it yet.
 
 use reqwest::Method;
 
 use super::diff;
-use super::engine::{compared, Ctx, Ids, Resolved};
+use super::engine::{compared, fatal, Ctx, Ids, Resolved};
 use super::report::{Kind, Line, Outcome};
 use super::wire::CreatePlanRequest;
 use crate::openmeter::model::Plan;
@@ -127,9 +129,7 @@ async fn publish_draft(
         return Ok(Line::new(Kind::Plan, key, Outcome::WouldCreate)
             .with_detail(format!("would publish {detail}")));
     }
-    let published = publish(ctx.client, &draft.id).await?;
-    Ok(Line::new(Kind::Plan, key, Outcome::Published)
-        .with_detail(status_detail(&published, &detail)))
+    publish(ctx, draft, Outcome::Published, &detail).await
 }
 
 /// Creates a new version from the catalog and publishes it; `outcome` is
@@ -171,13 +171,12 @@ async fn create(
             Some(&body),
         )
         .await?;
-    let published = publish(ctx.client, &draft.id).await?;
     let detail = if note.is_empty() {
-        format!("version {}", published.version)
+        format!("version {}", draft.version)
     } else {
-        format!("version {}; {note}", published.version)
+        format!("version {}; {note}", draft.version)
     };
-    Ok(Line::new(Kind::Plan, key, outcome).with_detail(status_detail(&published, &detail)))
+    publish(ctx, &draft, outcome, &detail).await
 }
 
 /// Appends the status when publishing did not make the version `active`
@@ -190,7 +189,40 @@ fn status_detail(plan: &Plan, detail: &str) -> String {
     }
 }
 
-async fn publish(client: &OpenMeterClient, id: &str) -> Result<Plan, ApiError> {
+/// Publishes `draft`; on success the line is `outcome` with `detail`. A
+/// refusal is the plan's line too (see [`unpublished`]); only a refused
+/// token stops the run.
+async fn publish(
+    ctx: &Ctx<'_>,
+    draft: &Plan,
+    outcome: Outcome,
+    detail: &str,
+) -> Result<Line, ApiError> {
+    let key = ctx.catalog.plan.key.as_str();
+    match publish_call(ctx.client, &draft.id).await {
+        Ok(published) => {
+            Ok(Line::new(Kind::Plan, key, outcome).with_detail(status_detail(&published, detail)))
+        }
+        Err(e) if fatal(&e) => Err(e),
+        Err(e) => Ok(unpublished(key, draft.version, &e)),
+    }
+}
+
+/// A failed publish: OpenMeter's reason, and the draft it leaves behind,
+/// which no customer can subscribe to until a later run publishes it.
+fn unpublished(key: &str, version: u32, e: &ApiError) -> Line {
+    let status = e
+        .status()
+        .map(|s| format!(" (HTTP {s})"))
+        .unwrap_or_default();
+    let why = format!("publishing failed{status}: {}", e.detail());
+    Line::new(Kind::Plan, key, Outcome::Failed(why)).with_detail(format!(
+        "draft version {version} exists unpublished: no customer can subscribe until \
+         `ticketmeter bootstrap` publishes it"
+    ))
+}
+
+async fn publish_call(client: &OpenMeterClient, id: &str) -> Result<Plan, ApiError> {
     let path = format!("/openmeter/plans/{id}/publish");
     client
         .send_json::<Plan, ()>("publish plan", Method::POST, &path, &[], None)
