@@ -704,3 +704,34 @@ async fn a_rate_card_cadence_set_in_the_catalog_is_published_instead_of_the_plan
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_draft_that_differs_from_the_catalog_is_drift_that_says_to_delete_it() -> TestResult {
+    let env = env().await?;
+    env.double.seed_plan(PlanSeed::new(PLAN, 1, "draft"));
+    let opts = BootstrapOptions {
+        publish_new_version: true,
+        ..APPLY
+    };
+
+    let report = run(&env, &builtin(), opts).await?;
+
+    let line = report
+        .lines
+        .iter()
+        .find(|l| l.kind == Kind::Plan)
+        .ok_or("no plan line")?;
+    assert!(matches!(line.outcome, Outcome::Drift(_)), "{report}");
+    assert!(
+        line.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("delete that draft in OpenMeter")),
+        "{report}"
+    );
+    assert_eq!(
+        env.double.calls(Route::CreatePlan),
+        0,
+        "OpenMeter allows one draft per plan"
+    );
+    Ok(())
+}

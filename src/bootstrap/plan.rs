@@ -53,7 +53,7 @@ pub async fn ensure(ctx: &Ctx<'_>, features: &Ids) -> Result<(Line, ()), ApiErro
         (Some(current), draft) => {
             on_published(ctx, &features, current, differences(current), draft).await?
         }
-        (None, Some(draft)) => on_draft(ctx, &features, draft, differences(draft)).await?,
+        (None, Some(draft)) => on_draft(ctx, draft, differences(draft)).await?,
         (None, None) => create(ctx, &features, Outcome::Created, None).await?,
     };
     Ok((line, ()))
@@ -81,38 +81,39 @@ async fn on_published(
         return Ok(compared(Kind::Plan, key, differences)
             .with_detail(format!("{version}; --publish-new-version replaces it")));
     }
-    // A matching newer draft (from an interrupted run) is published as is.
-    if let Some(draft) =
-        draft.filter(|d| diff::plan(&ctx.catalog.plan, d, &|k| features.id(k)).is_empty())
-    {
+    // A newer draft (from an interrupted run) is published as is when it
+    // matches; one that differs stands in the way of a new version.
+    if let Some(draft) = draft {
+        let draft_differences = diff::plan(&ctx.catalog.plan, draft, &|k| features.id(k));
+        if !draft_differences.is_empty() {
+            return Ok(
+                compared(Kind::Plan, key, draft_differences).with_detail(blocking_draft(draft))
+            );
+        }
         return publish_draft(ctx, draft, Some(was)).await;
     }
     create(ctx, features, Outcome::Published, Some(was)).await
 }
 
 /// No published version, only a draft: publish it if it matches.
-async fn on_draft(
-    ctx: &Ctx<'_>,
-    features: &Features<'_>,
-    draft: &Plan,
-    differences: Vec<String>,
-) -> Result<Line, ApiError> {
+async fn on_draft(ctx: &Ctx<'_>, draft: &Plan, differences: Vec<String>) -> Result<Line, ApiError> {
     let key = ctx.catalog.plan.key.as_str();
     if differences.is_empty() {
         return publish_draft(ctx, draft, None).await;
     }
-    if ctx.opts.publish_new_version {
-        let was = format!(
-            "draft version {} differed: {}",
-            draft.version,
-            differences.join("; ")
-        );
-        return create(ctx, features, Outcome::Published, Some(was)).await;
-    }
-    Ok(compared(Kind::Plan, key, differences).with_detail(format!(
-        "unpublished draft version {}; --publish-new-version replaces it",
+    Ok(compared(Kind::Plan, key, differences).with_detail(blocking_draft(draft)))
+}
+
+/// What to do about a draft that differs from the catalog. OpenMeter keeps
+/// one draft per plan and refuses to create another version while it exists
+/// (openmeterio/openmeter `productcatalog/plan/service/plan.go`), and its
+/// update cannot change the currency or cadence, so the draft must go.
+fn blocking_draft(draft: &Plan) -> String {
+    format!(
+        "unpublished draft version {} differs from the catalog, and OpenMeter allows one draft \
+         per plan: delete that draft in OpenMeter, then run `ticketmeter bootstrap` again",
         draft.version
-    )))
+    )
 }
 
 async fn publish_draft(
