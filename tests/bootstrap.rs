@@ -3,13 +3,14 @@
 use std::io::Write;
 use std::path::Path;
 
-use openmeter_double::{Double, DoubleConfig, Route, RunningDouble};
+use openmeter_double::{Double, DoubleConfig, PlanSeed, Route, RunningDouble};
 use serde_json::json;
 use ticketmeter::bootstrap::{
     bootstrap, check_catalog_against_collector, BootstrapError, BootstrapOptions, Catalog,
     CatalogError, Kind, Outcome, Report,
 };
-use ticketmeter::domain::PlanKey;
+use ticketmeter::domain::{AuthId, Identity, PlanKey};
+use ticketmeter::openmeter::model::{CreateSubscription, CustomerById};
 use ticketmeter::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
 
 const PLAN: &str = "clearinghouse_default_ppu";
@@ -494,5 +495,243 @@ async fn report_prints_one_line_per_object() -> TestResult {
         "plan clearinghouse_default_ppu: created (version 1, active)"
     );
     assert_eq!(lines.len(), 7, "six objects and a summary:\n{text}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn bootstrap_on_an_empty_double_publishes_a_subscribable_plan() -> TestResult {
+    let env = env().await?;
+
+    let report = run(&env, &builtin(), APPLY).await?;
+
+    assert!(report.is_success(false), "{report}");
+    let key: PlanKey = PLAN.parse()?;
+    let versions = env.client.plan_versions(&key).await?;
+    let [plan] = versions.as_slice() else {
+        return Err(format!("expected one version, got {versions:?}").into());
+    };
+    assert_eq!((plan.version, plan.status.as_str()), (1, "active"));
+    assert_eq!(
+        plan.phases[0]["rate_cards"][0]["billing_cadence"],
+        json!("P1M"),
+        "the usage rate card is billed at the plan's cadence"
+    );
+    let auth_id = AuthId::parse("auth_id", "acme:alice")?;
+    let customer = env
+        .client
+        .create_customer(&Identity::from_auth_id(auth_id).customer_key())
+        .await?;
+    let subscription = env
+        .client
+        .create_subscription(&CreateSubscription {
+            customer: CustomerById { id: &customer.id },
+            plan: &plan.reference(),
+        })
+        .await?;
+    assert!(subscription.is_current(), "{subscription:?}");
+    Ok(())
+}
+
+/// The built-in catalog with its rate card keyed `billable`, while its
+/// feature is `billable_spend`: OpenMeter refuses such a plan.
+fn key_mismatch() -> Result<Catalog, Box<dyn std::error::Error>> {
+    let mut catalog = builtin();
+    catalog.plan.phases[0].rate_cards[0].key = "billable".parse()?;
+    Ok(catalog)
+}
+
+#[tokio::test]
+async fn a_catalog_with_a_rate_card_feature_key_mismatch_is_refused_before_any_request(
+) -> TestResult {
+    let env = env().await?;
+
+    let err = bootstrap(&env.client, &key_mismatch()?, &APPLY)
+        .await
+        .err()
+        .ok_or("bootstrapped a plan OpenMeter refuses")?;
+
+    assert!(matches!(err, BootstrapError::InvalidCatalog(_)), "{err}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains("plan.phases[0].rate_cards[0].key") && shown.contains("billable_spend"),
+        "{shown}"
+    );
+    assert_eq!(env.double.total_calls(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_catalog_with_a_usage_price_and_no_feature_is_refused_before_any_request() -> TestResult {
+    let env = env().await?;
+    let mut catalog = builtin();
+    catalog.plan.phases[0].rate_cards[0].feature = None;
+
+    let err = bootstrap(&env.client, &catalog, &APPLY)
+        .await
+        .err()
+        .ok_or("bootstrapped a plan OpenMeter refuses")?;
+
+    assert!(
+        err.to_string()
+            .contains("plan.phases[0].rate_cards[0].feature"),
+        "{err}"
+    );
+    assert_eq!(env.double.total_calls(), 0);
+    Ok(())
+}
+
+#[test]
+fn a_rate_card_feature_key_mismatch_in_a_file_is_reported_at_its_line() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let text = CUSTOM.replace("        - key: pixels\n", "        - key: pixel_card\n");
+    let err = Catalog::from_file(&write_file(dir.path(), "bad.yaml", &text)?)
+        .err()
+        .ok_or("accepted a plan OpenMeter refuses")?;
+    let shown = err.to_string();
+    assert!(
+        shown.contains("line 23: plan.phases[0].rate_cards[0].key"),
+        "{shown}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_usage_price_without_a_feature_in_a_file_is_reported_at_its_rate_card() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let text = CUSTOM.replace("          feature: pixels\n", "");
+    let err = Catalog::from_file(&write_file(dir.path(), "bad.yaml", &text)?)
+        .err()
+        .ok_or("accepted a plan OpenMeter refuses")?;
+    let shown = err.to_string();
+    assert!(
+        shown.contains("line 23: plan.phases[0].rate_cards[0].feature"),
+        "{shown}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refused_publish_names_openmeters_reason_and_reports_the_draft() -> TestResult {
+    let env = env().await?;
+    env.double.fail_next(Route::PublishPlan, 1, 400);
+
+    let report = run(&env, &builtin(), APPLY).await?;
+
+    let line = report
+        .lines
+        .iter()
+        .find(|l| l.kind == Kind::Plan)
+        .ok_or("no plan line")?;
+    assert!(
+        matches!(&line.outcome, Outcome::Failed(why)
+            if why.contains("HTTP 400") && why.contains("fault injected by openmeter-double")),
+        "{report}"
+    );
+    assert!(
+        line.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("draft version 1 exists unpublished")),
+        "{report}"
+    );
+    assert!(!report.is_success(true), "a non-zero exit");
+    let statuses: Vec<String> = env.double.plans().into_iter().map(|p| p.status).collect();
+    assert_eq!(statuses, ["draft"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_published_usage_rate_card_without_billing_cadence_is_drift() -> TestResult {
+    let env = env().await?;
+    run(&env, &builtin(), APPLY).await?;
+    let v1 = env.double.plans().into_iter().next().ok_or("no plan")?;
+    let mut phases = v1.phases.clone();
+    phases[0]["rate_cards"][0]
+        .as_object_mut()
+        .ok_or("no rate card")?
+        .remove("billing_cadence");
+    env.double.seed_plan(PlanSeed {
+        phases: Some(phases),
+        ..PlanSeed::new(PLAN, 2, "active")
+    });
+    env.double.reset_counters();
+
+    let report = run(&env, &builtin(), APPLY).await?;
+
+    let outcome = report.outcome(Kind::Plan, PLAN).ok_or("no plan line")?;
+    assert!(
+        matches!(outcome, Outcome::Drift(what)
+            if what.contains("rate_cards.billable_spend.billing_cadence: catalog P1M, existing (none)")),
+        "{report}"
+    );
+    assert_eq!(env.double.write_calls(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rate_card_cadence_set_in_the_catalog_is_published_instead_of_the_plans() -> TestResult {
+    let env = env().await?;
+    run(&env, &builtin(), APPLY).await?;
+    let mut daily = builtin();
+    daily.plan.phases[0].rate_cards[0].billing_cadence = Some("P1D".parse()?);
+    let opts = BootstrapOptions {
+        publish_new_version: true,
+        ..APPLY
+    };
+
+    let report = run(&env, &daily, opts).await?;
+
+    assert_eq!(
+        report.outcome(Kind::Plan, PLAN),
+        Some(&Outcome::Published),
+        "{report}"
+    );
+    let detail = &report.lines.last().ok_or("no lines")?.detail;
+    assert!(
+        detail
+            .as_deref()
+            .is_some_and(|d| d.contains("billing_cadence: catalog P1D, existing P1M")),
+        "{report}"
+    );
+    let v2 = env
+        .double
+        .plans()
+        .into_iter()
+        .find(|p| p.version == 2)
+        .ok_or("no v2")?;
+    assert_eq!(
+        v2.phases[0]["rate_cards"][0]["billing_cadence"],
+        json!("P1D")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_draft_that_differs_from_the_catalog_is_drift_that_says_to_delete_it() -> TestResult {
+    let env = env().await?;
+    env.double.seed_plan(PlanSeed::new(PLAN, 1, "draft"));
+    let opts = BootstrapOptions {
+        publish_new_version: true,
+        ..APPLY
+    };
+
+    let report = run(&env, &builtin(), opts).await?;
+
+    let line = report
+        .lines
+        .iter()
+        .find(|l| l.kind == Kind::Plan)
+        .ok_or("no plan line")?;
+    assert!(matches!(line.outcome, Outcome::Drift(_)), "{report}");
+    assert!(
+        line.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("delete that draft in OpenMeter")),
+        "{report}"
+    );
+    assert_eq!(
+        env.double.calls(Route::CreatePlan),
+        0,
+        "OpenMeter allows one draft per plan"
+    );
     Ok(())
 }

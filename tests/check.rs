@@ -5,7 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{collector_env, free_port, Binary, Broker, OpenMeter, TOKEN};
+use openmeter_double::Route;
+use support::{collector_env, free_port, Binary, Broker, OpenMeter, PLAN, TOKEN};
+use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 
 fn run_check(broker: &Broker, om: &OpenMeter) -> (bool, String) {
     let env = collector_env(&broker.brokers(), "check-events", &om.url(), free_port());
@@ -45,4 +47,35 @@ async fn check_fails_and_names_what_is_missing_on_an_empty_openmeter() {
     );
     assert!(out.contains("clearinghouse_default_ppu"), "{out}");
     assert_eq!(om.double.write_calls(), 0, "check writes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_when_the_default_plan_exists_only_as_a_draft() {
+    let broker = Broker::start();
+    broker.create_topic("check-events", 1).await;
+    let om = OpenMeter::start(Some(TOKEN)).await;
+    om.double.fail_next(Route::PublishPlan, 1, 400);
+    let catalog = Catalog::builtin(&PLAN.parse().expect("valid plan key"));
+    let report = bootstrap(
+        &om.client(Some(TOKEN)),
+        &catalog,
+        &BootstrapOptions::default(),
+    )
+    .await
+    .expect("bootstrap runs");
+    assert!(report.failed(), "the publish was refused:\n{report}");
+
+    let (ok, out) = run_check(&broker, &om);
+
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "✗ OpenMeter token and default plan {PLAN}: exists only as unpublished draft version 1"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("run `ticketmeter bootstrap` to publish it"),
+        "{out}"
+    );
 }

@@ -3,7 +3,9 @@
 //! It is plain data an operator may write as YAML or JSON. Every string the
 //! API constrains (keys, JSONPaths, amounts, durations) is a newtype checked
 //! while parsing, so a bad value is reported with the parser's line and
-//! column; cross-references are checked afterwards by [`Catalog::validate`].
+//! column; cross-references, and what OpenMeter refuses when it publishes a
+//! plan, are checked afterwards by [`Catalog::validate`], whose problems a
+//! file's catalog reports at their lines too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -15,6 +17,8 @@ use regex::Regex;
 use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
+use super::cadence;
+use super::lines::Lines;
 use crate::decode::BILLABLE_TYPE;
 use crate::domain::{is_resource_key, PlanKey};
 
@@ -35,12 +39,48 @@ pub enum CatalogError {
         line: Option<usize>,
         column: Option<usize>,
     },
-    /// Well-formed, but inconsistent (e.g. a feature naming a missing meter).
-    #[error("catalog {} is inconsistent: {}", path.display(), problems.join("; "))]
+    /// Well-formed, but inconsistent (e.g. a feature naming a missing meter)
+    /// or refused by OpenMeter on publish; each problem has its line.
+    #[error("catalog {} is inconsistent: {}", path.display(), joined(problems))]
     Invalid {
         path: PathBuf,
-        problems: Vec<String>,
+        problems: Vec<Problem>,
     },
+}
+
+/// One reason a catalog cannot be used as written: the field, as a path
+/// like `plan.phases[0].rate_cards[0].key`, what is wrong with it and, for
+/// a catalog read from a file, the line it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+    pub line: Option<usize>,
+}
+
+impl Problem {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+            line: None,
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Problems on one line of text, separated by `; `.
+pub fn joined(problems: &[Problem]) -> String {
+    let shown: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    shown.join("; ")
 }
 
 /// Declares a string newtype validated on deserialisation, so serde reports
@@ -125,14 +165,12 @@ checked_string!(
 checked_string!(
     /// The spec's `ISO8601Duration`, e.g. `P1M`.
     Duration,
-    |s| s.len() > 1 && pattern(&DURATION, DURATION_PATTERN).is_match(s),
+    |s| s.len() > 1 && cadence::Parts::parse(s).is_some(),
     "an ISO 8601 duration like P1M"
 );
 
 static JSONPATH: OnceLock<Regex> = OnceLock::new();
 static NUMERIC: OnceLock<Regex> = OnceLock::new();
-static DURATION: OnceLock<Regex> = OnceLock::new();
-const DURATION_PATTERN: &str = r"^P(?:\d+(?:\.\d+)?Y)?(?:\d+(?:\.\d+)?M)?(?:\d+(?:\.\d+)?W)?(?:\d+(?:\.\d+)?D)?(?:T(?:\d+(?:\.\d+)?H)?(?:\d+(?:\.\d+)?M)?(?:\d+(?:\.\d+)?S)?)?$";
 
 /// Compiles a constant pattern once. The patterns are literals in this file
 /// and covered by tests; a typo would panic on first use, never silently.
@@ -257,6 +295,17 @@ impl Price {
         self.amount.as_ref()
     }
 
+    /// A price per unit of usage (OpenMeter's usage-based rate card), as
+    /// opposed to a flat fee or nothing.
+    pub fn is_usage(&self) -> bool {
+        self.kind == PriceType::Unit
+    }
+
+    /// Whether anything is charged (OpenMeter reads `free` as no price).
+    fn is_billable(&self) -> bool {
+        self.kind != PriceType::Free
+    }
+
     /// Why the spec would reject this price, if it would.
     fn problem(&self) -> Option<&'static str> {
         match (self.kind, &self.amount) {
@@ -267,7 +316,8 @@ impl Price {
     }
 }
 
-/// A rate card; `feature` is a catalog feature key (sent as `{id}`).
+/// A rate card; `feature` is a catalog feature key (sent as `{id}`), which
+/// OpenMeter requires to equal the card's own key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateCardSpec {
@@ -275,7 +325,24 @@ pub struct RateCardSpec {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature: Option<Key>,
+    /// How often the card is billed; see [`Self::billing_cadence`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_cadence: Option<Duration>,
     pub price: Price,
+}
+
+impl RateCardSpec {
+    /// The cadence sent to OpenMeter. A usage price is billed every period:
+    /// the card's own cadence, else the plan's (OpenMeter creates a usage
+    /// rate card without one but refuses to publish it). A flat or free
+    /// price without one is charged once.
+    pub fn billing_cadence<'a>(&'a self, plan: &'a PlanSpec) -> Option<&'a Duration> {
+        match &self.billing_cadence {
+            Some(own) => Some(own),
+            None if self.price.is_usage() => Some(&plan.billing_cadence),
+            None => None,
+        }
+    }
 }
 
 /// A plan phase; only the last may omit `duration`.
@@ -366,12 +433,16 @@ impl Catalog {
             line,
             column,
         })?;
-        catalog
-            .validate()
-            .map_err(|problems| CatalogError::Invalid {
+        catalog.validate().map_err(|mut problems| {
+            let lines = Lines::of(&text);
+            for problem in &mut problems {
+                problem.line = lines.line(&problem.field);
+            }
+            CatalogError::Invalid {
                 path: path.to_owned(),
                 problems,
-            })?;
+            }
+        })?;
         Ok(catalog)
     }
 
@@ -397,8 +468,8 @@ impl Catalog {
 
     /// Checks what a parser cannot: unique keys, references that resolve,
     /// `value_property` present exactly when the aggregation uses it, and a
-    /// plan the API will accept. Each problem names its field.
-    pub fn validate(&self) -> Result<(), Vec<String>> {
+    /// plan OpenMeter will create and publish. Each problem names its field.
+    pub fn validate(&self) -> Result<(), Vec<Problem>> {
         let mut problems = Vec::new();
         self.validate_meters(&mut problems);
         self.validate_features(&mut problems);
@@ -410,18 +481,19 @@ impl Catalog {
         }
     }
 
-    fn validate_meters(&self, problems: &mut Vec<String>) {
+    fn validate_meters(&self, problems: &mut Vec<Problem>) {
         duplicates("meters", self.meters.iter().map(|m| &m.key), problems);
         for (i, m) in self.meters.iter().enumerate() {
+            let field = format!("meters[{i}].value_property");
             let needs_value = m.aggregation != Aggregation::Count;
             match (&m.value_property, needs_value) {
-                (None, true) => problems.push(format!(
-                    "meters[{i}].value_property: required for aggregation {}",
-                    m.aggregation
+                (None, true) => problems.push(Problem::new(
+                    field,
+                    format!("required for aggregation {}", m.aggregation),
                 )),
-                (Some(_), false) => problems.push(format!(
-                    "meters[{i}].value_property: a count meter ignores it; remove it"
-                )),
+                (Some(_), false) => {
+                    problems.push(Problem::new(field, "a count meter ignores it; remove it"))
+                }
                 _ => {}
             }
             non_empty(&format!("meters[{i}].name"), &m.name, problems);
@@ -429,54 +501,129 @@ impl Catalog {
         }
     }
 
-    fn validate_features(&self, problems: &mut Vec<String>) {
+    fn validate_features(&self, problems: &mut Vec<Problem>) {
         duplicates("features", self.features.iter().map(|f| &f.key), problems);
         let meters: BTreeSet<&Key> = self.meters.iter().map(|m| &m.key).collect();
         for (i, f) in self.features.iter().enumerate() {
             if !meters.contains(&f.meter) {
-                problems.push(format!(
-                    "features[{i}].meter: no meter {:?} in the catalog",
-                    f.meter.as_str()
+                problems.push(Problem::new(
+                    format!("features[{i}].meter"),
+                    format!("no meter {:?} in the catalog", f.meter.as_str()),
                 ));
             }
             non_empty(&format!("features[{i}].name"), &f.name, problems);
         }
     }
 
-    fn validate_plan(&self, problems: &mut Vec<String>) {
+    fn validate_plan(&self, problems: &mut Vec<Problem>) {
         let plan = &self.plan;
         non_empty("plan.name", &plan.name, problems);
         non_empty("plan.currency", &plan.currency, problems);
+        if !PLAN_CADENCES.contains(&plan.billing_cadence.as_str()) {
+            problems.push(Problem::new(
+                "plan.billing_cadence",
+                format!(
+                    "OpenMeter accepts only {} for a plan",
+                    PLAN_CADENCES.join(", ")
+                ),
+            ));
+        }
         if plan.phases.is_empty() {
-            problems.push("plan.phases: at least one phase is required".into());
+            problems.push(Problem::new(
+                "plan.phases",
+                "at least one phase is required",
+            ));
         }
         duplicates("plan.phases", plan.phases.iter().map(|p| &p.key), problems);
-        let features: BTreeSet<&Key> = self.features.iter().map(|f| &f.key).collect();
         let last = plan.phases.len().saturating_sub(1);
         for (i, phase) in plan.phases.iter().enumerate() {
             let at = format!("plan.phases[{i}]");
             non_empty(&format!("{at}.name"), &phase.name, problems);
-            if i < last && phase.duration.is_none() {
-                problems.push(format!("{at}.duration: only the last phase may omit it"));
+            match (&phase.duration, i < last) {
+                (None, true) => problems.push(Problem::new(
+                    format!("{at}.duration"),
+                    "only the last phase may omit it",
+                )),
+                (Some(_), false) => problems.push(Problem::new(
+                    format!("{at}.duration"),
+                    "the last phase lasts as long as the subscription: OpenMeter refuses to \
+                     publish a plan whose last phase has a duration",
+                )),
+                _ => {}
             }
-            let cards = phase.rate_cards.iter().map(|c| &c.key);
-            duplicates(&format!("{at}.rate_cards"), cards, problems);
+            let at = format!("{at}.rate_cards");
+            duplicates(&at, phase.rate_cards.iter().map(|c| &c.key), problems);
             for (j, card) in phase.rate_cards.iter().enumerate() {
-                let at = format!("{at}.rate_cards[{j}]");
-                non_empty(&format!("{at}.name"), &card.name, problems);
-                if let Some(problem) = card.price.problem() {
-                    problems.push(format!("{at}.price.amount: {problem}"));
-                }
-                if let Some(feature) = card.feature.as_ref().filter(|f| !features.contains(f)) {
-                    problems.push(format!(
-                        "{at}.feature: no feature {:?} in the catalog",
-                        feature.as_str()
-                    ));
-                }
+                self.validate_rate_card(&format!("{at}[{j}]"), card, problems);
             }
         }
     }
+
+    /// The spec's rules, then what OpenMeter checks on create and publish
+    /// (`productcatalog/ratecard.go`, `plan/service/plan.go`): a card's key
+    /// equals its feature's, a usage price has a feature, and a cadence is
+    /// an hour or more and fits the plan's.
+    fn validate_rate_card(&self, at: &str, card: &RateCardSpec, problems: &mut Vec<Problem>) {
+        non_empty(&format!("{at}.name"), &card.name, problems);
+        if let Some(problem) = card.price.problem() {
+            problems.push(Problem::new(format!("{at}.price.amount"), problem));
+        }
+        match &card.feature {
+            Some(feature) if !self.features.iter().any(|f| &f.key == feature) => {
+                problems.push(Problem::new(
+                    format!("{at}.feature"),
+                    format!("no feature {:?} in the catalog", feature.as_str()),
+                ));
+            }
+            Some(feature) if feature != &card.key => problems.push(Problem::new(
+                format!("{at}.key"),
+                format!(
+                    "{:?} is not its feature's key {:?}: OpenMeter requires a rate card's key \
+                     to equal its feature's key",
+                    card.key.as_str(),
+                    feature.as_str()
+                ),
+            )),
+            None if card.price.is_usage() => problems.push(Problem::new(
+                format!("{at}.feature"),
+                "a usage price needs a feature to meter: OpenMeter refuses to publish a \
+                 usage-priced rate card without one",
+            )),
+            _ => {}
+        }
+        if let Some(cadence) = &card.billing_cadence {
+            self.validate_card_cadence(&format!("{at}.billing_cadence"), card, cadence, problems);
+        }
+    }
+
+    fn validate_card_cadence(
+        &self,
+        field: &str,
+        card: &RateCardSpec,
+        cadence: &Duration,
+        problems: &mut Vec<Problem>,
+    ) {
+        let plan = &self.plan.billing_cadence;
+        if !cadence.at_least_an_hour() {
+            problems.push(Problem::new(
+                field,
+                format!("{cadence} is shorter than an hour: OpenMeter refuses to publish it"),
+            ));
+        } else if card.price.is_billable() && !cadence.aligns_with(plan) {
+            problems.push(Problem::new(
+                field,
+                format!(
+                    "{cadence} and the plan's {plan} do not divide one into the other in every \
+                     month: OpenMeter refuses to publish it"
+                ),
+            ));
+        }
+    }
 }
+
+/// The plan cadences OpenMeter accepts (`ErrPlanBillingCadenceAllowedValues`
+/// in openmeterio/openmeter `productcatalog/errors.go`).
+const PLAN_CADENCES: [&str; 8] = ["P1W", "P2W", "P4W", "P1M", "P3M", "P6M", "P12M", "P1Y"];
 
 fn is_json(path: &Path) -> bool {
     path.extension()
@@ -484,17 +631,21 @@ fn is_json(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
-fn non_empty(field: &str, value: &str, problems: &mut Vec<String>) {
+fn non_empty(field: &str, value: &str, problems: &mut Vec<Problem>) {
     if value.trim().is_empty() {
-        problems.push(format!("{field}: must not be empty"));
+        problems.push(Problem::new(field, "must not be empty"));
     }
 }
 
-fn duplicates<'a>(field: &str, keys: impl Iterator<Item = &'a Key>, problems: &mut Vec<String>) {
+/// Reports each repeated key at its second occurrence.
+fn duplicates<'a>(field: &str, keys: impl Iterator<Item = &'a Key>, problems: &mut Vec<Problem>) {
     let mut seen = BTreeSet::new();
-    for key in keys {
+    for (i, key) in keys.enumerate() {
         if !seen.insert(key) {
-            problems.push(format!("{field}: key {:?} appears twice", key.as_str()));
+            problems.push(Problem::new(
+                format!("{field}[{i}].key"),
+                format!("{:?} appears twice", key.as_str()),
+            ));
         }
     }
 }
@@ -542,6 +693,7 @@ fn builtin_plan(plan_key: &PlanKey) -> PlanSpec {
                 key: key("billable_spend"),
                 name: "Billable spend".to_owned(),
                 feature: Some(key("billable_spend")),
+                billing_cadence: None,
                 price: Price::unit(Numeric("0.000001".to_owned())),
             }],
         }],
@@ -592,7 +744,9 @@ mod tests {
         catalog.plan.phases[0].rate_cards[0].price.amount = None;
         let problems = catalog.validate().expect_err("inconsistent");
         assert!(
-            problems[0].ends_with("price.amount: required for this price type"),
+            problems[0]
+                .to_string()
+                .ends_with("price.amount: required for this price type"),
             "{problems:?}"
         );
     }
@@ -602,10 +756,7 @@ mod tests {
         let mut catalog = Catalog::builtin(&default_key());
         catalog.meters[2].value_property = Some(JsonPath::of_field("pixels"));
         let problems = catalog.validate().expect_err("inconsistent");
-        assert!(
-            problems[0].starts_with("meters[2].value_property"),
-            "{problems:?}"
-        );
+        assert_eq!(problems[0].field, "meters[2].value_property");
     }
 
     #[test]
@@ -613,6 +764,118 @@ mod tests {
         let mut catalog = Catalog::builtin(&default_key());
         catalog.features[0].meter = key("nope");
         let problems = catalog.validate().expect_err("inconsistent");
-        assert!(problems[0].starts_with("features[0].meter"), "{problems:?}");
+        assert_eq!(problems[0].field, "features[0].meter");
+    }
+
+    fn card(catalog: &mut Catalog) -> &mut RateCardSpec {
+        &mut catalog.plan.phases[0].rate_cards[0]
+    }
+
+    fn problem_fields(catalog: &Catalog) -> Vec<String> {
+        match catalog.validate() {
+            Ok(()) => Vec::new(),
+            Err(problems) => problems.into_iter().map(|p| p.field).collect(),
+        }
+    }
+
+    #[test]
+    fn a_rate_card_key_other_than_its_features_key_is_refused() {
+        let mut catalog = Catalog::builtin(&default_key());
+        card(&mut catalog).key = key("billable");
+        let problems = catalog.validate().expect_err("refused");
+        assert_eq!(problems[0].field, "plan.phases[0].rate_cards[0].key");
+        assert!(
+            problems[0].message.contains("\"billable_spend\""),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_usage_price_without_a_feature_is_refused() {
+        let mut catalog = Catalog::builtin(&default_key());
+        card(&mut catalog).feature = None;
+        assert_eq!(
+            problem_fields(&catalog),
+            ["plan.phases[0].rate_cards[0].feature"]
+        );
+    }
+
+    #[test]
+    fn a_flat_price_needs_no_feature() {
+        let mut catalog = Catalog::builtin(&default_key());
+        let flat = card(&mut catalog);
+        flat.feature = None;
+        flat.price.kind = PriceType::Flat;
+        assert_eq!(catalog.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_usage_rate_card_is_billed_at_the_plans_cadence_unless_it_has_its_own() {
+        let mut catalog = Catalog::builtin(&default_key());
+        let plan = catalog.plan.clone();
+        let usage = &plan.phases[0].rate_cards[0];
+        assert_eq!(
+            usage.billing_cadence(&plan).map(Duration::as_str),
+            Some("P1M")
+        );
+
+        card(&mut catalog).billing_cadence = "P1D".parse().ok();
+        let plan = catalog.plan.clone();
+        let own = &plan.phases[0].rate_cards[0];
+        assert_eq!(
+            own.billing_cadence(&plan).map(Duration::as_str),
+            Some("P1D")
+        );
+    }
+
+    #[test]
+    fn a_flat_rate_card_without_a_cadence_is_charged_once() {
+        let mut catalog = Catalog::builtin(&default_key());
+        card(&mut catalog).price.kind = PriceType::Flat;
+        let plan = &catalog.plan;
+        assert_eq!(plan.phases[0].rate_cards[0].billing_cadence(plan), None);
+    }
+
+    #[test]
+    fn a_rate_card_cadence_under_an_hour_is_refused() {
+        let mut catalog = Catalog::builtin(&default_key());
+        card(&mut catalog).billing_cadence = "PT0S".parse().ok();
+        assert_eq!(
+            problem_fields(&catalog),
+            ["plan.phases[0].rate_cards[0].billing_cadence"]
+        );
+    }
+
+    #[test]
+    fn a_rate_card_cadence_that_does_not_fit_the_plans_is_refused() {
+        let mut catalog = Catalog::builtin(&default_key());
+        card(&mut catalog).billing_cadence = "P1W".parse().ok();
+        let problems = catalog.validate().expect_err("refused");
+        assert!(problems[0].message.contains("P1W"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_plan_cadence_openmeter_does_not_offer_is_refused() {
+        let mut catalog = Catalog::builtin(&default_key());
+        catalog.plan.billing_cadence = "P1D".parse().expect("valid duration");
+        assert_eq!(problem_fields(&catalog), ["plan.billing_cadence"]);
+    }
+
+    #[test]
+    fn a_last_phase_with_a_duration_is_refused() {
+        let mut catalog = Catalog::builtin(&default_key());
+        catalog.plan.phases[0].duration = "P1M".parse().ok();
+        assert_eq!(problem_fields(&catalog), ["plan.phases[0].duration"]);
+    }
+
+    #[test]
+    fn a_repeated_key_is_reported_where_it_repeats() {
+        let mut catalog = Catalog::builtin(&default_key());
+        catalog.meters[2].key = key("billable_usd_micros");
+        assert!(
+            problem_fields(&catalog).contains(&"meters[2].key".to_owned()),
+            "{:?}",
+            catalog.validate()
+        );
     }
 }

@@ -88,7 +88,8 @@ pub fn feature(meter_key: &str, meter_id: Option<&str>, existing: &Feature) -> V
 }
 
 /// How a plan version departs from the catalog: currency, billing cadence,
-/// and per phase its key, duration and rate cards (key, feature, price).
+/// and per phase its key, duration and rate cards (key, feature, billing
+/// cadence, price).
 /// `feature_id` maps a catalog feature key to the id it has (if any).
 pub fn plan(
     spec: &PlanSpec,
@@ -136,6 +137,7 @@ pub fn plan(
         }
         out.extend(rate_cards(
             &at,
+            spec,
             &want.rate_cards,
             &have.rate_cards,
             feature_id,
@@ -150,6 +152,7 @@ fn count(n: usize) -> String {
 
 fn rate_cards(
     at: &str,
+    plan: &PlanSpec,
     wanted: &[RateCardSpec],
     existing: &[RateCardRead],
     feature_id: &dyn Fn(&str) -> Option<String>,
@@ -161,7 +164,7 @@ fn rate_cards(
         let at = format!("{at}.rate_cards.{}", want.key);
         match by_key.get(want.key.as_str()) {
             None => out.push(differs(&at, "present", "(none)")),
-            Some(have) => out.extend(rate_card(&at, want, have, feature_id)),
+            Some(have) => out.extend(rate_card(&at, plan, want, have, feature_id)),
         }
     }
     for have in existing {
@@ -175,6 +178,7 @@ fn rate_cards(
 
 fn rate_card(
     at: &str,
+    plan: &PlanSpec,
     want: &RateCardSpec,
     have: &RateCardRead,
     feature_id: &dyn Fn(&str) -> Option<String>,
@@ -193,6 +197,14 @@ fn rate_card(
         }
     } else if let Some(id) = have_feature {
         out.push(differs(&format!("{at}.feature"), "(none)", id));
+    }
+    let cadence = want.billing_cadence(plan).map(|c| c.as_str());
+    if have.billing_cadence.as_deref() != cadence {
+        out.push(differs(
+            &format!("{at}.billing_cadence"),
+            or_none(cadence),
+            or_none(have.billing_cadence.as_deref()),
+        ));
     }
     out.extend(price(at, &want.price, have));
     out

@@ -54,7 +54,7 @@ pub async fn run(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ApiError> {
 
 /// A refused token fails every later call the same way: stop instead of
 /// printing the same failure for every object.
-fn fatal(e: &ApiError) -> bool {
+pub fn fatal(e: &ApiError) -> bool {
     matches!(e, ApiError::Unauthorized { .. })
 }
 

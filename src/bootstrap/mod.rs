@@ -7,9 +7,11 @@
 //! for an operator to decide on; only `--publish-new-version` replaces a
 //! drifted plan, by publishing a new version.
 
+mod cadence;
 mod catalog;
 mod diff;
 mod engine;
+mod lines;
 mod plan;
 mod report;
 mod wire;
@@ -22,7 +24,7 @@ use crate::openmeter::{ApiError, OpenMeterClient};
 
 pub use catalog::{
     Aggregation, Catalog, CatalogError, DimensionName, Duration, FeatureSpec, JsonPath, Key,
-    MeterSpec, Numeric, PhaseSpec, PlanSpec, Price, PriceType, RateCardSpec,
+    MeterSpec, Numeric, PhaseSpec, PlanSpec, Price, PriceType, Problem, RateCardSpec,
 };
 pub use report::{Kind, Line, Outcome, Report};
 
@@ -39,9 +41,10 @@ pub struct BootstrapOptions {
 /// errors: they are [`Outcome::Failed`] lines in the [`Report`].
 #[derive(Debug, Error)]
 pub enum BootstrapError {
-    /// The catalog contradicts itself (checked before any call).
-    #[error("the catalog is inconsistent: {}", .0.join("; "))]
-    InvalidCatalog(Vec<String>),
+    /// The catalog contradicts itself, or OpenMeter would refuse it
+    /// (checked before any call).
+    #[error("the catalog is inconsistent: {}", catalog::joined(.0))]
+    InvalidCatalog(Vec<Problem>),
     /// OpenMeter refused the token: no further call can succeed, so the run
     /// stops. `report` holds what was done before.
     #[error("bootstrap stopped: {source}")]

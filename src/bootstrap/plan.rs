@@ -1,12 +1,14 @@
 //! The plan step. A plan is versioned: the published (`active` or
 //! `scheduled`) version is what customers subscribe to, so it is compared,
 //! never edited. A matching draft left by an interrupted run is published;
-//! a drifted plan is replaced only under `--publish-new-version`.
+//! a drifted plan is replaced only under `--publish-new-version`. When
+//! OpenMeter refuses to publish, the plan's line says why and that the
+//! draft exists unpublished, so nobody can subscribe to it yet.
 
 use reqwest::Method;
 
 use super::diff;
-use super::engine::{compared, Ctx, Ids, Resolved};
+use super::engine::{compared, fatal, Ctx, Ids, Resolved};
 use super::report::{Kind, Line, Outcome};
 use super::wire::CreatePlanRequest;
 use crate::openmeter::model::Plan;
@@ -51,7 +53,7 @@ pub async fn ensure(ctx: &Ctx<'_>, features: &Ids) -> Result<(Line, ()), ApiErro
         (Some(current), draft) => {
             on_published(ctx, &features, current, differences(current), draft).await?
         }
-        (None, Some(draft)) => on_draft(ctx, &features, draft, differences(draft)).await?,
+        (None, Some(draft)) => on_draft(ctx, draft, differences(draft)).await?,
         (None, None) => create(ctx, &features, Outcome::Created, None).await?,
     };
     Ok((line, ()))
@@ -79,38 +81,39 @@ async fn on_published(
         return Ok(compared(Kind::Plan, key, differences)
             .with_detail(format!("{version}; --publish-new-version replaces it")));
     }
-    // A matching newer draft (from an interrupted run) is published as is.
-    if let Some(draft) =
-        draft.filter(|d| diff::plan(&ctx.catalog.plan, d, &|k| features.id(k)).is_empty())
-    {
+    // A newer draft (from an interrupted run) is published as is when it
+    // matches; one that differs stands in the way of a new version.
+    if let Some(draft) = draft {
+        let draft_differences = diff::plan(&ctx.catalog.plan, draft, &|k| features.id(k));
+        if !draft_differences.is_empty() {
+            return Ok(
+                compared(Kind::Plan, key, draft_differences).with_detail(blocking_draft(draft))
+            );
+        }
         return publish_draft(ctx, draft, Some(was)).await;
     }
     create(ctx, features, Outcome::Published, Some(was)).await
 }
 
 /// No published version, only a draft: publish it if it matches.
-async fn on_draft(
-    ctx: &Ctx<'_>,
-    features: &Features<'_>,
-    draft: &Plan,
-    differences: Vec<String>,
-) -> Result<Line, ApiError> {
+async fn on_draft(ctx: &Ctx<'_>, draft: &Plan, differences: Vec<String>) -> Result<Line, ApiError> {
     let key = ctx.catalog.plan.key.as_str();
     if differences.is_empty() {
         return publish_draft(ctx, draft, None).await;
     }
-    if ctx.opts.publish_new_version {
-        let was = format!(
-            "draft version {} differed: {}",
-            draft.version,
-            differences.join("; ")
-        );
-        return create(ctx, features, Outcome::Published, Some(was)).await;
-    }
-    Ok(compared(Kind::Plan, key, differences).with_detail(format!(
-        "unpublished draft version {}; --publish-new-version replaces it",
+    Ok(compared(Kind::Plan, key, differences).with_detail(blocking_draft(draft)))
+}
+
+/// What to do about a draft that differs from the catalog. OpenMeter keeps
+/// one draft per plan and refuses to create another version while it exists
+/// (openmeterio/openmeter `productcatalog/plan/service/plan.go`), and its
+/// update cannot change the currency or cadence, so the draft must go.
+fn blocking_draft(draft: &Plan) -> String {
+    format!(
+        "unpublished draft version {} differs from the catalog, and OpenMeter allows one draft \
+         per plan: delete that draft in OpenMeter, then run `ticketmeter bootstrap` again",
         draft.version
-    )))
+    )
 }
 
 async fn publish_draft(
@@ -127,9 +130,7 @@ async fn publish_draft(
         return Ok(Line::new(Kind::Plan, key, Outcome::WouldCreate)
             .with_detail(format!("would publish {detail}")));
     }
-    let published = publish(ctx.client, &draft.id).await?;
-    Ok(Line::new(Kind::Plan, key, Outcome::Published)
-        .with_detail(status_detail(&published, &detail)))
+    publish(ctx, draft, Outcome::Published, &detail).await
 }
 
 /// Creates a new version from the catalog and publishes it; `outcome` is
@@ -171,13 +172,12 @@ async fn create(
             Some(&body),
         )
         .await?;
-    let published = publish(ctx.client, &draft.id).await?;
     let detail = if note.is_empty() {
-        format!("version {}", published.version)
+        format!("version {}", draft.version)
     } else {
-        format!("version {}; {note}", published.version)
+        format!("version {}; {note}", draft.version)
     };
-    Ok(Line::new(Kind::Plan, key, outcome).with_detail(status_detail(&published, &detail)))
+    publish(ctx, &draft, outcome, &detail).await
 }
 
 /// Appends the status when publishing did not make the version `active`
@@ -190,7 +190,40 @@ fn status_detail(plan: &Plan, detail: &str) -> String {
     }
 }
 
-async fn publish(client: &OpenMeterClient, id: &str) -> Result<Plan, ApiError> {
+/// Publishes `draft`; on success the line is `outcome` with `detail`. A
+/// refusal is the plan's line too (see [`unpublished`]); only a refused
+/// token stops the run.
+async fn publish(
+    ctx: &Ctx<'_>,
+    draft: &Plan,
+    outcome: Outcome,
+    detail: &str,
+) -> Result<Line, ApiError> {
+    let key = ctx.catalog.plan.key.as_str();
+    match publish_call(ctx.client, &draft.id).await {
+        Ok(published) => {
+            Ok(Line::new(Kind::Plan, key, outcome).with_detail(status_detail(&published, detail)))
+        }
+        Err(e) if fatal(&e) => Err(e),
+        Err(e) => Ok(unpublished(key, draft.version, &e)),
+    }
+}
+
+/// A failed publish: OpenMeter's reason, and the draft it leaves behind,
+/// which no customer can subscribe to until a later run publishes it.
+fn unpublished(key: &str, version: u32, e: &ApiError) -> Line {
+    let status = e
+        .status()
+        .map(|s| format!(" (HTTP {s})"))
+        .unwrap_or_default();
+    let why = format!("publishing failed{status}: {}", e.detail());
+    Line::new(Kind::Plan, key, Outcome::Failed(why)).with_detail(format!(
+        "draft version {version} exists unpublished: no customer can subscribe until \
+         `ticketmeter bootstrap` publishes it"
+    ))
+}
+
+async fn publish_call(client: &OpenMeterClient, id: &str) -> Result<Plan, ApiError> {
     let path = format!("/openmeter/plans/{id}/publish");
     client
         .send_json::<Plan, ()>("publish plan", Method::POST, &path, &[], None)

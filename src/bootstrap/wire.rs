@@ -117,13 +117,17 @@ pub struct PhaseRequest<'a> {
     pub rate_cards: Vec<RateCardRequest<'a>>,
 }
 
-/// `BillingRateCard` as written: the feature goes by id, as the spec says.
+/// `BillingRateCard` as written: the feature goes by id, as the spec says;
+/// a usage price always carries its billing cadence, which OpenMeter
+/// requires to publish the plan.
 #[derive(Debug, Serialize)]
 pub struct RateCardRequest<'a> {
     pub name: &'a str,
     pub key: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feature: Option<IdRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billing_cadence: Option<&'a Duration>,
     pub price: &'a Price,
 }
 
@@ -140,14 +144,18 @@ impl<'a> CreatePlanRequest<'a> {
             phases: plan
                 .phases
                 .iter()
-                .map(|p| PhaseRequest::new(p, feature_id))
+                .map(|p| PhaseRequest::new(plan, p, feature_id))
                 .collect(),
         }
     }
 }
 
 impl<'a> PhaseRequest<'a> {
-    fn new(phase: &'a PhaseSpec, feature_id: &dyn Fn(&str) -> Option<String>) -> Self {
+    fn new(
+        plan: &'a PlanSpec,
+        phase: &'a PhaseSpec,
+        feature_id: &dyn Fn(&str) -> Option<String>,
+    ) -> Self {
         Self {
             name: &phase.name,
             key: phase.key.as_str(),
@@ -155,14 +163,18 @@ impl<'a> PhaseRequest<'a> {
             rate_cards: phase
                 .rate_cards
                 .iter()
-                .map(|c| RateCardRequest::new(c, feature_id))
+                .map(|c| RateCardRequest::new(plan, c, feature_id))
                 .collect(),
         }
     }
 }
 
 impl<'a> RateCardRequest<'a> {
-    fn new(card: &'a RateCardSpec, feature_id: &dyn Fn(&str) -> Option<String>) -> Self {
+    fn new(
+        plan: &'a PlanSpec,
+        card: &'a RateCardSpec,
+        feature_id: &dyn Fn(&str) -> Option<String>,
+    ) -> Self {
         Self {
             name: &card.name,
             key: card.key.as_str(),
@@ -171,6 +183,7 @@ impl<'a> RateCardRequest<'a> {
                 .as_ref()
                 .and_then(|f| feature_id(f.as_str()))
                 .map(|id| IdRef { id }),
+            billing_cadence: card.billing_cadence(plan),
             price: &card.price,
         }
     }
@@ -194,6 +207,8 @@ pub struct RateCardRead {
     pub key: String,
     #[serde(default)]
     pub feature: Option<IdRef>,
+    #[serde(default)]
+    pub billing_cadence: Option<String>,
     #[serde(default)]
     pub price: Option<PriceRead>,
 }

@@ -10,6 +10,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use super::args::CheckArgs;
 use super::{client, kafka_config, price_source, provisioner};
 use crate::bootstrap::{bootstrap, BootstrapOptions, Catalog, Kind, Outcome};
+use crate::domain::PlanKey;
+use crate::openmeter::OpenMeterClient;
 use crate::price::PriceFeed;
 
 /// One line of the checklist.
@@ -27,18 +29,7 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             result: Err(format!("{e:#}")),
         }),
         Ok(client) => {
-            let provisioner = provisioner(client.clone(), &args.ensure);
-            checks.push(Check {
-                name: format!(
-                    "OpenMeter token and default plan {}",
-                    args.ensure.default_plan_key
-                ),
-                result: provisioner
-                    .default_plan()
-                    .await
-                    .map(|p| format!("version {} is subscribable", p.version))
-                    .map_err(|e| e.to_string()),
-            });
+            checks.push(plan_check(&client, &args).await);
             checks.extend(catalog_checks(&client, &args).await);
         }
     }
@@ -94,11 +85,46 @@ async fn price_check(args: &CheckArgs) -> Check {
     }
 }
 
+/// The token works and the default plan has a version customers can be
+/// subscribed to. A plan that exists only as a draft (a publish OpenMeter
+/// refused) is named as such, with what to do about it.
+async fn plan_check(client: &OpenMeterClient, args: &CheckArgs) -> Check {
+    let key = &args.ensure.default_plan_key;
+    let result = match provisioner(client.clone(), &args.ensure)
+        .default_plan()
+        .await
+    {
+        Ok(plan) => Ok(format!("version {} is subscribable", plan.version)),
+        Err(e) => Err(match only_draft(client, key).await {
+            Some(version) => format!(
+                "exists only as unpublished draft version {version}, so no customer can be \
+                 subscribed: run `ticketmeter bootstrap` to publish it (its report names \
+                 OpenMeter's reason if publishing is refused)"
+            ),
+            None => e.to_string(),
+        }),
+    };
+    Check {
+        name: format!("OpenMeter token and default plan {key}"),
+        result,
+    }
+}
+
+/// The highest draft version of `key` when no version is published.
+async fn only_draft(client: &OpenMeterClient, key: &PlanKey) -> Option<u32> {
+    let versions = client.plan_versions(key).await.ok()?;
+    let live = || versions.iter().filter(|p| p.deleted_at.is_none());
+    if live().any(|p| p.is_subscribable()) {
+        return None;
+    }
+    live()
+        .filter(|p| p.status == "draft")
+        .map(|p| p.version)
+        .max()
+}
+
 /// The built-in catalog's meters, features and plan, compared read-only.
-async fn catalog_checks(
-    client: &crate::openmeter::OpenMeterClient,
-    args: &CheckArgs,
-) -> Vec<Check> {
+async fn catalog_checks(client: &OpenMeterClient, args: &CheckArgs) -> Vec<Check> {
     let catalog = Catalog::builtin(&args.ensure.default_plan_key);
     let dry_run = BootstrapOptions {
         dry_run: true,
