@@ -528,7 +528,10 @@ async fn bootstrap_on_an_empty_double_publishes_a_subscribable_plan() -> TestRes
             plan: &plan.reference(),
         })
         .await?;
-    assert!(subscription.is_current(chrono::Utc::now()), "{subscription:?}");
+    assert!(
+        subscription.is_current(chrono::Utc::now()),
+        "{subscription:?}"
+    );
     Ok(())
 }
 

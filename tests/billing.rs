@@ -1,0 +1,269 @@
+//! Billed, not just accepted: usage goes through the real pipeline to the
+//! OpenMeter double, and each customer's invoice-able total (the double's
+//! meter query, which counts events inside subscription service periods as
+//! OpenMeter's invoicing does) must equal what the signer signed, to the
+//! micro.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::json;
+use support::{eventually, OpenMeter, PLAN};
+use ticketmeter::cli::pipeline;
+use ticketmeter::commit::OffsetTracker;
+use ticketmeter::deliver::Tally;
+use ticketmeter::dlq::DeadLetterSink;
+use ticketmeter::ensure::{EnsureConfig, Provisioner};
+use ticketmeter::pipeline::{Pipeline, PipelineConfig};
+use ticketmeter::price::PriceFeed;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+const METER: &str = "billable_usd_micros";
+
+/// Signs tickets like go-livepeer and remembers what each customer owes.
+#[derive(Default)]
+struct Signer {
+    next: u64,
+    /// auth_id → signed USD micros at ETH/USD 3500.
+    signed: BTreeMap<String, Decimal>,
+}
+
+impl Signer {
+    /// One `create_signed_ticket` line; fees vary so rounding is exercised.
+    fn ticket(&mut self, auth_id: &str, signed_at: DateTime<Utc>) -> String {
+        self.next += 1;
+        let fee_wei: u128 = 1_000_000_000_000 + u128::from(self.next) * 7_919_333;
+        // round_half_up(fee × 3500 / 10^12), exactly.
+        let micros = (fee_wei * 3500 + 500_000_000_000) / 1_000_000_000_000;
+        *self.signed.entry(auth_id.to_owned()).or_default() += Decimal::from(micros);
+        json!({
+            "id": format!("env-{}", self.next),
+            "type": "create_signed_ticket",
+            "timestamp": signed_at.timestamp_millis().to_string(),
+            "data": {
+                "request_id": format!("req-{}-{}", Utc::now().timestamp_nanos_opt().unwrap(), self.next),
+                "auth_id": auth_id,
+                "computed_fee": fee_wei.to_string(),
+                "current_time": signed_at.to_rfc3339(),
+                "pipeline": "live-video-to-video",
+            }
+        })
+        .to_string()
+    }
+
+    fn total(&self) -> Decimal {
+        self.signed.values().sum()
+    }
+}
+
+fn test_pipeline(om: &OpenMeter, dlq: DeadLetterSink) -> Pipeline {
+    let provisioner = Provisioner::new(
+        om.client(None),
+        PLAN.parse().unwrap(),
+        EnsureConfig::default(),
+    );
+    pipeline(
+        provisioner,
+        dlq,
+        Arc::new(OffsetTracker::default()),
+        PriceFeed::fixed("3500".parse().unwrap()),
+        PipelineConfig {
+            linger: Duration::from_millis(20),
+            ..PipelineConfig::default()
+        },
+    )
+}
+
+/// Runs `lines` through the pipeline as one JSON-lines stream.
+async fn run(pipeline: &Pipeline, lines: Vec<String>) {
+    let text = lines.join("\n") + "\n";
+    let settled = pipeline
+        .run_lines(
+            std::io::Cursor::new(text.into_bytes()),
+            "test",
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(settled, "every record settled");
+}
+
+/// Each customer's billable total from the double, by auth_id.
+fn billed(om: &OpenMeter, signer: &Signer) -> BTreeMap<String, Decimal> {
+    let customers = om.double.customers();
+    signer
+        .signed
+        .keys()
+        .map(|auth_id| {
+            let customer = customers
+                .iter()
+                .find(|c| c.subject_keys().iter().any(|k| k == auth_id))
+                .unwrap_or_else(|| panic!("no customer bills {auth_id}"));
+            (
+                auth_id.clone(),
+                om.double.billable_total(METER, &customer.id),
+            )
+        })
+        .collect()
+}
+
+fn report(scenario: &str, om: &OpenMeter, signer: &Signer) {
+    let billed = billed(om, signer);
+    let total: Decimal = billed.values().sum();
+    eprintln!(
+        "{scenario}: billed {total} / signed {} USD micros over {} customers",
+        signer.total(),
+        signer.signed.len()
+    );
+    assert_eq!(
+        billed, signer.signed,
+        "{scenario}: billed = signed, per customer"
+    );
+}
+
+#[tokio::test]
+async fn live_usage_of_new_customers_is_billed_in_full() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let pipeline = test_pipeline(&om, DeadLetterSink::memory());
+    let mut signer = Signer::default();
+    let (mut writer, reader) = tokio::io::duplex(1 << 16);
+    let mut lines = Vec::new();
+    for round in 0..20 {
+        for customer in 0..10 {
+            lines.push(signer.ticket(&format!("live:user-{customer}"), Utc::now()));
+        }
+        lines.push(String::new());
+        if round % 5 == 4 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let feed = tokio::spawn(async move {
+        for line in lines {
+            writer
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let settled = pipeline
+        .run_lines(
+            tokio::io::BufReader::new(reader),
+            "live",
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    feed.await.unwrap();
+    assert!(settled);
+    report("live", &om, &signer);
+}
+
+#[tokio::test]
+async fn a_three_hour_backlog_of_new_customers_is_billed_in_full() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let pipeline = test_pipeline(&om, DeadLetterSink::memory());
+    let mut signer = Signer::default();
+    let start = Utc::now() - chrono::Duration::hours(3);
+    let lines = (0..300)
+        .map(|i| {
+            let at = start + chrono::Duration::seconds(i * 36);
+            signer.ticket(&format!("backlog:user-{}", i % 12), at)
+        })
+        .collect();
+    run(&pipeline, lines).await;
+    report("backlog", &om, &signer);
+}
+
+#[tokio::test]
+async fn usage_of_a_subject_owned_by_a_customer_of_another_key_is_billed_to_that_customer() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let owner = om.double.seed_customer("legacy-7", &["acme:olga"]);
+    let pipeline = test_pipeline(&om, DeadLetterSink::memory());
+    let mut signer = Signer::default();
+    let lines = (0..5)
+        .map(|_| signer.ticket("acme:olga", Utc::now()))
+        .collect();
+    run(&pipeline, lines).await;
+    assert_eq!(om.double.customers().len(), 1, "no customer was added");
+    assert_eq!(
+        om.double.billable_total(METER, &owner),
+        signer.signed["acme:olga"]
+    );
+}
+
+#[tokio::test]
+async fn events_older_than_the_subscription_are_sent_at_its_start_and_counted() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let pipeline = test_pipeline(&om, DeadLetterSink::memory());
+    let mut signer = Signer::default();
+    let signed_at = Utc::now() - chrono::Duration::days(2);
+    run(&pipeline, vec![signer.ticket("acme:old", signed_at)]).await;
+    let sent = om.double.unique_events();
+    assert_eq!(
+        sent[0]["data"]["signed_at"],
+        signed_at.to_rfc3339(),
+        "the signed time is kept"
+    );
+    let subscription = &om.double.subscriptions()[0];
+    let time = DateTime::parse_from_rfc3339(sent[0]["time"].as_str().unwrap()).unwrap();
+    assert!(time >= subscription.active_from);
+    assert!(ticketmeter::metrics::metrics()
+        .render()
+        .contains("ticketmeter_events_time_moved_total"));
+    assert!(
+        eventually(Duration::from_secs(1), || Tally::get(
+            &pipeline.tally().delivered
+        ) == 1)
+        .await
+    );
+}
+
+/// The original behaviour, kept behind `EVENT_TIME=signed`: OpenMeter
+/// accepts the backlog and invoices none of it.
+#[tokio::test]
+async fn with_signed_times_a_backlog_of_new_customers_is_accepted_but_never_billed() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let provisioner = Provisioner::new(
+        om.client(None),
+        PLAN.parse().unwrap(),
+        EnsureConfig::default(),
+    );
+    let pipeline = pipeline(
+        provisioner,
+        DeadLetterSink::memory(),
+        Arc::new(OffsetTracker::default()),
+        PriceFeed::fixed("3500".parse().unwrap()),
+        PipelineConfig {
+            billing: ticketmeter::deliver::BillingPolicy {
+                event_time: ticketmeter::deliver::EventTime::Signed,
+                ..Default::default()
+            },
+            ..PipelineConfig::default()
+        },
+    );
+    let mut signer = Signer::default();
+    let start = Utc::now() - chrono::Duration::hours(3);
+    let lines = (0..50)
+        .map(|i| {
+            signer.ticket(
+                &format!("old:user-{}", i % 5),
+                start + chrono::Duration::minutes(i),
+            )
+        })
+        .collect();
+    run(&pipeline, lines).await;
+    let billed: Decimal = billed(&om, &signer).values().sum();
+    eprintln!(
+        "signed times: billed {billed} / signed {} USD micros",
+        signer.total()
+    );
+    assert_eq!(om.double.unique_events().len(), 50, "all accepted");
+    assert_eq!(billed, Decimal::ZERO, "none invoiced");
+}
