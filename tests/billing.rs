@@ -267,3 +267,23 @@ async fn with_signed_times_a_backlog_of_new_customers_is_accepted_but_never_bill
     assert_eq!(om.double.unique_events().len(), 50, "all accepted");
     assert_eq!(billed, Decimal::ZERO, "none invoiced");
 }
+
+#[test]
+fn the_demo_ends_with_what_each_customer_will_be_billed_next_to_what_was_signed() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ticketmeter"))
+        .arg("demo")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let money = stdout.split("== money").nth(1).expect("a money section");
+    assert!(money.contains('✓') && !money.contains('✗'), "{money}");
+    let total = money.lines().find(|l| l.contains("total:")).unwrap();
+    let numbers: Vec<&str> = total
+        .split_whitespace()
+        .filter(|w| w.parse::<u64>().is_ok())
+        .collect();
+    assert_eq!(numbers.len(), 2);
+    assert_eq!(numbers[0], numbers[1], "{total}");
+}

@@ -4,22 +4,29 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use anyhow::Context;
 use openmeter_double::{Double, DoubleConfig};
-use tokio::io::BufReader;
+use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
 use super::args::DemoArgs;
 use super::pipeline;
 use crate::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use crate::commit::OffsetTracker;
+use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 use crate::deliver::Tally;
 use crate::dlq::DeadLetterSink;
-use crate::domain::PlanKey;
+use crate::domain::{EthUsdPrice, PlanKey};
 use crate::ensure::{EnsureConfig, Provisioner};
+use crate::map::map;
 use crate::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
 use crate::pipeline::PipelineConfig;
 use crate::price::PriceFeed;
+
+/// The meter the default plan's rate card prices.
+const BILLED_METER: &str = "billable_usd_micros";
 
 /// The bundled sample: five customers, one other event type, four bad events.
 const SAMPLE: &str = include_str!("../../examples/sample-events.jsonl");
@@ -50,16 +57,22 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         price,
         PipelineConfig::default(),
     );
-    let (reader, name): (Box<dyn tokio::io::AsyncBufRead + Unpin + Send>, String) =
-        match &args.events {
-            Some(path) => (
-                Box::new(BufReader::new(tokio::fs::File::open(path).await?)),
-                path.display().to_string(),
-            ),
-            None => (Box::new(SAMPLE.as_bytes()), "bundled sample".to_owned()),
-        };
+    let (text, name) = match &args.events {
+        Some(path) => (
+            tokio::fs::read_to_string(path)
+                .await
+                .with_context(|| format!("reading {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (SAMPLE.to_owned(), "bundled sample".to_owned()),
+    };
+    let signed = signed_micros(&text, &args.eth_usd_price);
     let settled = pipeline
-        .run_lines(reader, &name, &CancellationToken::new())
+        .run_lines(
+            std::io::Cursor::new(text.into_bytes()),
+            &name,
+            &CancellationToken::new(),
+        )
         .await?;
 
     print_outcome(
@@ -68,11 +81,52 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         &dlq,
         &args.eth_usd_price.to_string(),
     );
+    print_money(&double, &signed);
     Ok(if settled {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// USD micros signed per `auth_id`: every line decoded and mapped exactly
+/// as the pipeline does (lines it dead-letters sign nothing billable).
+fn signed_micros(text: &str, price: &EthUsdPrice) -> BTreeMap<String, u128> {
+    let mut signed = BTreeMap::new();
+    for line in text.lines() {
+        let Ok(Decoded::Ticket(ticket)) = decode(line.as_bytes(), DEFAULT_MAX_BYTES) else {
+            continue;
+        };
+        if let Ok(mapped) = map(*ticket, price) {
+            *signed
+                .entry(mapped.identity.auth_id().as_str().to_owned())
+                .or_default() += mapped.event.data.billable_usd_micros.get();
+        }
+    }
+    signed
+}
+
+/// What each customer will be invoiced (the double's meter query, counting
+/// only events inside the subscription's service period, as invoicing does)
+/// next to what the signer signed for it.
+fn print_money(double: &Double, signed: &BTreeMap<String, u128>) {
+    println!("\n== money: signed vs. what OpenMeter will invoice (meter {BILLED_METER}, µUSD)");
+    let customers = double.customers();
+    let (mut signed_total, mut billed_total) = (Decimal::ZERO, Decimal::ZERO);
+    for (auth_id, micros) in signed {
+        let signed = Decimal::from(*micros);
+        let billed = customers
+            .iter()
+            .find(|c| c.subject_keys().iter().any(|k| k == auth_id))
+            .map_or(Decimal::ZERO, |c| {
+                double.billable_total(BILLED_METER, &c.id)
+            });
+        let mark = if billed == signed { "✓" } else { "✗" };
+        println!("  {mark} {auth_id:<22} signed {signed:>10}  billed {billed:>10}");
+        signed_total += signed;
+        billed_total += billed;
+    }
+    println!("  total: signed {signed_total} µUSD, billed {billed_total} µUSD");
 }
 
 fn print_outcome(double: &Double, tally: &Tally, dlq: &DeadLetterSink, price: &str) {
