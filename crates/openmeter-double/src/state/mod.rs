@@ -17,7 +17,7 @@ pub(crate) use catalog::{NewFeature, NewMeter};
 pub(crate) use customers::NewCustomer;
 pub(crate) use events::{EventStore, StoredEvent};
 pub(crate) use plans::{NewPlan, PlanSelector};
-pub(crate) use subscriptions::NewSubscription;
+pub(crate) use subscriptions::{CancelTiming, NewSubscription};
 pub(crate) use usage::{MeterQuery, StringFilter, UsageRow, Window, CUSTOMER_ID, SUBJECT};
 
 #[derive(Default)]
