@@ -241,6 +241,31 @@ impl Double {
         self.lock().seed_subscription(customer_id, plan_id, status)
     }
 
+    /// Make the invoicing app refuse (or, with `refused = false`, accept
+    /// again) the billing setup of the customer with this key or id, which
+    /// may not exist yet (lifting by either clears both). While refused, creating a subscription for it
+    /// answers 409 "… invalid billing setup: …" and creates nothing, as the
+    /// server does when, say, its Stripe app lacks the customer's data
+    /// (`billing/validators/subscription`). Like the server, only a
+    /// subscription with a priced rate card is checked: a plan seeded by
+    /// `PlanSeed::new` has none, so give it priced phases (or bootstrap a
+    /// real catalog) to see the refusal.
+    pub fn refuse_billing_setup(&self, customer_key_or_id: &str, refused: bool) {
+        let mut state = self.lock();
+        if refused {
+            state.billing_refused.insert(customer_key_or_id.to_string());
+            return;
+        }
+        let named = state
+            .customer(customer_key_or_id)
+            .or_else(|| state.customer_by_key(customer_key_or_id))
+            .map(|c| [c.id.clone(), c.key.clone()]);
+        state.billing_refused.remove(customer_key_or_id);
+        for alias in named.into_iter().flatten() {
+            state.billing_refused.remove(&alias);
+        }
+    }
+
     /// Cancel subscription `subscription_id` as of `active_to`, skipping
     /// the server's rules (status, billing-period alignment; an `active_to`
     /// in the past is allowed): the subscription reads as `canceled` while

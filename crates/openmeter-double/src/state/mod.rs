@@ -39,4 +39,6 @@ pub(crate) struct State {
     pub events: EventStore,
     /// Ingest requests containing one of these event ids are rejected.
     pub rejected_event_ids: HashSet<String>,
+    /// Customer keys or ids whose billing setup the invoicing app refuses.
+    pub billing_refused: HashSet<String>,
 }

@@ -16,6 +16,33 @@ use crate::problem::{ApiResult, InvalidParam, Problem};
 pub(crate) const ONLY_SINGLE_SUBSCRIPTION: &str = "failed to create subscription: failed to \
      validate subscription: only single subscription is allowed per customer at a time";
 
+/// A Stripe-like invoicing app id, named in the billing-setup refusal.
+const INVOICING_APP_ID: &str = "01JBQ5Z4WS0T2C5WEX0E3S5HZ1";
+
+/// The 409 the server answers when the invoicing app refuses the customer:
+/// the billing validator's `AfterCreate` hook wraps the app's complaint in
+/// "invalid billing setup" as a conflict (`billing/validators/subscription/
+/// validator.go`), here the Stripe app lacking the customer's data
+/// (`app/stripe/appcustomer.go`, `app/stripe/adapter/customer.go`,
+/// `app/errors.go`), and the subscription is rolled back.
+fn billing_setup_refused(customer_id: &str) -> Problem {
+    Problem::conflict(format!(
+        "failed to create subscription: failed to validate subscription: invalid billing \
+         setup: failed to get stripe customer data: customer with id {customer_id} does not \
+         meet condition customer has no data for stripe app for stripe app type with id \
+         {INVOICING_APP_ID} in namespace default"
+    ))
+}
+
+/// Only subscriptions with a price are checked against the billing setup
+/// (`hasBillableItems`); the v3 `free` price maps to no price.
+fn has_billable_items(sub: &Subscription) -> bool {
+    sub.phases.iter().flat_map(|p| &p.items).any(|item| {
+        let kind = item.rate_card.get("price").and_then(|p| p.get("type"));
+        kind.and_then(Value::as_str).is_some_and(|k| k != "free")
+    })
+}
+
 /// When a cancel takes effect (`BillingSubscriptionEditTiming`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CancelTiming {
@@ -201,9 +228,20 @@ impl State {
             from: start,
             to: None,
         };
+        let refused = self.billing_refused_for(&customer_id);
         let sub = from_plan(&plan, customer_id, dates, Some(new));
+        if refused && has_billable_items(&sub) {
+            return Err(billing_setup_refused(&sub.customer_id));
+        }
         self.push_subscription(sub.clone());
         Ok(sub)
+    }
+
+    /// Is the customer's billing setup refused (by its id or its key)?
+    fn billing_refused_for(&self, customer_id: &str) -> bool {
+        let key = self.customer(customer_id).map(|c| c.key.as_str());
+        self.billing_refused.contains(customer_id)
+            || key.is_some_and(|k| self.billing_refused.contains(k))
     }
 
     fn push_subscription(&mut self, sub: Subscription) {
