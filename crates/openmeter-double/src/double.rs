@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
 use crate::faults::{Counters, Faults};
 use crate::model::{Customer, Delivery, Feature, Meter, Plan, PlanSeed, Subscription};
+use crate::problem::Problem;
 use crate::route::Route;
 use crate::server::RunningDouble;
 use crate::state::State;
@@ -131,8 +133,15 @@ impl Double {
         self.lock().customers.clone()
     }
 
+    /// Every subscription, each `status` computed now.
     pub fn subscriptions(&self) -> Vec<Subscription> {
-        self.lock().subscriptions.clone()
+        let now = Utc::now();
+        let state = self.lock();
+        state
+            .subscriptions
+            .iter()
+            .map(|s| s.observed_at(now))
+            .collect()
     }
 
     pub fn plans(&self) -> Vec<Plan> {
@@ -230,6 +239,46 @@ impl Double {
     /// Insert a subscription with any status, skipping all checks.
     pub fn seed_subscription(&self, customer_id: &str, plan_id: &str, status: &str) -> String {
         self.lock().seed_subscription(customer_id, plan_id, status)
+    }
+
+    /// Make the invoicing app refuse (or, with `refused = false`, accept
+    /// again) the billing setup of the customer with this key or id, which
+    /// may not exist yet (lifting by either clears both). While refused, creating a subscription for it
+    /// answers 409 "… invalid billing setup: …" and creates nothing, as the
+    /// server does when, say, its Stripe app lacks the customer's data
+    /// (`billing/validators/subscription`). Like the server, only a
+    /// subscription with a priced rate card is checked: a plan seeded by
+    /// `PlanSeed::new` has none, so give it priced phases (or bootstrap a
+    /// real catalog) to see the refusal.
+    pub fn refuse_billing_setup(&self, customer_key_or_id: &str, refused: bool) {
+        let mut state = self.lock();
+        if refused {
+            state.billing_refused.insert(customer_key_or_id.to_string());
+            return;
+        }
+        let named = state
+            .customer(customer_key_or_id)
+            .or_else(|| state.customer_by_key(customer_key_or_id))
+            .map(|c| [c.id.clone(), c.key.clone()]);
+        state.billing_refused.remove(customer_key_or_id);
+        for alias in named.into_iter().flatten() {
+            state.billing_refused.remove(&alias);
+        }
+    }
+
+    /// Cancel subscription `subscription_id` as of `active_to`, skipping
+    /// the server's rules (status, billing-period alignment; an `active_to`
+    /// in the past is allowed): the subscription reads as `canceled` while
+    /// now < `active_to` and `inactive` from then on, and stops billing at
+    /// `active_to` (see [`Double::billable_total`]). The API route
+    /// `POST /subscriptions/{id}/cancel` applies the rules.
+    pub fn cancel_subscription_at(
+        &self,
+        subscription_id: &str,
+        active_to: DateTime<Utc>,
+    ) -> Result<Subscription, Problem> {
+        self.lock()
+            .cancel_subscription_at(subscription_id, active_to)
     }
 
     /// Create a meter from a `CreateMeterRequest` body, exactly as

@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cadence;
 mod double;
 mod faults;
 mod gate;

@@ -166,11 +166,44 @@ pub struct Subscription {
     pub cost_basis_pins: Vec<Value>,
     pub billing_cadence: String,
     pub billing_anchor: DateTime<Utc>,
-    /// `active`, `inactive`, `canceled` or `scheduled`.
+    /// `active`, `inactive`, `canceled` or `scheduled`: computed at the
+    /// moment it is read (see [`Subscription::status_at`]).
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settlement_mode: Option<String>,
     pub phases: Vec<SubscriptionPhase>,
+}
+
+impl Subscription {
+    /// The status at `at`, as the server computes it on every read
+    /// (`subscription/subscription.go`, `GetStatusAt`; `subscription/state.go`):
+    /// `scheduled` before `active_from`, then `active`, or `canceled` while a
+    /// set `active_to` is still ahead (canceled = still active until then),
+    /// and `inactive` from `active_to` on.
+    pub fn status_at(&self, at: DateTime<Utc>) -> &'static str {
+        if self.active_from > at {
+            return "scheduled";
+        }
+        match self.active_to {
+            None => "active",
+            Some(to) if to > at => "canceled",
+            Some(_) => "inactive",
+        }
+    }
+
+    /// Whether the subscription still covers some time from `at` on, which
+    /// is what makes a second subscription of its customer overlap it.
+    pub fn runs_after(&self, at: DateTime<Utc>) -> bool {
+        self.active_to.is_none_or(|to| to > at)
+    }
+
+    /// A copy with `status` computed at `at`.
+    pub fn observed_at(&self, at: DateTime<Utc>) -> Subscription {
+        Subscription {
+            status: self.status_at(at).into(),
+            ..self.clone()
+        }
+    }
 }
 
 /// `Meter`.

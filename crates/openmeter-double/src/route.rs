@@ -12,6 +12,8 @@ pub enum Route {
     ListSubscriptions,
     CreateSubscription,
     GetSubscription,
+    CancelSubscription,
+    UnscheduleCancelation,
     ListPlans,
     CreatePlan,
     GetPlan,
@@ -29,13 +31,15 @@ pub enum Route {
 
 impl Route {
     /// Every route, in declaration order (`ALL[r.index()] == r`).
-    pub const ALL: [Route; 19] = [
+    pub const ALL: [Route; 21] = [
         Route::ListCustomers,
         Route::CreateCustomer,
         Route::GetCustomer,
         Route::ListSubscriptions,
         Route::CreateSubscription,
         Route::GetSubscription,
+        Route::CancelSubscription,
+        Route::UnscheduleCancelation,
         Route::ListPlans,
         Route::CreatePlan,
         Route::GetPlan,
@@ -71,6 +75,10 @@ impl Route {
             (["subscriptions"], true, _) => Some(Route::ListSubscriptions),
             (["subscriptions"], _, true) => Some(Route::CreateSubscription),
             (["subscriptions", _], true, _) => Some(Route::GetSubscription),
+            (["subscriptions", _, "cancel"], _, true) => Some(Route::CancelSubscription),
+            (["subscriptions", _, "unschedule-cancelation"], _, true) => {
+                Some(Route::UnscheduleCancelation)
+            }
             (["plans"], true, _) => Some(Route::ListPlans),
             (["plans"], _, true) => Some(Route::CreatePlan),
             (["plans", _], true, _) => Some(Route::GetPlan),

@@ -33,6 +33,14 @@ pub(crate) fn api() -> Router<Double> {
             get(subscriptions::list).post(subscriptions::create),
         )
         .route("/openmeter/subscriptions/{id}", get(subscriptions::get_one))
+        .route(
+            "/openmeter/subscriptions/{id}/cancel",
+            post(subscriptions::cancel),
+        )
+        .route(
+            "/openmeter/subscriptions/{id}/unschedule-cancelation",
+            post(subscriptions::unschedule_cancelation),
+        )
         .route("/openmeter/plans", get(plans::list).post(plans::create))
         .route("/openmeter/plans/{id}", get(plans::get_one))
         .route("/openmeter/plans/{id}/publish", post(plans::publish))
@@ -58,12 +66,23 @@ pub(crate) fn created<T: Serialize>(value: T) -> Response {
 }
 
 /// One page of `items` as a `*PagePaginatedResponse`.
-pub(crate) fn paged<T: Serialize>(items: Vec<&T>, page: Page) -> Response {
+pub(crate) fn paged<T: Serialize + Clone>(items: Vec<&T>, page: Page) -> Response {
+    paged_with(items, page, T::clone)
+}
+
+/// Like [`paged`], rendering only the page's items through `view` (for
+/// fields computed at read time, such as a status).
+pub(crate) fn paged_with<T, U: Serialize>(
+    items: Vec<&T>,
+    page: Page,
+    view: impl Fn(&T) -> U,
+) -> Response {
     let total = items.len();
     let start = (page.number - 1).saturating_mul(page.size).min(total);
     let end = start.saturating_add(page.size).min(total);
+    let data: Vec<U> = items[start..end].iter().map(|t| view(t)).collect();
     let body = json!({
-        "data": &items[start..end],
+        "data": data,
         "meta": {"page": {"number": page.number, "size": page.size, "total": total}},
     });
     Json(body).into_response()

@@ -2,15 +2,16 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::Utc;
 use serde_json::Value;
 
-use super::{created, missing, paged};
+use super::{created, missing, paged_with};
 use crate::double::Double;
 use crate::model::Subscription;
 use crate::problem::{ApiResult, InvalidParam};
 use crate::query::{self, Kind};
-use crate::state::{NewSubscription, PlanSelector};
-use crate::validate::{parse_object, Errors, Obj};
+use crate::state::{CancelTiming, NewSubscription, PlanSelector};
+use crate::validate::{parse_datetime, parse_object, Errors, Obj};
 
 const FILTERS: &[(&str, Kind)] = &[
     ("id", Kind::Exact),
@@ -121,6 +122,47 @@ pub(crate) async fn get_one(
     let sub = state
         .subscription(&id)
         .ok_or_else(|| missing("subscription", &id))?;
+    Ok(Json(sub.observed_at(Utc::now())).into_response())
+}
+
+/// `BillingSubscriptionCancel`: `timing` is an RFC 3339 instant or
+/// `immediate` (the default) or `next_billing_cycle`; the instant is tried
+/// first, as `api/v3/handlers/subscriptions/convert.go` does.
+fn parse_cancel(body: &[u8]) -> ApiResult<CancelTiming> {
+    let obj = parse_object(body)?;
+    let mut e = Errors::default();
+    e.allow_only(&obj, "", &["timing"]);
+    let timing = e.opt_str(&obj, "", "timing", 1, usize::MAX);
+    let parsed = match timing.as_deref() {
+        None | Some("immediate") => Some(CancelTiming::Immediate),
+        Some("next_billing_cycle") => Some(CancelTiming::NextBillingCycle),
+        Some(t) => parse_datetime(t).map(CancelTiming::At),
+    };
+    if parsed.is_none() {
+        e.push(InvalidParam::invalid(
+            "timing",
+            "must be immediate, next_billing_cycle or an RFC 3339 date-time",
+        ));
+    }
+    e.finish("cancelation")?;
+    Ok(parsed.unwrap_or(CancelTiming::Immediate))
+}
+
+pub(crate) async fn cancel(
+    State(d): State<Double>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let timing = parse_cancel(&body)?;
+    let sub = d.lock().cancel_subscription(&id, timing)?;
+    Ok(Json(sub).into_response())
+}
+
+pub(crate) async fn unschedule_cancelation(
+    State(d): State<Double>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let sub = d.lock().continue_subscription(&id)?;
     Ok(Json(sub).into_response())
 }
 
@@ -129,7 +171,7 @@ fn field<'a>(s: &'a Subscription, name: &str) -> Vec<&'a str> {
     match name {
         "id" => vec![s.id.as_str()],
         "customer_id" => vec![s.customer_id.as_str()],
-        "status" => vec![s.status.as_str()],
+        "status" => vec![s.status_at(Utc::now())],
         "plan_id" => plan.map(|p| p.id.as_str()).into_iter().collect(),
         "plan_key" => plan.map(|p| p.key.as_str()).into_iter().collect(),
         _ => Vec::new(),
@@ -148,5 +190,6 @@ pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> Ap
     let items: Vec<&Subscription> = candidates
         .filter(|s| query::matches_all(&q.filters, |f| field(s, f)))
         .collect();
-    Ok(paged(items, page))
+    let now = Utc::now();
+    Ok(paged_with(items, page, |s| s.observed_at(now)))
 }

@@ -17,7 +17,7 @@ pub(crate) use catalog::{NewFeature, NewMeter};
 pub(crate) use customers::NewCustomer;
 pub(crate) use events::{EventStore, StoredEvent};
 pub(crate) use plans::{NewPlan, PlanSelector};
-pub(crate) use subscriptions::NewSubscription;
+pub(crate) use subscriptions::{CancelTiming, NewSubscription};
 pub(crate) use usage::{MeterQuery, StringFilter, UsageRow, Window, CUSTOMER_ID, SUBJECT};
 
 #[derive(Default)]
@@ -39,4 +39,6 @@ pub(crate) struct State {
     pub events: EventStore,
     /// Ingest requests containing one of these event ids are rejected.
     pub rejected_event_ids: HashSet<String>,
+    /// Customer keys or ids whose billing setup the invoicing app refuses.
+    pub billing_refused: HashSet<String>,
 }
