@@ -287,3 +287,172 @@ fn the_demo_ends_with_what_each_customer_will_be_billed_next_to_what_was_signed(
     assert_eq!(numbers.len(), 2);
     assert_eq!(numbers[0], numbers[1], "{total}");
 }
+
+fn healthy_and_refused_lines(signer: &mut Signer, signed_at: DateTime<Utc>) -> Vec<String> {
+    let mut lines = vec![signer.ticket("acme:refused", signed_at)];
+    for i in 0..40 {
+        let who = if i % 4 == 0 {
+            "acme:refused".to_owned()
+        } else {
+            format!("acme:healthy-{}", i % 3)
+        };
+        lines.push(signer.ticket(&who, signed_at));
+    }
+    lines
+}
+
+/// `ticketmeter dlq replay --file` against the double, at ETH/USD 3500.
+fn dlq_replay(om: &OpenMeter, letters: &std::path::Path, again: &std::path::Path) -> String {
+    let env = [
+        ("OPENMETER_URL", om.url()),
+        ("ETH_USD_PRICE", "3500".to_owned()),
+    ];
+    let mut binary = support::Binary::spawn(
+        &[
+            "dlq",
+            "replay",
+            "--file",
+            &letters.display().to_string(),
+            "--dlq-out",
+            &again.display().to_string(),
+        ],
+        &env,
+    );
+    let status = binary.wait(Duration::from_secs(60)).expect("finishes");
+    let stderr = binary.stderr();
+    assert!(status.success(), "{stderr}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_customer_is_dead_lettered_while_the_others_are_billed_and_a_replay_bills_it_in_full(
+) {
+    let om = OpenMeter::bootstrapped(None).await;
+    om.double.refuse_billing_setup("acme:refused", true);
+    let dir = tempfile::tempdir().unwrap();
+    let letters = dir.path().join("dlq.jsonl");
+    let pipeline = test_pipeline(&om, DeadLetterSink::file(&letters));
+    let mut signer = Signer::default();
+    let lines = healthy_and_refused_lines(&mut signer, Utc::now());
+    let started = std::time::Instant::now();
+    run(&pipeline, lines).await;
+    eprintln!(
+        "refused customer: healthy customers' usage delivered {:?} after the refused customer's first event",
+        started.elapsed()
+    );
+
+    let sent = om.double.unique_events();
+    assert!(
+        sent.iter().all(|e| e["subject"] != "acme:refused"),
+        "never sent unbilled"
+    );
+    assert_eq!(sent.len(), 30, "every healthy event delivered");
+    let text = std::fs::read_to_string(&letters).unwrap();
+    let letters_read: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters_read.len(), 11);
+    for letter in &letters_read {
+        assert_eq!(letter["kind"], "subscription_refused");
+        assert!(
+            letter["reason"].as_str().unwrap().contains("billing setup"),
+            "OpenMeter's detail is kept: {letter}"
+        );
+    }
+
+    om.double.refuse_billing_setup("acme:refused", false);
+    let stderr = dlq_replay(&om, &letters, &dir.path().join("again.jsonl"));
+    assert!(stderr.contains("read 11"), "{stderr}");
+    report("refused then replayed", &om, &signer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dlq_replay_of_week_old_events_is_billed_in_full() {
+    let om = OpenMeter::bootstrapped(None).await;
+    om.double.refuse_billing_setup("acme:refused", true);
+    let dir = tempfile::tempdir().unwrap();
+    let letters = dir.path().join("dlq.jsonl");
+    let pipeline = test_pipeline(&om, DeadLetterSink::file(&letters));
+    let mut signer = Signer::default();
+    let week_ago = Utc::now() - chrono::Duration::days(7);
+    let lines: Vec<String> = (0..25)
+        .map(|i| signer.ticket("acme:refused", week_ago + chrono::Duration::minutes(i)))
+        .collect();
+    run(&pipeline, lines).await;
+    assert!(om.double.unique_events().is_empty());
+
+    om.double.refuse_billing_setup("acme:refused", false);
+    dlq_replay(&om, &letters, &dir.path().join("again.jsonl"));
+    report("week-old replay", &om, &signer);
+}
+
+#[tokio::test]
+async fn a_customer_canceled_at_period_end_keeps_being_billed_and_is_subscribed_again_after_active_to(
+) {
+    let om = OpenMeter::bootstrapped(None).await;
+    let mut signer = Signer::default();
+    run(
+        &test_pipeline(&om, DeadLetterSink::memory()),
+        vec![signer.ticket("acme:leaving", Utc::now())],
+    )
+    .await;
+    let first = om.double.subscriptions()[0].clone();
+    let active_to = Utc::now() + chrono::Duration::seconds(2);
+    om.double.cancel_subscription_at(&first.id, active_to);
+
+    // A fresh process finds the canceled subscription still running.
+    let lines = (0..5)
+        .map(|_| signer.ticket("acme:leaving", Utc::now()))
+        .collect();
+    run(&test_pipeline(&om, DeadLetterSink::memory()), lines).await;
+    assert_eq!(om.double.subscriptions().len(), 1, "no second subscription");
+    report("canceled, still running", &om, &signer);
+
+    tokio::time::sleep((active_to - Utc::now()).to_std().unwrap_or_default()).await;
+    let lines = (0..5)
+        .map(|_| signer.ticket("acme:leaving", Utc::now()))
+        .collect();
+    run(&test_pipeline(&om, DeadLetterSink::memory()), lines).await;
+    let subscriptions = om.double.subscriptions();
+    assert_eq!(subscriptions.len(), 2, "subscribed again after active_to");
+    report("canceled, then subscribed again", &om, &signer);
+}
+
+/// A cancellation made after an identity was cached is learnt within
+/// `ENSURE_CACHE_TTL`; from then on the cache entry lives no longer than
+/// the subscription's `active_to`, so the first ensure after it subscribes
+/// the customer again.
+#[tokio::test]
+async fn a_cached_customer_is_subscribed_again_as_soon_as_its_canceled_subscription_ends() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let provisioner = Provisioner::new(
+        om.client(None),
+        PLAN.parse().unwrap(),
+        EnsureConfig {
+            cache_ttl: Duration::from_millis(800),
+            ..EnsureConfig::default()
+        },
+    );
+    let pipeline = pipeline(
+        provisioner,
+        DeadLetterSink::memory(),
+        Arc::new(OffsetTracker::default()),
+        PriceFeed::fixed("3500".parse().unwrap()),
+        PipelineConfig::default(),
+    );
+    let mut signer = Signer::default();
+    run(&pipeline, vec![signer.ticket("acme:cached", Utc::now())]).await;
+    let first = om.double.subscriptions()[0].clone();
+    let active_to = Utc::now() + chrono::Duration::milliseconds(2000);
+    om.double.cancel_subscription_at(&first.id, active_to);
+
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    run(&pipeline, vec![signer.ticket("acme:cached", Utc::now())]).await;
+    assert_eq!(om.double.subscriptions().len(), 1, "still running");
+
+    tokio::time::sleep((active_to - Utc::now()).to_std().unwrap_or_default()).await;
+    run(&pipeline, vec![signer.ticket("acme:cached", Utc::now())]).await;
+    assert_eq!(om.double.subscriptions().len(), 2, "subscribed again");
+    report("cached across the end", &om, &signer);
+}
