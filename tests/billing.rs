@@ -399,7 +399,9 @@ async fn a_customer_canceled_at_period_end_keeps_being_billed_and_is_subscribed_
     .await;
     let first = om.double.subscriptions()[0].clone();
     let active_to = Utc::now() + chrono::Duration::seconds(2);
-    om.double.cancel_subscription_at(&first.id, active_to);
+    om.double
+        .cancel_subscription_at(&first.id, active_to)
+        .unwrap();
 
     // A fresh process finds the canceled subscription still running.
     let lines = (0..5)
@@ -445,7 +447,9 @@ async fn a_cached_customer_is_subscribed_again_as_soon_as_its_canceled_subscript
     run(&pipeline, vec![signer.ticket("acme:cached", Utc::now())]).await;
     let first = om.double.subscriptions()[0].clone();
     let active_to = Utc::now() + chrono::Duration::milliseconds(2000);
-    om.double.cancel_subscription_at(&first.id, active_to);
+    om.double
+        .cancel_subscription_at(&first.id, active_to)
+        .unwrap();
 
     tokio::time::sleep(Duration::from_millis(1000)).await;
     run(&pipeline, vec![signer.ticket("acme:cached", Utc::now())]).await;
