@@ -219,7 +219,7 @@ impl Deliverer {
             healed,
         };
         match class {
-            ErrorClass::Event => self.rejected(chunk, &e, todo).await,
+            ErrorClass::Rejected => self.rejected(chunk, &e, todo).await,
             _ => held.push(chunk, class, e.retry_after()),
         }
     }
@@ -238,7 +238,7 @@ impl Deliverer {
                     ready.push(pending);
                 }
                 Err(e) => match e.class() {
-                    ErrorClass::Customer | ErrorClass::Event => {
+                    ErrorClass::Customer | ErrorClass::Rejected => {
                         let reason = format!(
                             "OpenMeter refused customer {}: {e}",
                             pending.identity.customer_key()
@@ -397,7 +397,7 @@ impl Deliverer {
 
 fn log_ensure_failure(key: &CustomerKey, e: &EnsureError) {
     match e.class() {
-        ErrorClass::Customer | ErrorClass::Event => {
+        ErrorClass::Customer | ErrorClass::Rejected => {
             tracing::warn!(customer = %key, kind = e.dead_letter_kind(), error = %e, "OpenMeter refused this customer; dead-lettering its events, billing everyone else");
         }
         ErrorClass::Transient => {

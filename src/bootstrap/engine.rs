@@ -10,7 +10,7 @@ use super::catalog::{Catalog, FeatureSpec, MeterSpec};
 use super::report::{Kind, Line, Outcome, Report};
 use super::wire::{CreateFeatureRequest, CreateMeterRequest, Feature, Meter};
 use super::{diff, plan, BootstrapOptions};
-use crate::openmeter::{ApiError, OpenMeterClient};
+use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
 
 /// What one run works with.
 pub struct Ctx<'a> {
@@ -52,10 +52,11 @@ pub async fn run(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A refused token fails every later call the same way: stop instead of
-/// printing the same failure for every object.
+/// A failure that concerns every call (a refused token, a wrong URL) fails
+/// every later call the same way: stop instead of printing the same failure
+/// for every object.
 pub fn fatal(e: &ApiError) -> bool {
-    matches!(e, ApiError::Unauthorized { .. })
+    classify(Call::Catalog, e) == ErrorClass::Configuration
 }
 
 /// Adds a step's line to the report; a non-fatal error becomes a `Failed`

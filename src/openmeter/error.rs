@@ -122,9 +122,10 @@ pub enum Call {
 pub enum ErrorClass {
     /// OpenMeter is unavailable or overloaded: retry later.
     Transient,
-    /// The events sent were refused (ingest 400/413/422): isolate and
-    /// dead-letter them; the rest of the batch goes through.
-    Event,
+    /// What was sent was refused (ingest 400/413/422: isolate and
+    /// dead-letter those events, the rest of the batch goes through; a
+    /// catalog object: report it, the other objects go on).
+    Rejected,
     /// Something about one customer was refused (its creation, its
     /// subscription, its billing setup): dead-letter that customer's events
     /// and keep billing everyone else.
@@ -140,13 +141,13 @@ pub enum ErrorClass {
 ///   transient.
 /// - 401/403 (token) and 404/405 (URL) concern everyone; so does any
 ///   refusal of the plan lookup.
+/// - A refused ingest or catalog write concerns what was sent.
 /// - Refusals of a customer's lookup, creation or subscription concern that
 ///   customer: OpenMeter answers 409 for "invalid billing setup"
 ///   (`billing/validators/subscription`) and for a second subscription
 ///   (`subscription/errors.go`), 400/422 for a customer it will not store.
 ///   A subscription create refused for the plan's sake (the detail names
 ///   the plan, e.g. a version not active now) concerns everyone.
-/// - An ingest refusal concerns the events sent.
 pub fn classify(call: Call, e: &ApiError) -> ErrorClass {
     let status = match e {
         ApiError::Transport { .. } | ApiError::Decode { .. } => return ErrorClass::Transient,
@@ -156,12 +157,14 @@ pub fn classify(call: Call, e: &ApiError) -> ErrorClass {
     if is_transient_status(status) {
         return ErrorClass::Transient;
     }
-    if matches!(status, 404 | 405) && call != Call::CreateSubscription {
+    if matches!(status, 401 | 403)
+        || (matches!(status, 404 | 405) && call != Call::CreateSubscription)
+    {
         return ErrorClass::Configuration;
     }
     match call {
-        Call::Ingest => ErrorClass::Event,
-        Call::ResolvePlan | Call::Catalog => ErrorClass::Configuration,
+        Call::Ingest | Call::Catalog => ErrorClass::Rejected,
+        Call::ResolvePlan => ErrorClass::Configuration,
         Call::CreateSubscription if matches!(status, 400 | 404) && names_the_plan(e) => {
             ErrorClass::Configuration
         }
@@ -264,9 +267,24 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_catalog_object_concerns_that_object() {
+        assert_eq!(
+            classify(
+                Call::Catalog,
+                &with_detail(400, "rate card needs billing_cadence")
+            ),
+            ErrorClass::Rejected
+        );
+        assert_eq!(
+            classify(Call::Catalog, &status(401)),
+            ErrorClass::Configuration
+        );
+    }
+
+    #[test]
     fn ingest_refusals_concern_the_events() {
         for code in [400, 413, 422] {
-            assert_eq!(classify(Call::Ingest, &status(code)), ErrorClass::Event);
+            assert_eq!(classify(Call::Ingest, &status(code)), ErrorClass::Rejected);
         }
     }
 
