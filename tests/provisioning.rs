@@ -234,3 +234,38 @@ async fn an_identity_owned_as_a_subject_by_another_customer_bills_that_customer(
     assert_eq!(subscriptions.len(), 1);
     assert_eq!(subscriptions[0].customer_id, owner);
 }
+
+#[tokio::test]
+async fn a_customer_whose_billing_setup_is_refused_is_a_customer_error_asked_once_a_while() {
+    let om = OpenMeter::bootstrapped(None).await;
+    om.double.refuse_billing_setup("acme:ivan", true);
+    let p = provisioner(&om, None);
+    let e = p.ensure(&id("acme:ivan")).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Customer, "{e}");
+    assert!(e.to_string().contains("billing setup"), "{e}");
+    let calls = om.double.total_calls();
+    let again = p.ensure(&id("acme:ivan")).await.unwrap_err();
+    assert_eq!(again.to_string(), e.to_string());
+    assert_eq!(om.double.total_calls(), calls, "refusal remembered");
+}
+
+#[tokio::test]
+async fn a_canceled_subscription_still_running_satisfies_ensure() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let first = provisioner(&om, None)
+        .ensure(&id("acme:june"))
+        .await
+        .unwrap();
+    let active_to = chrono::Utc::now() + chrono::Duration::days(3);
+    om.double
+        .cancel_subscription_at(&first.subscription_id, active_to)
+        .unwrap();
+    let ensured = provisioner(&om, None)
+        .ensure(&id("acme:june"))
+        .await
+        .unwrap();
+    assert_eq!(ensured.subscription_id, first.subscription_id);
+    assert_eq!(ensured.status, "canceled");
+    assert!(ensured.terms.active_to.is_some());
+    assert_eq!(om.double.subscriptions().len(), 1);
+}

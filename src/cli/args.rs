@@ -91,6 +91,10 @@ pub struct EnsureArgs {
     /// How long the resolved default plan version is trusted.
     #[arg(long, env = "PLAN_CACHE_TTL", default_value = "60s", value_parser = duration)]
     pub plan_cache_ttl: Duration,
+    /// How long a customer OpenMeter refused (its creation or subscription)
+    /// is not asked about again; its events are dead-lettered meanwhile.
+    #[arg(long, env = "ENSURE_REFUSAL_TTL", default_value = "30s", value_parser = duration)]
+    pub ensure_refusal_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

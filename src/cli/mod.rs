@@ -98,6 +98,7 @@ pub fn provisioner(client: OpenMeterClient, args: &EnsureArgs) -> Provisioner {
         cache_ttl: args.ensure_cache_ttl,
         cache_capacity: args.ensure_cache_capacity,
         plan_ttl: args.plan_cache_ttl,
+        refusal_ttl: args.ensure_refusal_ttl,
     };
     Provisioner::new(client, args.default_plan_key.clone(), config)
 }

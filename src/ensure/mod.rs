@@ -34,6 +34,9 @@ pub struct EnsureConfig {
     pub cache_capacity: u64,
     /// How long the resolved default plan is trusted.
     pub plan_ttl: Duration,
+    /// How long a customer OpenMeter refused is not asked about again, so
+    /// its events are dead-lettered without four calls per batch.
+    pub refusal_ttl: Duration,
 }
 
 impl Default for EnsureConfig {
@@ -42,6 +45,7 @@ impl Default for EnsureConfig {
             cache_ttl: Duration::from_secs(3600),
             cache_capacity: 200_000,
             plan_ttl: Duration::from_secs(60),
+            refusal_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -133,6 +137,8 @@ pub struct Provisioner {
     ensured: Arc<EnsuredCache>,
     /// Ensures under way; an entry lives only while its flight does.
     flights: Cache<CustomerKey, Arc<Ensured>>,
+    /// Customers OpenMeter refused ([`ErrorClass::Customer`]), briefly.
+    refused: Cache<CustomerKey, Arc<EnsureError>>,
     plan: Cache<(), PlanRef>,
 }
 
@@ -143,6 +149,10 @@ impl Provisioner {
             plan_key,
             ensured: Arc::new(EnsuredCache::new(config.cache_capacity, config.cache_ttl)),
             flights: Cache::builder().max_capacity(FLIGHTS).build(),
+            refused: Cache::builder()
+                .max_capacity(FLIGHTS)
+                .time_to_live(config.refusal_ttl)
+                .build(),
             plan: Cache::builder()
                 .max_capacity(1)
                 .time_to_live(config.plan_ttl)
@@ -159,12 +169,15 @@ impl Provisioner {
     }
 
     /// Ensures `identity` has a customer with a current subscription.
-    /// Cached results cost no upstream call.
+    /// Cached results, and refusals for `refusal_ttl`, cost no upstream call.
     pub async fn ensure(&self, identity: &Identity) -> Result<Ensured, EnsureError> {
         let key = identity.customer_key();
         if let Some(hit) = self.ensured.get(&key) {
             metrics().ensure_cache_hits.inc();
             return Ok(hit);
+        }
+        if let Some(refusal) = self.refused.get(&key).await {
+            return Err((*refusal).clone());
         }
         metrics().ensure_cache_misses.inc();
         let flight: Result<Arc<Ensured>, Arc<EnsureError>> = self
@@ -179,7 +192,15 @@ impl Provisioner {
             })
             .await;
         self.flights.invalidate(&key).await;
-        flight.map(|e| (*e).clone()).map_err(|e| (*e).clone())
+        match flight {
+            Ok(ensured) => Ok((*ensured).clone()),
+            Err(e) => {
+                if e.class() == ErrorClass::Customer {
+                    self.refused.insert(key, e.clone()).await;
+                }
+                Err((*e).clone())
+            }
+        }
     }
 
     /// Forgets a cached identity, so the next ensure asks OpenMeter again
