@@ -42,6 +42,16 @@
 //! `MeteringEvent` schema with the `jsonschema` crate. Single-event ingest
 //! (`application/cloudevents+json`) goes through Prism.
 //!
+//! # Response bodies
+//!
+//! Prism does not validate every response body: for some operations (the
+//! subscription, plan and feature ones, the meter query, …) a body with a
+//! wrong type or an undeclared field passes with no `sl-violations` (verified
+//! by experiment against a stub upstream; it checks the status code only).
+//! So [`Contract::assert_no_violation`] also validates every JSON response
+//! the tap recorded against the schema the spec declares for that operation
+//! and status, with the `jsonschema` crate.
+//!
 //! Prism comes from `npm ci` (see `package.json`); the test fails, never
 //! skips, when `node_modules/.bin/prism` is missing.
 
@@ -266,7 +276,22 @@ impl Exchange {
     }
 
     fn clean(&self) -> bool {
-        self.violations.is_none() && !self.prism_error()
+        self.violations.is_none() && !self.prism_error() && self.body_violations().is_empty()
+    }
+
+    /// How the JSON response body departs from the schema the spec declares
+    /// for this operation and status (see "Response bodies" above).
+    fn body_violations(&self) -> Vec<String> {
+        if self.prism_error() || !self.response_content_type.contains("json") {
+            return Vec::new();
+        }
+        let Some(schema) = response_schema(&self.method, &self.path, self.status) else {
+            return Vec::new();
+        };
+        let Ok(body) = serde_json::from_slice::<Value>(&self.response_body) else {
+            return vec!["the response body is not JSON".into()];
+        };
+        violations_of(&validator_of(&schema), &body)
     }
 
     /// `METHOD /path STATUS`, ids replaced by `{id}`.
@@ -276,7 +301,7 @@ impl Exchange {
 
     fn describe(&self) -> String {
         format!(
-            "{} {}?{:?} via {:?} -> {} {}\n  sl-violations: {}\n  request body: {}\n  response body: {}",
+            "{} {}?{:?} via {:?} -> {} {}\n  sl-violations: {}\n  schema violations: {:?}\n  request body: {}\n  response body: {}",
             self.method,
             self.path,
             self.query,
@@ -284,6 +309,7 @@ impl Exchange {
             self.status,
             self.response_content_type,
             self.violations.as_deref().unwrap_or("-"),
+            self.body_violations(),
             String::from_utf8_lossy(&self.request_body),
             String::from_utf8_lossy(&self.response_body),
         )
@@ -526,34 +552,13 @@ fn query_has(exchange: &Exchange, name: &str, value: &str) -> bool {
     exchange.query.iter().any(|(k, v)| k == name && v == value)
 }
 
-// ---- MeteringEvent via jsonschema ---------------------------------------
+// ---- schemas via jsonschema ----------------------------------------------
 
 /// The spec as JSON.
 fn spec() -> Value {
     let text = std::fs::read_to_string(spec_path()).expect("read the spec");
     let yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("parse the spec");
     serde_json::to_value(yaml).expect("the spec as JSON")
-}
-
-/// Replaces every `$ref: #/components/schemas/X` with X itself.
-fn inline_refs(value: &mut Value, schemas: &Value) {
-    match value {
-        Value::Object(map) => {
-            if let Some(Value::String(target)) = map.get("$ref") {
-                let name = target
-                    .strip_prefix("#/components/schemas/")
-                    .unwrap_or_else(|| panic!("unsupported $ref {target}"));
-                let mut schema = schemas[name].clone();
-                assert!(!schema.is_null(), "no schema {name} in the spec");
-                inline_refs(&mut schema, schemas);
-                *value = schema;
-                return;
-            }
-            map.values_mut().for_each(|v| inline_refs(v, schemas));
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| inline_refs(v, schemas)),
-        _ => {}
-    }
 }
 
 /// OpenAPI 3.0's `nullable: true` as JSON Schema (`type: [t, "null"]`).
@@ -575,18 +580,72 @@ fn denull(value: &mut Value) {
     }
 }
 
-/// The spec's `MeteringEvent`, self-contained, formats checked.
-fn metering_event_validator() -> jsonschema::Validator {
-    let spec = spec();
-    let schemas = &spec["components"]["schemas"];
-    let mut schema = schemas["MeteringEvent"].clone();
-    assert!(schema.is_object(), "no MeteringEvent schema in the spec");
-    inline_refs(&mut schema, schemas);
-    denull(&mut schema);
+/// The spec as JSON Schema: `nullable` translated, parsed once.
+fn schema_document() -> &'static Value {
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = spec();
+        denull(&mut doc);
+        doc
+    })
+}
+
+/// A validator of `schema` (which may `$ref` the spec's components),
+/// formats checked. References stay references, so recursive schemas work.
+fn validator_of(schema: &Value) -> jsonschema::Validator {
+    let root = json!({
+        "allOf": [schema],
+        "components": schema_document()["components"],
+    });
     jsonschema::options()
         .should_validate_formats(true)
-        .build(&schema)
-        .expect("compile MeteringEvent")
+        .build(&root)
+        .unwrap_or_else(|e| panic!("compile {schema}: {e}"))
+}
+
+/// The spec's component schema `name`.
+fn component_validator(name: &str) -> jsonschema::Validator {
+    assert!(
+        schema_document()["components"]["schemas"][name].is_object(),
+        "no {name} schema in the spec"
+    );
+    validator_of(&json!({"$ref": format!("#/components/schemas/{name}")}))
+}
+
+/// Does the spec path template (`/openmeter/plans/{planId}`) match `path`?
+fn template_matches(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| t == p || (t.starts_with('{') && !p.is_empty()))
+}
+
+/// The JSON schema the spec declares for this response, if it declares one.
+fn response_schema(method: &str, path: &str, status: u16) -> Option<Value> {
+    let doc = schema_document();
+    let paths = doc["paths"].as_object()?;
+    // Where templates tie, literal segments beat parameters.
+    let (_, item) = paths
+        .iter()
+        .filter(|(template, _)| template_matches(template, path))
+        .min_by_key(|(template, _)| template.matches('{').count())?;
+    let op = item.get(method.to_ascii_lowercase())?;
+    let mut response = op["responses"].get(status.to_string())?;
+    if let Some(target) = response["$ref"].as_str() {
+        let name = target.strip_prefix("#/components/responses/")?;
+        response = &doc["components"]["responses"][name];
+    }
+    let content = response["content"].as_object()?;
+    content
+        .iter()
+        .find(|(media, _)| media.contains("json"))
+        .map(|(_, c)| c["schema"].clone())
+}
+
+/// The spec's `MeteringEvent`.
+fn metering_event_validator() -> jsonschema::Validator {
+    component_validator("MeteringEvent")
 }
 
 fn violations_of(validator: &jsonschema::Validator, event: &Value) -> Vec<String> {
@@ -956,6 +1015,178 @@ async fn page_paginated_list_responses_conform() {
     contract.assert_no_violation();
 }
 
+/// A signed-ticket CloudEvent of `subject` at `time`, worth `micros`.
+fn billed_event(
+    id: &str,
+    subject: &str,
+    time: chrono::DateTime<chrono::Utc>,
+    micros: u64,
+) -> Value {
+    json!({
+        "specversion": "1.0", "id": id, "source": "contract", "type": "create_signed_ticket",
+        "subject": subject, "time": time.to_rfc3339(),
+        "data": {"billable_usd_micros": micros, "pipeline": "live"},
+    })
+}
+
+#[tokio::test]
+async fn a_meter_query_by_customer_passes_the_proxy_with_no_violation() {
+    let contract = Contract::start().await;
+    let double = &contract.double;
+    let meter = double.seed_meter(json!({
+        "name": "Billable", "key": "billable_usd_micros", "aggregation": "sum",
+        "event_type": "create_signed_ticket", "value_property": "$.billable_usd_micros",
+        "dimensions": {"pipeline": "$.pipeline"},
+    }));
+    let customer = double.seed_customer("app-1:user-1", &["app-1:user-1"]);
+    let now = chrono::Utc::now();
+    let events = json!([
+        billed_event("a", "app-1:user-1", now, 1_500),
+        billed_event("b", "app-1:user-1", now, 250),
+        billed_event("c", "someone-else", now, 9_999),
+    ]);
+    contract
+        .direct_client()
+        .ingest_batch(Bytes::from(events.to_string()))
+        .await
+        .expect("ingest directly");
+    let body = json!({
+        "from": (now - chrono::Duration::days(1)).to_rfc3339(),
+        "to": (now + chrono::Duration::days(1)).to_rfc3339(),
+        "granularity": "P1D",
+        "group_by_dimensions": ["pipeline"],
+        "filters": {"dimensions": {"customer_id": {"eq": customer}}},
+    });
+
+    let result: Value = contract
+        .client()
+        .send_json(
+            "query meter",
+            reqwest::Method::POST,
+            &format!("/openmeter/meters/{meter}/query"),
+            &[],
+            Some(&body),
+        )
+        .await
+        .expect("query the meter");
+
+    assert_eq!(
+        contract.summaries(),
+        ["POST /openmeter/meters/{id}/query 200"]
+    );
+    let rows = result["data"].as_array().expect("rows");
+    let total: u64 = rows
+        .iter()
+        .map(|r| {
+            r["value"]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(total, 1_750);
+    assert!(rows
+        .iter()
+        .all(|r| r["dimensions"] == json!({"customer_id": customer, "pipeline": "live"})));
+    contract.assert_no_violation();
+}
+
+#[tokio::test]
+async fn cancel_and_unschedule_cancelation_pass_the_proxy_with_no_violation() {
+    let contract = Contract::start().await;
+    let double = &contract.double;
+    let plan = double.seed_plan(PlanSeed::new(PLAN, 1, "active"));
+    let customer = double.seed_customer("app-1:user-1", &["app-1:user-1"]);
+    let subscription = double.seed_subscription(&customer, &plan, "active");
+    let client = contract.client();
+    let call = |path: &'static str, body: Option<Value>| {
+        let client = client.clone();
+        let path = format!("/openmeter/subscriptions/{subscription}/{path}");
+        async move {
+            client
+                .send_json::<Value, Value>(
+                    "subscription",
+                    reqwest::Method::POST,
+                    &path,
+                    &[],
+                    body.as_ref(),
+                )
+                .await
+                .expect("subscription call")
+        }
+    };
+
+    let at_period_end = call("cancel", Some(json!({"timing": "next_billing_cycle"}))).await;
+    let resumed = call("unschedule-cancelation", None).await;
+    let ended = call("cancel", Some(json!({}))).await;
+
+    assert_eq!(
+        [
+            &at_period_end["status"],
+            &resumed["status"],
+            &ended["status"]
+        ],
+        ["canceled", "active", "inactive"]
+    );
+    assert!(at_period_end["active_to"].is_string() && resumed.get("active_to").is_none());
+    assert_eq!(
+        contract.summaries(),
+        [
+            "POST /openmeter/subscriptions/{id}/cancel 200",
+            "POST /openmeter/subscriptions/{id}/unschedule-cancelation 200",
+            "POST /openmeter/subscriptions/{id}/cancel 200",
+        ]
+    );
+    contract.assert_no_violation();
+}
+
+#[tokio::test]
+async fn meter_query_and_cancel_refusals_conform() {
+    let contract = Contract::start().await;
+    let double = &contract.double;
+    let meter = double.seed_meter(json!({
+        "name": "Tickets", "key": "signed_ticket_count", "aggregation": "count",
+        "event_type": "create_signed_ticket",
+    }));
+    let plan = double.seed_plan(PlanSeed::new(PLAN, 1, "active"));
+    let customer = double.seed_customer("app-1:user-1", &["app-1:user-1"]);
+    let ended = double.seed_subscription(&customer, &plan, "inactive");
+    let client = contract.client();
+
+    let unknown_customer =
+        json!({"filters": {"dimensions": {"customer_id": {"eq": "01J00000000000000000000000"}}}});
+    let query = client
+        .send_json::<Value, _>(
+            "query meter",
+            reqwest::Method::POST,
+            &format!("/openmeter/meters/{meter}/query"),
+            &[],
+            Some(&unknown_customer),
+        )
+        .await
+        .expect_err("no such customer");
+    let cancel = client
+        .send_json::<Value, _>(
+            "cancel subscription",
+            reqwest::Method::POST,
+            &format!("/openmeter/subscriptions/{ended}/cancel"),
+            &[],
+            Some(&json!({})),
+        )
+        .await
+        .expect_err("an ended subscription cannot be canceled");
+
+    assert_eq!((query.status(), cancel.status()), (Some(404), Some(403)));
+    assert_eq!(
+        contract.summaries(),
+        [
+            "POST /openmeter/meters/{id}/query 404",
+            "POST /openmeter/subscriptions/{id}/cancel 403",
+        ]
+    );
+    contract.assert_no_violation();
+}
+
 /// Guards the other tests against vacuous passes: a request the spec
 /// forbids is caught by Prism and flagged by the tap.
 #[tokio::test]
@@ -987,6 +1218,30 @@ async fn the_proxy_flags_a_request_that_violates_the_spec() {
         0,
         "Prism stopped the invalid request"
     );
+}
+
+/// Guards the response-body check (which covers what Prism lets through,
+/// see "Response bodies") against vacuous passes.
+#[test]
+fn a_response_body_that_breaks_its_schema_is_flagged() {
+    let exchange = |path: &str, body: Value| Exchange {
+        method: "POST".into(),
+        path: path.into(),
+        query: Vec::new(),
+        request_content_type: "application/json".into(),
+        request_body: Bytes::new(),
+        via: Via::Prism,
+        status: 200,
+        response_content_type: "application/json".into(),
+        violations: None,
+        response_body: Bytes::from(body.to_string()),
+    };
+    let query = "/openmeter/meters/01ARZ3NDEKTSV4RRFFQ69G5FAV/query";
+    assert!(exchange(query, json!({"data": []})).clean());
+    let undeclared = exchange(query, json!({"data": [], "colour": "red"}));
+    assert!(!undeclared.clean(), "{:?}", undeclared.body_violations());
+    let cancel = "/openmeter/subscriptions/01ARZ3NDEKTSV4RRFFQ69G5FAV/cancel";
+    assert!(!exchange(cancel, json!({"id": 5})).clean());
 }
 
 #[test]

@@ -52,6 +52,12 @@ impl Cadence {
         positive.then_some(c)
     }
 
+    /// At least an hour long, the shortest billing cadence a rate card may
+    /// have (`productcatalog/ratecard.go`).
+    pub fn at_least_an_hour(&self) -> bool {
+        self.years > 0 || self.months > 0 || self.days > 0 || self.seconds >= 3_600
+    }
+
     /// `anchor` + `n` × this cadence.
     fn nth(&self, anchor: DateTime<Utc>, n: i64) -> Option<DateTime<Utc>> {
         let months = |t: DateTime<Utc>, count: i64| -> Option<DateTime<Utc>> {
@@ -120,6 +126,13 @@ mod tests {
         assert!(Cadence::parse("P0D").is_none());
         assert!(Cadence::parse("PT0.5H").is_none());
         assert!(Cadence::parse("1M").is_none());
+    }
+
+    #[test]
+    fn an_hour_is_the_shortest_rate_card_cadence() {
+        let hour = |s: &str| Cadence::parse(s).is_some_and(|c| c.at_least_an_hour());
+        assert!(hour("PT1H") && hour("PT60M") && hour("P1D") && hour("P1M"));
+        assert!(!hour("PT59M") && !hour("PT30S"));
     }
 
     #[test]

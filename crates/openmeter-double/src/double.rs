@@ -144,8 +144,14 @@ impl Double {
             .collect()
     }
 
+    /// Every plan version, each `status` computed now.
     pub fn plans(&self) -> Vec<Plan> {
-        self.lock().plans.clone()
+        let now = Utc::now();
+        self.lock()
+            .plans
+            .iter()
+            .map(|p| p.observed_at(now))
+            .collect()
     }
 
     pub fn meters(&self) -> Vec<Meter> {

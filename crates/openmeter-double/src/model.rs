@@ -77,9 +77,35 @@ pub struct Plan {
     pub effective_from: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub effective_to: Option<DateTime<Utc>>,
-    /// `draft`, `active`, `archived` or `scheduled`.
+    /// `draft`, `active`, `archived` or `scheduled`: computed at the moment
+    /// it is read (see [`Plan::status_at`]).
     pub status: String,
     pub phases: Vec<Value>,
+}
+
+impl Plan {
+    /// The status at `at`, from the effective period as the server computes
+    /// it on every read (`productcatalog/plan.go`, `PlanMeta.StatusAt`):
+    /// `draft` without an effective period, `scheduled` before
+    /// `effective_from`, `active` until `effective_to`, `archived` after.
+    /// (At the exact instant of a boundary the server says `invalid`, which
+    /// the spec cannot carry; here the boundary belongs to the later state.)
+    pub fn status_at(&self, at: DateTime<Utc>) -> &'static str {
+        match (self.effective_from, self.effective_to) {
+            (None, None) => "draft",
+            (Some(from), _) if from > at => "scheduled",
+            (_, Some(to)) if to <= at => "archived",
+            _ => "active",
+        }
+    }
+
+    /// A copy with `status` computed at `at`.
+    pub fn observed_at(&self, at: DateTime<Utc>) -> Plan {
+        Plan {
+            status: self.status_at(at).into(),
+            ..self.clone()
+        }
+    }
 }
 
 /// What [`crate::Double::seed_plan`] inserts. Start from

@@ -4,9 +4,14 @@ use common::*;
 use openmeter_double::PlanSeed;
 use serde_json::json;
 
+/// Creates a publishable draft of `key` (and, the first time, its feature).
 async fn create_plan(env: &Env, key: &str) -> serde_json::Value {
+    let feature = match env.double.features().into_iter().next() {
+        Some(f) => f.id,
+        None => billable_feature(env).await,
+    };
     let (status, body) = json_of(
-        env.post("/openmeter/plans", plan_body(key)).await,
+        env.post("/openmeter/plans", plan_body(key, &feature)).await,
         "BillingPlan",
     )
     .await;
@@ -69,7 +74,7 @@ async fn publishing_a_new_version_archives_the_old_one() {
 #[tokio::test]
 async fn plan_phase_without_rate_cards_is_400() {
     let env = start().await;
-    let mut body = plan_body("ppu");
+    let mut body = plan_body("ppu", "01J00000000000000000000000");
     body["phases"][0]
         .as_object_mut()
         .map(|p| p.remove("rate_cards"));
@@ -78,13 +83,13 @@ async fn plan_phase_without_rate_cards_is_400() {
 }
 
 #[tokio::test]
-async fn subscription_is_created_from_the_active_plan_version() {
+async fn subscription_is_created_from_the_plan_version_it_names() {
     let env = start().await;
     let customer = env.double.seed_customer("acme", &["acme"]);
     env.double.seed_plan(PlanSeed::new("ppu", 1, "archived"));
     let active = env.double.seed_plan(PlanSeed::new("ppu", 2, "active"));
     env.double.seed_plan(PlanSeed::new("ppu", 3, "draft"));
-    let body = json!({"customer": {"id": customer}, "plan": {"key": "ppu"}});
+    let body = json!({"customer": {"id": customer}, "plan": {"key": "ppu", "version": 2}});
     let (status, sub) = json_of(
         env.post("/openmeter/subscriptions", body).await,
         "BillingSubscription",
@@ -97,6 +102,34 @@ async fn subscription_is_created_from_the_active_plan_version() {
     );
     assert_eq!(sub["status"], "active");
     assert_eq!(sub["customer_id"], customer.as_str());
+}
+
+/// Without a version the v3 create takes the key's latest version whatever
+/// its status (`plan/adapter/plan.go`, `IncludeLatest`), which must be active.
+#[tokio::test]
+async fn a_plan_key_without_version_means_the_latest_version() {
+    let env = start().await;
+    let customer = env.double.seed_customer("acme", &["acme"]);
+    let active = env.double.seed_plan(PlanSeed::new("ppu", 2, "active"));
+    let body = json!({"customer": {"id": customer}, "plan": {"key": "ppu"}});
+    let (_, sub) = json_of(
+        env.post("/openmeter/subscriptions", body.clone()).await,
+        "BillingSubscription",
+    )
+    .await;
+    assert_eq!(sub["plan"]["id"], active.as_str());
+
+    let other = env.double.seed_customer("globex", &["globex"]);
+    env.double.seed_plan(PlanSeed::new("ppu", 3, "draft"));
+    let body = json!({"customer": {"id": other}, "plan": {"key": "ppu"}});
+    let p = problem(env.post("/openmeter/subscriptions", body).await, 400).await;
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("plan ppu@3 is not active at "),
+        "{p}"
+    );
 }
 
 #[tokio::test]

@@ -2,9 +2,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::Utc;
 use serde_json::Value;
 
-use super::{created, missing, paged};
+use super::{created, missing, paged_with};
 use crate::double::Double;
 use crate::model::Plan;
 use crate::problem::{ApiResult, InvalidParam};
@@ -117,7 +118,7 @@ fn parse_new(body: &[u8]) -> ApiResult<NewPlan> {
 
 pub(crate) async fn create(State(d): State<Double>, body: Bytes) -> ApiResult<Response> {
     let new = parse_new(&body)?;
-    let plan = d.lock().create_plan(new);
+    let plan = d.lock().create_plan(new)?;
     Ok(created(plan))
 }
 
@@ -127,7 +128,7 @@ pub(crate) async fn get_one(
 ) -> ApiResult<Response> {
     let state = d.lock();
     let plan = state.plan(&id).ok_or_else(|| missing("plan", &id))?;
-    Ok(Json(plan).into_response())
+    Ok(Json(plan.observed_at(Utc::now())).into_response())
 }
 
 pub(crate) async fn publish(
@@ -142,7 +143,7 @@ fn field<'a>(p: &'a Plan, name: &str) -> Vec<&'a str> {
     match name {
         "key" => vec![p.key.as_str()],
         "name" => vec![p.name.as_str()],
-        "status" => vec![p.status.as_str()],
+        "status" => vec![p.status_at(Utc::now())],
         "currency" => vec![p.currency.as_str()],
         _ => Vec::new(),
     }
@@ -158,5 +159,6 @@ pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> Ap
         .iter()
         .filter(|p| query::matches_all(&q.filters, |f| field(p, f)))
         .collect();
-    Ok(paged(items, page))
+    let now = Utc::now();
+    Ok(paged_with(items, page, |p| p.observed_at(now)))
 }

@@ -5,6 +5,9 @@ use super::State;
 use crate::model::{new_id, Customer, Labels, UsageAttribution};
 use crate::problem::{ApiResult, Problem};
 
+/// The namespace a self-hosted OpenMeter serves, named in some details.
+const NAMESPACE: &str = "default";
+
 /// A validated `CreateCustomerRequest`.
 #[derive(Debug, Default)]
 pub(crate) struct NewCustomer {
@@ -41,21 +44,41 @@ impl NewCustomer {
 }
 
 impl State {
-    /// Create a customer, enforcing key and subject-key uniqueness (409).
+    /// Create a customer, refusing with 409 what the server's adapter
+    /// refuses, in its order (`customer/adapter/customer.go`,
+    /// `CreateCustomer`): a key that is another customer's id, a key that is
+    /// another customer's usage-attribution subject key, a taken key
+    /// (`customer/errors.go`, `NewKeyConflictError`), then subject keys
+    /// already attributed to someone else (`NewSubjectKeyConflictError`).
     pub fn create_customer(&mut self, new: NewCustomer) -> ApiResult<Customer> {
-        if self.customer_by_key.contains_key(&new.key) {
+        if self.customer_by_id.contains_key(&new.key) {
             return Err(Problem::conflict(format!(
-                "customer with key {:?} already exists",
+                "key {} overlaps with id of another customer",
                 new.key
             )));
         }
-        for sk in new.subject_keys.iter().flatten() {
-            if let Some(&owner) = self.subject_owner.get(sk) {
-                return Err(Problem::conflict(format!(
-                    "subject key {sk:?} is already assigned to customer {}",
-                    self.customers[owner].id
-                )));
-            }
+        if let Some(&owner) = self.subject_owner.get(&new.key) {
+            return Err(Problem::conflict(format!(
+                "key {} overlaps with subject of another customer: {}",
+                new.key, self.customers[owner].id
+            )));
+        }
+        if self.customer_by_key.contains_key(&new.key) {
+            return Err(Problem::conflict(format!(
+                "key \"{}\" is already used by an another customer in the namespace {NAMESPACE}",
+                new.key
+            )));
+        }
+        let subject_keys = new.subject_keys.as_deref().unwrap_or_default();
+        if subject_keys
+            .iter()
+            .any(|sk| self.subject_owner.contains_key(sk))
+        {
+            return Err(Problem::conflict(format!(
+                "one or multiple subject keys of [{}] are already associated with an different \
+                 customer in the namespace {NAMESPACE}",
+                subject_keys.join(", ")
+            )));
         }
         let customer = new.into_customer();
         self.insert_customer(customer.clone());

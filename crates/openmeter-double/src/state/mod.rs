@@ -5,6 +5,7 @@
 mod catalog;
 mod customers;
 mod events;
+mod plan_rules;
 mod plans;
 mod subscriptions;
 mod usage;

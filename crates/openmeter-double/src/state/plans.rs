@@ -24,13 +24,22 @@ pub(crate) enum PlanSelector {
     Key { key: String, version: Option<u32> },
 }
 
-fn usable(status: &str) -> bool {
-    status == "active" || status == "scheduled"
+fn publish_refused(detail: String) -> Problem {
+    Problem::bad_request(
+        detail.clone(),
+        vec![InvalidParam::invalid("planId", detail).from_source("path")],
+    )
+}
+
+fn not_subscribable(detail: String) -> Problem {
+    Problem::bad_request(detail.clone(), vec![InvalidParam::invalid("plan", detail)])
 }
 
 impl State {
     /// New draft plan; version = 1 + the highest existing version of the key.
-    pub fn create_plan(&mut self, new: NewPlan) -> Plan {
+    /// 400 on the rate-card issues the server finds critical.
+    pub fn create_plan(&mut self, new: NewPlan) -> ApiResult<Plan> {
+        self.validate_for_create(&new.key, &new.phases)?;
         let now = Utc::now();
         let plan = Plan {
             id: new_id(),
@@ -50,7 +59,7 @@ impl State {
             phases: new.phases,
         };
         self.plans.push(plan.clone());
-        plan
+        Ok(plan)
     }
 
     fn next_plan_version(&self, key: &str) -> u32 {
@@ -67,78 +76,81 @@ impl State {
         self.plans.iter().find(|p| p.id == id)
     }
 
-    /// Draft → active (effective now); the key's previously active version
-    /// becomes archived (effective_to now).
+    /// Publish: a draft or scheduled version becomes effective now, and the
+    /// version of the key active until now is archived as of the same instant
+    /// (`productcatalog/plan/service/plan.go`, `PublishPlan`; the v3 handler
+    /// passes `effective_from = now`, `api/v3/handlers/plans/publish.go`).
     pub fn publish_plan(&mut self, id: &str) -> ApiResult<Plan> {
         let idx = self
             .plans
             .iter()
             .position(|p| p.id == id)
             .ok_or_else(|| Problem::not_found(format!("plan {id} not found")))?;
-        let plan = &self.plans[idx];
-        if plan.status != "draft" || plan.deleted_at.is_some() {
-            return Err(Problem::bad_request(
-                format!("plan {id} is {} and cannot be published", plan.status),
-                vec![
-                    InvalidParam::invalid("planId", "only draft plans can be published")
-                        .from_source("path"),
-                ],
-            ));
-        }
-        let key = plan.key.clone();
         let now = Utc::now();
+        let plan = &self.plans[idx];
+        if let Some(deleted) = plan.deleted_at {
+            return Err(publish_refused(format!(
+                "cannot publish a deleted Plan [namespace=default, id={id} deleted_at={deleted}]"
+            )));
+        }
+        let status = plan.status_at(now);
+        if status != "draft" && status != "scheduled" {
+            return Err(publish_refused(format!(
+                "invalid Plan: only Plans in [draft scheduled] can be published/rescheduled, \
+                 but it has {status} state"
+            )));
+        }
+        self.validate_for_publish(plan)?;
+        let key = plan.key.clone();
         for other in self.plans.iter_mut() {
-            if other.key == key && other.status == "active" && other.id != id {
-                other.status = "archived".into();
+            let live = other.deleted_at.is_none() && other.status_at(now) == "active";
+            if other.key == key && other.id != id && live {
                 other.effective_to = Some(now);
                 other.updated_at = now;
             }
         }
         let plan = &mut self.plans[idx];
-        plan.status = "active".into();
         plan.effective_from = Some(now);
+        plan.effective_to = None;
         plan.updated_at = now;
-        Ok(plan.clone())
+        Ok(plan.observed_at(now))
     }
 
-    /// Resolve a subscription's plan: 404 when nothing matches, 400 when the
-    /// match is not active or scheduled.
+    /// Resolve a subscription's plan as the v3 create does
+    /// (`api/v3/handlers/subscriptions/create.go`, `getPlanByIDOrKey`): by id,
+    /// by key and version, or by key alone meaning the latest version
+    /// whatever its status (`plan/adapter/plan.go`, `IncludeLatest`). 404 when
+    /// nothing matches; 400 when it is deleted or not active right now
+    /// (`productcatalog/subscription/service/create.go`): a scheduled version
+    /// cannot be subscribed to yet.
     pub fn resolve_plan(&self, sel: &PlanSelector) -> ApiResult<&Plan> {
         let found = match sel {
             PlanSelector::Id(id) => self.plan(id),
             PlanSelector::Key {
                 key,
                 version: Some(v),
-            } => self
+            } => self.plans.iter().find(|p| &p.key == key && p.version == *v),
+            PlanSelector::Key { key, version: None } => self
                 .plans
                 .iter()
-                .find(|p| &p.key == key && p.version == *v && p.deleted_at.is_none()),
-            PlanSelector::Key { key, version: None } => self.default_version(key),
+                .filter(|p| &p.key == key)
+                .max_by_key(|p| p.version),
         };
         let plan = found.ok_or_else(|| Problem::not_found(format!("plan {sel} not found")))?;
-        if !usable(&plan.status) || plan.deleted_at.is_some() {
-            return Err(Problem::bad_request(
-                format!("plan {sel} is {} and cannot be subscribed to", plan.status),
-                vec![InvalidParam::invalid(
-                    "plan",
-                    "plan must be active or scheduled",
-                )],
-            ));
+        let now = Utc::now();
+        if let Some(deleted) = plan.deleted_at.filter(|d| *d <= now) {
+            return Err(not_subscribable(format!(
+                "plan is deleted [namespace=default, key={}, version={}, deleted_at={deleted}]",
+                plan.key, plan.version
+            )));
+        }
+        if plan.status_at(now) != "active" {
+            return Err(not_subscribable(format!(
+                "plan {}@{} is not active at {now}",
+                plan.key, plan.version
+            )));
         }
         Ok(plan)
-    }
-
-    /// The active version of a key, else its highest non-deleted version
-    /// (which then fails the status check with a 400).
-    fn default_version(&self, key: &str) -> Option<&Plan> {
-        let live = || {
-            self.plans
-                .iter()
-                .filter(move |p| p.key == key && p.deleted_at.is_none())
-        };
-        live()
-            .find(|p| p.status == "active")
-            .or_else(|| live().max_by_key(|p| p.version))
     }
 
     pub fn seed_plan(&mut self, seed: PlanSeed) -> String {

@@ -110,7 +110,9 @@ pub fn event(id: &str, subject: &str) -> Value {
     })
 }
 
-pub fn plan_body(key: &str) -> Value {
+/// A plan the server would publish: one usage-priced rate card on the
+/// feature `feature_id` (keyed `billable_spend`), billed monthly.
+pub fn plan_body(key: &str, feature_id: &str) -> Value {
     json!({
         "name": "Default",
         "key": key,
@@ -122,10 +124,25 @@ pub fn plan_body(key: &str) -> Value {
             "rate_cards": [{
                 "name": "Billable spend",
                 "key": "billable_spend",
+                "feature": {"id": feature_id},
+                "billing_cadence": "P1M",
                 "price": {"type": "unit", "amount": "0.000001"},
             }],
         }],
     })
+}
+
+/// A sum meter on `billable_usd_micros` and its feature `billable_spend`;
+/// returns the feature id.
+pub async fn billable_feature(env: &Env) -> String {
+    let meter = env.double.seed_meter(json!({
+        "name": "Billable", "key": "billable_usd_micros", "aggregation": "sum",
+        "event_type": "create_signed_ticket", "value_property": "$.billable_usd_micros",
+    }));
+    let body = json!({"name": "Billable spend", "key": "billable_spend", "meter": {"id": meter}});
+    let (status, feature) = json_of(env.post("/openmeter/features", body).await, "Feature").await;
+    assert_eq!(status, 201);
+    feature["id"].as_str().expect("feature id").to_string()
 }
 
 /// OpenAPI 3.0 `nullable: true` → JSON Schema `type: [t, "null"]`.
