@@ -306,6 +306,14 @@ mod tests {
     }
 
     #[test]
+    fn auth_id_with_a_bidi_override_is_a_bad_request() {
+        let e = key(json!({"auth_id": "acme:\u{202E}ecilA"})).unwrap_err();
+        assert!(e.contains("U+202E"), "{e}");
+        let e = key(json!({"client_id": "acme", "external_user_id": "al\u{200B}ice"})).unwrap_err();
+        assert!(e.contains("U+200B"), "{e}");
+    }
+
+    #[test]
     fn missing_identity_names_what_is_missing() {
         assert!(key(json!({"client_id": "c"}))
             .unwrap_err()

@@ -12,8 +12,9 @@ use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
-use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
+use crate::decode::{decode, Decoded, SkipReason, DEFAULT_MAX_BYTES};
 use crate::deliver::{Deliverer, Pending, Tally};
+use crate::domain::{EthUsdPrice, Identity};
 use crate::map::map;
 use crate::metrics::metrics;
 use crate::price::PriceFeed;
@@ -48,6 +49,38 @@ impl Default for PipelineConfig {
             max_event_bytes: DEFAULT_MAX_BYTES,
             shutdown_timeout: Duration::from_secs(25),
         }
+    }
+}
+
+/// What decode → map makes of one record's bytes. `run`, `replay` and
+/// `replay --dry-run` all judge records here, so a dry run shows exactly
+/// what a real run would do.
+#[derive(Debug)]
+pub enum Fate {
+    /// A CloudEvent to send (serialised once), for this identity.
+    Event { identity: Identity, json: Bytes },
+    /// Not billable; settled unsent.
+    Skip(SkipReason),
+    /// Never sent: dead-lettered with this kind and reason.
+    DeadLetter { kind: &'static str, reason: String },
+}
+
+/// Decodes and maps one payload at `price`.
+pub fn judge(payload: &[u8], max_bytes: usize, price: &EthUsdPrice) -> Fate {
+    let dead = |kind, reason: String| Fate::DeadLetter { kind, reason };
+    match decode(payload, max_bytes) {
+        Ok(Decoded::Skip(reason)) => Fate::Skip(reason),
+        Ok(Decoded::Ticket(ticket)) => match map(*ticket, price) {
+            Ok(mapped) => match serde_json::to_vec(&mapped.event) {
+                Ok(json) => Fate::Event {
+                    identity: mapped.identity,
+                    json: Bytes::from(json),
+                },
+                Err(e) => dead("invalid_data", e.to_string()),
+            },
+            Err(e) => dead("fee", e.to_string()),
+        },
+        Err(rejection) => dead(rejection.kind(), rejection.to_string()),
     }
 }
 
@@ -146,28 +179,22 @@ impl Pipeline {
         Tally::add(&self.deliverer.tally.read, 1);
         metrics().events_consumed.inc();
         let read_at = Instant::now();
-        let rejected = match decode(&record.payload, self.config.max_event_bytes) {
-            Ok(Decoded::Skip(_)) => {
+        let price = self.price.current().price;
+        let (kind, reason) = match judge(&record.payload, self.config.max_event_bytes, &price) {
+            Fate::Skip(_) => {
                 self.deliverer.skipped(record.origin.position);
                 return None;
             }
-            Ok(Decoded::Ticket(ticket)) => match map(*ticket, &self.price.current().price) {
-                Ok(mapped) => match serde_json::to_vec(&mapped.event) {
-                    Ok(json) => {
-                        return Some(Pending {
-                            record,
-                            identity: mapped.identity,
-                            json: Bytes::from(json),
-                            read_at,
-                        })
-                    }
-                    Err(e) => ("invalid_data", e.to_string()),
-                },
-                Err(e) => ("fee", e.to_string()),
-            },
-            Err(rejection) => (rejection.kind(), rejection.to_string()),
+            Fate::Event { identity, json } => {
+                return Some(Pending {
+                    record,
+                    identity,
+                    json,
+                    read_at,
+                })
+            }
+            Fate::DeadLetter { kind, reason } => (kind, reason),
         };
-        let (kind, reason) = rejected;
         tokio::select! {
             biased;
             _ = self.deliverer.dead_letter(record, kind, reason) => {}

@@ -229,14 +229,27 @@ impl Drop for Broker {
     }
 }
 
+/// The `ticketmeter` binary under test: cargo's, unless `TICKETMETER_BIN`
+/// names a copy (engineers sharing one target directory overwrite each
+/// other's `target/debug/ticketmeter` while a long test runs).
+pub fn binary_path() -> PathBuf {
+    std::env::var_os("TICKETMETER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ticketmeter")))
+}
+
 /// The real `ticketmeter` binary, running a subcommand; killed on drop.
+/// Its stderr is drained as it comes, so a chatty child never blocks on a
+/// full pipe.
 pub struct Binary {
     pub child: Child,
+    log: Arc<std::sync::Mutex<String>>,
+    drain: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Binary {
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ticketmeter"));
+        let mut cmd = Command::new(binary_path());
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -245,9 +258,21 @@ impl Binary {
             cmd.env(k, v);
         }
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        Self {
-            child: cmd.spawn().unwrap(),
-        }
+        let mut child = cmd.spawn().unwrap();
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        let drain = child.stderr.take().map(|stderr| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            })
+        });
+        Self { child, log, drain }
     }
 
     pub fn pid(&self) -> u32 {
@@ -281,13 +306,14 @@ impl Binary {
         }
     }
 
+    /// What the child wrote to stderr so far (all of it once it exited).
     pub fn stderr(&mut self) -> String {
-        use std::io::Read;
-        let mut out = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut out);
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            if let Some(drain) = self.drain.take() {
+                let _ = drain.join();
+            }
         }
-        out
+        self.log.lock().unwrap().clone()
     }
 }
 
