@@ -21,8 +21,15 @@ use crate::secret::Secret;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// A readiness probe, supplied by whoever runs the API.
-pub type ReadyCheck =
-    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Vec<(String, bool)>> + Send + Sync>;
+pub type ReadyCheck = Arc<dyn Fn() -> futures::future::BoxFuture<'static, Readiness> + Send + Sync>;
+
+/// What a readiness probe found: named checks, and in words why billing is
+/// not progressing (a stalled partition, a pipeline-wide hold).
+#[derive(Debug, Default)]
+pub struct Readiness {
+    pub checks: Vec<(String, bool)>,
+    pub problems: Vec<String>,
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -64,21 +71,26 @@ async fn health() -> Json<Value> {
 }
 
 async fn ready(State(state): State<Arc<ApiState>>) -> Response {
-    let checks = match &state.ready {
+    let readiness = match &state.ready {
         Some(check) => check().await,
-        None => Vec::new(),
+        None => Readiness::default(),
     };
-    let ok = checks.iter().all(|(_, passed)| *passed);
-    let body: Map<String, Value> = checks
+    let ok = readiness.checks.iter().all(|(_, passed)| *passed) && readiness.problems.is_empty();
+    let checks: Map<String, Value> = readiness
+        .checks
         .into_iter()
         .map(|(k, v)| (k, Value::Bool(v)))
         .collect();
+    let mut body = json!({ "ready": ok, "checks": checks });
+    if !readiness.problems.is_empty() {
+        body["problems"] = json!(readiness.problems);
+    }
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "ready": ok, "checks": body }))).into_response()
+    (status, Json(body)).into_response()
 }
 
 async fn render_metrics() -> Response {

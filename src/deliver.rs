@@ -24,6 +24,7 @@ use crate::commit::{OffsetTracker, Position};
 use crate::dlq::{DeadLetter, DeadLetterSink};
 use crate::domain::{CustomerKey, Identity};
 use crate::ensure::{EnsureError, ErrorClass, Provisioner};
+use crate::health::health;
 use crate::metrics::metrics;
 use crate::openmeter::{ApiError, OpenMeterClient};
 use crate::retry::Backoff;
@@ -167,6 +168,9 @@ impl Deliverer {
         let mut wait = None;
         for (key, result) in results {
             let Err(e) = result else { continue };
+            if e.class() != ErrorClass::Identity {
+                health().held(&e);
+            }
             match e.class() {
                 ErrorClass::Identity => {
                     rejected.insert(key, e.to_string());
@@ -196,6 +200,7 @@ impl Deliverer {
             if !e.is_transient() && !is_configuration(&e) {
                 return Verdict::Rejected(e);
             }
+            health().held(&e);
             let delay = self.backoff.delay(attempt, e.retry_after());
             if is_configuration(&e) {
                 tracing::error!(error = %e, ?delay, "ingest refused; fix the configuration (consumption paused)");

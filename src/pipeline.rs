@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::decode::{decode, Decoded, SkipReason, DEFAULT_MAX_BYTES};
 use crate::deliver::{Deliverer, Pending, Tally};
 use crate::domain::{EthUsdPrice, Identity};
+use crate::health::health;
 use crate::map::map;
 use crate::metrics::metrics;
 use crate::price::PriceFeed;
@@ -239,6 +240,7 @@ impl Pipeline {
         let deliverer = self.deliverer.clone();
         in_flight.tasks.spawn(async move {
             deliverer.flush(events).await;
+            health().progressed();
             drop(permit);
         });
     }

@@ -31,7 +31,12 @@ pub async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
     let cancel = shutdown_signal();
     let mut kafka = kafka_config(&args.kafka);
     let dlq_topic = args.kafka.dlq_topic();
-    let dlq = DeadLetterSink::kafka(&kafka, dlq_topic.clone())?;
+    let dlq = DeadLetterSink::kafka(
+        &kafka,
+        dlq_topic.clone(),
+        args.pipeline.batch.max_event_bytes,
+        &args.kafka.dlq_spill_dir,
+    )?;
     kafka.topic = dlq_topic.clone();
     kafka.group = format!("{}.dlq-replay", kafka.group);
     let tracker = Arc::new(OffsetTracker::default());
