@@ -420,6 +420,7 @@ async fn a_partition_the_broker_will_not_serve_turns_ready_503_within_stall_afte
     let slow = [
         ("BATCH_MAX_EVENTS", "10".to_owned()),
         ("BATCH_MAX_IN_FLIGHT", "1".to_owned()),
+        ("KAFKA_OPT_SESSION_TIMEOUT_MS", "6000".to_owned()),
     ];
     let mut first = collector(&broker, topic, &om, free_port(), &slow);
     let mid_batch = || {
