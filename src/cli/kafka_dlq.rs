@@ -43,7 +43,8 @@ pub async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
     kafka.group = format!("{}.dlq-replay", kafka.group);
     let tracker = Arc::new(OffsetTracker::default());
     let pipeline = start_pipeline(&args.pipeline, dlq, tracker.clone(), &cancel).await?;
-    let source = Arc::new(KafkaSource::connect(&kafka, tracker).context("connecting to Kafka")?);
+    let source =
+        Arc::new(KafkaSource::connect(&kafka, tracker.clone()).context("connecting to Kafka")?);
 
     let started = Utc::now();
     let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);
