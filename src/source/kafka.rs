@@ -9,10 +9,15 @@
 //! nor for a commit round trip while holding the poll thread. In-flight
 //! records of a revoked partition still finish (OpenMeter gets them), but
 //! they are not committed by us: the next owner redelivers them and
-//! OpenMeter deduplicates them by id. Measured against the previous design
-//! (a commit loop plus a callback that waited up to `KAFKA_REBALANCE_DRAIN`
-//! for in-flight batches, then committed synchronously): see
-//! `docs/operations.md`, "Rebalances".
+//! OpenMeter deduplicates them by id. Chosen over the previous design (a
+//! commit loop plus a callback that waited up to `KAFKA_REBALANCE_DRAIN`,
+//! 10 s, for in-flight batches, then committed synchronously) because the
+//! callback's time no longer depends on OpenMeter: measured with three
+//! members and one killed mid-batch, longest poll gap 0.25 s against
+//! 0.33 s, for 201 redelivered (deduplicated) events against 28; while
+//! OpenMeter is down the old callback held the poll thread the whole 10 s
+//! (by construction of its wait loop).
+//! See `docs/operations.md`, "Rebalances".
 //!
 //! Back-pressure: when the pipeline stops taking records, the assigned
 //! partitions are paused (the consumer keeps polling, so it stays in the
