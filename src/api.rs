@@ -22,8 +22,15 @@ use crate::secret::Secret;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// A readiness probe, supplied by whoever runs the API.
-pub type ReadyCheck =
-    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Vec<(String, bool)>> + Send + Sync>;
+pub type ReadyCheck = Arc<dyn Fn() -> futures::future::BoxFuture<'static, Readiness> + Send + Sync>;
+
+/// What a readiness probe found: named checks, and in words why billing is
+/// not progressing (a stalled partition, a pipeline-wide hold).
+#[derive(Debug, Default)]
+pub struct Readiness {
+    pub checks: Vec<(String, bool)>,
+    pub problems: Vec<String>,
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -65,21 +72,26 @@ async fn health() -> Json<Value> {
 }
 
 async fn ready(State(state): State<Arc<ApiState>>) -> Response {
-    let checks = match &state.ready {
+    let readiness = match &state.ready {
         Some(check) => check().await,
-        None => Vec::new(),
+        None => Readiness::default(),
     };
-    let ok = checks.iter().all(|(_, passed)| *passed);
-    let body: Map<String, Value> = checks
+    let ok = readiness.checks.iter().all(|(_, passed)| *passed) && readiness.problems.is_empty();
+    let checks: Map<String, Value> = readiness
+        .checks
         .into_iter()
         .map(|(k, v)| (k, Value::Bool(v)))
         .collect();
+    let mut body = json!({ "ready": ok, "checks": checks });
+    if !readiness.problems.is_empty() {
+        body["problems"] = json!(readiness.problems);
+    }
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "ready": ok, "checks": body }))).into_response()
+    (status, Json(body)).into_response()
 }
 
 async fn render_metrics() -> Response {
@@ -307,6 +319,14 @@ mod tests {
     fn non_compound_auth_id_is_a_bad_request() {
         let e = key(json!({"auth_id": "session_123"})).unwrap_err();
         assert!(e.contains("client_id:external_user_id"), "{e}");
+    }
+
+    #[test]
+    fn auth_id_with_a_bidi_override_is_a_bad_request() {
+        let e = key(json!({"auth_id": "acme:\u{202E}ecilA"})).unwrap_err();
+        assert!(e.contains("U+202E"), "{e}");
+        let e = key(json!({"client_id": "acme", "external_user_id": "al\u{200B}ice"})).unwrap_err();
+        assert!(e.contains("U+200B"), "{e}");
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::commit::{OffsetTracker, Position};
 use crate::dlq::{DeadLetter, DeadLetterSink};
 use crate::domain::{CustomerKey, Identity};
 use crate::ensure::{EnsureError, Ensured, Provisioner};
+use crate::health::health;
 use crate::map::UsageEvent;
 use crate::metrics::metrics;
 use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
@@ -127,6 +128,8 @@ struct Chunk {
 struct Hold {
     class: ErrorClass,
     retry_after: Option<Duration>,
+    /// OpenMeter's error, for the logs and `/ready`.
+    reason: String,
 }
 
 /// One attempt's leftovers: events to retry after a backoff.
@@ -137,10 +140,10 @@ struct Held {
 }
 
 impl Held {
-    fn push(&mut self, chunk: Chunk, class: ErrorClass, retry_after: Option<Duration>) {
+    fn push(&mut self, chunk: Chunk, hold: Hold) {
         if !chunk.events.is_empty() {
             self.chunks.push(chunk);
-            self.hold = Some(Hold { class, retry_after });
+            self.hold = Some(hold);
         }
     }
 }
@@ -181,14 +184,16 @@ impl Deliverer {
                 self.attempt(chunk, &mut todo, &mut held).await;
             }
             let Some(hold) = held.hold else { break };
+            health().held(&hold.reason);
             let delay = self.backoff.delay(attempt, hold.retry_after);
             let events: usize = held.chunks.iter().map(|c| c.events.len()).sum();
+            let error = &hold.reason;
             match hold.class {
                 ErrorClass::Configuration => tracing::error!(
-                    events, ?delay,
+                    events, ?delay, error,
                     "OpenMeter refuses the configuration (token, URL or plan): holding events until an operator fixes it"
                 ),
-                _ => tracing::warn!(events, ?delay, "OpenMeter unavailable: holding events"),
+                _ => tracing::warn!(events, ?delay, error, "OpenMeter unavailable: holding events"),
             }
             tokio::time::sleep(delay).await;
             todo = held.chunks;
@@ -220,7 +225,14 @@ impl Deliverer {
         };
         match class {
             ErrorClass::Rejected => self.rejected(chunk, &e, todo).await,
-            _ => held.push(chunk, class, e.retry_after()),
+            _ => held.push(
+                chunk,
+                Hold {
+                    class,
+                    retry_after: e.retry_after(),
+                    reason: e.to_string(),
+                },
+            ),
         }
     }
 
@@ -230,7 +242,7 @@ impl Deliverer {
     async fn ensure_customers(&self, chunk: Chunk, held: &mut Held) -> Vec<Pending> {
         let outcomes = self.ensure_round(&chunk.events).await;
         let mut ready = Vec::with_capacity(chunk.events.len());
-        let mut waiting: HashMap<ErrorClass, (Vec<Pending>, Option<Duration>)> = HashMap::new();
+        let mut waiting: HashMap<ErrorClass, (Vec<Pending>, Hold)> = HashMap::new();
         for mut pending in chunk.events {
             match &outcomes[&pending.identity.customer_key()] {
                 Ok(ensured) => {
@@ -247,19 +259,25 @@ impl Deliverer {
                             .await;
                     }
                     class => {
-                        let slot = waiting.entry(class).or_default();
+                        let slot = waiting.entry(class).or_insert_with(|| {
+                            let hold = Hold {
+                                class,
+                                retry_after: e.upstream().and_then(ApiError::retry_after),
+                                reason: e.to_string(),
+                            };
+                            (Vec::new(), hold)
+                        });
                         slot.0.push(pending);
-                        slot.1 = slot.1.or(e.upstream().and_then(ApiError::retry_after));
                     }
                 },
             }
         }
-        for (class, (events, retry_after)) in waiting {
+        for (events, hold) in waiting.into_values() {
             let chunk = Chunk {
                 events,
                 healed: chunk.healed,
             };
-            held.push(chunk, class, retry_after);
+            held.push(chunk, hold);
         }
         ready
     }
@@ -373,6 +391,7 @@ impl Deliverer {
     }
 
     fn accepted(&self, chunk: &[Pending]) {
+        health().progressed();
         self.tracker.finished(positions(chunk));
         Tally::add(&self.tally.delivered, chunk.len());
         metrics().events_delivered.inc_by(chunk.len() as u64);

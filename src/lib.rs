@@ -13,6 +13,7 @@ pub mod deliver;
 pub mod dlq;
 pub mod domain;
 pub mod ensure;
+pub mod health;
 pub mod map;
 pub mod metrics;
 pub mod openmeter;

@@ -1,5 +1,6 @@
 //! Prometheus metrics, one process-wide registry served at `GET /metrics`.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 
 use prometheus_client::encoding::text::encode;
@@ -30,6 +31,10 @@ pub struct Metrics {
     pub consumer_lag: Family<Labels, Gauge>,
     pub eth_usd_price_micros: Gauge,
     pub price_updated_unix: Gauge,
+    pub partition_stalled: Family<Labels, Gauge>,
+    pub pipeline_held_since: Gauge,
+    pub consumer_poll_gap_max: Gauge<f64, AtomicU64>,
+    pub dead_letters_spilled: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -52,6 +57,10 @@ impl Metrics {
             consumer_lag: Family::default(),
             eth_usd_price_micros: Gauge::default(),
             price_updated_unix: Gauge::default(),
+            partition_stalled: Family::default(),
+            pipeline_held_since: Gauge::default(),
+            consumer_poll_gap_max: Gauge::default(),
+            dead_letters_spilled: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -134,6 +143,26 @@ impl Metrics {
             "price_updated_unix_seconds",
             "When the price in use was obtained",
             m.price_updated_unix.clone(),
+        );
+        r.register(
+            "partition_stalled",
+            "1 while a partition has records behind our position and nothing is read (not paused)",
+            m.partition_stalled.clone(),
+        );
+        r.register(
+            "pipeline_held_since_unix_seconds",
+            "When every batch began waiting on one failure (OpenMeter, token, plan, DLQ); 0 when none",
+            m.pipeline_held_since.clone(),
+        );
+        r.register(
+            "consumer_poll_gap_max_seconds",
+            "Longest time the Kafka consumer went without being polled (rebalance callbacks included)",
+            m.consumer_poll_gap_max.clone(),
+        );
+        r.register(
+            "dead_letters_spilled",
+            "Dead letters written to DLQ_SPILL_DIR, by cause: truncated (too large for the DLQ topic) or refused (the topic refused them)",
+            m.dead_letters_spilled.clone(),
         );
         Self { registry, ..m }
     }

@@ -7,14 +7,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
-use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
+use crate::decode::{decode, Decoded, SkipReason, DEFAULT_MAX_BYTES};
 use crate::deliver::{BillingPolicy, Deliverer, Pending, Tally};
-use crate::map::map;
+use crate::domain::{EthUsdPrice, Identity};
+use crate::health::health;
+use crate::map::{map, UsageEvent};
 use crate::metrics::metrics;
 use crate::price::PriceFeed;
 use crate::source::file::read_lines;
@@ -51,6 +54,46 @@ impl Default for PipelineConfig {
             shutdown_timeout: Duration::from_secs(25),
             billing: BillingPolicy::default(),
         }
+    }
+}
+
+/// What decode → map makes of one record's bytes. `run`, `replay` and
+/// `replay --dry-run` all judge records here, so a dry run shows exactly
+/// what a real run would do.
+#[derive(Debug)]
+pub enum Fate {
+    /// A CloudEvent to send (serialised once), for this identity.
+    Event {
+        identity: Identity,
+        event: Box<UsageEvent>,
+        /// The event's `time`, parsed.
+        signed_at: DateTime<Utc>,
+        json: Bytes,
+    },
+    /// Not billable; settled unsent.
+    Skip(SkipReason),
+    /// Never sent: dead-lettered with this kind and reason.
+    DeadLetter { kind: &'static str, reason: String },
+}
+
+/// Decodes and maps one payload at `price`.
+pub fn judge(payload: &[u8], max_bytes: usize, price: &EthUsdPrice) -> Fate {
+    let dead = |kind, reason: String| Fate::DeadLetter { kind, reason };
+    match decode(payload, max_bytes) {
+        Ok(Decoded::Skip(reason)) => Fate::Skip(reason),
+        Ok(Decoded::Ticket(ticket)) => match map(*ticket, price) {
+            Ok(mapped) => match serde_json::to_vec(&mapped.event) {
+                Ok(json) => Fate::Event {
+                    identity: mapped.identity,
+                    event: Box::new(mapped.event),
+                    signed_at: mapped.signed_at,
+                    json: Bytes::from(json),
+                },
+                Err(e) => dead("invalid_data", e.to_string()),
+            },
+            Err(e) => dead("fee", e.to_string()),
+        },
+        Err(rejection) => dead(rejection.kind(), rejection.to_string()),
     }
 }
 
@@ -149,30 +192,29 @@ impl Pipeline {
         Tally::add(&self.deliverer.tally.read, 1);
         metrics().events_consumed.inc();
         let read_at = Instant::now();
-        let rejected = match decode(&record.payload, self.config.max_event_bytes) {
-            Ok(Decoded::Skip(_)) => {
+        let price = self.price.current().price;
+        let (kind, reason) = match judge(&record.payload, self.config.max_event_bytes, &price) {
+            Fate::Skip(_) => {
                 self.deliverer.skipped(record.origin.position);
                 return None;
             }
-            Ok(Decoded::Ticket(ticket)) => match map(*ticket, &self.price.current().price) {
-                Ok(mapped) => match serde_json::to_vec(&mapped.event) {
-                    Ok(json) => {
-                        return Some(Pending {
-                            record,
-                            identity: mapped.identity,
-                            event: mapped.event,
-                            time: mapped.signed_at,
-                            json: Bytes::from(json),
-                            read_at,
-                        })
-                    }
-                    Err(e) => ("invalid_data", e.to_string()),
-                },
-                Err(e) => ("fee", e.to_string()),
-            },
-            Err(rejection) => (rejection.kind(), rejection.to_string()),
+            Fate::Event {
+                identity,
+                event,
+                signed_at,
+                json,
+            } => {
+                return Some(Pending {
+                    record,
+                    identity,
+                    event: *event,
+                    time: signed_at,
+                    json,
+                    read_at,
+                })
+            }
+            Fate::DeadLetter { kind, reason } => (kind, reason),
         };
-        let (kind, reason) = rejected;
         tokio::select! {
             biased;
             _ = self.deliverer.dead_letter(record, kind, reason) => {}
@@ -217,6 +259,7 @@ impl Pipeline {
         let deliverer = self.deliverer.clone();
         in_flight.tasks.spawn(async move {
             deliverer.flush(events).await;
+            health().progressed();
             drop(permit);
         });
     }

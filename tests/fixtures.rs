@@ -149,7 +149,7 @@ async fn every_fixture_event_reaches_openmeter_after_its_customer_exists() {
 
 #[test]
 fn dry_run_prints_the_expected_lines_without_network() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ticketmeter"))
+    let output = std::process::Command::new(support::binary_path())
         .args(["replay", "--dry-run"])
         .arg(fixtures_dir().join("signer-events.jsonl"))
         .env_clear()
@@ -217,4 +217,135 @@ async fn file_replay_dead_letters_to_a_file_that_dlq_replay_reads_back() {
         2,
         "still bad, so dead-lettered again"
     );
+}
+
+/// Lines a signer (or a corrupted topic) could hold: valid tickets, bytes
+/// that are not UTF-8, raw and escaped control characters, bidi and other
+/// invisible format characters. The second element says whether the line
+/// must be sent.
+fn hostile_corpus() -> Vec<(Vec<u8>, bool)> {
+    let ticket = |i: usize, auth: &str| {
+        format!(
+            r#"{{"id":"env-{i}","type":"create_signed_ticket","data":{{"request_id":"req-{i}","auth_id":"{auth}","computed_fee":"1000000000000","current_time":"2026-09-09T00:00:00Z"}}}}"#
+        )
+        .into_bytes()
+    };
+    let mut corpus = Vec::new();
+    for i in 0..20 {
+        corpus.push((ticket(i * 10, &format!("acme:user-{i}")), true));
+        corpus.push((vec![0xff, 0xfe, b'{', 0x80, b'}'], false));
+        let mut latin1 = ticket(i * 10 + 1, "acme:zo");
+        latin1.insert(latin1.len() - 60, 0xeb);
+        corpus.push((latin1, false));
+        corpus.push((ticket(i * 10 + 2, "acme:a\\u0007b"), false));
+        corpus.push((ticket(i * 10 + 3, "acme:a\u{7}b"), false));
+        corpus.push((ticket(i * 10 + 4, "acme:\u{202E}ecilA"), false));
+        corpus.push((ticket(i * 10 + 5, "acme:\\u202eecilA"), false));
+        corpus.push((ticket(i * 10 + 6, "\u{2066}acme:bob\u{2069}"), false));
+        corpus.push((ticket(i * 10 + 7, "acme:al\u{200B}ice"), false));
+        corpus.push((ticket(i * 10 + 8, "\u{FEFF}acme:carol"), false));
+        corpus.push((ticket(i * 10 + 9, "acme:zoë"), true));
+    }
+    corpus
+}
+
+#[test]
+fn dry_run_over_stdin_gives_every_hostile_line_its_fate_and_exits_0() {
+    use std::io::Write;
+    let corpus = hostile_corpus();
+    let mut input = Vec::new();
+    for (line, _) in &corpus {
+        input.extend_from_slice(line);
+        input.push(b'\n');
+    }
+    let mut child = std::process::Command::new(support::binary_path())
+        .args(["replay", "--dry-run", "-"])
+        .env_clear()
+        .env("ETH_USD_PRICE", "3500")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "exit 0");
+    let printed: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(printed.len(), corpus.len(), "one fate per line");
+    for (i, ((_, sent), fate)) in corpus.iter().zip(&printed).enumerate() {
+        let fate_is_event = fate.get("id").is_some();
+        assert_eq!(fate_is_event, *sent, "line {}: {fate}", i + 1);
+        if !sent {
+            assert!(fate["dead_letter"].is_string(), "line {}: {fate}", i + 1);
+        }
+    }
+    eprintln!(
+        "dry run: {} lines, {} events, {} dead letters",
+        corpus.len(),
+        printed.iter().filter(|f| f.get("id").is_some()).count(),
+        printed
+            .iter()
+            .filter(|f| f.get("dead_letter").is_some())
+            .count()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_dead_letters_exactly_what_the_real_replay_dead_letters() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let corpus_path = dir.path().join("corpus.jsonl");
+    let mut input = Vec::new();
+    for (line, _) in hostile_corpus() {
+        input.extend_from_slice(&line);
+        input.push(b'\n');
+    }
+    std::fs::write(&corpus_path, &input).unwrap();
+    let corpus = corpus_path.display().to_string();
+    let dlq = dir.path().join("dlq.jsonl");
+
+    let dry = std::process::Command::new(support::binary_path())
+        .args(["replay", "--dry-run", &corpus])
+        .env_clear()
+        .env("ETH_USD_PRICE", "3500")
+        .output()
+        .unwrap();
+    let dry_reasons: Vec<String> = String::from_utf8(dry.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["dead_letter"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+
+    let real = tokio::process::Command::new(support::binary_path())
+        .args(["replay", &corpus])
+        .env_clear()
+        .env("OPENMETER_URL", om.url())
+        .env("ETH_USD_PRICE", "3500")
+        .env("DLQ_FILE", &dlq)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        real.status.success(),
+        "{}",
+        String::from_utf8_lossy(&real.stderr)
+    );
+    let real_reasons: Vec<String> = std::fs::read_to_string(&dlq)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["reason"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(real_reasons, dry_reasons);
 }

@@ -319,7 +319,7 @@ async fn a_running_collector_is_ready_and_exports_metrics() {
     }
     assert_eq!(
         ready,
-        json!({"ready": true, "checks": {"partitions_assigned": true, "price_fresh": true, "openmeter": true}})
+        json!({"ready": true, "checks": {"partitions_assigned": true, "price_fresh": true, "openmeter": true, "progress": true}})
     );
     let metrics = http
         .get(format!("{base}/metrics"))

@@ -191,9 +191,14 @@ pub struct KafkaArgs {
     /// How often progress is committed.
     #[arg(long, env = "KAFKA_COMMIT_INTERVAL", default_value = "1s", value_parser = duration)]
     pub kafka_commit_interval: Duration,
-    /// How long a revoked partition's in-flight events may take before handing over.
-    #[arg(long, env = "KAFKA_REBALANCE_DRAIN", default_value = "10s", value_parser = duration)]
-    pub kafka_rebalance_drain: Duration,
+    /// How long a partition with records behind our position may read nothing (while not
+    /// paused), or every batch may wait on one failure, before /ready reports a stall.
+    #[arg(long, env = "STALL_AFTER", default_value = "60s", value_parser = duration)]
+    pub stall_after: Duration,
+    /// Where dead letters the DLQ topic refuses (too large: the full original; topic
+    /// unwritable: the whole letter) are kept, as JSON lines `dlq replay --file` reads.
+    #[arg(long, env = "DLQ_SPILL_DIR", default_value = "ticketmeter-dlq-spill")]
+    pub dlq_spill_dir: PathBuf,
 }
 
 /// What every pipeline needs: OpenMeter, the ensure caches, the price and batching.

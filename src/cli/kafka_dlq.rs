@@ -6,7 +6,9 @@
 //! same topic; a partition stops being read at the first letter written
 //! after the replay began, so a replay never chases its own output. The
 //! replay ends when every partition reached that point or the topic has
-//! been idle for `--idle`.
+//! been idle for `--idle`. A truncated letter (its original was too large
+//! for the topic) is settled with a warning naming the spill file that
+//! holds the original: replaying its cut payload would only fail again.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -31,12 +33,18 @@ pub async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
     let cancel = shutdown_signal();
     let mut kafka = kafka_config(&args.kafka);
     let dlq_topic = args.kafka.dlq_topic();
-    let dlq = DeadLetterSink::kafka(&kafka, dlq_topic.clone())?;
+    let dlq = DeadLetterSink::kafka(
+        &kafka,
+        dlq_topic.clone(),
+        args.pipeline.batch.max_event_bytes,
+        &args.kafka.dlq_spill_dir,
+    )?;
     kafka.topic = dlq_topic.clone();
     kafka.group = format!("{}.dlq-replay", kafka.group);
     let tracker = Arc::new(OffsetTracker::default());
     let pipeline = start_pipeline(&args.pipeline, dlq, tracker.clone(), &cancel).await?;
-    let source = Arc::new(KafkaSource::connect(&kafka, tracker).context("connecting to Kafka")?);
+    let source =
+        Arc::new(KafkaSource::connect(&kafka, tracker.clone()).context("connecting to Kafka")?);
 
     let started = Utc::now();
     let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);
@@ -46,6 +54,7 @@ pub async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
         let (source, stop) = (source.clone(), stop.clone());
         async move { source.run(raw_tx, stop).await }
     });
+    let gate_tracker = tracker.clone();
     let gate = tokio::spawn(async move {
         let mut done_partitions = std::collections::HashSet::new();
         loop {
@@ -59,6 +68,16 @@ pub async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
             // Letters after a partition's cut-off stay unsettled (and
             // uncommitted): the next replay picks them up.
             if done_partitions.contains(&partition) {
+                continue;
+            }
+            if let Some(spill) = truncated(&record) {
+                tracing::warn!(
+                    partition,
+                    offset = record.origin.position.offset,
+                    %spill,
+                    "a truncated dead letter cannot be replayed from the topic: replay its full original from the spill file with `ticketmeter dlq replay --file`"
+                );
+                gate_tracker.finished([record.origin.position]);
                 continue;
             }
             if tx.send(record).await.is_err() {
@@ -80,6 +99,20 @@ pub async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
         Tally::get(&tally.dead_lettered)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The spill file holding the full original of a truncated letter.
+fn truncated(record: &Record) -> Option<String> {
+    let header = |name: &str| {
+        let key = format!("{HEADER_PREFIX}{name}");
+        record
+            .headers
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    header("truncated")?;
+    Some(header("spill").unwrap_or_default())
 }
 
 /// When the letter was written, from its `ticketmeter.dlq.time` header.

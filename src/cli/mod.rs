@@ -10,6 +10,7 @@ mod replay;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tokio::sync::mpsc;
@@ -20,7 +21,7 @@ use args::{
     ApiArgs, BatchArgs, Command, EnsureArgs, KafkaArgs, OpenMeterArgs, PipelineArgs, PriceArgs,
 };
 
-use crate::api::{self, ApiState, ReadyCheck};
+use crate::api::{self, ApiState, Readiness, ReadyCheck};
 use crate::bootstrap::{
     bootstrap, check_catalog_against_collector, BootstrapError, BootstrapOptions, Catalog,
 };
@@ -29,6 +30,7 @@ use crate::deliver::{BillingPolicy, Deliverer};
 use crate::dlq::DeadLetterSink;
 use crate::domain::Identity;
 use crate::ensure::{EnsureConfig, Provisioner};
+use crate::health::health;
 use crate::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::price::{PriceFeed, PriceSource};
@@ -184,7 +186,8 @@ pub fn kafka_config(args: &KafkaArgs) -> KafkaConfig {
         sasl_mechanism: args.kafka_sasl_mechanism.clone(),
         tls: args.kafka_tls,
         extra: kafka_passthrough(std::env::vars()),
-        drain_timeout: args.kafka_rebalance_drain,
+        commit_interval: args.kafka_commit_interval,
+        stall_after: args.stall_after,
     }
 }
 
@@ -289,12 +292,22 @@ async fn run_collector(args: args::RunArgs) -> anyhow::Result<ExitCode> {
     let cancel = shutdown_signal();
     let kafka = kafka_config(&args.kafka);
     let dlq_topic = args.kafka.dlq_topic();
-    let dlq = DeadLetterSink::kafka(&kafka, dlq_topic)?;
+    let dlq = DeadLetterSink::kafka(
+        &kafka,
+        dlq_topic,
+        args.pipeline.batch.max_event_bytes,
+        &args.kafka.dlq_spill_dir,
+    )?;
     let tracker = Arc::new(OffsetTracker::default());
     let pipeline = start_pipeline(&args.pipeline, dlq, tracker.clone(), &cancel).await?;
     let source = Arc::new(KafkaSource::connect(&kafka, tracker).context("connecting to Kafka")?);
     let provisioner = pipeline.deliverer.provisioner.clone();
-    let ready = readiness(source.clone(), provisioner.clone(), pipeline.price.clone());
+    let ready = readiness(
+        source.clone(),
+        provisioner.clone(),
+        pipeline.price.clone(),
+        kafka.stall_after,
+    );
     let api = start_api(&args.api, provisioner, Some(ready), cancel.clone()).await?;
 
     let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);
@@ -317,17 +330,28 @@ async fn run_collector(args: args::RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `/ready`: partitions assigned, the price fresh (the collector never
-/// starts without one) and OpenMeter answering with a subscribable plan.
-fn readiness(source: Arc<KafkaSource>, provisioner: Provisioner, price: PriceFeed) -> ReadyCheck {
+/// starts without one), OpenMeter answering with a subscribable plan, and
+/// billing progressing (no stalled partition, no hold over `STALL_AFTER`).
+fn readiness(
+    source: Arc<KafkaSource>,
+    provisioner: Provisioner,
+    price: PriceFeed,
+    stall_after: Duration,
+) -> ReadyCheck {
     Arc::new(move || {
         let (source, provisioner, price) = (source.clone(), provisioner.clone(), price.clone());
         Box::pin(async move {
             let openmeter = provisioner.default_plan().await.is_ok();
-            vec![
-                ("partitions_assigned".to_owned(), source.assigned()),
-                ("price_fresh".to_owned(), price.is_fresh()),
-                ("openmeter".to_owned(), openmeter),
-            ]
+            let problems = health().problems(stall_after);
+            Readiness {
+                checks: vec![
+                    ("partitions_assigned".to_owned(), source.assigned()),
+                    ("price_fresh".to_owned(), price.is_fresh()),
+                    ("openmeter".to_owned(), openmeter),
+                    ("progress".to_owned(), problems.is_empty()),
+                ],
+                problems,
+            }
         })
     })
 }

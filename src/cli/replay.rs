@@ -1,22 +1,25 @@
 //! `replay FILE|-` (backfills, and `--dry-run` with no network) and
 //! `dlq replay` (dead letters back through the pipeline).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use serde_json::json;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::args::{DlqReplayArgs, ReplayArgs};
 use super::{shutdown_signal, start_pipeline};
 use crate::commit::{OffsetTracker, Position};
-use crate::decode::{decode, Decoded};
 use crate::deliver::Tally;
 use crate::dlq::{DeadLetterSink, FileEntry};
 use crate::domain::EthUsdPrice;
-use crate::map::map;
+use crate::pipeline::{judge, Fate};
+use crate::source::file::read_lines;
 use crate::source::Record;
 
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -49,27 +52,28 @@ async fn open(path: &Path) -> anyhow::Result<Box<dyn AsyncBufRead + Unpin + Send
 }
 
 /// Prints, for each line, the CloudEvent that would be sent, or
-/// `{"skip": …}` / `{"dead_letter": …}` — the fixtures' format.
+/// `{"skip": …}` / `{"dead_letter": …}` (the fixtures' format). Lines are
+/// read as bytes and judged exactly as `replay` would judge them, so a line
+/// that is not UTF-8 is a dead letter here too, not the end of the run.
 async fn dry_run(path: &Path, price: &EthUsdPrice, max_bytes: usize) -> anyhow::Result<ExitCode> {
-    let mut lines = open(path).await?.lines();
-    while let Some(line) = lines.next_line().await? {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let outcome = match decode(line.as_bytes(), max_bytes) {
-            Ok(Decoded::Ticket(t)) => match map(*t, price) {
-                Ok(mapped) => serde_json::to_string(&mapped.event)?,
-                Err(e) => serde_json::json!({ "dead_letter": e.to_string() }).to_string(),
-            },
-            Ok(Decoded::Skip(reason)) => {
-                serde_json::json!({ "skip": reason.to_string() }).to_string()
-            }
-            Err(rejection) => {
-                serde_json::json!({ "dead_letter": rejection.to_string() }).to_string()
-            }
+    let (tx, mut rx) = mpsc::channel(256);
+    let reading = tokio::spawn(read_lines(
+        open(path).await?,
+        Arc::from(path.display().to_string()),
+        tx,
+        Arc::default(),
+        CancellationToken::new(),
+    ));
+    let mut out = std::io::stdout().lock();
+    while let Some(record) = rx.recv().await {
+        let line = match judge(&record.payload, max_bytes, price) {
+            Fate::Event { json, .. } => String::from_utf8_lossy(&json).into_owned(),
+            Fate::Skip(reason) => json!({ "skip": reason.to_string() }).to_string(),
+            Fate::DeadLetter { reason, .. } => json!({ "dead_letter": reason }).to_string(),
         };
-        println!("{outcome}");
+        writeln!(out, "{line}")?;
     }
+    reading.await??;
     Ok(ExitCode::SUCCESS)
 }
 

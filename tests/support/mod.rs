@@ -141,10 +141,24 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
     check()
 }
 
-/// A tansu broker with in-memory storage on a loopback port; killed on drop.
+/// Where a test broker keeps its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// tansu's SQLite engine in a temporary directory: durable across a
+    /// broker restart, and it serves fetches that start inside a batch.
+    Sqlite,
+    /// tansu's memory engine: a fetch starting inside a record batch comes
+    /// back empty (see the reference README), which is a real broker fault
+    /// to test the stall watchdog against.
+    Memory,
+}
+
+/// A tansu broker on a loopback port; killed on drop.
 pub struct Broker {
     child: Child,
     pub addr: SocketAddr,
+    storage: Storage,
+    dir: tempfile::TempDir,
 }
 
 fn tansu_bin() -> PathBuf {
@@ -165,23 +179,33 @@ fn dirs_home() -> PathBuf {
 }
 
 impl Broker {
+    /// A broker on SQLite storage (the default for tests).
     pub fn start() -> Self {
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu_bin())
-            .args(["broker", "--storage-engine", "memory://tansu/"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu is installed (scripts/test.sh installs it: cargo install tansu --locked --features dynostore)");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
+        Self::start_with(Storage::Sqlite)
+    }
+
+    pub fn start_with(storage: Storage) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = spawn_tansu(addr, storage, dir.path());
+        Self {
+            child,
+            addr,
+            storage,
+            dir,
         }
-        Self { child, addr }
+    }
+
+    /// Kills the broker (SIGKILL: no clean shutdown).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_tansu(self.addr, self.storage, self.dir.path());
     }
 
     pub fn brokers(&self) -> String {
@@ -231,6 +255,31 @@ impl Broker {
     }
 }
 
+/// Starts tansu and waits until it accepts connections. SQLite's path is
+/// relative to the broker's working directory (tansu joins the URL's host
+/// and path onto it), so the broker runs inside `dir`.
+fn spawn_tansu(addr: SocketAddr, storage: Storage, dir: &std::path::Path) -> Child {
+    let url = format!("tcp://{addr}");
+    let engine = match storage {
+        Storage::Sqlite => "sqlite://tansu.db",
+        Storage::Memory => "memory://tansu/",
+    };
+    let child = Command::new(tansu_bin())
+        .current_dir(dir)
+        .args(["broker", "--storage-engine", engine])
+        .args(["--listener-url", &url, "--advertised-listener-url", &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu is installed (scripts/test.sh installs it: cargo install tansu --locked --features dynostore,libsql)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not start on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -238,14 +287,27 @@ impl Drop for Broker {
     }
 }
 
+/// The `ticketmeter` binary under test: cargo's, unless `TICKETMETER_BIN`
+/// names a copy (engineers sharing one target directory overwrite each
+/// other's `target/debug/ticketmeter` while a long test runs).
+pub fn binary_path() -> PathBuf {
+    std::env::var_os("TICKETMETER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ticketmeter")))
+}
+
 /// The real `ticketmeter` binary, running a subcommand; killed on drop.
+/// Its stderr is drained as it comes, so a chatty child never blocks on a
+/// full pipe.
 pub struct Binary {
     pub child: Child,
+    log: Arc<std::sync::Mutex<String>>,
+    drain: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Binary {
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ticketmeter"));
+        let mut cmd = Command::new(binary_path());
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -254,9 +316,21 @@ impl Binary {
             cmd.env(k, v);
         }
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        Self {
-            child: cmd.spawn().unwrap(),
-        }
+        let mut child = cmd.spawn().unwrap();
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        let drain = child.stderr.take().map(|stderr| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            })
+        });
+        Self { child, log, drain }
     }
 
     pub fn pid(&self) -> u32 {
@@ -290,13 +364,14 @@ impl Binary {
         }
     }
 
+    /// What the child wrote to stderr so far (all of it once it exited).
     pub fn stderr(&mut self) -> String {
-        use std::io::Read;
-        let mut out = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut out);
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            if let Some(drain) = self.drain.take() {
+                let _ = drain.join();
+            }
         }
-        out
+        self.log.lock().unwrap().clone()
     }
 }
 

@@ -1,0 +1,232 @@
+//! Health: whether billing is making progress, so a stall is never silent.
+//!
+//! Two kinds of stall end up here and in `/ready`:
+//! - a pipeline-wide hold: every batch waits on the same failure (OpenMeter
+//!   unreachable, the token refused, no plan, the dead-letter queue down).
+//!   Whoever retries says [`Health::held`]; whoever moves work on says
+//!   [`Health::progressed`]. A hold older than `STALL_AFTER` is a stall.
+//! - a stalled partition: the Kafka source sees work behind our position
+//!   but reads nothing ([`Health::partition_stalled`]).
+//!
+//! One process-wide instance ([`health`]), like the metrics registry, so a
+//! stage reports with one call and needs no handle threaded through it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::metrics::metrics;
+
+/// The process-wide health state.
+pub fn health() -> &'static Health {
+    static HEALTH: OnceLock<Health> = OnceLock::new();
+    HEALTH.get_or_init(Health::default)
+}
+
+/// Progress bookkeeping; see the module docs.
+#[derive(Debug, Default)]
+pub struct Health {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    hold: Option<Hold>,
+    stalls: BTreeMap<i32, PartitionStall>,
+}
+
+#[derive(Debug)]
+struct Hold {
+    reason: String,
+    since: DateTime<Utc>,
+    started: Instant,
+    reported: bool,
+}
+
+/// A partition with work behind our position and nothing read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStall {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset we would read.
+    pub position: i64,
+    /// The broker's high watermark.
+    pub end: i64,
+    /// When the last record was read (or the partition was assigned or
+    /// resumed).
+    pub since: DateTime<Utc>,
+}
+
+impl fmt::Display for PartitionStall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "partition {}/{} stalled since {}: {} records behind (position {}, end {}) and nothing read",
+            self.topic,
+            self.partition,
+            rfc3339(self.since),
+            self.end - self.position,
+            self.position,
+            self.end
+        )
+    }
+}
+
+impl Health {
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+
+    /// Work is waiting on `reason`; the hold started at the first call
+    /// since the last [`progressed`](Self::progressed), the reason is the
+    /// latest one.
+    pub fn held(&self, reason: impl fmt::Display) {
+        let reason = reason.to_string();
+        self.with(|s| match &mut s.hold {
+            Some(hold) => hold.reason = reason,
+            None => {
+                let since = Utc::now();
+                metrics().pipeline_held_since.set(since.timestamp());
+                s.hold = Some(Hold {
+                    reason,
+                    since,
+                    started: Instant::now(),
+                    reported: false,
+                });
+            }
+        });
+    }
+
+    /// Work moved on (a batch delivered, a dead letter written): any hold
+    /// is over.
+    pub fn progressed(&self) {
+        let ended = self.with(|s| s.hold.take());
+        if let Some(hold) = ended {
+            metrics().pipeline_held_since.set(0);
+            if hold.reported {
+                tracing::info!(held_for = ?hold.started.elapsed(), "pipeline moving again");
+            }
+        }
+    }
+
+    /// Records a stalled partition; logs an error the first time.
+    pub fn partition_stalled(&self, stall: PartitionStall) {
+        let partition = stall.partition;
+        let new = self.with(|s| s.stalls.insert(partition, stall.clone()).is_none());
+        metrics()
+            .partition_stalled
+            .get_or_create(&vec![("partition", partition.to_string())])
+            .set(1);
+        if new {
+            tracing::error!(
+                topic = %stall.topic,
+                partition,
+                position = stall.position,
+                end = stall.end,
+                since = %rfc3339(stall.since),
+                "partition stalled: the broker reports records behind our position but returns none; check the broker (leader, ACLs, proxies)"
+            );
+        }
+    }
+
+    /// The partition reads again, is caught up, paused or no longer ours.
+    pub fn partition_flowing(&self, partition: i32) {
+        if self.with(|s| s.stalls.remove(&partition)).is_some() {
+            tracing::info!(partition, "partition reading again");
+        }
+        metrics()
+            .partition_stalled
+            .get_or_create(&vec![("partition", partition.to_string())])
+            .set(0);
+    }
+
+    /// Why billing is not progressing: each stalled partition, and a hold
+    /// older than `stall_after`. Empty when all is well. The first time a
+    /// hold is reported it is also logged as an error.
+    pub fn problems(&self, stall_after: Duration) -> Vec<String> {
+        self.with(|s| {
+            let mut problems: Vec<String> = s.stalls.values().map(ToString::to_string).collect();
+            if let Some(hold) = s.hold.as_mut().filter(|h| h.started.elapsed() >= stall_after) {
+                let problem = format!(
+                    "every batch held since {}: {}",
+                    rfc3339(hold.since),
+                    hold.reason
+                );
+                if !hold.reported {
+                    hold.reported = true;
+                    tracing::error!(since = %rfc3339(hold.since), reason = %hold.reason, "pipeline stalled: nothing delivered for longer than STALL_AFTER");
+                }
+                problems.push(problem);
+            }
+            problems
+        })
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stall(partition: i32) -> PartitionStall {
+        PartitionStall {
+            topic: "t".into(),
+            partition,
+            position: 10,
+            end: 80,
+            since: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_hold_is_a_problem_only_after_stall_after() {
+        let h = Health::default();
+        h.held("OpenMeter unreachable");
+        assert!(h.problems(Duration::from_secs(60)).is_empty());
+        let problems = h.problems(Duration::ZERO);
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].contains("OpenMeter unreachable"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn progress_ends_a_hold() {
+        let h = Health::default();
+        h.held("token refused");
+        h.progressed();
+        assert!(h.problems(Duration::ZERO).is_empty());
+    }
+
+    #[test]
+    fn a_hold_keeps_its_start_and_takes_the_latest_reason() {
+        let h = Health::default();
+        h.held("first");
+        let since = h.with(|s| s.hold.as_ref().map(|x| x.since));
+        h.held("second");
+        assert_eq!(h.with(|s| s.hold.as_ref().map(|x| x.since)), since);
+        assert!(h.problems(Duration::ZERO)[0].ends_with("second"));
+    }
+
+    #[test]
+    fn a_stalled_partition_is_named_until_it_flows() {
+        let h = Health::default();
+        h.partition_stalled(stall(3));
+        let problems = h.problems(Duration::from_secs(60));
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].contains("partition t/3") && problems[0].contains("70 records behind"),
+            "{problems:?}"
+        );
+        h.partition_flowing(3);
+        assert!(h.problems(Duration::from_secs(60)).is_empty());
+    }
+}
