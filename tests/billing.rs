@@ -7,20 +7,16 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
-use support::{eventually, OpenMeter, PLAN};
-use ticketmeter::cli::pipeline;
-use ticketmeter::commit::OffsetTracker;
+use support::{eventually, test_pipeline, OpenMeter};
 use ticketmeter::deliver::Tally;
 use ticketmeter::dlq::DeadLetterSink;
-use ticketmeter::ensure::{EnsureConfig, Provisioner};
+use ticketmeter::ensure::EnsureConfig;
 use ticketmeter::pipeline::{Pipeline, PipelineConfig};
-use ticketmeter::price::PriceFeed;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -62,22 +58,15 @@ impl Signer {
     }
 }
 
-fn test_pipeline(om: &OpenMeter, dlq: DeadLetterSink) -> Pipeline {
-    let provisioner = Provisioner::new(
-        om.client(None),
-        PLAN.parse().unwrap(),
-        EnsureConfig::default(),
-    );
-    pipeline(
-        provisioner,
-        dlq,
-        Arc::new(OffsetTracker::default()),
-        PriceFeed::fixed("3500".parse().unwrap()),
-        PipelineConfig {
-            linger: Duration::from_millis(20),
-            ..PipelineConfig::default()
-        },
-    )
+fn quick() -> PipelineConfig {
+    PipelineConfig {
+        linger: Duration::from_millis(20),
+        ..PipelineConfig::default()
+    }
+}
+
+fn billing_pipeline(om: &OpenMeter, dlq: DeadLetterSink) -> Pipeline {
+    test_pipeline(om.client(None), dlq, EnsureConfig::default(), quick())
 }
 
 /// Runs `lines` through the pipeline as one JSON-lines stream.
@@ -130,7 +119,7 @@ fn report(scenario: &str, om: &OpenMeter, signer: &Signer) {
 #[tokio::test]
 async fn live_usage_of_new_customers_is_billed_in_full() {
     let om = OpenMeter::bootstrapped(None).await;
-    let pipeline = test_pipeline(&om, DeadLetterSink::memory());
+    let pipeline = billing_pipeline(&om, DeadLetterSink::memory());
     let mut signer = Signer::default();
     let (mut writer, reader) = tokio::io::duplex(1 << 16);
     let mut lines = Vec::new();
@@ -168,7 +157,7 @@ async fn live_usage_of_new_customers_is_billed_in_full() {
 #[tokio::test]
 async fn a_three_hour_backlog_of_new_customers_is_billed_in_full() {
     let om = OpenMeter::bootstrapped(None).await;
-    let pipeline = test_pipeline(&om, DeadLetterSink::memory());
+    let pipeline = billing_pipeline(&om, DeadLetterSink::memory());
     let mut signer = Signer::default();
     let start = Utc::now() - chrono::Duration::hours(3);
     let lines = (0..300)
@@ -185,7 +174,7 @@ async fn a_three_hour_backlog_of_new_customers_is_billed_in_full() {
 async fn usage_of_a_subject_owned_by_a_customer_of_another_key_is_billed_to_that_customer() {
     let om = OpenMeter::bootstrapped(None).await;
     let owner = om.double.seed_customer("legacy-7", &["acme:olga"]);
-    let pipeline = test_pipeline(&om, DeadLetterSink::memory());
+    let pipeline = billing_pipeline(&om, DeadLetterSink::memory());
     let mut signer = Signer::default();
     let lines = (0..5)
         .map(|_| signer.ticket("acme:olga", Utc::now()))
@@ -201,7 +190,7 @@ async fn usage_of_a_subject_owned_by_a_customer_of_another_key_is_billed_to_that
 #[tokio::test]
 async fn events_older_than_the_subscription_are_sent_at_its_start_and_counted() {
     let om = OpenMeter::bootstrapped(None).await;
-    let pipeline = test_pipeline(&om, DeadLetterSink::memory());
+    let pipeline = billing_pipeline(&om, DeadLetterSink::memory());
     let mut signer = Signer::default();
     let signed_at = Utc::now() - chrono::Duration::days(2);
     run(&pipeline, vec![signer.ticket("acme:old", signed_at)]).await;
@@ -230,23 +219,18 @@ async fn events_older_than_the_subscription_are_sent_at_its_start_and_counted() 
 #[tokio::test]
 async fn with_signed_times_a_backlog_of_new_customers_is_accepted_but_never_billed() {
     let om = OpenMeter::bootstrapped(None).await;
-    let provisioner = Provisioner::new(
-        om.client(None),
-        PLAN.parse().unwrap(),
-        EnsureConfig::default(),
-    );
-    let pipeline = pipeline(
-        provisioner,
-        DeadLetterSink::memory(),
-        Arc::new(OffsetTracker::default()),
-        PriceFeed::fixed("3500".parse().unwrap()),
-        PipelineConfig {
-            billing: ticketmeter::deliver::BillingPolicy {
-                event_time: ticketmeter::deliver::EventTime::Signed,
-                ..Default::default()
-            },
-            ..PipelineConfig::default()
+    let signed_times = PipelineConfig {
+        billing: ticketmeter::deliver::BillingPolicy {
+            event_time: ticketmeter::deliver::EventTime::Signed,
+            ..Default::default()
         },
+        ..quick()
+    };
+    let pipeline = test_pipeline(
+        om.client(None),
+        DeadLetterSink::memory(),
+        EnsureConfig::default(),
+        signed_times,
     );
     let mut signer = Signer::default();
     let start = Utc::now() - chrono::Duration::hours(3);
@@ -331,7 +315,7 @@ async fn a_refused_customer_is_dead_lettered_while_the_others_are_billed_and_a_r
     om.double.refuse_billing_setup("acme:refused", true);
     let dir = tempfile::tempdir().unwrap();
     let letters = dir.path().join("dlq.jsonl");
-    let pipeline = test_pipeline(&om, DeadLetterSink::file(&letters));
+    let pipeline = billing_pipeline(&om, DeadLetterSink::file(&letters));
     let mut signer = Signer::default();
     let lines = healthy_and_refused_lines(&mut signer, Utc::now());
     let started = std::time::Instant::now();
@@ -373,7 +357,7 @@ async fn a_dlq_replay_of_week_old_events_is_billed_in_full() {
     om.double.refuse_billing_setup("acme:refused", true);
     let dir = tempfile::tempdir().unwrap();
     let letters = dir.path().join("dlq.jsonl");
-    let pipeline = test_pipeline(&om, DeadLetterSink::file(&letters));
+    let pipeline = billing_pipeline(&om, DeadLetterSink::file(&letters));
     let mut signer = Signer::default();
     let week_ago = Utc::now() - chrono::Duration::days(7);
     let lines: Vec<String> = (0..25)
@@ -393,7 +377,7 @@ async fn a_customer_canceled_at_period_end_keeps_being_billed_and_is_subscribed_
     let om = OpenMeter::bootstrapped(None).await;
     let mut signer = Signer::default();
     run(
-        &test_pipeline(&om, DeadLetterSink::memory()),
+        &billing_pipeline(&om, DeadLetterSink::memory()),
         vec![signer.ticket("acme:leaving", Utc::now())],
     )
     .await;
@@ -407,7 +391,7 @@ async fn a_customer_canceled_at_period_end_keeps_being_billed_and_is_subscribed_
     let lines = (0..5)
         .map(|_| signer.ticket("acme:leaving", Utc::now()))
         .collect();
-    run(&test_pipeline(&om, DeadLetterSink::memory()), lines).await;
+    run(&billing_pipeline(&om, DeadLetterSink::memory()), lines).await;
     assert_eq!(om.double.subscriptions().len(), 1, "no second subscription");
     report("canceled, still running", &om, &signer);
 
@@ -415,7 +399,7 @@ async fn a_customer_canceled_at_period_end_keeps_being_billed_and_is_subscribed_
     let lines = (0..5)
         .map(|_| signer.ticket("acme:leaving", Utc::now()))
         .collect();
-    run(&test_pipeline(&om, DeadLetterSink::memory()), lines).await;
+    run(&billing_pipeline(&om, DeadLetterSink::memory()), lines).await;
     let subscriptions = om.double.subscriptions();
     assert_eq!(subscriptions.len(), 2, "subscribed again after active_to");
     report("canceled, then subscribed again", &om, &signer);
@@ -428,20 +412,15 @@ async fn a_customer_canceled_at_period_end_keeps_being_billed_and_is_subscribed_
 #[tokio::test]
 async fn a_cached_customer_is_subscribed_again_as_soon_as_its_canceled_subscription_ends() {
     let om = OpenMeter::bootstrapped(None).await;
-    let provisioner = Provisioner::new(
+    let short_cache = EnsureConfig {
+        cache_ttl: Duration::from_millis(800),
+        ..EnsureConfig::default()
+    };
+    let pipeline = test_pipeline(
         om.client(None),
-        PLAN.parse().unwrap(),
-        EnsureConfig {
-            cache_ttl: Duration::from_millis(800),
-            ..EnsureConfig::default()
-        },
-    );
-    let pipeline = pipeline(
-        provisioner,
         DeadLetterSink::memory(),
-        Arc::new(OffsetTracker::default()),
-        PriceFeed::fixed("3500".parse().unwrap()),
-        PipelineConfig::default(),
+        short_cache,
+        quick(),
     );
     let mut signer = Signer::default();
     run(&pipeline, vec![signer.ticket("acme:cached", Utc::now())]).await;

@@ -61,20 +61,31 @@ pub async fn run_fixtures(client: OpenMeterClient, dlq: DeadLetterSink) -> (Pipe
     run_fixtures_with(client, dlq, PipelineConfig::default()).await
 }
 
+/// A pipeline at ETH/USD 3500 that ensures the default plan through
+/// `client` and dead-letters to `dlq`.
+pub fn test_pipeline(
+    client: OpenMeterClient,
+    dlq: DeadLetterSink,
+    ensure: EnsureConfig,
+    config: PipelineConfig,
+) -> Pipeline {
+    let provisioner = Provisioner::new(client, PLAN.parse().unwrap(), ensure);
+    pipeline(
+        provisioner,
+        dlq,
+        Arc::new(OffsetTracker::default()),
+        PriceFeed::fixed("3500".parse().unwrap()),
+        config,
+    )
+}
+
 /// [`run_fixtures`] with the given pipeline settings.
 pub async fn run_fixtures_with(
     client: OpenMeterClient,
     dlq: DeadLetterSink,
     config: PipelineConfig,
 ) -> (Pipeline, bool) {
-    let provisioner = Provisioner::new(client, PLAN.parse().unwrap(), EnsureConfig::default());
-    let pipeline = pipeline(
-        provisioner,
-        dlq,
-        Arc::new(OffsetTracker::default()),
-        PriceFeed::fixed("3500".parse().unwrap()),
-        config,
-    );
+    let pipeline = test_pipeline(client, dlq, EnsureConfig::default(), config);
     let file = tokio::fs::File::open(fixtures_dir().join("signer-events.jsonl"))
         .await
         .unwrap();
