@@ -261,6 +261,13 @@ pub(crate) async fn ingest(
         if let Some(p) = rejected(&state, &batch) {
             return Err(p);
         }
+        if d.inner.faults.take_swallow() {
+            state.claim_only(&batch);
+            return Err(Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "writing the events failed after their ids were claimed (fault injected: openmeter#5118)",
+            ));
+        }
         state.ingest(batch, now);
     }
     Ok(StatusCode::ACCEPTED.into_response())
@@ -292,8 +299,7 @@ fn field(state: &Data, idx: usize, name: &str) -> Vec<String> {
         "source" => one(&e.source),
         "subject" => one(&e.subject),
         "type" => one(&e.ty),
-        "customer_id" => d
-            .customer
+        "customer_id" => owner(state, idx)
             .map(|c| state.customers[c].id.clone())
             .into_iter()
             .collect(),
@@ -310,14 +316,25 @@ fn matches(state: &Data, idx: usize, q: &ListQuery) -> bool {
     })
 }
 
-/// `sort`: `time` or `ingested_at`, optional ` asc`/` desc`; default time desc.
+/// The customer an event attributes to *now*: OpenMeter resolves it from
+/// the subject when events are listed, not when they are ingested
+/// (`openmeter/meterevent/adapter/event.go`, `enrichEventsWithCustomerID`),
+/// so a customer created later claims earlier events and a deleted one
+/// leaves its events without a customer.
+fn owner(state: &Data, idx: usize) -> Option<usize> {
+    state.subject_owner(&state.events.deliveries[idx].event.subject)
+}
+
+/// `sort`: `time`, `ingested_at` or `stored_at`, optional ` asc`/` desc`.
+/// Omitted, or a field without a suffix, is descending
+/// (`api/v3/handlers/events/convert.go`, `fromAPIEventSort`).
 fn descending(sort: Option<&str>) -> ApiResult<bool> {
     let Some(s) = sort.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(true);
     };
     let mut parts = s.split_whitespace();
     let field = parts.next().unwrap_or("");
-    let order = parts.next().unwrap_or("asc");
+    let order = parts.next().unwrap_or("desc");
     if !matches!(field, "time" | "ingested_at" | "stored_at") || !matches!(order, "asc" | "desc") {
         return Err(Problem::bad_request(
             format!("unsupported sort {s:?}"),
@@ -346,21 +363,45 @@ fn item(state: &Data, idx: usize) -> Value {
     let d = &state.events.deliveries[idx];
     let at = rfc3339(d.received_at);
     let mut obj = json!({"event": &d.event, "ingested_at": at, "stored_at": at});
-    match d.customer {
+    match owner(state, idx) {
         Some(c) => obj["customer"] = json!({"id": state.customers[c].id}),
+        // Code and message as `validateEvents` (meterevent/adapter/event.go)
+        // and `toAPIMeteringIngestedEventValidationErrors`
+        // (api/v3/handlers/events/convert.go) produce them.
         None => {
             obj["validation_errors"] = json!([{
-                "code": "no_customer",
-                "message": "no customer found for event subject",
+                "code": "validation_error",
+                "message": format!("no customer found for event subject: {}", d.event.subject),
             }])
         }
     }
     obj
 }
 
+/// `page[size]`: default 20, at most 100 (`api/v3/handlers/events/list.go`,
+/// `meterevent.MaximumLimit`).
+fn page_size(q: &ListQuery) -> ApiResult<usize> {
+    const DEFAULT: usize = 20;
+    const MAX: usize = 100;
+    if q.page_size.is_none() {
+        return Ok(DEFAULT);
+    }
+    let size = q.cursor_size()?;
+    if size > MAX {
+        return Err(Problem::bad_request(
+            format!("page[size] must be between 1 and {MAX}"),
+            vec![
+                InvalidParam::invalid("page[size]", format!("must be between 1 and {MAX}"))
+                    .from_source("query"),
+            ],
+        ));
+    }
+    Ok(size)
+}
+
 pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref(), FILTERS)?;
-    let size = q.cursor_size()?;
+    let size = page_size(&q)?;
     let desc = descending(q.sort.as_deref())?;
     if q.page_before.is_some() {
         return Err(Problem::bad_request(
@@ -389,10 +430,11 @@ pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> Ap
         None => 0,
     };
     let page = &keys[start..(start + size).min(keys.len())];
-    let more = start + page.len() < keys.len();
+    // Like the server, a full page always carries a cursor, even when no
+    // more events follow (`api/v3/response/cursorpagination.go`).
     let next = page
         .last()
-        .filter(|_| more)
+        .filter(|_| page.len() == size)
         .map(|(ns, i)| format!("{ns}:{i}"));
     let data: Vec<Value> = page.iter().map(|&(_, i)| item(&state, i)).collect();
     let body =

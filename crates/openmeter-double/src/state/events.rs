@@ -77,4 +77,15 @@ impl State {
             });
         }
     }
+
+    /// The dedupe half of a failed ingest (#5118): every `(source, id)` of
+    /// the batch is claimed, nothing is stored, so later deliveries of these
+    /// ids count as duplicates.
+    pub fn claim_only(&mut self, batch: &[StoredEvent]) {
+        for event in batch {
+            self.events
+                .seen
+                .insert((event.source.clone(), event.id.clone()));
+        }
+    }
 }
