@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::double::Double;
 use crate::problem::{ApiResult, InvalidParam, Problem};
-use crate::query::{self, Kind, ListQuery};
+use crate::query::{self, Filter, Kind, ListQuery, Op};
 use crate::state::{State as Data, StoredEvent};
 use crate::validate::{malformed, parse_datetime};
 
@@ -290,29 +290,72 @@ fn rfc3339(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-fn field(state: &Data, idx: usize, name: &str) -> Vec<String> {
-    let d = &state.events.deliveries[idx];
-    let e = &d.event;
-    let one = |s: &str| vec![s.to_string()];
+/// A filter made ready to test many events: date-time bounds parsed once.
+enum Test<'q> {
+    /// `(event time or arrival time, operator, bound in ns)`.
+    Time(TimeField, &'q Op, i64),
+    Text(&'q Filter),
+}
+
+#[derive(Clone, Copy)]
+enum TimeField {
+    Event,
+    Arrival,
+}
+
+fn compile(filters: &[Filter]) -> Vec<Test<'_>> {
+    filters
+        .iter()
+        .map(|f| {
+            let field = match f.field.as_str() {
+                "time" => TimeField::Event,
+                "ingested_at" | "stored_at" => TimeField::Arrival,
+                _ => return Test::Text(f),
+            };
+            let bound = match &f.op {
+                Op::Eq(v) | Op::Gt(v) | Op::Gte(v) | Op::Lt(v) | Op::Lte(v) => v,
+                _ => return Test::Text(f),
+            };
+            let ns = parse_datetime(bound)
+                .and_then(|t| t.timestamp_nanos_opt())
+                .unwrap_or_default();
+            Test::Time(field, &f.op, ns)
+        })
+        .collect()
+}
+
+fn text_field<'s>(state: &'s Data, idx: usize, name: &str) -> Option<&'s str> {
+    let e = &state.events.deliveries[idx].event;
     match name {
-        "id" => one(&e.id),
-        "source" => one(&e.source),
-        "subject" => one(&e.subject),
-        "type" => one(&e.ty),
-        "customer_id" => owner(state, idx)
-            .map(|c| state.customers[c].id.clone())
-            .into_iter()
-            .collect(),
-        "time" => e.time.clone().into_iter().collect(),
-        _ => vec![rfc3339(d.received_at)],
+        "id" => Some(&e.id),
+        "source" => Some(&e.source),
+        "subject" => Some(&e.subject),
+        "type" => Some(&e.ty),
+        "customer_id" => owner(state, idx).map(|c| state.customers[c].id.as_str()),
+        _ => None,
     }
 }
 
-fn matches(state: &Data, idx: usize, q: &ListQuery) -> bool {
-    q.filters.iter().all(|f| {
-        let values = field(state, idx, &f.field);
-        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        f.op.matches(&refs)
+fn matches(state: &Data, idx: usize, tests: &[Test<'_>]) -> bool {
+    let d = &state.events.deliveries[idx];
+    tests.iter().all(|t| match t {
+        Test::Time(field, op, bound) => {
+            let value = match field {
+                TimeField::Event => d.event.time_ns,
+                TimeField::Arrival => d.received_at.timestamp_nanos_opt(),
+            };
+            value.is_some_and(|v| match op {
+                Op::Eq(_) => v == *bound,
+                Op::Gt(_) => v > *bound,
+                Op::Gte(_) => v >= *bound,
+                Op::Lt(_) => v < *bound,
+                _ => v <= *bound,
+            })
+        }
+        Test::Text(f) => match text_field(state, idx, &f.field) {
+            Some(v) => f.op.matches(&[v]),
+            None => f.op.matches(&[]),
+        },
     })
 }
 
@@ -411,25 +454,33 @@ pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> Ap
     }
     let after = q.page_after.as_deref().map(parse_cursor).transpose()?;
     let state = d.lock();
+    let tests = compile(&q.filters);
+    let after_cursor = |k: &(i64, usize)| match after {
+        Some(c) if desc => *k < c,
+        Some(c) => *k > c,
+        None => true,
+    };
     let mut keys: Vec<(i64, usize)> = state
         .events
         .unique
         .iter()
         .map(|&i| (state.events.deliveries[i].sort_ns(), i))
-        .filter(|&(_, i)| matches(&state, i, &q))
+        .filter(|k| after_cursor(k) && matches(&state, k.1, &tests))
         .collect();
+    // Only the page is sorted: listing stays linear in the stored events.
+    if keys.len() > size {
+        if desc {
+            keys.select_nth_unstable_by(size, |a, b| b.cmp(a));
+        } else {
+            keys.select_nth_unstable(size);
+        }
+        keys.truncate(size);
+    }
     keys.sort_unstable();
     if desc {
         keys.reverse();
     }
-    let start = match after {
-        Some(c) => keys
-            .iter()
-            .position(|k| if desc { *k < c } else { *k > c })
-            .unwrap_or(keys.len()),
-        None => 0,
-    };
-    let page = &keys[start..(start + size).min(keys.len())];
+    let page = &keys[..];
     // Like the server, a full page always carries a cursor, even when no
     // more events follow (`api/v3/response/cursorpagination.go`).
     let next = page
