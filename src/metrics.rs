@@ -27,6 +27,8 @@ pub struct Metrics {
     pub consumer_lag: Family<Labels, Gauge>,
     pub eth_usd_price_micros: Gauge,
     pub price_updated_unix: Gauge,
+    /// The continuous audit's figures (see `crate::audit::continuous`).
+    pub audit: crate::audit::continuous::AuditGauges,
 }
 
 impl Metrics {
@@ -46,6 +48,7 @@ impl Metrics {
             consumer_lag: Family::default(),
             eth_usd_price_micros: Gauge::default(),
             price_updated_unix: Gauge::default(),
+            audit: Default::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -114,6 +117,7 @@ impl Metrics {
             "When the price in use was obtained",
             m.price_updated_unix.clone(),
         );
+        m.audit.register(r);
         Self { registry, ..m }
     }
 
