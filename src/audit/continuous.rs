@@ -15,6 +15,7 @@ use super::report::Report;
 use super::{Audit, RepairMode};
 use crate::ensure::Provisioner;
 use crate::metrics::metrics;
+use crate::price::PriceFeed;
 
 /// The last audit's figures, at `GET /metrics`.
 #[derive(Debug, Default)]
@@ -117,6 +118,8 @@ pub struct ContinuousAudit {
     pub window: Duration,
     /// Repair what is found, with this provisioner.
     pub repair: Option<Provisioner>,
+    /// Signed micros are computed at the collector's current price.
+    pub price: PriceFeed,
 }
 
 impl ContinuousAudit {
@@ -138,6 +141,7 @@ impl ContinuousAudit {
 
     async fn once(&mut self) {
         let gauges = &metrics().audit;
+        self.audit.price = self.price.current().price;
         self.audit.config.range =
             TimeRange::settled_window(Utc::now(), self.window, self.audit.config.settle);
         let result = match self.audit.run().await {
