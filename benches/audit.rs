@@ -85,9 +85,13 @@ async fn main() {
     let endpoint = Endpoint::parse(&running.base_url(), None).unwrap();
     let client = OpenMeterClient::new(ClientConfig::new(endpoint, None)).unwrap();
     let plan = "clearinghouse_default_ppu".parse().unwrap();
-    bootstrap(&client, &Catalog::builtin(&plan), &BootstrapOptions::default())
-        .await
-        .unwrap();
+    bootstrap(
+        &client,
+        &Catalog::builtin(&plan),
+        &BootstrapOptions::default(),
+    )
+    .await
+    .unwrap();
     let provisioner = Provisioner::new(client, plan, EnsureConfig::default());
     for c in 0..customers {
         let identity = Identity::from_auth_id(AuthId::parse("auth_id", &auth_id(c)).unwrap());
@@ -101,7 +105,10 @@ async fn main() {
     let env = vec![
         ("OPENMETER_URL", running.base_url()),
         ("ETH_USD_PRICE", "3500".to_owned()),
-        ("DLQ_FILE", dir.path().join("dlq.jsonl").display().to_string()),
+        (
+            "DLQ_FILE",
+            dir.path().join("dlq.jsonl").display().to_string(),
+        ),
     ];
     let file_arg = file.display().to_string();
     let out = dir.path().join("out.json");
@@ -115,7 +122,9 @@ async fn main() {
     };
     let (delivered_in, _) = blocking(vec!["replay"]).await.unwrap();
     println!("delivered {events} events over {customers} customers in {delivered_in:.1?}");
-    let audit_args = vec!["audit", "--from", "1h", "--settle", "0s", "--format", "json", "--file"];
+    let audit_args = vec![
+        "audit", "--from", "1h", "--settle", "0s", "--format", "json", "--file",
+    ];
     let (audited_in, peak_kb) = blocking(audit_args).await.unwrap();
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap_or_default();

@@ -138,9 +138,14 @@ impl Audit {
                 ..Notes::default()
             },
         };
+        let started = std::time::Instant::now();
         self.read_signed(&mut findings.ledger).await?;
+        let signed = findings.ledger.entries.len();
+        tracing::debug!(signed, elapsed = ?started.elapsed(), "audit: source read");
         self.read_dead_letters(&mut findings.ledger).await?;
+        tracing::debug!(letters = findings.ledger.letters.len(), elapsed = ?started.elapsed(), "audit: dead letters read");
         self.scan_stored(&mut findings).await?;
+        tracing::debug!(customers = findings.terms.len(), elapsed = ?started.elapsed(), "audit: stored events read");
         let pending: Vec<String> = findings
             .ledger
             .entries
@@ -149,6 +154,7 @@ impl Audit {
             .map(|(id, _)| id.to_string())
             .collect();
         self.refresh(&mut findings, &pending).await?;
+        tracing::debug!(looked_up = pending.len(), elapsed = ?started.elapsed(), "audit: looked up by id");
         Ok((self.report(&findings), findings))
     }
 

@@ -148,7 +148,9 @@ impl Audit {
             .map(|(id, _)| id.clone())
             .filter(|id| !actions.contains_key(id))
             .collect();
-        let found = self.settle(findings, &ids).await?;
+        // Only resent events can appear by waiting.
+        let wait = !resend.is_empty();
+        let found = self.settle(findings, &ids, wait).await?;
         let mut derived = Vec::new();
         for id in &ids {
             if billable(findings, id) {
@@ -182,7 +184,7 @@ impl Audit {
             .filter_map(|e| e["data"]["original_id"].as_str().map(str::to_owned))
             .filter(|id| !actions.contains_key(id))
             .collect();
-        self.settle(findings, &pending).await?;
+        self.settle(findings, &pending, !derived.is_empty()).await?;
         for id in pending {
             let verdict = if billable(findings, &id) {
                 "resent_derived"
@@ -253,15 +255,21 @@ impl Audit {
             .max()
     }
 
-    /// Refreshes `ids` until all are billable or the settle time passed.
+    /// Refreshes `ids` until all are billable or, when `wait`, the settle
+    /// time passed.
     async fn settle(
         &self,
         findings: &mut Findings,
         ids: &[String],
+        wait: bool,
     ) -> Result<Vec<Found>, AuditError> {
-        let deadline = Instant::now() + self.config.settle;
-        let poll =
-            (self.config.settle / 10).clamp(Duration::from_millis(100), Duration::from_secs(15));
+        let settle = if wait {
+            self.config.settle
+        } else {
+            Duration::ZERO
+        };
+        let deadline = Instant::now() + settle;
+        let poll = (settle / 10).clamp(Duration::from_millis(100), Duration::from_secs(15));
         loop {
             findings.terms.clear();
             let found = self.refresh(findings, ids).await?;

@@ -1,5 +1,7 @@
 //! `POST /events` (CloudEvents ingest) and `GET /events` (cursor-paged list).
 
+use std::ops::Bound::{Excluded, Unbounded};
+
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -442,6 +444,44 @@ fn page_size(q: &ListQuery) -> ApiResult<usize> {
     Ok(size)
 }
 
+/// The events an `id` `eq`/`oeq` filter allows, from the id index; `None`
+/// when no such filter narrows the listing.
+fn id_candidates(state: &Data, filters: &[Filter]) -> Option<Vec<(i64, usize)>> {
+    let ids: Vec<&str> = filters.iter().find_map(|f| match (&f.field[..], &f.op) {
+        ("id", Op::Eq(v)) => Some(vec![v.as_str()]),
+        ("id", Op::Oeq(vs)) => Some(vs.iter().map(String::as_str).collect()),
+        _ => None,
+    })?;
+    let events = &state.events;
+    let mut keys: Vec<(i64, usize)> = ids
+        .iter()
+        .filter_map(|id| events.by_id.get(*id))
+        .flatten()
+        .map(|&i| (events.deliveries[i].sort_ns(), i))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    Some(keys)
+}
+
+/// Walks the time index from the cursor: a page costs what it skips.
+fn walk(
+    state: &Data,
+    after: Option<(i64, usize)>,
+    desc: bool,
+    keep: impl Fn(&(i64, usize)) -> bool,
+    size: usize,
+) -> Vec<(i64, usize)> {
+    let index = &state.events.by_time;
+    let range: Box<dyn Iterator<Item = &(i64, usize)>> = match (after, desc) {
+        (None, true) => Box::new(index.iter().rev()),
+        (None, false) => Box::new(index.iter()),
+        (Some(c), true) => Box::new(index.range(..c).rev()),
+        (Some(c), false) => Box::new(index.range((Excluded(c), Unbounded))),
+    };
+    range.filter(|k| keep(k)).take(size).copied().collect()
+}
+
 pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref(), FILTERS)?;
     let size = page_size(&q)?;
@@ -455,31 +495,19 @@ pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> Ap
     let after = q.page_after.as_deref().map(parse_cursor).transpose()?;
     let state = d.lock();
     let tests = compile(&q.filters);
-    let after_cursor = |k: &(i64, usize)| match after {
-        Some(c) if desc => *k < c,
-        Some(c) => *k > c,
-        None => true,
-    };
-    let mut keys: Vec<(i64, usize)> = state
-        .events
-        .unique
-        .iter()
-        .map(|&i| (state.events.deliveries[i].sort_ns(), i))
-        .filter(|k| after_cursor(k) && matches(&state, k.1, &tests))
-        .collect();
-    // Only the page is sorted: listing stays linear in the stored events.
-    if keys.len() > size {
-        if desc {
-            keys.select_nth_unstable_by(size, |a, b| b.cmp(a));
-        } else {
-            keys.select_nth_unstable(size);
+    let keys = match id_candidates(&state, &q.filters) {
+        Some(mut candidates) => {
+            candidates.retain(|k| after.is_none_or(|c| if desc { *k < c } else { *k > c }));
+            candidates.retain(|k| matches(&state, k.1, &tests));
+            candidates.sort_unstable();
+            if desc {
+                candidates.reverse();
+            }
+            candidates.truncate(size);
+            candidates
         }
-        keys.truncate(size);
-    }
-    keys.sort_unstable();
-    if desc {
-        keys.reverse();
-    }
+        None => walk(&state, after, desc, |k| matches(&state, k.1, &tests), size),
+    };
     let page = &keys[..];
     // Like the server, a full page always carries a cursor, even when no
     // more events follow (`api/v3/response/cursorpagination.go`).
