@@ -459,3 +459,61 @@ async fn an_audit_that_cannot_read_its_source_exits_2() {
     let out = case.cli(&["audit", "--file", "x", "--from", "soon"]).await;
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The fixture events as the pipeline maps them, as JSON values.
+fn mapped_events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(
+            |l| match ticketmeter::decode::decode(l.as_bytes(), 1 << 20) {
+                Ok(ticketmeter::decode::Decoded::Ticket(t)) => {
+                    let mapped = ticketmeter::map::map(*t, &"3500".parse().unwrap()).ok()?;
+                    Some(serde_json::to_value(&mapped.event).unwrap())
+                }
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+async fn ingest(om: &OpenMeter, events: &[Value]) {
+    om.client(None)
+        .ingest_batch(serde_json::to_vec(events).unwrap().into())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_sent_with_a_later_time_are_matched_by_id_and_their_signed_time() {
+    let case = Case::new().await;
+    let later =
+        (Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let moved: Vec<Value> = mapped_events(&case.events)
+        .into_iter()
+        .map(|mut e| {
+            e["data"]["signed_at"] = e["time"].clone();
+            e["time"] = Value::String(later.clone());
+            e
+        })
+        .collect();
+    ingest(&case.om, &moved).await;
+    let (code, report) = case.audit_json(&[]).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["totals"]["stored_events"], moved.len());
+    assert_eq!(report["totals"]["missing_events"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_event_no_source_record_explains_is_unexpected_but_not_a_failure() {
+    let case = Case::new().await;
+    case.replay(&case.events).await;
+    let mut stranger = mapped_events(&case.events).remove(0);
+    stranger["id"] = Value::String("not-from-the-signer".into());
+    ingest(&case.om, &[stranger]).await;
+    let (code, report) = case.audit_json(&[]).await;
+    assert_eq!(code, 0);
+    assert_eq!(report["totals"]["unexpected_events"], 1);
+    let table = case.audit(&["--settle", "0s"]).await;
+    assert!(String::from_utf8_lossy(&table.stdout).contains("not-from-the-signer"));
+}
