@@ -5,6 +5,7 @@
 //! plus the [`openmeter`] client, the HTTP [`api`] and the [`cli`].
 
 pub mod api;
+pub mod audit;
 pub mod bootstrap;
 pub mod cli;
 pub mod commit;

@@ -50,6 +50,7 @@ fn quiet_by_default(cli: &Cli) -> bool {
             | Command::Check(_)
             | Command::Bootstrap(_)
             | Command::Healthcheck(_)
+            | Command::Audit(_)
     )
 }
 

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub pipeline_held_since: Gauge,
     pub consumer_poll_gap_max: Gauge<f64, AtomicU64>,
     pub dead_letters_spilled: Family<Labels, Counter>,
+    /// The continuous audit's figures (see `crate::audit::continuous`).
+    pub audit: crate::audit::continuous::AuditGauges,
 }
 
 impl Metrics {
@@ -61,6 +63,7 @@ impl Metrics {
             pipeline_held_since: Gauge::default(),
             consumer_poll_gap_max: Gauge::default(),
             dead_letters_spilled: Family::default(),
+            audit: Default::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -164,6 +167,7 @@ impl Metrics {
             "Dead letters written to DLQ_SPILL_DIR, by cause: truncated (too large for the DLQ topic) or refused (the topic refused them)",
             m.dead_letters_spilled.clone(),
         );
+        m.audit.register(r);
         Self { registry, ..m }
     }
 

@@ -46,6 +46,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Probe the local API's /health (for container HEALTHCHECKs); exit 0 when healthy.
     Healthcheck(HealthcheckArgs),
+    /// Reconcile signed tickets with what OpenMeter stored and will bill; exit 0 clean, 1 discrepancies, 2 could not run.
+    Audit(AuditArgs),
 }
 
 /// Parses durations like `5m`, `250ms`, `1h 30m`.
@@ -231,6 +233,8 @@ pub struct RunArgs {
     pub api: ApiArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub audit: ContinuousAuditArgs,
 }
 
 #[derive(Debug, Args)]
@@ -354,4 +358,58 @@ pub struct CheckArgs {
     pub price: PriceArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Start of the signed-time range (inclusive): RFC 3339, or a duration back from now (2h).
+    #[arg(long)]
+    pub from: String,
+    /// End of the signed-time range (exclusive): RFC 3339, or a duration back from now; default now.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Events younger than this may still be on their way: not counted missing, not repaired; a repair waits this long for resent events.
+    #[arg(long, env = "AUDIT_SETTLE", default_value = "10m", value_parser = duration)]
+    pub settle: Duration,
+    /// OpenMeter's invoice collection interval: usage arriving this long after its billing period ended is never invoiced.
+    #[arg(long, env = "AUDIT_COLLECTION_WINDOW", default_value = "1h", value_parser = duration)]
+    pub collection_window: Duration,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: crate::audit::report::Format,
+    /// Re-ensure customers and resend what is missing or unbillable (a derived id only when absence is proven).
+    #[arg(long)]
+    pub repair: bool,
+    /// With --repair: list the actions, send nothing.
+    #[arg(long, requires = "repair")]
+    pub dry_run: bool,
+    /// Read the source from a JSON-lines file (a backfill) instead of Kafka.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// With --file: the dead-letter file `replay` wrote.
+    #[arg(long, env = "DLQ_FILE", default_value = "ticketmeter-dlq.jsonl")]
+    pub dlq_file: PathBuf,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+/// The audit `run` repeats on its own (off unless AUDIT_INTERVAL is set).
+#[derive(Debug, Clone, Args)]
+pub struct ContinuousAuditArgs {
+    /// Audit the settled window this often (e.g. 15m); off when unset.
+    #[arg(long, env = "AUDIT_INTERVAL", value_parser = duration)]
+    pub audit_interval: Option<Duration>,
+    /// Length of the audited window, ending AUDIT_SETTLE before now.
+    #[arg(long, env = "AUDIT_WINDOW", default_value = "2h", value_parser = duration)]
+    pub audit_window: Duration,
+    /// How long events may take to be stored before they count as missing.
+    #[arg(long, env = "AUDIT_SETTLE", default_value = "10m", value_parser = duration)]
+    pub audit_settle: Duration,
+    /// OpenMeter's invoice collection interval.
+    #[arg(long, env = "AUDIT_COLLECTION_WINDOW", default_value = "1h", value_parser = duration)]
+    pub audit_collection_window: Duration,
+    /// Repair what each audit finds.
+    #[arg(long, env = "AUDIT_REPAIR", default_value_t = false, action = clap::ArgAction::Set)]
+    pub audit_repair: bool,
 }

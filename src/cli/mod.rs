@@ -2,6 +2,7 @@
 //! becomes components and errors become exit codes (`anyhow` lives here only).
 
 pub mod args;
+mod audit;
 mod check;
 mod demo;
 mod kafka_dlq;
@@ -51,6 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Double(a) => double(a).await,
         Command::Check(a) => check::check(a).await,
         Command::Healthcheck(a) => healthcheck(a).await,
+        Command::Audit(a) => audit::audit(a).await,
     }
 }
 
@@ -310,6 +312,10 @@ async fn run_collector(args: args::RunArgs) -> anyhow::Result<ExitCode> {
     );
     let api = start_api(&args.api, provisioner, Some(ready), cancel.clone()).await?;
 
+    let auditor = audit::continuous(&args, &pipeline).map(|continuous| {
+        let cancel = cancel.clone();
+        tokio::spawn(continuous.run(cancel))
+    });
     let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);
     let reader = tokio::spawn({
         let (source, cancel) = (source.clone(), cancel.clone());
@@ -323,6 +329,9 @@ async fn run_collector(args: args::RunArgs) -> anyhow::Result<ExitCode> {
     let settled = pipeline.run(rx, &cancel).await;
     let _ = reader.await;
     let _ = committer.await;
+    if let Some(auditor) = auditor {
+        let _ = auditor.await;
+    }
     let committed = source.commit().await;
     tracing::info!(settled, ?committed, "collector stopped");
     let _ = api.await;

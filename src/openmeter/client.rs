@@ -12,7 +12,8 @@ use serde::Serialize;
 use super::endpoint::Endpoint;
 use super::error::{ApiError, Problem};
 use super::model::{
-    CreateCustomer, CreateSubscription, Customer, Page, Plan, Subscription, UsageAttribution,
+    CreateCustomer, CreateSubscription, CursorPage, Customer, IngestedEvent, Page, Plan,
+    Subscription, SubscriptionTerm, UsageAttribution,
 };
 use crate::domain::{CustomerKey, PlanKey};
 use crate::metrics::metrics;
@@ -23,6 +24,52 @@ use crate::secret::Secret;
 const PAGE_SIZE: u32 = 100;
 /// A runaway server cannot make a list call loop for ever.
 const MAX_PAGES: u32 = 1000;
+
+/// Events per page when listing them: the server's maximum
+/// (`meterevent.MaximumLimit`).
+pub const EVENT_PAGE_SIZE: u32 = 100;
+
+/// Filters of `GET /openmeter/events` (deepObject `filter[field][op]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    pub source: Option<String>,
+    pub kind: Option<String>,
+    pub subject: Option<String>,
+    /// RFC 3339 bounds on the event `time`, both inclusive.
+    pub time_from: Option<String>,
+    pub time_to: Option<String>,
+    /// Any of these ids (`oeq`; ids must not contain a comma).
+    pub ids: Vec<String>,
+}
+
+impl EventQuery {
+    fn params(&self) -> Vec<(&'static str, String)> {
+        let mut params = Vec::new();
+        let optional = [
+            ("filter[source][eq]", &self.source),
+            ("filter[type][eq]", &self.kind),
+            ("filter[subject][eq]", &self.subject),
+            ("filter[time][gte]", &self.time_from),
+            ("filter[time][lte]", &self.time_to),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                params.push((name, value.clone()));
+            }
+        }
+        if !self.ids.is_empty() {
+            params.push(("filter[id][oeq]", self.ids.join(",")));
+        }
+        params
+    }
+}
+
+/// One page of stored events; `next` is `None` on the last one.
+#[derive(Debug)]
+pub struct EventPage {
+    pub events: Vec<IngestedEvent>,
+    pub next: Option<String>,
+}
 
 /// How the client talks to OpenMeter.
 #[derive(Debug, Clone)]
@@ -173,6 +220,50 @@ impl OpenMeterClient {
         let response = self.execute("ingest events", request).await?;
         drop(response);
         Ok(())
+    }
+
+    /// One page of stored events matching `query`, after the cursor `after`.
+    pub async fn list_events_page(
+        &self,
+        query: &EventQuery,
+        after: Option<&str>,
+    ) -> Result<EventPage, ApiError> {
+        let size = EVENT_PAGE_SIZE.to_string();
+        let mut params = query.params();
+        params.push(("page[size]", size));
+        if let Some(cursor) = after {
+            params.push(("page[after]", cursor.to_owned()));
+        }
+        let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let page: CursorPage<IngestedEvent> = self
+            .send_json::<_, ()>(
+                "list events",
+                Method::GET,
+                "/openmeter/events",
+                &pairs,
+                None,
+            )
+            .await?;
+        let next = page.meta.page.next.filter(|_| !page.data.is_empty());
+        Ok(EventPage {
+            events: page.data,
+            next,
+        })
+    }
+
+    /// Every subscription of a customer with its billing terms, all pages.
+    pub async fn subscription_terms(
+        &self,
+        customer_id: &str,
+    ) -> Result<Vec<SubscriptionTerm>, ApiError> {
+        let filter = [("filter[customer_id][eq]", customer_id)];
+        let all: Vec<SubscriptionTerm> = self
+            .list_all("list subscriptions", "/openmeter/subscriptions", &filter)
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|s| s.customer_id == customer_id)
+            .collect())
     }
 
     /// Fetches every page of a page-paginated list.

@@ -168,3 +168,121 @@ impl PageMeta {
             .is_some_and(|total| fetched_so_far < total)
     }
 }
+
+// ---- metering events and billing periods, read back by the audit -------
+
+/// A page of a cursor-paginated list (`*PaginatedResponse` with `CursorMeta`).
+#[derive(Debug, Deserialize)]
+pub struct CursorPage<T> {
+    pub data: Vec<T>,
+    pub meta: CursorMetaEnvelope,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CursorMetaEnvelope {
+    pub page: CursorMeta,
+}
+
+/// `CursorMetaPage`. The server sets `next` on every full page, so the last
+/// page may be empty.
+#[derive(Debug, Deserialize)]
+pub struct CursorMeta {
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// `MeteringIngestedEvent`: a stored event and what OpenMeter makes of it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IngestedEvent {
+    pub event: StoredEvent,
+    #[serde(default)]
+    pub customer: Option<CustomerReference>,
+    pub ingested_at: chrono::DateTime<chrono::Utc>,
+    #[serde(default)]
+    pub validation_errors: Vec<EventValidationError>,
+}
+
+/// `MeteringEvent` as stored; `data` keeps only what the audit reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoredEvent {
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub subject: String,
+    #[serde(default)]
+    pub time: Option<String>,
+    #[serde(default)]
+    pub data: Option<StoredEventData>,
+}
+
+/// The `data` fields ticketmeter writes that the audit sums and matches.
+/// Lenient: a field of an unexpected type reads as absent.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StoredEventData {
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub fee_wei: Option<String>,
+    #[serde(default, deserialize_with = "lenient::integer")]
+    pub network_fee_usd_micros: Option<u128>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub eth_usd_price: Option<String>,
+    /// The signed time, when the event was sent with a later `time`.
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub signed_at: Option<String>,
+    /// The id this event stands in for (an audit repair under a derived id).
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub original_id: Option<String>,
+}
+
+/// `CustomerReference`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CustomerReference {
+    pub id: String,
+}
+
+/// `MeteringIngestedEventValidationError`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventValidationError {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The billing-period fields of a `BillingSubscription`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionTerm {
+    pub id: String,
+    pub customer_id: String,
+    pub status: String,
+    pub active_from: chrono::DateTime<chrono::Utc>,
+    #[serde(default)]
+    pub active_to: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    pub billing_anchor: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    pub billing_cadence: Option<String>,
+    #[serde(default)]
+    pub deleted_at: Option<String>,
+}
+
+mod lenient {
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::String(s) => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    }
+
+    pub fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::Number(n) => n.as_u64().map(u128::from),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        })
+    }
+}

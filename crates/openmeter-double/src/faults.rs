@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::double::Double;
 use crate::route::Route;
 
 const N: usize = Route::ALL.len();
@@ -73,6 +74,8 @@ struct RouteFaults {
 #[derive(Default)]
 pub(crate) struct Faults {
     routes: Mutex<[RouteFaults; N]>,
+    /// Ingest requests left that claim their ids, then fail (issue #5118).
+    swallow_remaining: Mutex<u32>,
 }
 
 impl Faults {
@@ -102,6 +105,21 @@ impl Faults {
         for f in guard.iter_mut() {
             *f = RouteFaults::default();
         }
+        *self.swallow_lock() = 0;
+    }
+
+    fn swallow_lock(&self) -> std::sync::MutexGuard<'_, u32> {
+        self.swallow_remaining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this ingest request is one that claims its ids and fails.
+    pub fn take_swallow(&self) -> bool {
+        let mut remaining = self.swallow_lock();
+        let hit = *remaining > 0;
+        *remaining = remaining.saturating_sub(1);
+        hit
     }
 
     /// Consume one pending fault (drops before failures) and report latency.
@@ -121,5 +139,35 @@ impl Faults {
             };
             (action, f.latency)
         })
+    }
+}
+
+/// Faults that need the request body or the stored data, so they cannot be
+/// applied by the gate.
+impl Double {
+    /// The next `n` ingest requests reproduce openmeterio/openmeter#5118
+    /// (open): the ingest dedupe (`openmeter/ingest/dedupe.go`,
+    /// `DeduplicatingCollector.Ingest`) claims each `(source, id)` before the
+    /// write, the write fails (500), and the claim stays. The client's retry
+    /// is answered 202 and its events are dropped as duplicates: metered zero
+    /// times. Only listing the events shows they are gone.
+    pub fn swallow_next_ingests(&self, n: u32) {
+        *self.inner.faults.swallow_lock() = n;
+    }
+
+    /// Deletes the customer keyed `key` behind every client's back (an
+    /// operator, another tool), so clients that cached it keep sending its
+    /// usage. Its subject keys stop attributing events at once: OpenMeter
+    /// resolves an event's customer when events are listed or metered
+    /// (`openmeter/meterevent/adapter/event.go`, `enrichEventsWithCustomerID`).
+    /// Returns whether such a customer existed.
+    pub fn vanish_customer(&self, key: &str) -> bool {
+        let mut state = self.lock();
+        let Some(idx) = state.customer_by_key.remove(key) else {
+            return false;
+        };
+        state.subject_owner.retain(|_, owner| *owner != idx);
+        state.customers[idx].deleted_at = Some(chrono::Utc::now());
+        true
     }
 }

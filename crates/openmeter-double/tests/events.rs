@@ -82,8 +82,9 @@ async fn event_without_customer_is_listed_with_no_customer_error() {
     assert_eq!(item["event"]["id"], "e2");
     assert_eq!(
         item["validation_errors"][0]["message"],
-        "no customer found for event subject"
+        "no customer found for event subject: stranger"
     );
+    assert_eq!(item["validation_errors"][0]["code"], "validation_error");
     assert!(item.get("customer").is_none());
     let body = list(&env, "?filter[id][eq]=e1").await;
     assert_eq!(body["data"][0]["customer"]["id"], id.as_str());
@@ -97,13 +98,93 @@ async fn event_without_customer_is_listed_with_no_customer_error() {
     assert_eq!(owners, [Some(id.clone()), None, Some(id)]);
 }
 
+/// The real server resolves an event's customer when listing
+/// (meterevent/adapter/event.go), so a customer created later claims it.
 #[tokio::test]
-async fn customer_created_later_does_not_rewrite_ingest_time_attribution() {
+async fn customer_created_later_claims_earlier_events_when_listed() {
     let env = start().await;
     env.ingest(json!([event("e1", "late")])).await;
-    env.create_customer("late", &["late"]).await;
     let body = list(&env, "?filter[id]=e1").await;
     assert!(body["data"][0]["validation_errors"].is_array());
+    env.create_customer("late", &["late"]).await;
+    let body = list(&env, "?filter[id]=e1").await;
+    assert!(body["data"][0].get("validation_errors").is_none());
+    assert!(body["data"][0]["customer"]["id"].is_string());
+}
+
+#[tokio::test]
+async fn a_vanished_customer_leaves_its_stored_events_without_a_customer() {
+    let env = start().await;
+    env.double.seed_customer("gone", &["gone"]);
+    env.ingest(json!([event("e1", "gone")])).await;
+    assert!(env.double.vanish_customer("gone"));
+    let body = list(&env, "?filter[id][eq]=e1").await;
+    assert!(body["data"][0].get("customer").is_none());
+    assert_eq!(
+        body["data"][0]["validation_errors"][0]["message"],
+        "no customer found for event subject: gone"
+    );
+    assert!(!env.double.vanish_customer("gone"));
+}
+
+#[tokio::test]
+async fn list_filters_by_time_range_and_by_any_of_several_ids() {
+    let env = start().await;
+    let events: Vec<Value> = (0..4)
+        .map(|i| {
+            let mut e = event(&format!("e{i}"), "s");
+            e["time"] = json!(format!("2025-01-01T00:00:0{i}Z"));
+            e
+        })
+        .collect();
+    env.ingest(Value::Array(events)).await;
+    let body = list(
+        &env,
+        "?filter[time][gte]=2025-01-01T00:00:01Z&filter[time][lte]=2025-01-01T00:00:02Z&sort=time%20asc",
+    )
+    .await;
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["event"]["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, ["e1", "e2"]);
+    let body = list(&env, "?filter[id][oeq]=e0,e3").await;
+    assert_eq!(body["data"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn page_size_defaults_to_20_and_is_at_most_100() {
+    let env = start().await;
+    let events: Vec<Value> = (0..25).map(|i| event(&format!("e{i}"), "s")).collect();
+    env.ingest(Value::Array(events)).await;
+    let body = list(&env, "").await;
+    assert_eq!(body["data"].as_array().map(Vec::len), Some(20));
+    assert!(body["meta"]["page"]["next"].is_string());
+    problem(env.get("/openmeter/events?page[size]=101").await, 400).await;
+}
+
+#[tokio::test]
+async fn a_full_last_page_still_carries_a_cursor_to_an_empty_page() {
+    let env = start().await;
+    env.ingest(json!([event("a", "s"), event("b", "s")])).await;
+    let first = list(&env, "?page[size]=2").await;
+    let next = first["meta"]["page"]["next"].as_str().unwrap_or_default();
+    assert!(!next.is_empty());
+    let empty = list(&env, &format!("?page[size]=2&page[after]={next}")).await;
+    assert_eq!(empty["data"].as_array().map(Vec::len), Some(0));
+    assert!(empty["meta"]["page"]["next"].is_null());
+}
+
+#[tokio::test]
+async fn sort_by_a_field_without_a_suffix_is_descending() {
+    let env = start().await;
+    let mut early = event("early", "s");
+    early["time"] = json!("2025-01-01T00:00:00Z");
+    let mut late = event("late", "s");
+    late["time"] = json!("2025-01-02T00:00:00Z");
+    env.ingest(json!([early, late])).await;
+    let body = list(&env, "?sort=time").await;
+    assert_eq!(body["data"][0]["event"]["id"], "late");
 }
 
 #[tokio::test]

@@ -158,3 +158,39 @@ async fn shutdown_stops_the_server() {
     env.server.shutdown().await;
     assert!(reqwest::get(url).await.is_err());
 }
+
+/// openmeterio/openmeter#5118: the dedupe claims ids before a failed write,
+/// so the retry is 202 and stores nothing.
+#[tokio::test]
+async fn a_swallowed_ingest_fails_then_its_retry_is_accepted_but_never_stored() {
+    let env = start().await;
+    env.double.swallow_next_ingests(1);
+    let batch = json!([event("a", "s"), event("b", "s")]);
+    problem(env.ingest(batch.clone()).await, 500).await;
+    assert_eq!(env.ingest(batch).await.status().as_u16(), 202);
+    assert!(env.double.unique_events().is_empty());
+    let listed: serde_json::Value = env
+        .get("/openmeter/events")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        env.ingest(json!([event("c", "s")])).await.status().as_u16(),
+        202
+    );
+    assert_eq!(env.double.unique_events().len(), 1);
+}
+
+#[tokio::test]
+async fn clear_faults_cancels_pending_swallows() {
+    let env = start().await;
+    env.double.swallow_next_ingests(3);
+    env.double.clear_faults();
+    assert_eq!(
+        env.ingest(json!([event("a", "s")])).await.status().as_u16(),
+        202
+    );
+    assert_eq!(env.double.unique_events().len(), 1);
+}

@@ -1,5 +1,7 @@
 //! `POST /events` (CloudEvents ingest) and `GET /events` (cursor-paged list).
 
+use std::ops::Bound::{Excluded, Unbounded};
+
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -10,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use crate::double::Double;
 use crate::problem::{ApiResult, InvalidParam, Problem};
-use crate::query::{self, Kind, ListQuery};
+use crate::query::{self, Filter, Kind, ListQuery, Op};
 use crate::state::{State as Data, StoredEvent};
 use crate::validate::{malformed, parse_datetime};
 
@@ -261,6 +263,13 @@ pub(crate) async fn ingest(
         if let Some(p) = rejected(&state, &batch) {
             return Err(p);
         }
+        if d.inner.faults.take_swallow() {
+            state.claim_only(&batch);
+            return Err(Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "writing the events failed after their ids were claimed (fault injected: openmeter#5118)",
+            ));
+        }
         state.ingest(batch, now);
     }
     Ok(StatusCode::ACCEPTED.into_response())
@@ -283,41 +292,94 @@ fn rfc3339(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-fn field(state: &Data, idx: usize, name: &str) -> Vec<String> {
-    let d = &state.events.deliveries[idx];
-    let e = &d.event;
-    let one = |s: &str| vec![s.to_string()];
+/// A filter made ready to test many events: date-time bounds parsed once.
+enum Test<'q> {
+    /// `(event time or arrival time, operator, bound in ns)`.
+    Time(TimeField, &'q Op, i64),
+    Text(&'q Filter),
+}
+
+#[derive(Clone, Copy)]
+enum TimeField {
+    Event,
+    Arrival,
+}
+
+fn compile(filters: &[Filter]) -> Vec<Test<'_>> {
+    filters
+        .iter()
+        .map(|f| {
+            let field = match f.field.as_str() {
+                "time" => TimeField::Event,
+                "ingested_at" | "stored_at" => TimeField::Arrival,
+                _ => return Test::Text(f),
+            };
+            let bound = match &f.op {
+                Op::Eq(v) | Op::Gt(v) | Op::Gte(v) | Op::Lt(v) | Op::Lte(v) => v,
+                _ => return Test::Text(f),
+            };
+            let ns = parse_datetime(bound)
+                .and_then(|t| t.timestamp_nanos_opt())
+                .unwrap_or_default();
+            Test::Time(field, &f.op, ns)
+        })
+        .collect()
+}
+
+fn text_field<'s>(state: &'s Data, idx: usize, name: &str) -> Option<&'s str> {
+    let e = &state.events.deliveries[idx].event;
     match name {
-        "id" => one(&e.id),
-        "source" => one(&e.source),
-        "subject" => one(&e.subject),
-        "type" => one(&e.ty),
-        "customer_id" => d
-            .customer
-            .map(|c| state.customers[c].id.clone())
-            .into_iter()
-            .collect(),
-        "time" => e.time.clone().into_iter().collect(),
-        _ => vec![rfc3339(d.received_at)],
+        "id" => Some(&e.id),
+        "source" => Some(&e.source),
+        "subject" => Some(&e.subject),
+        "type" => Some(&e.ty),
+        "customer_id" => owner(state, idx).map(|c| state.customers[c].id.as_str()),
+        _ => None,
     }
 }
 
-fn matches(state: &Data, idx: usize, q: &ListQuery) -> bool {
-    q.filters.iter().all(|f| {
-        let values = field(state, idx, &f.field);
-        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        f.op.matches(&refs)
+fn matches(state: &Data, idx: usize, tests: &[Test<'_>]) -> bool {
+    let d = &state.events.deliveries[idx];
+    tests.iter().all(|t| match t {
+        Test::Time(field, op, bound) => {
+            let value = match field {
+                TimeField::Event => d.event.time_ns,
+                TimeField::Arrival => d.received_at.timestamp_nanos_opt(),
+            };
+            value.is_some_and(|v| match op {
+                Op::Eq(_) => v == *bound,
+                Op::Gt(_) => v > *bound,
+                Op::Gte(_) => v >= *bound,
+                Op::Lt(_) => v < *bound,
+                _ => v <= *bound,
+            })
+        }
+        Test::Text(f) => match text_field(state, idx, &f.field) {
+            Some(v) => f.op.matches(&[v]),
+            None => f.op.matches(&[]),
+        },
     })
 }
 
-/// `sort`: `time` or `ingested_at`, optional ` asc`/` desc`; default time desc.
+/// The customer an event attributes to *now*: OpenMeter resolves it from
+/// the subject when events are listed, not when they are ingested
+/// (`openmeter/meterevent/adapter/event.go`, `enrichEventsWithCustomerID`),
+/// so a customer created later claims earlier events and a deleted one
+/// leaves its events without a customer.
+fn owner(state: &Data, idx: usize) -> Option<usize> {
+    state.subject_owner(&state.events.deliveries[idx].event.subject)
+}
+
+/// `sort`: `time`, `ingested_at` or `stored_at`, optional ` asc`/` desc`.
+/// Omitted, or a field without a suffix, is descending
+/// (`api/v3/handlers/events/convert.go`, `fromAPIEventSort`).
 fn descending(sort: Option<&str>) -> ApiResult<bool> {
     let Some(s) = sort.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(true);
     };
     let mut parts = s.split_whitespace();
     let field = parts.next().unwrap_or("");
-    let order = parts.next().unwrap_or("asc");
+    let order = parts.next().unwrap_or("desc");
     if !matches!(field, "time" | "ingested_at" | "stored_at") || !matches!(order, "asc" | "desc") {
         return Err(Problem::bad_request(
             format!("unsupported sort {s:?}"),
@@ -346,21 +408,83 @@ fn item(state: &Data, idx: usize) -> Value {
     let d = &state.events.deliveries[idx];
     let at = rfc3339(d.received_at);
     let mut obj = json!({"event": &d.event, "ingested_at": at, "stored_at": at});
-    match d.customer {
+    match owner(state, idx) {
         Some(c) => obj["customer"] = json!({"id": state.customers[c].id}),
+        // Code and message as `validateEvents` (meterevent/adapter/event.go)
+        // and `toAPIMeteringIngestedEventValidationErrors`
+        // (api/v3/handlers/events/convert.go) produce them.
         None => {
             obj["validation_errors"] = json!([{
-                "code": "no_customer",
-                "message": "no customer found for event subject",
+                "code": "validation_error",
+                "message": format!("no customer found for event subject: {}", d.event.subject),
             }])
         }
     }
     obj
 }
 
+/// `page[size]`: default 20, at most 100 (`api/v3/handlers/events/list.go`,
+/// `meterevent.MaximumLimit`).
+fn page_size(q: &ListQuery) -> ApiResult<usize> {
+    const DEFAULT: usize = 20;
+    const MAX: usize = 100;
+    if q.page_size.is_none() {
+        return Ok(DEFAULT);
+    }
+    let size = q.cursor_size()?;
+    if size > MAX {
+        return Err(Problem::bad_request(
+            format!("page[size] must be between 1 and {MAX}"),
+            vec![
+                InvalidParam::invalid("page[size]", format!("must be between 1 and {MAX}"))
+                    .from_source("query"),
+            ],
+        ));
+    }
+    Ok(size)
+}
+
+/// The events an `id` `eq`/`oeq` filter allows, from the id index; `None`
+/// when no such filter narrows the listing.
+fn id_candidates(state: &Data, filters: &[Filter]) -> Option<Vec<(i64, usize)>> {
+    let ids: Vec<&str> = filters.iter().find_map(|f| match (&f.field[..], &f.op) {
+        ("id", Op::Eq(v)) => Some(vec![v.as_str()]),
+        ("id", Op::Oeq(vs)) => Some(vs.iter().map(String::as_str).collect()),
+        _ => None,
+    })?;
+    let events = &state.events;
+    let mut keys: Vec<(i64, usize)> = ids
+        .iter()
+        .filter_map(|id| events.by_id.get(*id))
+        .flatten()
+        .map(|&i| (events.deliveries[i].sort_ns(), i))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    Some(keys)
+}
+
+/// Walks the time index from the cursor: a page costs what it skips.
+fn walk(
+    state: &Data,
+    after: Option<(i64, usize)>,
+    desc: bool,
+    keep: impl Fn(&(i64, usize)) -> bool,
+    size: usize,
+) -> Vec<(i64, usize)> {
+    let index = &state.events.by_time;
+    let range: Box<dyn Iterator<Item = &(i64, usize)>> = match (after, desc) {
+        (None, true) => Box::new(index.iter().rev()),
+        (None, false) => Box::new(index.iter()),
+        (Some(c), true) => Box::new(index.range(..c).rev()),
+        (Some(c), false) => Box::new(index.range((Excluded(c), Unbounded))),
+    };
+    range.filter(|k| keep(k)).take(size).copied().collect()
+}
+
 pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref(), FILTERS)?;
-    let size = q.cursor_size()?;
+    let size = page_size(&q)?;
     let desc = descending(q.sort.as_deref())?;
     if q.page_before.is_some() {
         return Err(Problem::bad_request(
@@ -370,29 +494,26 @@ pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> Ap
     }
     let after = q.page_after.as_deref().map(parse_cursor).transpose()?;
     let state = d.lock();
-    let mut keys: Vec<(i64, usize)> = state
-        .events
-        .unique
-        .iter()
-        .map(|&i| (state.events.deliveries[i].sort_ns(), i))
-        .filter(|&(_, i)| matches(&state, i, &q))
-        .collect();
-    keys.sort_unstable();
-    if desc {
-        keys.reverse();
-    }
-    let start = match after {
-        Some(c) => keys
-            .iter()
-            .position(|k| if desc { *k < c } else { *k > c })
-            .unwrap_or(keys.len()),
-        None => 0,
+    let tests = compile(&q.filters);
+    let keys = match id_candidates(&state, &q.filters) {
+        Some(mut candidates) => {
+            candidates.retain(|k| after.is_none_or(|c| if desc { *k < c } else { *k > c }));
+            candidates.retain(|k| matches(&state, k.1, &tests));
+            candidates.sort_unstable();
+            if desc {
+                candidates.reverse();
+            }
+            candidates.truncate(size);
+            candidates
+        }
+        None => walk(&state, after, desc, |k| matches(&state, k.1, &tests), size),
     };
-    let page = &keys[start..(start + size).min(keys.len())];
-    let more = start + page.len() < keys.len();
+    let page = &keys[..];
+    // Like the server, a full page always carries a cursor, even when no
+    // more events follow (`api/v3/response/cursorpagination.go`).
     let next = page
         .last()
-        .filter(|_| more)
+        .filter(|_| page.len() == size)
         .map(|(ns, i)| format!("{ns}:{i}"));
     let data: Vec<Value> = page.iter().map(|&(_, i)| item(&state, i)).collect();
     let body =

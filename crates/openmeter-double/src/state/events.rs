@@ -1,4 +1,4 @@
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -53,6 +53,10 @@ pub(crate) struct EventStore {
     pub deliveries: Vec<DeliveryRec>,
     /// Indices into `deliveries` of first arrivals per `(source, id)`.
     pub unique: Vec<usize>,
+    /// `unique` ordered by `(sort_ns, index)`: a listing page is a range.
+    pub by_time: BTreeSet<(i64, usize)>,
+    /// `unique` by event id (one per source), for `filter[id]` lookups.
+    pub by_id: HashMap<String, Vec<usize>>,
     seen: HashSet<(String, String)>,
 }
 
@@ -66,15 +70,34 @@ impl State {
                 .events
                 .seen
                 .insert((event.source.clone(), event.id.clone()));
-            if fresh {
-                self.events.unique.push(self.events.deliveries.len());
-            }
-            self.events.deliveries.push(DeliveryRec {
+            let index = self.events.deliveries.len();
+            let delivery = DeliveryRec {
                 event,
                 received_at: now,
                 duplicate: !fresh,
                 customer,
-            });
+            };
+            if fresh {
+                self.events.unique.push(index);
+                self.events.by_time.insert((delivery.sort_ns(), index));
+                self.events
+                    .by_id
+                    .entry(delivery.event.id.clone())
+                    .or_default()
+                    .push(index);
+            }
+            self.events.deliveries.push(delivery);
+        }
+    }
+
+    /// The dedupe half of a failed ingest (#5118): every `(source, id)` of
+    /// the batch is claimed, nothing is stored, so later deliveries of these
+    /// ids count as duplicates.
+    pub fn claim_only(&mut self, batch: &[StoredEvent]) {
+        for event in batch {
+            self.events
+                .seen
+                .insert((event.source.clone(), event.id.clone()));
         }
     }
 }

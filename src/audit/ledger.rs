@@ -1,0 +1,187 @@
+//! The audit's working memory: one compact entry per signed event in the
+//! range (about 150 bytes with its id), customers and reasons interned.
+//! Payloads are never kept: a repair reads the source again for the few
+//! events it resends.
+
+use std::collections::{HashMap, HashSet};
+
+use ethnum::U256;
+
+/// A signed event and what OpenMeter holds of it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub customer: u32,
+    /// Signed time, ns since the epoch.
+    pub signed_ns: i64,
+    pub fee_wei: u128,
+    pub usd_micros: u128,
+    /// What the first stored copy says.
+    pub stored_fee_wei: u128,
+    pub stored_usd_micros: u128,
+    /// Stored copies: under its own id and under its derived repair id.
+    pub copies: u8,
+    pub billable_copies: u8,
+    /// Interned reason why no copy is billable.
+    pub unbillable: Option<u32>,
+    /// Interned reason it was dead-lettered.
+    pub dead_letter: Option<u32>,
+}
+
+impl Entry {
+    pub fn forget_copies(&mut self) {
+        self.copies = 0;
+        self.billable_copies = 0;
+        self.unbillable = None;
+        self.stored_fee_wei = 0;
+        self.stored_usd_micros = 0;
+    }
+}
+
+/// A dead letter whose event is not among the signed ones (it could not be
+/// decoded, or its fee could not be converted).
+#[derive(Debug, Clone)]
+pub struct Letter {
+    pub customer: u32,
+    pub id: String,
+    pub reason: u32,
+}
+
+/// Strings stored once, referred to by index.
+#[derive(Debug, Default)]
+pub struct Interner<T> {
+    values: Vec<T>,
+    index: HashMap<T, u32>,
+}
+
+impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
+    pub fn intern(&mut self, value: T) -> u32 {
+        if let Some(&i) = self.index.get(&value) {
+            return i;
+        }
+        let i = u32::try_from(self.values.len()).unwrap_or(u32::MAX);
+        self.values.push(value.clone());
+        self.index.insert(value, i);
+        i
+    }
+
+    pub fn get(&self, i: u32) -> &T {
+        &self.values[i as usize]
+    }
+
+    pub fn lookup(&self, value: &T) -> Option<u32> {
+        self.index.get(value).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// Stored events of our source that match no signed event in the range.
+#[derive(Debug, Default)]
+pub struct Unexpected {
+    pub count: u64,
+    /// The first few ids, for the table.
+    pub sample: Vec<String>,
+}
+
+/// How many unexpected ids the table names.
+const UNEXPECTED_SAMPLE: usize = 20;
+
+impl Unexpected {
+    pub fn add(&mut self, id: &str) {
+        self.count += 1;
+        if self.sample.len() < UNEXPECTED_SAMPLE {
+            self.sample.push(id.to_owned());
+        }
+    }
+}
+
+/// Everything the audit learnt, before it becomes a report.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Customer keys (the `auth_id`), or a placeholder for letters without one.
+    pub customers: Interner<Box<str>>,
+    pub reasons: Interner<String>,
+    pub entries: HashMap<Box<str>, Entry>,
+    pub letters: Vec<Letter>,
+    letter_ids: HashSet<Box<str>>,
+    pub unexpected: Unexpected,
+    /// Source records read, and signed events seen twice in the source.
+    pub records_read: u64,
+    pub redelivered: u64,
+}
+
+impl Ledger {
+    /// Records a signed event; a second record with the same id (a
+    /// redelivery) is counted once, as OpenMeter's dedupe does.
+    pub fn sign(&mut self, id: &str, customer: &str, entry: Entry) {
+        if self.entries.contains_key(id) {
+            self.redelivered += 1;
+            return;
+        }
+        let customer = self.customers.intern(Box::from(customer));
+        self.entries
+            .insert(Box::from(id), Entry { customer, ..entry });
+    }
+
+    pub fn dead_letter(&mut self, id: &str, customer: &str, reason: String) {
+        let reason = self.reasons.intern(reason);
+        if let Some(entry) = self.entries.get_mut(id) {
+            entry.dead_letter.get_or_insert(reason);
+            return;
+        }
+        if !self.letter_ids.insert(Box::from(id)) {
+            return;
+        }
+        let customer = self.customers.intern(Box::from(customer));
+        self.letters.push(Letter {
+            customer,
+            id: id.to_owned(),
+            reason,
+        });
+    }
+
+    /// Whether `id` was dead-lettered without being a signed event.
+    pub fn is_letter(&self, id: &str) -> bool {
+        self.letter_ids.contains(id)
+    }
+
+    /// Records one stored copy of signed event `id` (found by its own or
+    /// its derived id). Returns false when `id` is not a signed event.
+    pub fn stored(&mut self, id: &str, copy: StoredCopy) -> bool {
+        let reason = copy.verdict.err().map(|r| self.reasons.intern(r));
+        let Some(entry) = self.entries.get_mut(id) else {
+            return false;
+        };
+        if entry.copies == 0 {
+            entry.stored_fee_wei = copy.fee_wei;
+            entry.stored_usd_micros = copy.usd_micros;
+        }
+        entry.copies = entry.copies.saturating_add(1);
+        match reason {
+            None => entry.billable_copies = entry.billable_copies.saturating_add(1),
+            Some(reason) => {
+                entry.unbillable.get_or_insert(reason);
+            }
+        }
+        true
+    }
+}
+
+/// One stored copy as the ledger needs it.
+#[derive(Debug, Clone)]
+pub struct StoredCopy {
+    pub fee_wei: u128,
+    pub usd_micros: u128,
+    pub verdict: Result<(), String>,
+}
+
+/// Exact sums: Σ wei over many events exceeds 2^128.
+pub fn add(sum: &mut U256, value: u128) {
+    *sum = sum.saturating_add(U256::from(value));
+}

@@ -1,0 +1,588 @@
+//! `ticketmeter audit`: was every ticket the signer signed billed, once, to
+//! the right customer?
+//!
+//! A 202 from ingest only means "queued". The audit re-reads the source
+//! range, decodes and maps each record exactly as the pipeline does
+//! ([`crate::decode::decode`], [`crate::map::map`]), reads back what
+//! OpenMeter stored for the same range, and classifies every signed event:
+//! stored and billable, stored but not billable ([`billing`]), dead-lettered
+//! (with the reason), in flight (younger than the settle time) or missing.
+//! Events are selected by their signed time (`data.current_time`) and
+//! matched by CloudEvent id; a stored event sent under a later `time` keeps
+//! its signed time in `data.signed_at`, and a repair copy names the event it
+//! stands in for in `data.original_id`.
+//!
+//! Memory: the source is streamed; only a compact [`ledger::Ledger`] entry
+//! per signed event is kept, and stored events are streamed page by page.
+
+pub mod billing;
+pub mod continuous;
+pub mod ledger;
+pub mod range;
+mod repair;
+pub mod report;
+pub mod source;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::decode::{decode, Decoded, BILLABLE_TYPE};
+use crate::dlq::{FileEntry, HEADER_PREFIX};
+use crate::domain::EthUsdPrice;
+use crate::map::{map, Mapped, SOURCE};
+use crate::openmeter::model::{IngestedEvent, SubscriptionTerm};
+use crate::openmeter::{ApiError, EventQuery, OpenMeterClient};
+use billing::Unbillable;
+use ledger::{Entry, Ledger, StoredCopy};
+use range::{parse_time, rfc3339, TimeRange};
+use report::{Notes, Report};
+use source::{KafkaWindow, RawRecord, SourceSpec, KAFKA_SKEW};
+
+pub use repair::{derived_id, RepairMode};
+
+/// Why the audit itself could not run (exit 2).
+#[derive(Debug, Error)]
+pub enum AuditError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Kafka topic {topic}: {message}")]
+    Kafka { topic: String, message: String },
+    #[error(
+        "Kafka topic {topic} partition {partition} yielded nothing at offset {offset} before \
+         the end of the range ({end}): the range was not fully read"
+    )]
+    Stalled {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        end: i64,
+    },
+    #[error("reading the source: {0}")]
+    Source(String),
+    #[error("reading back from OpenMeter: {0}")]
+    OpenMeter(#[from] ApiError),
+}
+
+/// What to audit and how.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub range: TimeRange,
+    /// Events younger than this may still be on their way to OpenMeter.
+    pub settle: Duration,
+    /// OpenMeter's `collection.interval`: usage arriving this long after its
+    /// period ended is never invoiced.
+    pub collection_window: Duration,
+    pub max_event_bytes: usize,
+    /// Draw a progress bar when stderr is a terminal.
+    pub progress: bool,
+}
+
+/// An audit: the source, the dead letters and OpenMeter.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub client: OpenMeterClient,
+    /// The price signed micros are computed at (stored events keep theirs).
+    pub price: EthUsdPrice,
+    pub source: SourceSpec,
+    /// A dead-letter file (`FileEntry` lines) or the DLQ topic.
+    pub dead_letters: Option<SourceSpec>,
+    pub config: AuditConfig,
+}
+
+/// The audit's findings, kept so a repair can build on them.
+pub struct Findings {
+    pub ledger: Ledger,
+    terms: HashMap<String, Arc<[SubscriptionTerm]>>,
+    notes: Notes,
+}
+
+/// One stored copy found by id, with its verdict.
+struct Found {
+    /// The signed event it is a copy of.
+    key: String,
+    derived: bool,
+    event: IngestedEvent,
+    verdict: Result<(), Unbillable>,
+}
+
+/// Ids per by-id lookup (each also asks for its derived id).
+const LOOKUP_CHUNK: usize = 40;
+/// Placeholder customer of a dead letter without a readable `auth_id`.
+pub const NO_IDENTITY: &str = "(no identity)";
+
+impl Audit {
+    /// Runs the audit; the report says what it found.
+    pub async fn run(&self) -> Result<(Report, Findings), AuditError> {
+        let mut findings = Findings {
+            ledger: Ledger::default(),
+            terms: HashMap::new(),
+            notes: Notes {
+                source: self.source.describe(),
+                dead_letters: self
+                    .dead_letters
+                    .as_ref()
+                    .map_or("none".to_owned(), SourceSpec::describe),
+                settle: humantime::format_duration(self.config.settle).to_string(),
+                price: self.price.to_string(),
+                ..Notes::default()
+            },
+        };
+        let started = std::time::Instant::now();
+        self.read_signed(&mut findings.ledger).await?;
+        let signed = findings.ledger.entries.len();
+        tracing::debug!(signed, elapsed = ?started.elapsed(), "audit: source read");
+        self.read_dead_letters(&mut findings.ledger).await?;
+        tracing::debug!(letters = findings.ledger.letters.len(), elapsed = ?started.elapsed(), "audit: dead letters read");
+        self.scan_stored(&mut findings).await?;
+        tracing::debug!(customers = findings.terms.len(), elapsed = ?started.elapsed(), "audit: stored events read");
+        let pending: Vec<String> = findings
+            .ledger
+            .entries
+            .iter()
+            .filter(|(_, e)| e.billable_copies == 0)
+            .map(|(id, _)| id.to_string())
+            .collect();
+        self.refresh(&mut findings, &pending).await?;
+        tracing::debug!(looked_up = pending.len(), elapsed = ?started.elapsed(), "audit: looked up by id");
+        Ok((self.report(&findings), findings))
+    }
+
+    /// The report of `findings` as they stand now.
+    pub fn report(&self, findings: &Findings) -> Report {
+        let settled_before = Utc::now() - to_delta(self.config.settle);
+        Report::build(
+            &findings.ledger,
+            self.config.range,
+            settled_before.timestamp_nanos_opt().unwrap_or(i64::MAX),
+            findings.notes.clone(),
+        )
+    }
+
+    fn progress(&self, what: &str) -> ProgressBar {
+        let visible = self.config.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = ProgressBar::with_draw_target(
+            None,
+            if visible {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        );
+        let style = ProgressStyle::with_template("{msg:>24} {wide_bar} {pos}/{len} {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_message(what.to_owned());
+        bar
+    }
+
+    fn kafka_window(&self, stop: bool) -> KafkaWindow {
+        let skew = to_delta(KAFKA_SKEW);
+        KafkaWindow {
+            start_ms: (self.config.range.from - skew).timestamp_millis(),
+            stop_after_ms: stop.then(|| (self.config.range.to + skew).timestamp_millis()),
+        }
+    }
+
+    /// Streams `spec` through `each`, in order; bounded by the channel.
+    async fn each_record(
+        &self,
+        spec: &SourceSpec,
+        stop: bool,
+        optional: bool,
+        what: &str,
+        mut each: impl FnMut(RawRecord),
+    ) -> Result<u64, AuditError> {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let progress = self.progress(what);
+        let reading = source::stream(
+            spec,
+            self.kafka_window(stop),
+            optional,
+            tx,
+            progress.clone(),
+        );
+        let consuming = async {
+            while let Some(record) = rx.recv().await {
+                each(record);
+            }
+        };
+        let (read, ()) = tokio::join!(reading, consuming);
+        progress.finish_and_clear();
+        read
+    }
+
+    /// Decodes and maps a record as the pipeline does; `Some` for a ticket
+    /// signed inside the range.
+    fn signed(&self, payload: &[u8]) -> Option<(Mapped, Entry)> {
+        let Ok(Decoded::Ticket(ticket)) = decode(payload, self.config.max_event_bytes) else {
+            return None;
+        };
+        let signed = parse_time(&ticket.time)?;
+        if !self.config.range.contains(signed) {
+            return None;
+        }
+        let fee_wei = ticket.fee.get();
+        let mapped = map(*ticket, &self.price).ok()?;
+        let entry = Entry {
+            customer: 0,
+            signed_ns: signed.timestamp_nanos_opt().unwrap_or_default(),
+            fee_wei,
+            usd_micros: mapped.event.data.network_fee_usd_micros.get(),
+            stored_fee_wei: 0,
+            stored_usd_micros: 0,
+            copies: 0,
+            billable_copies: 0,
+            unbillable: None,
+            dead_letter: None,
+        };
+        Some((mapped, entry))
+    }
+
+    async fn read_signed(&self, ledger: &mut Ledger) -> Result<(), AuditError> {
+        let read = self
+            .each_record(&self.source, true, false, "signed events", |record| {
+                if let Some((mapped, entry)) = self.signed(&record.payload) {
+                    let key = mapped.identity.customer_key();
+                    ledger.sign(&mapped.event.id, key.as_str(), entry);
+                }
+            })
+            .await?;
+        ledger.records_read = read;
+        Ok(())
+    }
+
+    async fn read_dead_letters(&self, ledger: &mut Ledger) -> Result<(), AuditError> {
+        let Some(spec) = &self.dead_letters else {
+            return Ok(());
+        };
+        let file = matches!(spec, SourceSpec::File(_));
+        self.each_record(spec, false, true, "dead letters", |record| {
+            let letter = if file {
+                file_letter(&record)
+            } else {
+                topic_letter(&record)
+            };
+            let Some(letter) = letter else { return };
+            let who = identify(&letter.payload, self.config.max_event_bytes);
+            let signed = who.signed.or(letter.written);
+            if signed.is_some_and(|t| self.config.range.contains(t)) {
+                let id = who.id.unwrap_or(letter.position);
+                let customer = who.customer.as_deref().unwrap_or(NO_IDENTITY);
+                ledger.dead_letter(&id, customer, letter.reason);
+            }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Pages through our stored events whose `time` is in the range.
+    async fn scan_stored(&self, findings: &mut Findings) -> Result<(), AuditError> {
+        let query = EventQuery {
+            source: Some(SOURCE.to_owned()),
+            kind: Some(BILLABLE_TYPE.to_owned()),
+            time_from: Some(rfc3339(self.config.range.from)),
+            time_to: Some(rfc3339(self.config.range.to)),
+            ..EventQuery::default()
+        };
+        let progress = self.progress("stored events");
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_events_page(&query, after.as_deref())
+                .await?;
+            progress.inc(page.events.len() as u64);
+            for event in page.events {
+                let (key, _) = original(&event);
+                let signed = signed_time(&event);
+                if !signed.is_some_and(|t| self.config.range.contains(t)) {
+                    continue;
+                }
+                let found = self.judge(&mut findings.terms, key, event).await?;
+                record(&mut findings.ledger, &found);
+            }
+            match page.next {
+                Some(next) if Some(&next) != after.as_ref() => after = Some(next),
+                _ => break,
+            }
+        }
+        progress.finish_and_clear();
+        Ok(())
+    }
+
+    /// Looks `ids` up by id (and derived id), whatever their stored time,
+    /// and replaces what the ledger knows of their copies. Returns the
+    /// copies found.
+    async fn refresh(
+        &self,
+        findings: &mut Findings,
+        ids: &[String],
+    ) -> Result<Vec<Found>, AuditError> {
+        let mut all = Vec::new();
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            let found = self.lookup(&mut findings.terms, chunk).await?;
+            for id in chunk {
+                if let Some(entry) = findings.ledger.entries.get_mut(id.as_str()) {
+                    entry.forget_copies();
+                }
+            }
+            for f in &found {
+                record(&mut findings.ledger, f);
+            }
+            all.extend(found);
+        }
+        Ok(all)
+    }
+
+    async fn lookup(
+        &self,
+        terms: &mut HashMap<String, Arc<[SubscriptionTerm]>>,
+        ids: &[String],
+    ) -> Result<Vec<Found>, AuditError> {
+        let (plain, odd): (Vec<&String>, Vec<&String>) =
+            ids.iter().partition(|id| !id.contains(','));
+        let mut queries: Vec<Vec<String>> = Vec::new();
+        if !plain.is_empty() {
+            queries.push(
+                plain
+                    .iter()
+                    .flat_map(|id| [id.to_string(), derived_id(id)])
+                    .collect(),
+            );
+        }
+        // `oeq` splits at commas: such ids are asked for one at a time.
+        queries.extend(
+            odd.iter()
+                .flat_map(|id| [vec![id.to_string()], vec![derived_id(id)]]),
+        );
+        let mut found = Vec::new();
+        for ids in queries {
+            let query = EventQuery {
+                source: Some(SOURCE.to_owned()),
+                ids,
+                ..EventQuery::default()
+            };
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .client
+                    .list_events_page(&query, after.as_deref())
+                    .await?;
+                for event in page.events {
+                    let (key, _) = original(&event);
+                    found.push(self.judge(terms, key, event).await?);
+                }
+                match page.next {
+                    Some(next) if Some(&next) != after.as_ref() => after = Some(next),
+                    _ => break,
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether a stored copy will be invoiced.
+    async fn judge(
+        &self,
+        terms: &mut HashMap<String, Arc<[SubscriptionTerm]>>,
+        key: String,
+        event: IngestedEvent,
+    ) -> Result<Found, AuditError> {
+        let customer_terms: Arc<[SubscriptionTerm]> = match &event.customer {
+            None => Arc::from(Vec::new()),
+            Some(c) => match terms.get(&c.id) {
+                Some(t) => t.clone(),
+                None => {
+                    let fetched: Arc<[SubscriptionTerm]> =
+                        Arc::from(self.client.subscription_terms(&c.id).await?);
+                    terms.insert(c.id.clone(), fetched.clone());
+                    fetched
+                }
+            },
+        };
+        let verdict = billing::verdict(
+            &event,
+            &customer_terms,
+            to_delta(self.config.collection_window),
+        );
+        let derived = key != event.event.id;
+        Ok(Found {
+            key,
+            derived,
+            event,
+            verdict,
+        })
+    }
+}
+
+/// Adds a found copy to the ledger; an unknown id is unexpected, unless it
+/// was dead-lettered and replayed since.
+fn record(ledger: &mut Ledger, found: &Found) {
+    let data = found.event.event.data.as_ref();
+    let copy = StoredCopy {
+        fee_wei: data
+            .and_then(|d| d.fee_wei.as_deref())
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(0),
+        usd_micros: data.and_then(|d| d.network_fee_usd_micros).unwrap_or(0),
+        verdict: found.verdict.clone().map_err(|r| r.to_string()),
+    };
+    if !ledger.stored(&found.key, copy) && !ledger.is_letter(&found.key) {
+        ledger.unexpected.add(&found.key);
+    }
+}
+
+/// The signed event a stored one stands for, and whether it is a repair copy.
+fn original(event: &IngestedEvent) -> (String, bool) {
+    match event
+        .event
+        .data
+        .as_ref()
+        .and_then(|d| d.original_id.clone())
+    {
+        Some(original) => (original, true),
+        None => (event.event.id.clone(), false),
+    }
+}
+
+/// `data.signed_at` when the event was sent with a later `time`, else `time`.
+fn signed_time(event: &IngestedEvent) -> Option<DateTime<Utc>> {
+    event
+        .event
+        .data
+        .as_ref()
+        .and_then(|d| d.signed_at.as_deref())
+        .or(event.event.time.as_deref())
+        .and_then(parse_time)
+}
+
+fn to_delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// A dead letter as read from a file or the topic.
+struct LetterRecord {
+    payload: bytes::Bytes,
+    reason: String,
+    written: Option<DateTime<Utc>>,
+    position: String,
+}
+
+fn file_letter(record: &RawRecord) -> Option<LetterRecord> {
+    let entry: FileEntry = serde_json::from_slice(&record.payload).ok()?;
+    Some(LetterRecord {
+        payload: entry.payload_bytes()?,
+        written: parse_time(&entry.time),
+        position: format!("{}:{}", entry.source, entry.offset),
+        reason: entry.reason,
+    })
+}
+
+fn topic_letter(record: &RawRecord) -> Option<LetterRecord> {
+    let header = |name: &str| {
+        let key = format!("{HEADER_PREFIX}{name}");
+        record
+            .headers
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    let origin = match (
+        header("source.topic"),
+        header("source.partition"),
+        header("source.offset"),
+    ) {
+        (Some(t), Some(p), Some(o)) => format!("{t}/{p}@{o}"),
+        _ => record.position.clone(),
+    };
+    Some(LetterRecord {
+        payload: record.payload.clone(),
+        reason: header("reason")?,
+        written: header("time").as_deref().and_then(parse_time),
+        position: origin,
+    })
+}
+
+/// What a dead letter's payload says about itself, as far as it can be read.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Identified {
+    id: Option<String>,
+    customer: Option<String>,
+    signed: Option<DateTime<Utc>>,
+}
+
+fn identify(payload: &[u8], max_bytes: usize) -> Identified {
+    if let Ok(Decoded::Ticket(t)) = decode(payload, max_bytes) {
+        return Identified {
+            signed: parse_time(&t.time),
+            customer: Some(t.identity.customer_key().to_string()),
+            id: Some(t.event_id),
+        };
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return Identified::default();
+    };
+    let text = |v: &serde_json::Value| {
+        v.as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let data = &value["data"];
+    let signed = text(&data["current_time"])
+        .as_deref()
+        .and_then(parse_time)
+        .or_else(|| {
+            [&data["current_time_unix"], &value["timestamp"]]
+                .into_iter()
+                .find_map(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()))
+                .and_then(DateTime::from_timestamp_millis)
+        });
+    Identified {
+        id: text(&data["request_id"]).or_else(|| text(&value["id"])),
+        customer: text(&data["auth_id"]),
+        signed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_undecodable_letter_is_still_named_by_its_request_id_customer_and_time() {
+        let payload = br#"{"id":"env","type":"create_signed_ticket","data":{"request_id":"r-9","auth_id":"a:b","computed_fee":"1.5","current_time":"2026-11-24T09:00:00Z"}}"#;
+        let who = identify(payload, 1 << 20);
+        assert_eq!(who.id.as_deref(), Some("r-9"));
+        assert_eq!(who.customer.as_deref(), Some("a:b"));
+        assert_eq!(who.signed, parse_time("2026-11-24T09:00:00Z"));
+    }
+
+    #[test]
+    fn a_letter_without_identity_falls_back_to_the_envelope_and_its_timestamp() {
+        let payload = br#"{"id":"env-7","type":"create_signed_ticket","timestamp":"1795510860000","data":{"auth_id":" "}}"#;
+        let who = identify(payload, 1 << 20);
+        assert_eq!(who.id.as_deref(), Some("env-7"));
+        assert_eq!(who.customer, None);
+        assert_eq!(
+            who.signed,
+            DateTime::from_timestamp_millis(1_795_510_860_000)
+        );
+    }
+
+    #[test]
+    fn garbage_identifies_as_nothing() {
+        assert_eq!(identify(b"\xff\x00", 1 << 20), Identified::default());
+    }
+}

@@ -1,0 +1,549 @@
+//! The audit report: what was signed, stored, missing, unbillable and
+//! dead-lettered, per customer and in total; rendered as a table, as the
+//! JSON other tools script against, or as CSV for finance.
+//!
+//! Money is exact: wei and micros are decimal strings in JSON and CSV
+//! (sums exceed 2^53, where JSON numbers stop being exact in most readers).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use ethnum::U256;
+use serde::{Serialize, Serializer};
+
+use super::ledger::{add, Entry, Ledger};
+use super::range::{rfc3339, TimeRange};
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// The whole report; its JSON form is the contract of `--format json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    #[serde(serialize_with = "as_rfc3339")]
+    pub from: DateTime<Utc>,
+    #[serde(serialize_with = "as_rfc3339")]
+    pub to: DateTime<Utc>,
+    pub totals: Totals,
+    pub customers: Vec<CustomerReport>,
+    pub repairs: Vec<RepairAction>,
+    #[serde(skip)]
+    pub notes: Notes,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub signed_events: u64,
+    #[serde(serialize_with = "as_decimal")]
+    pub signed_fee_wei: U256,
+    #[serde(serialize_with = "as_decimal")]
+    pub signed_usd_micros: U256,
+    pub stored_events: u64,
+    pub missing_events: u64,
+    pub unexpected_events: u64,
+    pub duplicate_events: u64,
+    pub unbillable_events: u64,
+    pub dead_lettered_events: u64,
+    #[serde(skip)]
+    pub money: StoredMoney,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CustomerReport {
+    pub customer: String,
+    pub signed_events: u64,
+    pub stored_events: u64,
+    pub missing: Vec<String>,
+    pub unbillable: Vec<IdReason>,
+    pub dead_lettered: Vec<IdReason>,
+    #[serde(skip)]
+    pub money: CustomerMoney,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdReason {
+    pub id: String,
+    pub reason: String,
+}
+
+/// One repair step, or with `--dry-run` one that would be taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepairAction {
+    pub id: String,
+    /// The id it was (or would be) sent under.
+    pub sent_as: String,
+    pub action: String,
+}
+
+/// What the table and CSV show beyond the JSON contract.
+#[derive(Debug, Clone, Default)]
+pub struct StoredMoney {
+    pub stored_fee_wei: U256,
+    pub stored_usd_micros: U256,
+    pub unbillable_usd_micros: U256,
+    pub missing_usd_micros: U256,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CustomerMoney {
+    pub signed_fee_wei: U256,
+    pub signed_usd_micros: U256,
+    pub stored: StoredMoney,
+    pub duplicates: u64,
+}
+
+/// Context for people reading the table.
+#[derive(Debug, Clone, Default)]
+pub struct Notes {
+    pub source: String,
+    pub dead_letters: String,
+    /// Missing events younger than the settle time: not counted missing.
+    pub in_flight: u64,
+    pub settle: String,
+    pub unexpected_sample: Vec<String>,
+    pub price: String,
+    /// Why a repair step failed, by event id.
+    pub repair_errors: Vec<(String, String)>,
+}
+
+/// What became of one signed event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Billed { duplicates: bool },
+    DeadLettered,
+    Unbillable,
+    InFlight,
+    Missing,
+}
+
+/// `settled_before_ns`: events signed later may still be on their way.
+pub fn status(entry: &Entry, settled_before_ns: i64) -> Status {
+    if entry.billable_copies > 0 {
+        Status::Billed {
+            duplicates: entry.billable_copies > 1,
+        }
+    } else if entry.dead_letter.is_some() {
+        Status::DeadLettered
+    } else if entry.copies > 0 {
+        Status::Unbillable
+    } else if entry.signed_ns > settled_before_ns {
+        Status::InFlight
+    } else {
+        Status::Missing
+    }
+}
+
+impl Report {
+    /// Builds the report from what the audit learnt.
+    pub fn build(ledger: &Ledger, range: TimeRange, settled_before_ns: i64, notes: Notes) -> Self {
+        let mut by_customer: BTreeMap<&str, CustomerReport> = BTreeMap::new();
+        let mut totals = Totals::default();
+        let mut notes = notes;
+        let customer = |index: u32| -> &str { ledger.customers.get(index) };
+        for (id, entry) in &ledger.entries {
+            let row = by_customer
+                .entry(customer(entry.customer))
+                .or_insert_with_key(|key| CustomerReport::new(key));
+            tally(
+                row,
+                &mut totals,
+                &mut notes,
+                ledger,
+                id,
+                entry,
+                settled_before_ns,
+            );
+        }
+        for letter in &ledger.letters {
+            let row = by_customer
+                .entry(customer(letter.customer))
+                .or_insert_with_key(|key| CustomerReport::new(key));
+            row.dead_lettered.push(IdReason {
+                id: letter.id.clone(),
+                reason: ledger.reasons.get(letter.reason).clone(),
+            });
+            totals.dead_lettered_events += 1;
+        }
+        totals.unexpected_events = ledger.unexpected.count;
+        notes.unexpected_sample = ledger.unexpected.sample.clone();
+        let mut customers: Vec<CustomerReport> = by_customer.into_values().collect();
+        for c in &mut customers {
+            c.missing.sort();
+            c.unbillable.sort_by(|a, b| a.id.cmp(&b.id));
+            c.dead_lettered.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        Self {
+            from: range.from,
+            to: range.to,
+            totals,
+            customers,
+            repairs: Vec::new(),
+            notes,
+        }
+    }
+
+    /// Missing, unbillable or double-billed events: anything but 0 fails.
+    pub fn discrepancies(&self) -> u64 {
+        self.totals.missing_events + self.totals.unbillable_events + self.totals.duplicate_events
+    }
+
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Json => serde_json::to_string_pretty(self).unwrap_or_default() + "\n",
+            Format::Csv => self.csv(),
+            Format::Table => self.table(),
+        }
+    }
+
+    fn csv(&self) -> String {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        let _ = writer.write_record(CSV_HEADER);
+        for c in &self.customers {
+            let _ = writer.write_record(csv_row(
+                &c.customer,
+                c.signed_events,
+                c.stored_events,
+                &c.money,
+                [
+                    c.missing.len() as u64,
+                    c.unbillable.len() as u64,
+                    c.dead_lettered.len() as u64,
+                    c.money.duplicates,
+                ],
+            ));
+        }
+        let t = &self.totals;
+        let money = CustomerMoney {
+            signed_fee_wei: t.signed_fee_wei,
+            signed_usd_micros: t.signed_usd_micros,
+            stored: t.money.clone(),
+            duplicates: t.duplicate_events,
+        };
+        let _ = writer.write_record(csv_row(
+            "TOTAL",
+            t.signed_events,
+            t.stored_events,
+            &money,
+            [
+                t.missing_events,
+                t.unbillable_events,
+                t.dead_lettered_events,
+                t.duplicate_events,
+            ],
+        ));
+        let bytes = writer.into_inner().unwrap_or_default();
+        String::from_utf8(bytes).unwrap_or_default()
+    }
+
+    fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "audit of signed time {} .. {}  (source: {}; dead letters: {}; price {})",
+            rfc3339(self.from),
+            rfc3339(self.to),
+            self.notes.source,
+            self.notes.dead_letters,
+            self.notes.price
+        );
+        out.push('\n');
+        let mut rows = vec![TABLE_HEADER.map(str::to_owned).to_vec()];
+        for c in &self.customers {
+            rows.push(table_row(
+                &c.customer,
+                c.signed_events,
+                c.stored_events,
+                &c.money,
+                [
+                    c.missing.len() as u64,
+                    c.unbillable.len() as u64,
+                    c.dead_lettered.len() as u64,
+                ],
+            ));
+        }
+        let t = &self.totals;
+        let money = CustomerMoney {
+            signed_fee_wei: t.signed_fee_wei,
+            signed_usd_micros: t.signed_usd_micros,
+            stored: t.money.clone(),
+            duplicates: t.duplicate_events,
+        };
+        rows.push(table_row(
+            "TOTAL",
+            t.signed_events,
+            t.stored_events,
+            &money,
+            [
+                t.missing_events,
+                t.unbillable_events,
+                t.dead_lettered_events,
+            ],
+        ));
+        out.push_str(&align(&rows));
+        let _ = writeln!(
+            out,
+            "\nunexpected (stored, not signed in range): {}   duplicates (billed twice): {}   in flight (younger than settle {}): {}",
+            t.unexpected_events, t.duplicate_events, self.notes.settle, self.notes.in_flight
+        );
+        self.details(&mut out);
+        let verdict = if self.discrepancies() == 0 {
+            "clean: every signed event is stored and billable, or dead-lettered with its reason"
+                .to_owned()
+        } else {
+            format!("{} discrepancies", self.discrepancies())
+        };
+        let _ = writeln!(out, "\nresult: {verdict}");
+        out
+    }
+
+    fn details(&self, out: &mut String) {
+        let mut section = |title: &str, lines: Vec<String>| {
+            if !lines.is_empty() {
+                let _ = writeln!(out, "\n{title}:");
+                for line in lines {
+                    let _ = writeln!(out, "  {line}");
+                }
+            }
+        };
+        let each = |f: &dyn Fn(&CustomerReport) -> Vec<String>| -> Vec<String> {
+            self.customers.iter().flat_map(f).collect()
+        };
+        section(
+            "missing (signed, never stored)",
+            each(&|c| {
+                c.missing
+                    .iter()
+                    .map(|id| format!("{}  {id}", c.customer))
+                    .collect()
+            }),
+        );
+        section(
+            "stored but not billable",
+            each(&|c| {
+                c.unbillable
+                    .iter()
+                    .map(|u| format!("{}  {}  {}", c.customer, u.id, u.reason))
+                    .collect()
+            }),
+        );
+        section(
+            "dead letters (never sent)",
+            each(&|c| {
+                c.dead_lettered
+                    .iter()
+                    .map(|u| format!("{}  {}  {}", c.customer, u.id, u.reason))
+                    .collect()
+            }),
+        );
+        section(
+            "unexpected (first ids)",
+            self.notes.unexpected_sample.clone(),
+        );
+        let errors: BTreeMap<&str, &str> = self
+            .notes
+            .repair_errors
+            .iter()
+            .map(|(id, e)| (id.as_str(), e.as_str()))
+            .collect();
+        section(
+            "repairs",
+            self.repairs
+                .iter()
+                .map(|r| {
+                    let why = errors.get(r.id.as_str()).map(|e| format!("  ({e})"));
+                    format!(
+                        "{}  {}  as {}{}",
+                        r.action,
+                        r.id,
+                        r.sent_as,
+                        why.unwrap_or_default()
+                    )
+                })
+                .collect(),
+        );
+    }
+}
+
+impl CustomerReport {
+    fn new(customer: &str) -> Self {
+        Self {
+            customer: customer.to_owned(),
+            signed_events: 0,
+            stored_events: 0,
+            missing: Vec::new(),
+            unbillable: Vec::new(),
+            dead_lettered: Vec::new(),
+            money: CustomerMoney::default(),
+        }
+    }
+}
+
+fn tally(
+    row: &mut CustomerReport,
+    totals: &mut Totals,
+    notes: &mut Notes,
+    ledger: &Ledger,
+    id: &str,
+    entry: &Entry,
+    settled_before_ns: i64,
+) {
+    let reason = |i: Option<u32>| i.map(|i| ledger.reasons.get(i).clone()).unwrap_or_default();
+    row.signed_events += 1;
+    totals.signed_events += 1;
+    add(&mut row.money.signed_fee_wei, entry.fee_wei);
+    add(&mut row.money.signed_usd_micros, entry.usd_micros);
+    add(&mut totals.signed_fee_wei, entry.fee_wei);
+    add(&mut totals.signed_usd_micros, entry.usd_micros);
+    if entry.copies > 0 {
+        row.stored_events += 1;
+        totals.stored_events += 1;
+        for money in [&mut row.money.stored, &mut totals.money] {
+            add(&mut money.stored_fee_wei, entry.stored_fee_wei);
+            add(&mut money.stored_usd_micros, entry.stored_usd_micros);
+        }
+    }
+    match status(entry, settled_before_ns) {
+        Status::Billed { duplicates: true } => {
+            row.money.duplicates += 1;
+            totals.duplicate_events += 1;
+        }
+        Status::Billed { .. } => {}
+        Status::DeadLettered => {
+            row.dead_lettered.push(IdReason {
+                id: id.to_owned(),
+                reason: reason(entry.dead_letter),
+            });
+            totals.dead_lettered_events += 1;
+        }
+        Status::Unbillable => {
+            row.unbillable.push(IdReason {
+                id: id.to_owned(),
+                reason: reason(entry.unbillable),
+            });
+            totals.unbillable_events += 1;
+            for money in [&mut row.money.stored, &mut totals.money] {
+                add(&mut money.unbillable_usd_micros, entry.stored_usd_micros);
+            }
+        }
+        Status::InFlight => notes.in_flight += 1,
+        Status::Missing => {
+            row.missing.push(id.to_owned());
+            totals.missing_events += 1;
+            for money in [&mut row.money.stored, &mut totals.money] {
+                add(&mut money.missing_usd_micros, entry.usd_micros);
+            }
+        }
+    }
+}
+
+const CSV_HEADER: [&str; 13] = [
+    "customer",
+    "signed_events",
+    "signed_fee_wei",
+    "signed_usd_micros",
+    "stored_events",
+    "stored_fee_wei",
+    "stored_usd_micros",
+    "missing_events",
+    "missing_usd_micros",
+    "unbillable_events",
+    "unbillable_usd_micros",
+    "dead_lettered_events",
+    "duplicate_events",
+];
+
+fn csv_row(
+    customer: &str,
+    signed: u64,
+    stored: u64,
+    m: &CustomerMoney,
+    [missing, unbillable, dead, duplicates]: [u64; 4],
+) -> Vec<String> {
+    vec![
+        customer.to_owned(),
+        signed.to_string(),
+        m.signed_fee_wei.to_string(),
+        m.signed_usd_micros.to_string(),
+        stored.to_string(),
+        m.stored.stored_fee_wei.to_string(),
+        m.stored.stored_usd_micros.to_string(),
+        missing.to_string(),
+        m.stored.missing_usd_micros.to_string(),
+        unbillable.to_string(),
+        m.stored.unbillable_usd_micros.to_string(),
+        dead.to_string(),
+        duplicates.to_string(),
+    ]
+}
+
+const TABLE_HEADER: [&str; 9] = [
+    "customer",
+    "signed",
+    "signed fee (wei)",
+    "signed µUSD",
+    "stored",
+    "stored µUSD",
+    "missing",
+    "unbillable",
+    "dead-lettered",
+];
+
+fn table_row(
+    customer: &str,
+    signed: u64,
+    stored: u64,
+    m: &CustomerMoney,
+    [missing, unbillable, dead]: [u64; 3],
+) -> Vec<String> {
+    vec![
+        customer.to_owned(),
+        signed.to_string(),
+        m.signed_fee_wei.to_string(),
+        m.signed_usd_micros.to_string(),
+        stored.to_string(),
+        m.stored.stored_usd_micros.to_string(),
+        missing.to_string(),
+        unbillable.to_string(),
+        dead.to_string(),
+    ]
+}
+
+/// Left-aligns the first column, right-aligns the numbers.
+fn align(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let pad = widths[i] - cell.chars().count();
+            if i == 0 {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            } else {
+                line.push_str("  ");
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn as_rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+fn as_decimal<S: Serializer>(v: &U256, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
