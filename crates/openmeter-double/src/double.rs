@@ -242,7 +242,13 @@ impl Double {
         self.lock().seed_customer(key, subject_keys)
     }
 
-    /// Insert a subscription with any status, skipping all checks.
+    /// Insert a subscription that has `status` now, skipping all checks.
+    /// Status is computed from the dates, so they are chosen to match:
+    /// `active` starts now, `scheduled` in a day, `canceled` starts now and
+    /// ends in 30 days, `inactive` ended a day ago.
+    ///
+    /// # Panics
+    /// On any other status: a bug in the test.
     pub fn seed_subscription(&self, customer_id: &str, plan_id: &str, status: &str) -> String {
         self.lock().seed_subscription(customer_id, plan_id, status)
     }

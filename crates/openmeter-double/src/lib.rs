@@ -8,6 +8,17 @@
 //! the stored data, call counters, seeding shortcuts and fault injection
 //! (failures, latency, dropped connections) per [`Route`].
 //!
+//! Where the real server does more than its spec says, the double follows the
+//! server (openmeterio/openmeter, cited at each rule): a subscription starts at
+//! its creation and its status is computed at read time (`canceled` runs until
+//! `active_to`); a customer has one subscription at a time; only a plan version
+//! active now can be subscribed to; publish refuses rate cards invoicing could
+//! not bill; customer creates refuse keys overlapping another customer's id or
+//! subjects; the meter query counts a customer's deduplicated events by whole
+//! seconds, and [`Double::billable_total`] says what invoicing would bill of
+//! them. [`Double::refuse_billing_setup`] injects the server's per-customer
+//! "invalid billing setup" refusal.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use openmeter_double::{Double, DoubleConfig, Route};
