@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod billing;
 pub mod bootstrap;
 pub mod cli;
 pub mod commit;

@@ -33,11 +33,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+use crate::billing::BillingTerms;
 use crate::decode::{decode, Decoded, BILLABLE_TYPE};
 use crate::dlq::{FileEntry, HEADER_PREFIX};
 use crate::domain::EthUsdPrice;
 use crate::map::{map, Mapped, SOURCE};
-use crate::openmeter::model::{IngestedEvent, SubscriptionTerm};
+use crate::openmeter::model::IngestedEvent;
 use crate::openmeter::{ApiError, EventQuery, OpenMeterClient};
 use billing::Unbillable;
 use ledger::{Entry, Ledger, StoredCopy};
@@ -103,7 +104,7 @@ pub struct Audit {
 /// The audit's findings, kept so a repair can build on them.
 pub struct Findings {
     pub ledger: Ledger,
-    terms: HashMap<String, Arc<[SubscriptionTerm]>>,
+    terms: HashMap<String, Arc<[BillingTerms]>>,
     notes: Notes,
 }
 
@@ -347,7 +348,7 @@ impl Audit {
 
     async fn lookup(
         &self,
-        terms: &mut HashMap<String, Arc<[SubscriptionTerm]>>,
+        terms: &mut HashMap<String, Arc<[BillingTerms]>>,
         ids: &[String],
     ) -> Result<Vec<Found>, AuditError> {
         let (plain, odd): (Vec<&String>, Vec<&String>) =
@@ -392,20 +393,31 @@ impl Audit {
         Ok(found)
     }
 
+    /// The billing terms of the customer's subscriptions (deleted ones
+    /// bill nothing).
+    async fn subscription_terms(&self, customer_id: &str) -> Result<Vec<BillingTerms>, AuditError> {
+        let subscriptions = self.client.customer_subscriptions(customer_id).await?;
+        Ok(subscriptions
+            .iter()
+            .filter(|s| s.customer_id == customer_id && s.deleted_at.is_none())
+            .map(BillingTerms::of)
+            .collect())
+    }
+
     /// Whether a stored copy will be invoiced.
     async fn judge(
         &self,
-        terms: &mut HashMap<String, Arc<[SubscriptionTerm]>>,
+        terms: &mut HashMap<String, Arc<[BillingTerms]>>,
         key: String,
         event: IngestedEvent,
     ) -> Result<Found, AuditError> {
-        let customer_terms: Arc<[SubscriptionTerm]> = match &event.customer {
+        let customer_terms: Arc<[BillingTerms]> = match &event.customer {
             None => Arc::from(Vec::new()),
             Some(c) => match terms.get(&c.id) {
                 Some(t) => t.clone(),
                 None => {
-                    let fetched: Arc<[SubscriptionTerm]> =
-                        Arc::from(self.client.subscription_terms(&c.id).await?);
+                    let fetched: Arc<[BillingTerms]> =
+                        Arc::from(self.subscription_terms(&c.id).await?);
                     terms.insert(c.id.clone(), fetched.clone());
                     fetched
                 }

@@ -235,24 +235,12 @@ impl Audit {
         for identity in identities {
             provisioner.forget(&identity.customer_key());
             let result = match provisioner.ensure(identity).await {
-                Ok(e) => Ok(self.current_start(&e.customer_id).await),
+                Ok(e) => Ok(Some(e.terms.billable_from())),
                 Err(e) => Err(format!("ensure failed: {e}")),
             };
             ensured.insert(identity.clone(), result);
         }
         ensured
-    }
-
-    /// When the customer's current subscription started, if it can be read.
-    async fn current_start(&self, customer_id: &str) -> Option<DateTime<Utc>> {
-        let now = Utc::now();
-        let terms = self.client.subscription_terms(customer_id).await.ok()?;
-        terms
-            .iter()
-            .filter(|t| t.deleted_at.is_none() && t.active_from <= now)
-            .filter(|t| t.active_to.is_none_or(|to| to > now))
-            .map(|t| t.active_from)
-            .max()
     }
 
     /// Refreshes `ids` until all are billable or, when `wait`, the settle

@@ -12,7 +12,8 @@ use ulid::Ulid;
 
 use chrono::Utc;
 
-use super::{BillingTerms, Created, Ensured};
+use super::{Created, Ensured};
+use crate::billing::BillingTerms;
 use crate::domain::CustomerKey;
 
 /// An OpenMeter id: a ULID in 16 bytes, or the text when it is not one.

@@ -8,7 +8,6 @@
 //! retried on the next call.
 
 mod cache;
-mod terms;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +17,12 @@ use moka::future::Cache;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::billing::BillingTerms;
 use crate::domain::{CustomerKey, Identity, PlanKey};
 use crate::metrics::metrics;
 use crate::openmeter::model::{CreateSubscription, Customer, CustomerById, PlanRef, Subscription};
 use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
 use cache::EnsuredCache;
-pub use terms::{BillingTerms, Cadence};
 
 /// Cache sizes and lifetimes.
 #[derive(Debug, Clone, Copy)]
@@ -229,6 +228,7 @@ impl Provisioner {
                 "identity is a usage subject of an existing customer; billing that customer"
             );
         }
+        let terms = BillingTerms::of(&subscription);
         Ok(Ensured {
             customer_key: customer.key,
             customer_id: customer.id,
@@ -238,14 +238,7 @@ impl Provisioner {
                 .unwrap_or_else(|| self.plan_key.to_string()),
             subscription_id: subscription.id,
             status: subscription.status,
-            terms: BillingTerms {
-                active_from: subscription.active_from,
-                active_to: subscription.active_to,
-                anchor: subscription
-                    .billing_anchor
-                    .unwrap_or(subscription.active_from),
-                cadence: Cadence::parse(&subscription.billing_cadence),
-            },
+            terms,
             created: Created {
                 customer: customer_created,
                 subscription: subscription_created,

@@ -13,7 +13,7 @@ use super::endpoint::Endpoint;
 use super::error::{ApiError, Problem};
 use super::model::{
     CreateCustomer, CreateSubscription, CursorPage, Customer, IngestedEvent, Page, Plan,
-    Subscription, SubscriptionTerm, UsageAttribution,
+    Subscription, UsageAttribution,
 };
 use crate::domain::{CustomerKey, PlanKey};
 use crate::metrics::metrics;
@@ -249,21 +249,6 @@ impl OpenMeterClient {
             events: page.data,
             next,
         })
-    }
-
-    /// Every subscription of a customer with its billing terms, all pages.
-    pub async fn subscription_terms(
-        &self,
-        customer_id: &str,
-    ) -> Result<Vec<SubscriptionTerm>, ApiError> {
-        let filter = [("filter[customer_id][eq]", customer_id)];
-        let all: Vec<SubscriptionTerm> = self
-            .list_all("list subscriptions", "/openmeter/subscriptions", &filter)
-            .await?;
-        Ok(all
-            .into_iter()
-            .filter(|s| s.customer_id == customer_id)
-            .collect())
     }
 
     /// Fetches every page of a page-paginated list.

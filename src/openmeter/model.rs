@@ -249,23 +249,6 @@ pub struct EventValidationError {
     pub message: String,
 }
 
-/// The billing-period fields of a `BillingSubscription`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SubscriptionTerm {
-    pub id: String,
-    pub customer_id: String,
-    pub status: String,
-    pub active_from: chrono::DateTime<chrono::Utc>,
-    #[serde(default)]
-    pub active_to: Option<chrono::DateTime<chrono::Utc>>,
-    #[serde(default)]
-    pub billing_anchor: Option<chrono::DateTime<chrono::Utc>>,
-    #[serde(default)]
-    pub billing_cadence: Option<String>,
-    #[serde(default)]
-    pub deleted_at: Option<String>,
-}
-
 mod lenient {
     use serde::{Deserialize, Deserializer};
     use serde_json::Value;

@@ -1,12 +1,15 @@
-//! When OpenMeter will invoice an event: the billing subscription's service
-//! period and billing periods, as its invoicing computes them.
+//! When OpenMeter will invoice an event: a subscription's service period
+//! and billing periods, as its invoicing computes them. The collector
+//! (`deliver`) and `audit` both decide by these rules.
 //!
 //! - A usage rate card bills only events whose `time` falls at or after the
 //!   subscription's `active_from`, in whole seconds
 //!   (openmeterio/openmeter `billing/worker/subscriptionsync/…/phaseiterator.go`,
-//!   `streaming/clickhouse/meter_query.go`). [`BillingTerms::billable_from`]
-//!   is that instant rounded up to the second, so an event moved there is
-//!   inside the period whichever way the server truncates.
+//!   `streaming/clickhouse/meter_query.go`): the period runs from
+//!   [`BillingTerms::service_start`] (`active_from` truncated to the
+//!   second) to `active_to`. The collector moves too-old events to
+//!   [`BillingTerms::billable_from`], `active_from` rounded *up* to the
+//!   second, which is inside the period whichever way a server rounds.
 //! - An invoice is collected `collection.interval` (default 1h) after its
 //!   billing period ends (`billing/defaults.go`,
 //!   `invoicecalc/collectionat.go`); usage of that period arriving later is
@@ -15,6 +18,8 @@
 
 use chrono::{DateTime, Duration, Months, SubsecRound, Utc};
 use serde::{Serialize, Serializer};
+
+use crate::openmeter::model::Subscription;
 
 /// A billing cadence: an ISO 8601 duration of whole months plus whole
 /// seconds (`P1M`, `P1W`, `PT1H`, `P1Y2M3DT4H`).
@@ -59,10 +64,20 @@ impl Cadence {
         (cadence.months > 0 || cadence.seconds > 0).then_some(cadence)
     }
 
-    /// `from` plus `k` cadences; `None` out of chrono's range.
-    fn step(&self, from: DateTime<Utc>, k: u32) -> Option<DateTime<Utc>> {
-        let moved = from.checked_add_months(Months::new(self.months.checked_mul(k)?))?;
-        let seconds = i64::try_from(self.seconds.checked_mul(u64::from(k))?).ok()?;
+    /// `from` plus `k` cadences (`k` may be negative); `None` out of
+    /// chrono's range.
+    fn step(&self, from: DateTime<Utc>, k: i64) -> Option<DateTime<Utc>> {
+        let months = Months::new(
+            u32::try_from(k.unsigned_abs())
+                .ok()?
+                .checked_mul(self.months)?,
+        );
+        let moved = if k >= 0 {
+            from.checked_add_months(months)?
+        } else {
+            from.checked_sub_months(months)?
+        };
+        let seconds = i64::try_from(self.seconds).ok()?.checked_mul(k)?;
         moved.checked_add_signed(Duration::try_seconds(seconds)?)
     }
 
@@ -106,7 +121,8 @@ fn components(text: &str) -> Option<Vec<(u32, char)>> {
     digits.is_empty().then_some(out)
 }
 
-/// The billing subscription's times, learnt by ensure and cached with it.
+/// A subscription's billing times; ensure learns (and caches) those of the
+/// subscription that bills an identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BillingTerms {
@@ -120,9 +136,27 @@ pub struct BillingTerms {
 }
 
 impl BillingTerms {
-    /// The earliest event `time` this subscription bills.
+    /// The terms of `subscription`.
+    pub fn of(subscription: &Subscription) -> Self {
+        Self {
+            active_from: subscription.active_from,
+            active_to: subscription.active_to,
+            anchor: subscription
+                .billing_anchor
+                .unwrap_or(subscription.active_from),
+            cadence: Cadence::parse(&subscription.billing_cadence),
+        }
+    }
+
+    /// Where invoicing starts counting: `active_from` in whole seconds.
+    pub fn service_start(&self) -> DateTime<Utc> {
+        self.active_from.trunc_subsecs(0)
+    }
+
+    /// The earliest `time` the collector sends a too-old event at: inside
+    /// the service period however a server rounds `active_from`.
     pub fn billable_from(&self) -> DateTime<Utc> {
-        let whole = self.active_from.trunc_subsecs(0);
+        let whole = self.service_start();
         if whole == self.active_from {
             whole
         } else {
@@ -130,27 +164,28 @@ impl BillingTerms {
         }
     }
 
-    /// The end of the billing period that `time` falls in; `None` when the
-    /// cadence is unknown or the period is out of range.
+    /// Whether usage at `time` falls inside the service period.
+    pub fn covers(&self, time: DateTime<Utc>) -> bool {
+        self.service_start() <= time && self.active_to.is_none_or(|to| time < to)
+    }
+
+    /// The end of the billing period that `time` falls in (the last one
+    /// ends at `active_to`); `None` when the cadence is unknown or the
+    /// period out of range.
     pub fn period_end(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let cadence = self.cadence?;
-        if time < self.anchor {
-            // Periods before the anchor are never billed by this
-            // subscription; the first period is the one that ends first.
-            return cadence.step(self.anchor, 1);
-        }
-        let elapsed = u64::try_from((time - self.anchor).num_seconds()).ok()?;
-        let mut k = u32::try_from(elapsed / cadence.min_seconds().max(1)).ok()?;
-        while k > 0 && cadence.step(self.anchor, k)? > time {
+        let elapsed = (time - self.anchor).num_seconds();
+        let approx = i64::try_from(cadence.min_seconds().max(1)).ok()?;
+        let mut k = elapsed.div_euclid(approx);
+        while cadence.step(self.anchor, k)? > time {
             k -= 1;
         }
-        loop {
-            let end = cadence.step(self.anchor, k + 1)?;
-            if end > time {
-                return Some(end);
-            }
+        let mut end = cadence.step(self.anchor, k + 1)?;
+        while end <= time {
             k += 1;
+            end = cadence.step(self.anchor, k + 1)?;
         }
+        Some(self.active_to.map_or(end, |to| end.min(to)))
     }
 
     /// Whether usage at `time` missed its invoice: its period ended more
@@ -226,6 +261,63 @@ mod tests {
             terms.period_end(at("2026-11-15T00:00:00Z")),
             Some(at("2026-12-15T00:00:00Z"))
         );
+    }
+
+    #[test]
+    fn monthly_periods_keep_a_month_end_anchor() {
+        let terms = monthly("2026-01-31T10:00:00Z");
+        assert_eq!(
+            terms.period_end(at("2026-03-05T00:00:00Z")),
+            Some(at("2026-03-31T10:00:00Z"))
+        );
+        assert_eq!(
+            terms.period_end(at("2025-12-31T10:00:00Z")),
+            Some(at("2026-01-31T10:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn periods_of_weeks_and_hours_follow_the_anchor() {
+        let mut terms = monthly("2026-11-01T00:00:00Z");
+        terms.cadence = Cadence::parse("P1W");
+        assert_eq!(
+            terms.period_end(at("2026-11-09T00:00:00Z")),
+            Some(at("2026-11-15T00:00:00Z"))
+        );
+        terms.cadence = Cadence::parse("PT1H");
+        assert_eq!(
+            terms.period_end(at("2026-11-01T05:30:00Z")),
+            Some(at("2026-11-01T06:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_period_before_a_future_anchor_ends_at_the_anchor() {
+        let mut terms = monthly("2026-11-15T00:00:00Z");
+        terms.anchor = at("2026-12-01T00:00:00Z");
+        assert_eq!(
+            terms.period_end(at("2026-11-20T00:00:00Z")),
+            Some(at("2026-12-01T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn the_last_period_of_a_canceled_subscription_ends_at_active_to() {
+        let mut terms = monthly("2026-01-01T00:00:00Z");
+        terms.active_to = Some(at("2026-03-10T00:00:00Z"));
+        assert_eq!(
+            terms.period_end(at("2026-03-05T00:00:00Z")),
+            Some(at("2026-03-10T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn the_service_period_counts_from_active_from_in_whole_seconds() {
+        let mut terms = monthly("2026-11-25T10:00:00.700Z");
+        terms.active_to = Some(at("2026-11-26T00:00:00Z"));
+        assert!(terms.covers(at("2026-11-25T10:00:00.200Z")));
+        assert!(!terms.covers(at("2026-11-25T09:59:59.999Z")));
+        assert!(!terms.covers(at("2026-11-26T00:00:00Z")));
     }
 
     #[test]
