@@ -388,6 +388,16 @@ impl KafkaDlq {
     }
 }
 
+/// The value of dead-letter header `ticketmeter.dlq.<name>` among
+/// `headers`, as text.
+pub fn letter_header(headers: &[(String, Bytes)], name: &str) -> Option<String> {
+    let key = format!("{HEADER_PREFIX}{name}");
+    headers
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
 /// The record's own headers, less any `ticketmeter.dlq.*` of an earlier
 /// dead-lettering (a replayed letter gets fresh ones).
 fn original_headers(letter: &DeadLetter) -> impl Iterator<Item = &(String, Bytes)> {

@@ -205,10 +205,7 @@ mod tests {
         let mut s = term("2026-11-01T00:00:00Z");
         s.active_to = Some(t("2026-11-15T00:00:00Z"));
         let after = stored("2026-11-16T00:00:00Z", "2026-11-16T00:00:00Z");
-        assert_eq!(
-            verdict(&after, &[s], HOUR),
-            Err(Unbillable::NotCovered)
-        );
+        assert_eq!(verdict(&after, &[s], HOUR), Err(Unbillable::NotCovered));
         let before = stored("2026-11-14T00:00:00Z", "2026-11-14T00:00:00Z");
         assert_eq!(verdict(&before, &[s], HOUR), Ok(()));
     }

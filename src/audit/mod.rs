@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 
 use crate::billing::BillingTerms;
 use crate::decode::{decode, Decoded, BILLABLE_TYPE};
-use crate::dlq::{FileEntry, HEADER_PREFIX};
+use crate::dlq::{letter_header, FileEntry};
 use crate::domain::EthUsdPrice;
 use crate::map::{map, Mapped, SOURCE};
 use crate::openmeter::model::IngestedEvent;
@@ -502,14 +502,7 @@ fn file_letter(record: &RawRecord) -> Option<LetterRecord> {
 }
 
 fn topic_letter(record: &RawRecord) -> Option<LetterRecord> {
-    let header = |name: &str| {
-        let key = format!("{HEADER_PREFIX}{name}");
-        record
-            .headers
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    };
+    let header = |name: &str| letter_header(&record.headers, name);
     let origin = match (
         header("source.topic"),
         header("source.partition"),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use indicatif::ProgressBar;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -228,19 +228,7 @@ fn close(
 }
 
 fn record(m: &rdkafka::message::BorrowedMessage<'_>, topic: &str) -> RawRecord {
-    let headers = m
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        Bytes::copy_from_slice(h.value.unwrap_or_default()),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let headers = crate::source::kafka::owned_headers(m);
     RawRecord {
         payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
         position: format!("{topic}/{}@{}", m.partition(), m.offset()),

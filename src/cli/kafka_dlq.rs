@@ -22,7 +22,7 @@ use super::args::DlqReplayArgs;
 use super::{kafka_config, shutdown_signal, start_pipeline};
 use crate::commit::OffsetTracker;
 use crate::deliver::Tally;
-use crate::dlq::{DeadLetterSink, HEADER_PREFIX};
+use crate::dlq::{letter_header, DeadLetterSink};
 use crate::source::kafka::KafkaSource;
 use crate::source::Record;
 
@@ -103,24 +103,15 @@ pub async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
 
 /// The spill file holding the full original of a truncated letter.
 fn truncated(record: &Record) -> Option<String> {
-    let header = |name: &str| {
-        let key = format!("{HEADER_PREFIX}{name}");
-        record
-            .headers
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    };
+    let header = |name: &str| letter_header(&record.headers, name);
     header("truncated")?;
     Some(header("spill").unwrap_or_default())
 }
 
 /// When the letter was written, from its `ticketmeter.dlq.time` header.
 fn written_at(record: &Record) -> Option<DateTime<Utc>> {
-    let name = format!("{HEADER_PREFIX}time");
-    let (_, value) = record.headers.iter().find(|(k, _)| *k == name)?;
-    let text = std::str::from_utf8(value).ok()?;
-    DateTime::parse_from_rfc3339(text)
+    let text = letter_header(&record.headers, "time")?;
+    DateTime::parse_from_rfc3339(&text)
         .ok()
         .map(|t| t.with_timezone(&Utc))
 }

@@ -487,19 +487,7 @@ impl KafkaSource {
             return None;
         }
         self.shared.tracker.read(position);
-        let headers = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            Bytes::copy_from_slice(h.value.unwrap_or_default()),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = owned_headers(m);
         Some(Record {
             payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
             key: m.key().map(Bytes::copy_from_slice),
@@ -563,6 +551,22 @@ impl KafkaSource {
     pub fn assigned(&self) -> bool {
         self.consumer.assignment().is_ok_and(|tpl| tpl.count() > 0)
     }
+}
+
+/// A message's headers, copied out of librdkafka's buffer.
+pub(crate) fn owned_headers(m: &BorrowedMessage<'_>) -> Vec<(String, Bytes)> {
+    m.headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        Bytes::copy_from_slice(h.value.unwrap_or_default()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
