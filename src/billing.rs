@@ -189,7 +189,9 @@ impl BillingTerms {
     }
 
     /// Whether usage at `time` missed its invoice: its period ended more
-    /// than `collection` before `now`.
+    /// than `collection` before `now`. Recent usage (the common case) is
+    /// answered without period arithmetic: its period cannot have ended
+    /// before it.
     pub fn missed_invoice(
         &self,
         time: DateTime<Utc>,
@@ -199,6 +201,9 @@ impl BillingTerms {
         let Ok(collection) = Duration::from_std(collection) else {
             return false;
         };
+        if time + collection >= now {
+            return false;
+        }
         self.period_end(time)
             .is_some_and(|end| end + collection < now)
     }

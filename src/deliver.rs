@@ -48,7 +48,9 @@ const ENSURE_CONCURRENCY: usize = 16;
 pub struct Pending {
     pub record: Record,
     pub identity: Identity,
-    pub event: UsageEvent,
+    /// Boxed: a `Pending` moves through several vectors, and the event is
+    /// read only when its time must move.
+    pub event: Box<UsageEvent>,
     /// The event's `time` as it stands in `json`.
     pub time: DateTime<Utc>,
     pub json: Bytes,
@@ -241,12 +243,13 @@ impl Deliverer {
     /// refused customers' events are dead-lettered, the others held.
     async fn ensure_customers(&self, chunk: Chunk, held: &mut Held) -> Vec<Pending> {
         let outcomes = self.ensure_round(&chunk.events).await;
+        let now = Utc::now();
         let mut ready = Vec::with_capacity(chunk.events.len());
         let mut waiting: HashMap<ErrorClass, (Vec<Pending>, Hold)> = HashMap::new();
         for mut pending in chunk.events {
-            match &outcomes[&pending.identity.customer_key()] {
+            match &outcomes[&pending.identity] {
                 Ok(ensured) => {
-                    self.place_in_period(&mut pending, ensured);
+                    self.place_in_period(&mut pending, ensured, now);
                     ready.push(pending);
                 }
                 Err(e) => match e.class() {
@@ -286,7 +289,7 @@ impl Deliverer {
     async fn ensure_round(
         &self,
         batch: &[Pending],
-    ) -> HashMap<CustomerKey, Result<Ensured, EnsureError>> {
+    ) -> HashMap<Identity, Result<Ensured, EnsureError>> {
         // De-duplicate by reference first: only distinct identities are cloned.
         let distinct: HashSet<&Identity> = batch.iter().map(|p| &p.identity).collect();
         let ensures = distinct
@@ -297,9 +300,9 @@ impl Deliverer {
             .buffer_unordered(ENSURE_CONCURRENCY)
             .collect()
             .await;
-        for (key, result) in &results {
+        for (identity, result) in &results {
             if let Err(e) = result {
-                log_ensure_failure(key, e);
+                log_ensure_failure(&identity.customer_key(), e);
             }
         }
         results
@@ -308,7 +311,7 @@ impl Deliverer {
     /// Sets the event's time to one its subscription bills (unless the
     /// operator chose signed times), and counts usage that arrives after
     /// its period's invoice was collected.
-    fn place_in_period(&self, pending: &mut Pending, ensured: &Ensured) {
+    fn place_in_period(&self, pending: &mut Pending, ensured: &Ensured, now: DateTime<Utc>) {
         let terms = &ensured.terms;
         let start = terms.billable_from();
         if self.billing.event_time == EventTime::Billable && pending.time < start {
@@ -319,10 +322,7 @@ impl Deliverer {
                 Err(e) => tracing::error!(error = %e, "re-serialising a moved event failed"),
             }
             metrics().events_time_moved.inc();
-            if self
-                .noted
-                .first(Note::Moved, &pending.identity.customer_key())
-            {
+            if self.noted.first(Note::Moved, &pending.identity) {
                 tracing::info!(
                     customer = %ensured.customer_key,
                     subscription_active_from = %terms.active_from,
@@ -331,15 +331,12 @@ impl Deliverer {
                 );
             }
         }
-        if terms.missed_invoice(pending.time, self.billing.collection_window, Utc::now()) {
+        if terms.missed_invoice(pending.time, self.billing.collection_window, now) {
             metrics().events_missed_invoice.inc();
             metrics().usd_micros_missed_invoice.inc_by(
                 u64::try_from(pending.event.data.billable_usd_micros.get()).unwrap_or(u64::MAX),
             );
-            if self
-                .noted
-                .first(Note::Late, &pending.identity.customer_key())
-            {
+            if self.noted.first(Note::Late, &pending.identity) {
                 tracing::warn!(
                     customer = %ensured.customer_key,
                     time = %pending.time,
@@ -431,9 +428,9 @@ fn log_ensure_failure(key: &CustomerKey, e: &EnsureError) {
 async fn ensure_one(
     provisioner: &Provisioner,
     identity: Identity,
-) -> (CustomerKey, Result<Ensured, EnsureError>) {
+) -> (Identity, Result<Ensured, EnsureError>) {
     let result = provisioner.ensure(&identity).await;
-    (identity.customer_key(), result)
+    (identity, result)
 }
 
 fn positions(chunk: &[Pending]) -> impl Iterator<Item = Position> + '_ {
@@ -463,19 +460,25 @@ pub(crate) enum Note {
 }
 
 /// Customers already logged, so a backlog logs one line per customer, not
-/// one per event. Bounded: forgotten wholesale past [`Noted::LIMIT`].
+/// one per event. Bounded: forgotten wholesale past [`Noted::LIMIT`] (a
+/// customer may then be logged once more).
 #[derive(Debug, Default)]
-pub(crate) struct Noted(Mutex<HashSet<(Note, CustomerKey)>>);
+pub(crate) struct Noted(Mutex<HashMap<Note, HashSet<Identity>>>);
 
 impl Noted {
-    const LIMIT: usize = 100_000;
+    const LIMIT: usize = 10_000;
 
-    /// True the first time `key` is noted for `note`.
-    fn first(&self, note: Note, key: &CustomerKey) -> bool {
+    /// True the first time `identity` is noted for `note`; no allocation
+    /// once it was.
+    fn first(&self, note: Note, identity: &Identity) -> bool {
         let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = seen.entry(note).or_default();
+        if seen.contains(identity) {
+            return false;
+        }
         if seen.len() >= Self::LIMIT {
             seen.clear();
         }
-        seen.insert((note, key.clone()))
+        seen.insert(identity.clone())
     }
 }

@@ -207,7 +207,7 @@ impl Pipeline {
                 return Some(Pending {
                     record,
                     identity,
-                    event: *event,
+                    event,
                     time: signed_at,
                     json,
                     read_at,
