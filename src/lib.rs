@@ -2,7 +2,8 @@
 //!
 //! The modules follow the data: [`source`] → [`decode`] → [`map`] →
 //! [`ensure`] → [`deliver`] → [`commit`] / [`dlq`], wired by [`pipeline`];
-//! plus the [`openmeter`] client, the HTTP [`api`] and the [`cli`].
+//! plus [`billing`] (when OpenMeter invoices an event), [`health`], the
+//! [`openmeter`] client, [`audit`], the HTTP [`api`] and the [`cli`].
 
 pub mod api;
 pub mod audit;
