@@ -45,6 +45,10 @@ pub struct UsageData {
     /// subscription that bills the event ([`UsageEvent::bill_from`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signed_at: Option<String>,
+    /// The id this event was first sent under, when `audit --repair` sent
+    /// it again under a derived id (the first copy was proven lost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_id: Option<String>,
 }
 
 impl UsageEvent {
@@ -86,6 +90,7 @@ pub const DATA_FIELDS: &[&str] = &[
     "auth_id",
     "eth_usd_price",
     "signed_at",
+    "original_id",
 ];
 
 /// Converts a ticket into its CloudEvent at `price`.
@@ -115,6 +120,7 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice) -> Result<Mapped, FeeError
             auth_id,
             eth_usd_price: *price,
             signed_at: None,
+            original_id: None,
         },
     };
     Ok(Mapped {

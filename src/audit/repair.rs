@@ -20,14 +20,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use super::billing::{Unbillable, BEFORE_ACTIVE_FROM, NO_CUSTOMER};
-use super::range::rfc3339;
 use super::report::{status, RepairAction, Report, Status};
 use super::{to_delta, Audit, AuditError, Findings, Found};
 use crate::domain::Identity;
 use crate::ensure::Provisioner;
+use crate::map::UsageEvent;
 use crate::openmeter::ApiError;
 use crate::retry::Backoff;
 
@@ -139,7 +138,7 @@ impl Audit {
         }
         if let Err(e) = self.send(&resend).await {
             for event in &resend {
-                let id = event["id"].as_str().unwrap_or_default();
+                let id = event.id.as_str();
                 fail(findings, &mut actions, id, e.to_string());
             }
         }
@@ -175,13 +174,13 @@ impl Audit {
         }
         if let Err(e) = self.send(&derived).await {
             for event in &derived {
-                let id = event["data"]["original_id"].as_str().unwrap_or_default();
+                let id = event.data.original_id.as_deref().unwrap_or_default();
                 fail(findings, &mut actions, id, e.to_string());
             }
         }
         let pending: Vec<String> = derived
             .iter()
-            .filter_map(|e| e["data"]["original_id"].as_str().map(str::to_owned))
+            .filter_map(|e| e.data.original_id.clone())
             .filter(|id| !actions.contains_key(id))
             .collect();
         self.settle(findings, &pending, !derived.is_empty()).await?;
@@ -202,7 +201,7 @@ impl Audit {
     async fn reread(
         &self,
         targets: &[(String, Need)],
-    ) -> Result<HashMap<String, (Identity, Value)>, AuditError> {
+    ) -> Result<HashMap<String, (Identity, UsageEvent)>, AuditError> {
         let wanted: HashSet<&str> = targets.iter().map(|(id, _)| id.as_str()).collect();
         let mut events = HashMap::new();
         self.each_record(&self.source, true, false, "re-reading", |record| {
@@ -210,8 +209,7 @@ impl Audit {
                 return;
             };
             if wanted.contains(mapped.event.id.as_str()) && !events.contains_key(&mapped.event.id) {
-                let json = serde_json::to_value(&mapped.event).unwrap_or_default();
-                events.insert(mapped.event.id.clone(), (mapped.identity, json));
+                events.insert(mapped.event.id.clone(), (mapped.identity, mapped.event));
             }
         })
         .await?;
@@ -224,7 +222,7 @@ impl Audit {
         &self,
         provisioner: &Provisioner,
         targets: &[(String, Need)],
-        events: &HashMap<String, (Identity, Value)>,
+        events: &HashMap<String, (Identity, UsageEvent)>,
     ) -> HashMap<Identity, Result<Option<DateTime<Utc>>, String>> {
         let identities: HashSet<&Identity> = targets
             .iter()
@@ -271,7 +269,7 @@ impl Audit {
     }
 
     /// Sends events in batches, retrying transient failures.
-    async fn send(&self, events: &[Value]) -> Result<(), ApiError> {
+    async fn send(&self, events: &[UsageEvent]) -> Result<(), ApiError> {
         for chunk in events.chunks(100) {
             let body = Bytes::from(serde_json::to_vec(chunk).unwrap_or_default());
             let backoff = Backoff::default();
@@ -334,10 +332,10 @@ fn dry_run(targets: &[(String, Need)]) -> Vec<RepairAction> {
 /// already stored. `start`: the customer's current subscription start.
 fn derive(
     id: &str,
-    mut event: Value,
+    mut event: UsageEvent,
     copies: &[&Found],
     start: Option<DateTime<Utc>>,
-) -> Option<Value> {
+) -> Option<UsageEvent> {
     if copies.iter().any(|f| f.derived) {
         return None;
     }
@@ -346,27 +344,29 @@ fn derive(
         Some(Err(Unbillable::BeforeActiveFrom { active_from })) => Some(*active_from),
         Some(_) => return None,
     };
-    let signed = event["time"].as_str().and_then(super::range::parse_time);
+    let signed = super::range::parse_time(&event.time);
     if let (Some(to), Some(signed)) = (move_to, signed) {
         if signed < to {
-            if event["data"]["signed_at"].is_null() {
-                event["data"]["signed_at"] = event["time"].clone();
-            }
-            event["time"] = Value::String(rfc3339(to));
+            event.bill_from(to);
         }
     }
-    event["id"] = Value::String(derived_id(id));
-    event["data"]["original_id"] = Value::String(id.to_owned());
+    event.id = derived_id(id);
+    event.data.original_id = Some(id.to_owned());
     Some(event)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::decode::{decode, Decoded};
+    use crate::map::map;
 
-    fn event() -> Value {
-        json!({"id": "r1", "time": "2026-11-24T09:00:00Z", "data": {"fee_wei": "1"}})
+    fn event() -> UsageEvent {
+        let line = r#"{"id":"e1","type":"create_signed_ticket","data":{"request_id":"r1","auth_id":"a:b","computed_fee":"1","current_time":"2026-11-24T09:00:00Z"}}"#;
+        let Ok(Decoded::Ticket(ticket)) = decode(line.as_bytes(), 1 << 20) else {
+            panic!("a valid ticket");
+        };
+        map(*ticket, &"3500".parse().unwrap()).unwrap().event
     }
 
     #[test]
@@ -378,17 +378,17 @@ mod tests {
     #[test]
     fn a_proven_absent_event_is_derived_with_its_original_id() {
         let copy = derive("r1", event(), &[], None).unwrap();
-        assert_eq!(copy["id"], "r1.repair");
-        assert_eq!(copy["data"]["original_id"], "r1");
-        assert_eq!(copy["time"], "2026-11-24T09:00:00Z");
-        assert!(copy["data"]["signed_at"].is_null());
+        assert_eq!(copy.id, "r1.repair");
+        assert_eq!(copy.data.original_id.as_deref(), Some("r1"));
+        assert_eq!(copy.time, "2026-11-24T09:00:00Z");
+        assert_eq!(copy.data.signed_at, None);
     }
 
     #[test]
     fn a_derived_copy_never_predates_the_current_subscription() {
         let start = super::super::range::parse_time("2026-11-25T00:00:00Z");
         let copy = derive("r1", event(), &[], start).unwrap();
-        assert_eq!(copy["time"], "2026-11-25T00:00:00Z");
-        assert_eq!(copy["data"]["signed_at"], "2026-11-24T09:00:00Z");
+        assert_eq!(copy.time, "2026-11-25T00:00:00Z");
+        assert_eq!(copy.data.signed_at.as_deref(), Some("2026-11-24T09:00:00Z"));
     }
 }
