@@ -7,6 +7,14 @@
 #   docker run --env-file .env ticketmeter              # the collector (`run`)
 #   docker run --env-file .env ticketmeter bootstrap    # any other subcommand
 #
+# The image is built without the `double` cargo feature: the OpenMeter test
+# double is not in it, nor the `demo` and `double` subcommands that embed it.
+# The `double` target is the same image with them (docker-compose.yml's
+# `double` profile runs the double from it):
+#
+#   docker build --target double -t ticketmeter-double .
+#   docker run -p 127.0.0.1:8888:8888 ticketmeter-double double --bind 0.0.0.0
+#
 # The provisioning API binds 127.0.0.1:${PROVISION_PORT:-8091} inside the
 # container (PROVISION_BIND's default). That is enough for the HEALTHCHECK,
 # which probes loopback from inside the container. To reach POST /ensure from
@@ -35,7 +43,9 @@ WORKDIR /build
 
 # 1. Dependencies only, against stub sources, so this layer is rebuilt only
 #    when a manifest or the lock file changes. The workspace is the root
-#    package plus crates/openmeter-double.
+#    package plus crates/openmeter-double (its manifest is needed even though
+#    the image does not build it). The dependencies are those of the image
+#    (--no-default-features); the `double` target builds the double's own.
 COPY Cargo.toml Cargo.lock ./
 COPY crates/openmeter-double/Cargo.toml crates/openmeter-double/Cargo.toml
 RUN mkdir -p src crates/openmeter-double/src \
@@ -66,11 +76,11 @@ for manifest in [pathlib.Path("Cargo.toml"), *sorted(pathlib.Path("crates").glob
                 path.write_text("fn main() {}\n")
                 print("stub", path)
 EOF
-RUN cargo build --release --locked --bin ticketmeter \
+RUN cargo build --release --locked --bin ticketmeter --no-default-features \
  && rm -rf src crates/openmeter-double/src
 
-# 2. The real sources. `examples/` is needed: the binary include_str!s
-#    examples/sample-events.jsonl (the `demo` subcommand).
+# 2. The real sources. `examples/` is needed by the `double` target only:
+#    its binary include_str!s examples/sample-events.jsonl (`demo`).
 COPY src src
 COPY crates/openmeter-double/src crates/openmeter-double/src
 COPY examples examples
@@ -79,13 +89,20 @@ COPY examples examples
 # roots so both local crates are rebuilt, and check that the binary is real
 # (the stub prints no version).
 RUN touch src/main.rs src/lib.rs crates/openmeter-double/src/lib.rs \
- && cargo build --release --locked --bin ticketmeter \
+ && cargo build --release --locked --bin ticketmeter --no-default-features \
  && ./target/release/ticketmeter --version | grep -q '^ticketmeter '
+
+# The binary with the `double` feature, for the `double` target only (BuildKit
+# skips this stage when building the default image). Its check fails if the
+# feature did not take.
+FROM builder AS builder-double
+RUN cargo build --release --locked --bin ticketmeter \
+ && ./target/release/ticketmeter double --help > /dev/null
 
 ############################################################################
 # Runtime
 ############################################################################
-FROM debian:bookworm-slim
+FROM debian:bookworm-slim AS runtime
 
 # ca-certificates: TLS to Kafka (librdkafka's OpenSSL) and the price oracle /
 # OpenMeter (rustls also carries its own roots). zlib1g: librdkafka's zlib.
@@ -98,8 +115,6 @@ RUN groupadd --gid 10001 ticketmeter \
  && useradd --uid 10001 --gid 10001 --no-log-init \
       --home-dir /var/lib/ticketmeter --create-home \
       --shell /usr/sbin/nologin ticketmeter
-
-COPY --from=builder /build/target/release/ticketmeter /usr/local/bin/ticketmeter
 
 # Working directory for file output (`replay`'s DLQ_FILE, ticketmeter-dlq.jsonl).
 # ticketmeter also reads ./.env from here if one is mounted; the real
@@ -118,3 +133,16 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
 
 ENTRYPOINT ["ticketmeter"]
 CMD ["run"]
+
+############################################################################
+# `--target double`: the runtime with the test double (`double`, `demo`).
+# Not for production: docker-compose.yml's `double` profile only.
+############################################################################
+FROM runtime AS double
+COPY --from=builder-double /build/target/release/ticketmeter /usr/local/bin/ticketmeter
+
+############################################################################
+# The default target (last stage): the production image, without the double.
+############################################################################
+FROM runtime
+COPY --from=builder /build/target/release/ticketmeter /usr/local/bin/ticketmeter

@@ -43,15 +43,16 @@ fn drop_empty_variables() {
 
 /// Commands whose output is the point print only warnings unless `RUST_LOG` says otherwise.
 fn quiet_by_default(cli: &Cli) -> bool {
-    matches!(
-        cli.command,
-        Command::Demo(_)
-            | Command::Ensure(_)
-            | Command::Check(_)
-            | Command::Bootstrap(_)
-            | Command::Healthcheck(_)
-            | Command::Audit(_)
-    )
+    match cli.command {
+        #[cfg(feature = "double")]
+        Command::Demo(_) => true,
+        Command::Ensure(_)
+        | Command::Check(_)
+        | Command::Bootstrap(_)
+        | Command::Healthcheck(_)
+        | Command::Audit(_) => true,
+        _ => false,
+    }
 }
 
 /// `RUST_LOG` sets the level (default info, or warn for `quiet`);

@@ -252,6 +252,8 @@ async fn with_signed_times_a_backlog_of_new_customers_is_accepted_but_never_bill
     assert_eq!(billed, Decimal::ZERO, "none invoiced");
 }
 
+/// `demo` exists only in a build with the `double` feature (on by default).
+#[cfg(feature = "double")]
 #[test]
 fn the_demo_ends_with_what_each_customer_will_be_billed_next_to_what_was_signed() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_ticketmeter"))

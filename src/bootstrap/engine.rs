@@ -2,91 +2,51 @@
 //! (which needs feature ids). A failed object becomes a `Failed` line and
 //! its dependants fail with it; the rest still run.
 
-use std::collections::HashMap;
-
 use reqwest::Method;
 
-use super::catalog::{Catalog, FeatureSpec, MeterSpec};
+use super::catalog::{FeatureSpec, MeterSpec};
 use super::report::{Kind, Line, Outcome, Report};
+use super::step::{compared, fatal, Ctx, Ids, Resolved};
 use super::wire::{CreateFeatureRequest, CreateMeterRequest, Feature, Meter};
-use super::{diff, plan, BootstrapOptions};
-use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
-
-/// What one run works with.
-pub struct Ctx<'a> {
-    pub client: &'a OpenMeterClient,
-    pub catalog: &'a Catalog,
-    pub opts: &'a BootstrapOptions,
-}
-
-/// Where a catalog object stands after its step, for the steps that
-/// reference it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolved {
-    /// It exists with this id.
-    Id(String),
-    /// Dry run: it would be created.
-    Pending,
-    /// Its step failed.
-    Unavailable,
-}
-
-/// Catalog key → where that object stands.
-pub type Ids = HashMap<String, Resolved>;
-
-impl Resolved {
-    pub fn id(&self) -> Option<&str> {
-        match self {
-            Self::Id(id) => Some(id),
-            Self::Pending | Self::Unavailable => None,
-        }
-    }
-}
+use super::{diff, plan};
+use crate::openmeter::{ApiError, OpenMeterClient};
 
 /// Runs every step. Only a fatal error (see [`fatal`]) stops the run.
 pub async fn run(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ApiError> {
     let meters = ensure_meters(ctx, report).await?;
     let features = ensure_features(ctx, &meters, report).await?;
-    let line = plan::ensure(ctx, &features).await;
-    record(report, Kind::Plan, ctx.catalog.plan.key.as_str(), line)?;
+    match plan::ensure(ctx, &features).await {
+        Ok(line) => report.push(line),
+        Err(e) => failed(report, Kind::Plan, ctx.catalog.plan.key.as_str(), e)?,
+    }
     Ok(())
 }
 
-/// A failure that concerns every call (a refused token, a wrong URL) fails
-/// every later call the same way: stop instead of printing the same failure
-/// for every object.
-pub fn fatal(e: &ApiError) -> bool {
-    classify(Call::Catalog, e) == ErrorClass::Configuration
-}
-
-/// Adds a step's line to the report; a non-fatal error becomes a `Failed`
-/// line and the object `Unavailable`.
-fn record<T>(
+/// Adds a step's line to the report and returns where its object stands;
+/// a non-fatal error becomes a `Failed` line and the object `Unavailable`.
+fn record(
     report: &mut Report,
     kind: Kind,
     key: &str,
-    step: Result<(Line, T), ApiError>,
-) -> Result<Option<T>, ApiError> {
+    step: Result<(Line, Resolved), ApiError>,
+) -> Result<Resolved, ApiError> {
     match step {
-        Ok((line, value)) => {
+        Ok((line, resolved)) => {
             report.push(line);
-            Ok(Some(value))
+            Ok(resolved)
         }
-        Err(e) if fatal(&e) => Err(e),
-        Err(e) => {
-            report.push(Line::new(kind, key, Outcome::Failed(e.to_string())));
-            Ok(None)
-        }
+        Err(e) => failed(report, kind, key, e).map(|()| Resolved::Unavailable),
     }
 }
 
-/// `Exists` when nothing differs, else `Drift` listing the differences.
-pub fn compared(kind: Kind, key: &str, differences: Vec<String>) -> Line {
-    if differences.is_empty() {
-        Line::new(kind, key, Outcome::Exists)
-    } else {
-        Line::new(kind, key, Outcome::Drift(differences.join("; ")))
+/// A step's error: a fatal one stops the run, any other is the object's
+/// `Failed` line.
+fn failed(report: &mut Report, kind: Kind, key: &str, e: ApiError) -> Result<(), ApiError> {
+    if fatal(&e) {
+        return Err(e);
     }
+    report.push(Line::new(kind, key, Outcome::Failed(e.to_string())));
+    Ok(())
 }
 
 async fn ensure_meters(ctx: &Ctx<'_>, report: &mut Report) -> Result<Ids, ApiError> {
@@ -94,7 +54,7 @@ async fn ensure_meters(ctx: &Ctx<'_>, report: &mut Report) -> Result<Ids, ApiErr
     for spec in &ctx.catalog.meters {
         let key = spec.key.as_str();
         let step = ensure_meter(ctx, spec).await;
-        let resolved = record(report, Kind::Meter, key, step)?.unwrap_or(Resolved::Unavailable);
+        let resolved = record(report, Kind::Meter, key, step)?;
         ids.insert(key.to_owned(), resolved);
     }
     Ok(ids)
@@ -165,7 +125,7 @@ async fn ensure_features(
             .get(spec.meter.as_str())
             .unwrap_or(&Resolved::Unavailable);
         let step = ensure_feature(ctx, spec, meter).await;
-        let resolved = record(report, Kind::Feature, key, step)?.unwrap_or(Resolved::Unavailable);
+        let resolved = record(report, Kind::Feature, key, step)?;
         ids.insert(key.to_owned(), resolved);
     }
     Ok(ids)

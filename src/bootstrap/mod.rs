@@ -14,6 +14,7 @@ mod engine;
 mod lines;
 mod plan;
 mod report;
+mod step;
 mod wire;
 
 use thiserror::Error;
@@ -60,7 +61,7 @@ pub async fn bootstrap(
 ) -> Result<Report, BootstrapError> {
     catalog.validate().map_err(BootstrapError::InvalidCatalog)?;
     let mut report = Report::default();
-    let ctx = engine::Ctx {
+    let ctx = step::Ctx {
         client,
         catalog,
         opts,

@@ -8,8 +8,8 @@
 use reqwest::Method;
 
 use super::diff;
-use super::engine::{compared, fatal, Ctx, Ids, Resolved};
 use super::report::{Kind, Line, Outcome};
+use super::step::{compared, fatal, Ctx, Ids, Resolved};
 use super::wire::CreatePlanRequest;
 use crate::openmeter::model::Plan;
 use crate::openmeter::{ApiError, OpenMeterClient};
@@ -30,7 +30,7 @@ impl Features<'_> {
 }
 
 /// Ensures the catalog plan exists, matches and is published.
-pub async fn ensure(ctx: &Ctx<'_>, features: &Ids) -> Result<(Line, ()), ApiError> {
+pub async fn ensure(ctx: &Ctx<'_>, features: &Ids) -> Result<Line, ApiError> {
     let spec = &ctx.catalog.plan;
     let features = Features(features);
     let versions: Vec<Plan> = ctx
@@ -49,14 +49,13 @@ pub async fn ensure(ctx: &Ctx<'_>, features: &Ids) -> Result<(Line, ()), ApiErro
         .filter(|p| p.status == "draft" && published.is_none_or(|c| p.version > c.version))
         .max_by_key(|p| p.version);
     let differences = |p: &Plan| diff::plan(spec, p, &|k| features.id(k));
-    let line = match (published, draft) {
+    match (published, draft) {
         (Some(current), draft) => {
-            on_published(ctx, &features, current, differences(current), draft).await?
+            on_published(ctx, &features, current, differences(current), draft).await
         }
-        (None, Some(draft)) => on_draft(ctx, draft, differences(draft)).await?,
-        (None, None) => create(ctx, &features, Outcome::Created, None).await?,
-    };
-    Ok((line, ()))
+        (None, Some(draft)) => on_draft(ctx, draft, differences(draft)).await,
+        (None, None) => create(ctx, &features, Outcome::Created, None).await,
+    }
 }
 
 /// The published version: exists, drift, or (under

@@ -39,8 +39,10 @@ pub enum Command {
     /// Create the OpenMeter catalog (meters, features, default plan) if missing.
     Bootstrap(BootstrapArgs),
     /// Run the real pipeline over bundled events against an in-process OpenMeter double.
+    #[cfg(feature = "double")]
     Demo(DemoArgs),
     /// Run the OpenMeter test double as a server (demos, benchmarks).
+    #[cfg(feature = "double")]
     Double(DoubleArgs),
     /// Check configuration, broker, topic, OpenMeter token, default plan and catalog; ✓/✗ per item.
     Check(CheckArgs),
@@ -321,6 +323,7 @@ pub struct BootstrapArgs {
     pub default_plan_key: PlanKey,
 }
 
+#[cfg(feature = "double")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Events to run instead of the bundled sample.
@@ -331,6 +334,7 @@ pub struct DemoArgs {
     pub eth_usd_price: EthUsdPrice,
 }
 
+#[cfg(feature = "double")]
 #[derive(Debug, Args)]
 pub struct DoubleArgs {
     #[arg(long, env = "DOUBLE_PORT", default_value_t = 8888)]

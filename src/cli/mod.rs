@@ -4,6 +4,7 @@
 pub mod args;
 mod audit;
 mod check;
+#[cfg(feature = "double")]
 mod demo;
 mod kafka_dlq;
 mod replay;
@@ -48,7 +49,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(a) => replay::replay(a).await,
         Command::Dlq(args::DlqCommand::Replay(a)) => replay::dlq_replay(a).await,
         Command::Bootstrap(a) => bootstrap_catalog(a).await,
+        #[cfg(feature = "double")]
         Command::Demo(a) => demo::demo(a).await,
+        #[cfg(feature = "double")]
         Command::Double(a) => double(a).await,
         Command::Check(a) => check::check(a).await,
         Command::Healthcheck(a) => healthcheck(a).await,
@@ -404,6 +407,7 @@ async fn bootstrap_catalog(args: args::BootstrapArgs) -> anyhow::Result<ExitCode
     })
 }
 
+#[cfg(feature = "double")]
 async fn double(args: args::DoubleArgs) -> anyhow::Result<ExitCode> {
     let double = openmeter_double::Double::new(openmeter_double::DoubleConfig {
         token: args.token,

@@ -1,0 +1,58 @@
+//! What the steps share: the run's context, where each catalog object
+//! stands for the steps that reference it, and how a step judges an error
+//! or a comparison. Its own module so that `engine` (which orders the steps)
+//! and `plan` (one step) both depend on it instead of on each other.
+
+use std::collections::HashMap;
+
+use super::catalog::Catalog;
+use super::report::{Kind, Line, Outcome};
+use super::BootstrapOptions;
+use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
+
+/// What one run works with.
+pub struct Ctx<'a> {
+    pub client: &'a OpenMeterClient,
+    pub catalog: &'a Catalog,
+    pub opts: &'a BootstrapOptions,
+}
+
+/// Where a catalog object stands after its step, for the steps that
+/// reference it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// It exists with this id.
+    Id(String),
+    /// Dry run: it would be created.
+    Pending,
+    /// Its step failed.
+    Unavailable,
+}
+
+/// Catalog key → where that object stands.
+pub type Ids = HashMap<String, Resolved>;
+
+impl Resolved {
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Self::Id(id) => Some(id),
+            Self::Pending | Self::Unavailable => None,
+        }
+    }
+}
+
+/// A failure that concerns every call (a refused token, a wrong URL) fails
+/// every later call the same way: stop instead of printing the same failure
+/// for every object.
+pub fn fatal(e: &ApiError) -> bool {
+    classify(Call::Catalog, e) == ErrorClass::Configuration
+}
+
+/// `Exists` when nothing differs, else `Drift` listing the differences.
+pub fn compared(kind: Kind, key: &str, differences: Vec<String>) -> Line {
+    if differences.is_empty() {
+        Line::new(kind, key, Outcome::Exists)
+    } else {
+        Line::new(kind, key, Outcome::Drift(differences.join("; ")))
+    }
+}
