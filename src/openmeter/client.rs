@@ -16,7 +16,7 @@ use super::model::{
     Subscription, UsageAttribution,
 };
 use crate::domain::{CustomerKey, PlanKey};
-use crate::metrics::metrics;
+use crate::metrics::{metrics, CallStatus};
 use crate::retry::Backoff;
 use crate::secret::Secret;
 
@@ -321,7 +321,7 @@ impl OpenMeterClient {
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
-                metrics().upstream_call(operation, "error");
+                metrics().upstream_call(operation, CallStatus::Error);
                 return Err(ApiError::Transport {
                     operation,
                     message: transport_message(&e),
@@ -329,7 +329,7 @@ impl OpenMeterClient {
             }
         };
         let status = response.status();
-        metrics().upstream_call(operation, status.as_str());
+        metrics().upstream_call(operation, CallStatus::Http(status.as_u16()));
         if status.is_success() {
             return Ok(response);
         }

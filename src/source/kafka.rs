@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Origin, Record};
 use crate::commit::{OffsetTracker, Position};
 use crate::health::{health, PartitionStall};
-use crate::metrics::metrics;
+use crate::metrics::{metrics, Partition};
 use crate::secret::Secret;
 
 /// How long the pipeline may refuse a record before partitions are paused.
@@ -216,7 +216,6 @@ impl Shared {
         if end < 0 {
             return;
         }
-        let labels = vec![("partition", partition.to_string())];
         if end < position {
             if !watch.anomaly {
                 watch.anomaly = true;
@@ -227,7 +226,7 @@ impl Shared {
         }
         metrics()
             .consumer_lag
-            .get_or_create(&labels)
+            .get_or_create(&Partition { partition })
             .set((end - position).max(0));
         if paused || end <= position {
             watch.progressed();
@@ -249,9 +248,7 @@ impl Shared {
     fn disown(&self, partitions: &[i32]) {
         self.owned(|owned| owned.retain(|p, _| !partitions.contains(p)));
         for p in partitions {
-            metrics()
-                .consumer_lag
-                .remove(&vec![("partition", p.to_string())]);
+            metrics().consumer_lag.remove(&Partition { partition: *p });
             health().partition_flowing(*p);
         }
     }
