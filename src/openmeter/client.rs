@@ -18,7 +18,7 @@ use super::model::{
 use crate::domain::{CustomerKey, PlanKey};
 use crate::metrics::{metrics, CallStatus};
 use crate::retry::Backoff;
-use crate::secret::Secret;
+use crate::secret::{ExposeSecret, Secret};
 
 /// Page size for list calls; OpenMeter's default is smaller.
 const PAGE_SIZE: u32 = 100;
@@ -307,7 +307,7 @@ impl OpenMeterClient {
     fn authorized(&self, method: Method, url: &str) -> RequestBuilder {
         let request = self.http.request(method, url);
         match &self.config.token {
-            Some(token) => request.bearer_auth(token.expose()),
+            Some(token) => request.bearer_auth(token.expose_secret()),
             None => request,
         }
     }

@@ -50,7 +50,7 @@ use super::{Origin, Record};
 use crate::commit::{OffsetTracker, Position};
 use crate::health::{health, PartitionStall};
 use crate::metrics::{metrics, Partition};
-use crate::secret::Secret;
+use crate::secret::{ExposeSecret, Secret};
 
 /// How long the pipeline may refuse a record before partitions are paused.
 const PAUSE_AFTER: Duration = Duration::from_millis(250);
@@ -100,7 +100,9 @@ impl KafkaConfig {
             c.set("sasl.username", user);
             c.set(
                 "sasl.password",
-                self.sasl_password.as_ref().map_or("", Secret::expose),
+                self.sasl_password
+                    .as_ref()
+                    .map_or("", |p| p.expose_secret()),
             );
         }
         for (k, v) in &self.extra {
@@ -576,7 +578,7 @@ mod tests {
             topic: "t".into(),
             group: "g".into(),
             sasl_username: user.map(str::to_owned),
-            sasl_password: Some(Secret::new("pw")),
+            sasl_password: Some(Secret::from("pw")),
             sasl_mechanism: "PLAIN".into(),
             tls,
             extra: vec![("session.timeout.ms".into(), "6000".into())],
