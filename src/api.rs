@@ -16,7 +16,8 @@ use crate::domain::{Identity, IdentityError};
 use crate::ensure::{EnsureError, Provisioner};
 use crate::metrics::metrics;
 use crate::openmeter::ErrorClass;
-use crate::secret::Secret;
+use crate::secret::{ExposeSecret, Secret};
+use subtle::ConstantTimeEq;
 
 /// Largest `/ensure` body accepted; a real one is under 1 KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -139,7 +140,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiFailure> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.expose().as_bytes())) {
+    if presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.expose_secret().as_bytes()))) {
         Ok(())
     } else {
         Err(ApiFailure(
@@ -147,10 +148,6 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiFailure> {
             "missing or wrong bearer token (PROVISION_TOKEN)".into(),
         ))
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn read_body(body: Body) -> Result<Value, ApiFailure> {

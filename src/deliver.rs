@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use tracing::Instrument;
 
 use crate::commit::{OffsetTracker, Position};
 use crate::dlq::{DeadLetter, DeadLetterSink};
@@ -55,6 +56,34 @@ pub struct Pending {
     pub time: DateTime<Utc>,
     pub json: Bytes,
     pub read_at: Instant,
+}
+
+/// The span that ties one batch's log lines (ensure, send, split, dead
+/// letters) together: its size and its lowest and highest positions, which
+/// are its offset range when it holds one partition. The positions are only
+/// looked up when the span is recorded.
+fn batch_span<P>(events: usize, positions: P) -> tracing::Span
+where
+    P: Iterator<Item = Position> + Clone,
+{
+    let span = tracing::info_span!(
+        "batch",
+        events,
+        first.partition = tracing::field::Empty,
+        first.offset = tracing::field::Empty,
+        last.partition = tracing::field::Empty,
+        last.offset = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    if let (Some(first), Some(last)) = (positions.clone().min(), positions.max()) {
+        span.record("first.partition", first.partition);
+        span.record("first.offset", first.offset);
+        span.record("last.partition", last.partition);
+        span.record("last.offset", last.offset);
+    }
+    span
 }
 
 /// Which `time` an event is sent with.
@@ -172,8 +201,13 @@ impl Deliverer {
     }
 
     /// Ensures, sends and settles one batch. Returns once every event in it
-    /// is delivered or dead-lettered.
+    /// is delivered or dead-lettered. Its log lines share one `batch` span.
     pub async fn flush(&self, batch: Vec<Pending>) {
+        let span = batch_span(batch.len(), batch.iter().map(|p| p.record.origin.position));
+        self.flush_batch(batch).instrument(span).await;
+    }
+
+    async fn flush_batch(&self, batch: Vec<Pending>) {
         let started = batch.iter().map(|p| p.read_at).min();
         let mut todo = vec![Chunk {
             events: batch,
@@ -480,5 +514,52 @@ impl Noted {
             seen.clear();
         }
         seen.insert(identity.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::batch_span;
+    use crate::commit::Position;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_batchs_log_lines_carry_its_size_and_position_range() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let positions =
+            [(0, 7), (0, 5), (1, 3)].map(|(partition, offset)| Position { partition, offset });
+        tracing::subscriber::with_default(subscriber, || {
+            let _entered = batch_span(positions.len(), positions.iter().copied()).entered();
+            tracing::info!("sent");
+        });
+        let log =
+            String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("UTF-8 log");
+        assert!(
+            log.contains(
+                "batch{events=3 first.partition=0 first.offset=5 last.partition=1 last.offset=3}: "
+            ),
+            "{log}"
+        );
     }
 }

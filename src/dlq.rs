@@ -33,7 +33,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::commit::Position;
 use crate::health::health;
-use crate::metrics::metrics;
+use crate::metrics::{metrics, Cause};
 use crate::retry::Backoff;
 use crate::source::kafka::KafkaConfig;
 use crate::source::{Origin, Record};
@@ -287,7 +287,7 @@ impl KafkaDlq {
                 spilled = true;
                 metrics()
                     .dead_letters_spilled
-                    .get_or_create(&vec![("cause", "truncated".to_owned())])
+                    .get_or_create(&Cause { cause: "truncated" })
                     .inc();
             }
             let truncation = (keep < full).then(|| Truncation {
@@ -327,7 +327,7 @@ impl KafkaDlq {
         }
         metrics()
             .dead_letters_spilled
-            .get_or_create(&vec![("cause", "refused".to_owned())])
+            .get_or_create(&Cause { cause: "refused" })
             .inc();
         tracing::error!(
             topic = %self.topic,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::metrics::metrics;
+use crate::metrics::{metrics, Partition};
 
 /// The process-wide health state.
 pub fn health() -> &'static Health {
@@ -119,7 +119,7 @@ impl Health {
         let new = self.with(|s| s.stalls.insert(partition, stall.clone()).is_none());
         metrics()
             .partition_stalled
-            .get_or_create(&vec![("partition", partition.to_string())])
+            .get_or_create(&Partition { partition })
             .set(1);
         if new {
             tracing::error!(
@@ -140,7 +140,7 @@ impl Health {
         }
         metrics()
             .partition_stalled
-            .get_or_create(&vec![("partition", partition.to_string())])
+            .get_or_create(&Partition { partition })
             .set(0);
     }
 

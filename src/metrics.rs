@@ -1,16 +1,57 @@
 //! Prometheus metrics, one process-wide registry served at `GET /metrics`.
 
+use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-type Labels = Vec<(&'static str, String)>;
+/// `upstream_calls`' labels: which OpenMeter operation, and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatus {
+    pub route: &'static str,
+    pub status: CallStatus,
+}
+
+/// How an OpenMeter call ended: its HTTP status, or `error` when none came back.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CallStatus {
+    Http(u16),
+    Error,
+}
+
+impl EncodeLabelValue for CallStatus {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            Self::Http(code) => write!(encoder, "{code}"),
+            Self::Error => encoder.write_str("error"),
+        }
+    }
+}
+
+/// `events_dead_lettered`' label: the dead letter's kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+/// The label of per-partition metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Partition {
+    pub partition: i32,
+}
+
+/// `dead_letters_spilled`' label: why a letter went to the spill file.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Cause {
+    pub cause: &'static str,
+}
 
 /// Every metric ticketmeter exports.
 pub struct Metrics {
@@ -18,23 +59,23 @@ pub struct Metrics {
     pub events_consumed: Counter,
     pub events_skipped: Counter,
     pub events_delivered: Counter,
-    pub events_dead_lettered: Family<Labels, Counter>,
+    pub events_dead_lettered: Family<Reason, Counter>,
     pub events_time_moved: Counter,
     pub events_missed_invoice: Counter,
     pub usd_micros_missed_invoice: Counter,
     pub batches: Counter,
     pub batch_latency: Histogram,
-    pub upstream_calls: Family<Labels, Counter>,
+    pub upstream_calls: Family<RouteStatus, Counter>,
     pub ensure_cache_hits: Counter,
     pub ensure_cache_misses: Counter,
     pub ensure_cached: Gauge,
-    pub consumer_lag: Family<Labels, Gauge>,
+    pub consumer_lag: Family<Partition, Gauge>,
     pub eth_usd_price_micros: Gauge,
     pub price_updated_unix: Gauge,
-    pub partition_stalled: Family<Labels, Gauge>,
+    pub partition_stalled: Family<Partition, Gauge>,
     pub pipeline_held_since: Gauge,
     pub consumer_poll_gap_max: Gauge<f64, AtomicU64>,
-    pub dead_letters_spilled: Family<Labels, Counter>,
+    pub dead_letters_spilled: Family<Cause, Counter>,
     /// The continuous audit's figures (see `crate::audit::continuous`).
     pub audit: crate::audit::continuous::AuditGauges,
 }
@@ -171,19 +212,16 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    /// Counts one OpenMeter call; `status` is `"error"` when none came back.
-    pub fn upstream_call(&self, route: &'static str, status: &str) {
+    /// Counts one OpenMeter call.
+    pub fn upstream_call(&self, route: &'static str, status: CallStatus) {
         self.upstream_calls
-            .get_or_create(&vec![
-                ("route", route.to_owned()),
-                ("status", status.to_owned()),
-            ])
+            .get_or_create(&RouteStatus { route, status })
             .inc();
     }
 
-    pub fn dead_lettered(&self, kind: &'static str) {
+    pub fn dead_lettered(&self, reason: &'static str) {
         self.events_dead_lettered
-            .get_or_create(&vec![("reason", kind.to_owned())])
+            .get_or_create(&Reason { reason })
             .inc();
     }
 
@@ -200,4 +238,41 @@ impl Metrics {
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CallStatus, Cause, Metrics, Partition};
+
+    /// The names and labels dashboards and alerts select on.
+    #[test]
+    fn labelled_metrics_render_with_their_label_names_and_values() {
+        let m = Metrics::new();
+        m.upstream_call("ingest events", CallStatus::Http(202));
+        m.upstream_call("ingest events", CallStatus::Error);
+        m.dead_lettered("rejected");
+        m.consumer_lag
+            .get_or_create(&Partition { partition: 3 })
+            .set(7);
+        m.partition_stalled
+            .get_or_create(&Partition { partition: 3 })
+            .set(1);
+        m.dead_letters_spilled
+            .get_or_create(&Cause { cause: "refused" })
+            .inc();
+        let text = m.render();
+        for line in [
+            "ticketmeter_upstream_calls_total{route=\"ingest events\",status=\"202\"} 1",
+            "ticketmeter_upstream_calls_total{route=\"ingest events\",status=\"error\"} 1",
+            "ticketmeter_events_dead_lettered_total{reason=\"rejected\"} 1",
+            "ticketmeter_consumer_lag{partition=\"3\"} 7",
+            "ticketmeter_partition_stalled{partition=\"3\"} 1",
+            "ticketmeter_dead_letters_spilled_total{cause=\"refused\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+    }
 }

@@ -1,41 +1,19 @@
-//! A token that never prints: `Debug` and `Display` both show `[redacted]`.
+//! A token that never prints: `secrecy`'s `SecretString`, whose `Debug` shows
+//! `[REDACTED]` and which has no `Display`; `ExposeSecret::expose_secret` is
+//! the only way to read it, so grep for it to audit every use.
 
-use std::fmt;
+pub use secrecy::ExposeSecret;
 
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The only way to read the value; grep for it to audit every use.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+pub type Secret = secrecy::SecretString;
 
 #[cfg(test)]
 mod tests {
-    use super::Secret;
+    use super::{ExposeSecret, Secret};
 
     #[test]
     fn secret_never_prints_its_value() {
-        let s = Secret::new("kpat_supersecret");
-        assert!(!format!("{s:?} {s}").contains("supersecret"));
-        assert_eq!(s.expose(), "kpat_supersecret");
+        let s = Secret::from("kpat_supersecret");
+        assert!(!format!("{s:?}").contains("supersecret"));
+        assert_eq!(s.expose_secret(), "kpat_supersecret");
     }
 }

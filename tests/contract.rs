@@ -486,7 +486,7 @@ impl Contract {
 
     fn client_at(base: &str, token: &str) -> OpenMeterClient {
         let endpoint = Endpoint::parse(base, None).expect("endpoint");
-        let mut config = ClientConfig::new(endpoint, Some(Secret::new(token)));
+        let mut config = ClientConfig::new(endpoint, Some(Secret::from(token)));
         // One attempt: a failure must show as the exchange it was.
         config.attempts = 1;
         OpenMeterClient::new(config).expect("client")

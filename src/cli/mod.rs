@@ -90,14 +90,14 @@ fn token(args: &OpenMeterArgs) -> anyhow::Result<Option<Secret>> {
         .map(str::trim)
         .filter(|k| !k.is_empty())
     {
-        return Ok(Some(Secret::new(key)));
+        return Ok(Some(Secret::from(key)));
     }
     let Some(path) = &args.openmeter_api_key_file else {
         return Ok(None);
     };
     let key = std::fs::read_to_string(path)
         .with_context(|| format!("reading OPENMETER_API_KEY_FILE {}", path.display()))?;
-    Ok(Some(Secret::new(key.trim())))
+    Ok(Some(Secret::from(key.trim())))
 }
 
 pub fn provisioner(client: OpenMeterClient, args: &EnsureArgs) -> Provisioner {
@@ -187,7 +187,7 @@ pub fn kafka_config(args: &KafkaArgs) -> KafkaConfig {
         topic: args.kafka_gateway_topic.clone(),
         group: args.kafka_consumer_group.clone(),
         sasl_username: args.kafka_sasl_username.clone().filter(|u| !u.is_empty()),
-        sasl_password: args.kafka_sasl_password.clone().map(Secret::new),
+        sasl_password: args.kafka_sasl_password.clone().map(Secret::from),
         sasl_mechanism: args.kafka_sasl_mechanism.clone(),
         tls: args.kafka_tls,
         extra: kafka_passthrough(std::env::vars()),
@@ -246,7 +246,7 @@ pub async fn start_api(
         .provision_token
         .clone()
         .filter(|t| !t.is_empty())
-        .map(Secret::new);
+        .map(Secret::from);
     if !args.provision_bind.is_loopback() && token.is_none() {
         bail!(
             "PROVISION_BIND={} is not a loopback address: set PROVISION_TOKEN so /ensure is not open to the network",

@@ -208,6 +208,8 @@ impl Provisioner {
         self.ensured.remove(key);
     }
 
+    /// Its log lines share one `ensure` span naming the customer.
+    #[tracing::instrument(name = "ensure", skip_all, fields(customer = %key))]
     async fn ensure_upstream(&self, key: &CustomerKey) -> Result<Ensured, EnsureError> {
         let (customer, customer_created) = self.find_or_create_customer(key).await?;
         let (subscription, subscription_created) =

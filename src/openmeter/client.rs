@@ -16,9 +16,9 @@ use super::model::{
     Subscription, UsageAttribution,
 };
 use crate::domain::{CustomerKey, PlanKey};
-use crate::metrics::metrics;
+use crate::metrics::{metrics, CallStatus};
 use crate::retry::Backoff;
-use crate::secret::Secret;
+use crate::secret::{ExposeSecret, Secret};
 
 /// Page size for list calls; OpenMeter's default is smaller.
 const PAGE_SIZE: u32 = 100;
@@ -307,7 +307,7 @@ impl OpenMeterClient {
     fn authorized(&self, method: Method, url: &str) -> RequestBuilder {
         let request = self.http.request(method, url);
         match &self.config.token {
-            Some(token) => request.bearer_auth(token.expose()),
+            Some(token) => request.bearer_auth(token.expose_secret()),
             None => request,
         }
     }
@@ -321,7 +321,7 @@ impl OpenMeterClient {
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
-                metrics().upstream_call(operation, "error");
+                metrics().upstream_call(operation, CallStatus::Error);
                 return Err(ApiError::Transport {
                     operation,
                     message: transport_message(&e),
@@ -329,7 +329,7 @@ impl OpenMeterClient {
             }
         };
         let status = response.status();
-        metrics().upstream_call(operation, status.as_str());
+        metrics().upstream_call(operation, CallStatus::Http(status.as_u16()));
         if status.is_success() {
             return Ok(response);
         }

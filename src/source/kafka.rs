@@ -49,8 +49,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Origin, Record};
 use crate::commit::{OffsetTracker, Position};
 use crate::health::{health, PartitionStall};
-use crate::metrics::metrics;
-use crate::secret::Secret;
+use crate::metrics::{metrics, Partition};
+use crate::secret::{ExposeSecret, Secret};
 
 /// How long the pipeline may refuse a record before partitions are paused.
 const PAUSE_AFTER: Duration = Duration::from_millis(250);
@@ -100,7 +100,9 @@ impl KafkaConfig {
             c.set("sasl.username", user);
             c.set(
                 "sasl.password",
-                self.sasl_password.as_ref().map_or("", Secret::expose),
+                self.sasl_password
+                    .as_ref()
+                    .map_or("", |p| p.expose_secret()),
             );
         }
         for (k, v) in &self.extra {
@@ -216,7 +218,6 @@ impl Shared {
         if end < 0 {
             return;
         }
-        let labels = vec![("partition", partition.to_string())];
         if end < position {
             if !watch.anomaly {
                 watch.anomaly = true;
@@ -227,7 +228,7 @@ impl Shared {
         }
         metrics()
             .consumer_lag
-            .get_or_create(&labels)
+            .get_or_create(&Partition { partition })
             .set((end - position).max(0));
         if paused || end <= position {
             watch.progressed();
@@ -249,9 +250,7 @@ impl Shared {
     fn disown(&self, partitions: &[i32]) {
         self.owned(|owned| owned.retain(|p, _| !partitions.contains(p)));
         for p in partitions {
-            metrics()
-                .consumer_lag
-                .remove(&vec![("partition", p.to_string())]);
+            metrics().consumer_lag.remove(&Partition { partition: *p });
             health().partition_flowing(*p);
         }
     }
@@ -579,7 +578,7 @@ mod tests {
             topic: "t".into(),
             group: "g".into(),
             sasl_username: user.map(str::to_owned),
-            sasl_password: Some(Secret::new("pw")),
+            sasl_password: Some(Secret::from("pw")),
             sasl_mechanism: "PLAIN".into(),
             tls,
             extra: vec![("session.timeout.ms".into(), "6000".into())],

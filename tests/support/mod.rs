@@ -133,7 +133,7 @@ impl OpenMeter {
 
     pub fn client(&self, token: Option<&str>) -> OpenMeterClient {
         let endpoint = Endpoint::parse(&self.url(), None).unwrap();
-        let mut config = ClientConfig::new(endpoint, token.map(ticketmeter::secret::Secret::new));
+        let mut config = ClientConfig::new(endpoint, token.map(ticketmeter::secret::Secret::from));
         config.backoff.base = Duration::from_millis(10);
         config.backoff.max = Duration::from_millis(200);
         OpenMeterClient::new(config).unwrap()
