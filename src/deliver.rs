@@ -123,6 +123,8 @@ pub struct Tally {
     pub skipped: AtomicU64,
     pub delivered: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Batch tasks that panicked: their events stay unsettled.
+    pub crashed_batches: AtomicU64,
 }
 
 impl Tally {

@@ -154,7 +154,9 @@ impl Pipeline {
             if let Some(pending) = self.prepare(record, cancel).await {
                 self.add(&mut batch, pending, &mut in_flight).await;
             }
-            while in_flight.tasks.try_join_next().is_some() {}
+            while let Some(joined) = in_flight.tasks.try_join_next() {
+                self.reap(joined, cancel);
+            }
         }
         self.flush(&mut batch, &mut in_flight).await;
         self.drain(in_flight.tasks, cancel).await
@@ -264,13 +266,32 @@ impl Pipeline {
         });
     }
 
+    /// A finished batch task. One that panicked leaves its offsets pending
+    /// for good: it is counted, logged, and the pipeline shuts down so the
+    /// restart redelivers them instead of stalling in silence.
+    fn reap(&self, joined: Result<(), tokio::task::JoinError>, cancel: &CancellationToken) {
+        let Err(e) = joined else { return };
+        if e.is_cancelled() {
+            return;
+        }
+        Tally::add(&self.deliverer.tally.crashed_batches, 1);
+        tracing::error!(
+            error = %e,
+            "a batch task failed; its offsets stay uncommitted: shutting down so a restart redelivers them"
+        );
+        cancel.cancel();
+    }
+
     /// Waits for every in-flight batch; once `cancel` fires, for at most
     /// `shutdown_timeout` more.
     async fn drain(&self, mut flushes: JoinSet<()>, cancel: &CancellationToken) -> bool {
         let mut deadline = None;
         loop {
             tokio::select! {
-                next = flushes.join_next() => if next.is_none() { return true },
+                next = flushes.join_next() => match next {
+                    None => return true,
+                    Some(joined) => self.reap(joined, cancel),
+                },
                 _ = cancel.cancelled(), if deadline.is_none() => {
                     deadline = Some(tokio::time::Instant::now() + self.config.shutdown_timeout);
                 }
@@ -284,5 +305,43 @@ impl Pipeline {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commit::OffsetTracker;
+    use crate::dlq::DeadLetterSink;
+    use crate::ensure::{EnsureConfig, Provisioner};
+    use crate::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
+
+    fn pipeline() -> Pipeline {
+        let endpoint = Endpoint::parse("http://127.0.0.1:1/api/v3", None).unwrap();
+        let client = OpenMeterClient::new(ClientConfig::new(endpoint, None)).unwrap();
+        let provisioner = Provisioner::new(
+            client,
+            "clearinghouse_default_ppu".parse().unwrap(),
+            EnsureConfig::default(),
+        );
+        crate::cli::pipeline(
+            provisioner,
+            DeadLetterSink::memory(),
+            Arc::new(OffsetTracker::default()),
+            PriceFeed::fixed("3500".parse().unwrap()),
+            PipelineConfig::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_batch_task_that_panics_is_counted_and_shuts_the_pipeline_down() {
+        let pipeline = pipeline();
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async { panic!("a bug in a batch") });
+        let joined = tasks.join_next().await.unwrap();
+        pipeline.reap(joined, &cancel);
+        assert_eq!(Tally::get(&pipeline.tally().crashed_batches), 1);
+        assert!(cancel.is_cancelled());
     }
 }

@@ -28,7 +28,7 @@ use crate::bootstrap::{
     bootstrap, check_catalog_against_collector, BootstrapError, BootstrapOptions, Catalog,
 };
 use crate::commit::OffsetTracker;
-use crate::deliver::{BillingPolicy, Deliverer};
+use crate::deliver::{BillingPolicy, Deliverer, Tally};
 use crate::dlq::DeadLetterSink;
 use crate::domain::Identity;
 use crate::ensure::{EnsureConfig, Provisioner};
@@ -330,15 +330,31 @@ async fn run_collector(args: args::RunArgs) -> anyhow::Result<ExitCode> {
         async move { source.commit_periodically(every, cancel).await }
     });
     let settled = pipeline.run(rx, &cancel).await;
-    let _ = reader.await;
-    let _ = committer.await;
+    let mut failed = Tally::get(&pipeline.tally().crashed_batches) > 0;
+    failed |= joined("Kafka reader", reader.await);
+    failed |= joined("committer", committer.await);
     if let Some(auditor) = auditor {
-        let _ = auditor.await;
+        failed |= joined("continuous audit", auditor.await);
     }
     let committed = source.commit().await;
-    tracing::info!(settled, ?committed, "collector stopped");
-    let _ = api.await;
-    Ok(ExitCode::SUCCESS)
+    tracing::info!(settled, ?committed, failed, "collector stopped");
+    failed |= joined("provisioning API", api.await);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Whether a task of `run` panicked (logged): `run` then exits non-zero.
+fn joined<T>(task: &str, result: Result<T, tokio::task::JoinError>) -> bool {
+    match result {
+        Ok(_) => false,
+        Err(e) => {
+            tracing::error!(task, error = %e, "collector task failed");
+            true
+        }
+    }
 }
 
 /// `/ready`: partitions assigned, the price fresh (the collector never
