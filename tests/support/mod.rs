@@ -323,6 +323,12 @@ impl Binary {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
         cmd.env("RUST_LOG", "warn,ticketmeter=info");
+        // Spilled dead letters go to a scratch directory, never the checkout
+        // (a test that spills sets its own).
+        cmd.env(
+            "DLQ_SPILL_DIR",
+            std::env::temp_dir().join(format!("ticketmeter-test-spill-{}", std::process::id())),
+        );
         for (k, v) in env {
             cmd.env(k, v);
         }
