@@ -13,6 +13,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::domain::{AuthId, FeeError, FeeWei, Identity, IdentityError};
+use crate::settle::DeadLetterKind;
 
 /// The one billable event type.
 pub const BILLABLE_TYPE: &str = "create_signed_ticket";
@@ -52,6 +53,10 @@ pub enum Decoded {
 pub enum SkipReason {
     #[error("not a create_signed_ticket event")]
     OtherType,
+    /// `dlq replay` from the topic: the letter's payload was cut to fit the
+    /// topic, so replaying it would only fail again.
+    #[error("a truncated dead letter: its full original is in the spill file {spill}")]
+    TruncatedLetter { spill: String },
 }
 
 /// Why a record cannot be billed. Every one is dead-lettered with this text.
@@ -86,19 +91,19 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// A low-cardinality label for metrics.
-    pub fn kind(&self) -> &'static str {
+    /// The class its dead letter is filed under.
+    pub fn kind(&self) -> DeadLetterKind {
         match self {
             Self::Empty
             | Self::TooLarge { .. }
             | Self::TooDeep
             | Self::Malformed(_)
-            | Self::NoType => "malformed",
+            | Self::NoType => DeadLetterKind::Malformed,
             Self::DataNotObject | Self::MalformedData(_) | Self::Pixels | Self::NoEventId => {
-                "invalid_data"
+                DeadLetterKind::InvalidData
             }
-            Self::NoAuthId | Self::EmptyAuthId | Self::Identity(_) => "identity",
-            Self::Fee(_) => "fee",
+            Self::NoAuthId | Self::EmptyAuthId | Self::Identity(_) => DeadLetterKind::Identity,
+            Self::Fee(_) => DeadLetterKind::Fee,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Deliver: ensure the customers of a batch, bill each event from its
-//! subscription's start, send the batch to OpenMeter's ingest API, and
-//! settle every event — delivered or dead-lettered — in the offset tracker.
-//! Nothing is dropped, and one customer never stops the others. What an
+//! subscription's start, send the batch to OpenMeter's ingest API, and hand
+//! every event's outcome — delivered or dead-lettered — to
+//! [`crate::settle`]. Nothing is dropped, and one customer never stops the
+//! others. What an
 //! OpenMeter failure concerns is decided by [`crate::openmeter::classify`]:
 //!
 //! - transient (network, 408/429/5xx) and configuration (token, URL, no
@@ -19,7 +20,6 @@
 //!   lone event gets one retry after that.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tracing::Instrument;
 
-use crate::commit::{OffsetTracker, Position};
-use crate::dlq::{DeadLetter, DeadLetterSink};
+use crate::commit::Position;
 use crate::domain::{CustomerKey, Identity};
 use crate::ensure::{EnsureError, Ensured, Provisioner};
 use crate::health::health;
@@ -37,6 +36,7 @@ use crate::map::UsageEvent;
 use crate::metrics::metrics;
 use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
 use crate::retry::Backoff;
+use crate::settle::{DeadLetterKind, Outcome, Settler};
 use crate::source::Record;
 
 /// How many subjects of one batch are ensured concurrently.
@@ -56,6 +56,12 @@ pub struct Pending {
     pub time: DateTime<Utc>,
     pub json: Bytes,
     pub read_at: Instant,
+}
+
+impl Pending {
+    fn record(&self) -> &Record {
+        &self.record
+    }
 }
 
 /// The span that ties one batch's log lines (ensure, send, split, dead
@@ -116,34 +122,11 @@ impl Default for BillingPolicy {
     }
 }
 
-/// What happened to the events a pipeline handled.
-#[derive(Debug, Default)]
-pub struct Tally {
-    pub read: AtomicU64,
-    pub skipped: AtomicU64,
-    pub delivered: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    /// Batch tasks that panicked: their events stay unsettled.
-    pub crashed_batches: AtomicU64,
-}
-
-impl Tally {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
 /// The ensure-then-ingest stage, shared by all in-flight batches.
 pub struct Deliverer {
     pub client: OpenMeterClient,
     pub provisioner: Provisioner,
-    pub dlq: DeadLetterSink,
-    pub tracker: Arc<OffsetTracker>,
-    pub tally: Arc<Tally>,
+    pub settler: Arc<Settler>,
     pub backoff: Backoff,
     pub billing: BillingPolicy,
     /// Customers already logged for moved or late events.
@@ -185,17 +168,14 @@ impl Deliverer {
     pub fn new(
         client: OpenMeterClient,
         provisioner: Provisioner,
-        dlq: DeadLetterSink,
-        tracker: Arc<OffsetTracker>,
+        settler: Arc<Settler>,
         backoff: Backoff,
         billing: BillingPolicy,
     ) -> Self {
         Self {
             client,
             provisioner,
-            dlq,
-            tracker,
-            tally: Arc::default(),
+            settler,
             backoff,
             billing,
             noted: Noted::default(),
@@ -253,7 +233,7 @@ impl Deliverer {
             return;
         }
         let Err(e) = self.client.ingest_batch(batch_body(&ready)).await else {
-            self.accepted(&ready);
+            self.accepted(&ready).await;
             return;
         };
         let class = classify(Call::Ingest, &e);
@@ -294,8 +274,8 @@ impl Deliverer {
                             "OpenMeter refused customer {}: {e}",
                             pending.identity.customer_key()
                         );
-                        self.dead_letter(pending.record, e.dead_letter_kind(), reason)
-                            .await;
+                        let outcome = Outcome::dead_letter(e.dead_letter_kind(), reason);
+                        self.settler.settle([&pending.record], &outcome).await;
                     }
                     class => {
                         let slot = waiting.entry(class).or_insert_with(|| {
@@ -400,10 +380,10 @@ impl Deliverer {
         match (left.len(), chunk.healed) {
             (1, true) => {
                 let reason = format!("OpenMeter rejected the event: {}", e.detail());
-                for pending in left {
-                    self.dead_letter(pending.record, "rejected", reason.clone())
-                        .await;
-                }
+                let outcome = Outcome::dead_letter(DeadLetterKind::Rejected, reason);
+                self.settler
+                    .settle(left.iter().map(Pending::record), &outcome)
+                    .await;
             }
             (1, false) => todo.push(Chunk {
                 events: left,
@@ -423,34 +403,19 @@ impl Deliverer {
         }
     }
 
-    fn accepted(&self, chunk: &[Pending]) {
+    async fn accepted(&self, chunk: &[Pending]) {
         health().progressed();
-        self.tracker.finished(positions(chunk));
-        Tally::add(&self.tally.delivered, chunk.len());
-        metrics().events_delivered.inc_by(chunk.len() as u64);
         metrics().batches.inc();
-    }
-
-    /// Writes a dead letter, then settles its offset.
-    pub async fn dead_letter(&self, record: Record, kind: &'static str, reason: String) {
-        let position = record.origin.position;
-        self.dlq.put(&DeadLetter::new(record, kind, reason)).await;
-        self.tracker.finished([position]);
-        Tally::add(&self.tally.dead_lettered, 1);
-    }
-
-    /// Settles a record that is not billable.
-    pub fn skipped(&self, position: Position) {
-        self.tracker.finished([position]);
-        Tally::add(&self.tally.skipped, 1);
-        metrics().events_skipped.inc();
+        self.settler
+            .settle(chunk.iter().map(Pending::record), &Outcome::Delivered)
+            .await;
     }
 }
 
 fn log_ensure_failure(key: &CustomerKey, e: &EnsureError) {
     match e.class() {
         ErrorClass::Customer | ErrorClass::Rejected => {
-            tracing::warn!(customer = %key, kind = e.dead_letter_kind(), error = %e, "OpenMeter refused this customer; dead-lettering its events, billing everyone else");
+            tracing::warn!(customer = %key, kind = %e.dead_letter_kind(), error = %e, "OpenMeter refused this customer; dead-lettering its events, billing everyone else");
         }
         ErrorClass::Transient => {
             tracing::warn!(customer = %key, error = %e, "ensure failed; holding this customer's events");
@@ -467,10 +432,6 @@ async fn ensure_one(
 ) -> (Identity, Result<Ensured, EnsureError>) {
     let result = provisioner.ensure(&identity).await;
     (identity, result)
-}
-
-fn positions(chunk: &[Pending]) -> impl Iterator<Item = Position> + '_ {
-    chunk.iter().map(|p| p.record.origin.position)
 }
 
 /// `[e1,e2,…]` from the pre-serialised events.

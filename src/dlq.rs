@@ -31,12 +31,12 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
-use crate::commit::Position;
 use crate::health::health;
 use crate::metrics::{metrics, Cause};
 use crate::retry::Backoff;
+use crate::settle::DeadLetterKind;
 use crate::source::kafka::KafkaConfig;
-use crate::source::{Origin, Record};
+use crate::source::Record;
 
 /// Header names on dead letters in the DLQ topic.
 pub const HEADER_PREFIX: &str = "ticketmeter.dlq.";
@@ -46,13 +46,12 @@ pub const HEADER_PREFIX: &str = "ticketmeter.dlq.";
 pub struct DeadLetter {
     pub record: Record,
     pub reason: String,
-    /// Low-cardinality class of the reason, for metrics.
-    pub kind: &'static str,
+    pub kind: DeadLetterKind,
     pub at: DateTime<Utc>,
 }
 
 impl DeadLetter {
-    pub fn new(record: Record, kind: &'static str, reason: impl Into<String>) -> Self {
+    pub fn new(record: Record, kind: DeadLetterKind, reason: impl Into<String>) -> Self {
         Self {
             record,
             reason: reason.into(),
@@ -196,7 +195,6 @@ impl DeadLetterSink {
             attempt += 1;
         }
         health().progressed();
-        metrics().dead_lettered(letter.kind);
         tracing::warn!(
             source = %letter.record.origin.source,
             partition = letter.record.origin.position.partition,
@@ -416,7 +414,7 @@ fn meta_headers(letter: &DeadLetter) -> Vec<(&'static str, String)> {
             "reason",
             truncate_utf8(&letter.reason, MAX_REASON_BYTES).to_owned(),
         ),
-        ("kind", letter.kind.to_owned()),
+        ("kind", letter.kind.as_str().to_owned()),
         ("source.topic", origin.source.to_string()),
         ("source.partition", origin.position.partition.to_string()),
         ("source.offset", origin.position.offset.to_string()),
@@ -525,7 +523,7 @@ impl From<&DeadLetter> for FileEntry {
         let text = std::str::from_utf8(bytes).ok().map(str::to_owned);
         Self {
             reason: letter.reason.clone(),
-            kind: letter.kind.to_owned(),
+            kind: letter.kind.as_str().to_owned(),
             time: letter.at.to_rfc3339_opts(SecondsFormat::Millis, true),
             source: letter.record.origin.source.to_string(),
             partition: letter.record.origin.position.partition,
@@ -554,22 +552,6 @@ impl FileEntry {
             .collect();
         bytes.map(Bytes::from)
     }
-
-    /// The entry as a record to replay, positioned at `line` of `file`.
-    pub fn into_record(self, file: Arc<str>, line: i64) -> Option<Record> {
-        Some(Record {
-            payload: self.payload_bytes()?,
-            key: None,
-            headers: Vec::new(),
-            origin: Origin {
-                source: file,
-                position: Position {
-                    partition: 0,
-                    offset: line,
-                },
-            },
-        })
-    }
 }
 
 async fn append_line(path: &Path, entry: &FileEntry) -> Result<(), DlqError> {
@@ -592,6 +574,8 @@ async fn append_line(path: &Path, entry: &FileEntry) -> Result<(), DlqError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commit::Position;
+    use crate::source::Origin;
 
     fn letter(payload: &[u8]) -> DeadLetter {
         let record = Record {
@@ -606,7 +590,11 @@ mod tests {
                 },
             },
         };
-        DeadLetter::new(record, "fee", "computed_fee is not a non-negative integer")
+        DeadLetter::new(
+            record,
+            DeadLetterKind::Fee,
+            "computed_fee is not a non-negative integer",
+        )
     }
 
     #[test]

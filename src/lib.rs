@@ -1,7 +1,8 @@
 //! ticketmeter: bills Livepeer remote-signer usage through OpenMeter.
 //!
 //! The modules follow the data: [`source`] → [`decode`] → [`map`] →
-//! [`ensure`] → [`deliver`] → [`commit`] / [`dlq`], wired by [`pipeline`];
+//! [`ensure`] → [`deliver`] → [`settle`] (→ [`commit`] / [`dlq`]), wired by
+//! [`pipeline`];
 //! plus [`billing`] (when OpenMeter invoices an event), [`health`], the
 //! [`openmeter`] client, [`audit`], the HTTP [`api`] and the [`cli`].
 
@@ -24,4 +25,5 @@ pub mod pipeline;
 pub mod price;
 pub mod retry;
 pub mod secret;
+pub mod settle;
 pub mod source;

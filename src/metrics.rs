@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::settle::DeadLetterKind;
+
 /// `upstream_calls`' labels: which OpenMeter operation, and how it ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteStatus {
@@ -219,9 +221,11 @@ impl Metrics {
             .inc();
     }
 
-    pub fn dead_lettered(&self, reason: &'static str) {
+    pub fn dead_lettered(&self, kind: DeadLetterKind) {
         self.events_dead_lettered
-            .get_or_create(&Reason { reason })
+            .get_or_create(&Reason {
+                reason: kind.as_str(),
+            })
             .inc();
     }
 
@@ -243,6 +247,7 @@ pub fn metrics() -> &'static Metrics {
 #[cfg(test)]
 mod tests {
     use super::{CallStatus, Cause, Metrics, Partition};
+    use crate::settle::DeadLetterKind;
 
     /// The names and labels dashboards and alerts select on.
     #[test]
@@ -250,7 +255,7 @@ mod tests {
         let m = Metrics::new();
         m.upstream_call("ingest events", CallStatus::Http(202));
         m.upstream_call("ingest events", CallStatus::Error);
-        m.dead_lettered("rejected");
+        m.dead_lettered(DeadLetterKind::Rejected);
         m.consumer_lag
             .get_or_create(&Partition { partition: 3 })
             .set(7);

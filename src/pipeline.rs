@@ -1,7 +1,8 @@
 //! The pipeline: records from a source are decoded and mapped in order,
 //! grouped into batches (by count, bytes and linger), and each batch is
 //! ensured and delivered by a bounded number of concurrent flushes. Skips
-//! and dead letters settle at once; events settle when their batch does.
+//! and dead letters settle at once; events settle when their batch does
+//! (both in [`crate::settle`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,14 +14,14 @@ use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
-use crate::decode::{decode, Decoded, SkipReason, DEFAULT_MAX_BYTES};
-use crate::deliver::{BillingPolicy, Deliverer, Pending, Tally};
+use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
+use crate::deliver::{BillingPolicy, Deliverer, Pending};
 use crate::domain::{EthUsdPrice, Identity};
 use crate::health::health;
 use crate::map::{map, UsageEvent};
-use crate::metrics::metrics;
 use crate::price::PriceFeed;
-use crate::source::file::read_lines;
+use crate::settle::{DeadLetterKind, Outcome, Settler, Tally};
+use crate::source::file::{read_lines, LineFormat, LinesRead};
 use crate::source::Record;
 use tokio::io::AsyncBufRead;
 
@@ -70,17 +71,15 @@ pub enum Fate {
         signed_at: DateTime<Utc>,
         json: Bytes,
     },
-    /// Not billable; settled unsent.
-    Skip(SkipReason),
-    /// Never sent: dead-lettered with this kind and reason.
-    DeadLetter { kind: &'static str, reason: String },
+    /// Settled unsent: skipped, or dead-lettered.
+    Settle(Outcome),
 }
 
 /// Decodes and maps one payload at `price`.
 pub fn judge(payload: &[u8], max_bytes: usize, price: &EthUsdPrice) -> Fate {
-    let dead = |kind, reason: String| Fate::DeadLetter { kind, reason };
+    let dead = |kind, reason: String| Fate::Settle(Outcome::dead_letter(kind, reason));
     match decode(payload, max_bytes) {
-        Ok(Decoded::Skip(reason)) => Fate::Skip(reason),
+        Ok(Decoded::Skip(reason)) => Fate::Settle(Outcome::Skipped(reason)),
         Ok(Decoded::Ticket(ticket)) => match map(*ticket, price) {
             Ok(mapped) => match serde_json::to_vec(&mapped.event) {
                 Ok(json) => Fate::Event {
@@ -89,9 +88,9 @@ pub fn judge(payload: &[u8], max_bytes: usize, price: &EthUsdPrice) -> Fate {
                     signed_at: mapped.signed_at,
                     json: Bytes::from(json),
                 },
-                Err(e) => dead("invalid_data", e.to_string()),
+                Err(e) => dead(DeadLetterKind::InvalidData, e.to_string()),
             },
-            Err(e) => dead("fee", e.to_string()),
+            Err(e) => dead(DeadLetterKind::Fee, e.to_string()),
         },
         Err(rejection) => dead(rejection.kind(), rejection.to_string()),
     }
@@ -119,7 +118,12 @@ struct InFlight {
 
 impl Pipeline {
     pub fn tally(&self) -> Arc<Tally> {
-        self.deliverer.tally.clone()
+        self.settler().tally().clone()
+    }
+
+    /// Where every record this pipeline takes in is settled.
+    pub fn settler(&self) -> &Arc<Settler> {
+        &self.deliverer.settler
     }
 
     /// Runs until `records` closes (the source ended or was cancelled),
@@ -162,8 +166,8 @@ impl Pipeline {
         self.drain(in_flight.tasks, cancel).await
     }
 
-    /// Runs every line of `reader` (JSON lines) through the pipeline; true
-    /// when every record read was settled.
+    /// Runs every line of `reader` (event JSON lines) through the pipeline;
+    /// true when every record read was settled.
     pub async fn run_lines<R>(
         &self,
         reader: R,
@@ -173,33 +177,47 @@ impl Pipeline {
     where
         R: AsyncBufRead + Unpin + Send + 'static,
     {
+        let (settled, _) = self
+            .run_file(reader, LineFormat::Events, name, cancel)
+            .await?;
+        Ok(settled)
+    }
+
+    /// Runs every line of `reader`, read as `format`, through the pipeline;
+    /// returns whether every record read was settled, and what was read.
+    pub async fn run_file<R>(
+        &self,
+        reader: R,
+        format: LineFormat,
+        name: &str,
+        cancel: &CancellationToken,
+    ) -> std::io::Result<(bool, LinesRead)>
+    where
+        R: AsyncBufRead + Unpin + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel(self.config.batch_max_events.max(1) * 2);
-        let tracker = self.deliverer.tracker.clone();
+        let tracker = self.settler().tracker().clone();
         let reading = tokio::spawn(read_lines(
             reader,
+            format,
             Arc::from(name),
             tx,
             tracker.clone(),
             cancel.clone(),
         ));
         let settled = self.run(rx, cancel).await;
-        reading.await.map_err(std::io::Error::other)??;
-        Ok(settled && tracker.pending(&[]) == 0)
+        let read = reading.await.map_err(std::io::Error::other)??;
+        Ok((settled && tracker.pending(&[]) == 0, read))
     }
 
     /// Decodes and maps one record; settles it at once if it is a skip or
     /// a dead letter. After `cancel`, a dead letter that cannot be written
     /// is abandoned unsettled (its offset stays uncommitted).
     async fn prepare(&self, record: Record, cancel: &CancellationToken) -> Option<Pending> {
-        Tally::add(&self.deliverer.tally.read, 1);
-        metrics().events_consumed.inc();
+        self.settler().received();
         let read_at = Instant::now();
         let price = self.price.current().price;
-        let (kind, reason) = match judge(&record.payload, self.config.max_event_bytes, &price) {
-            Fate::Skip(_) => {
-                self.deliverer.skipped(record.origin.position);
-                return None;
-            }
+        let outcome = match judge(&record.payload, self.config.max_event_bytes, &price) {
             Fate::Event {
                 identity,
                 event,
@@ -215,11 +233,11 @@ impl Pipeline {
                     read_at,
                 })
             }
-            Fate::DeadLetter { kind, reason } => (kind, reason),
+            Fate::Settle(outcome) => outcome,
         };
         tokio::select! {
             biased;
-            _ = self.deliverer.dead_letter(record, kind, reason) => {}
+            _ = self.settler().settle([&record], &outcome) => {}
             _ = cancel.cancelled() => {}
         }
         None
@@ -274,7 +292,7 @@ impl Pipeline {
         if e.is_cancelled() {
             return;
         }
-        Tally::add(&self.deliverer.tally.crashed_batches, 1);
+        self.settler().crashed();
         tracing::error!(
             error = %e,
             "a batch task failed; its offsets stay uncommitted: shutting down so a restart redelivers them"

@@ -13,10 +13,10 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
 use support::{eventually, test_pipeline, OpenMeter};
-use ticketmeter::deliver::Tally;
 use ticketmeter::dlq::DeadLetterSink;
 use ticketmeter::ensure::EnsureConfig;
 use ticketmeter::pipeline::{Pipeline, PipelineConfig};
+use ticketmeter::settle::Tally;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 

@@ -5,9 +5,10 @@ mod support;
 
 use serde_json::Value;
 use support::{fixtures, fixtures_dir, run_fixtures, run_fixtures_with, OpenMeter};
-use ticketmeter::deliver::{BillingPolicy, EventTime, Tally};
+use ticketmeter::deliver::{BillingPolicy, EventTime};
 use ticketmeter::dlq::DeadLetterSink;
 use ticketmeter::pipeline::PipelineConfig;
+use ticketmeter::settle::Tally;
 
 fn expected_events(cases: &[(String, Value)]) -> Vec<&Value> {
     cases

@@ -12,11 +12,11 @@ use serde_json::json;
 use support::{OpenMeter, PLAN};
 use ticketmeter::cli::pipeline;
 use ticketmeter::commit::OffsetTracker;
-use ticketmeter::deliver::Tally;
 use ticketmeter::dlq::DeadLetterSink;
 use ticketmeter::ensure::{EnsureConfig, Provisioner};
 use ticketmeter::pipeline::{Pipeline, PipelineConfig};
 use ticketmeter::price::PriceFeed;
+use ticketmeter::settle::Tally;
 use tokio_util::sync::CancellationToken;
 
 fn events(n: usize) -> String {

@@ -16,7 +16,6 @@ use super::pipeline;
 use crate::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use crate::commit::OffsetTracker;
 use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
-use crate::deliver::Tally;
 use crate::dlq::DeadLetterSink;
 use crate::domain::{EthUsdPrice, PlanKey};
 use crate::ensure::{EnsureConfig, Provisioner};
@@ -24,6 +23,7 @@ use crate::map::map;
 use crate::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
 use crate::pipeline::PipelineConfig;
 use crate::price::PriceFeed;
+use crate::settle::Tally;
 
 /// The meter the default plan's rate card prices.
 const BILLED_METER: &str = "billable_usd_micros";

@@ -21,8 +21,9 @@ use tokio::sync::mpsc;
 use super::args::DlqReplayArgs;
 use super::{kafka_config, shutdown_signal, start_pipeline};
 use crate::commit::OffsetTracker;
-use crate::deliver::Tally;
+use crate::decode::SkipReason;
 use crate::dlq::{letter_header, DeadLetterSink};
+use crate::settle::{Outcome, Tally};
 use crate::source::kafka::KafkaSource;
 use crate::source::Record;
 
@@ -54,7 +55,7 @@ pub async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
         let (source, stop) = (source.clone(), stop.clone());
         async move { source.run(raw_tx, stop).await }
     });
-    let gate_tracker = tracker.clone();
+    let settler = pipeline.settler().clone();
     let gate = tokio::spawn(async move {
         let mut done_partitions = std::collections::HashSet::new();
         loop {
@@ -77,7 +78,9 @@ pub async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
                     %spill,
                     "a truncated dead letter cannot be replayed from the topic: replay its full original from the spill file with `ticketmeter dlq replay --file`"
                 );
-                gate_tracker.finished([record.origin.position]);
+                settler.received();
+                let outcome = Outcome::Skipped(SkipReason::TruncatedLetter { spill });
+                settler.settle([&record], &outcome).await;
                 continue;
             }
             if tx.send(record).await.is_err() {

@@ -28,7 +28,7 @@ use crate::bootstrap::{
     bootstrap, check_catalog_against_collector, BootstrapError, BootstrapOptions, Catalog,
 };
 use crate::commit::OffsetTracker;
-use crate::deliver::{BillingPolicy, Deliverer, Tally};
+use crate::deliver::{BillingPolicy, Deliverer};
 use crate::dlq::DeadLetterSink;
 use crate::domain::Identity;
 use crate::ensure::{EnsureConfig, Provisioner};
@@ -38,6 +38,7 @@ use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::price::{PriceFeed, PriceSource};
 use crate::retry::Backoff;
 use crate::secret::Secret;
+use crate::settle::{Settler, Tally};
 use crate::source::kafka::{KafkaConfig, KafkaSource};
 
 /// Runs the parsed command.
@@ -169,8 +170,7 @@ pub fn pipeline(
     let deliverer = Deliverer::new(
         provisioner.client().clone(),
         provisioner,
-        dlq,
-        tracker,
+        Arc::new(Settler::new(dlq, tracker)),
         Backoff::default(),
         config.billing,
     );

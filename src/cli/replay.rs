@@ -8,19 +8,17 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use serde_json::json;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufRead, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::args::{DlqReplayArgs, ReplayArgs};
 use super::{shutdown_signal, start_pipeline};
-use crate::commit::{OffsetTracker, Position};
-use crate::deliver::Tally;
-use crate::dlq::{DeadLetterSink, FileEntry};
+use crate::dlq::DeadLetterSink;
 use crate::domain::EthUsdPrice;
 use crate::pipeline::{judge, Fate};
-use crate::source::file::read_lines;
-use crate::source::Record;
+use crate::settle::{Outcome, Tally};
+use crate::source::file::{read_lines, LineFormat};
 
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
@@ -59,6 +57,7 @@ async fn dry_run(path: &Path, price: &EthUsdPrice, max_bytes: usize) -> anyhow::
     let (tx, mut rx) = mpsc::channel(256);
     let reading = tokio::spawn(read_lines(
         open(path).await?,
+        LineFormat::Events,
         Arc::from(path.display().to_string()),
         tx,
         Arc::default(),
@@ -68,8 +67,13 @@ async fn dry_run(path: &Path, price: &EthUsdPrice, max_bytes: usize) -> anyhow::
     while let Some(record) = rx.recv().await {
         let line = match judge(&record.payload, max_bytes, price) {
             Fate::Event { json, .. } => String::from_utf8_lossy(&json).into_owned(),
-            Fate::Skip(reason) => json!({ "skip": reason.to_string() }).to_string(),
-            Fate::DeadLetter { reason, .. } => json!({ "dead_letter": reason }).to_string(),
+            Fate::Settle(Outcome::Skipped(reason)) => {
+                json!({ "skip": reason.to_string() }).to_string()
+            }
+            Fate::Settle(Outcome::DeadLettered { reason, .. }) => {
+                json!({ "dead_letter": reason }).to_string()
+            }
+            Fate::Settle(Outcome::Delivered) => json!({ "delivered": true }).to_string(),
         };
         writeln!(out, "{line}")?;
     }
@@ -86,61 +90,26 @@ pub async fn dlq_replay(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
         bail!("--dlq-out must differ from --file, or letters that fail again would be replayed for ever");
     }
     let cancel = shutdown_signal();
-    let tracker = Arc::new(OffsetTracker::default());
     let dlq = DeadLetterSink::file(&out);
-    let pipeline = start_pipeline(&args.pipeline, dlq, tracker.clone(), &cancel).await?;
-    let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);
-    let reading = tokio::spawn(read_dead_letters(file.clone(), tx, tracker.clone()));
-    let settled = pipeline.run(rx, &cancel).await;
-    let unreadable = reading.await??;
+    let pipeline = start_pipeline(&args.pipeline, dlq, Arc::default(), &cancel).await?;
+    let name = file.display().to_string();
+    let (settled, read) = pipeline
+        .run_file(open(&file).await?, LineFormat::DeadLetters, &name, &cancel)
+        .await?;
     report(&pipeline.tally(), &out);
-    if unreadable > 0 {
+    if read.unreadable > 0 {
         eprintln!(
-            "{unreadable} line(s) of {} were not dead letters and were left alone",
-            file.display()
+            "{} line(s) of {name} were not dead letters and were left alone",
+            read.unreadable
         );
     }
-    Ok(exit(settled && unreadable == 0))
+    Ok(exit(settled && read.unreadable == 0))
 }
 
 fn again_path(file: &Path) -> PathBuf {
     let mut name = file.as_os_str().to_owned();
     name.push(".again.jsonl");
     PathBuf::from(name)
-}
-
-/// Feeds a dead-letter file's original payloads into the pipeline; returns
-/// how many lines could not be read as dead letters.
-async fn read_dead_letters(
-    path: PathBuf,
-    tx: mpsc::Sender<Record>,
-    tracker: Arc<OffsetTracker>,
-) -> anyhow::Result<u64> {
-    let name: Arc<str> = Arc::from(path.display().to_string());
-    let mut lines = open(&path).await?.lines();
-    let (mut number, mut unreadable) = (0i64, 0u64);
-    while let Some(line) = lines.next_line().await? {
-        number += 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record = serde_json::from_str::<FileEntry>(&line)
-            .ok()
-            .and_then(|entry| entry.into_record(name.clone(), number));
-        let Some(record) = record else {
-            eprintln!("{}:{number}: not a dead letter", path.display());
-            unreadable += 1;
-            continue;
-        };
-        tracker.read(Position {
-            partition: 0,
-            offset: number,
-        });
-        if tx.send(record).await.is_err() {
-            break;
-        }
-    }
-    Ok(unreadable)
 }
 
 fn report(tally: &Tally, dlq: &Path) {

@@ -22,6 +22,7 @@ use crate::domain::{CustomerKey, Identity, PlanKey};
 use crate::metrics::metrics;
 use crate::openmeter::model::{CreateSubscription, Customer, CustomerById, PlanRef, Subscription};
 use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
+use crate::settle::DeadLetterKind;
 use cache::EnsuredCache;
 
 /// Cache sizes and lifetimes.
@@ -110,13 +111,13 @@ impl EnsureError {
     }
 
     /// The dead-letter kind for events of a customer this error refused.
-    pub fn dead_letter_kind(&self) -> &'static str {
+    pub fn dead_letter_kind(&self) -> DeadLetterKind {
         match self {
             Self::Upstream {
                 step: Call::FindCustomer | Call::CreateCustomer,
                 ..
-            } => "customer_rejected",
-            _ => "subscription_refused",
+            } => DeadLetterKind::CustomerRejected,
+            _ => DeadLetterKind::SubscriptionRefused,
         }
     }
 }

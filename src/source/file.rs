@@ -10,18 +10,40 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Origin, Record};
 use crate::commit::{OffsetTracker, Position};
+use crate::dlq::FileEntry;
 
-/// Reads every non-blank line into the pipeline, then returns the number of
-/// records read. Stops early when `cancel` fires or the pipeline is gone.
+/// What each line of a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineFormat {
+    /// One event payload per line (backfills, the demo).
+    Events,
+    /// One dead letter per line ([`FileEntry`]); its original payload is
+    /// what is replayed.
+    DeadLetters,
+}
+
+/// What a file held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinesRead {
+    /// Records handed to the pipeline.
+    pub records: u64,
+    /// Lines that were not of the expected format (logged, left alone).
+    pub unreadable: u64,
+}
+
+/// Reads every non-blank line into the pipeline. Stops early when `cancel`
+/// fires or the pipeline is gone.
 pub async fn read_lines<R: AsyncBufRead + Unpin>(
     mut reader: R,
+    format: LineFormat,
     source: Arc<str>,
     tx: mpsc::Sender<Record>,
     tracker: Arc<OffsetTracker>,
     cancel: CancellationToken,
-) -> std::io::Result<u64> {
+) -> std::io::Result<LinesRead> {
     let mut line = Vec::new();
-    let (mut number, mut read) = (0i64, 0u64);
+    let mut number = 0i64;
+    let mut read = LinesRead::default();
     loop {
         line.clear();
         let n = tokio::select! {
@@ -35,26 +57,42 @@ pub async fn read_lines<R: AsyncBufRead + Unpin>(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let position = Position {
-            partition: 0,
-            offset: number,
-        };
-        tracker.read(position);
-        let record = Record {
-            payload: Bytes::copy_from_slice(trim_newline(&line)),
-            key: None,
-            headers: Vec::new(),
-            origin: Origin {
-                source: source.clone(),
-                position,
+        let origin = Origin {
+            source: source.clone(),
+            position: Position {
+                partition: 0,
+                offset: number,
             },
         };
+        let Some(record) = format.record(trim_newline(&line), origin) else {
+            tracing::warn!(file = %source, line = number, "not a dead letter: left alone");
+            read.unreadable += 1;
+            continue;
+        };
+        tracker.read(record.origin.position);
         if tx.send(record).await.is_err() {
             break;
         }
-        read += 1;
+        read.records += 1;
     }
     Ok(read)
+}
+
+impl LineFormat {
+    fn record(self, line: &[u8], origin: Origin) -> Option<Record> {
+        let payload = match self {
+            Self::Events => Bytes::copy_from_slice(line),
+            Self::DeadLetters => serde_json::from_slice::<FileEntry>(line)
+                .ok()?
+                .payload_bytes()?,
+        };
+        Some(Record {
+            payload,
+            key: None,
+            headers: Vec::new(),
+            origin,
+        })
+    }
 }
 
 fn trim_newline(line: &[u8]) -> &[u8] {

@@ -1,0 +1,246 @@
+//! Settle: the one place an event's outcome takes effect. Every record read
+//! ends here once — delivered, skipped or dead-lettered — and only here is
+//! its offset marked finished, its dead letter written, and it counted in
+//! the tally and the metrics. Stages decide outcomes; they never act on
+//! them (after Vector's finalization: one status per event, one place that
+//! acts on it).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::commit::OffsetTracker;
+use crate::decode::SkipReason;
+use crate::dlq::{DeadLetter, DeadLetterSink};
+use crate::metrics::metrics;
+use crate::source::Record;
+
+/// Why a record was dead-lettered, as a low-cardinality class: the
+/// `ticketmeter.dlq.kind` header, the dead-letter file's `kind` and the
+/// `reason` label of `events_dead_lettered_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterKind {
+    /// Not a readable event envelope (empty, too large, too deep, no type).
+    Malformed,
+    /// A ticket whose data cannot be billed as sent.
+    InvalidData,
+    /// No usable `auth_id`.
+    Identity,
+    /// A fee that is not a non-negative integer of wei, or overflows.
+    Fee,
+    /// OpenMeter rejected the event itself.
+    Rejected,
+    /// OpenMeter refused to find or create the customer.
+    CustomerRejected,
+    /// OpenMeter refused the customer's subscription or billing setup.
+    SubscriptionRefused,
+}
+
+impl DeadLetterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::InvalidData => "invalid_data",
+            Self::Identity => "identity",
+            Self::Fee => "fee",
+            Self::Rejected => "rejected",
+            Self::CustomerRejected => "customer_rejected",
+            Self::SubscriptionRefused => "subscription_refused",
+        }
+    }
+}
+
+impl fmt::Display for DeadLetterKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What became of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// OpenMeter accepted it.
+    Delivered,
+    /// Not billable; settled unsent.
+    Skipped(SkipReason),
+    /// Never sent: kept whole in the dead-letter queue with why.
+    DeadLettered {
+        kind: DeadLetterKind,
+        reason: String,
+    },
+}
+
+impl Outcome {
+    pub fn dead_letter(kind: DeadLetterKind, reason: impl Into<String>) -> Self {
+        Self::DeadLettered {
+            kind,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What happened to the events a pipeline handled.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub read: AtomicU64,
+    pub skipped: AtomicU64,
+    pub delivered: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    /// Batch tasks that panicked: their events stay unsettled.
+    pub crashed_batches: AtomicU64,
+}
+
+impl Tally {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Acts on outcomes: owns the offset tracker, the dead-letter sink and the
+/// tally. Shared by the pipeline and every in-flight batch.
+pub struct Settler {
+    dlq: DeadLetterSink,
+    tracker: Arc<OffsetTracker>,
+    tally: Arc<Tally>,
+}
+
+impl Settler {
+    pub fn new(dlq: DeadLetterSink, tracker: Arc<OffsetTracker>) -> Self {
+        Self {
+            dlq,
+            tracker,
+            tally: Arc::default(),
+        }
+    }
+
+    pub fn tally(&self) -> &Arc<Tally> {
+        &self.tally
+    }
+
+    pub fn tracker(&self) -> &Arc<OffsetTracker> {
+        &self.tracker
+    }
+
+    /// Counts a record taken in; it is settled later, exactly once.
+    pub fn received(&self) {
+        Tally::add(&self.tally.read, 1);
+        metrics().events_consumed.inc();
+    }
+
+    /// Counts a batch task that panicked, leaving its events unsettled.
+    pub fn crashed(&self) {
+        Tally::add(&self.tally.crashed_batches, 1);
+    }
+
+    /// Settles `records`, which share one outcome. A dead letter is written
+    /// (retried until it is durable) before its offset counts as finished.
+    pub async fn settle<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a Record>,
+        outcome: &Outcome,
+    ) {
+        let records = records.into_iter();
+        match outcome {
+            Outcome::Delivered => {
+                let n = self.finish(records);
+                Tally::add(&self.tally.delivered, n);
+                metrics().events_delivered.inc_by(n as u64);
+            }
+            Outcome::Skipped(_) => {
+                let n = self.finish(records);
+                Tally::add(&self.tally.skipped, n);
+                metrics().events_skipped.inc_by(n as u64);
+            }
+            Outcome::DeadLettered { kind, reason } => {
+                for record in records {
+                    let letter = DeadLetter::new(record.clone(), *kind, reason.clone());
+                    self.dlq.put(&letter).await;
+                    self.tracker.finished([record.origin.position]);
+                    Tally::add(&self.tally.dead_lettered, 1);
+                    metrics().dead_lettered(*kind);
+                }
+            }
+        }
+    }
+
+    /// Marks the records' offsets finished; returns how many there were.
+    fn finish<'a>(&self, records: impl Iterator<Item = &'a Record>) -> usize {
+        let mut n = 0;
+        self.tracker.finished(records.map(|r| {
+            n += 1;
+            r.origin.position
+        }));
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::commit::Position;
+    use crate::source::Origin;
+
+    fn record(offset: i64) -> Record {
+        Record {
+            payload: Bytes::from_static(b"{}"),
+            key: None,
+            headers: Vec::new(),
+            origin: Origin {
+                source: Arc::from("test"),
+                position: Position {
+                    partition: 0,
+                    offset,
+                },
+            },
+        }
+    }
+
+    fn settler() -> (Settler, DeadLetterSink, Arc<OffsetTracker>) {
+        let dlq = DeadLetterSink::memory();
+        let tracker = Arc::new(OffsetTracker::default());
+        for offset in 0..3 {
+            tracker.read(Position {
+                partition: 0,
+                offset,
+            });
+        }
+        (Settler::new(dlq.clone(), tracker.clone()), dlq, tracker)
+    }
+
+    #[tokio::test]
+    async fn every_outcome_finishes_its_offsets_and_is_counted_once() {
+        let (settler, _, tracker) = settler();
+        let (a, b, c) = (record(0), record(1), record(2));
+        settler.settle([&a, &b], &Outcome::Delivered).await;
+        settler
+            .settle([&c], &Outcome::Skipped(SkipReason::OtherType))
+            .await;
+        assert_eq!(tracker.pending(&[]), 0);
+        let tally = settler.tally();
+        assert_eq!(Tally::get(&tally.delivered), 2);
+        assert_eq!(Tally::get(&tally.skipped), 1);
+        assert_eq!(Tally::get(&tally.dead_lettered), 0);
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_keeps_the_record_whole_with_its_kind_and_reason() {
+        let (settler, dlq, tracker) = settler();
+        let outcome = Outcome::dead_letter(DeadLetterKind::Fee, "computed_fee is negative");
+        settler.settle([&record(1)], &outcome).await;
+        let kept = dlq.kept();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].kind, DeadLetterKind::Fee);
+        assert_eq!(kept[0].reason, "computed_fee is negative");
+        assert_eq!(kept[0].record.payload, Bytes::from_static(b"{}"));
+        assert_eq!(tracker.pending(&[]), 2);
+        assert_eq!(Tally::get(&settler.tally().dead_lettered), 1);
+    }
+}
