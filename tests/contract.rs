@@ -79,9 +79,7 @@ use ticketmeter::domain::{Identity, PlanKey};
 use ticketmeter::ensure::{EnsureConfig, Provisioner};
 use ticketmeter::map::map;
 use ticketmeter::openmeter::model::{CreateSubscription, CustomerById};
-use ticketmeter::openmeter::{
-    ApiError, ClientConfig, Endpoint, OpenMeterClient, CLOUDEVENT, CLOUDEVENT_BATCH,
-};
+use ticketmeter::openmeter::{ApiError, ClientConfig, Endpoint, OpenMeterClient, CLOUDEVENT_BATCH};
 use ticketmeter::secret::Secret;
 
 const TOKEN: &str = "contract-test-token";
@@ -881,25 +879,6 @@ async fn bootstrap_of_the_catalog_on_a_fresh_double_passes_with_no_violation() {
     );
     assert_eq!(contract.double.plans().len(), 1);
     assert_eq!(contract.double.plans()[0].status, "active");
-    contract.assert_no_violation();
-}
-
-#[tokio::test]
-async fn a_single_cloudevent_ingest_passes_with_no_violation() {
-    let contract = Contract::start().await;
-    let event = first_mapped_event();
-
-    contract
-        .client()
-        .ingest_one(Bytes::from(serde_json::to_vec(&event).expect("serialise")))
-        .await
-        .expect("ingest one event");
-
-    assert_eq!(contract.summaries(), ["POST /openmeter/events 202"]);
-    let exchange = &contract.exchanges()[0];
-    assert_eq!(exchange.via, Via::Prism);
-    assert_eq!(exchange.request_content_type, CLOUDEVENT);
-    assert_eq!(contract.double.delivery_count(), 1);
     contract.assert_no_violation();
 }
 

@@ -201,42 +201,46 @@ impl Report {
         }
     }
 
+    /// One line per customer, then the totals: what both the table and
+    /// the CSV show.
+    fn rows(&self) -> Vec<Row> {
+        let mut rows: Vec<Row> = self
+            .customers
+            .iter()
+            .map(|c| Row {
+                customer: c.customer.clone(),
+                signed: c.signed_events,
+                stored: c.stored_events,
+                money: c.money.clone(),
+                missing: c.missing.len() as u64,
+                unbillable: c.unbillable.len() as u64,
+                dead_lettered: c.dead_lettered.len() as u64,
+            })
+            .collect();
+        let t = &self.totals;
+        rows.push(Row {
+            customer: "TOTAL".to_owned(),
+            signed: t.signed_events,
+            stored: t.stored_events,
+            money: CustomerMoney {
+                signed_fee_wei: t.signed_fee_wei,
+                signed_usd_micros: t.signed_usd_micros,
+                stored: t.money.clone(),
+                duplicates: t.duplicate_events,
+            },
+            missing: t.missing_events,
+            unbillable: t.unbillable_events,
+            dead_lettered: t.dead_lettered_events,
+        });
+        rows
+    }
+
     fn csv(&self) -> String {
         let mut writer = csv::Writer::from_writer(Vec::new());
         let _ = writer.write_record(CSV_HEADER);
-        for c in &self.customers {
-            let _ = writer.write_record(csv_row(
-                &c.customer,
-                c.signed_events,
-                c.stored_events,
-                &c.money,
-                [
-                    c.missing.len() as u64,
-                    c.unbillable.len() as u64,
-                    c.dead_lettered.len() as u64,
-                    c.money.duplicates,
-                ],
-            ));
+        for row in self.rows() {
+            let _ = writer.write_record(row.csv());
         }
-        let t = &self.totals;
-        let money = CustomerMoney {
-            signed_fee_wei: t.signed_fee_wei,
-            signed_usd_micros: t.signed_usd_micros,
-            stored: t.money.clone(),
-            duplicates: t.duplicate_events,
-        };
-        let _ = writer.write_record(csv_row(
-            "TOTAL",
-            t.signed_events,
-            t.stored_events,
-            &money,
-            [
-                t.missing_events,
-                t.unbillable_events,
-                t.dead_lettered_events,
-                t.duplicate_events,
-            ],
-        ));
         let bytes = writer.into_inner().unwrap_or_default();
         String::from_utf8(bytes).unwrap_or_default()
     }
@@ -254,37 +258,8 @@ impl Report {
         );
         out.push('\n');
         let mut rows = vec![TABLE_HEADER.map(str::to_owned).to_vec()];
-        for c in &self.customers {
-            rows.push(table_row(
-                &c.customer,
-                c.signed_events,
-                c.stored_events,
-                &c.money,
-                [
-                    c.missing.len() as u64,
-                    c.unbillable.len() as u64,
-                    c.dead_lettered.len() as u64,
-                ],
-            ));
-        }
+        rows.extend(self.rows().iter().map(Row::table));
         let t = &self.totals;
-        let money = CustomerMoney {
-            signed_fee_wei: t.signed_fee_wei,
-            signed_usd_micros: t.signed_usd_micros,
-            stored: t.money.clone(),
-            duplicates: t.duplicate_events,
-        };
-        rows.push(table_row(
-            "TOTAL",
-            t.signed_events,
-            t.stored_events,
-            &money,
-            [
-                t.missing_events,
-                t.unbillable_events,
-                t.dead_lettered_events,
-            ],
-        ));
         out.push_str(&align(&rows));
         let _ = writeln!(
             out,
@@ -458,28 +433,51 @@ const CSV_HEADER: [&str; 13] = [
     "duplicate_events",
 ];
 
-fn csv_row(
-    customer: &str,
+/// One customer's line (or the totals), in whole events and exact money.
+struct Row {
+    customer: String,
     signed: u64,
     stored: u64,
-    m: &CustomerMoney,
-    [missing, unbillable, dead, duplicates]: [u64; 4],
-) -> Vec<String> {
-    vec![
-        customer.to_owned(),
-        signed.to_string(),
-        m.signed_fee_wei.to_string(),
-        m.signed_usd_micros.to_string(),
-        stored.to_string(),
-        m.stored.stored_fee_wei.to_string(),
-        m.stored.stored_usd_micros.to_string(),
-        missing.to_string(),
-        m.stored.missing_usd_micros.to_string(),
-        unbillable.to_string(),
-        m.stored.unbillable_usd_micros.to_string(),
-        dead.to_string(),
-        duplicates.to_string(),
-    ]
+    money: CustomerMoney,
+    missing: u64,
+    unbillable: u64,
+    dead_lettered: u64,
+}
+
+impl Row {
+    fn csv(&self) -> Vec<String> {
+        let m = &self.money;
+        vec![
+            self.customer.clone(),
+            self.signed.to_string(),
+            m.signed_fee_wei.to_string(),
+            m.signed_usd_micros.to_string(),
+            self.stored.to_string(),
+            m.stored.stored_fee_wei.to_string(),
+            m.stored.stored_usd_micros.to_string(),
+            self.missing.to_string(),
+            m.stored.missing_usd_micros.to_string(),
+            self.unbillable.to_string(),
+            m.stored.unbillable_usd_micros.to_string(),
+            self.dead_lettered.to_string(),
+            m.duplicates.to_string(),
+        ]
+    }
+
+    fn table(&self) -> Vec<String> {
+        let m = &self.money;
+        vec![
+            self.customer.clone(),
+            self.signed.to_string(),
+            m.signed_fee_wei.to_string(),
+            m.signed_usd_micros.to_string(),
+            self.stored.to_string(),
+            m.stored.stored_usd_micros.to_string(),
+            self.missing.to_string(),
+            self.unbillable.to_string(),
+            self.dead_lettered.to_string(),
+        ]
+    }
 }
 
 const TABLE_HEADER: [&str; 9] = [
@@ -493,26 +491,6 @@ const TABLE_HEADER: [&str; 9] = [
     "unbillable",
     "dead-lettered",
 ];
-
-fn table_row(
-    customer: &str,
-    signed: u64,
-    stored: u64,
-    m: &CustomerMoney,
-    [missing, unbillable, dead]: [u64; 3],
-) -> Vec<String> {
-    vec![
-        customer.to_owned(),
-        signed.to_string(),
-        m.signed_fee_wei.to_string(),
-        m.signed_usd_micros.to_string(),
-        stored.to_string(),
-        m.stored.stored_usd_micros.to_string(),
-        missing.to_string(),
-        unbillable.to_string(),
-        dead.to_string(),
-    ]
-}
 
 /// Left-aligns the first column, right-aligns the numbers.
 fn align(rows: &[Vec<String>]) -> String {

@@ -101,8 +101,7 @@ pub struct OpenMeterClient {
     config: ClientConfig,
 }
 
-/// Content types of the ingest endpoint.
-pub const CLOUDEVENT: &str = "application/cloudevents+json";
+/// The ingest endpoint's content type for a JSON array of CloudEvents.
 pub const CLOUDEVENT_BATCH: &str = "application/cloudevents-batch+json";
 
 impl OpenMeterClient {
@@ -204,18 +203,9 @@ impl OpenMeterClient {
     /// Sends one JSON array of CloudEvents, serialised by the caller.
     /// No retry here: the delivery stage owns retry and back-pressure.
     pub async fn ingest_batch(&self, body: Bytes) -> Result<(), ApiError> {
-        self.ingest(body, CLOUDEVENT_BATCH).await
-    }
-
-    /// Sends one CloudEvent, serialised by the caller.
-    pub async fn ingest_one(&self, body: Bytes) -> Result<(), ApiError> {
-        self.ingest(body, CLOUDEVENT).await
-    }
-
-    async fn ingest(&self, body: Bytes, content_type: &'static str) -> Result<(), ApiError> {
         let request = self
             .authorized(Method::POST, self.config.endpoint.ingest().as_str())
-            .header(CONTENT_TYPE, content_type)
+            .header(CONTENT_TYPE, CLOUDEVENT_BATCH)
             .body(body);
         let response = self.execute("ingest events", request).await?;
         drop(response);
