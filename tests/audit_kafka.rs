@@ -8,9 +8,6 @@ mod support;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use rdkafka::config::ClientConfig as RdConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::TopicPartitionList;
 use serde_json::Value;
 use support::{
     collector_env, eventually, fixtures, free_port, Binary, Broker, OpenMeter, PLAN, TOKEN,
@@ -62,25 +59,6 @@ async fn stack(topic: &str, partitions: i32) -> (Broker, OpenMeter) {
     (broker, om)
 }
 
-fn committed(broker: &Broker, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = RdConfig::new()
-        .set("bootstrap.servers", broker.brokers())
-        .set("group.id", "openmeter-collector")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    consumer
-        .committed_offsets(tpl, Duration::from_secs(5))
-        .unwrap()
-        .elements()
-        .iter()
-        .map(|e| e.offset().to_raw().unwrap_or(-1))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kafka_range_is_audited_with_its_dead_letter_topic_and_the_collectors_offsets_stay_put() {
     let (topic, partitions) = ("audited-events", 2);
@@ -89,7 +67,7 @@ async fn a_kafka_range_is_audited_with_its_dead_letter_topic_and_the_collectors_
     let mut collector = Binary::spawn(&["run"], &env);
     let all_in = eventually(WAIT, || {
         om.double.unique_events().len() == SENT
-            && committed(&broker, topic, partitions).iter().sum::<i64>() == 9
+            && broker.committed(topic, partitions).iter().sum::<i64>() == 9
     })
     .await;
     assert!(
@@ -100,7 +78,7 @@ async fn a_kafka_range_is_audited_with_its_dead_letter_topic_and_the_collectors_
     assert!(collector
         .terminate(Duration::from_secs(30))
         .is_some_and(|s| s.success()));
-    let before = committed(&broker, topic, partitions);
+    let before = broker.committed(topic, partitions);
 
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketmeter"))
         .args([
@@ -121,7 +99,7 @@ async fn a_kafka_range_is_audited_with_its_dead_letter_topic_and_the_collectors_
     assert_eq!(totals["missing_events"], 0);
     assert_eq!(totals["dead_lettered_events"], 2);
     assert_eq!(
-        committed(&broker, topic, partitions),
+        broker.committed(topic, partitions),
         before,
         "the audit committed nothing for the collector's group"
     );

@@ -8,12 +8,10 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use openmeter_double::Route;
-use rdkafka::config::ClientConfig as RdConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::TopicPartitionList;
 use serde_json::json;
-use support::{collector_env, eventually, fixtures, free_port, Binary, Broker, OpenMeter, TOKEN};
+use support::{
+    collector_env, eventually, fixtures, free_port, Binary, Broker, Letter, OpenMeter, TOKEN,
+};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -22,53 +20,15 @@ fn run_collector(broker: &Broker, topic: &str, om: &OpenMeter) -> Binary {
     Binary::spawn(&["run"], &env)
 }
 
-/// Committed offset of each partition of the collector's group.
-fn committed(broker: &Broker, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = RdConfig::new()
-        .set("bootstrap.servers", broker.brokers())
-        .set("group.id", "openmeter-collector")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let offsets = consumer
-        .committed_offsets(tpl, Duration::from_secs(5))
-        .unwrap();
-    offsets
-        .elements()
-        .iter()
-        .map(|e| e.offset().to_raw().unwrap_or(-1))
+/// Each dead letter's reason header and payload.
+fn reasons_and_payloads(letters: Vec<Letter>) -> Vec<(String, String)> {
+    letters
+        .into_iter()
+        .map(|l| {
+            let reason = l.header("reason").unwrap_or_default().to_owned();
+            (reason, String::from_utf8_lossy(&l.payload).into_owned())
+        })
         .collect()
-}
-
-/// Reads every message of the DLQ topic: (reason header, payload).
-async fn dead_letters(broker: &Broker, topic: &str, expected: usize) -> Vec<(String, String)> {
-    let consumer: StreamConsumer = RdConfig::new()
-        .set("bootstrap.servers", broker.brokers())
-        .set("group.id", format!("dlq-reader-{}", free_port()))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    while out.len() < expected {
-        let Ok(Ok(m)) = tokio::time::timeout(WAIT, consumer.recv()).await else {
-            break;
-        };
-        let reason = m
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == "ticketmeter.dlq.reason"))
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
-        out.push((
-            reason,
-            String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-        ));
-    }
-    out
 }
 
 /// Ids of the distinct events OpenMeter accepted.
@@ -130,7 +90,11 @@ async fn fixtures_over_a_real_broker_are_delivered_dead_lettered_and_committed()
         .iter()
         .filter_map(|(_, x)| x["dead_letter"].as_str().map(str::to_owned))
         .collect();
-    let letters = dead_letters(&broker, "gateway-events.dlq", expected_reasons.len()).await;
+    let letters = reasons_and_payloads(
+        broker
+            .read_letters("gateway-events.dlq", expected_reasons.len())
+            .await,
+    );
     let reasons: BTreeSet<String> = letters.iter().map(|(r, _)| r.clone()).collect();
     assert_eq!(reasons, expected_reasons);
     assert!(
@@ -145,13 +109,13 @@ async fn fixtures_over_a_real_broker_are_delivered_dead_lettered_and_committed()
         per_partition[i % partitions as usize] += 1;
     }
     let all_committed = eventually(WAIT, || {
-        committed(&broker, topic, partitions) == per_partition
+        broker.committed(topic, partitions) == per_partition
     })
     .await;
     assert!(
         all_committed,
         "committed {:?}, produced {:?}",
-        committed(&broker, topic, partitions),
+        broker.committed(topic, partitions),
         per_partition
     );
 
@@ -279,7 +243,7 @@ async fn dlq_replay_delivers_dead_letters_once_the_cause_is_fixed() {
 
     let mut collector = run_collector(&broker, topic, &om);
     assert!(eventually(WAIT, || om.double.unique_events().len() == total - 1).await);
-    let letters = dead_letters(&broker, "replay-events.dlq", 1).await;
+    let letters = reasons_and_payloads(broker.read_letters("replay-events.dlq", 1).await);
     assert!(letters[0].0.contains("req-3"), "{letters:?}");
     assert!(stops_cleanly(&mut collector));
 

@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 
 use openmeter_double::Route;
 use rdkafka::config::ClientConfig as RdConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::TopicPartitionList;
 use serde_json::{json, Value};
 use support::{collector_env, eventually, free_port, Binary, Broker, OpenMeter, Storage, TOKEN};
 
@@ -45,79 +42,6 @@ fn collector(
     let mut env = collector_env(&broker.brokers(), topic, &om.url(), port);
     env.extend_from_slice(extra);
     Binary::spawn(&["run"], &env)
-}
-
-/// Committed offset of each partition of the collector's group.
-fn committed(broker: &Broker, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = RdConfig::new()
-        .set("bootstrap.servers", broker.brokers())
-        .set("group.id", "openmeter-collector")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    consumer
-        .committed_offsets(tpl, Duration::from_secs(5))
-        .map(|offsets| {
-            offsets
-                .elements()
-                .iter()
-                .map(|e| e.offset().to_raw().unwrap_or(-1))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A dead letter as read back from the DLQ topic.
-struct Letter {
-    headers: Vec<(String, String)>,
-    payload: Vec<u8>,
-}
-
-impl Letter {
-    fn header(&self, name: &str) -> Option<&str> {
-        let key = format!("ticketmeter.dlq.{name}");
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-async fn read_letters(broker: &Broker, topic: &str, expected: usize) -> Vec<Letter> {
-    let consumer: StreamConsumer = RdConfig::new()
-        .set("bootstrap.servers", broker.brokers())
-        .set("group.id", format!("dlq-reader-{}", free_port()))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    while out.len() < expected {
-        let Ok(Ok(m)) = tokio::time::timeout(WAIT, consumer.recv()).await else {
-            break;
-        };
-        let headers = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(Letter {
-            headers,
-            payload: m.payload().unwrap_or_default().to_vec(),
-        });
-    }
-    out
 }
 
 /// A producer that can send records of a few MiB.
@@ -169,6 +93,28 @@ fn unique(om: &OpenMeter) -> usize {
     om.double.unique_events().len()
 }
 
+/// How many of the `env-<i>` events (produced to partition `i % partitions`)
+/// OpenMeter has not got, per partition: what a failure reports.
+fn missing_by_partition(om: &OpenMeter, total: usize, partitions: i32) -> Vec<usize> {
+    let ids: HashSet<String> = om
+        .double
+        .unique_events()
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(str::to_owned))
+        .collect();
+    let mut missing = vec![0; partitions as usize];
+    for i in (0..total).filter(|i| !ids.contains(&format!("req-{i}"))) {
+        missing[i % partitions as usize] += 1;
+    }
+    missing
+}
+
+/// The last `n` lines of a log.
+fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_of_2_mib_and_1_000_001_bytes_are_dead_lettered_while_other_partitions_flow() {
     let (topic, partitions, per_partition) = ("poison-events", 3, 40usize);
@@ -212,7 +158,7 @@ async fn records_of_2_mib_and_1_000_001_bytes_are_dead_lettered_while_other_part
     let delivered_in = started.elapsed();
     eprintln!("FIGURE healthy events behind a 2 MiB and a 1,000,001-byte poison record: all {healthy} delivered {delivered_in:?} after the collector started");
 
-    let letters = read_letters(&broker, &format!("{topic}.dlq"), 2).await;
+    let letters = broker.read_letters(&format!("{topic}.dlq"), 2).await;
     assert_eq!(letters.len(), 2, "both poison records dead-lettered");
     let big = letters
         .iter()
@@ -256,9 +202,9 @@ async fn records_of_2_mib_and_1_000_001_bytes_are_dead_lettered_while_other_part
         per_partition as i64,
     ];
     assert!(
-        eventually(WAIT, || committed(&broker, topic, partitions) == expected).await,
+        eventually(WAIT, || broker.committed(topic, partitions) == expected).await,
         "committed {:?}, expected {expected:?}",
-        committed(&broker, topic, partitions)
+        broker.committed(topic, partitions)
     );
     assert!(c
         .terminate(Duration::from_secs(30))
@@ -312,9 +258,9 @@ async fn a_broker_killed_mid_stream_and_restarted_on_its_storage_loses_nothing()
     assert!((0..total).all(|i| ids.contains(&format!("req-{i}"))));
     let expected = vec![(total / 2) as i64; 2];
     assert!(
-        eventually(WAIT, || committed(&broker, topic, partitions) == expected).await,
+        eventually(WAIT, || broker.committed(topic, partitions) == expected).await,
         "committed {:?}",
-        committed(&broker, topic, partitions)
+        broker.committed(topic, partitions)
     );
     let redelivered = om.double.deliveries().len() - total;
     eprintln!("FIGURE broker killed after {down_at} of {total} delivered, down 3 s, the second {} produced after the restart: the collector reconnected by itself and had delivered everything {caught_up:?} after that; {redelivered} events redelivered (deduplicated by id)", after.len());
@@ -374,11 +320,11 @@ async fn dead_letters_an_unwritable_dlq_topic_refuses_are_spilled_and_nothing_is
         })
         .collect();
     assert!(
-        eventually(WAIT, || committed(&broker, topic, partitions)
+        eventually(WAIT, || broker.committed(topic, partitions)
             == per_partition)
         .await,
         "committed {:?}",
-        committed(&broker, topic, partitions)
+        broker.committed(topic, partitions)
     );
     assert!(c
         .terminate(Duration::from_secs(30))
@@ -424,13 +370,14 @@ async fn a_partition_the_broker_will_not_serve_turns_ready_503_within_stall_afte
     ];
     let mut first = collector(&broker, topic, &om, free_port(), &slow);
     let mid_batch = || {
-        committed(&broker, topic, 1)
+        broker
+            .committed(topic, 1)
             .first()
             .is_some_and(|o| *o > 0 && *o < total as i64)
     };
     assert!(eventually(WAIT, mid_batch).await, "{}", first.stderr());
     first.kill();
-    let resume_at = committed(&broker, topic, 1)[0];
+    let resume_at = broker.committed(topic, 1)[0];
     om.double.set_latency(Route::IngestEvents, Duration::ZERO);
 
     let port = free_port();
@@ -574,10 +521,15 @@ async fn three_instances_one_killed_and_restarted_mid_batch_never_block_polling_
     let mut c2 = collector(&broker, topic, &om, c_port, &group);
     om.double
         .set_latency(Route::IngestEvents, Duration::from_millis(50));
+    let all_arrived = eventually(Duration::from_secs(180), || unique(&om) == total).await;
     assert!(
-        eventually(Duration::from_secs(180), || unique(&om) == total).await,
-        "every event arrives: {} of {total}",
-        unique(&om)
+        all_arrived,
+        "every event arrives: {} of {total}; missing by partition {:?}\n{}",
+        unique(&om),
+        missing_by_partition(&om, total, partitions),
+        [("a", &mut a), ("b", &mut b), ("c restarted", &mut c2)]
+            .map(|(name, m)| format!("--- {name} ---\n{}", tail(&m.stderr(), 40)))
+            .join("\n")
     );
     for port in [ports[0], ports[1], c_port] {
         longest = longest.max(
@@ -600,5 +552,5 @@ async fn three_instances_one_killed_and_restarted_mid_batch_never_block_polling_
             .is_some_and(|s| s.success()));
     }
     let expected = vec![(total / partitions as usize) as i64; partitions as usize];
-    assert_eq!(committed(&broker, topic, partitions), expected);
+    assert_eq!(broker.committed(topic, partitions), expected);
 }

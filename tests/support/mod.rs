@@ -11,7 +11,10 @@ use openmeter_double::{Double, DoubleConfig, RunningDouble};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig as RdConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::TopicPartitionList;
 use serde_json::Value;
 use std::sync::Arc;
 use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
@@ -164,6 +167,26 @@ pub enum Storage {
     Memory,
 }
 
+/// How long a dead letter is waited for on the DLQ topic.
+pub const LETTER_WAIT: Duration = Duration::from_secs(90);
+
+/// A dead letter as read back from the DLQ topic.
+pub struct Letter {
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+impl Letter {
+    /// The `ticketmeter.dlq.<name>` header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let key = format!("ticketmeter.dlq.{name}");
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// A tansu broker on a loopback port; killed on drop.
 pub struct Broker {
     child: Child,
@@ -221,6 +244,64 @@ impl Broker {
 
     pub fn brokers(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Committed offset of each partition of the collector's group
+    /// (empty while the broker cannot answer).
+    pub fn committed(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        let consumer: BaseConsumer = RdConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("group.id", "openmeter-collector")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        consumer
+            .committed_offsets(tpl, Duration::from_secs(5))
+            .map(|offsets| {
+                offsets
+                    .elements()
+                    .iter()
+                    .map(|e| e.offset().to_raw().unwrap_or(-1))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Reads up to `expected` dead letters from the DLQ `topic`, waiting
+    /// at most [`LETTER_WAIT`] for each.
+    pub async fn read_letters(&self, topic: &str, expected: usize) -> Vec<Letter> {
+        let consumer: StreamConsumer = RdConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("group.id", format!("dlq-reader-{}", free_port()))
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        let mut out = Vec::new();
+        while out.len() < expected {
+            let Ok(Ok(m)) = tokio::time::timeout(LETTER_WAIT, consumer.recv()).await else {
+                break;
+            };
+            let headers = m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| {
+                            let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                            (h.key.to_owned(), value.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Letter {
+                headers,
+                payload: m.payload().unwrap_or_default().to_vec(),
+            });
+        }
+        out
     }
 
     pub async fn create_topic(&self, name: &str, partitions: i32) {
