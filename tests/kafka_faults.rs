@@ -554,3 +554,48 @@ async fn three_instances_one_killed_and_restarted_mid_batch_never_block_polling_
     let expected = vec![(total / partitions as usize) as i64; partitions as usize];
     assert_eq!(broker.committed(topic, partitions), expected);
 }
+
+/// librdkafka keeps a partition's pause flag across rebalances. A member
+/// paused by back-pressure while it owned both partitions loses one to a
+/// new member, resumes what it still owns, and gets the other back when
+/// that member dies: the partition must flow again, not stay paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_paused_by_back_pressure_flows_again_when_it_is_assigned_back() {
+    let (topic, partitions, total) = ("returning-events", 2, 800usize);
+    let (broker, om) = stack(Storage::Sqlite, topic, partitions).await;
+    let payloads: Vec<String> = (0..total).map(|i| ticket(i, i % 10)).collect();
+    broker.produce(topic, &payloads, partitions).await;
+    om.double
+        .set_latency(Route::IngestEvents, Duration::from_millis(1000));
+    let group = [
+        ("BATCH_MAX_EVENTS", "50".to_owned()),
+        ("KAFKA_OPT_SESSION_TIMEOUT_MS", "6000".to_owned()),
+        ("KAFKA_OPT_HEARTBEAT_INTERVAL_MS", "500".to_owned()),
+    ];
+    let mut a = collector(&broker, topic, &om, free_port(), &group);
+    assert!(eventually(WAIT, || unique(&om) >= 50).await);
+    let b_port = free_port();
+    let mut b = collector(&broker, topic, &om, b_port, &group);
+    let mut b_delivered = 0.0;
+    let deadline = Instant::now() + WAIT;
+    while b_delivered == 0.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let text = metrics_text(b_port).await;
+        b_delivered = metric(&text, "ticketmeter_events_delivered_total").unwrap_or(0.0);
+    }
+    assert!(b_delivered > 0.0, "the second member took a partition");
+    b.kill();
+    om.double
+        .set_latency(Route::IngestEvents, Duration::from_millis(20));
+    let all_arrived = eventually(WAIT, || unique(&om) == total).await;
+    assert!(
+        all_arrived,
+        "every event arrives: {} of {total}; missing by partition {:?}\n{}",
+        unique(&om),
+        missing_by_partition(&om, total, partitions),
+        tail(&a.stderr(), 40)
+    );
+    assert!(a
+        .terminate(Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+}

@@ -21,7 +21,8 @@
 //!
 //! Back-pressure: when the pipeline stops taking records, the assigned
 //! partitions are paused (the consumer keeps polling, so it stays in the
-//! group) and resumed once the pipeline drains.
+//! group) and resumed once the pipeline drains or its backlog is revoked.
+//! Partitions assigned meanwhile take the same state.
 //!
 //! Progress watchdog: librdkafka's statistics (every few seconds) give each
 //! partition's high watermark as the broker reports it in fetch responses;
@@ -324,9 +325,23 @@ impl ConsumerContext for TrackingContext {
         self.shared.gap.record(started.elapsed());
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    /// On assign: the new partitions take the consumer's pause state.
+    /// librdkafka keeps a partition's pause flag across rebalances, and a
+    /// resume reaches only the partitions assigned at the time, so a
+    /// partition paused while it was ours before would come back paused
+    /// for good.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let started = Instant::now();
         if let Rebalance::Assign(tpl) = rebalance {
+            let pause = self.shared.paused.load(Ordering::Relaxed);
+            let aligned = if pause {
+                consumer.pause(tpl)
+            } else {
+                consumer.resume(tpl)
+            };
+            if let Err(e) = aligned {
+                tracing::warn!(error = %e, pause, "could not set the pause state of assigned partitions");
+            }
             let partitions = self.shared.partitions(tpl);
             self.shared.owned(|owned| {
                 for p in &partitions {
@@ -407,6 +422,9 @@ impl KafkaSource {
         let mut paused = false;
         loop {
             backlog.retain(|r| self.owns(r.origin.position.partition));
+            if backlog.is_empty() && paused {
+                paused = !self.set_paused(false);
+            }
             let waiting = !backlog.is_empty();
             if !waiting || paused {
                 self.shared.gap.polling();
@@ -419,9 +437,6 @@ impl KafkaSource {
                 permit = tx.reserve(), if waiting => {
                     let (Ok(permit), Some(record)) = (permit, backlog.pop_front()) else { return };
                     permit.send(record);
-                    if backlog.is_empty() && paused {
-                        paused = !self.set_paused(false);
-                    }
                 }
                 _ = tokio::time::sleep(PAUSE_AFTER), if waiting && !paused => {
                     paused = self.set_paused(true);
