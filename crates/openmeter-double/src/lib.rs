@@ -30,6 +30,7 @@
 //! ```
 
 mod cadence;
+mod config;
 mod double;
 mod faults;
 mod gate;
@@ -40,9 +41,11 @@ mod route;
 mod routes;
 mod server;
 mod state;
+mod store;
 mod validate;
 
-pub use double::{Double, DoubleConfig};
+pub use config::DoubleConfig;
+pub use double::{Double, RunningDouble};
 pub use model::{
     Customer, Delivery, Feature, Labels, Meter, Plan, PlanRef, PlanSeed, Subscription,
     SubscriptionItem, SubscriptionPhase, UsageAttribution,
@@ -51,4 +54,4 @@ pub use problem::{InvalidParam, Problem};
 pub use route::Route;
 /// The exact decimal [`Double::billable_total`] and [`Double::metered_total`] answer in.
 pub use rust_decimal::Decimal;
-pub use server::{serve, RunningDouble};
+pub use server::serve;

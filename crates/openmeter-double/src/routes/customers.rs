@@ -1,15 +1,17 @@
 use axum::body::Bytes;
+use std::sync::Arc;
+
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 
 use super::{created, missing, paged};
-use crate::double::Double;
 use crate::model::Customer;
 use crate::problem::{ApiResult, InvalidParam};
 use crate::query::{self, Kind};
 use crate::state::{NewCustomer, State as Data};
+use crate::store::Store;
 use crate::validate::{join, parse_object, Errors, Obj};
 
 const FILTERS: &[(&str, Kind)] = &[
@@ -100,17 +102,17 @@ fn parse_new(body: &[u8]) -> ApiResult<NewCustomer> {
     Ok(new)
 }
 
-pub(crate) async fn create(State(d): State<Double>, body: Bytes) -> ApiResult<Response> {
+pub(crate) async fn create(State(store): State<Arc<Store>>, body: Bytes) -> ApiResult<Response> {
     let new = parse_new(&body)?;
-    let customer = d.lock().create_customer(new)?;
+    let customer = store.lock().create_customer(new)?;
     Ok(created(customer))
 }
 
 pub(crate) async fn get_one(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let state = d.lock();
+    let state = store.lock();
     let c = state
         .customer(&id)
         .ok_or_else(|| missing("customer", &id))?;
@@ -137,10 +139,13 @@ fn field<'a>(s: &'a Data, c: &'a Customer, name: &str) -> Vec<&'a str> {
     }
 }
 
-pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+pub(crate) async fn list(
+    State(store): State<Arc<Store>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref(), FILTERS)?;
     let page = q.page()?;
-    let state = d.lock();
+    let state = store.lock();
     let candidates: Box<dyn Iterator<Item = &Customer>> = match query::eq_value(&q.filters, "key") {
         Some(key) => Box::new(state.customer_by_key(key).into_iter()),
         None => Box::new(state.customers.iter()),

@@ -1,6 +1,7 @@
 //! `POST /events` (CloudEvents ingest) and `GET /events` (cursor-paged list).
 
 use std::ops::Bound::{Excluded, Unbounded};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -10,10 +11,10 @@ use axum::Json;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::double::Double;
 use crate::problem::{ApiResult, InvalidParam, Problem};
 use crate::query::{self, Filter, Kind, ListQuery, Op};
 use crate::state::{State as Data, StoredEvent};
+use crate::store::Store;
 use crate::validate::{malformed, parse_datetime};
 
 const EVENT_FIELDS: &[&str] = &[
@@ -250,7 +251,7 @@ fn rejected(state: &Data, batch: &[StoredEvent]) -> Option<Problem> {
 }
 
 pub(crate) async fn ingest(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -259,11 +260,11 @@ pub(crate) async fn ingest(
     let batch = validate_batch(split_body(shape, value)?)?;
     let now = Utc::now();
     {
-        let mut state = d.lock();
+        let mut state = store.lock();
         if let Some(p) = rejected(&state, &batch) {
             return Err(p);
         }
-        if d.inner.faults.take_swallow() {
+        if store.faults.take_swallow() {
             state.claim_only(&batch);
             return Err(Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -482,7 +483,10 @@ fn walk(
     range.filter(|k| keep(k)).take(size).copied().collect()
 }
 
-pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+pub(crate) async fn list(
+    State(store): State<Arc<Store>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref(), FILTERS)?;
     let size = page_size(&q)?;
     let desc = descending(q.sort.as_deref())?;
@@ -493,7 +497,7 @@ pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> Ap
         ));
     }
     let after = q.page_after.as_deref().map(parse_cursor).transpose()?;
-    let state = d.lock();
+    let state = store.lock();
     let tests = compile(&q.filters);
     let keys = match id_candidates(&state, &q.filters) {
         Some(mut candidates) => {

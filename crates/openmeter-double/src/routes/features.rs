@@ -1,15 +1,17 @@
 use axum::body::Bytes;
+use std::sync::Arc;
+
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 
 use super::{created, missing, paged};
-use crate::double::Double;
 use crate::model::Feature;
 use crate::problem::ApiResult;
 use crate::query::{self, Kind};
 use crate::state::NewFeature;
+use crate::store::Store;
 use crate::validate::{parse_object, Errors, Obj};
 
 const FILTERS: &[(&str, Kind)] = &[
@@ -51,17 +53,17 @@ fn parse_new(body: &[u8]) -> ApiResult<NewFeature> {
     Ok(new)
 }
 
-pub(crate) async fn create(State(d): State<Double>, body: Bytes) -> ApiResult<Response> {
+pub(crate) async fn create(State(store): State<Arc<Store>>, body: Bytes) -> ApiResult<Response> {
     let new = parse_new(&body)?;
-    let feature = d.lock().create_feature(new)?;
+    let feature = store.lock().create_feature(new)?;
     Ok(created(feature))
 }
 
 pub(crate) async fn get_one(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let state = d.lock();
+    let state = store.lock();
     let feature = state.feature(&id).ok_or_else(|| missing("feature", &id))?;
     Ok(Json(feature).into_response())
 }
@@ -75,10 +77,13 @@ fn field<'a>(f: &'a Feature, name: &str) -> Vec<&'a str> {
     }
 }
 
-pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+pub(crate) async fn list(
+    State(store): State<Arc<Store>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref(), FILTERS)?;
     let page = q.page()?;
-    let state = d.lock();
+    let state = store.lock();
     let items: Vec<&Feature> = state
         .features
         .iter()

@@ -5,6 +5,8 @@
 //! only the UTC time zone is supported (anything else is a 400 saying so), and
 //! the `text/csv` representation is not offered (always JSON).
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -13,10 +15,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::missing;
-use crate::double::Double;
 use crate::model::Meter;
 use crate::problem::{ApiResult, InvalidParam, Problem};
 use crate::state::{MeterQuery, StringFilter, UsageRow, Window, CUSTOMER_ID, SUBJECT};
+use crate::store::Store;
 use crate::validate::{parse_object, Errors, Obj};
 
 const FIELDS: &[&str] = &[
@@ -345,14 +347,14 @@ fn row(r: UsageRow) -> Value {
 }
 
 pub(crate) async fn query(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let req = parse(&body)?;
     let (from, to) = (req.from, req.to);
     let rows = {
-        let state = d.lock();
+        let state = store.lock();
         let meter = state
             .meter_by_id_or_key(&id)
             .ok_or_else(|| missing("meter", &id))?;

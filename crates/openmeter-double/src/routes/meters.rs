@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -6,11 +7,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::{created, missing, paged};
-use crate::double::Double;
 use crate::model::Meter;
 use crate::problem::{ApiResult, InvalidParam};
 use crate::query::{self, Kind};
 use crate::state::NewMeter;
+use crate::store::Store;
 use crate::validate::{parse_object, Errors, Obj};
 
 const FILTERS: &[(&str, Kind)] = &[("key", Kind::String), ("name", Kind::String)];
@@ -81,17 +82,17 @@ pub(crate) fn parse_new(body: &[u8]) -> ApiResult<NewMeter> {
     Ok(new)
 }
 
-pub(crate) async fn create(State(d): State<Double>, body: Bytes) -> ApiResult<Response> {
+pub(crate) async fn create(State(store): State<Arc<Store>>, body: Bytes) -> ApiResult<Response> {
     let new = parse_new(&body)?;
-    let meter = d.lock().create_meter(new)?;
+    let meter = store.lock().create_meter(new)?;
     Ok(created(meter))
 }
 
 pub(crate) async fn get_one(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let state = d.lock();
+    let state = store.lock();
     let meter = state.meter(&id).ok_or_else(|| missing("meter", &id))?;
     Ok(Json(meter).into_response())
 }
@@ -104,10 +105,13 @@ fn field<'a>(m: &'a Meter, name: &str) -> Vec<&'a str> {
     }
 }
 
-pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+pub(crate) async fn list(
+    State(store): State<Arc<Store>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref(), FILTERS)?;
     let page = q.page()?;
-    let state = d.lock();
+    let state = store.lock();
     let items: Vec<&Meter> = state
         .meters
         .iter()

@@ -1,4 +1,6 @@
 use axum::body::Bytes;
+use std::sync::Arc;
+
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -6,11 +8,11 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::{created, missing, paged_with};
-use crate::double::Double;
 use crate::model::Plan;
 use crate::problem::{ApiResult, InvalidParam};
 use crate::query::{self, Kind};
 use crate::state::NewPlan;
+use crate::store::Store;
 use crate::validate::{parse_object, Errors, Obj};
 
 const FILTERS: &[(&str, Kind)] = &[
@@ -116,26 +118,26 @@ fn parse_new(body: &[u8]) -> ApiResult<NewPlan> {
     Ok(new)
 }
 
-pub(crate) async fn create(State(d): State<Double>, body: Bytes) -> ApiResult<Response> {
+pub(crate) async fn create(State(store): State<Arc<Store>>, body: Bytes) -> ApiResult<Response> {
     let new = parse_new(&body)?;
-    let plan = d.lock().create_plan(new)?;
+    let plan = store.lock().create_plan(new)?;
     Ok(created(plan))
 }
 
 pub(crate) async fn get_one(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let state = d.lock();
+    let state = store.lock();
     let plan = state.plan(&id).ok_or_else(|| missing("plan", &id))?;
     Ok(Json(plan.observed_at(Utc::now())).into_response())
 }
 
 pub(crate) async fn publish(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let plan = d.lock().publish_plan(&id)?;
+    let plan = store.lock().publish_plan(&id)?;
     Ok(Json(plan).into_response())
 }
 
@@ -150,10 +152,13 @@ fn field<'a>(p: &'a Plan, name: &str) -> Vec<&'a str> {
 }
 
 /// Deleted plans are listed too (with `deleted_at`), so clients must skip them.
-pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+pub(crate) async fn list(
+    State(store): State<Arc<Store>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref(), FILTERS)?;
     let page = q.page()?;
-    let state = d.lock();
+    let state = store.lock();
     let items: Vec<&Plan> = state
         .plans
         .iter()

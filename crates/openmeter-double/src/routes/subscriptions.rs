@@ -1,4 +1,6 @@
 use axum::body::Bytes;
+use std::sync::Arc;
+
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -6,11 +8,11 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::{created, missing, paged_with};
-use crate::double::Double;
 use crate::model::Subscription;
 use crate::problem::{ApiResult, InvalidParam};
 use crate::query::{self, Kind};
 use crate::state::{CancelTiming, NewSubscription, PlanSelector};
+use crate::store::Store;
 use crate::validate::{parse_datetime, parse_object, Errors, Obj};
 
 const FILTERS: &[(&str, Kind)] = &[
@@ -108,17 +110,17 @@ fn parse_new(body: &[u8]) -> ApiResult<NewSubscription> {
     })
 }
 
-pub(crate) async fn create(State(d): State<Double>, body: Bytes) -> ApiResult<Response> {
+pub(crate) async fn create(State(store): State<Arc<Store>>, body: Bytes) -> ApiResult<Response> {
     let new = parse_new(&body)?;
-    let sub = d.lock().create_subscription(new)?;
+    let sub = store.lock().create_subscription(new)?;
     Ok(created(sub))
 }
 
 pub(crate) async fn get_one(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let state = d.lock();
+    let state = store.lock();
     let sub = state
         .subscription(&id)
         .ok_or_else(|| missing("subscription", &id))?;
@@ -149,20 +151,20 @@ fn parse_cancel(body: &[u8]) -> ApiResult<CancelTiming> {
 }
 
 pub(crate) async fn cancel(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let timing = parse_cancel(&body)?;
-    let sub = d.lock().cancel_subscription(&id, timing)?;
+    let sub = store.lock().cancel_subscription(&id, timing)?;
     Ok(Json(sub).into_response())
 }
 
 pub(crate) async fn unschedule_cancelation(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let sub = d.lock().continue_subscription(&id)?;
+    let sub = store.lock().continue_subscription(&id)?;
     Ok(Json(sub).into_response())
 }
 
@@ -178,10 +180,13 @@ fn field<'a>(s: &'a Subscription, name: &str) -> Vec<&'a str> {
     }
 }
 
-pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+pub(crate) async fn list(
+    State(store): State<Arc<Store>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref(), FILTERS)?;
     let page = q.page()?;
-    let state = d.lock();
+    let state = store.lock();
     let candidates: Box<dyn Iterator<Item = &Subscription>> =
         match query::eq_value(&q.filters, "customer_id") {
             Some(id) => Box::new(state.customer_subscriptions(id)),

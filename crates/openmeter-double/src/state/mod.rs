@@ -1,5 +1,5 @@
 //! The double's in-memory data. Everything lives behind one `std::sync::Mutex`
-//! (see `Double`), so each operation here is atomic: 50 concurrent creates of
+//! (see `store.rs`), so each operation here is atomic: 50 concurrent creates of
 //! one customer key see exactly one winner.
 
 mod catalog;
