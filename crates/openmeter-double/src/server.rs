@@ -23,6 +23,7 @@ use crate::store::Store;
 
 /// The API over `store` (both `/api/v3` and `/v3` prefixes).
 pub(crate) fn router(store: Arc<Store>) -> Router {
+    crate::validate::warm_up();
     let api = crate::routes::api();
     let max_body = store.config.max_body_bytes;
     Router::new()

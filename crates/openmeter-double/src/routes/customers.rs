@@ -1,18 +1,19 @@
-use axum::body::Bytes;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{created, missing, paged};
-use crate::model::Customer;
-use crate::problem::{ApiResult, InvalidParam};
+use crate::model::{Customer, Labels};
+use crate::problem::ApiResult;
 use crate::query::{self, Kind};
 use crate::state::{NewCustomer, State as Data};
 use crate::store::Store;
-use crate::validate::{join, parse_object, Errors, Obj};
+use crate::validate::{self, Schema};
 
 const FILTERS: &[(&str, Kind)] = &[
     ("key", Kind::String),
@@ -23,88 +24,40 @@ const FILTERS: &[(&str, Kind)] = &[
     ("billing_profile_id", Kind::Exact),
 ];
 
-const FIELDS: &[&str] = &[
-    "name",
-    "description",
-    "labels",
-    "key",
-    "usage_attribution",
-    "primary_email",
-    "currency",
-    "billing_address",
-];
-
-const ADDRESS_FIELDS: &[&str] = &[
-    "country",
-    "postal_code",
-    "state",
-    "city",
-    "line1",
-    "line2",
-    "phone_number",
-];
-
-fn subject_keys(e: &mut Errors, obj: &Obj) -> Option<Vec<String>> {
-    let ua = e.opt_object(obj, "", "usage_attribution")?;
-    e.allow_only(ua, "usage_attribution", &["subject_keys"]);
-    let keys = e.req_array(ua, "usage_attribution", "subject_keys")?;
-    let mut out = Vec::with_capacity(keys.len());
-    for (i, k) in keys.iter().enumerate() {
-        match k.as_str() {
-            Some(s) if !s.is_empty() => out.push(s.to_string()),
-            Some(_) => e.push(InvalidParam::min_length(
-                format!("usage_attribution.subject_keys[{i}]"),
-                1,
-            )),
-            None => e.push(InvalidParam::rule(
-                format!("usage_attribution.subject_keys[{i}]"),
-                "is_string",
-                "must be a string",
-            )),
-        }
-    }
-    Some(out)
+/// A `CreateCustomerRequest` as the spec shapes it.
+#[derive(Deserialize)]
+struct CreateCustomer {
+    name: String,
+    key: String,
+    labels: Option<Labels>,
+    usage_attribution: Option<UsageAttribution>,
+    primary_email: Option<String>,
+    currency: Option<String>,
+    billing_address: Option<Value>,
 }
 
-fn address(e: &mut Errors, obj: &Obj) -> Option<Value> {
-    let addr = e.opt_object(obj, "", "billing_address")?;
-    e.allow_only(addr, "billing_address", ADDRESS_FIELDS);
-    for f in ADDRESS_FIELDS {
-        e.opt_str(addr, "billing_address", f, 0, usize::MAX);
-    }
-    if let Some(c) = e.opt_str(addr, "billing_address", "country", 0, usize::MAX) {
-        if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-            e.push(InvalidParam::rule(
-                join("billing_address", "country"),
-                "matches_regex",
-                "must be an ISO 3166-1 alpha-2 code",
-            ));
-        }
-    }
-    Some(Value::Object(addr.clone()))
+#[derive(Deserialize)]
+struct UsageAttribution {
+    subject_keys: Vec<String>,
 }
 
-fn parse_new(body: &[u8]) -> ApiResult<NewCustomer> {
-    let obj = parse_object(body)?;
-    let mut e = Errors::default();
-    e.allow_only(&obj, "", FIELDS);
-    let new = NewCustomer {
-        name: e.req_str(&obj, "", "name", 1, 256).unwrap_or_default(),
-        key: e.req_str(&obj, "", "key", 1, 256).unwrap_or_default(),
-        description: e.opt_str(&obj, "", "description", 0, 1024),
-        labels: e.opt_labels(&obj, ""),
-        subject_keys: subject_keys(&mut e, &obj),
-        primary_email: e.opt_str(&obj, "", "primary_email", 0, usize::MAX),
-        currency: e.currency(&obj, "", "currency", false, false),
-        billing_address: address(&mut e, &obj),
-    };
-    e.finish("customer")?;
-    Ok(new)
+impl From<CreateCustomer> for NewCustomer {
+    fn from(c: CreateCustomer) -> Self {
+        NewCustomer {
+            name: c.name,
+            key: c.key,
+            labels: c.labels,
+            subject_keys: c.usage_attribution.map(|u| u.subject_keys),
+            primary_email: c.primary_email,
+            currency: c.currency,
+            billing_address: c.billing_address,
+        }
+    }
 }
 
 pub(crate) async fn create(State(store): State<Arc<Store>>, body: Bytes) -> ApiResult<Response> {
-    let new = parse_new(&body)?;
-    let customer = store.lock().create_customer(new)?;
+    let body: CreateCustomer = validate::body(&body, Schema::CreateCustomer, "customer")?;
+    let customer = store.lock().create_customer(body.into())?;
     Ok(created(customer))
 }
 

@@ -5,6 +5,7 @@
 mod catalog;
 mod customers;
 mod events;
+mod meter_query;
 mod plan_rules;
 mod plans;
 mod subscriptions;
@@ -17,9 +18,10 @@ use crate::model::{Customer, Feature, Meter, Plan, Subscription};
 pub(crate) use catalog::{NewFeature, NewMeter};
 pub(crate) use customers::NewCustomer;
 pub(crate) use events::{EventStore, StoredEvent};
+pub(crate) use meter_query::MeterQueryBody;
 pub(crate) use plans::{NewPlan, PlanSelector};
 pub(crate) use subscriptions::{CancelTiming, NewSubscription};
-pub(crate) use usage::{MeterQuery, StringFilter, UsageRow, Window, CUSTOMER_ID, SUBJECT};
+pub(crate) use usage::UsageRow;
 
 #[derive(Default)]
 pub(crate) struct State {
