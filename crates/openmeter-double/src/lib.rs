@@ -3,7 +3,9 @@
 //!
 //! Every response is shaped after `openmeter-v3-openapi.yaml` (snake_case,
 //! required fields present, optional fields omitted rather than `null`), so
-//! the double can sit behind Prism in a contract test. On top of the API it
+//! the double can sit behind Prism in a contract test. Every request body is
+//! checked against that spec's own request schemas (embedded at build time),
+//! as the real server's kin-openapi middleware checks it. On top of the API it
 //! offers what tests need and a real server cannot give: typed snapshots of
 //! the stored data, call counters, seeding shortcuts and fault injection
 //! (failures, latency, dropped connections) per [`Route`].
