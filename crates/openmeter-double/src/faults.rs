@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::double::Double;
 use crate::route::Route;
 
 const N: usize = Route::ALL.len();
@@ -108,6 +107,11 @@ impl Faults {
         *self.swallow_lock() = 0;
     }
 
+    /// Make the next `n` ingest requests claim their ids and fail.
+    pub fn swallow_next(&self, n: u32) {
+        *self.swallow_lock() = n;
+    }
+
     fn swallow_lock(&self) -> std::sync::MutexGuard<'_, u32> {
         self.swallow_remaining
             .lock()
@@ -139,35 +143,5 @@ impl Faults {
             };
             (action, f.latency)
         })
-    }
-}
-
-/// Faults that need the request body or the stored data, so they cannot be
-/// applied by the gate.
-impl Double {
-    /// The next `n` ingest requests reproduce openmeterio/openmeter#5118
-    /// (open): the ingest dedupe (`openmeter/ingest/dedupe.go`,
-    /// `DeduplicatingCollector.Ingest`) claims each `(source, id)` before the
-    /// write, the write fails (500), and the claim stays. The client's retry
-    /// is answered 202 and its events are dropped as duplicates: metered zero
-    /// times. Only listing the events shows they are gone.
-    pub fn swallow_next_ingests(&self, n: u32) {
-        *self.inner.faults.swallow_lock() = n;
-    }
-
-    /// Deletes the customer keyed `key` behind every client's back (an
-    /// operator, another tool), so clients that cached it keep sending its
-    /// usage. Its subject keys stop attributing events at once: OpenMeter
-    /// resolves an event's customer when events are listed or metered
-    /// (`openmeter/meterevent/adapter/event.go`, `enrichEventsWithCustomerID`).
-    /// Returns whether such a customer existed.
-    pub fn vanish_customer(&self, key: &str) -> bool {
-        let mut state = self.lock();
-        let Some(idx) = state.customer_by_key.remove(key) else {
-            return false;
-        };
-        state.subject_owner.retain(|_, owner| *owner != idx);
-        state.customers[idx].deleted_at = Some(chrono::Utc::now());
-        true
     }
 }

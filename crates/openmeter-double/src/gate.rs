@@ -1,15 +1,17 @@
 //! The middleware every request passes: count, authenticate, inject faults,
 //! then render problems (which need the request path as `instance`).
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::double::Double;
 use crate::faults::Action;
 use crate::problem::{PendingProblem, Problem};
 use crate::route::Route;
+use crate::store::Store;
 
 /// Response extension telling the server to close the connection instead of
 /// answering (see `server.rs`).
@@ -23,8 +25,8 @@ fn is_write(m: &Method) -> bool {
     )
 }
 
-fn authorized(d: &Double, req: &Request) -> bool {
-    let Some(token) = &d.inner.config.token else {
+fn authorized(store: &Store, req: &Request) -> bool {
+    let Some(token) = &store.config.token else {
         return true;
     };
     let header = req
@@ -43,13 +45,13 @@ fn injected(status: u16, retry_after: Option<u64>) -> Problem {
     p
 }
 
-pub(crate) async fn gate(State(d): State<Double>, req: Request, next: Next) -> Response {
+pub(crate) async fn gate(State(store): State<Arc<Store>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let route = Route::classify(req.method(), &path);
     // A meter query is a POST that changes nothing: not a write to save.
     let write = is_write(req.method()) && route != Some(Route::QueryMeter);
-    d.inner.counters.record(route, write);
-    if !authorized(&d, &req) {
+    store.counters.record(route, write);
+    if !authorized(&store, &req) {
         let mut resp =
             Problem::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token").render(&path);
         resp.headers_mut()
@@ -57,7 +59,7 @@ pub(crate) async fn gate(State(d): State<Double>, req: Request, next: Next) -> R
         return resp;
     }
     if let Some(r) = route {
-        let (action, latency) = d.inner.faults.take(r);
+        let (action, latency) = store.faults.take(r);
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }

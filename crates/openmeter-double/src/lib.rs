@@ -3,7 +3,9 @@
 //!
 //! Every response is shaped after `openmeter-v3-openapi.yaml` (snake_case,
 //! required fields present, optional fields omitted rather than `null`), so
-//! the double can sit behind Prism in a contract test. On top of the API it
+//! the double can sit behind Prism in a contract test. Every request body is
+//! checked against that spec's own request schemas (embedded at build time),
+//! as the real server's kin-openapi middleware checks it. On top of the API it
 //! offers what tests need and a real server cannot give: typed snapshots of
 //! the stored data, call counters, seeding shortcuts and fault injection
 //! (failures, latency, dropped connections) per [`Route`].
@@ -30,6 +32,7 @@
 //! ```
 
 mod cadence;
+mod config;
 mod double;
 mod faults;
 mod gate;
@@ -40,9 +43,11 @@ mod route;
 mod routes;
 mod server;
 mod state;
+mod store;
 mod validate;
 
-pub use double::{Double, DoubleConfig};
+pub use config::DoubleConfig;
+pub use double::{Double, RunningDouble};
 pub use model::{
     Customer, Delivery, Feature, Labels, Meter, Plan, PlanRef, PlanSeed, Subscription,
     SubscriptionItem, SubscriptionPhase, UsageAttribution,
@@ -51,4 +56,4 @@ pub use problem::{InvalidParam, Problem};
 pub use route::Route;
 /// The exact decimal [`Double::billable_total`] and [`Double::metered_total`] answer in.
 pub use rust_decimal::Decimal;
-pub use server::{serve, RunningDouble};
+pub use server::serve;

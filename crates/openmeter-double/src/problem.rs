@@ -85,14 +85,26 @@ impl InvalidParam {
         p
     }
 
+    /// `InvalidParameterMaximumLength` (`max_items`).
+    pub fn max_items(field: impl Into<String>, maximum: usize) -> Self {
+        let mut p = Self::rule(
+            field,
+            "max_items",
+            format!("must have at most {maximum} items"),
+        );
+        p.maximum = Some(maximum as i64);
+        p
+    }
+
     /// `InvalidParameterChoiceItem` (`enum`).
-    pub fn choice(field: impl Into<String>, choices: &[&str]) -> Self {
+    pub fn choice<S: AsRef<str>>(field: impl Into<String>, choices: &[S]) -> Self {
+        let choices: Vec<String> = choices.iter().map(|c| c.as_ref().to_string()).collect();
         let mut p = Self::rule(
             field,
             "enum",
             format!("must be one of: {}", choices.join(", ")),
         );
-        p.choices = Some(choices.iter().map(|c| c.to_string()).collect());
+        p.choices = Some(choices);
         p
     }
 

@@ -1,9 +1,13 @@
-//! A hand-rolled accept loop (instead of `axum::serve`) so that a handler can
+//! The HTTP server: assembles the axum router (the routes, the gate every
+//! request passes, the body limit) over a [`Store`] and serves it with a
+//! hand-rolled accept loop (instead of `axum::serve`) so that a handler can
 //! make the server close a connection without writing any response bytes.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -13,34 +17,36 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 
-use crate::double::{Double, DoubleConfig};
+use crate::config::DoubleConfig;
 use crate::gate::DropConnection;
+use crate::store::Store;
 
-/// A double serving on a socket. Dropping it stops the server and closes
+/// The API over `store` (both `/api/v3` and `/v3` prefixes).
+pub(crate) fn router(store: Arc<Store>) -> Router {
+    crate::validate::warm_up();
+    let api = crate::routes::api();
+    let max_body = store.config.max_body_bytes;
+    Router::new()
+        .nest("/api/v3", api.clone())
+        .nest("/v3", api)
+        .fallback(crate::routes::fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            store.clone(),
+            crate::gate::gate,
+        ))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(store)
+}
+
+/// An accept loop running in a task. Dropping it stops the server and closes
 /// every open connection.
-pub struct RunningDouble {
+pub(crate) struct Serving {
     pub addr: SocketAddr,
-    pub double: Double,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
-impl RunningDouble {
-    /// `http://127.0.0.1:PORT/api/v3` (the self-hosted OpenMeter base).
-    pub fn base_url(&self) -> String {
-        format!("http://{}/api/v3", self.addr)
-    }
-
-    /// `http://127.0.0.1:PORT/v3` (the Konnect-style base).
-    pub fn konnect_base_url(&self) -> String {
-        format!("http://{}/v3", self.addr)
-    }
-
-    /// `base_url()` + `path` (e.g. `"/openmeter/customers"`).
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base_url(), path)
-    }
-
+impl Serving {
     /// Stop accepting, close connections and wait for the server task.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -52,7 +58,7 @@ impl RunningDouble {
     }
 }
 
-impl Drop for RunningDouble {
+impl Drop for Serving {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
@@ -109,14 +115,14 @@ async fn accept_loop(listener: TcpListener, router: Router, mut stop: oneshot::R
     // Dropping the JoinSet aborts the open connections.
 }
 
-pub(crate) async fn spawn(double: Double, addr: SocketAddr) -> std::io::Result<RunningDouble> {
+/// Bind `addr` (port 0 picks a free port) and serve `store` in a tokio task.
+pub(crate) async fn spawn(store: Arc<Store>, addr: SocketAddr) -> std::io::Result<Serving> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listener, double.router(), rx));
-    Ok(RunningDouble {
+    let task = tokio::spawn(accept_loop(listener, router(store), rx));
+    Ok(Serving {
         addr,
-        double,
         shutdown: Some(tx),
         task: Some(task),
     })
@@ -125,9 +131,8 @@ pub(crate) async fn spawn(double: Double, addr: SocketAddr) -> std::io::Result<R
 /// Serve a fresh double on `addr` until the process ends (for a `double`
 /// CLI subcommand). Returns only if binding fails.
 pub async fn serve(addr: SocketAddr, config: DoubleConfig) -> std::io::Result<()> {
-    let double = Double::new(config);
     let listener = TcpListener::bind(addr).await?;
     let (_keep_open, rx) = oneshot::channel::<()>();
-    accept_loop(listener, double.router(), rx).await;
+    accept_loop(listener, router(Store::new(config)), rx).await;
     Ok(())
 }

@@ -1,16 +1,19 @@
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{created, missing, paged};
-use crate::double::Double;
-use crate::model::Customer;
-use crate::problem::{ApiResult, InvalidParam};
+use crate::model::{Customer, Labels};
+use crate::problem::ApiResult;
 use crate::query::{self, Kind};
 use crate::state::{NewCustomer, State as Data};
-use crate::validate::{join, parse_object, Errors, Obj};
+use crate::store::Store;
+use crate::validate::{self, Schema};
 
 const FILTERS: &[(&str, Kind)] = &[
     ("key", Kind::String),
@@ -21,96 +24,48 @@ const FILTERS: &[(&str, Kind)] = &[
     ("billing_profile_id", Kind::Exact),
 ];
 
-const FIELDS: &[&str] = &[
-    "name",
-    "description",
-    "labels",
-    "key",
-    "usage_attribution",
-    "primary_email",
-    "currency",
-    "billing_address",
-];
+/// A `CreateCustomerRequest` as the spec shapes it.
+#[derive(Deserialize)]
+struct CreateCustomer {
+    name: String,
+    key: String,
+    labels: Option<Labels>,
+    usage_attribution: Option<UsageAttribution>,
+    primary_email: Option<String>,
+    currency: Option<String>,
+    billing_address: Option<Value>,
+}
 
-const ADDRESS_FIELDS: &[&str] = &[
-    "country",
-    "postal_code",
-    "state",
-    "city",
-    "line1",
-    "line2",
-    "phone_number",
-];
+#[derive(Deserialize)]
+struct UsageAttribution {
+    subject_keys: Vec<String>,
+}
 
-fn subject_keys(e: &mut Errors, obj: &Obj) -> Option<Vec<String>> {
-    let ua = e.opt_object(obj, "", "usage_attribution")?;
-    e.allow_only(ua, "usage_attribution", &["subject_keys"]);
-    let keys = e.req_array(ua, "usage_attribution", "subject_keys")?;
-    let mut out = Vec::with_capacity(keys.len());
-    for (i, k) in keys.iter().enumerate() {
-        match k.as_str() {
-            Some(s) if !s.is_empty() => out.push(s.to_string()),
-            Some(_) => e.push(InvalidParam::min_length(
-                format!("usage_attribution.subject_keys[{i}]"),
-                1,
-            )),
-            None => e.push(InvalidParam::rule(
-                format!("usage_attribution.subject_keys[{i}]"),
-                "is_string",
-                "must be a string",
-            )),
+impl From<CreateCustomer> for NewCustomer {
+    fn from(c: CreateCustomer) -> Self {
+        NewCustomer {
+            name: c.name,
+            key: c.key,
+            labels: c.labels,
+            subject_keys: c.usage_attribution.map(|u| u.subject_keys),
+            primary_email: c.primary_email,
+            currency: c.currency,
+            billing_address: c.billing_address,
         }
     }
-    Some(out)
 }
 
-fn address(e: &mut Errors, obj: &Obj) -> Option<Value> {
-    let addr = e.opt_object(obj, "", "billing_address")?;
-    e.allow_only(addr, "billing_address", ADDRESS_FIELDS);
-    for f in ADDRESS_FIELDS {
-        e.opt_str(addr, "billing_address", f, 0, usize::MAX);
-    }
-    if let Some(c) = e.opt_str(addr, "billing_address", "country", 0, usize::MAX) {
-        if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-            e.push(InvalidParam::rule(
-                join("billing_address", "country"),
-                "matches_regex",
-                "must be an ISO 3166-1 alpha-2 code",
-            ));
-        }
-    }
-    Some(Value::Object(addr.clone()))
-}
-
-fn parse_new(body: &[u8]) -> ApiResult<NewCustomer> {
-    let obj = parse_object(body)?;
-    let mut e = Errors::default();
-    e.allow_only(&obj, "", FIELDS);
-    let new = NewCustomer {
-        name: e.req_str(&obj, "", "name", 1, 256).unwrap_or_default(),
-        key: e.req_str(&obj, "", "key", 1, 256).unwrap_or_default(),
-        description: e.opt_str(&obj, "", "description", 0, 1024),
-        labels: e.opt_labels(&obj, ""),
-        subject_keys: subject_keys(&mut e, &obj),
-        primary_email: e.opt_str(&obj, "", "primary_email", 0, usize::MAX),
-        currency: e.currency(&obj, "", "currency", false, false),
-        billing_address: address(&mut e, &obj),
-    };
-    e.finish("customer")?;
-    Ok(new)
-}
-
-pub(crate) async fn create(State(d): State<Double>, body: Bytes) -> ApiResult<Response> {
-    let new = parse_new(&body)?;
-    let customer = d.lock().create_customer(new)?;
+pub(crate) async fn create(State(store): State<Arc<Store>>, body: Bytes) -> ApiResult<Response> {
+    let body: CreateCustomer = validate::body(&body, Schema::CreateCustomer, "customer")?;
+    let customer = store.lock().create_customer(body.into())?;
     Ok(created(customer))
 }
 
 pub(crate) async fn get_one(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let state = d.lock();
+    let state = store.lock();
     let c = state
         .customer(&id)
         .ok_or_else(|| missing("customer", &id))?;
@@ -137,10 +92,13 @@ fn field<'a>(s: &'a Data, c: &'a Customer, name: &str) -> Vec<&'a str> {
     }
 }
 
-pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+pub(crate) async fn list(
+    State(store): State<Arc<Store>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref(), FILTERS)?;
     let page = q.page()?;
-    let state = d.lock();
+    let state = store.lock();
     let candidates: Box<dyn Iterator<Item = &Customer>> = match query::eq_value(&q.filters, "key") {
         Some(key) => Box::new(state.customer_by_key(key).into_iter()),
         None => Box::new(state.customers.iter()),

@@ -1,6 +1,7 @@
 //! `POST /events` (CloudEvents ingest) and `GET /events` (cursor-paged list).
 
 use std::ops::Bound::{Excluded, Unbounded};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -8,25 +9,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{SecondsFormat, Utc};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use crate::double::Double;
 use crate::problem::{ApiResult, InvalidParam, Problem};
 use crate::query::{self, Filter, Kind, ListQuery, Op};
 use crate::state::{State as Data, StoredEvent};
-use crate::validate::{malformed, parse_datetime};
-
-const EVENT_FIELDS: &[&str] = &[
-    "id",
-    "source",
-    "specversion",
-    "type",
-    "datacontenttype",
-    "dataschema",
-    "subject",
-    "time",
-    "data",
-];
+use crate::store::Store;
+use crate::validate::{checker, malformed, parse_datetime, Checker, Schema};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Shape {
@@ -81,139 +70,59 @@ fn split_body(shape: Shape, body: Value) -> ApiResult<Vec<Value>> {
     }
 }
 
-/// Take a required non-empty string field out of `m`.
-fn req_string(
-    m: &mut Map<String, Value>,
-    field: &str,
-    at: &dyn Fn(&str) -> String,
-    errs: &mut Vec<InvalidParam>,
-) -> String {
-    match m.remove(field) {
-        Some(Value::String(s)) if !s.is_empty() => s,
-        Some(Value::String(_)) => {
-            errs.push(InvalidParam::min_length(at(field), 1));
-            String::new()
-        }
-        None | Some(Value::Null) => {
-            errs.push(InvalidParam::required(at(field)));
-            String::new()
-        }
-        Some(_) => {
-            errs.push(InvalidParam::rule(
-                at(field),
-                "is_string",
-                "must be a string",
-            ));
-            String::new()
-        }
-    }
-}
+/// An event the spec refuses: the name the problem's detail gives it, and
+/// what is wrong with it.
+type Refused = (String, Vec<InvalidParam>);
 
-/// Take an optional (nullable) string field out of `m`.
-fn opt_string(
-    m: &mut Map<String, Value>,
-    field: &str,
-    at: &dyn Fn(&str) -> String,
-    errs: &mut Vec<InvalidParam>,
-) -> Option<String> {
-    match m.remove(field) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(_) => {
-            errs.push(InvalidParam::rule(
-                at(field),
-                "is_string",
-                "must be a string",
-            ));
-            None
-        }
+/// Check one event against the spec's `MeteringEvent` and read it; its
+/// problems are named under `[i]`, the event by its id (else `#i`).
+fn to_event(check: &Checker, i: usize, v: Value) -> Result<StoredEvent, Refused> {
+    if !check.is_valid(&v) {
+        let name = match v.get("id").and_then(Value::as_str) {
+            Some(id) if !id.is_empty() => id.to_string(),
+            _ => format!("#{i}"),
+        };
+        return Err((name, check.violations(&v, &format!("[{i}]"))));
     }
-}
-
-/// Validate one `MeteringEvent`, moving its fields into a `StoredEvent`.
-fn to_event(i: usize, v: Value, errs: &mut Vec<InvalidParam>) -> StoredEvent {
-    let at = |f: &str| format!("[{i}].{f}");
-    let mut m = match v {
-        Value::Object(m) => m,
-        _ => {
-            errs.push(InvalidParam::rule(
-                format!("[{i}]"),
-                "is_object",
-                "must be an object",
-            ));
-            Map::new()
-        }
+    // `data` moves as it is: reading it through serde would rebuild the map.
+    let unreadable = |reason: String| {
+        (
+            format!("#{i}"),
+            vec![InvalidParam::invalid(format!("[{i}]"), reason)],
+        )
     };
-    for k in m.keys().filter(|k| !EVENT_FIELDS.contains(&k.as_str())) {
-        errs.push(InvalidParam::unknown(at(k)));
-    }
-    let mut ev = StoredEvent {
-        id: req_string(&mut m, "id", &at, errs),
-        source: req_string(&mut m, "source", &at, errs),
-        specversion: req_string(&mut m, "specversion", &at, errs),
-        ty: req_string(&mut m, "type", &at, errs),
-        subject: req_string(&mut m, "subject", &at, errs),
-        datacontenttype: opt_string(&mut m, "datacontenttype", &at, errs),
-        dataschema: opt_string(&mut m, "dataschema", &at, errs),
-        time: opt_string(&mut m, "time", &at, errs),
-        data: None,
-        time_ns: None,
+    let Value::Object(mut fields) = v else {
+        return Err(unreadable("must be an object".into()));
     };
-    check_optional(&mut ev, &at, errs);
-    match m.remove("data") {
-        None | Some(Value::Null) => {}
-        Some(d @ Value::Object(_)) => ev.data = Some(d),
-        Some(_) => errs.push(InvalidParam::rule(
-            at("data"),
-            "is_object",
-            "must be an object",
-        )),
-    }
-    ev
-}
-
-fn check_optional(ev: &mut StoredEvent, at: &dyn Fn(&str) -> String, errs: &mut Vec<InvalidParam>) {
+    let data = fields.remove("data").filter(|d| !d.is_null());
+    let mut ev: StoredEvent =
+        serde_json::from_value(Value::Object(fields)).map_err(|e| unreadable(e.to_string()))?;
     if let Some(t) = &ev.time {
-        match parse_datetime(t) {
-            Some(dt) => ev.time_ns = dt.timestamp_nanos_opt(),
-            None => errs.push(InvalidParam::rule(
-                at("time"),
-                "is_date_time",
-                "must be an RFC 3339 date-time",
-            )),
-        }
+        let Some(time) = parse_datetime(t) else {
+            let reason = "must be an RFC 3339 date-time";
+            let param = InvalidParam::rule(format!("[{i}].time"), "is_date_time", reason);
+            return Err((ev.id, vec![param]));
+        };
+        ev.time_ns = time.timestamp_nanos_opt();
     }
-    if ev
-        .datacontenttype
-        .as_deref()
-        .is_some_and(|c| c != "application/json")
-    {
-        errs.push(InvalidParam::choice(
-            at("datacontenttype"),
-            &["application/json"],
-        ));
-    }
-    if ev.dataschema.as_deref().is_some_and(str::is_empty) {
-        errs.push(InvalidParam::min_length(at("dataschema"), 1));
-    }
+    ev.data = data;
+    Ok(ev)
 }
 
 /// Validate a whole batch; any invalid event fails the request.
 fn validate_batch(items: Vec<Value>) -> ApiResult<Vec<StoredEvent>> {
+    let check = checker(Schema::MeteringEvent)?;
     let mut errs = Vec::new();
     let mut bad_ids = Vec::new();
     let mut out = Vec::with_capacity(items.len());
     for (i, v) in items.into_iter().enumerate() {
-        let before = errs.len();
-        let ev = to_event(i, v, &mut errs);
-        if errs.len() > before {
-            bad_ids.push(if ev.id.is_empty() {
-                format!("#{i}")
-            } else {
-                ev.id.clone()
-            });
+        match to_event(&check, i, v) {
+            Ok(ev) => out.push(ev),
+            Err((name, params)) => {
+                bad_ids.push(name);
+                errs.extend(params);
+            }
         }
-        out.push(ev);
     }
     if errs.is_empty() {
         return Ok(out);
@@ -250,7 +159,7 @@ fn rejected(state: &Data, batch: &[StoredEvent]) -> Option<Problem> {
 }
 
 pub(crate) async fn ingest(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -259,11 +168,11 @@ pub(crate) async fn ingest(
     let batch = validate_batch(split_body(shape, value)?)?;
     let now = Utc::now();
     {
-        let mut state = d.lock();
+        let mut state = store.lock();
         if let Some(p) = rejected(&state, &batch) {
             return Err(p);
         }
-        if d.inner.faults.take_swallow() {
+        if store.faults.take_swallow() {
             state.claim_only(&batch);
             return Err(Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -482,7 +391,10 @@ fn walk(
     range.filter(|k| keep(k)).take(size).copied().collect()
 }
 
-pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+pub(crate) async fn list(
+    State(store): State<Arc<Store>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref(), FILTERS)?;
     let size = page_size(&q)?;
     let desc = descending(q.sort.as_deref())?;
@@ -493,7 +405,7 @@ pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> Ap
         ));
     }
     let after = q.page_after.as_deref().map(parse_cursor).transpose()?;
-    let state = d.lock();
+    let state = store.lock();
     let tests = compile(&q.filters);
     let keys = match id_candidates(&state, &q.filters) {
         Some(mut candidates) => {

@@ -1,16 +1,17 @@
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::Value;
 
 use super::{created, missing, paged};
-use crate::double::Double;
 use crate::model::Feature;
 use crate::problem::ApiResult;
 use crate::query::{self, Kind};
 use crate::state::NewFeature;
-use crate::validate::{parse_object, Errors, Obj};
+use crate::store::Store;
+use crate::validate::{self, Schema};
 
 const FILTERS: &[(&str, Kind)] = &[
     ("key", Kind::String),
@@ -18,50 +19,17 @@ const FILTERS: &[(&str, Kind)] = &[
     ("meter_id", Kind::Exact),
 ];
 
-const FIELDS: &[&str] = &["name", "labels", "key", "meter", "unit_cost"];
-
-/// `FeatureMeterReference`: `{id, filters?}`.
-fn meter_ref(e: &mut Errors, obj: &Obj) -> Option<Value> {
-    let m = e.opt_object(obj, "", "meter")?;
-    e.allow_only(m, "meter", &["id", "filters"]);
-    e.req_str(m, "meter", "id", 1, 26);
-    e.opt_object(m, "meter", "filters");
-    Some(Value::Object(m.clone()))
-}
-
-/// `BillingFeatureUnitCost`: an object discriminated by `type`.
-fn unit_cost(e: &mut Errors, obj: &Obj) -> Option<Value> {
-    let u = e.opt_object(obj, "", "unit_cost")?;
-    e.req_enum(u, "unit_cost", "type", &["manual", "llm"]);
-    Some(Value::Object(u.clone()))
-}
-
-fn parse_new(body: &[u8]) -> ApiResult<NewFeature> {
-    let obj = parse_object(body)?;
-    let mut e = Errors::default();
-    e.allow_only(&obj, "", FIELDS);
-    let new = NewFeature {
-        name: e.req_str(&obj, "", "name", 1, 256).unwrap_or_default(),
-        key: e.req_resource_key(&obj, "", "key").unwrap_or_default(),
-        labels: e.opt_labels(&obj, ""),
-        meter: meter_ref(&mut e, &obj),
-        unit_cost: unit_cost(&mut e, &obj),
-    };
-    e.finish("feature")?;
-    Ok(new)
-}
-
-pub(crate) async fn create(State(d): State<Double>, body: Bytes) -> ApiResult<Response> {
-    let new = parse_new(&body)?;
-    let feature = d.lock().create_feature(new)?;
+pub(crate) async fn create(State(store): State<Arc<Store>>, body: Bytes) -> ApiResult<Response> {
+    let new: NewFeature = validate::body(&body, Schema::CreateFeature, "feature")?;
+    let feature = store.lock().create_feature(new)?;
     Ok(created(feature))
 }
 
 pub(crate) async fn get_one(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let state = d.lock();
+    let state = store.lock();
     let feature = state.feature(&id).ok_or_else(|| missing("feature", &id))?;
     Ok(Json(feature).into_response())
 }
@@ -75,10 +43,13 @@ fn field<'a>(f: &'a Feature, name: &str) -> Vec<&'a str> {
     }
 }
 
-pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+pub(crate) async fn list(
+    State(store): State<Arc<Store>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref(), FILTERS)?;
     let page = q.page()?;
-    let state = d.lock();
+    let state = store.lock();
     let items: Vec<&Feature> = state
         .features
         .iter()

@@ -9,6 +9,8 @@ pub(crate) mod meters;
 mod plans;
 mod subscriptions;
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,12 +18,12 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::double::Double;
 use crate::problem::Problem;
 use crate::query::Page;
+use crate::store::Store;
 
 /// The routes under one prefix (`/api/v3` or `/v3`).
-pub(crate) fn api() -> Router<Double> {
+pub(crate) fn api() -> Router<Arc<Store>> {
     Router::new()
         .route(
             "/openmeter/customers",

@@ -1,17 +1,20 @@
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{created, missing, paged_with};
-use crate::double::Double;
-use crate::model::Subscription;
+use crate::model::{Labels, Subscription};
 use crate::problem::{ApiResult, InvalidParam};
 use crate::query::{self, Kind};
 use crate::state::{CancelTiming, NewSubscription, PlanSelector};
-use crate::validate::{parse_datetime, parse_object, Errors, Obj};
+use crate::store::Store;
+use crate::validate::{self, parse_datetime, Errors, Schema};
 
 const FILTERS: &[(&str, Kind)] = &[
     ("id", Kind::Exact),
@@ -21,148 +24,147 @@ const FILTERS: &[(&str, Kind)] = &[
     ("plan_key", Kind::Exact),
 ];
 
-const FIELDS: &[&str] = &[
-    "labels",
-    "settlement_mode",
-    "customer",
-    "plan",
-    "billing_anchor",
-    "cost_basis_mode",
-];
-
-fn customer_ref(e: &mut Errors, obj: &Obj) -> (Option<String>, Option<String>) {
-    let Some(c) = e.req_object(obj, "", "customer") else {
-        return (None, None);
-    };
-    e.allow_only(c, "customer", &["id", "key"]);
-    let id = e.opt_str(c, "customer", "id", 1, 26);
-    let key = e.opt_str(c, "customer", "key", 1, 256);
-    if id.is_none() && key.is_none() && !c.contains_key("id") && !c.contains_key("key") {
-        e.push(InvalidParam::required("customer.id"));
-    }
-    (id, key)
+/// A `BillingSubscriptionCreate` as the spec shapes it.
+#[derive(Deserialize)]
+struct CreateSubscription {
+    customer: Ref,
+    plan: PlanRef,
+    labels: Option<Labels>,
+    billing_anchor: Option<DateTime<Utc>>,
+    settlement_mode: Option<String>,
+    cost_basis_mode: Option<String>,
 }
 
-fn version(e: &mut Errors, plan: &Obj) -> Option<u32> {
-    match plan.get("version") {
-        None | Some(Value::Null) => None,
-        Some(v) => {
-            let n = v
-                .as_u64()
-                .filter(|n| *n >= 1)
-                .and_then(|n| u32::try_from(n).ok());
-            if n.is_none() {
-                e.push(InvalidParam::rule(
-                    "plan.version",
-                    "is_integer",
-                    "must be an integer >= 1",
-                ));
-            }
-            n
-        }
+#[derive(Deserialize)]
+struct Ref {
+    id: Option<String>,
+    key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PlanRef {
+    id: Option<String>,
+    key: Option<String>,
+    version: Option<Value>,
+}
+
+/// The 400 `api/v3/handlers/subscriptions/create.go` answers when a
+/// reference names neither an id nor a key.
+fn id_or_key(e: &mut Errors, what: &str) {
+    let reason = format!("one of {what}.id or {what}.key is required");
+    for field in ["id", "key"] {
+        e.push(InvalidParam::rule(
+            format!("{what}.{field}"),
+            "required",
+            reason.clone(),
+        ));
     }
 }
 
-fn plan_ref(e: &mut Errors, obj: &Obj) -> Option<PlanSelector> {
-    let p = e.req_object(obj, "", "plan")?;
-    e.allow_only(p, "plan", &["id", "key", "version"]);
-    let id = e.opt_str(p, "plan", "id", 1, 26);
-    let key = e.opt_resource_key(p, "plan", "key");
-    let version = version(e, p);
-    match (id, key) {
+/// The plan version, a positive integer that fits a `u32`.
+fn version(e: &mut Errors, version: Option<Value>) -> Option<u32> {
+    let v = version?;
+    let n = v
+        .as_u64()
+        .filter(|n| *n >= 1)
+        .and_then(|n| u32::try_from(n).ok());
+    if n.is_none() {
+        e.push(InvalidParam::rule(
+            "plan.version",
+            "is_integer",
+            "must be an integer >= 1",
+        ));
+    }
+    n
+}
+
+fn plan_selector(e: &mut Errors, plan: PlanRef) -> Option<PlanSelector> {
+    let version = version(e, plan.version);
+    match (plan.id, plan.key) {
         (Some(id), _) => Some(PlanSelector::Id(id)),
         (None, Some(key)) => Some(PlanSelector::Key { key, version }),
         (None, None) => {
-            if !p.contains_key("id") && !p.contains_key("key") {
-                e.push(InvalidParam::required("plan.id"));
-            }
+            id_or_key(e, "plan");
             None
         }
     }
 }
 
 fn parse_new(body: &[u8]) -> ApiResult<NewSubscription> {
-    let obj = parse_object(body)?;
+    let body: CreateSubscription =
+        validate::body(body, Schema::CreateSubscription, "subscription")?;
     let mut e = Errors::default();
-    e.allow_only(&obj, "", FIELDS);
-    let (customer_id, customer_key) = customer_ref(&mut e, &obj);
-    let plan = plan_ref(&mut e, &obj);
-    let labels = e.opt_labels(&obj, "");
-    let billing_anchor = e.opt_datetime(&obj, "", "billing_anchor");
-    let settlement_mode = e.opt_enum(
-        &obj,
-        "",
-        "settlement_mode",
-        &["credit_then_invoice", "credit_only"],
-    );
-    let cost_basis_mode = e.opt_enum(&obj, "", "cost_basis_mode", &["dynamic", "pinned"]);
+    if body.customer.id.is_none() && body.customer.key.is_none() {
+        id_or_key(&mut e, "customer");
+    }
+    let plan = plan_selector(&mut e, body.plan);
     e.finish("subscription")?;
     Ok(NewSubscription {
-        customer_id,
-        customer_key,
+        customer_id: body.customer.id,
+        customer_key: body.customer.key,
         plan: plan.unwrap_or(PlanSelector::Id(String::new())),
-        labels,
-        billing_anchor,
-        settlement_mode,
-        cost_basis_mode,
+        labels: body.labels,
+        billing_anchor: body.billing_anchor,
+        settlement_mode: body.settlement_mode,
+        cost_basis_mode: body.cost_basis_mode,
     })
 }
 
-pub(crate) async fn create(State(d): State<Double>, body: Bytes) -> ApiResult<Response> {
+pub(crate) async fn create(State(store): State<Arc<Store>>, body: Bytes) -> ApiResult<Response> {
     let new = parse_new(&body)?;
-    let sub = d.lock().create_subscription(new)?;
+    let sub = store.lock().create_subscription(new)?;
     Ok(created(sub))
 }
 
 pub(crate) async fn get_one(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let state = d.lock();
+    let state = store.lock();
     let sub = state
         .subscription(&id)
         .ok_or_else(|| missing("subscription", &id))?;
     Ok(Json(sub.observed_at(Utc::now())).into_response())
 }
 
-/// `BillingSubscriptionCancel`: `timing` is an RFC 3339 instant or
-/// `immediate` (the default) or `next_billing_cycle`; the instant is tried
-/// first, as `api/v3/handlers/subscriptions/convert.go` does.
+/// A `BillingSubscriptionCancel` as the spec shapes it.
+#[derive(Deserialize)]
+struct Cancel {
+    timing: Option<String>,
+}
+
+/// `timing` is an RFC 3339 instant, `immediate` (the default) or
+/// `next_billing_cycle` (the spec's `oneOf` has checked which); the instant
+/// is tried first, as `api/v3/handlers/subscriptions/convert.go` does.
 fn parse_cancel(body: &[u8]) -> ApiResult<CancelTiming> {
-    let obj = parse_object(body)?;
-    let mut e = Errors::default();
-    e.allow_only(&obj, "", &["timing"]);
-    let timing = e.opt_str(&obj, "", "timing", 1, usize::MAX);
-    let parsed = match timing.as_deref() {
-        None | Some("immediate") => Some(CancelTiming::Immediate),
-        Some("next_billing_cycle") => Some(CancelTiming::NextBillingCycle),
-        Some(t) => parse_datetime(t).map(CancelTiming::At),
+    let cancel: Cancel = validate::body(body, Schema::CancelSubscription, "cancelation")?;
+    let Some(timing) = cancel.timing else {
+        return Ok(CancelTiming::Immediate);
     };
-    if parsed.is_none() {
-        e.push(InvalidParam::invalid(
-            "timing",
-            "must be immediate, next_billing_cycle or an RFC 3339 date-time",
-        ));
+    if let Some(at) = parse_datetime(&timing) {
+        return Ok(CancelTiming::At(at));
     }
-    e.finish("cancelation")?;
-    Ok(parsed.unwrap_or(CancelTiming::Immediate))
+    match timing.as_str() {
+        "next_billing_cycle" => Ok(CancelTiming::NextBillingCycle),
+        _ => Ok(CancelTiming::Immediate),
+    }
 }
 
 pub(crate) async fn cancel(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let timing = parse_cancel(&body)?;
-    let sub = d.lock().cancel_subscription(&id, timing)?;
+    let sub = store.lock().cancel_subscription(&id, timing)?;
     Ok(Json(sub).into_response())
 }
 
 pub(crate) async fn unschedule_cancelation(
-    State(d): State<Double>,
+    State(store): State<Arc<Store>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let sub = d.lock().continue_subscription(&id)?;
+    let sub = store.lock().continue_subscription(&id)?;
     Ok(Json(sub).into_response())
 }
 
@@ -178,10 +180,13 @@ fn field<'a>(s: &'a Subscription, name: &str) -> Vec<&'a str> {
     }
 }
 
-pub(crate) async fn list(State(d): State<Double>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+pub(crate) async fn list(
+    State(store): State<Arc<Store>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref(), FILTERS)?;
     let page = q.page()?;
-    let state = d.lock();
+    let state = store.lock();
     let candidates: Box<dyn Iterator<Item = &Subscription>> =
         match query::eq_value(&q.filters, "customer_id") {
             Some(id) => Box::new(state.customer_subscriptions(id)),

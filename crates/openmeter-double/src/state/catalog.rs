@@ -1,14 +1,15 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::State;
 use crate::model::{new_id, Feature, Labels, Meter};
 use crate::problem::{ApiResult, InvalidParam, Problem};
 
-/// A validated `CreateMeterRequest`.
-#[derive(Debug)]
+/// A `CreateMeterRequest`, read from a body the spec accepted.
+#[derive(Debug, Deserialize)]
 pub(crate) struct NewMeter {
     pub name: String,
     pub key: String,
@@ -20,8 +21,8 @@ pub(crate) struct NewMeter {
     pub dimensions: Option<BTreeMap<String, String>>,
 }
 
-/// A validated `CreateFeatureRequest`.
-#[derive(Debug)]
+/// A `CreateFeatureRequest`, read from a body the spec accepted.
+#[derive(Debug, Deserialize)]
 pub(crate) struct NewFeature {
     pub name: String,
     pub key: String,

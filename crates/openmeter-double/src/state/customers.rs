@@ -8,12 +8,11 @@ use crate::problem::{ApiResult, Problem};
 /// The namespace a self-hosted OpenMeter serves, named in some details.
 const NAMESPACE: &str = "default";
 
-/// A validated `CreateCustomerRequest`.
+/// A `CreateCustomerRequest` the spec accepted.
 #[derive(Debug, Default)]
 pub(crate) struct NewCustomer {
     pub name: String,
     pub key: String,
-    pub description: Option<String>,
     pub labels: Option<Labels>,
     pub subject_keys: Option<Vec<String>>,
     pub primary_email: Option<String>,
@@ -27,7 +26,7 @@ impl NewCustomer {
         Customer {
             id: new_id(),
             name: self.name,
-            description: self.description,
+            description: None,
             labels: self.labels,
             created_at: now,
             updated_at: now,

@@ -1,14 +1,14 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::State;
 
-/// A validated `MeteringEvent`, stored field by field (parsed once, no
-/// re-serialization on ingest). Serializes back to the spec shape.
-#[derive(Debug, Clone, Serialize)]
+/// A `MeteringEvent` the spec accepted, stored field by field (read once,
+/// no re-serialization on ingest). Serializes back to the spec shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct StoredEvent {
     pub id: String,
     pub source: String,

@@ -1,10 +1,11 @@
 //! The double's in-memory data. Everything lives behind one `std::sync::Mutex`
-//! (see `Double`), so each operation here is atomic: 50 concurrent creates of
+//! (see `store.rs`), so each operation here is atomic: 50 concurrent creates of
 //! one customer key see exactly one winner.
 
 mod catalog;
 mod customers;
 mod events;
+mod meter_query;
 mod plan_rules;
 mod plans;
 mod subscriptions;
@@ -17,9 +18,10 @@ use crate::model::{Customer, Feature, Meter, Plan, Subscription};
 pub(crate) use catalog::{NewFeature, NewMeter};
 pub(crate) use customers::NewCustomer;
 pub(crate) use events::{EventStore, StoredEvent};
+pub(crate) use meter_query::MeterQueryBody;
 pub(crate) use plans::{NewPlan, PlanSelector};
 pub(crate) use subscriptions::{CancelTiming, NewSubscription};
-pub(crate) use usage::{MeterQuery, StringFilter, UsageRow, Window, CUSTOMER_ID, SUBJECT};
+pub(crate) use usage::UsageRow;
 
 #[derive(Default)]
 pub(crate) struct State {

@@ -1,20 +1,27 @@
 use chrono::{Duration, Utc};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::State;
 use crate::model::{new_id, Labels, Plan, PlanSeed};
 use crate::problem::{ApiResult, InvalidParam, Problem};
 
-/// A validated `CreatePlanRequest`.
-#[derive(Debug)]
+/// A `CreatePlanRequest`, read from a body the spec accepted.
+#[derive(Debug, Deserialize)]
 pub(crate) struct NewPlan {
     pub name: String,
     pub key: String,
     pub labels: Option<Labels>,
     pub currency: String,
     pub billing_cadence: String,
+    /// The spec's default is `true`.
+    #[serde(default = "enabled")]
     pub pro_rating_enabled: bool,
     pub phases: Vec<Value>,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 /// How a subscription names its plan (`BillingSubscriptionCreate.plan`).

@@ -33,71 +33,9 @@ use super::State;
 use crate::model::{Meter, Subscription};
 use crate::problem::{ApiResult, InvalidParam, Problem};
 use crate::state::events::DeliveryRec;
+use crate::state::meter_query::{MeterQuery, StringFilter, Window, CUSTOMER_ID, SUBJECT};
 
 const NANOS_PER_SECOND: i64 = 1_000_000_000;
-pub(crate) const SUBJECT: &str = "subject";
-pub(crate) const CUSTOMER_ID: &str = "customer_id";
-
-/// `MeterQueryGranularity`: the tumbling window usage is grouped into (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Window {
-    Minute,
-    Hour,
-    Day,
-    Month,
-}
-
-/// A string comparison on a dimension (`QueryFilterStringMapItem`), as the
-/// server turns it into SQL (`pkg/filter/filter.go`, `SelectWhereExpr`).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum StringFilter {
-    Eq(String),
-    Neq(String),
-    In(Vec<String>),
-    Nin(Vec<String>),
-    /// `contains` becomes a case-sensitive `LIKE '%v%'` (`api/v3/request/filter.go`).
-    Contains(String),
-    Ncontains(String),
-    /// `IS [NOT] NULL` on `JSON_VALUE`, which is never NULL (a missing path
-    /// reads as ''): `exists: true` matches every event, `false` none.
-    Exists(bool),
-    And(Vec<StringFilter>),
-    Or(Vec<StringFilter>),
-}
-
-impl StringFilter {
-    fn matches(&self, v: &str) -> bool {
-        match self {
-            StringFilter::Eq(x) => v == x,
-            StringFilter::Neq(x) => v != x,
-            StringFilter::In(xs) => xs.iter().any(|x| x == v),
-            StringFilter::Nin(xs) => xs.iter().all(|x| x != v),
-            StringFilter::Contains(x) => v.contains(x.as_str()),
-            StringFilter::Ncontains(x) => !v.contains(x.as_str()),
-            StringFilter::Exists(want) => *want,
-            StringFilter::And(fs) => fs.iter().all(|f| f.matches(v)),
-            StringFilter::Or(fs) => fs.iter().any(|f| f.matches(v)),
-        }
-    }
-}
-
-/// A validated meter query (`MeterQueryRequest`, after
-/// `api/v3/handlers/meters/query/params.go`, `BuildQueryParams`).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct MeterQuery {
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-    pub window: Option<Window>,
-    /// Dimension names, `subject` and `customer_id` included, in request order.
-    pub group_by: Vec<String>,
-    /// Only events of these subjects (empty: all).
-    pub subjects: Vec<String>,
-    /// Only events attributed to these customer ids (empty: all).
-    pub customers: Vec<String>,
-    /// Filters on the meter's own dimensions.
-    pub dimension_filters: Vec<(String, StringFilter)>,
-}
-
 /// One `MeterQueryRow`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct UsageRow {

@@ -1,57 +1,31 @@
 //! The test-facing handle: configuration, snapshots, seeding and faults.
 
+mod faults;
+mod running;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::faults::{Counters, Faults};
+use crate::config::DoubleConfig;
 use crate::model::{Customer, Delivery, Feature, Meter, Plan, PlanSeed, Subscription};
 use crate::problem::Problem;
 use crate::route::Route;
-use crate::server::RunningDouble;
 use crate::state::State;
+use crate::store::Store;
 
-/// How a [`Double`] behaves.
-#[derive(Debug, Clone)]
-pub struct DoubleConfig {
-    /// When set, every request must carry `Authorization: Bearer <token>`
-    /// (else 401), so tests exercise the client's auth header.
-    pub token: Option<String>,
-    /// `Retry-After` seconds sent with injected 429/503 answers, so clients
-    /// that honour it are exercised without slowing tests much.
-    pub retry_after_secs: u64,
-    /// Largest accepted request body (ingest batches can be big).
-    pub max_body_bytes: usize,
-}
-
-impl Default for DoubleConfig {
-    fn default() -> Self {
-        Self {
-            token: None,
-            retry_after_secs: 1,
-            max_body_bytes: 64 * 1024 * 1024,
-        }
-    }
-}
-
-pub(crate) struct Inner {
-    pub config: DoubleConfig,
-    pub state: Mutex<State>,
-    pub counters: Counters,
-    pub faults: Faults,
-}
+pub use running::RunningDouble;
 
 /// An in-memory OpenMeter. Cheap to clone: clones share one state, so a test
 /// keeps a handle while the server task serves requests.
 #[derive(Clone)]
 pub struct Double {
-    pub(crate) inner: Arc<Inner>,
+    store: Arc<Store>,
 }
 
 impl Default for Double {
@@ -63,68 +37,52 @@ impl Default for Double {
 impl Double {
     pub fn new(config: DoubleConfig) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                config,
-                state: Mutex::new(State::default()),
-                counters: Counters::default(),
-                faults: Faults::default(),
-            }),
+            store: Store::new(config),
         }
     }
 
     pub fn config(&self) -> &DoubleConfig {
-        &self.inner.config
+        &self.store.config
     }
 
-    /// The state lock. Poisoning is ignored: a panicking test thread must not
-    /// turn every later request into a 500. Never held across an `.await`.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.store.lock()
     }
 
     /// The API as an axum router (both `/api/v3` and `/v3` prefixes), for
     /// in-process use. Dropped connections ([`Double::drop_next`]) need a real
     /// socket: through this router they surface as a bare 503.
     pub fn router(&self) -> Router {
-        let api = crate::routes::api();
-        Router::new()
-            .nest("/api/v3", api.clone())
-            .nest("/v3", api)
-            .fallback(crate::routes::fallback)
-            .layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                crate::gate::gate,
-            ))
-            .layer(DefaultBodyLimit::max(self.inner.config.max_body_bytes))
-            .with_state(self.clone())
+        crate::server::router(self.store.clone())
     }
 
     /// Bind `addr` (port 0 picks a free port) and serve in a tokio task until
     /// the returned handle is dropped or shut down.
     pub async fn spawn(&self, addr: SocketAddr) -> std::io::Result<RunningDouble> {
-        crate::server::spawn(self.clone(), addr).await
+        let serving = crate::server::spawn(self.store.clone(), addr).await?;
+        Ok(RunningDouble::new(self.clone(), serving))
     }
 
     // ---- counters -------------------------------------------------------
 
     /// Requests that reached `route`, including faulted and rejected ones.
     pub fn calls(&self, route: Route) -> u64 {
-        self.inner.counters.route(route)
+        self.store.counters.route(route)
     }
 
     /// Every request, including unknown routes.
     pub fn total_calls(&self) -> u64 {
-        self.inner.counters.total()
+        self.store.counters.total()
     }
 
     /// POST/PUT/PATCH/DELETE requests other than event ingest: what a cache in
     /// front of the API is supposed to save.
     pub fn write_calls(&self) -> u64 {
-        self.inner.counters.writes()
+        self.store.counters.writes()
     }
 
     pub fn reset_counters(&self) {
-        self.inner.counters.reset();
+        self.store.counters.reset();
     }
 
     // ---- snapshots ------------------------------------------------------
@@ -314,29 +272,29 @@ impl Double {
     /// Answer the next `n` calls of `route` with a problem of `status`
     /// (429/503 carry `Retry-After`, see [`DoubleConfig::retry_after_secs`]).
     pub fn fail_next(&self, route: Route, n: u32, status: u16) {
-        let retry = matches!(status, 429 | 503).then_some(self.inner.config.retry_after_secs);
-        self.inner.faults.fail_next(route, n, status, retry);
+        let retry = matches!(status, 429 | 503).then_some(self.store.config.retry_after_secs);
+        self.store.faults.fail_next(route, n, status, retry);
     }
 
     /// Like [`Double::fail_next`] with an explicit `Retry-After`.
     pub fn fail_next_with_retry_after(&self, route: Route, n: u32, status: u16, secs: u64) {
-        self.inner.faults.fail_next(route, n, status, Some(secs));
+        self.store.faults.fail_next(route, n, status, Some(secs));
     }
 
     /// Delay every call of `route` (zero turns it off).
     pub fn set_latency(&self, route: Route, latency: Duration) {
-        self.inner.faults.set_latency(route, latency);
+        self.store.faults.set_latency(route, latency);
     }
 
     /// Close the connection of the next `n` calls of `route` without sending
     /// a single response byte, like a crashed proxy.
     pub fn drop_next(&self, route: Route, n: u32) {
-        self.inner.faults.drop_next(route, n);
+        self.store.faults.drop_next(route, n);
     }
 
     /// Remove all pending faults and latencies.
     pub fn clear_faults(&self) {
-        self.inner.faults.clear();
+        self.store.faults.clear();
         self.lock().rejected_event_ids.clear();
     }
 
