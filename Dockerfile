@@ -83,6 +83,7 @@ RUN cargo build --release --locked --bin ticketmeter --no-default-features \
 #    its binary include_str!s examples/sample-events.jsonl (`demo`).
 COPY src src
 COPY crates/openmeter-double/src crates/openmeter-double/src
+COPY crates/openmeter-double/openapi crates/openmeter-double/openapi
 COPY examples examples
 # COPY keeps the files' own mtimes, which can be older than the stub build:
 # then cargo would call the stub binary fresh and ship it. Touch the crate

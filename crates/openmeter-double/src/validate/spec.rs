@@ -7,9 +7,10 @@
 //! `openapi3filter.ValidateRequest` with `MultiError`), so a body the spec
 //! refuses never reaches the double's own rules either.
 //!
-//! The spec is embedded at build time, so `ticketmeter demo`/`double` do not
-//! need the file at run time. The path is relative to this file: the
-//! repository checkout sits next to `shared/` (locally and in CI).
+//! The spec is embedded at build time from the crate's own copy
+//! (`openapi/`), so `ticketmeter demo`/`double` need no file at run time and
+//! the container image builds from the repository alone. A test keeps that
+//! copy identical to the reference spec in `../shared/reference/`.
 
 use std::sync::{LazyLock, OnceLock};
 
@@ -20,7 +21,7 @@ use serde_json::{json, Value};
 use super::join;
 use crate::problem::{InvalidParam, Problem};
 
-const SPEC: &str = include_str!("../../../../../shared/reference/openmeter-v3-openapi.yaml");
+const SPEC: &str = include_str!("../../openapi/openmeter-v3-openapi.yaml");
 
 /// A request body the double accepts, by the spec component that shapes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,6 +276,20 @@ fn to_params(e: &ValidationError<'_>, root: &Value, prefix: &str) -> Vec<Invalid
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_embedded_spec_is_the_reference_spec() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/reference/openmeter-v3-openapi.yaml"
+        );
+        let reference =
+            std::fs::read_to_string(path).expect("the reference spec beside the repository");
+        assert!(
+            reference == SPEC,
+            "crates/openmeter-double/openapi/openmeter-v3-openapi.yaml differs from {path}: copy the reference over it"
+        );
+    }
 
     #[test]
     fn every_request_schema_compiles_from_the_embedded_spec() {
