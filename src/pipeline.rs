@@ -20,6 +20,7 @@ use crate::health::health;
 use crate::map::{map, UsageEvent};
 use crate::metrics::metrics;
 use crate::price::PriceFeed;
+use crate::retry::Backoff;
 use crate::source::file::read_lines;
 use crate::source::Record;
 use tokio::io::AsyncBufRead;
@@ -41,6 +42,8 @@ pub struct PipelineConfig {
     pub shutdown_timeout: Duration,
     /// Which `time` events are sent with, and the invoice collection window.
     pub billing: BillingPolicy,
+    /// How long held events wait between delivery attempts.
+    pub backoff: Backoff,
 }
 
 impl Default for PipelineConfig {
@@ -53,6 +56,7 @@ impl Default for PipelineConfig {
             max_event_bytes: DEFAULT_MAX_BYTES,
             shutdown_timeout: Duration::from_secs(25),
             billing: BillingPolicy::default(),
+            backoff: Backoff::default(),
         }
     }
 }

@@ -132,6 +132,7 @@ pub fn pipeline_config(args: &BatchArgs) -> PipelineConfig {
             event_time: args.event_time,
             collection_window: args.billing_collection_window,
         },
+        backoff: Backoff::default(),
     }
 }
 
@@ -171,7 +172,7 @@ pub fn pipeline(
         provisioner,
         dlq,
         tracker,
-        Backoff::default(),
+        config.backoff,
         config.billing,
     );
     Pipeline {
