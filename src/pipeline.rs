@@ -328,7 +328,7 @@ mod tests {
             "clearinghouse_default_ppu".parse().unwrap(),
             EnsureConfig::default(),
         );
-        crate::cli::pipeline(
+        crate::app::pipeline(
             provisioner,
             DeadLetterSink::memory(),
             Arc::new(OffsetTracker::default()),

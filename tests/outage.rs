@@ -10,7 +10,7 @@ use std::time::Duration;
 use openmeter_double::Route;
 use serde_json::json;
 use support::{OpenMeter, PLAN};
-use ticketmeter::cli::pipeline;
+use ticketmeter::app::pipeline;
 use ticketmeter::commit::OffsetTracker;
 use ticketmeter::deliver::Tally;
 use ticketmeter::dlq::DeadLetterSink;

@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
 use super::args::DemoArgs;
-use super::pipeline;
+use crate::app::pipeline;
 use crate::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use crate::commit::OffsetTracker;
 use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
