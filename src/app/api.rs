@@ -28,7 +28,7 @@ impl ProvisioningApi {
         ready: Option<ReadyCheck>,
     ) -> Result<Self, AppError> {
         if !settings.addr.ip().is_loopback() && settings.token.is_none() {
-            return Err(AppError::OpenApi {
+            return Err(AppError::UnguardedApi {
                 bind: settings.addr.ip(),
             });
         }

@@ -49,7 +49,7 @@ pub enum AppError {
     #[error("connecting to Kafka")]
     Kafka(#[source] rdkafka::error::KafkaError),
     #[error("PROVISION_BIND={bind} is not a loopback address: set PROVISION_TOKEN so /ensure is not open to the network")]
-    OpenApi { bind: IpAddr },
+    UnguardedApi { bind: IpAddr },
     #[error("binding the provisioning API to {addr}")]
     Bind {
         addr: SocketAddr,
