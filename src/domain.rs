@@ -165,6 +165,10 @@ impl Identity {
     }
 }
 
+/// The plan new customers are subscribed to unless `OPENMETER_DEFAULT_PLAN_KEY`
+/// names another; the built-in catalog defines it.
+pub const DEFAULT_PLAN_KEY: &str = "clearinghouse_default_ppu";
+
 /// A plan key as OpenMeter's `ResourceKey` allows: `^[a-z0-9]+(?:_[a-z0-9]+)*$`, 1..=64.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]

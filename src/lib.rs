@@ -4,9 +4,11 @@
 //! [`ensure`] → [`deliver`] → [`settle`] (→ [`commit`] / [`dlq`]), wired by
 //! [`pipeline`];
 //! plus [`billing`] (when OpenMeter invoices an event), [`health`], the
-//! [`openmeter`] client, [`audit`], the HTTP [`api`] and the [`cli`].
+//! [`openmeter`] client, [`audit`], the HTTP [`api`], [`app`] (assembly)
+//! and the [`cli`].
 
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod billing;
 pub mod bootstrap;

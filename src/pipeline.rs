@@ -20,6 +20,7 @@ use crate::domain::{EthUsdPrice, Identity};
 use crate::health::health;
 use crate::map::{map, UsageEvent};
 use crate::price::PriceFeed;
+use crate::retry::Backoff;
 use crate::settle::{DeadLetterKind, Outcome, Settler, Tally};
 use crate::source::file::{read_lines, LineFormat, LinesRead};
 use crate::source::Record;
@@ -42,6 +43,8 @@ pub struct PipelineConfig {
     pub shutdown_timeout: Duration,
     /// Which `time` events are sent with, and the invoice collection window.
     pub billing: BillingPolicy,
+    /// How long held events wait between delivery attempts.
+    pub backoff: Backoff,
 }
 
 impl Default for PipelineConfig {
@@ -54,6 +57,7 @@ impl Default for PipelineConfig {
             max_event_bytes: DEFAULT_MAX_BYTES,
             shutdown_timeout: Duration::from_secs(25),
             billing: BillingPolicy::default(),
+            backoff: Backoff::default(),
         }
     }
 }
@@ -342,7 +346,7 @@ mod tests {
             "clearinghouse_default_ppu".parse().unwrap(),
             EnsureConfig::default(),
         );
-        crate::cli::pipeline(
+        crate::app::pipeline(
             provisioner,
             DeadLetterSink::memory(),
             Arc::new(OffsetTracker::default()),

@@ -13,7 +13,7 @@ use chrono::{SecondsFormat, Utc};
 use openmeter_double::Route;
 use serde_json::Value;
 use support::{fixtures, OpenMeter, PLAN};
-use ticketmeter::cli::pipeline;
+use ticketmeter::app::pipeline;
 use ticketmeter::commit::OffsetTracker;
 use ticketmeter::dlq::DeadLetterSink;
 use ticketmeter::domain::{AuthId, Identity};

@@ -10,12 +10,13 @@ use std::time::Duration;
 use openmeter_double::Route;
 use serde_json::json;
 use support::{OpenMeter, PLAN};
-use ticketmeter::cli::pipeline;
+use ticketmeter::app::pipeline;
 use ticketmeter::commit::OffsetTracker;
 use ticketmeter::dlq::DeadLetterSink;
 use ticketmeter::ensure::{EnsureConfig, Provisioner};
 use ticketmeter::pipeline::{Pipeline, PipelineConfig};
 use ticketmeter::price::PriceFeed;
+use ticketmeter::retry::Backoff;
 use ticketmeter::settle::Tally;
 use tokio_util::sync::CancellationToken;
 
@@ -35,9 +36,13 @@ fn build(om: &OpenMeter, dlq: DeadLetterSink) -> Pipeline {
     let config = PipelineConfig {
         batch_max_events: 50,
         linger: Duration::from_millis(10),
+        backoff: Backoff {
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+        },
         ..PipelineConfig::default()
     };
-    let mut p = pipeline(
+    pipeline(
         Provisioner::new(
             om.client(None),
             PLAN.parse().unwrap(),
@@ -47,11 +52,7 @@ fn build(om: &OpenMeter, dlq: DeadLetterSink) -> Pipeline {
         Arc::new(OffsetTracker::default()),
         PriceFeed::fixed("3500".parse().unwrap()),
         config,
-    );
-    let deliverer = Arc::get_mut(&mut p.deliverer).unwrap();
-    deliverer.backoff.base = Duration::from_millis(20);
-    deliverer.backoff.max = Duration::from_millis(200);
-    p
+    )
 }
 
 #[tokio::test]

@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::deliver::EventTime;
-use crate::domain::{EthUsdPrice, PlanKey};
+use crate::deliver::{BillingPolicy, EventTime};
+use crate::domain::{EthUsdPrice, PlanKey, DEFAULT_PLAN_KEY};
+use crate::ensure::EnsureConfig;
+use crate::openmeter::ClientConfig;
+use crate::pipeline::PipelineConfig;
 use crate::price::DEFAULT_ORACLE_URL;
 
 #[derive(Debug, Parser)]
@@ -52,6 +55,30 @@ pub enum Command {
     Audit(AuditArgs),
 }
 
+/// Defaults only the command line knows, each used by two commands.
+const PROVISION_PORT: u16 = 8091;
+const DLQ_FILE: &str = "ticketmeter-dlq.jsonl";
+const AUDIT_SETTLE: &str = "10m";
+
+/// Every other default is read from the `Default` impl or constant that
+/// owns it, so each is written once; durations are rendered for `--help`.
+fn shown(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}
+
+fn batch() -> PipelineConfig {
+    PipelineConfig::default()
+}
+
+fn ensure() -> EnsureConfig {
+    EnsureConfig::default()
+}
+
+/// OpenMeter's invoice collection interval (its default).
+fn collection_window() -> Duration {
+    BillingPolicy::default().collection_window
+}
+
 /// Parses durations like `5m`, `250ms`, `1h 30m`.
 pub fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
@@ -73,38 +100,34 @@ pub struct OpenMeterArgs {
     #[arg(long, env = "OPENMETER_API_KEY_FILE")]
     pub openmeter_api_key_file: Option<PathBuf>,
     /// Per-request timeout.
-    #[arg(long, env = "OPENMETER_TIMEOUT", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "OPENMETER_TIMEOUT", default_value = shown(ClientConfig::DEFAULT_TIMEOUT), value_parser = duration)]
     pub openmeter_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct EnsureArgs {
     /// Plan every new customer is subscribed to.
-    #[arg(
-        long,
-        env = "OPENMETER_DEFAULT_PLAN_KEY",
-        default_value = "clearinghouse_default_ppu"
-    )]
+    #[arg(long, env = "OPENMETER_DEFAULT_PLAN_KEY", default_value = DEFAULT_PLAN_KEY)]
     pub default_plan_key: PlanKey,
     /// How long an ensured identity is trusted without asking OpenMeter.
-    #[arg(long, env = "ENSURE_CACHE_TTL", default_value = "1h", value_parser = duration)]
+    #[arg(long, env = "ENSURE_CACHE_TTL", default_value = shown(ensure().cache_ttl), value_parser = duration)]
     pub ensure_cache_ttl: Duration,
     /// How many ensured identities are remembered.
-    #[arg(long, env = "ENSURE_CACHE_CAPACITY", default_value_t = 200_000)]
+    #[arg(long, env = "ENSURE_CACHE_CAPACITY", default_value_t = ensure().cache_capacity)]
     pub ensure_cache_capacity: u64,
     /// How long the resolved default plan version is trusted.
-    #[arg(long, env = "PLAN_CACHE_TTL", default_value = "60s", value_parser = duration)]
+    #[arg(long, env = "PLAN_CACHE_TTL", default_value = shown(ensure().plan_ttl), value_parser = duration)]
     pub plan_cache_ttl: Duration,
     /// How long a customer OpenMeter refused (its creation or subscription)
     /// is not asked about again; its events are dead-lettered meanwhile.
-    #[arg(long, env = "ENSURE_REFUSAL_TTL", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "ENSURE_REFUSAL_TTL", default_value = shown(ensure().refusal_ttl), value_parser = duration)]
     pub ensure_refusal_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
     /// Port of the provisioning API.
-    #[arg(long, env = "PROVISION_PORT", default_value_t = 8091)]
+    #[arg(long, env = "PROVISION_PORT", default_value_t = PROVISION_PORT)]
     pub provision_port: u16,
     /// Address the API binds to; anything but loopback requires PROVISION_TOKEN.
     #[arg(long, env = "PROVISION_BIND", default_value = "127.0.0.1")]
@@ -130,33 +153,33 @@ pub struct PriceArgs {
 #[derive(Debug, Clone, Args)]
 pub struct BatchArgs {
     /// Events per ingest request.
-    #[arg(long, env = "BATCH_MAX_EVENTS", default_value_t = 500)]
+    #[arg(long, env = "BATCH_MAX_EVENTS", default_value_t = batch().batch_max_events)]
     pub batch_max_events: usize,
     /// Bytes per ingest request.
-    #[arg(long, env = "BATCH_MAX_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "BATCH_MAX_BYTES", default_value_t = batch().batch_max_bytes)]
     pub batch_max_bytes: usize,
     /// How long a partial batch waits for more events.
-    #[arg(long, env = "BATCH_LINGER", default_value = "100ms", value_parser = duration)]
+    #[arg(long, env = "BATCH_LINGER", default_value = shown(batch().linger), value_parser = duration)]
     pub batch_linger: Duration,
     /// Batches ensured/delivered concurrently.
-    #[arg(long, env = "BATCH_MAX_IN_FLIGHT", default_value_t = 4)]
+    #[arg(long, env = "BATCH_MAX_IN_FLIGHT", default_value_t = batch().max_in_flight)]
     pub batch_max_in_flight: usize,
     /// Records larger than this are dead-lettered unread.
-    #[arg(long, env = "MAX_EVENT_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "MAX_EVENT_BYTES", default_value_t = batch().max_event_bytes)]
     pub max_event_bytes: usize,
     /// How long shutdown waits for in-flight batches.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = duration)]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = shown(batch().shutdown_timeout), value_parser = duration)]
     pub shutdown_timeout: Duration,
     /// `billable`: an event older than its customer's subscription is sent
     /// at the subscription's start (OpenMeter would store it and never
     /// invoice it), its signed time kept in `data.signed_at`. `signed`:
     /// always the signed time, as the original did.
-    #[arg(long, env = "EVENT_TIME", value_enum, default_value = "billable")]
+    #[arg(long, env = "EVENT_TIME", value_enum, default_value_t = batch().billing.event_time)]
     pub event_time: EventTime,
     /// How long after a billing period ends OpenMeter still collects its
     /// usage (its `collection.interval`); later usage of that period is
     /// counted as missing its invoice.
-    #[arg(long, env = "BILLING_COLLECTION_WINDOW", default_value = "1h", value_parser = duration)]
+    #[arg(long, env = "BILLING_COLLECTION_WINDOW", default_value = shown(batch().billing.collection_window), value_parser = duration)]
     pub billing_collection_window: Duration,
 }
 
@@ -272,7 +295,7 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Where dead letters are appended.
-    #[arg(long, env = "DLQ_FILE", default_value = "ticketmeter-dlq.jsonl")]
+    #[arg(long, env = "DLQ_FILE", default_value = DLQ_FILE)]
     pub dlq_file: PathBuf,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
@@ -315,11 +338,7 @@ pub struct BootstrapArgs {
     #[command(flatten)]
     pub openmeter: OpenMeterArgs,
     /// The plan the catalog defines.
-    #[arg(
-        long,
-        env = "OPENMETER_DEFAULT_PLAN_KEY",
-        default_value = "clearinghouse_default_ppu"
-    )]
+    #[arg(long, env = "OPENMETER_DEFAULT_PLAN_KEY", default_value = DEFAULT_PLAN_KEY)]
     pub default_plan_key: PlanKey,
 }
 
@@ -348,7 +367,7 @@ pub struct DoubleArgs {
 
 #[derive(Debug, Args)]
 pub struct HealthcheckArgs {
-    #[arg(long, env = "PROVISION_PORT", default_value_t = 8091)]
+    #[arg(long, env = "PROVISION_PORT", default_value_t = PROVISION_PORT)]
     pub port: u16,
 }
 
@@ -373,10 +392,10 @@ pub struct AuditArgs {
     #[arg(long)]
     pub to: Option<String>,
     /// Events younger than this may still be on their way: not counted missing, not repaired; a repair waits this long for resent events.
-    #[arg(long, env = "AUDIT_SETTLE", default_value = "10m", value_parser = duration)]
+    #[arg(long, env = "AUDIT_SETTLE", default_value = AUDIT_SETTLE, value_parser = duration)]
     pub settle: Duration,
     /// OpenMeter's invoice collection interval: usage arriving this long after its billing period ended is never invoiced.
-    #[arg(long, env = "AUDIT_COLLECTION_WINDOW", default_value = "1h", value_parser = duration)]
+    #[arg(long, env = "AUDIT_COLLECTION_WINDOW", default_value = shown(collection_window()), value_parser = duration)]
     pub collection_window: Duration,
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::audit::report::Format,
@@ -390,7 +409,7 @@ pub struct AuditArgs {
     #[arg(long)]
     pub file: Option<PathBuf>,
     /// With --file: the dead-letter file `replay` wrote.
-    #[arg(long, env = "DLQ_FILE", default_value = "ticketmeter-dlq.jsonl")]
+    #[arg(long, env = "DLQ_FILE", default_value = DLQ_FILE)]
     pub dlq_file: PathBuf,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
@@ -408,10 +427,10 @@ pub struct ContinuousAuditArgs {
     #[arg(long, env = "AUDIT_WINDOW", default_value = "2h", value_parser = duration)]
     pub audit_window: Duration,
     /// How long events may take to be stored before they count as missing.
-    #[arg(long, env = "AUDIT_SETTLE", default_value = "10m", value_parser = duration)]
+    #[arg(long, env = "AUDIT_SETTLE", default_value = AUDIT_SETTLE, value_parser = duration)]
     pub audit_settle: Duration,
     /// OpenMeter's invoice collection interval.
-    #[arg(long, env = "AUDIT_COLLECTION_WINDOW", default_value = "1h", value_parser = duration)]
+    #[arg(long, env = "AUDIT_COLLECTION_WINDOW", default_value = shown(collection_window()), value_parser = duration)]
     pub audit_collection_window: Duration,
     /// Repair what each audit finds.
     #[arg(long, env = "AUDIT_REPAIR", default_value_t = false, action = clap::ArgAction::Set)]

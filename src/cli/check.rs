@@ -8,7 +8,8 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::args::CheckArgs;
-use super::{client, kafka_config, price_source, provisioner};
+use super::config;
+use crate::app::{self, OpenMeterSettings, ONE_SHOT_ATTEMPTS};
 use crate::bootstrap::{bootstrap, BootstrapOptions, Catalog, Kind, Outcome};
 use crate::domain::PlanKey;
 use crate::openmeter::OpenMeterClient;
@@ -23,13 +24,17 @@ struct Check {
 pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut checks = vec![kafka_check(&args)];
     checks.push(price_check(&args).await);
-    match client(&args.openmeter, super::ONE_SHOT_ATTEMPTS) {
+    let openmeter = config::openmeter(&args.openmeter, &args.ensure).and_then(|settings| {
+        let client = app::client(&settings.client, ONE_SHOT_ATTEMPTS)?;
+        Ok((client, settings))
+    });
+    match openmeter {
         Err(e) => checks.push(Check {
             name: "OpenMeter configuration".into(),
             result: Err(format!("{e:#}")),
         }),
-        Ok(client) => {
-            checks.push(plan_check(&client, &args).await);
+        Ok((client, settings)) => {
+            checks.push(plan_check(&client, &settings).await);
             checks.extend(catalog_checks(&client, &args).await);
         }
     }
@@ -48,20 +53,20 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
 /// The broker answers and the topic exists (metadata request, no group join).
 fn kafka_check(args: &CheckArgs) -> Check {
-    let config = kafka_config(&args.kafka);
-    let name = format!("Kafka {} topic {}", config.brokers, config.topic);
-    let result = config
+    let kafka = config::kafka(&args.kafka).consumer;
+    let name = format!("Kafka {} topic {}", kafka.brokers, kafka.topic);
+    let result = kafka
         .client_config()
         .create::<BaseConsumer>()
         .map_err(|e| e.to_string())
         .and_then(|consumer| {
             let metadata = consumer
-                .fetch_metadata(Some(&config.topic), Duration::from_secs(10))
+                .fetch_metadata(Some(&kafka.topic), Duration::from_secs(10))
                 .map_err(|e| e.to_string())?;
             let topic = metadata
                 .topics()
                 .iter()
-                .find(|t| t.name() == config.topic)
+                .find(|t| t.name() == kafka.topic)
                 .ok_or("topic not in metadata")?;
             match topic.error() {
                 Some(e) => Err(format!("{e:?}")),
@@ -73,7 +78,7 @@ fn kafka_check(args: &CheckArgs) -> Check {
 
 async fn price_check(args: &CheckArgs) -> Check {
     let feed = PriceFeed::start(
-        price_source(&args.price),
+        config::price(&args.price),
         tokio_util::sync::CancellationToken::new(),
     )
     .await;
@@ -88,9 +93,9 @@ async fn price_check(args: &CheckArgs) -> Check {
 /// The token works and the default plan has a version customers can be
 /// subscribed to. A plan that exists only as a draft (a publish OpenMeter
 /// refused) is named as such, with what to do about it.
-async fn plan_check(client: &OpenMeterClient, args: &CheckArgs) -> Check {
-    let key = &args.ensure.default_plan_key;
-    let result = match provisioner(client.clone(), &args.ensure)
+async fn plan_check(client: &OpenMeterClient, settings: &OpenMeterSettings) -> Check {
+    let key = &settings.plan_key;
+    let result = match app::provisioner(client.clone(), settings)
         .default_plan()
         .await
     {

@@ -12,12 +12,12 @@ use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
 use super::args::DemoArgs;
-use super::pipeline;
+use crate::app::pipeline;
 use crate::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use crate::commit::OffsetTracker;
 use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 use crate::dlq::DeadLetterSink;
-use crate::domain::{EthUsdPrice, PlanKey};
+use crate::domain::{EthUsdPrice, PlanKey, DEFAULT_PLAN_KEY};
 use crate::ensure::{EnsureConfig, Provisioner};
 use crate::map::map;
 use crate::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
@@ -36,7 +36,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let running = double.spawn(([127, 0, 0, 1], 0).into()).await?;
     let endpoint = Endpoint::parse(&running.base_url(), None)?;
     let client = OpenMeterClient::new(ClientConfig::new(endpoint, None))?;
-    let plan_key: PlanKey = "clearinghouse_default_ppu".parse()?;
+    let plan_key: PlanKey = DEFAULT_PLAN_KEY.parse()?;
     println!("OpenMeter double at {}", running.base_url());
 
     let catalog = Catalog::builtin(&plan_key);

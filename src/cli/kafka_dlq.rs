@@ -14,17 +14,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use super::args::DlqReplayArgs;
-use super::{kafka_config, shutdown_signal, start_pipeline};
+use super::{config, shutdown_signal};
+use crate::app;
 use crate::commit::OffsetTracker;
 use crate::decode::SkipReason;
-use crate::dlq::{letter_header, DeadLetterSink};
+use crate::dlq::letter_header;
 use crate::settle::{Outcome, Tally};
-use crate::source::kafka::KafkaSource;
 use crate::source::Record;
 
 /// How long an empty DLQ topic is waited on before the replay ends.
@@ -32,20 +31,16 @@ const IDLE: Duration = Duration::from_secs(5);
 
 pub async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
     let cancel = shutdown_signal();
-    let mut kafka = kafka_config(&args.kafka);
-    let dlq_topic = args.kafka.dlq_topic();
-    let dlq = DeadLetterSink::kafka(
-        &kafka,
-        dlq_topic.clone(),
-        args.pipeline.batch.max_event_bytes,
-        &args.kafka.dlq_spill_dir,
-    )?;
-    kafka.topic = dlq_topic.clone();
-    kafka.group = format!("{}.dlq-replay", kafka.group);
+    let settings = config::pipeline(&args.pipeline)?;
+    let kafka = config::kafka(&args.kafka);
+    let dlq_topic = kafka.dlq_topic.clone();
+    let dlq = app::kafka_dead_letters(&kafka, settings.batch.max_event_bytes)?;
+    let mut letters = kafka.consumer.clone();
+    letters.topic = dlq_topic.clone();
+    letters.group = format!("{}.dlq-replay", letters.group);
     let tracker = Arc::new(OffsetTracker::default());
-    let pipeline = start_pipeline(&args.pipeline, dlq, tracker.clone(), &cancel).await?;
-    let source =
-        Arc::new(KafkaSource::connect(&kafka, tracker.clone()).context("connecting to Kafka")?);
+    let pipeline = app::start_pipeline(&settings, dlq, tracker.clone(), &cancel).await?;
+    let source = app::connect_kafka(&letters, tracker.clone())?;
 
     let started = Utc::now();
     let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);

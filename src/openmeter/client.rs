@@ -83,11 +83,14 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// Per-request timeout unless `OPENMETER_TIMEOUT` says otherwise.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
     pub fn new(endpoint: Endpoint, token: Option<Secret>) -> Self {
         Self {
             endpoint,
             token,
-            timeout: Duration::from_secs(30),
+            timeout: Self::DEFAULT_TIMEOUT,
             attempts: 4,
             backoff: Backoff::default(),
         }

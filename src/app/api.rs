@@ -1,0 +1,68 @@
+//! The provisioning API, bound before it serves so a caller knows its
+//! address (port 0 picks a free one) and a bind failure stops start-up.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use super::config::ApiSettings;
+use super::AppError;
+use crate::api::{self, ApiState, ReadyCheck};
+use crate::ensure::Provisioner;
+
+/// A bound, not yet serving, provisioning API.
+pub struct ProvisioningApi {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+}
+
+impl ProvisioningApi {
+    /// Binds `settings.addr`. Off loopback a token is required, so `/ensure`
+    /// is never open to the network.
+    pub async fn bind(
+        settings: &ApiSettings,
+        provisioner: Provisioner,
+        ready: Option<ReadyCheck>,
+    ) -> Result<Self, AppError> {
+        if !settings.addr.ip().is_loopback() && settings.token.is_none() {
+            return Err(AppError::UnguardedApi {
+                bind: settings.addr.ip(),
+            });
+        }
+        let bind_error = |source| AppError::Bind {
+            addr: settings.addr,
+            source,
+        };
+        let listener = TcpListener::bind(settings.addr).await.map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        let router = api::router(ApiState {
+            provisioner,
+            token: settings.token.clone(),
+            ready,
+        });
+        Ok(Self {
+            listener,
+            addr,
+            router,
+        })
+    }
+
+    /// The address bound (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then finishes the requests under way.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        tracing::info!(addr = %self.addr, "provisioning API listening");
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "provisioning API stopped");
+        }
+    }
+}

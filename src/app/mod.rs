@@ -1,0 +1,192 @@
+//! Assembly: the one place the collector, and each part the other commands
+//! share, is built from one typed [`Config`]. Nothing here reads the
+//! environment or installs signal handlers: `cli` fills the `Config` and
+//! owns the shutdown, so the whole collector can also run in-process under
+//! a test's control (zero2prod's `Application`, mini-redis's
+//! `server::run(listener, shutdown)`).
+
+mod api;
+mod config;
+mod parts;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub use api::ProvisioningApi;
+pub use config::{
+    ApiSettings, Config, ContinuousAuditSettings, KafkaSettings, OpenMeterSettings,
+    PipelineSettings,
+};
+pub use parts::{
+    audit_sources, client, connect_kafka, kafka_dead_letters, pipeline, provisioner,
+    start_pipeline, ONE_SHOT_ATTEMPTS, PIPELINE_ATTEMPTS,
+};
+
+use crate::audit::continuous::ContinuousAudit;
+use crate::commit::OffsetTracker;
+use crate::dlq::DlqError;
+use crate::openmeter::ApiError;
+use crate::pipeline::Pipeline;
+use crate::price::OracleError;
+use crate::settle::Tally;
+use crate::source::kafka::KafkaSource;
+
+/// Why the collector, or one of its parts, could not be built.
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error("cannot start without an ETH/USD price (set ETH_USD_PRICE or fix PRICE_ORACLE_URL)")]
+    Price(#[source] OracleError),
+    #[error(transparent)]
+    OpenMeter(#[from] ApiError),
+    #[error(transparent)]
+    DeadLetters(#[from] DlqError),
+    #[error("connecting to Kafka")]
+    Kafka(#[source] rdkafka::error::KafkaError),
+    #[error("PROVISION_BIND={bind} is not a loopback address: set PROVISION_TOKEN so /ensure is not open to the network")]
+    UnguardedApi { bind: IpAddr },
+    #[error("binding the provisioning API to {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The collector, built and connected, not yet running.
+pub struct Application {
+    pipeline: Pipeline,
+    source: Arc<KafkaSource>,
+    api: ProvisioningApi,
+    audit: Option<ContinuousAudit>,
+    commit_interval: Duration,
+    /// Stops every task; fired by the shutdown, or by the pipeline itself
+    /// when a batch task fails.
+    cancel: CancellationToken,
+    /// Stops the price refresher if the application is dropped unrun.
+    _stop_on_drop: DropGuard,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Every record read was settled before the end (else the rest is
+    /// redelivered after a restart: its offsets were not committed).
+    pub settled: bool,
+    /// A task panicked or a batch task failed (logged); `run` exits
+    /// non-zero.
+    pub failed: bool,
+}
+
+impl Application {
+    /// Starts the price feed, connects OpenMeter and Kafka and binds the
+    /// API; nothing is read until [`Application::run_until_stopped`].
+    pub async fn build(config: Config) -> Result<Self, AppError> {
+        let cancel = CancellationToken::new();
+        let stop_on_drop = cancel.clone().drop_guard();
+        let max_event_bytes = config.pipeline.batch.max_event_bytes;
+        let dlq = kafka_dead_letters(&config.kafka, max_event_bytes)?;
+        let tracker = Arc::new(OffsetTracker::default());
+        let pipeline = start_pipeline(&config.pipeline, dlq, tracker.clone(), &cancel).await?;
+        let source = connect_kafka(&config.kafka.consumer, tracker)?;
+        let provisioner = pipeline.deliverer.provisioner.clone();
+        let ready = parts::readiness(
+            source.clone(),
+            provisioner.clone(),
+            pipeline.price.clone(),
+            config.kafka.consumer.stall_after,
+        );
+        let api = ProvisioningApi::bind(&config.api, provisioner, Some(ready)).await?;
+        let audit = config
+            .audit
+            .map(|settings| parts::continuous_audit(&settings, &config.kafka, &pipeline));
+        Ok(Self {
+            pipeline,
+            source,
+            api,
+            audit,
+            commit_interval: config.kafka.consumer.commit_interval,
+            cancel,
+            _stop_on_drop: stop_on_drop,
+        })
+    }
+
+    /// Where the provisioning API listens (the real port when 0 was asked
+    /// for, so tests can run several collectors).
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api.local_addr()
+    }
+
+    pub fn api_port(&self) -> u16 {
+        self.api_addr().port()
+    }
+
+    /// Reads, delivers and commits, audits and serves the API until
+    /// `shutdown` resolves (or a batch task fails); then drains in-flight
+    /// batches (up to `SHUTDOWN_TIMEOUT`), commits what settled and stops.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Stopped {
+        let Self {
+            pipeline,
+            source,
+            api,
+            audit,
+            commit_interval,
+            cancel,
+            _stop_on_drop,
+        } = self;
+        let api = tokio::spawn(api.serve(cancel.clone().cancelled_owned()));
+        let auditor = audit.map(|audit| tokio::spawn(audit.run(cancel.clone())));
+        let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);
+        let reader = tokio::spawn({
+            let (source, cancel) = (source.clone(), cancel.clone());
+            async move { source.run(tx, cancel).await }
+        });
+        let committer = tokio::spawn({
+            let (source, cancel) = (source.clone(), cancel.clone());
+            async move { source.commit_periodically(commit_interval, cancel).await }
+        });
+        let settled = until(shutdown, pipeline.run(rx, &cancel), &cancel).await;
+        cancel.cancel();
+        let mut failed = Tally::get(&pipeline.tally().crashed_batches) > 0;
+        failed |= joined("Kafka reader", reader.await);
+        failed |= joined("committer", committer.await);
+        if let Some(auditor) = auditor {
+            failed |= joined("continuous audit", auditor.await);
+        }
+        let committed = source.commit().await;
+        tracing::info!(settled, ?committed, failed, "collector stopped");
+        failed |= joined("provisioning API", api.await);
+        Stopped { settled, failed }
+    }
+}
+
+/// Runs `work` to its end, firing `cancel` if `shutdown` resolves first so
+/// that `work` winds down.
+async fn until<T>(
+    shutdown: impl Future<Output = ()>,
+    work: impl Future<Output = T>,
+    cancel: &CancellationToken,
+) -> T {
+    tokio::pin!(work);
+    tokio::select! {
+        done = &mut work => return done,
+        () = shutdown => cancel.cancel(),
+    }
+    work.await
+}
+
+/// Whether a task of `run` panicked (logged): `run` then exits non-zero.
+fn joined<T>(task: &str, result: Result<T, tokio::task::JoinError>) -> bool {
+    match result {
+        Ok(_) => false,
+        Err(e) => {
+            tracing::error!(task, error = %e, "collector task failed");
+            true
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The parts the commands share, each built in one place: `run` assembles
+//! all of them, `serve`, `replay`, `dlq replay`, `audit` and `check` the
+//! ones they need.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{ContinuousAuditSettings, KafkaSettings, OpenMeterSettings, PipelineSettings};
+use super::AppError;
+use crate::api::{Readiness, ReadyCheck};
+use crate::audit::continuous::ContinuousAudit;
+use crate::audit::range::TimeRange;
+use crate::audit::source::SourceSpec;
+use crate::audit::{Audit, AuditConfig};
+use crate::commit::OffsetTracker;
+use crate::deliver::Deliverer;
+use crate::dlq::DeadLetterSink;
+use crate::ensure::Provisioner;
+use crate::health::health;
+use crate::openmeter::{ClientConfig, OpenMeterClient};
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::price::PriceFeed;
+use crate::settle::Settler;
+use crate::source::kafka::{KafkaConfig, KafkaSource};
+
+/// Attempts per call of a client whose caller does not retry (the API, the
+/// one-shot commands).
+pub const ONE_SHOT_ATTEMPTS: u32 = 4;
+/// The pipeline's client makes one attempt per call: the delivery stage's
+/// hold-and-retry loop is its only retry layer.
+pub const PIPELINE_ATTEMPTS: u32 = 1;
+
+/// The OpenMeter client, making up to `attempts` attempts per call.
+pub fn client(config: &ClientConfig, attempts: u32) -> Result<OpenMeterClient, AppError> {
+    let mut config = config.clone();
+    config.attempts = attempts;
+    Ok(OpenMeterClient::new(config)?)
+}
+
+/// Ensures customers through `client`.
+pub fn provisioner(client: OpenMeterClient, settings: &OpenMeterSettings) -> Provisioner {
+    Provisioner::new(client, settings.plan_key.clone(), settings.ensure)
+}
+
+/// The pipeline `run`, `replay` and `dlq replay` share. The price comes
+/// first: there is no start without one. Its refresher stops with `cancel`.
+pub async fn start_pipeline(
+    settings: &PipelineSettings,
+    dlq: DeadLetterSink,
+    tracker: Arc<OffsetTracker>,
+    cancel: &CancellationToken,
+) -> Result<Pipeline, AppError> {
+    let price = PriceFeed::start(settings.price.clone(), cancel.child_token())
+        .await
+        .map_err(AppError::Price)?;
+    let client = client(&settings.openmeter.client, PIPELINE_ATTEMPTS)?;
+    let provisioner = provisioner(client, &settings.openmeter);
+    Ok(pipeline(provisioner, dlq, tracker, price, settings.batch))
+}
+
+/// A pipeline delivering through `provisioner` and dead-lettering to `dlq`.
+pub fn pipeline(
+    provisioner: Provisioner,
+    dlq: DeadLetterSink,
+    tracker: Arc<OffsetTracker>,
+    price: PriceFeed,
+    config: PipelineConfig,
+) -> Pipeline {
+    let deliverer = Deliverer::new(
+        provisioner.client().clone(),
+        provisioner,
+        Arc::new(Settler::new(dlq, tracker)),
+        config.backoff,
+        config.billing,
+    );
+    Pipeline {
+        deliverer: Arc::new(deliverer),
+        price,
+        config,
+    }
+}
+
+/// The DLQ topic's producer; letters it refuses spill to files.
+pub fn kafka_dead_letters(
+    settings: &KafkaSettings,
+    max_event_bytes: usize,
+) -> Result<DeadLetterSink, AppError> {
+    Ok(DeadLetterSink::kafka(
+        &settings.consumer,
+        settings.dlq_topic.clone(),
+        max_event_bytes,
+        &settings.spill_dir,
+    )?)
+}
+
+/// A consumer of `config.topic` in `config.group`, settling into `tracker`.
+pub fn connect_kafka(
+    config: &KafkaConfig,
+    tracker: Arc<OffsetTracker>,
+) -> Result<Arc<KafkaSource>, AppError> {
+    let source = KafkaSource::connect(config, tracker).map_err(AppError::Kafka)?;
+    Ok(Arc::new(source))
+}
+
+/// What an audit reads: the gateway topic and its dead-letter topic.
+pub fn audit_sources(settings: &KafkaSettings) -> (SourceSpec, SourceSpec) {
+    let mut dlq = settings.consumer.clone();
+    dlq.topic = settings.dlq_topic.clone();
+    (
+        SourceSpec::Kafka(settings.consumer.clone()),
+        SourceSpec::Kafka(dlq),
+    )
+}
+
+/// The continuous audit of `run`, at the pipeline's price and through its
+/// provisioner.
+pub(super) fn continuous_audit(
+    settings: &ContinuousAuditSettings,
+    kafka: &KafkaSettings,
+    pipeline: &Pipeline,
+) -> ContinuousAudit {
+    let (source, dead_letters) = audit_sources(kafka);
+    let provisioner = pipeline.deliverer.provisioner.clone();
+    let audit = Audit {
+        client: provisioner.client().clone(),
+        price: pipeline.price.current().price,
+        source,
+        dead_letters: Some(dead_letters),
+        config: AuditConfig {
+            range: TimeRange::settled_window(Utc::now(), settings.window, settings.settle),
+            settle: settings.settle,
+            collection_window: settings.collection_window,
+            max_event_bytes: pipeline.config.max_event_bytes,
+            progress: false,
+        },
+    };
+    tracing::info!(
+        every = %humantime::format_duration(settings.interval),
+        window = %humantime::format_duration(settings.window),
+        repair = settings.repair,
+        "continuous audit on"
+    );
+    ContinuousAudit {
+        audit,
+        interval: settings.interval,
+        window: settings.window,
+        repair: settings.repair.then_some(provisioner),
+        price: pipeline.price.clone(),
+    }
+}
+
+/// `/ready`: partitions assigned, the price fresh (the collector never
+/// starts without one), OpenMeter answering with a subscribable plan, and
+/// billing progressing (no stalled partition, no hold over `STALL_AFTER`).
+pub(super) fn readiness(
+    source: Arc<KafkaSource>,
+    provisioner: Provisioner,
+    price: PriceFeed,
+    stall_after: Duration,
+) -> ReadyCheck {
+    Arc::new(move || {
+        let (source, provisioner, price) = (source.clone(), provisioner.clone(), price.clone());
+        Box::pin(async move {
+            let openmeter = provisioner.default_plan().await.is_ok();
+            let problems = health().problems(stall_after);
+            Readiness {
+                checks: vec![
+                    ("partitions_assigned".to_owned(), source.assigned()),
+                    ("price_fresh".to_owned(), price.is_fresh()),
+                    ("openmeter".to_owned(), openmeter),
+                    ("progress".to_owned(), problems.is_empty()),
+                ],
+                problems,
+            }
+        })
+    })
+}

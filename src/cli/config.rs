@@ -1,0 +1,180 @@
+//! Arguments → the typed configuration [`crate::app`] builds from. What can
+//! be checked without the network is checked here (a URL is given, the token
+//! file reads), and this is the one place beyond clap that reads the
+//! environment (`KAFKA_OPT_*`).
+
+use std::net::SocketAddr;
+
+use anyhow::{bail, Context};
+
+use super::args::{
+    ApiArgs, BatchArgs, ContinuousAuditArgs, EnsureArgs, KafkaArgs, OpenMeterArgs, PipelineArgs,
+    PriceArgs, RunArgs,
+};
+use crate::app::{
+    ApiSettings, Config, ContinuousAuditSettings, KafkaSettings, OpenMeterSettings,
+    PipelineSettings,
+};
+use crate::deliver::BillingPolicy;
+use crate::ensure::EnsureConfig;
+use crate::openmeter::{ClientConfig, Endpoint};
+use crate::pipeline::PipelineConfig;
+use crate::price::PriceSource;
+use crate::retry::Backoff;
+use crate::secret::Secret;
+use crate::source::kafka::KafkaConfig;
+
+/// The collector's configuration (`run`).
+pub fn collector(args: &RunArgs) -> anyhow::Result<Config> {
+    Ok(Config {
+        pipeline: pipeline(&args.pipeline)?,
+        kafka: kafka(&args.kafka),
+        api: api(&args.api),
+        audit: continuous_audit(&args.audit),
+    })
+}
+
+pub fn pipeline(args: &PipelineArgs) -> anyhow::Result<PipelineSettings> {
+    Ok(PipelineSettings {
+        openmeter: openmeter(&args.openmeter, &args.ensure)?,
+        price: price(&args.price),
+        batch: batch(&args.batch),
+    })
+}
+
+pub fn openmeter(args: &OpenMeterArgs, ensure: &EnsureArgs) -> anyhow::Result<OpenMeterSettings> {
+    Ok(OpenMeterSettings {
+        client: client(args)?,
+        plan_key: ensure.default_plan_key.clone(),
+        ensure: EnsureConfig {
+            cache_ttl: ensure.ensure_cache_ttl,
+            cache_capacity: ensure.ensure_cache_capacity,
+            plan_ttl: ensure.plan_cache_ttl,
+            refusal_ttl: ensure.ensure_refusal_ttl,
+        },
+    })
+}
+
+/// The client's settings from `OPENMETER_*`.
+pub fn client(args: &OpenMeterArgs) -> anyhow::Result<ClientConfig> {
+    let Some(url) = args
+        .openmeter_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+    else {
+        bail!("OPENMETER_URL is required (e.g. https://us.api.konghq.com/v3/openmeter or http://openmeter:8888/api/v3)");
+    };
+    let endpoint = Endpoint::parse(url, args.openmeter_ingest_url.as_deref())?;
+    let mut config = ClientConfig::new(endpoint, token(args)?);
+    config.timeout = args.openmeter_timeout;
+    Ok(config)
+}
+
+fn token(args: &OpenMeterArgs) -> anyhow::Result<Option<Secret>> {
+    if let Some(key) = args
+        .openmeter_api_key
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    {
+        return Ok(Some(Secret::from(key)));
+    }
+    let Some(path) = &args.openmeter_api_key_file else {
+        return Ok(None);
+    };
+    let key = std::fs::read_to_string(path)
+        .with_context(|| format!("reading OPENMETER_API_KEY_FILE {}", path.display()))?;
+    Ok(Some(Secret::from(key.trim())))
+}
+
+pub fn price(args: &PriceArgs) -> PriceSource {
+    match args.eth_usd_price {
+        Some(price) => PriceSource::Fixed(price),
+        None => PriceSource::Oracle {
+            url: args.price_oracle_url.clone(),
+            refresh: args.price_oracle_refresh,
+        },
+    }
+}
+
+fn batch(args: &BatchArgs) -> PipelineConfig {
+    PipelineConfig {
+        batch_max_events: args.batch_max_events.max(1),
+        batch_max_bytes: args.batch_max_bytes,
+        linger: args.batch_linger,
+        max_in_flight: args.batch_max_in_flight.max(1),
+        max_event_bytes: args.max_event_bytes,
+        shutdown_timeout: args.shutdown_timeout,
+        billing: BillingPolicy {
+            event_time: args.event_time,
+            collection_window: args.billing_collection_window,
+        },
+        backoff: Backoff::default(),
+    }
+}
+
+pub fn kafka(args: &KafkaArgs) -> KafkaSettings {
+    KafkaSettings {
+        consumer: KafkaConfig {
+            brokers: args.kafka_brokers.clone(),
+            topic: args.kafka_gateway_topic.clone(),
+            group: args.kafka_consumer_group.clone(),
+            sasl_username: args.kafka_sasl_username.clone().filter(|u| !u.is_empty()),
+            sasl_password: args.kafka_sasl_password.clone().map(Secret::from),
+            sasl_mechanism: args.kafka_sasl_mechanism.clone(),
+            tls: args.kafka_tls,
+            extra: kafka_passthrough(std::env::vars()),
+            commit_interval: args.kafka_commit_interval,
+            stall_after: args.stall_after,
+        },
+        dlq_topic: args.dlq_topic(),
+        spill_dir: args.dlq_spill_dir.clone(),
+    }
+}
+
+/// `KAFKA_OPT_SESSION_TIMEOUT_MS=6000` → `session.timeout.ms=6000`.
+fn kafka_passthrough(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    vars.filter_map(|(k, v)| {
+        let name = k.strip_prefix("KAFKA_OPT_")?;
+        Some((name.to_ascii_lowercase().replace('_', "."), v))
+    })
+    .collect()
+}
+
+pub fn api(args: &ApiArgs) -> ApiSettings {
+    ApiSettings {
+        addr: SocketAddr::new(args.provision_bind, args.provision_port),
+        token: args
+            .provision_token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .map(Secret::from),
+    }
+}
+
+fn continuous_audit(args: &ContinuousAuditArgs) -> Option<ContinuousAuditSettings> {
+    Some(ContinuousAuditSettings {
+        interval: args.audit_interval?,
+        window: args.audit_window,
+        settle: args.audit_settle,
+        collection_window: args.audit_collection_window,
+        repair: args.audit_repair,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kafka_passthrough;
+
+    #[test]
+    fn kafka_opt_variables_become_librdkafka_settings() {
+        let vars = [
+            ("KAFKA_OPT_SESSION_TIMEOUT_MS".to_owned(), "6000".to_owned()),
+            ("KAFKA_BROKERS".to_owned(), "b:9092".to_owned()),
+        ];
+        assert_eq!(
+            kafka_passthrough(vars.into_iter()),
+            vec![("session.timeout.ms".to_owned(), "6000".to_owned())]
+        );
+    }
+}
