@@ -26,8 +26,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
-use ticketmeter::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
+use ticketmeter::{bootstrap, BootstrapOptions, Catalog};
+use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient};
 
 struct Options {
     events: usize,

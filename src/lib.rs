@@ -1,31 +1,63 @@
 //! ticketmeter: bills Livepeer remote-signer usage through OpenMeter.
 //!
-//! The modules follow the data: [`source`] → [`decode`] → [`map`] →
-//! [`ensure`] → [`deliver`] → [`settle`] (→ [`commit`] / [`dlq`]), wired by
-//! [`pipeline`];
-//! plus [`billing`] (when OpenMeter invoices an event), [`health`], the
-//! [`openmeter`] client, [`audit`], the HTTP [`api`], [`app`] (assembly)
-//! and the [`cli`].
+//! The modules follow the data: `source` → `decode` → `map` → `ensure` →
+//! `deliver` → `settle` (→ `commit` / `dlq`), wired by `pipeline`; plus
+//! `billing` (when OpenMeter invoices an event), `health`, the `openmeter`
+//! client, `audit`, `bootstrap`, the HTTP `api`, `app` (assembly) and the
+//! `cli`.
+//!
+//! Every module is private and everything in it `pub(crate)` unless it is
+//! re-exported below, so the compiler finds dead code. What is exported is
+//! what the binary, the benchmarks and the black-box tests drive.
 
-pub mod api;
-pub mod app;
-pub mod audit;
-pub mod billing;
-pub mod bootstrap;
-pub mod cli;
-pub mod commit;
-pub mod decode;
-pub mod deliver;
-pub mod dlq;
-pub mod domain;
-pub mod ensure;
-pub mod health;
-pub mod map;
-pub mod metrics;
-pub mod openmeter;
-pub mod pipeline;
-pub mod price;
-pub mod retry;
-pub mod secret;
-pub mod settle;
-pub mod source;
+mod api;
+mod app;
+mod audit;
+mod billing;
+mod bootstrap;
+mod cli;
+mod commit;
+mod decode;
+mod deliver;
+mod dlq;
+mod domain;
+mod ensure;
+mod health;
+mod map;
+mod metrics;
+mod openmeter;
+mod pipeline;
+mod price;
+mod retry;
+mod secret;
+mod settle;
+mod source;
+
+/// The binary's edge: the parsed command line, and running it.
+pub use cli::{args::Command, run, Cli};
+
+/// Assembly of a pipeline from its parts (tests run it in-process).
+pub use app::pipeline;
+pub use commit::OffsetTracker;
+pub use deliver::{BillingPolicy, EventTime};
+pub use dlq::DeadLetterSink;
+pub use pipeline::{Pipeline, PipelineConfig};
+pub use price::{PriceFeed, PriceSource};
+pub use retry::Backoff;
+pub use settle::Tally;
+
+/// The stages benchmarks time on their own.
+pub use decode::{decode, Decoded, DEFAULT_MAX_BYTES};
+pub use map::map;
+
+/// Domain types, parsed once at the edge.
+pub use domain::{AuthId, Identity, PlanKey};
+
+/// OpenMeter: the client, its errors, and what ensure and bootstrap make.
+pub use bootstrap::{bootstrap, BootstrapOptions, Catalog};
+pub use ensure::{EnsureConfig, EnsureError, Provisioner};
+pub use openmeter::model::{CreateSubscription, CustomerById};
+pub use openmeter::{ApiError, ClientConfig, Endpoint, ErrorClass, OpenMeterClient, CLOUDEVENT_BATCH};
+
+pub use metrics::metrics;
+pub use secret::Secret;

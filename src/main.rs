@@ -5,8 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use ticketmeter::cli::args::Command;
-use ticketmeter::cli::{self, Cli};
+use ticketmeter::{Cli, Command};
 
 fn main() -> ExitCode {
     // An operator's existing .env keeps working; the real environment wins.
@@ -21,7 +20,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    match runtime.block_on(ticketmeter::run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -13,13 +13,13 @@ use chrono::{SecondsFormat, Utc};
 use openmeter_double::Route;
 use serde_json::Value;
 use support::{fixtures, OpenMeter, PLAN};
-use ticketmeter::app::pipeline;
-use ticketmeter::commit::OffsetTracker;
-use ticketmeter::dlq::DeadLetterSink;
-use ticketmeter::domain::{AuthId, Identity};
-use ticketmeter::ensure::{EnsureConfig, Provisioner};
-use ticketmeter::pipeline::{Pipeline, PipelineConfig};
-use ticketmeter::price::PriceFeed;
+use ticketmeter::pipeline;
+use ticketmeter::OffsetTracker;
+use ticketmeter::DeadLetterSink;
+use ticketmeter::{AuthId, Identity};
+use ticketmeter::{EnsureConfig, Provisioner};
+use ticketmeter::{Pipeline, PipelineConfig};
+use ticketmeter::PriceFeed;
 use tokio_util::sync::CancellationToken;
 
 /// A bootstrapped double, a work directory, and the fixtures as the signer
@@ -466,9 +466,9 @@ fn mapped_events(path: &Path) -> Vec<Value> {
         .unwrap()
         .lines()
         .filter_map(
-            |l| match ticketmeter::decode::decode(l.as_bytes(), 1 << 20) {
-                Ok(ticketmeter::decode::Decoded::Ticket(t)) => {
-                    let mapped = ticketmeter::map::map(*t, &"3500".parse().unwrap()).ok()?;
+            |l| match ticketmeter::decode(l.as_bytes(), 1 << 20) {
+                Ok(ticketmeter::Decoded::Ticket(t)) => {
+                    let mapped = ticketmeter::map(*t, &"3500".parse().unwrap()).ok()?;
                     Some(serde_json::to_value(&mapped.event).unwrap())
                 }
                 _ => None,

@@ -12,8 +12,8 @@ use serde_json::Value;
 use support::{
     collector_env, eventually, fixtures, free_port, Binary, Broker, OpenMeter, PLAN, TOKEN,
 };
-use ticketmeter::domain::{AuthId, Identity};
-use ticketmeter::ensure::{EnsureConfig, Provisioner};
+use ticketmeter::{AuthId, Identity};
+use ticketmeter::{EnsureConfig, Provisioner};
 
 const WAIT: Duration = Duration::from_secs(90);
 const SENT: usize = 6;

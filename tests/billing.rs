@@ -13,10 +13,10 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
 use support::{eventually, test_pipeline, OpenMeter};
-use ticketmeter::dlq::DeadLetterSink;
-use ticketmeter::ensure::EnsureConfig;
-use ticketmeter::pipeline::{Pipeline, PipelineConfig};
-use ticketmeter::settle::Tally;
+use ticketmeter::DeadLetterSink;
+use ticketmeter::EnsureConfig;
+use ticketmeter::{Pipeline, PipelineConfig};
+use ticketmeter::Tally;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -203,7 +203,7 @@ async fn events_older_than_the_subscription_are_sent_at_its_start_and_counted() 
     let subscription = &om.double.subscriptions()[0];
     let time = DateTime::parse_from_rfc3339(sent[0]["time"].as_str().unwrap()).unwrap();
     assert!(time >= subscription.active_from);
-    assert!(ticketmeter::metrics::metrics()
+    assert!(ticketmeter::metrics()
         .render()
         .contains("ticketmeter_events_time_moved_total"));
     assert!(
@@ -220,8 +220,8 @@ async fn events_older_than_the_subscription_are_sent_at_its_start_and_counted() 
 async fn with_signed_times_a_backlog_of_new_customers_is_accepted_but_never_billed() {
     let om = OpenMeter::bootstrapped(None).await;
     let signed_times = PipelineConfig {
-        billing: ticketmeter::deliver::BillingPolicy {
-            event_time: ticketmeter::deliver::EventTime::Signed,
+        billing: ticketmeter::BillingPolicy {
+            event_time: ticketmeter::EventTime::Signed,
             ..Default::default()
         },
         ..quick()

@@ -5,13 +5,13 @@ use std::path::Path;
 
 use openmeter_double::{Double, DoubleConfig, PlanSeed, Route, RunningDouble};
 use serde_json::json;
-use ticketmeter::bootstrap::{
+use ticketmeter::{
     bootstrap, check_catalog_against_collector, BootstrapError, BootstrapOptions, Catalog,
     CatalogError, Kind, Outcome, Report,
 };
-use ticketmeter::domain::{AuthId, Identity, PlanKey};
-use ticketmeter::openmeter::model::{CreateSubscription, CustomerById};
-use ticketmeter::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
+use ticketmeter::{AuthId, Identity, PlanKey};
+use ticketmeter::{CreateSubscription, CustomerById};
+use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient};
 
 const PLAN: &str = "clearinghouse_default_ppu";
 

@@ -5,10 +5,10 @@ mod support;
 
 use serde_json::Value;
 use support::{fixtures, fixtures_dir, run_fixtures, run_fixtures_with, OpenMeter};
-use ticketmeter::deliver::{BillingPolicy, EventTime};
-use ticketmeter::dlq::DeadLetterSink;
-use ticketmeter::pipeline::PipelineConfig;
-use ticketmeter::settle::Tally;
+use ticketmeter::{BillingPolicy, EventTime};
+use ticketmeter::DeadLetterSink;
+use ticketmeter::PipelineConfig;
+use ticketmeter::Tally;
 
 fn expected_events(cases: &[(String, Value)]) -> Vec<&Value> {
     cases

@@ -10,14 +10,14 @@ use std::time::Duration;
 use openmeter_double::Route;
 use serde_json::json;
 use support::{OpenMeter, PLAN};
-use ticketmeter::app::pipeline;
-use ticketmeter::commit::OffsetTracker;
-use ticketmeter::dlq::DeadLetterSink;
-use ticketmeter::ensure::{EnsureConfig, Provisioner};
-use ticketmeter::pipeline::{Pipeline, PipelineConfig};
-use ticketmeter::price::PriceFeed;
-use ticketmeter::retry::Backoff;
-use ticketmeter::settle::Tally;
+use ticketmeter::pipeline;
+use ticketmeter::OffsetTracker;
+use ticketmeter::DeadLetterSink;
+use ticketmeter::{EnsureConfig, Provisioner};
+use ticketmeter::{Pipeline, PipelineConfig};
+use ticketmeter::PriceFeed;
+use ticketmeter::Backoff;
+use ticketmeter::Tally;
 use tokio_util::sync::CancellationToken;
 
 fn events(n: usize) -> String {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use ticketmeter::price::{PriceFeed, PriceSource};
+use ticketmeter::{PriceFeed, PriceSource};
 use tokio_util::sync::CancellationToken;
 
 /// An oracle answering `answers[n]` to its n-th call (then the last one).

@@ -17,14 +17,14 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::TopicPartitionList;
 use serde_json::Value;
 use std::sync::Arc;
-use ticketmeter::app::pipeline;
-use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
-use ticketmeter::commit::OffsetTracker;
-use ticketmeter::dlq::DeadLetterSink;
-use ticketmeter::ensure::{EnsureConfig, Provisioner};
-use ticketmeter::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
-use ticketmeter::pipeline::{Pipeline, PipelineConfig};
-use ticketmeter::price::PriceFeed;
+use ticketmeter::pipeline;
+use ticketmeter::{bootstrap, BootstrapOptions, Catalog};
+use ticketmeter::OffsetTracker;
+use ticketmeter::DeadLetterSink;
+use ticketmeter::{EnsureConfig, Provisioner};
+use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient};
+use ticketmeter::{Pipeline, PipelineConfig};
+use ticketmeter::PriceFeed;
 use tokio_util::sync::CancellationToken;
 
 pub const PLAN: &str = "clearinghouse_default_ppu";
@@ -136,7 +136,7 @@ impl OpenMeter {
 
     pub fn client(&self, token: Option<&str>) -> OpenMeterClient {
         let endpoint = Endpoint::parse(&self.url(), None).unwrap();
-        let mut config = ClientConfig::new(endpoint, token.map(ticketmeter::secret::Secret::from));
+        let mut config = ClientConfig::new(endpoint, token.map(ticketmeter::Secret::from));
         config.backoff.base = Duration::from_millis(10);
         config.backoff.max = Duration::from_millis(200);
         OpenMeterClient::new(config).unwrap()
