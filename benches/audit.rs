@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use openmeter_double::{Double, DoubleConfig};
-use ticketmeter::{bootstrap, BootstrapOptions, Catalog};
+use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use ticketmeter::{AuthId, Identity};
-use ticketmeter::{EnsureConfig, Provisioner};
 use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient};
+use ticketmeter::{EnsureConfig, Provisioner};
 
 fn option(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();

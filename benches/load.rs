@@ -26,7 +26,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use ticketmeter::{bootstrap, BootstrapOptions, Catalog};
+use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient};
 
 struct Options {

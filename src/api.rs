@@ -20,30 +20,31 @@ use crate::secret::{ExposeSecret, Secret};
 use subtle::ConstantTimeEq;
 
 /// Largest `/ensure` body accepted; a real one is under 1 KiB.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// A readiness probe, supplied by whoever runs the API.
-pub type ReadyCheck = Arc<dyn Fn() -> futures::future::BoxFuture<'static, Readiness> + Send + Sync>;
+pub(crate) type ReadyCheck =
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Readiness> + Send + Sync>;
 
 /// What a readiness probe found: named checks, and in words why billing is
 /// not progressing (a stalled partition, a pipeline-wide hold).
 #[derive(Debug, Default)]
-pub struct Readiness {
-    pub checks: Vec<(String, bool)>,
-    pub problems: Vec<String>,
+pub(crate) struct Readiness {
+    pub(crate) checks: Vec<(String, bool)>,
+    pub(crate) problems: Vec<String>,
 }
 
 /// What the handlers share.
 #[derive(Clone)]
-pub struct ApiState {
-    pub provisioner: Provisioner,
+pub(crate) struct ApiState {
+    pub(crate) provisioner: Provisioner,
     /// When set, `/ensure` demands `Authorization: Bearer <token>`.
-    pub token: Option<Secret>,
-    pub ready: Option<ReadyCheck>,
+    pub(crate) token: Option<Secret>,
+    pub(crate) ready: Option<ReadyCheck>,
 }
 
 /// The API's router.
-pub fn router(state: ApiState) -> Router {
+pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
         .route("/ensure", post(ensure))
         .route("/health", get(health))
@@ -56,7 +57,7 @@ pub fn router(state: ApiState) -> Router {
 
 /// An API error: status plus a message for `{"error": …}`.
 #[derive(Debug)]
-pub struct ApiFailure(StatusCode, String);
+pub(crate) struct ApiFailure(StatusCode, String);
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
@@ -165,7 +166,7 @@ async fn read_body(body: Body) -> Result<Value, ApiFailure> {
 /// `external_user_id`/`externalUserId` (top level, then `data`); when either
 /// is missing, `auth_id`/`authId` (top level, then `data`), then `subject`,
 /// which must be `client_id:external_user_id`.
-pub fn identity_from_body(body: &Value) -> Result<Identity, ApiFailure> {
+pub(crate) fn identity_from_body(body: &Value) -> Result<Identity, ApiFailure> {
     let top = body
         .as_object()
         .ok_or_else(|| bad_request("request body must be a JSON object"))?;

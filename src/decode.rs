@@ -16,9 +16,9 @@ use crate::domain::{AuthId, FeeError, FeeWei, Identity, IdentityError};
 use crate::settle::DeadLetterKind;
 
 /// The one billable event type.
-pub const BILLABLE_TYPE: &str = "create_signed_ticket";
+pub(crate) const BILLABLE_TYPE: &str = "create_signed_ticket";
 /// The envelope is two levels deep; anything far deeper is hostile.
-pub const MAX_DEPTH: usize = 32;
+pub(crate) const MAX_DEPTH: usize = 32;
 /// Default payload limit; a real ticket event is about 1 KiB.
 pub const DEFAULT_MAX_BYTES: usize = 1 << 20;
 

@@ -39,7 +39,7 @@ use crate::source::kafka::KafkaConfig;
 use crate::source::Record;
 
 /// Header names on dead letters in the DLQ topic.
-pub const HEADER_PREFIX: &str = "ticketmeter.dlq.";
+pub(crate) const HEADER_PREFIX: &str = "ticketmeter.dlq.";
 
 /// A record that will not be billed, and why.
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ impl DeadLetter {
 
 /// Room kept for headers (ours and the original's) and record framing on
 /// top of `MAX_EVENT_BYTES` in the DLQ producer's `message.max.bytes`.
-pub const HEADER_ALLOWANCE: usize = 64 * 1024;
+pub(crate) const HEADER_ALLOWANCE: usize = 64 * 1024;
 /// Bytes of framing librdkafka and the broker count beyond key, value and
 /// headers (record batch header and per-record varints), rounded up.
 const RECORD_OVERHEAD: usize = 512;
@@ -75,7 +75,7 @@ const SMALL_FITS: [usize; 2] = [64 * 1024, 0];
 /// Longest `reason` header kept (OpenMeter's detail can be long).
 const MAX_REASON_BYTES: usize = 4 * 1024;
 /// The spill file's name inside `DLQ_SPILL_DIR`.
-pub const SPILL_FILE: &str = "dead-letters.jsonl";
+pub(crate) const SPILL_FILE: &str = "dead-letters.jsonl";
 
 #[derive(Debug, Error)]
 pub enum DlqError {
@@ -388,7 +388,7 @@ impl KafkaDlq {
 
 /// The value of dead-letter header `ticketmeter.dlq.<name>` among
 /// `headers`, as text.
-pub fn letter_header(headers: &[(String, Bytes)], name: &str) -> Option<String> {
+pub(crate) fn letter_header(headers: &[(String, Bytes)], name: &str) -> Option<String> {
     let key = format!("{HEADER_PREFIX}{name}");
     headers
         .iter()
@@ -502,19 +502,19 @@ impl Spill {
 
 /// One line of a dead-letter file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileEntry {
-    pub reason: String,
-    pub kind: String,
-    pub time: String,
-    pub source: String,
-    pub partition: i32,
-    pub offset: i64,
+pub(crate) struct FileEntry {
+    pub(crate) reason: String,
+    pub(crate) kind: String,
+    pub(crate) time: String,
+    pub(crate) source: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
     /// The original payload, when it is UTF-8 (it nearly always is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<String>,
+    pub(crate) payload: Option<String>,
     /// The original payload in hex, when it is not UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload_hex: Option<String>,
+    pub(crate) payload_hex: Option<String>,
 }
 
 impl From<&DeadLetter> for FileEntry {
@@ -538,7 +538,7 @@ impl From<&DeadLetter> for FileEntry {
 
 impl FileEntry {
     /// The original payload bytes.
-    pub fn payload_bytes(&self) -> Option<Bytes> {
+    pub(crate) fn payload_bytes(&self) -> Option<Bytes> {
         if let Some(text) = &self.payload {
             return Some(Bytes::from(text.clone().into_bytes()));
         }

@@ -10,7 +10,7 @@ use serde::{Serialize, Serializer};
 use thiserror::Error;
 
 /// OpenMeter's limit on customer keys (`ExternalResourceKey`, maxLength 256).
-pub const MAX_KEY_CHARS: usize = 256;
+pub(crate) const MAX_KEY_CHARS: usize = 256;
 
 /// Why an identity could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -167,7 +167,7 @@ impl Identity {
 
 /// The plan new customers are subscribed to unless `OPENMETER_DEFAULT_PLAN_KEY`
 /// names another; the built-in catalog defines it.
-pub const DEFAULT_PLAN_KEY: &str = "clearinghouse_default_ppu";
+pub(crate) const DEFAULT_PLAN_KEY: &str = "clearinghouse_default_ppu";
 
 /// A plan key as OpenMeter's `ResourceKey` allows: `^[a-z0-9]+(?:_[a-z0-9]+)*$`, 1..=64.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -203,7 +203,7 @@ impl fmt::Display for PlanKey {
 }
 
 /// Checks OpenMeter's `ResourceKey` pattern without a regex on the hot path.
-pub fn is_resource_key(s: &str) -> bool {
+pub(crate) fn is_resource_key(s: &str) -> bool {
     let word = |w: &str| {
         !w.is_empty()
             && w.bytes()

@@ -21,14 +21,14 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use crate::metrics::{metrics, Partition};
 
 /// The process-wide health state.
-pub fn health() -> &'static Health {
+pub(crate) fn health() -> &'static Health {
     static HEALTH: OnceLock<Health> = OnceLock::new();
     HEALTH.get_or_init(Health::default)
 }
 
 /// Progress bookkeeping; see the module docs.
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     state: Mutex<State>,
 }
 
@@ -48,16 +48,16 @@ struct Hold {
 
 /// A partition with work behind our position and nothing read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionStall {
-    pub topic: String,
-    pub partition: i32,
+pub(crate) struct PartitionStall {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
     /// The next offset we would read.
-    pub position: i64,
+    pub(crate) position: i64,
     /// The broker's high watermark.
-    pub end: i64,
+    pub(crate) end: i64,
     /// When the last record was read (or the partition was assigned or
     /// resumed).
-    pub since: DateTime<Utc>,
+    pub(crate) since: DateTime<Utc>,
 }
 
 impl fmt::Display for PartitionStall {
@@ -84,7 +84,7 @@ impl Health {
     /// Work is waiting on `reason`; the hold started at the first call
     /// since the last [`progressed`](Self::progressed), the reason is the
     /// latest one.
-    pub fn held(&self, reason: impl fmt::Display) {
+    pub(crate) fn held(&self, reason: impl fmt::Display) {
         let reason = reason.to_string();
         self.with(|s| match &mut s.hold {
             Some(hold) => hold.reason = reason,
@@ -103,7 +103,7 @@ impl Health {
 
     /// Work moved on (a batch delivered, a dead letter written): any hold
     /// is over.
-    pub fn progressed(&self) {
+    pub(crate) fn progressed(&self) {
         let ended = self.with(|s| s.hold.take());
         if let Some(hold) = ended {
             metrics().pipeline_held_since.set(0);
@@ -114,7 +114,7 @@ impl Health {
     }
 
     /// Records a stalled partition; logs an error the first time.
-    pub fn partition_stalled(&self, stall: PartitionStall) {
+    pub(crate) fn partition_stalled(&self, stall: PartitionStall) {
         let partition = stall.partition;
         let new = self.with(|s| s.stalls.insert(partition, stall.clone()).is_none());
         metrics()
@@ -134,7 +134,7 @@ impl Health {
     }
 
     /// The partition reads again, is caught up, paused or no longer ours.
-    pub fn partition_flowing(&self, partition: i32) {
+    pub(crate) fn partition_flowing(&self, partition: i32) {
         if self.with(|s| s.stalls.remove(&partition)).is_some() {
             tracing::info!(partition, "partition reading again");
         }
@@ -147,7 +147,7 @@ impl Health {
     /// Why billing is not progressing: each stalled partition, and a hold
     /// older than `stall_after`. Empty when all is well. The first time a
     /// hold is reported it is also logged as an error.
-    pub fn problems(&self, stall_after: Duration) -> Vec<String> {
+    pub(crate) fn problems(&self, stall_after: Duration) -> Vec<String> {
         self.with(|s| {
             let mut problems: Vec<String> = s.stalls.values().map(ToString::to_string).collect();
             if let Some(hold) = s.hold.as_mut().filter(|h| h.started.elapsed() >= stall_after) {

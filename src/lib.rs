@@ -6,15 +6,17 @@
 //! client, `audit`, `bootstrap`, the HTTP `api`, `app` (assembly) and the
 //! `cli`.
 //!
-//! Every module is private and everything in it `pub(crate)` unless it is
-//! re-exported below, so the compiler finds dead code. What is exported is
-//! what the binary, the benchmarks and the black-box tests drive.
+//! Every module but `bootstrap` (whose catalog, checks and report are the
+//! `bootstrap` command's contract) is private, and everything in it
+//! `pub(crate)` unless it is re-exported below, so the compiler finds dead
+//! code. What is exported is what the binary, the benchmarks and the
+//! black-box tests drive.
 
 mod api;
 mod app;
 mod audit;
 mod billing;
-mod bootstrap;
+pub mod bootstrap;
 mod cli;
 mod commit;
 mod decode;
@@ -34,10 +36,11 @@ mod settle;
 mod source;
 
 /// The binary's edge: the parsed command line, and running it.
-pub use cli::{args::Command, run, Cli};
+pub use cli::{args::Command, collector_config, run, Cli};
 
-/// Assembly of a pipeline from its parts (tests run it in-process).
-pub use app::pipeline;
+/// Assembly: the collector from its configuration, run until a shutdown
+/// its caller controls; and a pipeline from its parts.
+pub use app::{pipeline, AppError, Application, Config, Stopped};
 pub use commit::OffsetTracker;
 pub use deliver::{BillingPolicy, EventTime};
 pub use dlq::DeadLetterSink;
@@ -53,11 +56,12 @@ pub use map::map;
 /// Domain types, parsed once at the edge.
 pub use domain::{AuthId, Identity, PlanKey};
 
-/// OpenMeter: the client, its errors, and what ensure and bootstrap make.
-pub use bootstrap::{bootstrap, BootstrapOptions, Catalog};
+/// OpenMeter: the client, its errors, and what ensure makes.
 pub use ensure::{EnsureConfig, EnsureError, Provisioner};
 pub use openmeter::model::{CreateSubscription, CustomerById};
-pub use openmeter::{ApiError, ClientConfig, Endpoint, ErrorClass, OpenMeterClient, CLOUDEVENT_BATCH};
+pub use openmeter::{
+    ApiError, ClientConfig, Endpoint, ErrorClass, OpenMeterClient, CLOUDEVENT_BATCH,
+};
 
 pub use metrics::metrics;
 pub use secret::Secret;

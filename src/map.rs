@@ -8,7 +8,7 @@ use crate::decode::{SignedTicket, BILLABLE_TYPE};
 use crate::domain::{EthUsdPrice, FeeError, Identity, UsdMicros};
 
 /// The CloudEvent `source` of every event we send.
-pub const SOURCE: &str = "go-livepeer-remote-signer";
+pub(crate) const SOURCE: &str = "go-livepeer-remote-signer";
 
 /// The CloudEvent sent to `POST /openmeter/events` (`MeteringEvent`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -75,7 +75,7 @@ pub struct Mapped {
 
 /// The names of the `data` fields a meter may aggregate or group by; the
 /// bootstrap catalog is checked against this list.
-pub const DATA_FIELDS: &[&str] = &[
+pub(crate) const DATA_FIELDS: &[&str] = &[
     "client_id",
     "external_user_id",
     "usage_subject",

@@ -66,7 +66,7 @@ impl Default for PipelineConfig {
 /// `replay --dry-run` all judge records here, so a dry run shows exactly
 /// what a real run would do.
 #[derive(Debug)]
-pub enum Fate {
+pub(crate) enum Fate {
     /// A CloudEvent to send (serialised once), for this identity.
     Event {
         identity: Identity,
@@ -80,7 +80,7 @@ pub enum Fate {
 }
 
 /// Decodes and maps one payload at `price`.
-pub fn judge(payload: &[u8], max_bytes: usize, price: &EthUsdPrice) -> Fate {
+pub(crate) fn judge(payload: &[u8], max_bytes: usize, price: &EthUsdPrice) -> Fate {
     let dead = |kind, reason: String| Fate::Settle(Outcome::dead_letter(kind, reason));
     match decode(payload, max_bytes) {
         Ok(Decoded::Skip(reason)) => Fate::Settle(Outcome::Skipped(reason)),

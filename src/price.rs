@@ -17,7 +17,7 @@ use crate::domain::{EthUsdPrice, PriceError};
 use crate::metrics::metrics;
 
 /// Coinbase's ETH-USD spot price, the original's default oracle.
-pub const DEFAULT_ORACLE_URL: &str = "https://api.coinbase.com/v2/prices/ETH-USD/spot";
+pub(crate) const DEFAULT_ORACLE_URL: &str = "https://api.coinbase.com/v2/prices/ETH-USD/spot";
 
 /// Where the price comes from.
 #[derive(Debug, Clone)]
@@ -204,7 +204,7 @@ struct Amount<'a> {
 }
 
 /// Parses any of the three oracle shapes; `Err(None)` when none matched.
-pub fn parse_oracle(body: &[u8]) -> Result<EthUsdPrice, Option<PriceError>> {
+pub(crate) fn parse_oracle(body: &[u8]) -> Result<EthUsdPrice, Option<PriceError>> {
     let parsed: OracleBody = serde_json::from_slice(body).map_err(|_| None)?;
     let raw = parsed
         .price

@@ -2,7 +2,7 @@
 //! `[REDACTED]` and which has no `Display`; `ExposeSecret::expose_secret` is
 //! the only way to read it, so grep for it to audit every use.
 
-pub use secrecy::ExposeSecret;
+pub(crate) use secrecy::ExposeSecret;
 
 pub type Secret = secrecy::SecretString;
 

@@ -14,12 +14,12 @@ use openmeter_double::Route;
 use serde_json::Value;
 use support::{fixtures, OpenMeter, PLAN};
 use ticketmeter::pipeline;
-use ticketmeter::OffsetTracker;
 use ticketmeter::DeadLetterSink;
+use ticketmeter::OffsetTracker;
+use ticketmeter::PriceFeed;
 use ticketmeter::{AuthId, Identity};
 use ticketmeter::{EnsureConfig, Provisioner};
 use ticketmeter::{Pipeline, PipelineConfig};
-use ticketmeter::PriceFeed;
 use tokio_util::sync::CancellationToken;
 
 /// A bootstrapped double, a work directory, and the fixtures as the signer
@@ -465,15 +465,13 @@ fn mapped_events(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .filter_map(
-            |l| match ticketmeter::decode(l.as_bytes(), 1 << 20) {
-                Ok(ticketmeter::Decoded::Ticket(t)) => {
-                    let mapped = ticketmeter::map(*t, &"3500".parse().unwrap()).ok()?;
-                    Some(serde_json::to_value(&mapped.event).unwrap())
-                }
-                _ => None,
-            },
-        )
+        .filter_map(|l| match ticketmeter::decode(l.as_bytes(), 1 << 20) {
+            Ok(ticketmeter::Decoded::Ticket(t)) => {
+                let mapped = ticketmeter::map(*t, &"3500".parse().unwrap()).ok()?;
+                Some(serde_json::to_value(&mapped.event).unwrap())
+            }
+            _ => None,
+        })
         .collect()
 }
 

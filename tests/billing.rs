@@ -15,8 +15,8 @@ use serde_json::json;
 use support::{eventually, test_pipeline, OpenMeter};
 use ticketmeter::DeadLetterSink;
 use ticketmeter::EnsureConfig;
-use ticketmeter::{Pipeline, PipelineConfig};
 use ticketmeter::Tally;
+use ticketmeter::{Pipeline, PipelineConfig};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 

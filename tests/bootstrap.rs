@@ -5,13 +5,13 @@ use std::path::Path;
 
 use openmeter_double::{Double, DoubleConfig, PlanSeed, Route, RunningDouble};
 use serde_json::json;
-use ticketmeter::{
+use ticketmeter::bootstrap::{
     bootstrap, check_catalog_against_collector, BootstrapError, BootstrapOptions, Catalog,
     CatalogError, Kind, Outcome, Report,
 };
 use ticketmeter::{AuthId, Identity, PlanKey};
-use ticketmeter::{CreateSubscription, CustomerById};
 use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient};
+use ticketmeter::{CreateSubscription, CustomerById};
 
 const PLAN: &str = "clearinghouse_default_ppu";
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use openmeter_double::Route;
 use support::{collector_env, free_port, Binary, Broker, OpenMeter, PLAN, TOKEN};
-use ticketmeter::{bootstrap, BootstrapOptions, Catalog};
+use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 
 fn run_check(broker: &Broker, om: &OpenMeter) -> (bool, String) {
     let env = collector_env(&broker.brokers(), "check-events", &om.url(), free_port());

@@ -5,10 +5,10 @@ mod support;
 
 use serde_json::Value;
 use support::{fixtures, fixtures_dir, run_fixtures, run_fixtures_with, OpenMeter};
-use ticketmeter::{BillingPolicy, EventTime};
 use ticketmeter::DeadLetterSink;
 use ticketmeter::PipelineConfig;
 use ticketmeter::Tally;
+use ticketmeter::{BillingPolicy, EventTime};
 
 fn expected_events(cases: &[(String, Value)]) -> Vec<&Value> {
     cases

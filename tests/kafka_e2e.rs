@@ -303,3 +303,63 @@ async fn a_running_collector_is_ready_and_exports_metrics() {
     }
     assert!(stops_cleanly(&mut collector));
 }
+
+/// The collector as a library: built from the configuration `run` would
+/// build from its command line, serving its API on a port the system
+/// picked, and stopped by a future its caller resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_runs_in_process_until_the_shutdown_its_caller_controls() {
+    let (topic, partitions, total) = ("in-process-events", 2, 40usize);
+    let (broker, om) = stack(topic, partitions).await;
+    let payloads: Vec<String> = (0..total).map(|i| ticket(i, i % 4)).collect();
+    broker.produce(topic, &payloads, partitions).await;
+    let config = ticketmeter::collector_config([
+        "ticketmeter",
+        "run",
+        "--kafka-brokers",
+        &broker.brokers(),
+        "--kafka-gateway-topic",
+        topic,
+        "--openmeter-url",
+        &om.url(),
+        "--openmeter-api-key",
+        TOKEN,
+        "--eth-usd-price",
+        "3500",
+        "--provision-port",
+        "0",
+        "--batch-linger",
+        "50ms",
+        "--kafka-commit-interval",
+        "200ms",
+    ])
+    .expect("a run command line");
+    let collector = ticketmeter::Application::build(config)
+        .await
+        .expect("built");
+    let health = format!("http://127.0.0.1:{}/health", collector.api_port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(collector.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+
+    assert!(eventually(WAIT, || unique_ids(&om).len() == total).await);
+    let served = reqwest::get(&health).await.expect("the API answers");
+    assert!(served.status().is_success());
+    let per_partition = (total / partitions as usize) as i64;
+    assert!(
+        eventually(WAIT, || broker.committed(topic, partitions)
+            == vec![per_partition; partitions as usize])
+        .await
+    );
+    stop.send(()).expect("still running");
+    let outcome = running.await.expect("no panic");
+    assert_eq!(
+        outcome,
+        ticketmeter::Stopped {
+            settled: true,
+            failed: false
+        }
+    );
+    assert!(reqwest::get(&health).await.is_err(), "the API stopped too");
+}

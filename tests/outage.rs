@@ -11,13 +11,13 @@ use openmeter_double::Route;
 use serde_json::json;
 use support::{OpenMeter, PLAN};
 use ticketmeter::pipeline;
-use ticketmeter::OffsetTracker;
+use ticketmeter::Backoff;
 use ticketmeter::DeadLetterSink;
+use ticketmeter::OffsetTracker;
+use ticketmeter::PriceFeed;
+use ticketmeter::Tally;
 use ticketmeter::{EnsureConfig, Provisioner};
 use ticketmeter::{Pipeline, PipelineConfig};
-use ticketmeter::PriceFeed;
-use ticketmeter::Backoff;
-use ticketmeter::Tally;
 use tokio_util::sync::CancellationToken;
 
 fn events(n: usize) -> String {

@@ -13,7 +13,7 @@ use crate::api::{self, ApiState, ReadyCheck};
 use crate::ensure::Provisioner;
 
 /// A bound, not yet serving, provisioning API.
-pub struct ProvisioningApi {
+pub(crate) struct ProvisioningApi {
     listener: TcpListener,
     addr: SocketAddr,
     router: Router,
@@ -22,7 +22,7 @@ pub struct ProvisioningApi {
 impl ProvisioningApi {
     /// Binds `settings.addr`. Off loopback a token is required, so `/ensure`
     /// is never open to the network.
-    pub async fn bind(
+    pub(crate) async fn bind(
         settings: &ApiSettings,
         provisioner: Provisioner,
         ready: Option<ReadyCheck>,
@@ -51,12 +51,12 @@ impl ProvisioningApi {
     }
 
     /// The address bound (the real port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Serves until `shutdown` resolves, then finishes the requests under way.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         tracing::info!(addr = %self.addr, "provisioning API listening");
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)

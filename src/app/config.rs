@@ -17,58 +17,58 @@ use crate::source::kafka::KafkaConfig;
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub pipeline: PipelineSettings,
-    pub kafka: KafkaSettings,
-    pub api: ApiSettings,
+    pub(crate) pipeline: PipelineSettings,
+    pub(crate) kafka: KafkaSettings,
+    pub(crate) api: ApiSettings,
     /// The continuous audit; off unless `AUDIT_INTERVAL` is set.
-    pub audit: Option<ContinuousAuditSettings>,
+    pub(crate) audit: Option<ContinuousAuditSettings>,
 }
 
 /// What every pipeline needs (`run`, `replay`, `dlq replay`).
 #[derive(Debug, Clone)]
-pub struct PipelineSettings {
-    pub openmeter: OpenMeterSettings,
-    pub price: PriceSource,
-    pub batch: PipelineConfig,
+pub(crate) struct PipelineSettings {
+    pub(crate) openmeter: OpenMeterSettings,
+    pub(crate) price: PriceSource,
+    pub(crate) batch: PipelineConfig,
 }
 
 /// Where OpenMeter is, and how customers are ensured there. The client's
 /// `attempts` is set by whoever builds it, from its role.
 #[derive(Debug, Clone)]
-pub struct OpenMeterSettings {
-    pub client: ClientConfig,
+pub(crate) struct OpenMeterSettings {
+    pub(crate) client: ClientConfig,
     /// The plan every new customer is subscribed to.
-    pub plan_key: PlanKey,
-    pub ensure: EnsureConfig,
+    pub(crate) plan_key: PlanKey,
+    pub(crate) ensure: EnsureConfig,
 }
 
 /// The brokers, the gateway topic and group (the DLQ producer shares their
 /// connection settings), and where dead letters go.
 #[derive(Debug, Clone)]
-pub struct KafkaSettings {
-    pub consumer: KafkaConfig,
-    pub dlq_topic: String,
+pub(crate) struct KafkaSettings {
+    pub(crate) consumer: KafkaConfig,
+    pub(crate) dlq_topic: String,
     /// Where dead letters the DLQ topic refuses are kept.
-    pub spill_dir: PathBuf,
+    pub(crate) spill_dir: PathBuf,
 }
 
 /// The provisioning API.
 #[derive(Debug, Clone)]
-pub struct ApiSettings {
+pub(crate) struct ApiSettings {
     /// Port 0 binds a free port (see `Application::api_addr`).
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// When set, `/ensure` demands it; required off loopback.
-    pub token: Option<Secret>,
+    pub(crate) token: Option<Secret>,
 }
 
 /// The audit `run` repeats on its own.
 #[derive(Debug, Clone, Copy)]
-pub struct ContinuousAuditSettings {
-    pub interval: Duration,
+pub(crate) struct ContinuousAuditSettings {
+    pub(crate) interval: Duration,
     /// Length of the audited window, ending `settle` before now.
-    pub window: Duration,
-    pub settle: Duration,
+    pub(crate) window: Duration,
+    pub(crate) settle: Duration,
     /// OpenMeter's invoice collection interval.
-    pub collection_window: Duration,
-    pub repair: bool,
+    pub(crate) collection_window: Duration,
+    pub(crate) repair: bool,
 }

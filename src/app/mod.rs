@@ -18,14 +18,15 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-pub use api::ProvisioningApi;
-pub use config::{
-    ApiSettings, Config, ContinuousAuditSettings, KafkaSettings, OpenMeterSettings,
-    PipelineSettings,
+pub(crate) use api::ProvisioningApi;
+pub use config::Config;
+pub(crate) use config::{
+    ApiSettings, ContinuousAuditSettings, KafkaSettings, OpenMeterSettings, PipelineSettings,
 };
-pub use parts::{
-    audit_sources, client, connect_kafka, kafka_dead_letters, pipeline, provisioner,
-    start_pipeline, ONE_SHOT_ATTEMPTS, PIPELINE_ATTEMPTS,
+pub use parts::pipeline;
+pub(crate) use parts::{
+    audit_sources, client, connect_kafka, kafka_dead_letters, provisioner, start_pipeline,
+    ONE_SHOT_ATTEMPTS,
 };
 
 use crate::audit::continuous::ContinuousAudit;

@@ -28,26 +28,26 @@ use crate::source::kafka::{KafkaConfig, KafkaSource};
 
 /// Attempts per call of a client whose caller does not retry (the API, the
 /// one-shot commands).
-pub const ONE_SHOT_ATTEMPTS: u32 = 4;
+pub(crate) const ONE_SHOT_ATTEMPTS: u32 = 4;
 /// The pipeline's client makes one attempt per call: the delivery stage's
 /// hold-and-retry loop is its only retry layer.
-pub const PIPELINE_ATTEMPTS: u32 = 1;
+pub(crate) const PIPELINE_ATTEMPTS: u32 = 1;
 
 /// The OpenMeter client, making up to `attempts` attempts per call.
-pub fn client(config: &ClientConfig, attempts: u32) -> Result<OpenMeterClient, AppError> {
+pub(crate) fn client(config: &ClientConfig, attempts: u32) -> Result<OpenMeterClient, AppError> {
     let mut config = config.clone();
     config.attempts = attempts;
     Ok(OpenMeterClient::new(config)?)
 }
 
 /// Ensures customers through `client`.
-pub fn provisioner(client: OpenMeterClient, settings: &OpenMeterSettings) -> Provisioner {
+pub(crate) fn provisioner(client: OpenMeterClient, settings: &OpenMeterSettings) -> Provisioner {
     Provisioner::new(client, settings.plan_key.clone(), settings.ensure)
 }
 
 /// The pipeline `run`, `replay` and `dlq replay` share. The price comes
 /// first: there is no start without one. Its refresher stops with `cancel`.
-pub async fn start_pipeline(
+pub(crate) async fn start_pipeline(
     settings: &PipelineSettings,
     dlq: DeadLetterSink,
     tracker: Arc<OffsetTracker>,
@@ -84,7 +84,7 @@ pub fn pipeline(
 }
 
 /// The DLQ topic's producer; letters it refuses spill to files.
-pub fn kafka_dead_letters(
+pub(crate) fn kafka_dead_letters(
     settings: &KafkaSettings,
     max_event_bytes: usize,
 ) -> Result<DeadLetterSink, AppError> {
@@ -97,7 +97,7 @@ pub fn kafka_dead_letters(
 }
 
 /// A consumer of `config.topic` in `config.group`, settling into `tracker`.
-pub fn connect_kafka(
+pub(crate) fn connect_kafka(
     config: &KafkaConfig,
     tracker: Arc<OffsetTracker>,
 ) -> Result<Arc<KafkaSource>, AppError> {
@@ -106,7 +106,7 @@ pub fn connect_kafka(
 }
 
 /// What an audit reads: the gateway topic and its dead-letter topic.
-pub fn audit_sources(settings: &KafkaSettings) -> (SourceSpec, SourceSpec) {
+pub(crate) fn audit_sources(settings: &KafkaSettings) -> (SourceSpec, SourceSpec) {
     let mut dlq = settings.consumer.clone();
     dlq.topic = settings.dlq_topic.clone();
     (

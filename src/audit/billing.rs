@@ -20,12 +20,12 @@ use crate::billing::BillingTerms;
 use crate::openmeter::model::IngestedEvent;
 
 /// How the reasons a repair can act on begin.
-pub const NO_CUSTOMER: &str = "no customer found for event subject";
-pub const BEFORE_ACTIVE_FROM: &str = "time before the subscription's active_from";
+pub(crate) const NO_CUSTOMER: &str = "no customer found for event subject";
+pub(crate) const BEFORE_ACTIVE_FROM: &str = "time before the subscription's active_from";
 
 /// Why a stored event will not be invoiced.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unbillable {
+pub(crate) enum Unbillable {
     /// OpenMeter's own validation errors, joined.
     Validation(String),
     /// The event's `time` is older than every subscription that could bill it.
@@ -58,7 +58,7 @@ impl std::fmt::Display for Unbillable {
 
 /// Whether `stored` will be invoiced, given the terms of its customer's
 /// subscriptions (empty when it has no customer) and the collection window.
-pub fn verdict(
+pub(crate) fn verdict(
     stored: &IngestedEvent,
     terms: &[BillingTerms],
     collection_window: TimeDelta,

@@ -32,9 +32,9 @@ pub struct AuditGauges {
 }
 
 /// `ticketmeter_audit_last_result`.
-pub const CLEAN: i64 = 0;
-pub const DISCREPANCIES: i64 = 1;
-pub const FAILED: i64 = 2;
+pub(crate) const CLEAN: i64 = 0;
+pub(crate) const DISCREPANCIES: i64 = 1;
+pub(crate) const FAILED: i64 = 2;
 
 impl AuditGauges {
     pub fn register(&self, registry: &mut Registry) {
@@ -111,20 +111,20 @@ impl AuditGauges {
 }
 
 /// The periodic audit of a running collector.
-pub struct ContinuousAudit {
+pub(crate) struct ContinuousAudit {
     /// The audit to run; its range is replaced by each window.
-    pub audit: Audit,
-    pub interval: Duration,
-    pub window: Duration,
+    pub(crate) audit: Audit,
+    pub(crate) interval: Duration,
+    pub(crate) window: Duration,
     /// Repair what is found, with this provisioner.
-    pub repair: Option<Provisioner>,
+    pub(crate) repair: Option<Provisioner>,
     /// Signed micros are computed at the collector's current price.
-    pub price: PriceFeed,
+    pub(crate) price: PriceFeed,
 }
 
 impl ContinuousAudit {
     /// Audits every interval until `cancel` fires.
-    pub async fn run(mut self, cancel: CancellationToken) {
+    pub(crate) async fn run(mut self, cancel: CancellationToken) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

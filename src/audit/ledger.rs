@@ -9,26 +9,26 @@ use ethnum::U256;
 
 /// A signed event and what OpenMeter holds of it.
 #[derive(Debug, Clone)]
-pub struct Entry {
-    pub customer: u32,
+pub(crate) struct Entry {
+    pub(crate) customer: u32,
     /// Signed time, ns since the epoch.
-    pub signed_ns: i64,
-    pub fee_wei: u128,
-    pub usd_micros: u128,
+    pub(crate) signed_ns: i64,
+    pub(crate) fee_wei: u128,
+    pub(crate) usd_micros: u128,
     /// What the first stored copy says.
-    pub stored_fee_wei: u128,
-    pub stored_usd_micros: u128,
+    pub(crate) stored_fee_wei: u128,
+    pub(crate) stored_usd_micros: u128,
     /// Stored copies: under its own id and under its derived repair id.
-    pub copies: u8,
-    pub billable_copies: u8,
+    pub(crate) copies: u8,
+    pub(crate) billable_copies: u8,
     /// Interned reason why no copy is billable.
-    pub unbillable: Option<u32>,
+    pub(crate) unbillable: Option<u32>,
     /// Interned reason it was dead-lettered.
-    pub dead_letter: Option<u32>,
+    pub(crate) dead_letter: Option<u32>,
 }
 
 impl Entry {
-    pub fn forget_copies(&mut self) {
+    pub(crate) fn forget_copies(&mut self) {
         self.copies = 0;
         self.billable_copies = 0;
         self.unbillable = None;
@@ -40,21 +40,21 @@ impl Entry {
 /// A dead letter whose event is not among the signed ones (it could not be
 /// decoded, or its fee could not be converted).
 #[derive(Debug, Clone)]
-pub struct Letter {
-    pub customer: u32,
-    pub id: String,
-    pub reason: u32,
+pub(crate) struct Letter {
+    pub(crate) customer: u32,
+    pub(crate) id: String,
+    pub(crate) reason: u32,
 }
 
 /// Strings stored once, referred to by index.
 #[derive(Debug, Default)]
-pub struct Interner<T> {
+pub(crate) struct Interner<T> {
     values: Vec<T>,
     index: HashMap<T, u32>,
 }
 
 impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
-    pub fn intern(&mut self, value: T) -> u32 {
+    pub(crate) fn intern(&mut self, value: T) -> u32 {
         if let Some(&i) = self.index.get(&value) {
             return i;
         }
@@ -64,36 +64,24 @@ impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
         i
     }
 
-    pub fn get(&self, i: u32) -> &T {
+    pub(crate) fn get(&self, i: u32) -> &T {
         &self.values[i as usize]
-    }
-
-    pub fn lookup(&self, value: &T) -> Option<u32> {
-        self.index.get(value).copied()
-    }
-
-    pub fn len(&self) -> usize {
-        self.values.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
     }
 }
 
 /// Stored events of our source that match no signed event in the range.
 #[derive(Debug, Default)]
-pub struct Unexpected {
-    pub count: u64,
+pub(crate) struct Unexpected {
+    pub(crate) count: u64,
     /// The first few ids, for the table.
-    pub sample: Vec<String>,
+    pub(crate) sample: Vec<String>,
 }
 
 /// How many unexpected ids the table names.
 const UNEXPECTED_SAMPLE: usize = 20;
 
 impl Unexpected {
-    pub fn add(&mut self, id: &str) {
+    pub(crate) fn add(&mut self, id: &str) {
         self.count += 1;
         if self.sample.len() < UNEXPECTED_SAMPLE {
             self.sample.push(id.to_owned());
@@ -103,23 +91,23 @@ impl Unexpected {
 
 /// Everything the audit learnt, before it becomes a report.
 #[derive(Debug, Default)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     /// Customer keys (the `auth_id`), or a placeholder for letters without one.
-    pub customers: Interner<Box<str>>,
-    pub reasons: Interner<String>,
-    pub entries: HashMap<Box<str>, Entry>,
-    pub letters: Vec<Letter>,
+    pub(crate) customers: Interner<Box<str>>,
+    pub(crate) reasons: Interner<String>,
+    pub(crate) entries: HashMap<Box<str>, Entry>,
+    pub(crate) letters: Vec<Letter>,
     letter_ids: HashSet<Box<str>>,
-    pub unexpected: Unexpected,
+    pub(crate) unexpected: Unexpected,
     /// Source records read, and signed events seen twice in the source.
-    pub records_read: u64,
-    pub redelivered: u64,
+    pub(crate) records_read: u64,
+    pub(crate) redelivered: u64,
 }
 
 impl Ledger {
     /// Records a signed event; a second record with the same id (a
     /// redelivery) is counted once, as OpenMeter's dedupe does.
-    pub fn sign(&mut self, id: &str, customer: &str, entry: Entry) {
+    pub(crate) fn sign(&mut self, id: &str, customer: &str, entry: Entry) {
         if self.entries.contains_key(id) {
             self.redelivered += 1;
             return;
@@ -129,7 +117,7 @@ impl Ledger {
             .insert(Box::from(id), Entry { customer, ..entry });
     }
 
-    pub fn dead_letter(&mut self, id: &str, customer: &str, reason: String) {
+    pub(crate) fn dead_letter(&mut self, id: &str, customer: &str, reason: String) {
         let reason = self.reasons.intern(reason);
         if let Some(entry) = self.entries.get_mut(id) {
             entry.dead_letter.get_or_insert(reason);
@@ -147,13 +135,13 @@ impl Ledger {
     }
 
     /// Whether `id` was dead-lettered without being a signed event.
-    pub fn is_letter(&self, id: &str) -> bool {
+    pub(crate) fn is_letter(&self, id: &str) -> bool {
         self.letter_ids.contains(id)
     }
 
     /// Records one stored copy of signed event `id` (found by its own or
     /// its derived id). Returns false when `id` is not a signed event.
-    pub fn stored(&mut self, id: &str, copy: StoredCopy) -> bool {
+    pub(crate) fn stored(&mut self, id: &str, copy: StoredCopy) -> bool {
         let reason = copy.verdict.err().map(|r| self.reasons.intern(r));
         let Some(entry) = self.entries.get_mut(id) else {
             return false;
@@ -175,13 +163,13 @@ impl Ledger {
 
 /// One stored copy as the ledger needs it.
 #[derive(Debug, Clone)]
-pub struct StoredCopy {
-    pub fee_wei: u128,
-    pub usd_micros: u128,
-    pub verdict: Result<(), String>,
+pub(crate) struct StoredCopy {
+    pub(crate) fee_wei: u128,
+    pub(crate) usd_micros: u128,
+    pub(crate) verdict: Result<(), String>,
 }
 
 /// Exact sums: Σ wei over many events exceeds 2^128.
-pub fn add(sum: &mut U256, value: u128) {
+pub(crate) fn add(sum: &mut U256, value: u128) {
     *sum = sum.saturating_add(U256::from(value));
 }

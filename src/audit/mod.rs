@@ -15,13 +15,13 @@
 //! Memory: the source is streamed; only a compact [`ledger::Ledger`] entry
 //! per signed event is kept, and stored events are streamed page by page.
 
-pub mod billing;
-pub mod continuous;
-pub mod ledger;
-pub mod range;
+pub(crate) mod billing;
+pub(crate) mod continuous;
+pub(crate) mod ledger;
+pub(crate) mod range;
 mod repair;
-pub mod report;
-pub mod source;
+pub(crate) mod report;
+pub(crate) mod source;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,11 +46,11 @@ use range::{parse_time, rfc3339, TimeRange};
 use report::{Notes, Report};
 use source::{KafkaWindow, RawRecord, SourceSpec, KAFKA_SKEW};
 
-pub use repair::{derived_id, RepairMode};
+pub(crate) use repair::{derived_id, RepairMode};
 
 /// Why the audit itself could not run (exit 2).
 #[derive(Debug, Error)]
-pub enum AuditError {
+pub(crate) enum AuditError {
     #[error("reading {path}: {source}")]
     Io {
         path: PathBuf,
@@ -77,33 +77,33 @@ pub enum AuditError {
 
 /// What to audit and how.
 #[derive(Debug, Clone)]
-pub struct AuditConfig {
-    pub range: TimeRange,
+pub(crate) struct AuditConfig {
+    pub(crate) range: TimeRange,
     /// Events younger than this may still be on their way to OpenMeter.
-    pub settle: Duration,
+    pub(crate) settle: Duration,
     /// OpenMeter's `collection.interval`: usage arriving this long after its
     /// period ended is never invoiced.
-    pub collection_window: Duration,
-    pub max_event_bytes: usize,
+    pub(crate) collection_window: Duration,
+    pub(crate) max_event_bytes: usize,
     /// Draw a progress bar when stderr is a terminal.
-    pub progress: bool,
+    pub(crate) progress: bool,
 }
 
 /// An audit: the source, the dead letters and OpenMeter.
 #[derive(Debug, Clone)]
-pub struct Audit {
-    pub client: OpenMeterClient,
+pub(crate) struct Audit {
+    pub(crate) client: OpenMeterClient,
     /// The price signed micros are computed at (stored events keep theirs).
-    pub price: EthUsdPrice,
-    pub source: SourceSpec,
+    pub(crate) price: EthUsdPrice,
+    pub(crate) source: SourceSpec,
     /// A dead-letter file (`FileEntry` lines) or the DLQ topic.
-    pub dead_letters: Option<SourceSpec>,
-    pub config: AuditConfig,
+    pub(crate) dead_letters: Option<SourceSpec>,
+    pub(crate) config: AuditConfig,
 }
 
 /// The audit's findings, kept so a repair can build on them.
-pub struct Findings {
-    pub ledger: Ledger,
+pub(crate) struct Findings {
+    pub(crate) ledger: Ledger,
     terms: HashMap<String, Arc<[BillingTerms]>>,
     notes: Notes,
 }
@@ -120,11 +120,11 @@ struct Found {
 /// Ids per by-id lookup (each also asks for its derived id).
 const LOOKUP_CHUNK: usize = 40;
 /// Placeholder customer of a dead letter without a readable `auth_id`.
-pub const NO_IDENTITY: &str = "(no identity)";
+pub(crate) const NO_IDENTITY: &str = "(no identity)";
 
 impl Audit {
     /// Runs the audit; the report says what it found.
-    pub async fn run(&self) -> Result<(Report, Findings), AuditError> {
+    pub(crate) async fn run(&self) -> Result<(Report, Findings), AuditError> {
         let mut findings = Findings {
             ledger: Ledger::default(),
             terms: HashMap::new(),
@@ -160,7 +160,7 @@ impl Audit {
     }
 
     /// The report of `findings` as they stand now.
-    pub fn report(&self, findings: &Findings) -> Report {
+    pub(crate) fn report(&self, findings: &Findings) -> Report {
         let settled_before = Utc::now() - to_delta(self.config.settle);
         Report::build(
             &findings.ledger,

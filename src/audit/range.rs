@@ -8,7 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum RangeError {
+pub(crate) enum RangeError {
     #[error("{flag} {value:?} is neither an RFC 3339 time nor a duration back from now like 2h")]
     Invalid { flag: &'static str, value: String },
     #[error("--from {from} is not before --to {to}")]
@@ -17,13 +17,13 @@ pub enum RangeError {
 
 /// `[from, to)` in signed time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeRange {
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
+pub(crate) struct TimeRange {
+    pub(crate) from: DateTime<Utc>,
+    pub(crate) to: DateTime<Utc>,
 }
 
 impl TimeRange {
-    pub fn new(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Self, RangeError> {
+    pub(crate) fn new(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Self, RangeError> {
         if from >= to {
             return Err(RangeError::Empty {
                 from: rfc3339(from),
@@ -34,7 +34,11 @@ impl TimeRange {
     }
 
     /// Parses the flags; `to` defaults to `now`.
-    pub fn parse(from: &str, to: Option<&str>, now: DateTime<Utc>) -> Result<Self, RangeError> {
+    pub(crate) fn parse(
+        from: &str,
+        to: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, RangeError> {
         let from = instant("--from", from, now)?;
         let to = match to {
             Some(to) => instant("--to", to, now)?,
@@ -44,24 +48,24 @@ impl TimeRange {
     }
 
     /// The window of the continuous audit: `length` back from `now - settle`.
-    pub fn settled_window(now: DateTime<Utc>, length: Duration, settle: Duration) -> Self {
+    pub(crate) fn settled_window(now: DateTime<Utc>, length: Duration, settle: Duration) -> Self {
         let to = now - chrono::Duration::from_std(settle).unwrap_or_default();
         let from = to - chrono::Duration::from_std(length).unwrap_or_default();
         Self { from, to }
     }
 
-    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+    pub(crate) fn contains(&self, t: DateTime<Utc>) -> bool {
         self.from <= t && t < self.to
     }
 }
 
 /// RFC 3339 with the precision the value has, `Z` for UTC.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// Parses an RFC 3339 time.
-pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s.trim())
         .ok()
         .map(|t| t.with_timezone(&Utc))

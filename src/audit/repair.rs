@@ -32,7 +32,7 @@ use crate::retry::Backoff;
 
 /// `--repair` with or without `--dry-run`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RepairMode {
+pub(crate) enum RepairMode {
     /// List what would be done; send nothing.
     DryRun,
     Apply,
@@ -40,7 +40,7 @@ pub enum RepairMode {
 
 /// The id a repair sends an event under once its own id is proven lost.
 /// Deterministic, so no second repair can bill the event again.
-pub fn derived_id(id: &str) -> String {
+pub(crate) fn derived_id(id: &str) -> String {
     format!("{id}.repair")
 }
 
@@ -60,7 +60,7 @@ const ATTEMPTS: u32 = 5;
 
 impl Audit {
     /// Repairs what `findings` found; returns the report after the repair.
-    pub async fn repair(
+    pub(crate) async fn repair(
         &self,
         findings: &mut Findings,
         provisioner: &Provisioner,

@@ -25,96 +25,96 @@ pub enum Format {
 
 /// The whole report; its JSON form is the contract of `--format json`.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     #[serde(serialize_with = "as_rfc3339")]
-    pub from: DateTime<Utc>,
+    pub(crate) from: DateTime<Utc>,
     #[serde(serialize_with = "as_rfc3339")]
-    pub to: DateTime<Utc>,
-    pub totals: Totals,
-    pub customers: Vec<CustomerReport>,
-    pub repairs: Vec<RepairAction>,
+    pub(crate) to: DateTime<Utc>,
+    pub(crate) totals: Totals,
+    pub(crate) customers: Vec<CustomerReport>,
+    pub(crate) repairs: Vec<RepairAction>,
     #[serde(skip)]
-    pub notes: Notes,
+    pub(crate) notes: Notes,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Totals {
-    pub signed_events: u64,
+pub(crate) struct Totals {
+    pub(crate) signed_events: u64,
     #[serde(serialize_with = "as_decimal")]
-    pub signed_fee_wei: U256,
+    pub(crate) signed_fee_wei: U256,
     #[serde(serialize_with = "as_decimal")]
-    pub signed_usd_micros: U256,
-    pub stored_events: u64,
-    pub missing_events: u64,
-    pub unexpected_events: u64,
-    pub duplicate_events: u64,
-    pub unbillable_events: u64,
-    pub dead_lettered_events: u64,
+    pub(crate) signed_usd_micros: U256,
+    pub(crate) stored_events: u64,
+    pub(crate) missing_events: u64,
+    pub(crate) unexpected_events: u64,
+    pub(crate) duplicate_events: u64,
+    pub(crate) unbillable_events: u64,
+    pub(crate) dead_lettered_events: u64,
     #[serde(skip)]
-    pub money: StoredMoney,
+    pub(crate) money: StoredMoney,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct CustomerReport {
-    pub customer: String,
-    pub signed_events: u64,
-    pub stored_events: u64,
-    pub missing: Vec<String>,
-    pub unbillable: Vec<IdReason>,
-    pub dead_lettered: Vec<IdReason>,
+pub(crate) struct CustomerReport {
+    pub(crate) customer: String,
+    pub(crate) signed_events: u64,
+    pub(crate) stored_events: u64,
+    pub(crate) missing: Vec<String>,
+    pub(crate) unbillable: Vec<IdReason>,
+    pub(crate) dead_lettered: Vec<IdReason>,
     #[serde(skip)]
-    pub money: CustomerMoney,
+    pub(crate) money: CustomerMoney,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct IdReason {
-    pub id: String,
-    pub reason: String,
+pub(crate) struct IdReason {
+    pub(crate) id: String,
+    pub(crate) reason: String,
 }
 
 /// One repair step, or with `--dry-run` one that would be taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RepairAction {
-    pub id: String,
+pub(crate) struct RepairAction {
+    pub(crate) id: String,
     /// The id it was (or would be) sent under.
-    pub sent_as: String,
-    pub action: String,
+    pub(crate) sent_as: String,
+    pub(crate) action: String,
 }
 
 /// What the table and CSV show beyond the JSON contract.
 #[derive(Debug, Clone, Default)]
-pub struct StoredMoney {
-    pub stored_fee_wei: U256,
-    pub stored_usd_micros: U256,
-    pub unbillable_usd_micros: U256,
-    pub missing_usd_micros: U256,
+pub(crate) struct StoredMoney {
+    pub(crate) stored_fee_wei: U256,
+    pub(crate) stored_usd_micros: U256,
+    pub(crate) unbillable_usd_micros: U256,
+    pub(crate) missing_usd_micros: U256,
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct CustomerMoney {
-    pub signed_fee_wei: U256,
-    pub signed_usd_micros: U256,
-    pub stored: StoredMoney,
-    pub duplicates: u64,
+pub(crate) struct CustomerMoney {
+    pub(crate) signed_fee_wei: U256,
+    pub(crate) signed_usd_micros: U256,
+    pub(crate) stored: StoredMoney,
+    pub(crate) duplicates: u64,
 }
 
 /// Context for people reading the table.
 #[derive(Debug, Clone, Default)]
-pub struct Notes {
-    pub source: String,
-    pub dead_letters: String,
+pub(crate) struct Notes {
+    pub(crate) source: String,
+    pub(crate) dead_letters: String,
     /// Missing events younger than the settle time: not counted missing.
-    pub in_flight: u64,
-    pub settle: String,
-    pub unexpected_sample: Vec<String>,
-    pub price: String,
+    pub(crate) in_flight: u64,
+    pub(crate) settle: String,
+    pub(crate) unexpected_sample: Vec<String>,
+    pub(crate) price: String,
     /// Why a repair step failed, by event id.
-    pub repair_errors: Vec<(String, String)>,
+    pub(crate) repair_errors: Vec<(String, String)>,
 }
 
 /// What became of one signed event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub(crate) enum Status {
     Billed { duplicates: bool },
     DeadLettered,
     Unbillable,
@@ -123,7 +123,7 @@ pub enum Status {
 }
 
 /// `settled_before_ns`: events signed later may still be on their way.
-pub fn status(entry: &Entry, settled_before_ns: i64) -> Status {
+pub(crate) fn status(entry: &Entry, settled_before_ns: i64) -> Status {
     if entry.billable_copies > 0 {
         Status::Billed {
             duplicates: entry.billable_copies > 1,
@@ -141,7 +141,12 @@ pub fn status(entry: &Entry, settled_before_ns: i64) -> Status {
 
 impl Report {
     /// Builds the report from what the audit learnt.
-    pub fn build(ledger: &Ledger, range: TimeRange, settled_before_ns: i64, notes: Notes) -> Self {
+    pub(crate) fn build(
+        ledger: &Ledger,
+        range: TimeRange,
+        settled_before_ns: i64,
+        notes: Notes,
+    ) -> Self {
         let mut by_customer: BTreeMap<&str, CustomerReport> = BTreeMap::new();
         let mut totals = Totals::default();
         let mut notes = notes;
@@ -189,11 +194,11 @@ impl Report {
     }
 
     /// Missing, unbillable or double-billed events: anything but 0 fails.
-    pub fn discrepancies(&self) -> u64 {
+    pub(crate) fn discrepancies(&self) -> u64 {
         self.totals.missing_events + self.totals.unbillable_events + self.totals.duplicate_events
     }
 
-    pub fn render(&self, format: Format) -> String {
+    pub(crate) fn render(&self, format: Format) -> String {
         match format {
             Format::Json => serde_json::to_string_pretty(self).unwrap_or_default() + "\n",
             Format::Csv => self.csv(),

@@ -20,7 +20,7 @@ use crate::source::kafka::KafkaConfig;
 
 /// Where signed events (or dead letters) are read from.
 #[derive(Debug, Clone)]
-pub enum SourceSpec {
+pub(crate) enum SourceSpec {
     /// JSON lines, as `replay` reads them.
     File(PathBuf),
     /// `config.topic`, in the brokers of `config`.
@@ -28,7 +28,7 @@ pub enum SourceSpec {
 }
 
 impl SourceSpec {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Self::File(path) => path.display().to_string(),
             Self::Kafka(config) => format!("Kafka topic {}", config.topic),
@@ -38,32 +38,32 @@ impl SourceSpec {
 
 /// One record as read.
 #[derive(Debug, Clone)]
-pub struct RawRecord {
-    pub payload: Bytes,
+pub(crate) struct RawRecord {
+    pub(crate) payload: Bytes,
     /// `file:line` or `topic/partition@offset`, to name undecodable records.
-    pub position: String,
-    pub headers: Vec<(String, Bytes)>,
+    pub(crate) position: String,
+    pub(crate) headers: Vec<(String, Bytes)>,
 }
 
 /// Which Kafka records to read, by record timestamp (ms). Producers stamp a
 /// record when the signer sends it, a moment after it signed, so both ends
 /// are widened by [`KAFKA_SKEW`].
 #[derive(Debug, Clone, Copy)]
-pub struct KafkaWindow {
-    pub start_ms: i64,
+pub(crate) struct KafkaWindow {
+    pub(crate) start_ms: i64,
     /// A partition is done at its first record stamped after this.
-    pub stop_after_ms: Option<i64>,
+    pub(crate) stop_after_ms: Option<i64>,
 }
 
 /// Allowance between signing a ticket and its record's Kafka timestamp.
-pub const KAFKA_SKEW: Duration = Duration::from_secs(300);
+pub(crate) const KAFKA_SKEW: Duration = Duration::from_secs(300);
 /// A partition that yields nothing for this long before its end stalls the audit.
 const STALL: Duration = Duration::from_secs(30);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Streams every record of `spec` (within `window` for Kafka) into `tx`;
 /// returns how many were read. `optional`: a missing file or topic is empty.
-pub async fn stream(
+pub(crate) async fn stream(
     spec: &SourceSpec,
     window: KafkaWindow,
     optional: bool,

@@ -25,12 +25,12 @@ const HOURS_IN_DAY: [u32; 3] = [25, 24, 23];
 
 /// The components of an ISO 8601 duration, in the order written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Parts([Decimal; 7]);
+pub(super) struct Parts([Decimal; 7]);
 
 impl Parts {
     /// The components of `s`, or `None` when it is not the spec's duration
     /// or a component is too large to compute with.
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(super) fn parse(s: &str) -> Option<Self> {
         let regex = REGEX.get_or_init(|| Regex::new(PATTERN).expect("constant regex compiles"));
         let captures = regex.captures(s)?;
         let mut parts = [Decimal::ZERO; 7];

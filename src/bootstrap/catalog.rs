@@ -78,7 +78,7 @@ impl fmt::Display for Problem {
 }
 
 /// Problems on one line of text, separated by `; `.
-pub fn joined(problems: &[Problem]) -> String {
+pub(super) fn joined(problems: &[Problem]) -> String {
     let shown: Vec<String> = problems.iter().map(Problem::to_string).collect();
     shown.join("; ")
 }

@@ -24,7 +24,7 @@ fn or_none(value: Option<&str>) -> &str {
 
 /// How `existing` departs from `spec`: aggregation, event type, value
 /// property (not for `count`, which ignores it) and dimensions.
-pub fn meter(spec: &MeterSpec, existing: &Meter) -> Vec<String> {
+pub(super) fn meter(spec: &MeterSpec, existing: &Meter) -> Vec<String> {
     let mut out = Vec::new();
     if existing.aggregation != spec.aggregation.as_str() {
         out.push(differs(
@@ -75,7 +75,7 @@ fn dimensions(wanted: &BTreeMap<&str, &str>, existing: &BTreeMap<String, String>
 
 /// How a feature departs from the catalog: only its meter matters.
 /// `meter_id` is `None` when the catalog meter does not exist (yet).
-pub fn feature(meter_key: &str, meter_id: Option<&str>, existing: &Feature) -> Vec<String> {
+pub(super) fn feature(meter_key: &str, meter_id: Option<&str>, existing: &Feature) -> Vec<String> {
     let have = existing.meter.as_ref().map(|m| m.id.as_str());
     if have.is_some() && have == meter_id {
         return Vec::new();
@@ -91,7 +91,7 @@ pub fn feature(meter_key: &str, meter_id: Option<&str>, existing: &Feature) -> V
 /// and per phase its key, duration and rate cards (key, feature, billing
 /// cadence, price).
 /// `feature_id` maps a catalog feature key to the id it has (if any).
-pub fn plan(
+pub(super) fn plan(
     spec: &PlanSpec,
     existing: &Plan,
     feature_id: &dyn Fn(&str) -> Option<String>,

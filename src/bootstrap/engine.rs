@@ -12,7 +12,7 @@ use super::{diff, plan};
 use crate::openmeter::{ApiError, OpenMeterClient};
 
 /// Runs every step. Only a fatal error (see [`fatal`]) stops the run.
-pub async fn run(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ApiError> {
+pub(super) async fn run(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ApiError> {
     let meters = ensure_meters(ctx, report).await?;
     let features = ensure_features(ctx, &meters, report).await?;
     match plan::ensure(ctx, &features).await {

@@ -9,7 +9,7 @@ use saphyr_parser::{Event, Parser};
 /// Field path (`plan.phases[0].rate_cards[1].key`, the form problems name
 /// fields in) → 1-based line.
 #[derive(Debug, Default)]
-pub struct Lines(HashMap<String, usize>);
+pub(super) struct Lines(HashMap<String, usize>);
 
 /// An open collection while walking the document.
 enum Frame {
@@ -23,7 +23,7 @@ enum Frame {
 impl Lines {
     /// Indexes `text`, YAML or JSON. What the position parser cannot read is
     /// left out: lines help an operator, they are never a reason to fail.
-    pub fn of(text: &str) -> Self {
+    pub(super) fn of(text: &str) -> Self {
         let mut lines = HashMap::new();
         let mut stack = Vec::new();
         for item in Parser::new_from_str(text) {
@@ -52,7 +52,7 @@ impl Lines {
 
     /// The line of `field`, else of the nearest enclosing field written
     /// (a missing `price.amount` is reported at its `price`).
-    pub fn line(&self, field: &str) -> Option<usize> {
+    pub(super) fn line(&self, field: &str) -> Option<usize> {
         let mut field = field;
         loop {
             if let Some(line) = self.0.get(field) {

@@ -23,11 +23,9 @@ use crate::decode::BILLABLE_TYPE;
 use crate::map::DATA_FIELDS;
 use crate::openmeter::{ApiError, OpenMeterClient};
 
-pub use catalog::{
-    Aggregation, Catalog, CatalogError, DimensionName, Duration, FeatureSpec, JsonPath, Key,
-    MeterSpec, Numeric, PhaseSpec, PlanSpec, Price, PriceType, Problem, RateCardSpec,
-};
-pub use report::{Kind, Line, Outcome, Report};
+pub use catalog::{Catalog, CatalogError};
+pub(crate) use catalog::{JsonPath, Problem};
+pub use report::{Kind, Outcome, Report};
 
 /// How a run may act.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -115,6 +113,7 @@ fn check_path(field: &str, path: &JsonPath, problems: &mut Vec<String>) {
 mod tests {
     use super::*;
     use crate::domain::PlanKey;
+    use catalog::DimensionName;
 
     fn builtin() -> Catalog {
         let key: PlanKey = "clearinghouse_default_ppu".parse().expect("valid key");

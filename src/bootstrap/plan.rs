@@ -30,7 +30,7 @@ impl Features<'_> {
 }
 
 /// Ensures the catalog plan exists, matches and is published.
-pub async fn ensure(ctx: &Ctx<'_>, features: &Ids) -> Result<Line, ApiError> {
+pub(super) async fn ensure(ctx: &Ctx<'_>, features: &Ids) -> Result<Line, ApiError> {
     let spec = &ctx.catalog.plan;
     let features = Features(features);
     let versions: Vec<Plan> = ctx

@@ -11,7 +11,7 @@ use super::BootstrapOptions;
 use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
 
 /// What one run works with.
-pub struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     pub client: &'a OpenMeterClient,
     pub catalog: &'a Catalog,
     pub opts: &'a BootstrapOptions,
@@ -20,7 +20,7 @@ pub struct Ctx<'a> {
 /// Where a catalog object stands after its step, for the steps that
 /// reference it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolved {
+pub(super) enum Resolved {
     /// It exists with this id.
     Id(String),
     /// Dry run: it would be created.
@@ -30,10 +30,10 @@ pub enum Resolved {
 }
 
 /// Catalog key → where that object stands.
-pub type Ids = HashMap<String, Resolved>;
+pub(super) type Ids = HashMap<String, Resolved>;
 
 impl Resolved {
-    pub fn id(&self) -> Option<&str> {
+    pub(super) fn id(&self) -> Option<&str> {
         match self {
             Self::Id(id) => Some(id),
             Self::Pending | Self::Unavailable => None,
@@ -44,12 +44,12 @@ impl Resolved {
 /// A failure that concerns every call (a refused token, a wrong URL) fails
 /// every later call the same way: stop instead of printing the same failure
 /// for every object.
-pub fn fatal(e: &ApiError) -> bool {
+pub(super) fn fatal(e: &ApiError) -> bool {
     classify(Call::Catalog, e) == ErrorClass::Configuration
 }
 
 /// `Exists` when nothing differs, else `Drift` listing the differences.
-pub fn compared(kind: Kind, key: &str, differences: Vec<String>) -> Line {
+pub(super) fn compared(kind: Kind, key: &str, differences: Vec<String>) -> Line {
     if differences.is_empty() {
         Line::new(kind, key, Outcome::Exists)
     } else {

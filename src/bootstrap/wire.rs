@@ -13,7 +13,7 @@ use super::catalog::{
 
 /// `CreateMeterRequest`.
 #[derive(Debug, Serialize)]
-pub struct CreateMeterRequest<'a> {
+pub(super) struct CreateMeterRequest<'a> {
     pub name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a str>,
@@ -42,7 +42,7 @@ impl<'a> From<&'a MeterSpec> for CreateMeterRequest<'a> {
 
 /// `Meter`, the fields that define it.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Meter {
+pub(super) struct Meter {
     pub id: String,
     pub key: String,
     pub aggregation: String,
@@ -57,13 +57,13 @@ pub struct Meter {
 
 /// `{ "id": … }`: `FeatureMeterReference` and `FeatureReference` alike.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdRef {
+pub(super) struct IdRef {
     pub id: String,
 }
 
 /// `CreateFeatureRequest`.
 #[derive(Debug, Serialize)]
-pub struct CreateFeatureRequest<'a> {
+pub(super) struct CreateFeatureRequest<'a> {
     pub name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a str>,
@@ -72,7 +72,7 @@ pub struct CreateFeatureRequest<'a> {
 }
 
 impl<'a> CreateFeatureRequest<'a> {
-    pub fn new(f: &'a FeatureSpec, meter_id: &str) -> Self {
+    pub(super) fn new(f: &'a FeatureSpec, meter_id: &str) -> Self {
         Self {
             name: &f.name,
             description: f.description.as_deref(),
@@ -86,7 +86,7 @@ impl<'a> CreateFeatureRequest<'a> {
 
 /// `Feature`, as much as the bootstrap compares.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Feature {
+pub(super) struct Feature {
     pub id: String,
     pub key: String,
     #[serde(default)]
@@ -97,7 +97,7 @@ pub struct Feature {
 
 /// `CreatePlanRequest`.
 #[derive(Debug, Serialize)]
-pub struct CreatePlanRequest<'a> {
+pub(super) struct CreatePlanRequest<'a> {
     pub name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a str>,
@@ -109,7 +109,7 @@ pub struct CreatePlanRequest<'a> {
 
 /// `BillingPlanPhase` as written.
 #[derive(Debug, Serialize)]
-pub struct PhaseRequest<'a> {
+pub(super) struct PhaseRequest<'a> {
     pub name: &'a str,
     pub key: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,7 +121,7 @@ pub struct PhaseRequest<'a> {
 /// a usage price always carries its billing cadence, which OpenMeter
 /// requires to publish the plan.
 #[derive(Debug, Serialize)]
-pub struct RateCardRequest<'a> {
+pub(super) struct RateCardRequest<'a> {
     pub name: &'a str,
     pub key: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -134,7 +134,7 @@ pub struct RateCardRequest<'a> {
 impl<'a> CreatePlanRequest<'a> {
     /// The request for `plan`; `feature_id` resolves a catalog feature key
     /// (the caller has checked every one resolves).
-    pub fn new(plan: &'a PlanSpec, feature_id: &dyn Fn(&str) -> Option<String>) -> Self {
+    pub(super) fn new(plan: &'a PlanSpec, feature_id: &dyn Fn(&str) -> Option<String>) -> Self {
         Self {
             name: &plan.name,
             description: plan.description.as_deref(),
@@ -191,7 +191,7 @@ impl<'a> RateCardRequest<'a> {
 
 /// `BillingPlanPhase` as read back, for comparison only.
 #[derive(Debug, Clone, Deserialize)]
-pub struct PhaseRead {
+pub(super) struct PhaseRead {
     #[serde(default)]
     pub key: String,
     #[serde(default)]
@@ -202,7 +202,7 @@ pub struct PhaseRead {
 
 /// `BillingRateCard` as read back, for comparison only.
 #[derive(Debug, Clone, Deserialize)]
-pub struct RateCardRead {
+pub(super) struct RateCardRead {
     #[serde(default)]
     pub key: String,
     #[serde(default)]
@@ -215,7 +215,7 @@ pub struct RateCardRead {
 
 /// `BillingPrice` as read back: any type, any amount.
 #[derive(Debug, Clone, Deserialize)]
-pub struct PriceRead {
+pub(super) struct PriceRead {
     #[serde(rename = "type", default)]
     pub kind: String,
     #[serde(default)]

@@ -80,7 +80,7 @@ fn collection_window() -> Duration {
 }
 
 /// Parses durations like `5m`, `250ms`, `1h 30m`.
-pub fn duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("{s:?} is not a duration like 5m or 250ms: {e}"))
 }

@@ -19,7 +19,7 @@ use crate::price::PriceFeed;
 /// The audit could not run.
 const CANNOT_RUN: u8 = 2;
 
-pub async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     match run(&args).await {
         Ok(code) => Ok(code),
         Err(e) => {

@@ -21,7 +21,7 @@ struct Check {
     result: Result<String, String>,
 }
 
-pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut checks = vec![kafka_check(&args)];
     checks.push(price_check(&args).await);
     let openmeter = config::openmeter(&args.openmeter, &args.ensure).and_then(|settings| {

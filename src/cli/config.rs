@@ -25,7 +25,7 @@ use crate::secret::Secret;
 use crate::source::kafka::KafkaConfig;
 
 /// The collector's configuration (`run`).
-pub fn collector(args: &RunArgs) -> anyhow::Result<Config> {
+pub(super) fn collector(args: &RunArgs) -> anyhow::Result<Config> {
     Ok(Config {
         pipeline: pipeline(&args.pipeline)?,
         kafka: kafka(&args.kafka),
@@ -34,7 +34,7 @@ pub fn collector(args: &RunArgs) -> anyhow::Result<Config> {
     })
 }
 
-pub fn pipeline(args: &PipelineArgs) -> anyhow::Result<PipelineSettings> {
+pub(super) fn pipeline(args: &PipelineArgs) -> anyhow::Result<PipelineSettings> {
     Ok(PipelineSettings {
         openmeter: openmeter(&args.openmeter, &args.ensure)?,
         price: price(&args.price),
@@ -42,7 +42,10 @@ pub fn pipeline(args: &PipelineArgs) -> anyhow::Result<PipelineSettings> {
     })
 }
 
-pub fn openmeter(args: &OpenMeterArgs, ensure: &EnsureArgs) -> anyhow::Result<OpenMeterSettings> {
+pub(super) fn openmeter(
+    args: &OpenMeterArgs,
+    ensure: &EnsureArgs,
+) -> anyhow::Result<OpenMeterSettings> {
     Ok(OpenMeterSettings {
         client: client(args)?,
         plan_key: ensure.default_plan_key.clone(),
@@ -56,7 +59,7 @@ pub fn openmeter(args: &OpenMeterArgs, ensure: &EnsureArgs) -> anyhow::Result<Op
 }
 
 /// The client's settings from `OPENMETER_*`.
-pub fn client(args: &OpenMeterArgs) -> anyhow::Result<ClientConfig> {
+pub(super) fn client(args: &OpenMeterArgs) -> anyhow::Result<ClientConfig> {
     let Some(url) = args
         .openmeter_url
         .as_deref()
@@ -87,7 +90,7 @@ fn token(args: &OpenMeterArgs) -> anyhow::Result<Option<Secret>> {
     Ok(Some(Secret::from(key.trim())))
 }
 
-pub fn price(args: &PriceArgs) -> PriceSource {
+pub(super) fn price(args: &PriceArgs) -> PriceSource {
     match args.eth_usd_price {
         Some(price) => PriceSource::Fixed(price),
         None => PriceSource::Oracle {
@@ -113,7 +116,7 @@ fn batch(args: &BatchArgs) -> PipelineConfig {
     }
 }
 
-pub fn kafka(args: &KafkaArgs) -> KafkaSettings {
+pub(super) fn kafka(args: &KafkaArgs) -> KafkaSettings {
     KafkaSettings {
         consumer: KafkaConfig {
             brokers: args.kafka_brokers.clone(),
@@ -141,7 +144,7 @@ fn kafka_passthrough(vars: impl Iterator<Item = (String, String)>) -> Vec<(Strin
     .collect()
 }
 
-pub fn api(args: &ApiArgs) -> ApiSettings {
+pub(super) fn api(args: &ApiArgs) -> ApiSettings {
     ApiSettings {
         addr: SocketAddr::new(args.provision_bind, args.provision_port),
         token: args

@@ -31,7 +31,7 @@ const BILLED_METER: &str = "billable_usd_micros";
 /// The bundled sample: five customers, one other event type, four bad events.
 const SAMPLE: &str = include_str!("../../examples/sample-events.jsonl");
 
-pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let double = Double::new(DoubleConfig::default());
     let running = double.spawn(([127, 0, 0, 1], 0).into()).await?;
     let endpoint = Endpoint::parse(&running.base_url(), None)?;

@@ -29,7 +29,7 @@ use crate::source::Record;
 /// How long an empty DLQ topic is waited on before the replay ends.
 const IDLE: Duration = Duration::from_secs(5);
 
-pub async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
     let cancel = shutdown_signal();
     let settings = config::pipeline(&args.pipeline)?;
     let kafka = config::kafka(&args.kafka);

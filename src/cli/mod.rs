@@ -2,7 +2,7 @@
 //! into `app`'s typed configuration, owns the shutdown signal, and turns
 //! errors into exit codes (`anyhow` lives here only); `app` builds the parts.
 
-pub mod args;
+pub(crate) mod args;
 mod audit;
 mod check;
 mod config;
@@ -15,12 +15,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::bail;
+use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 pub use args::Cli;
 use args::Command;
 
-use crate::app::{self, Application, ProvisioningApi, ONE_SHOT_ATTEMPTS};
+use crate::app::{self, Application, Config, ProvisioningApi, ONE_SHOT_ATTEMPTS};
 use crate::bootstrap::{
     bootstrap, check_catalog_against_collector, BootstrapError, BootstrapOptions, Catalog,
 };
@@ -50,7 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Cancelled on SIGINT or SIGTERM.
-pub fn shutdown_signal() -> CancellationToken {
+pub(crate) fn shutdown_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
@@ -118,6 +119,21 @@ async fn start_pipeline(
 ) -> anyhow::Result<Pipeline> {
     let settings = config::pipeline(args)?;
     Ok(app::start_pipeline(&settings, dlq, tracker, cancel).await?)
+}
+
+/// The collector's configuration from a `ticketmeter run …` command line,
+/// exactly as `run` builds it (the environment fills in what `argv` leaves
+/// out): for running the collector in-process, under a shutdown the caller
+/// controls.
+pub fn collector_config<I, T>(argv: I) -> anyhow::Result<Config>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let Command::Run(args) = Cli::try_parse_from(argv)?.command else {
+        bail!("not a `ticketmeter run` command line");
+    };
+    config::collector(&args)
 }
 
 /// `run`: exits non-zero when any of the collector's tasks failed.

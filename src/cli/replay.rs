@@ -20,7 +20,7 @@ use crate::pipeline::{judge, Fate};
 use crate::settle::{Outcome, Tally};
 use crate::source::file::{read_lines, LineFormat};
 
-pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         let Some(price) = args.pipeline.price.eth_usd_price else {
             bail!("--dry-run uses no network: set ETH_USD_PRICE (or --eth-usd-price)");
@@ -81,7 +81,7 @@ async fn dry_run(path: &Path, price: &EthUsdPrice, max_bytes: usize) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn dlq_replay(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn dlq_replay(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
     let Some(file) = args.file.clone() else {
         return super::kafka_dlq::replay_topic(args).await;
     };

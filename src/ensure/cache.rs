@@ -82,7 +82,7 @@ struct Known {
 
 /// A bounded, expiring map of ensured identities.
 #[derive(Debug)]
-pub struct EnsuredCache {
+pub(super) struct EnsuredCache {
     state: Mutex<State>,
     ttl: Duration,
     capacity: usize,
@@ -118,7 +118,7 @@ impl State {
 }
 
 impl EnsuredCache {
-    pub fn new(capacity: u64, ttl: Duration) -> Self {
+    pub(super) fn new(capacity: u64, ttl: Duration) -> Self {
         Self {
             state: Mutex::default(),
             ttl,
@@ -132,7 +132,7 @@ impl EnsuredCache {
     }
 
     /// The cached result for `key`, if still fresh.
-    pub fn get(&self, key: &CustomerKey) -> Option<Ensured> {
+    pub(super) fn get(&self, key: &CustomerKey) -> Option<Ensured> {
         let mut state = self.lock();
         let known = state.known.get(key)?;
         if known.expires <= Instant::now() {
@@ -160,7 +160,7 @@ impl EnsuredCache {
     /// Remembers a successful ensure of `key` until the TTL passes or its
     /// subscription ends, whichever is first; returns how many identities
     /// are cached.
-    pub fn insert(&self, key: &CustomerKey, ensured: &Ensured) -> usize {
+    pub(super) fn insert(&self, key: &CustomerKey, ensured: &Ensured) -> usize {
         let now = Instant::now();
         let lifetime = self.lifetime(&ensured.terms);
         let mut state = self.lock();
@@ -201,7 +201,7 @@ impl EnsuredCache {
         }
     }
 
-    pub fn remove(&self, key: &CustomerKey) {
+    pub(super) fn remove(&self, key: &CustomerKey) {
         self.lock().known.remove(key);
     }
 

@@ -27,7 +27,7 @@ const MAX_PAGES: u32 = 1000;
 
 /// Events per page when listing them: the server's maximum
 /// (`meterevent.MaximumLimit`).
-pub const EVENT_PAGE_SIZE: u32 = 100;
+pub(crate) const EVENT_PAGE_SIZE: u32 = 100;
 
 /// Filters of `GET /openmeter/events` (deepObject `filter[field][op]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -9,13 +9,13 @@ use thiserror::Error;
 
 /// An `application/problem+json` body as OpenMeter sends it.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct Problem {
+pub(crate) struct Problem {
     #[serde(default)]
-    pub title: String,
+    pub(crate) title: String,
     #[serde(default)]
-    pub detail: String,
+    pub(crate) detail: String,
     #[serde(default)]
-    pub invalid_parameters: Option<serde_json::Value>,
+    pub(crate) invalid_parameters: Option<serde_json::Value>,
 }
 
 /// A failed OpenMeter call.
@@ -148,7 +148,7 @@ pub enum ErrorClass {
 ///   (`subscription/errors.go`), 400/422 for a customer it will not store.
 ///   A subscription create refused for the plan's sake (the detail names
 ///   the plan, e.g. a version not active now) concerns everyone.
-pub fn classify(call: Call, e: &ApiError) -> ErrorClass {
+pub(crate) fn classify(call: Call, e: &ApiError) -> ErrorClass {
     let status = match e {
         ApiError::Transport { .. } | ApiError::Decode { .. } => return ErrorClass::Transient,
         ApiError::Unauthorized { .. } => return ErrorClass::Configuration,
@@ -178,7 +178,7 @@ fn names_the_plan(e: &ApiError) -> bool {
 }
 
 /// 408, 425, 429 and 5xx are worth retrying; other statuses are final.
-pub fn is_transient_status(status: u16) -> bool {
+pub(crate) fn is_transient_status(status: u16) -> bool {
     matches!(status, 408 | 425 | 429) || (500..600).contains(&status)
 }
 

@@ -3,9 +3,10 @@
 mod client;
 mod endpoint;
 mod error;
-pub mod model;
+pub(crate) mod model;
 
+pub(crate) use client::EventQuery;
 pub use client::{ClientConfig, OpenMeterClient, CLOUDEVENT_BATCH};
-pub use client::{EventPage, EventQuery, EVENT_PAGE_SIZE};
-pub use endpoint::{Endpoint, EndpointError};
-pub use error::{classify, is_transient_status, ApiError, Call, ErrorClass, Problem};
+pub use endpoint::Endpoint;
+pub(crate) use error::{classify, Call};
+pub use error::{ApiError, ErrorClass};

@@ -33,15 +33,15 @@ impl Customer {
 
 /// `CreateCustomerRequest`.
 #[derive(Debug, Clone, Serialize)]
-pub struct CreateCustomer<'a> {
-    pub key: &'a str,
-    pub name: &'a str,
-    pub usage_attribution: UsageAttribution<'a>,
+pub(crate) struct CreateCustomer<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) usage_attribution: UsageAttribution<'a>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct UsageAttribution<'a> {
-    pub subject_keys: [&'a str; 1],
+pub(crate) struct UsageAttribution<'a> {
+    pub(crate) subject_keys: [&'a str; 1],
 }
 
 /// `BillingSubscriptionPlanReference`.
@@ -142,27 +142,26 @@ impl Plan {
 
 /// A page of a page-paginated list (`*PagePaginatedResponse`).
 #[derive(Debug, Deserialize)]
-pub struct Page<T> {
-    pub data: Vec<T>,
-    pub meta: PageMetaEnvelope,
+pub(crate) struct Page<T> {
+    pub(crate) data: Vec<T>,
+    pub(crate) meta: PageMetaEnvelope,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct PageMetaEnvelope {
-    pub page: PageMeta,
+pub(crate) struct PageMetaEnvelope {
+    pub(crate) page: PageMeta,
 }
 
-/// `PageMeta`: the spec types these as JSON numbers.
+/// `PageMeta`, of which only the total is needed (the spec types its
+/// fields as JSON numbers).
 #[derive(Debug, Deserialize)]
-pub struct PageMeta {
-    pub number: serde_json::Number,
-    pub size: serde_json::Number,
-    pub total: serde_json::Number,
+pub(crate) struct PageMeta {
+    pub(crate) total: serde_json::Number,
 }
 
 impl PageMeta {
     /// Whether a later page may hold more items.
-    pub fn has_more(&self, fetched_so_far: u64) -> bool {
+    pub(crate) fn has_more(&self, fetched_so_far: u64) -> bool {
         self.total
             .as_u64()
             .is_some_and(|total| fetched_so_far < total)
@@ -173,22 +172,22 @@ impl PageMeta {
 
 /// A page of a cursor-paginated list (`*PaginatedResponse` with `CursorMeta`).
 #[derive(Debug, Deserialize)]
-pub struct CursorPage<T> {
-    pub data: Vec<T>,
-    pub meta: CursorMetaEnvelope,
+pub(crate) struct CursorPage<T> {
+    pub(crate) data: Vec<T>,
+    pub(crate) meta: CursorMetaEnvelope,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct CursorMetaEnvelope {
-    pub page: CursorMeta,
+pub(crate) struct CursorMetaEnvelope {
+    pub(crate) page: CursorMeta,
 }
 
 /// `CursorMetaPage`. The server sets `next` on every full page, so the last
 /// page may be empty.
 #[derive(Debug, Deserialize)]
-pub struct CursorMeta {
+pub(crate) struct CursorMeta {
     #[serde(default)]
-    pub next: Option<String>,
+    pub(crate) next: Option<String>,
 }
 
 /// `MeteringIngestedEvent`: a stored event and what OpenMeter makes of it.
@@ -253,7 +252,7 @@ mod lenient {
     use serde::{Deserialize, Deserializer};
     use serde_json::Value;
 
-    pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    pub(super) fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         Ok(match Value::deserialize(d)? {
             Value::String(s) => Some(s),
             Value::Number(n) => Some(n.to_string()),
@@ -261,7 +260,7 @@ mod lenient {
         })
     }
 
-    pub fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
+    pub(super) fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
         Ok(match Value::deserialize(d)? {
             Value::Number(n) => n.as_u64().map(u128::from),
             Value::String(s) => s.parse().ok(),

@@ -33,7 +33,7 @@ pub struct LinesRead {
 
 /// Reads every non-blank line into the pipeline. Stops early when `cancel`
 /// fires or the pipeline is gone.
-pub async fn read_lines<R: AsyncBufRead + Unpin>(
+pub(crate) async fn read_lines<R: AsyncBufRead + Unpin>(
     mut reader: R,
     format: LineFormat,
     source: Arc<str>,

@@ -292,7 +292,7 @@ impl PollGap {
 
 /// The consumer's librdkafka callbacks. They run on the poll thread, so
 /// each does local bookkeeping only and returns at once.
-pub struct TrackingContext {
+pub(crate) struct TrackingContext {
     shared: Arc<Shared>,
 }
 
@@ -386,14 +386,17 @@ fn store_offsets<C: Consumer<X>, X: ConsumerContext>(
 }
 
 /// A consumer-group member reading the gateway topic.
-pub struct KafkaSource {
+pub(crate) struct KafkaSource {
     consumer: Arc<StreamConsumer<TrackingContext>>,
     topic: Arc<str>,
     shared: Arc<Shared>,
 }
 
 impl KafkaSource {
-    pub fn connect(config: &KafkaConfig, tracker: Arc<OffsetTracker>) -> Result<Self, KafkaError> {
+    pub(crate) fn connect(
+        config: &KafkaConfig,
+        tracker: Arc<OffsetTracker>,
+    ) -> Result<Self, KafkaError> {
         let shared = Arc::new(Shared {
             topic: config.topic.clone(),
             tracker,
@@ -417,7 +420,7 @@ impl KafkaSource {
 
     /// Reads until `cancel` fires or the pipeline goes away. Records of a
     /// partition revoked meanwhile are dropped from the backlog unsent.
-    pub async fn run(&self, tx: mpsc::Sender<Record>, cancel: CancellationToken) {
+    pub(crate) async fn run(&self, tx: mpsc::Sender<Record>, cancel: CancellationToken) {
         let mut backlog: VecDeque<Record> = VecDeque::new();
         let mut paused = false;
         loop {
@@ -515,7 +518,7 @@ impl KafkaSource {
 
     /// Stores every owned partition's settled progress for librdkafka's
     /// auto-commit; a local call. Returns how many partitions moved.
-    pub fn store(&self) -> Result<usize, KafkaError> {
+    pub(crate) fn store(&self) -> Result<usize, KafkaError> {
         let offsets: Vec<(i32, i64)> = self
             .shared
             .tracker
@@ -530,7 +533,7 @@ impl KafkaSource {
 
     /// Stores settled progress and commits it now, synchronously (off the
     /// runtime): for shutdown and the end of a replay.
-    pub async fn commit(&self) -> Result<usize, KafkaError> {
+    pub(crate) async fn commit(&self) -> Result<usize, KafkaError> {
         let stored = self.store()?;
         let consumer = self.consumer.clone();
         let committed =
@@ -548,7 +551,7 @@ impl KafkaSource {
 
     /// Stores settled progress every `every` until `cancel` fires;
     /// librdkafka's auto-commit sends it.
-    pub async fn commit_periodically(&self, every: Duration, cancel: CancellationToken) {
+    pub(crate) async fn commit_periodically(&self, every: Duration, cancel: CancellationToken) {
         let mut ticker = tokio::time::interval(every);
         loop {
             tokio::select! {
@@ -562,7 +565,7 @@ impl KafkaSource {
     }
 
     /// Whether this member currently owns any partition.
-    pub fn assigned(&self) -> bool {
+    pub(crate) fn assigned(&self) -> bool {
         self.consumer.assignment().is_ok_and(|tpl| tpl.count() > 0)
     }
 }

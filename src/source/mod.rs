@@ -3,8 +3,8 @@
 //! the [`OffsetTracker`](crate::commit::OffsetTracker) as it is read, then
 //! hands it to the pipeline through a bounded channel (back-pressure).
 
-pub mod file;
-pub mod kafka;
+pub(crate) mod file;
+pub(crate) mod kafka;
 
 use std::sync::Arc;
 

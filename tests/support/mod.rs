@@ -17,21 +17,21 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::TopicPartitionList;
 use serde_json::Value;
 use std::sync::Arc;
+use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use ticketmeter::pipeline;
-use ticketmeter::{bootstrap, BootstrapOptions, Catalog};
-use ticketmeter::OffsetTracker;
 use ticketmeter::DeadLetterSink;
-use ticketmeter::{EnsureConfig, Provisioner};
-use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient};
-use ticketmeter::{Pipeline, PipelineConfig};
+use ticketmeter::OffsetTracker;
 use ticketmeter::PriceFeed;
+use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient};
+use ticketmeter::{EnsureConfig, Provisioner};
+use ticketmeter::{Pipeline, PipelineConfig};
 use tokio_util::sync::CancellationToken;
 
-pub const PLAN: &str = "clearinghouse_default_ppu";
-pub const TOKEN: &str = "test-token-s3cr3t";
+pub(crate) const PLAN: &str = "clearinghouse_default_ppu";
+pub(crate) const TOKEN: &str = "test-token-s3cr3t";
 
 /// A free loopback port (racy in theory, fine on a test machine).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -39,12 +39,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub fn fixtures_dir() -> PathBuf {
+pub(crate) fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
 }
 
 /// Fixture lines: (event payload, expected outcome).
-pub fn fixtures() -> Vec<(String, Value)> {
+pub(crate) fn fixtures() -> Vec<(String, Value)> {
     let read = |name: &str| {
         std::fs::read_to_string(fixtures_dir().join(name)).expect("fixtures beside the repo")
     };
@@ -60,13 +60,13 @@ pub fn fixtures() -> Vec<(String, Value)> {
 /// Runs the fixture file through a real pipeline at ETH/USD 3500, ensuring
 /// and delivering through `client`; returns the pipeline (for its tally) and
 /// whether every record settled.
-pub async fn run_fixtures(client: OpenMeterClient, dlq: DeadLetterSink) -> (Pipeline, bool) {
+pub(crate) async fn run_fixtures(client: OpenMeterClient, dlq: DeadLetterSink) -> (Pipeline, bool) {
     run_fixtures_with(client, dlq, PipelineConfig::default()).await
 }
 
 /// A pipeline at ETH/USD 3500 that ensures the default plan through
 /// `client` and dead-letters to `dlq`.
-pub fn test_pipeline(
+pub(crate) fn test_pipeline(
     client: OpenMeterClient,
     dlq: DeadLetterSink,
     ensure: EnsureConfig,
@@ -83,7 +83,7 @@ pub fn test_pipeline(
 }
 
 /// [`run_fixtures`] with the given pipeline settings.
-pub async fn run_fixtures_with(
+pub(crate) async fn run_fixtures_with(
     client: OpenMeterClient,
     dlq: DeadLetterSink,
     config: PipelineConfig,
@@ -104,13 +104,13 @@ pub async fn run_fixtures_with(
 }
 
 /// A started OpenMeter double with the default catalog bootstrapped.
-pub struct OpenMeter {
+pub(crate) struct OpenMeter {
     pub double: Double,
     pub running: RunningDouble,
 }
 
 impl OpenMeter {
-    pub async fn start(token: Option<&str>) -> Self {
+    pub(crate) async fn start(token: Option<&str>) -> Self {
         let double = Double::new(DoubleConfig {
             token: token.map(str::to_owned),
             ..Default::default()
@@ -119,7 +119,7 @@ impl OpenMeter {
         Self { double, running }
     }
 
-    pub async fn bootstrapped(token: Option<&str>) -> Self {
+    pub(crate) async fn bootstrapped(token: Option<&str>) -> Self {
         let om = Self::start(token).await;
         let client = om.client(token);
         let catalog = Catalog::builtin(&PLAN.parse().unwrap());
@@ -130,11 +130,11 @@ impl OpenMeter {
         om
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.running.base_url()
     }
 
-    pub fn client(&self, token: Option<&str>) -> OpenMeterClient {
+    pub(crate) fn client(&self, token: Option<&str>) -> OpenMeterClient {
         let endpoint = Endpoint::parse(&self.url(), None).unwrap();
         let mut config = ClientConfig::new(endpoint, token.map(ticketmeter::Secret::from));
         config.backoff.base = Duration::from_millis(10);
@@ -144,7 +144,7 @@ impl OpenMeter {
 }
 
 /// Polls `check` until it holds or `timeout` passes.
-pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub(crate) async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if check() {
@@ -157,7 +157,7 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
 
 /// Where a test broker keeps its log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Storage {
+pub(crate) enum Storage {
     /// tansu's SQLite engine in a temporary directory: durable across a
     /// broker restart, and it serves fetches that start inside a batch.
     Sqlite,
@@ -168,17 +168,17 @@ pub enum Storage {
 }
 
 /// How long a dead letter is waited for on the DLQ topic.
-pub const LETTER_WAIT: Duration = Duration::from_secs(90);
+pub(crate) const LETTER_WAIT: Duration = Duration::from_secs(90);
 
 /// A dead letter as read back from the DLQ topic.
-pub struct Letter {
+pub(crate) struct Letter {
     pub headers: Vec<(String, String)>,
     pub payload: Vec<u8>,
 }
 
 impl Letter {
     /// The `ticketmeter.dlq.<name>` header.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         let key = format!("ticketmeter.dlq.{name}");
         self.headers
             .iter()
@@ -188,7 +188,7 @@ impl Letter {
 }
 
 /// A tansu broker on a loopback port; killed on drop.
-pub struct Broker {
+pub(crate) struct Broker {
     child: Child,
     pub addr: SocketAddr,
     storage: Storage,
@@ -214,11 +214,11 @@ fn dirs_home() -> PathBuf {
 
 impl Broker {
     /// A broker on SQLite storage (the default for tests).
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::start_with(Storage::Sqlite)
     }
 
-    pub fn start_with(storage: Storage) -> Self {
+    pub(crate) fn start_with(storage: Storage) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = spawn_tansu(addr, storage, dir.path());
@@ -231,24 +231,24 @@ impl Broker {
     }
 
     /// Kills the broker (SIGKILL: no clean shutdown).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Starts the broker again on the same port and storage.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.kill();
         self.child = spawn_tansu(self.addr, self.storage, self.dir.path());
     }
 
-    pub fn brokers(&self) -> String {
+    pub(crate) fn brokers(&self) -> String {
         self.addr.to_string()
     }
 
     /// Committed offset of each partition of the collector's group
     /// (empty while the broker cannot answer).
-    pub fn committed(&self, topic: &str, partitions: i32) -> Vec<i64> {
+    pub(crate) fn committed(&self, topic: &str, partitions: i32) -> Vec<i64> {
         let consumer: BaseConsumer = RdConfig::new()
             .set("bootstrap.servers", self.brokers())
             .set("group.id", "openmeter-collector")
@@ -272,7 +272,7 @@ impl Broker {
 
     /// Reads up to `expected` dead letters from the DLQ `topic`, waiting
     /// at most [`LETTER_WAIT`] for each.
-    pub async fn read_letters(&self, topic: &str, expected: usize) -> Vec<Letter> {
+    pub(crate) async fn read_letters(&self, topic: &str, expected: usize) -> Vec<Letter> {
         let consumer: StreamConsumer = RdConfig::new()
             .set("bootstrap.servers", self.brokers())
             .set("group.id", format!("dlq-reader-{}", free_port()))
@@ -304,7 +304,7 @@ impl Broker {
         out
     }
 
-    pub async fn create_topic(&self, name: &str, partitions: i32) {
+    pub(crate) async fn create_topic(&self, name: &str, partitions: i32) {
         let admin: AdminClient<DefaultClientContext> = RdConfig::new()
             .set("bootstrap.servers", self.brokers())
             .create()
@@ -319,7 +319,7 @@ impl Broker {
         }
     }
 
-    pub fn producer(&self) -> FutureProducer {
+    pub(crate) fn producer(&self) -> FutureProducer {
         RdConfig::new()
             .set("bootstrap.servers", self.brokers())
             .set("message.timeout.ms", "10000")
@@ -328,7 +328,7 @@ impl Broker {
     }
 
     /// Produces each payload, keyed by its envelope id, round-robin over partitions.
-    pub async fn produce(&self, topic: &str, payloads: &[String], partitions: i32) {
+    pub(crate) async fn produce(&self, topic: &str, payloads: &[String], partitions: i32) {
         let producer = self.producer();
         for (i, payload) in payloads.iter().enumerate() {
             let key = serde_json::from_str::<Value>(payload)
@@ -382,7 +382,7 @@ impl Drop for Broker {
 /// The `ticketmeter` binary under test: cargo's, unless `TICKETMETER_BIN`
 /// names a copy (engineers sharing one target directory overwrite each
 /// other's `target/debug/ticketmeter` while a long test runs).
-pub fn binary_path() -> PathBuf {
+pub(crate) fn binary_path() -> PathBuf {
     std::env::var_os("TICKETMETER_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ticketmeter")))
@@ -391,14 +391,14 @@ pub fn binary_path() -> PathBuf {
 /// The real `ticketmeter` binary, running a subcommand; killed on drop.
 /// Its stderr is drained as it comes, so a chatty child never blocks on a
 /// full pipe.
-pub struct Binary {
+pub(crate) struct Binary {
     pub child: Child,
     log: Arc<std::sync::Mutex<String>>,
     drain: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Binary {
-    pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
+    pub(crate) fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
         let mut cmd = Command::new(binary_path());
         cmd.args(args)
             .env_clear()
@@ -431,12 +431,12 @@ impl Binary {
         Self { child, log, drain }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// SIGTERM, then waits (bounded) for the exit status.
-    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status();
@@ -444,12 +444,12 @@ impl Binary {
     }
 
     /// SIGKILL: the crash case.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    pub fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -463,7 +463,7 @@ impl Binary {
     }
 
     /// What the child wrote to stderr so far (all of it once it exited).
-    pub fn stderr(&mut self) -> String {
+    pub(crate) fn stderr(&mut self) -> String {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             if let Some(drain) = self.drain.take() {
                 let _ = drain.join();
@@ -481,7 +481,7 @@ impl Drop for Binary {
 }
 
 /// The environment a collector needs, in the original's variable names.
-pub fn collector_env(
+pub(crate) fn collector_env(
     brokers: &str,
     topic: &str,
     openmeter_url: &str,

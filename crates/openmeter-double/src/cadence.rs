@@ -19,7 +19,7 @@ pub(crate) struct Cadence {
 impl Cadence {
     /// `None` for anything but whole-number designators (fractions are
     /// refused by the server's recurrence as "not exact").
-    pub fn parse(s: &str) -> Option<Cadence> {
+    pub(crate) fn parse(s: &str) -> Option<Cadence> {
         let rest = s.strip_prefix('P')?;
         let (date, time) = match rest.split_once('T') {
             Some((d, t)) => (d, t),
@@ -54,7 +54,7 @@ impl Cadence {
 
     /// At least an hour long, the shortest billing cadence a rate card may
     /// have (`productcatalog/ratecard.go`).
-    pub fn at_least_an_hour(&self) -> bool {
+    pub(crate) fn at_least_an_hour(&self) -> bool {
         self.years > 0 || self.months > 0 || self.days > 0 || self.seconds >= 3_600
     }
 
@@ -75,7 +75,7 @@ impl Cadence {
     }
 
     /// The `[from, to)` period holding `t` (`Recurrence.GetPeriodAt`).
-    pub fn period_at(
+    pub(crate) fn period_at(
         &self,
         anchor: DateTime<Utc>,
         t: DateTime<Utc>,

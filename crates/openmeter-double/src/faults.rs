@@ -17,7 +17,7 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub fn record(&self, route: Option<Route>, is_write: bool) {
+    pub(crate) fn record(&self, route: Option<Route>, is_write: bool) {
         self.total.fetch_add(1, Ordering::Relaxed);
         if let Some(r) = route {
             self.per_route[r.index()].fetch_add(1, Ordering::Relaxed);
@@ -27,19 +27,19 @@ impl Counters {
         }
     }
 
-    pub fn route(&self, r: Route) -> u64 {
+    pub(crate) fn route(&self, r: Route) -> u64 {
         self.per_route[r.index()].load(Ordering::Relaxed)
     }
 
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
     }
 
-    pub fn writes(&self) -> u64 {
+    pub(crate) fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
     }
 
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         for c in &self.per_route {
             c.store(0, Ordering::Relaxed);
         }
@@ -83,7 +83,7 @@ impl Faults {
         f(&mut guard[r.index()])
     }
 
-    pub fn fail_next(&self, r: Route, n: u32, status: u16, retry_after: Option<u64>) {
+    pub(crate) fn fail_next(&self, r: Route, n: u32, status: u16, retry_after: Option<u64>) {
         self.with(r, |f| {
             f.fail_remaining = n;
             f.fail_status = status;
@@ -91,15 +91,15 @@ impl Faults {
         });
     }
 
-    pub fn drop_next(&self, r: Route, n: u32) {
+    pub(crate) fn drop_next(&self, r: Route, n: u32) {
         self.with(r, |f| f.drop_remaining = n);
     }
 
-    pub fn set_latency(&self, r: Route, latency: Duration) {
+    pub(crate) fn set_latency(&self, r: Route, latency: Duration) {
         self.with(r, |f| f.latency = latency);
     }
 
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         let mut guard = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         for f in guard.iter_mut() {
             *f = RouteFaults::default();
@@ -108,7 +108,7 @@ impl Faults {
     }
 
     /// Make the next `n` ingest requests claim their ids and fail.
-    pub fn swallow_next(&self, n: u32) {
+    pub(crate) fn swallow_next(&self, n: u32) {
         *self.swallow_lock() = n;
     }
 
@@ -119,7 +119,7 @@ impl Faults {
     }
 
     /// Whether this ingest request is one that claims its ids and fails.
-    pub fn take_swallow(&self) -> bool {
+    pub(crate) fn take_swallow(&self) -> bool {
         let mut remaining = self.swallow_lock();
         let hit = *remaining > 0;
         *remaining = remaining.saturating_sub(1);
@@ -127,7 +127,7 @@ impl Faults {
     }
 
     /// Consume one pending fault (drops before failures) and report latency.
-    pub fn take(&self, r: Route) -> (Action, Duration) {
+    pub(crate) fn take(&self, r: Route) -> (Action, Duration) {
         self.with(r, |f| {
             let action = if f.drop_remaining > 0 {
                 f.drop_remaining -= 1;

@@ -13,7 +13,7 @@ use serde_json::Value;
 pub type Labels = BTreeMap<String, String>;
 
 /// A fresh spec-valid ULID (`^[0-7][0-9A-HJKMNP-TV-Z]{25}$`).
-pub fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     ulid::Ulid::new().to_string()
 }
 

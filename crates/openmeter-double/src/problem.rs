@@ -220,4 +220,4 @@ impl IntoResponse for Problem {
     }
 }
 
-pub type ApiResult<T> = Result<T, Problem>;
+pub(crate) type ApiResult<T> = Result<T, Problem>;

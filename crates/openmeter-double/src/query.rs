@@ -5,7 +5,7 @@ use crate::problem::{ApiResult, InvalidParam, Problem};
 
 /// A comparison from the spec's `*FieldFilter` schemas.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Op {
+pub(crate) enum Op {
     Eq(String),
     Neq(String),
     /// Comma-separated "any of".
@@ -22,7 +22,7 @@ pub enum Op {
 
 /// Which operators a filter field accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// `StringFieldFilter`.
     String,
     /// `StringFieldFilterExact` and `ULIDFieldFilter`: eq, oeq, neq.
@@ -32,14 +32,14 @@ pub enum Kind {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Filter {
-    pub field: String,
-    pub op: Op,
+pub(crate) struct Filter {
+    pub(crate) field: String,
+    pub(crate) op: Op,
 }
 
 /// The value of an `eq` filter on `field`, for index lookups (the full
 /// filter set is still applied to what the index returns).
-pub fn eq_value<'a>(filters: &'a [Filter], field: &str) -> Option<&'a str> {
+pub(crate) fn eq_value<'a>(filters: &'a [Filter], field: &str) -> Option<&'a str> {
     filters.iter().find_map(|f| match &f.op {
         Op::Eq(v) if f.field == field => Some(v.as_str()),
         _ => None,
@@ -48,13 +48,13 @@ pub fn eq_value<'a>(filters: &'a [Filter], field: &str) -> Option<&'a str> {
 
 /// The parsed query of a list request.
 #[derive(Debug, Default)]
-pub struct ListQuery {
-    pub filters: Vec<Filter>,
-    pub page_number: Option<String>,
-    pub page_size: Option<String>,
-    pub page_after: Option<String>,
-    pub page_before: Option<String>,
-    pub sort: Option<String>,
+pub(crate) struct ListQuery {
+    pub(crate) filters: Vec<Filter>,
+    pub(crate) page_number: Option<String>,
+    pub(crate) page_size: Option<String>,
+    pub(crate) page_after: Option<String>,
+    pub(crate) page_before: Option<String>,
+    pub(crate) sort: Option<String>,
 }
 
 fn qerr(field: impl Into<String>, rule: &str, reason: impl Into<String>) -> Box<InvalidParam> {
@@ -62,7 +62,7 @@ fn qerr(field: impl Into<String>, rule: &str, reason: impl Into<String>) -> Box<
 }
 
 /// Parse `raw` against the filter fields a list operation allows.
-pub fn parse(raw: Option<&str>, fields: &[(&str, Kind)]) -> ApiResult<ListQuery> {
+pub(crate) fn parse(raw: Option<&str>, fields: &[(&str, Kind)]) -> ApiResult<ListQuery> {
     let mut q = ListQuery::default();
     let mut errs = Vec::new();
     for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
@@ -181,7 +181,7 @@ fn contains_ci(hay: &str, needle: &str) -> bool {
 impl Op {
     /// Does a field with these values (several for multi-valued fields such
     /// as subject keys, none when absent) satisfy the operator?
-    pub fn matches(&self, values: &[&str]) -> bool {
+    pub(crate) fn matches(&self, values: &[&str]) -> bool {
         let any = |f: &dyn Fn(&str) -> bool| values.iter().any(|v| f(v));
         match self {
             Op::Eq(x) => any(&|v| v == x),
@@ -208,19 +208,19 @@ fn cmp(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// True when every filter matches; `get` returns a field's values.
-pub fn matches_all<'a>(filters: &[Filter], get: impl Fn(&str) -> Vec<&'a str>) -> bool {
+pub(crate) fn matches_all<'a>(filters: &[Filter], get: impl Fn(&str) -> Vec<&'a str>) -> bool {
     filters.iter().all(|f| f.op.matches(&get(&f.field)))
 }
 
 /// `page[number]` / `page[size]` after validation.
 #[derive(Debug, Clone, Copy)]
-pub struct Page {
-    pub number: usize,
-    pub size: usize,
+pub(crate) struct Page {
+    pub(crate) number: usize,
+    pub(crate) size: usize,
 }
 
-pub const DEFAULT_PAGE_SIZE: usize = 20;
-pub const MAX_PAGE_SIZE: usize = 1000;
+pub(crate) const DEFAULT_PAGE_SIZE: usize = 20;
+pub(crate) const MAX_PAGE_SIZE: usize = 1000;
 
 fn positive(
     raw: &Option<String>,
@@ -239,7 +239,7 @@ fn positive(
 }
 
 impl ListQuery {
-    pub fn page(&self) -> ApiResult<Page> {
+    pub(crate) fn page(&self) -> ApiResult<Page> {
         let number = positive(&self.page_number, "page[number]", 1, usize::MAX);
         let size = positive(
             &self.page_size,
@@ -261,7 +261,7 @@ impl ListQuery {
     }
 
     /// Cursor page size (`page[size]`, default 100).
-    pub fn cursor_size(&self) -> ApiResult<usize> {
+    pub(crate) fn cursor_size(&self) -> ApiResult<usize> {
         positive(&self.page_size, "page[size]", 100, MAX_PAGE_SIZE)
             .map_err(|e| Problem::bad_request("invalid page parameters", vec![*e]))
     }

@@ -41,14 +41,14 @@ pub(crate) fn router(store: Arc<Store>) -> Router {
 /// An accept loop running in a task. Dropping it stops the server and closes
 /// every open connection.
 pub(crate) struct Serving {
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl Serving {
     /// Stop accepting, close connections and wait for the server task.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

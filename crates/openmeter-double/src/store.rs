@@ -10,14 +10,14 @@ use crate::state::State;
 
 /// The shared state of one double; handed to axum as `Arc<Store>`.
 pub(crate) struct Store {
-    pub config: DoubleConfig,
+    pub(crate) config: DoubleConfig,
     state: Mutex<State>,
-    pub counters: Counters,
-    pub faults: Faults,
+    pub(crate) counters: Counters,
+    pub(crate) faults: Faults,
 }
 
 impl Store {
-    pub fn new(config: DoubleConfig) -> Arc<Self> {
+    pub(crate) fn new(config: DoubleConfig) -> Arc<Self> {
         Arc::new(Self {
             config,
             state: Mutex::new(State::default()),
@@ -28,7 +28,7 @@ impl Store {
 
     /// The state lock. Poisoning is ignored: a panicking test thread must not
     /// turn every later request into a 500. Never held across an `.await`.
-    pub fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -11,29 +11,29 @@ use crate::problem::{ApiResult, InvalidParam, Problem};
 /// A `CreateMeterRequest`, read from a body the spec accepted.
 #[derive(Debug, Deserialize)]
 pub(crate) struct NewMeter {
-    pub name: String,
-    pub key: String,
-    pub labels: Option<Labels>,
-    pub aggregation: String,
-    pub event_type: String,
-    pub events_from: Option<DateTime<Utc>>,
-    pub value_property: Option<String>,
-    pub dimensions: Option<BTreeMap<String, String>>,
+    pub(crate) name: String,
+    pub(crate) key: String,
+    pub(crate) labels: Option<Labels>,
+    pub(crate) aggregation: String,
+    pub(crate) event_type: String,
+    pub(crate) events_from: Option<DateTime<Utc>>,
+    pub(crate) value_property: Option<String>,
+    pub(crate) dimensions: Option<BTreeMap<String, String>>,
 }
 
 /// A `CreateFeatureRequest`, read from a body the spec accepted.
 #[derive(Debug, Deserialize)]
 pub(crate) struct NewFeature {
-    pub name: String,
-    pub key: String,
-    pub labels: Option<Labels>,
-    pub meter: Option<Value>,
-    pub unit_cost: Option<Value>,
+    pub(crate) name: String,
+    pub(crate) key: String,
+    pub(crate) labels: Option<Labels>,
+    pub(crate) meter: Option<Value>,
+    pub(crate) unit_cost: Option<Value>,
 }
 
 impl State {
     /// 409 when a non-deleted meter already has the key.
-    pub fn create_meter(&mut self, new: NewMeter) -> ApiResult<Meter> {
+    pub(crate) fn create_meter(&mut self, new: NewMeter) -> ApiResult<Meter> {
         if self.meter_by_key(&new.key).is_some() {
             return Err(Problem::conflict(format!(
                 "meter with key {:?} already exists",
@@ -65,12 +65,12 @@ impl State {
             .find(|m| m.key == key && m.deleted_at.is_none())
     }
 
-    pub fn meter(&self, id: &str) -> Option<&Meter> {
+    pub(crate) fn meter(&self, id: &str) -> Option<&Meter> {
         self.meters.iter().find(|m| m.id == id)
     }
 
     /// 400 when `meter.id` names no meter, 409 on a duplicate key.
-    pub fn create_feature(&mut self, new: NewFeature) -> ApiResult<Feature> {
+    pub(crate) fn create_feature(&mut self, new: NewFeature) -> ApiResult<Feature> {
         let meter_id = new
             .meter
             .as_ref()
@@ -114,7 +114,7 @@ impl State {
         Ok(feature)
     }
 
-    pub fn feature(&self, id: &str) -> Option<&Feature> {
+    pub(crate) fn feature(&self, id: &str) -> Option<&Feature> {
         self.features.iter().find(|f| f.id == id)
     }
 }

@@ -11,13 +11,13 @@ const NAMESPACE: &str = "default";
 /// A `CreateCustomerRequest` the spec accepted.
 #[derive(Debug, Default)]
 pub(crate) struct NewCustomer {
-    pub name: String,
-    pub key: String,
-    pub labels: Option<Labels>,
-    pub subject_keys: Option<Vec<String>>,
-    pub primary_email: Option<String>,
-    pub currency: Option<String>,
-    pub billing_address: Option<Value>,
+    pub(crate) name: String,
+    pub(crate) key: String,
+    pub(crate) labels: Option<Labels>,
+    pub(crate) subject_keys: Option<Vec<String>>,
+    pub(crate) primary_email: Option<String>,
+    pub(crate) currency: Option<String>,
+    pub(crate) billing_address: Option<Value>,
 }
 
 impl NewCustomer {
@@ -49,7 +49,7 @@ impl State {
     /// another customer's usage-attribution subject key, a taken key
     /// (`customer/errors.go`, `NewKeyConflictError`), then subject keys
     /// already attributed to someone else (`NewSubjectKeyConflictError`).
-    pub fn create_customer(&mut self, new: NewCustomer) -> ApiResult<Customer> {
+    pub(crate) fn create_customer(&mut self, new: NewCustomer) -> ApiResult<Customer> {
         if self.customer_by_id.contains_key(&new.key) {
             return Err(Problem::conflict(format!(
                 "key {} overlaps with id of another customer",
@@ -85,7 +85,7 @@ impl State {
     }
 
     /// Insert without conflict checks (seeding). Existing index entries win.
-    pub fn insert_customer(&mut self, customer: Customer) -> usize {
+    pub(crate) fn insert_customer(&mut self, customer: Customer) -> usize {
         let idx = self.customers.len();
         self.customer_by_id.insert(customer.id.clone(), idx);
         if customer.deleted_at.is_none() {
@@ -100,7 +100,7 @@ impl State {
         idx
     }
 
-    pub fn seed_customer(&mut self, key: &str, subject_keys: &[&str]) -> String {
+    pub(crate) fn seed_customer(&mut self, key: &str, subject_keys: &[&str]) -> String {
         let new = NewCustomer {
             name: key.to_string(),
             key: key.to_string(),
@@ -113,17 +113,17 @@ impl State {
         id
     }
 
-    pub fn customer(&self, id: &str) -> Option<&Customer> {
+    pub(crate) fn customer(&self, id: &str) -> Option<&Customer> {
         self.customer_by_id.get(id).map(|&i| &self.customers[i])
     }
 
-    pub fn customer_by_key(&self, key: &str) -> Option<&Customer> {
+    pub(crate) fn customer_by_key(&self, key: &str) -> Option<&Customer> {
         self.customer_by_key.get(key).map(|&i| &self.customers[i])
     }
 
     /// The customer a subject attributes to: an explicit subject key first,
     /// then a customer whose key equals the subject.
-    pub fn subject_owner(&self, subject: &str) -> Option<usize> {
+    pub(crate) fn subject_owner(&self, subject: &str) -> Option<usize> {
         self.subject_owner
             .get(subject)
             .or_else(|| self.customer_by_key.get(subject))

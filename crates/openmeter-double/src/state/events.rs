@@ -10,36 +10,36 @@ use super::State;
 /// no re-serialization on ingest). Serializes back to the spec shape.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct StoredEvent {
-    pub id: String,
-    pub source: String,
-    pub specversion: String,
+    pub(crate) id: String,
+    pub(crate) source: String,
+    pub(crate) specversion: String,
     #[serde(rename = "type")]
-    pub ty: String,
+    pub(crate) ty: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub datacontenttype: Option<String>,
+    pub(crate) datacontenttype: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dataschema: Option<String>,
-    pub subject: String,
+    pub(crate) dataschema: Option<String>,
+    pub(crate) subject: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub time: Option<String>,
+    pub(crate) time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    pub(crate) data: Option<Value>,
     /// `time` as nanoseconds since the epoch, for sorting.
     #[serde(skip)]
-    pub time_ns: Option<i64>,
+    pub(crate) time_ns: Option<i64>,
 }
 
 pub(crate) struct DeliveryRec {
-    pub event: StoredEvent,
-    pub received_at: DateTime<Utc>,
-    pub duplicate: bool,
+    pub(crate) event: StoredEvent,
+    pub(crate) received_at: DateTime<Utc>,
+    pub(crate) duplicate: bool,
     /// Index of the customer owning the subject at ingest time.
-    pub customer: Option<usize>,
+    pub(crate) customer: Option<usize>,
 }
 
 impl DeliveryRec {
     /// Event time, falling back to arrival time, for "time desc" ordering.
-    pub fn sort_ns(&self) -> i64 {
+    pub(crate) fn sort_ns(&self) -> i64 {
         self.event
             .time_ns
             .or_else(|| self.received_at.timestamp_nanos_opt())
@@ -50,19 +50,19 @@ impl DeliveryRec {
 #[derive(Default)]
 pub(crate) struct EventStore {
     /// Every delivery, duplicates included, in arrival order.
-    pub deliveries: Vec<DeliveryRec>,
+    pub(crate) deliveries: Vec<DeliveryRec>,
     /// Indices into `deliveries` of first arrivals per `(source, id)`.
-    pub unique: Vec<usize>,
+    pub(crate) unique: Vec<usize>,
     /// `unique` ordered by `(sort_ns, index)`: a listing page is a range.
-    pub by_time: BTreeSet<(i64, usize)>,
+    pub(crate) by_time: BTreeSet<(i64, usize)>,
     /// `unique` by event id (one per source), for `filter[id]` lookups.
-    pub by_id: HashMap<String, Vec<usize>>,
+    pub(crate) by_id: HashMap<String, Vec<usize>>,
     seen: HashSet<(String, String)>,
 }
 
 impl State {
     /// Log a validated batch. Dedupe is by `(source, id)`, like OpenMeter.
-    pub fn ingest(&mut self, batch: Vec<StoredEvent>, now: DateTime<Utc>) {
+    pub(crate) fn ingest(&mut self, batch: Vec<StoredEvent>, now: DateTime<Utc>) {
         self.events.deliveries.reserve(batch.len());
         for event in batch {
             let customer = self.subject_owner(&event.subject);
@@ -93,7 +93,7 @@ impl State {
     /// The dedupe half of a failed ingest (#5118): every `(source, id)` of
     /// the batch is claimed, nothing is stored, so later deliveries of these
     /// ids count as duplicates.
-    pub fn claim_only(&mut self, batch: &[StoredEvent]) {
+    pub(crate) fn claim_only(&mut self, batch: &[StoredEvent]) {
         for event in batch {
             self.events
                 .seen

@@ -45,7 +45,7 @@ pub(crate) enum StringFilter {
 }
 
 impl StringFilter {
-    pub fn matches(&self, v: &str) -> bool {
+    pub(crate) fn matches(&self, v: &str) -> bool {
         match self {
             StringFilter::Eq(x) => v == x,
             StringFilter::Neq(x) => v != x,
@@ -64,17 +64,17 @@ impl StringFilter {
 /// `api/v3/handlers/meters/query/params.go`, `BuildQueryParams`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MeterQuery {
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-    pub window: Option<Window>,
+    pub(crate) from: Option<DateTime<Utc>>,
+    pub(crate) to: Option<DateTime<Utc>>,
+    pub(crate) window: Option<Window>,
     /// Dimension names, `subject` and `customer_id` included, in request order.
-    pub group_by: Vec<String>,
+    pub(crate) group_by: Vec<String>,
     /// Only events of these subjects (empty: all).
-    pub subjects: Vec<String>,
+    pub(crate) subjects: Vec<String>,
     /// Only events attributed to these customer ids (empty: all).
-    pub customers: Vec<String>,
+    pub(crate) customers: Vec<String>,
     /// Filters on the meter's own dimensions.
-    pub dimension_filters: Vec<(String, StringFilter)>,
+    pub(crate) dimension_filters: Vec<(String, StringFilter)>,
 }
 
 /// `maxGroupByFilterComplexityDepth` in `query/params.go`.
@@ -232,7 +232,7 @@ pub(crate) struct MeterQueryRequest {
 
 impl MeterQueryBody {
     /// Apply the server's rules on filters (and the double's UTC-only rule).
-    pub fn into_request(self) -> ApiResult<MeterQueryRequest> {
+    pub(crate) fn into_request(self) -> ApiResult<MeterQueryRequest> {
         let mut e = Errors::default();
         if self
             .time_zone
@@ -295,7 +295,7 @@ fn is_dimension(meter: &Meter, name: &str) -> bool {
 impl MeterQueryRequest {
     /// Check the request against the meter and build the query, as
     /// `BuildQueryParams` does: a subject or customer filter also groups by it.
-    pub fn resolve(self, meter: &Meter) -> ApiResult<MeterQuery> {
+    pub(crate) fn resolve(self, meter: &Meter) -> ApiResult<MeterQuery> {
         let mut q = MeterQuery {
             from: self.from,
             to: self.to,

@@ -25,23 +25,23 @@ pub(crate) use usage::UsageRow;
 
 #[derive(Default)]
 pub(crate) struct State {
-    pub customers: Vec<Customer>,
+    pub(crate) customers: Vec<Customer>,
     /// Customer id → index into `customers`.
-    pub customer_by_id: HashMap<String, usize>,
+    pub(crate) customer_by_id: HashMap<String, usize>,
     /// Non-deleted customer key → index.
-    pub customer_by_key: HashMap<String, usize>,
+    pub(crate) customer_by_key: HashMap<String, usize>,
     /// Usage-attribution subject key → index of the customer that owns it.
-    pub subject_owner: HashMap<String, usize>,
-    pub plans: Vec<Plan>,
-    pub subscriptions: Vec<Subscription>,
+    pub(crate) subject_owner: HashMap<String, usize>,
+    pub(crate) plans: Vec<Plan>,
+    pub(crate) subscriptions: Vec<Subscription>,
     /// Customer id → indexes into `subscriptions` (lists by customer stay
     /// O(1) with 100k customers, for load benchmarks).
-    pub subscriptions_by_customer: HashMap<String, Vec<usize>>,
-    pub meters: Vec<Meter>,
-    pub features: Vec<Feature>,
-    pub events: EventStore,
+    pub(crate) subscriptions_by_customer: HashMap<String, Vec<usize>>,
+    pub(crate) meters: Vec<Meter>,
+    pub(crate) features: Vec<Feature>,
+    pub(crate) events: EventStore,
     /// Ingest requests containing one of these event ids are rejected.
-    pub rejected_event_ids: HashSet<String>,
+    pub(crate) rejected_event_ids: HashSet<String>,
     /// Customer keys or ids whose billing setup the invoicing app refuses.
-    pub billing_refused: HashSet<String>,
+    pub(crate) billing_refused: HashSet<String>,
 }

@@ -9,15 +9,15 @@ use crate::problem::{ApiResult, InvalidParam, Problem};
 /// A `CreatePlanRequest`, read from a body the spec accepted.
 #[derive(Debug, Deserialize)]
 pub(crate) struct NewPlan {
-    pub name: String,
-    pub key: String,
-    pub labels: Option<Labels>,
-    pub currency: String,
-    pub billing_cadence: String,
+    pub(crate) name: String,
+    pub(crate) key: String,
+    pub(crate) labels: Option<Labels>,
+    pub(crate) currency: String,
+    pub(crate) billing_cadence: String,
     /// The spec's default is `true`.
     #[serde(default = "enabled")]
-    pub pro_rating_enabled: bool,
-    pub phases: Vec<Value>,
+    pub(crate) pro_rating_enabled: bool,
+    pub(crate) phases: Vec<Value>,
 }
 
 fn enabled() -> bool {
@@ -45,7 +45,7 @@ fn not_subscribable(detail: String) -> Problem {
 impl State {
     /// New draft plan; version = 1 + the highest existing version of the key.
     /// 400 on the rate-card issues the server finds critical.
-    pub fn create_plan(&mut self, new: NewPlan) -> ApiResult<Plan> {
+    pub(crate) fn create_plan(&mut self, new: NewPlan) -> ApiResult<Plan> {
         self.validate_for_create(&new.key, &new.phases)?;
         let now = Utc::now();
         let plan = Plan {
@@ -79,7 +79,7 @@ impl State {
         highest.unwrap_or(0) + 1
     }
 
-    pub fn plan(&self, id: &str) -> Option<&Plan> {
+    pub(crate) fn plan(&self, id: &str) -> Option<&Plan> {
         self.plans.iter().find(|p| p.id == id)
     }
 
@@ -87,7 +87,7 @@ impl State {
     /// version of the key active until now is archived as of the same instant
     /// (`productcatalog/plan/service/plan.go`, `PublishPlan`; the v3 handler
     /// passes `effective_from = now`, `api/v3/handlers/plans/publish.go`).
-    pub fn publish_plan(&mut self, id: &str) -> ApiResult<Plan> {
+    pub(crate) fn publish_plan(&mut self, id: &str) -> ApiResult<Plan> {
         let idx = self
             .plans
             .iter()
@@ -130,7 +130,7 @@ impl State {
     /// nothing matches; 400 when it is deleted or not active right now
     /// (`productcatalog/subscription/service/create.go`): a scheduled version
     /// cannot be subscribed to yet.
-    pub fn resolve_plan(&self, sel: &PlanSelector) -> ApiResult<&Plan> {
+    pub(crate) fn resolve_plan(&self, sel: &PlanSelector) -> ApiResult<&Plan> {
         let found = match sel {
             PlanSelector::Id(id) => self.plan(id),
             PlanSelector::Key {
@@ -160,7 +160,7 @@ impl State {
         Ok(plan)
     }
 
-    pub fn seed_plan(&mut self, seed: PlanSeed) -> String {
+    pub(crate) fn seed_plan(&mut self, seed: PlanSeed) -> String {
         let now = Utc::now();
         let (from, to) = match seed.status.as_str() {
             "active" => (Some(now), None),

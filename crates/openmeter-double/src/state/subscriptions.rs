@@ -55,13 +55,13 @@ pub(crate) enum CancelTiming {
 #[derive(Debug)]
 pub(crate) struct NewSubscription {
     /// `(id, key)`; the id wins when both are given.
-    pub customer_id: Option<String>,
-    pub customer_key: Option<String>,
-    pub plan: PlanSelector,
-    pub labels: Option<Labels>,
-    pub billing_anchor: Option<DateTime<Utc>>,
-    pub settlement_mode: Option<String>,
-    pub cost_basis_mode: Option<String>,
+    pub(crate) customer_id: Option<String>,
+    pub(crate) customer_key: Option<String>,
+    pub(crate) plan: PlanSelector,
+    pub(crate) labels: Option<Labels>,
+    pub(crate) billing_anchor: Option<DateTime<Utc>>,
+    pub(crate) settlement_mode: Option<String>,
+    pub(crate) cost_basis_mode: Option<String>,
 }
 
 fn phase_from_plan(phase: &Value, now: DateTime<Utc>) -> SubscriptionPhase {
@@ -207,7 +207,7 @@ impl State {
     /// 404 unknown customer/plan, 400 unusable plan, 409 when the customer
     /// already has a subscription that has not ended: active, scheduled, or
     /// canceled but still running (`subscription/uniqueness.go`).
-    pub fn create_subscription(&mut self, new: NewSubscription) -> ApiResult<Subscription> {
+    pub(crate) fn create_subscription(&mut self, new: NewSubscription) -> ApiResult<Subscription> {
         let customer = match (&new.customer_id, &new.customer_key) {
             (Some(id), _) => self.customer(id).filter(|c| c.deleted_at.is_none()),
             (None, Some(key)) => self.customer_by_key(key),
@@ -253,7 +253,7 @@ impl State {
     }
 
     /// The subscriptions of one customer, through the index.
-    pub fn customer_subscriptions<'a>(
+    pub(crate) fn customer_subscriptions<'a>(
         &'a self,
         customer_id: &str,
     ) -> impl Iterator<Item = &'a Subscription> + 'a {
@@ -264,7 +264,7 @@ impl State {
             .map(|&i| &self.subscriptions[i])
     }
 
-    pub fn subscription(&self, id: &str) -> Option<&Subscription> {
+    pub(crate) fn subscription(&self, id: &str) -> Option<&Subscription> {
         self.subscriptions.iter().find(|s| s.id == id)
     }
 
@@ -278,7 +278,7 @@ impl State {
     /// `POST /subscriptions/{id}/cancel`: only an active subscription can be
     /// canceled (`subscription/state.go`); it keeps running until the
     /// resolved `active_to` (`subscription/service/service.go`, `Cancel`).
-    pub fn cancel_subscription(
+    pub(crate) fn cancel_subscription(
         &mut self,
         id: &str,
         timing: CancelTiming,
@@ -295,7 +295,7 @@ impl State {
 
     /// `POST /subscriptions/{id}/unschedule-cancelation`: a canceled
     /// subscription runs on open-ended (the `continue` transition).
-    pub fn continue_subscription(&mut self, id: &str) -> ApiResult<Subscription> {
+    pub(crate) fn continue_subscription(&mut self, id: &str) -> ApiResult<Subscription> {
         let sub = self.subscription_mut(id)?;
         let status = sub.status_at(Utc::now());
         if status != "canceled" {
@@ -305,7 +305,7 @@ impl State {
     }
 
     /// Set `active_to` without the server's checks (test seeding).
-    pub fn cancel_subscription_at(
+    pub(crate) fn cancel_subscription_at(
         &mut self,
         id: &str,
         active_to: DateTime<Utc>,
@@ -319,7 +319,12 @@ impl State {
     ///
     /// # Panics
     /// On any other status: a bug in the test.
-    pub fn seed_subscription(&mut self, customer_id: &str, plan_id: &str, status: &str) -> String {
+    pub(crate) fn seed_subscription(
+        &mut self,
+        customer_id: &str,
+        plan_id: &str,
+        status: &str,
+    ) -> String {
         let now = started_now();
         let day = Duration::days(1);
         let dates = match status {

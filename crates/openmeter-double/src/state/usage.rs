@@ -39,10 +39,10 @@ const NANOS_PER_SECOND: i64 = 1_000_000_000;
 /// One `MeterQueryRow`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct UsageRow {
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
-    pub value: Decimal,
-    pub dimensions: BTreeMap<String, String>,
+    pub(crate) from: DateTime<Utc>,
+    pub(crate) to: DateTime<Utc>,
+    pub(crate) value: Decimal,
+    pub(crate) dimensions: BTreeMap<String, String>,
 }
 
 /// The running aggregate of one group.
@@ -242,7 +242,7 @@ impl State {
     }
 
     /// Run `q` against `meter` over the deduplicated events.
-    pub fn query_meter(&self, meter: &Meter, q: &MeterQuery) -> ApiResult<Vec<UsageRow>> {
+    pub(crate) fn query_meter(&self, meter: &Meter, q: &MeterQuery) -> ApiResult<Vec<UsageRow>> {
         let attribution = self.attribution(&q.customers)?;
         let from = match (q.from, meter.events_from) {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -371,7 +371,7 @@ impl State {
     }
 
     /// Everything `meter` counts for the customer, whenever it happened.
-    pub fn metered_total(&self, meter: &Meter, customer_id: &str) -> Decimal {
+    pub(crate) fn metered_total(&self, meter: &Meter, customer_id: &str) -> Decimal {
         self.customer_total(meter, customer_id, None, None)
     }
 
@@ -379,7 +379,7 @@ impl State {
     /// service period of each subscription that prices the meter, from
     /// `active_from` to `active_to` (open while running), both truncated to
     /// whole seconds.
-    pub fn billable_total(&self, meter: &Meter, customer_id: &str) -> Decimal {
+    pub(crate) fn billable_total(&self, meter: &Meter, customer_id: &str) -> Decimal {
         self.customer_subscriptions(customer_id)
             .filter(|s| self.prices_meter(s, meter))
             .map(|s| {
@@ -410,7 +410,7 @@ impl State {
         self.feature(feature_id)?.meter_id()
     }
 
-    pub fn meter_by_id_or_key(&self, id_or_key: &str) -> Option<&Meter> {
+    pub(crate) fn meter_by_id_or_key(&self, id_or_key: &str) -> Option<&Meter> {
         self.meters
             .iter()
             .filter(|m| m.deleted_at.is_none())

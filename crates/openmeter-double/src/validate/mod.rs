@@ -14,11 +14,11 @@ use crate::problem::{ApiResult, InvalidParam, Problem};
 pub(crate) use spec::{checker, violations, warm_up, Checker, Schema};
 
 /// Parse a JSON request body.
-pub fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
+pub(crate) fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
     serde_json::from_slice(bytes).map_err(|e| malformed(&e))
 }
 
-pub fn malformed(e: &serde_json::Error) -> Problem {
+pub(crate) fn malformed(e: &serde_json::Error) -> Problem {
     Problem::bad_request(
         format!("malformed JSON body: {e}"),
         vec![InvalidParam::invalid(
@@ -30,7 +30,7 @@ pub fn malformed(e: &serde_json::Error) -> Problem {
 
 /// Parse a body, check it against `schema` (a 400 naming every violation)
 /// and read it as `T`. `what` names the body in the problem's detail.
-pub fn body<T: DeserializeOwned>(bytes: &[u8], schema: Schema, what: &str) -> ApiResult<T> {
+pub(crate) fn body<T: DeserializeOwned>(bytes: &[u8], schema: Schema, what: &str) -> ApiResult<T> {
     let value = parse_json(bytes)?;
     Errors(violations(schema, &value)?).finish(what)?;
     decode(value, "body", what)
@@ -38,7 +38,7 @@ pub fn body<T: DeserializeOwned>(bytes: &[u8], schema: Schema, what: &str) -> Ap
 
 /// Read a value the spec already accepted as `T`. Failing here means the
 /// double's type is narrower than the spec; the 400 names the value.
-pub fn decode<T: DeserializeOwned>(value: Value, field: &str, what: &str) -> ApiResult<T> {
+pub(crate) fn decode<T: DeserializeOwned>(value: Value, field: &str, what: &str) -> ApiResult<T> {
     serde_json::from_value(value).map_err(|e| {
         Problem::bad_request(
             format!("invalid {what}: {e}"),
@@ -48,7 +48,7 @@ pub fn decode<T: DeserializeOwned>(value: Value, field: &str, what: &str) -> Api
 }
 
 /// Join a parent path and a field name.
-pub fn join(prefix: &str, field: &str) -> String {
+pub(crate) fn join(prefix: &str, field: &str) -> String {
     if prefix.is_empty() {
         field.to_string()
     } else {
@@ -56,7 +56,7 @@ pub fn join(prefix: &str, field: &str) -> String {
     }
 }
 
-pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|d| d.with_timezone(&Utc))
@@ -64,15 +64,15 @@ pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
 
 /// Collects invalid parameters while a body is being read.
 #[derive(Default)]
-pub struct Errors(pub Vec<InvalidParam>);
+pub(crate) struct Errors(pub Vec<InvalidParam>);
 
 impl Errors {
-    pub fn push(&mut self, p: InvalidParam) {
+    pub(crate) fn push(&mut self, p: InvalidParam) {
         self.0.push(p);
     }
 
     /// Turn collected errors into a 400.
-    pub fn finish(self, what: &str) -> ApiResult<()> {
+    pub(crate) fn finish(self, what: &str) -> ApiResult<()> {
         if self.0.is_empty() {
             return Ok(());
         }

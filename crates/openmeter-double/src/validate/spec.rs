@@ -144,13 +144,13 @@ fn validator(schema: Schema) -> Result<&'static Validator, Problem> {
 pub(crate) struct Checker(&'static Validator);
 
 impl Checker {
-    pub fn is_valid(&self, value: &Value) -> bool {
+    pub(crate) fn is_valid(&self, value: &Value) -> bool {
         self.0.is_valid(value)
     }
 
     /// What in `value` breaks the schema, each entry's field under `prefix`
     /// (e.g. `[3]` for the fourth event of a batch).
-    pub fn violations(&self, value: &Value, prefix: &str) -> Vec<InvalidParam> {
+    pub(crate) fn violations(&self, value: &Value, prefix: &str) -> Vec<InvalidParam> {
         self.0
             .iter_errors(value)
             .flat_map(|e| to_params(&e, value, prefix))

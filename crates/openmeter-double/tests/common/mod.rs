@@ -7,19 +7,19 @@ use std::sync::OnceLock;
 use openmeter_double::{Double, DoubleConfig, RunningDouble};
 use serde_json::{json, Value};
 
-pub const SPEC: &str = "/work/shared/reference/openmeter-v3-openapi.yaml";
+pub(crate) const SPEC: &str = "/work/shared/reference/openmeter-v3-openapi.yaml";
 
-pub struct Env {
+pub(crate) struct Env {
     pub double: Double,
     pub server: RunningDouble,
     pub http: reqwest::Client,
 }
 
-pub async fn start() -> Env {
+pub(crate) async fn start() -> Env {
     start_with(DoubleConfig::default()).await
 }
 
-pub async fn start_with(config: DoubleConfig) -> Env {
+pub(crate) async fn start_with(config: DoubleConfig) -> Env {
     let double = Double::new(config);
     let server = double
         .spawn("127.0.0.1:0".parse().expect("addr"))
@@ -33,15 +33,15 @@ pub async fn start_with(config: DoubleConfig) -> Env {
 }
 
 impl Env {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         self.server.url(path)
     }
 
-    pub async fn get(&self, path: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.expect("GET")
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> reqwest::Response {
         self.http
             .post(self.url(path))
             .json(&body)
@@ -50,7 +50,7 @@ impl Env {
             .expect("POST")
     }
 
-    pub async fn ingest(&self, events: Value) -> reqwest::Response {
+    pub(crate) async fn ingest(&self, events: Value) -> reqwest::Response {
         self.http
             .post(self.url("/openmeter/events"))
             .header("content-type", "application/cloudevents-batch+json")
@@ -60,7 +60,7 @@ impl Env {
             .expect("POST events")
     }
 
-    pub async fn create_customer(&self, key: &str, subjects: &[&str]) -> reqwest::Response {
+    pub(crate) async fn create_customer(&self, key: &str, subjects: &[&str]) -> reqwest::Response {
         self.post(
             "/openmeter/customers",
             json!({"key": key, "name": key, "usage_attribution": {"subject_keys": subjects}}),
@@ -70,7 +70,7 @@ impl Env {
 }
 
 /// Status and JSON body; also checks the body against `schema` in the spec.
-pub async fn json_of(resp: reqwest::Response, schema: &str) -> (u16, Value) {
+pub(crate) async fn json_of(resp: reqwest::Response, schema: &str) -> (u16, Value) {
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.expect("json body");
     assert_matches_spec(schema, &body);
@@ -78,7 +78,7 @@ pub async fn json_of(resp: reqwest::Response, schema: &str) -> (u16, Value) {
 }
 
 /// A problem response: checks status, content type and spec shape.
-pub async fn problem(resp: reqwest::Response, status: u16) -> Value {
+pub(crate) async fn problem(resp: reqwest::Response, status: u16) -> Value {
     assert_eq!(resp.status().as_u16(), status);
     let ct = resp
         .headers()
@@ -98,7 +98,7 @@ pub async fn problem(resp: reqwest::Response, status: u16) -> Value {
     body
 }
 
-pub fn event(id: &str, subject: &str) -> Value {
+pub(crate) fn event(id: &str, subject: &str) -> Value {
     json!({
         "specversion": "1.0",
         "id": id,
@@ -112,7 +112,7 @@ pub fn event(id: &str, subject: &str) -> Value {
 
 /// A plan the server would publish: one usage-priced rate card on the
 /// feature `feature_id` (keyed `billable_spend`), billed monthly.
-pub fn plan_body(key: &str, feature_id: &str) -> Value {
+pub(crate) fn plan_body(key: &str, feature_id: &str) -> Value {
     json!({
         "name": "Default",
         "key": key,
@@ -134,7 +134,7 @@ pub fn plan_body(key: &str, feature_id: &str) -> Value {
 
 /// A sum meter on `billable_usd_micros` and its feature `billable_spend`;
 /// returns the feature id.
-pub async fn billable_feature(env: &Env) -> String {
+pub(crate) async fn billable_feature(env: &Env) -> String {
     let meter = env.double.seed_meter(json!({
         "name": "Billable", "key": "billable_usd_micros", "aggregation": "sum",
         "event_type": "create_signed_ticket", "value_property": "$.billable_usd_micros",
@@ -175,7 +175,7 @@ fn components() -> &'static Value {
 }
 
 /// Panic with every violation when `value` does not match the schema.
-pub fn assert_matches_spec(schema: &str, value: &Value) {
+pub(crate) fn assert_matches_spec(schema: &str, value: &Value) {
     let root = json!({
         "$ref": format!("#/components/schemas/{schema}"),
         "components": components(),
