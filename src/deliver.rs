@@ -46,16 +46,16 @@ const ENSURE_CONCURRENCY: usize = 16;
 /// its time moves), and the original record in case it must be
 /// dead-lettered.
 #[derive(Debug, Clone)]
-pub struct Pending {
-    pub record: Record,
-    pub identity: Identity,
+pub(crate) struct Pending {
+    pub(crate) record: Record,
+    pub(crate) identity: Identity,
     /// Boxed: a `Pending` moves through several vectors, and the event is
     /// read only when its time must move.
-    pub event: Box<UsageEvent>,
+    pub(crate) event: Box<UsageEvent>,
     /// The event's `time` as it stands in `json`.
-    pub time: DateTime<Utc>,
-    pub json: Bytes,
-    pub read_at: Instant,
+    pub(crate) time: DateTime<Utc>,
+    pub(crate) json: Bytes,
+    pub(crate) read_at: Instant,
 }
 
 impl Pending {
@@ -123,12 +123,12 @@ impl Default for BillingPolicy {
 }
 
 /// The ensure-then-ingest stage, shared by all in-flight batches.
-pub struct Deliverer {
-    pub client: OpenMeterClient,
-    pub provisioner: Provisioner,
-    pub settler: Arc<Settler>,
-    pub backoff: Backoff,
-    pub billing: BillingPolicy,
+pub(crate) struct Deliverer {
+    pub(crate) client: OpenMeterClient,
+    pub(crate) provisioner: Provisioner,
+    pub(crate) settler: Arc<Settler>,
+    pub(crate) backoff: Backoff,
+    pub(crate) billing: BillingPolicy,
     /// Customers already logged for moved or late events.
     pub(crate) noted: Noted,
 }
@@ -165,7 +165,7 @@ impl Held {
 }
 
 impl Deliverer {
-    pub fn new(
+    pub(crate) fn new(
         client: OpenMeterClient,
         provisioner: Provisioner,
         settler: Arc<Settler>,
@@ -184,7 +184,7 @@ impl Deliverer {
 
     /// Ensures, sends and settles one batch. Returns once every event in it
     /// is delivered or dead-lettered. Its log lines share one `batch` span.
-    pub async fn flush(&self, batch: Vec<Pending>) {
+    pub(crate) async fn flush(&self, batch: Vec<Pending>) {
         let span = batch_span(batch.len(), batch.iter().map(|p| p.record.origin.position));
         self.flush_batch(batch).instrument(span).await;
     }

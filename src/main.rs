@@ -5,14 +5,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use ticketmeter::{Cli, Command};
+use ticketmeter::Cli;
 
 fn main() -> ExitCode {
     // An operator's existing .env keeps working; the real environment wins.
     let _ = dotenvy::dotenv();
     drop_empty_variables();
     let cli = Cli::parse();
-    init_logging(quiet_by_default(&cli));
+    init_logging(cli.quiet_by_default());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -37,20 +37,6 @@ fn drop_empty_variables() {
         if value.is_empty() {
             std::env::remove_var(name);
         }
-    }
-}
-
-/// Commands whose output is the point print only warnings unless `RUST_LOG` says otherwise.
-fn quiet_by_default(cli: &Cli) -> bool {
-    match cli.command {
-        #[cfg(feature = "double")]
-        Command::Demo(_) => true,
-        Command::Ensure(_)
-        | Command::Check(_)
-        | Command::Bootstrap(_)
-        | Command::Healthcheck(_)
-        | Command::Audit(_) => true,
-        _ => false,
     }
 }
 

@@ -102,9 +102,9 @@ pub(crate) fn judge(payload: &[u8], max_bytes: usize, price: &EthUsdPrice) -> Fa
 
 /// Decode → map → batch → ensure → deliver, over one record channel.
 pub struct Pipeline {
-    pub deliverer: Arc<Deliverer>,
-    pub price: PriceFeed,
-    pub config: PipelineConfig,
+    pub(crate) deliverer: Arc<Deliverer>,
+    pub(crate) price: PriceFeed,
+    pub(crate) config: PipelineConfig,
 }
 
 struct Batch {

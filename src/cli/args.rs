@@ -23,11 +23,28 @@ use crate::price::DEFAULT_ORACLE_URL;
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
+}
+
+impl Cli {
+    /// Commands whose output is the point print only warnings unless
+    /// `RUST_LOG` says otherwise.
+    pub fn quiet_by_default(&self) -> bool {
+        match self.command {
+            #[cfg(feature = "double")]
+            Command::Demo(_) => true,
+            Command::Ensure(_)
+            | Command::Check(_)
+            | Command::Bootstrap(_)
+            | Command::Healthcheck(_)
+            | Command::Audit(_) => true,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// The collector: Kafka → exact USD micros → ensure → OpenMeter, plus the provisioning API.
     Run(RunArgs),
     /// The provisioning API alone (POST /ensure, GET /health).
@@ -86,164 +103,164 @@ pub(crate) fn duration(s: &str) -> Result<Duration, String> {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct OpenMeterArgs {
+pub(crate) struct OpenMeterArgs {
     /// OpenMeter / Konnect API URL (e.g. https://us.api.konghq.com/v3/openmeter or http://host:8888/api/v3).
     #[arg(long, env = "OPENMETER_URL")]
-    pub openmeter_url: Option<String>,
+    pub(crate) openmeter_url: Option<String>,
     /// Full URL of the events endpoint, when it differs from OPENMETER_URL's.
     #[arg(long, env = "OPENMETER_INGEST_URL")]
-    pub openmeter_ingest_url: Option<String>,
+    pub(crate) openmeter_ingest_url: Option<String>,
     /// Bearer token: a Konnect kpat_… token or an OpenMeter token.
     #[arg(long, env = "OPENMETER_API_KEY", hide_env_values = true)]
-    pub openmeter_api_key: Option<String>,
+    pub(crate) openmeter_api_key: Option<String>,
     /// File holding the token (e.g. a mounted secret); used when OPENMETER_API_KEY is unset.
     #[arg(long, env = "OPENMETER_API_KEY_FILE")]
-    pub openmeter_api_key_file: Option<PathBuf>,
+    pub(crate) openmeter_api_key_file: Option<PathBuf>,
     /// Per-request timeout.
     #[arg(long, env = "OPENMETER_TIMEOUT", default_value = shown(ClientConfig::DEFAULT_TIMEOUT), value_parser = duration)]
-    pub openmeter_timeout: Duration,
+    pub(crate) openmeter_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct EnsureArgs {
+pub(crate) struct EnsureArgs {
     /// Plan every new customer is subscribed to.
     #[arg(long, env = "OPENMETER_DEFAULT_PLAN_KEY", default_value = DEFAULT_PLAN_KEY)]
-    pub default_plan_key: PlanKey,
+    pub(crate) default_plan_key: PlanKey,
     /// How long an ensured identity is trusted without asking OpenMeter.
     #[arg(long, env = "ENSURE_CACHE_TTL", default_value = shown(ensure().cache_ttl), value_parser = duration)]
-    pub ensure_cache_ttl: Duration,
+    pub(crate) ensure_cache_ttl: Duration,
     /// How many ensured identities are remembered.
     #[arg(long, env = "ENSURE_CACHE_CAPACITY", default_value_t = ensure().cache_capacity)]
-    pub ensure_cache_capacity: u64,
+    pub(crate) ensure_cache_capacity: u64,
     /// How long the resolved default plan version is trusted.
     #[arg(long, env = "PLAN_CACHE_TTL", default_value = shown(ensure().plan_ttl), value_parser = duration)]
-    pub plan_cache_ttl: Duration,
+    pub(crate) plan_cache_ttl: Duration,
     /// How long a customer OpenMeter refused (its creation or subscription)
     /// is not asked about again; its events are dead-lettered meanwhile.
     #[arg(long, env = "ENSURE_REFUSAL_TTL", default_value = shown(ensure().refusal_ttl), value_parser = duration)]
-    pub ensure_refusal_ttl: Duration,
+    pub(crate) ensure_refusal_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ApiArgs {
+pub(crate) struct ApiArgs {
     /// Port of the provisioning API.
     #[arg(long, env = "PROVISION_PORT", default_value_t = PROVISION_PORT)]
-    pub provision_port: u16,
+    pub(crate) provision_port: u16,
     /// Address the API binds to; anything but loopback requires PROVISION_TOKEN.
     #[arg(long, env = "PROVISION_BIND", default_value = "127.0.0.1")]
-    pub provision_bind: IpAddr,
+    pub(crate) provision_bind: IpAddr,
     /// Bearer token /ensure demands (required off loopback).
     #[arg(long, env = "PROVISION_TOKEN", hide_env_values = true)]
-    pub provision_token: Option<String>,
+    pub(crate) provision_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct PriceArgs {
+pub(crate) struct PriceArgs {
     /// Fixed ETH/USD price; when unset the oracle is used.
     #[arg(long, env = "ETH_USD_PRICE")]
-    pub eth_usd_price: Option<EthUsdPrice>,
+    pub(crate) eth_usd_price: Option<EthUsdPrice>,
     /// Oracle answering {"price": n}, {"ethereum":{"usd": n}} or {"data":{"amount":"n"}}.
     #[arg(long, env = "PRICE_ORACLE_URL", default_value = DEFAULT_ORACLE_URL)]
-    pub price_oracle_url: String,
+    pub(crate) price_oracle_url: String,
     /// How often the oracle is asked again.
     #[arg(long, env = "PRICE_ORACLE_REFRESH", default_value = "5m", value_parser = duration)]
-    pub price_oracle_refresh: Duration,
+    pub(crate) price_oracle_refresh: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct BatchArgs {
+pub(crate) struct BatchArgs {
     /// Events per ingest request.
     #[arg(long, env = "BATCH_MAX_EVENTS", default_value_t = batch().batch_max_events)]
-    pub batch_max_events: usize,
+    pub(crate) batch_max_events: usize,
     /// Bytes per ingest request.
     #[arg(long, env = "BATCH_MAX_BYTES", default_value_t = batch().batch_max_bytes)]
-    pub batch_max_bytes: usize,
+    pub(crate) batch_max_bytes: usize,
     /// How long a partial batch waits for more events.
     #[arg(long, env = "BATCH_LINGER", default_value = shown(batch().linger), value_parser = duration)]
-    pub batch_linger: Duration,
+    pub(crate) batch_linger: Duration,
     /// Batches ensured/delivered concurrently.
     #[arg(long, env = "BATCH_MAX_IN_FLIGHT", default_value_t = batch().max_in_flight)]
-    pub batch_max_in_flight: usize,
+    pub(crate) batch_max_in_flight: usize,
     /// Records larger than this are dead-lettered unread.
     #[arg(long, env = "MAX_EVENT_BYTES", default_value_t = batch().max_event_bytes)]
-    pub max_event_bytes: usize,
+    pub(crate) max_event_bytes: usize,
     /// How long shutdown waits for in-flight batches.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = shown(batch().shutdown_timeout), value_parser = duration)]
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// `billable`: an event older than its customer's subscription is sent
     /// at the subscription's start (OpenMeter would store it and never
     /// invoice it), its signed time kept in `data.signed_at`. `signed`:
     /// always the signed time, as the original did.
     #[arg(long, env = "EVENT_TIME", value_enum, default_value_t = batch().billing.event_time)]
-    pub event_time: EventTime,
+    pub(crate) event_time: EventTime,
     /// How long after a billing period ends OpenMeter still collects its
     /// usage (its `collection.interval`); later usage of that period is
     /// counted as missing its invoice.
     #[arg(long, env = "BILLING_COLLECTION_WINDOW", default_value = shown(batch().billing.collection_window), value_parser = duration)]
-    pub billing_collection_window: Duration,
+    pub(crate) billing_collection_window: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct KafkaArgs {
+pub(crate) struct KafkaArgs {
     /// Comma-separated bootstrap brokers.
     #[arg(long, env = "KAFKA_BROKERS", default_value = "localhost:9092")]
-    pub kafka_brokers: String,
+    pub(crate) kafka_brokers: String,
     /// Topic go-livepeer publishes gateway events to.
     #[arg(
         long,
         env = "KAFKA_GATEWAY_TOPIC",
         default_value = "livepeer-gateway-events"
     )]
-    pub kafka_gateway_topic: String,
+    pub(crate) kafka_gateway_topic: String,
     /// Consumer group shared by every ticketmeter instance.
     #[arg(
         long,
         env = "KAFKA_CONSUMER_GROUP",
         default_value = "openmeter-collector"
     )]
-    pub kafka_consumer_group: String,
+    pub(crate) kafka_consumer_group: String,
     /// Dead-letter topic (default: <topic>.dlq).
     #[arg(long, env = "KAFKA_DLQ_TOPIC")]
-    pub kafka_dlq_topic: Option<String>,
+    pub(crate) kafka_dlq_topic: Option<String>,
     #[arg(long, env = "KAFKA_SASL_USERNAME")]
-    pub kafka_sasl_username: Option<String>,
+    pub(crate) kafka_sasl_username: Option<String>,
     #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
-    pub kafka_sasl_password: Option<String>,
+    pub(crate) kafka_sasl_password: Option<String>,
     /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
     #[arg(long, env = "KAFKA_SASL_MECHANISM", default_value = "PLAIN")]
-    pub kafka_sasl_mechanism: String,
+    pub(crate) kafka_sasl_mechanism: String,
     /// Use TLS to the brokers.
     #[arg(long, env = "KAFKA_TLS", default_value_t = false, action = clap::ArgAction::Set)]
-    pub kafka_tls: bool,
+    pub(crate) kafka_tls: bool,
     /// How often progress is committed.
     #[arg(long, env = "KAFKA_COMMIT_INTERVAL", default_value = "1s", value_parser = duration)]
-    pub kafka_commit_interval: Duration,
+    pub(crate) kafka_commit_interval: Duration,
     /// How long a partition with records behind our position may read nothing (while not
     /// paused), or every batch may wait on one failure, before /ready reports a stall.
     #[arg(long, env = "STALL_AFTER", default_value = "60s", value_parser = duration)]
-    pub stall_after: Duration,
+    pub(crate) stall_after: Duration,
     /// Where dead letters the DLQ topic refuses (too large: the full original; topic
     /// unwritable: the whole letter) are kept, as JSON lines `dlq replay --file` reads.
     #[arg(long, env = "DLQ_SPILL_DIR", default_value = "ticketmeter-dlq-spill")]
-    pub dlq_spill_dir: PathBuf,
+    pub(crate) dlq_spill_dir: PathBuf,
 }
 
 /// What every pipeline needs: OpenMeter, the ensure caches, the price and batching.
 #[derive(Debug, Args)]
-pub struct PipelineArgs {
+pub(crate) struct PipelineArgs {
     #[command(flatten)]
-    pub openmeter: OpenMeterArgs,
+    pub(crate) openmeter: OpenMeterArgs,
     #[command(flatten)]
-    pub ensure: EnsureArgs,
+    pub(crate) ensure: EnsureArgs,
     #[command(flatten)]
-    pub price: PriceArgs,
+    pub(crate) price: PriceArgs,
     #[command(flatten)]
-    pub batch: BatchArgs,
+    pub(crate) batch: BatchArgs,
 }
 
 impl KafkaArgs {
     /// `KAFKA_DLQ_TOPIC`, or `<topic>.dlq`.
-    pub fn dlq_topic(&self) -> String {
+    pub(crate) fn dlq_topic(&self) -> String {
         self.kafka_dlq_topic
             .clone()
             .unwrap_or_else(|| format!("{}.dlq", self.kafka_gateway_topic))
@@ -251,188 +268,188 @@ impl KafkaArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
-    pub pipeline: PipelineArgs,
+    pub(crate) pipeline: PipelineArgs,
     #[command(flatten)]
-    pub api: ApiArgs,
+    pub(crate) api: ApiArgs,
     #[command(flatten)]
-    pub kafka: KafkaArgs,
+    pub(crate) kafka: KafkaArgs,
     #[command(flatten)]
-    pub audit: ContinuousAuditArgs,
+    pub(crate) audit: ContinuousAuditArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     #[command(flatten)]
-    pub openmeter: OpenMeterArgs,
+    pub(crate) openmeter: OpenMeterArgs,
     #[command(flatten)]
-    pub ensure: EnsureArgs,
+    pub(crate) ensure: EnsureArgs,
     #[command(flatten)]
-    pub api: ApiArgs,
+    pub(crate) api: ApiArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct EnsureCmd {
+pub(crate) struct EnsureCmd {
     /// client_id:external_user_id
     #[arg(long, conflicts_with_all = ["client_id", "external_user_id"])]
-    pub auth_id: Option<String>,
+    pub(crate) auth_id: Option<String>,
     #[arg(long, requires = "external_user_id")]
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
     #[arg(long, requires = "client_id")]
-    pub external_user_id: Option<String>,
+    pub(crate) external_user_id: Option<String>,
     #[command(flatten)]
-    pub openmeter: OpenMeterArgs,
+    pub(crate) openmeter: OpenMeterArgs,
     #[command(flatten)]
-    pub ensure: EnsureArgs,
+    pub(crate) ensure: EnsureArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct ReplayArgs {
+pub(crate) struct ReplayArgs {
     /// JSON-lines file of go-livepeer events, or - for stdin.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Print the CloudEvents, skips and dead letters without any network.
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Where dead letters are appended.
     #[arg(long, env = "DLQ_FILE", default_value = DLQ_FILE)]
-    pub dlq_file: PathBuf,
+    pub(crate) dlq_file: PathBuf,
     #[command(flatten)]
-    pub pipeline: PipelineArgs,
+    pub(crate) pipeline: PipelineArgs,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum DlqCommand {
+pub(crate) enum DlqCommand {
     /// Feed dead letters back through the pipeline once their cause is fixed.
     Replay(DlqReplayArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct DlqReplayArgs {
+pub(crate) struct DlqReplayArgs {
     /// A dead-letter file written by `replay`; without it, the Kafka DLQ topic is replayed.
     #[arg(long)]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Where letters that fail again go, for a file replay (default: FILE.again.jsonl).
     #[arg(long)]
-    pub dlq_out: Option<PathBuf>,
+    pub(crate) dlq_out: Option<PathBuf>,
     #[command(flatten)]
-    pub pipeline: PipelineArgs,
+    pub(crate) pipeline: PipelineArgs,
     #[command(flatten)]
-    pub kafka: KafkaArgs,
+    pub(crate) kafka: KafkaArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct BootstrapArgs {
+pub(crate) struct BootstrapArgs {
     /// A JSON or YAML catalog replacing the built-in one.
     #[arg(long)]
-    pub catalog: Option<PathBuf>,
+    pub(crate) catalog: Option<PathBuf>,
     /// Print what would be done; write nothing.
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Publish a new plan version when the active one differs from the catalog.
     #[arg(long)]
-    pub publish_new_version: bool,
+    pub(crate) publish_new_version: bool,
     /// Exit 0 even when drift was found.
     #[arg(long)]
-    pub allow_drift: bool,
+    pub(crate) allow_drift: bool,
     #[command(flatten)]
-    pub openmeter: OpenMeterArgs,
+    pub(crate) openmeter: OpenMeterArgs,
     /// The plan the catalog defines.
     #[arg(long, env = "OPENMETER_DEFAULT_PLAN_KEY", default_value = DEFAULT_PLAN_KEY)]
-    pub default_plan_key: PlanKey,
+    pub(crate) default_plan_key: PlanKey,
 }
 
 #[cfg(feature = "double")]
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Events to run instead of the bundled sample.
     #[arg(long)]
-    pub events: Option<PathBuf>,
+    pub(crate) events: Option<PathBuf>,
     /// ETH/USD price for the demo.
     #[arg(long, default_value = "3500")]
-    pub eth_usd_price: EthUsdPrice,
+    pub(crate) eth_usd_price: EthUsdPrice,
 }
 
 #[cfg(feature = "double")]
 #[derive(Debug, Args)]
-pub struct DoubleArgs {
+pub(crate) struct DoubleArgs {
     #[arg(long, env = "DOUBLE_PORT", default_value_t = 8888)]
-    pub port: u16,
+    pub(crate) port: u16,
     #[arg(long, env = "DOUBLE_BIND", default_value = "127.0.0.1")]
-    pub bind: IpAddr,
+    pub(crate) bind: IpAddr,
     /// Token the double demands (none: no auth).
     #[arg(long, env = "DOUBLE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 #[derive(Debug, Args)]
-pub struct HealthcheckArgs {
+pub(crate) struct HealthcheckArgs {
     #[arg(long, env = "PROVISION_PORT", default_value_t = PROVISION_PORT)]
-    pub port: u16,
+    pub(crate) port: u16,
 }
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     #[command(flatten)]
-    pub openmeter: OpenMeterArgs,
+    pub(crate) openmeter: OpenMeterArgs,
     #[command(flatten)]
-    pub ensure: EnsureArgs,
+    pub(crate) ensure: EnsureArgs,
     #[command(flatten)]
-    pub price: PriceArgs,
+    pub(crate) price: PriceArgs,
     #[command(flatten)]
-    pub kafka: KafkaArgs,
+    pub(crate) kafka: KafkaArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct AuditArgs {
+pub(crate) struct AuditArgs {
     /// Start of the signed-time range (inclusive): RFC 3339, or a duration back from now (2h).
     #[arg(long)]
-    pub from: String,
+    pub(crate) from: String,
     /// End of the signed-time range (exclusive): RFC 3339, or a duration back from now; default now.
     #[arg(long)]
-    pub to: Option<String>,
+    pub(crate) to: Option<String>,
     /// Events younger than this may still be on their way: not counted missing, not repaired; a repair waits this long for resent events.
     #[arg(long, env = "AUDIT_SETTLE", default_value = AUDIT_SETTLE, value_parser = duration)]
-    pub settle: Duration,
+    pub(crate) settle: Duration,
     /// OpenMeter's invoice collection interval: usage arriving this long after its billing period ended is never invoiced.
     #[arg(long, env = "AUDIT_COLLECTION_WINDOW", default_value = shown(collection_window()), value_parser = duration)]
-    pub collection_window: Duration,
+    pub(crate) collection_window: Duration,
     #[arg(long, value_enum, default_value = "table")]
-    pub format: crate::audit::report::Format,
+    pub(crate) format: crate::audit::report::Format,
     /// Re-ensure customers and resend what is missing or unbillable (a derived id only when absence is proven).
     #[arg(long)]
-    pub repair: bool,
+    pub(crate) repair: bool,
     /// With --repair: list the actions, send nothing.
     #[arg(long, requires = "repair")]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Read the source from a JSON-lines file (a backfill) instead of Kafka.
     #[arg(long)]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// With --file: the dead-letter file `replay` wrote.
     #[arg(long, env = "DLQ_FILE", default_value = DLQ_FILE)]
-    pub dlq_file: PathBuf,
+    pub(crate) dlq_file: PathBuf,
     #[command(flatten)]
-    pub pipeline: PipelineArgs,
+    pub(crate) pipeline: PipelineArgs,
     #[command(flatten)]
-    pub kafka: KafkaArgs,
+    pub(crate) kafka: KafkaArgs,
 }
 
 /// The audit `run` repeats on its own (off unless AUDIT_INTERVAL is set).
 #[derive(Debug, Clone, Args)]
-pub struct ContinuousAuditArgs {
+pub(crate) struct ContinuousAuditArgs {
     /// Audit the settled window this often (e.g. 15m); off when unset.
     #[arg(long, env = "AUDIT_INTERVAL", value_parser = duration)]
-    pub audit_interval: Option<Duration>,
+    pub(crate) audit_interval: Option<Duration>,
     /// Length of the audited window, ending AUDIT_SETTLE before now.
     #[arg(long, env = "AUDIT_WINDOW", default_value = "2h", value_parser = duration)]
-    pub audit_window: Duration,
+    pub(crate) audit_window: Duration,
     /// How long events may take to be stored before they count as missing.
     #[arg(long, env = "AUDIT_SETTLE", default_value = AUDIT_SETTLE, value_parser = duration)]
-    pub audit_settle: Duration,
+    pub(crate) audit_settle: Duration,
     /// OpenMeter's invoice collection interval.
     #[arg(long, env = "AUDIT_COLLECTION_WINDOW", default_value = shown(collection_window()), value_parser = duration)]
-    pub audit_collection_window: Duration,
+    pub(crate) audit_collection_window: Duration,
     /// Repair what each audit finds.
     #[arg(long, env = "AUDIT_REPAIR", default_value_t = false, action = clap::ArgAction::Set)]
-    pub audit_repair: bool,
+    pub(crate) audit_repair: bool,
 }
