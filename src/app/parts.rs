@@ -27,8 +27,8 @@ use crate::settle::Settler;
 use crate::source::kafka::{KafkaConfig, KafkaSource};
 
 /// Attempts per call of a client whose caller does not retry (the API, the
-/// one-shot commands).
-pub(crate) const ONE_SHOT_ATTEMPTS: u32 = 4;
+/// one-shot commands, the continuous audit).
+pub(crate) const ONE_SHOT_ATTEMPTS: u32 = ClientConfig::DEFAULT_ATTEMPTS;
 /// The pipeline's client makes one attempt per call: the delivery stage's
 /// hold-and-retry loop is its only retry layer.
 pub(crate) const PIPELINE_ATTEMPTS: u32 = 1;
@@ -116,7 +116,8 @@ pub(crate) fn audit_sources(settings: &KafkaSettings) -> (SourceSpec, SourceSpec
 }
 
 /// The continuous audit of `run`, at the pipeline's price and through its
-/// provisioner.
+/// provisioner; its own calls (reads and repairs) are retried like a
+/// one-shot command's.
 pub(super) fn continuous_audit(
     settings: &ContinuousAuditSettings,
     kafka: &KafkaSettings,
@@ -125,7 +126,7 @@ pub(super) fn continuous_audit(
     let (source, dead_letters) = audit_sources(kafka);
     let provisioner = pipeline.deliverer.provisioner.clone();
     let audit = Audit {
-        client: provisioner.client().clone(),
+        client: provisioner.client().with_attempts(ONE_SHOT_ATTEMPTS),
         price: pipeline.price.current().price,
         source,
         dead_letters: Some(dead_letters),

@@ -28,7 +28,6 @@ use crate::domain::Identity;
 use crate::ensure::Provisioner;
 use crate::map::UsageEvent;
 use crate::openmeter::ApiError;
-use crate::retry::Backoff;
 
 /// `--repair` with or without `--dry-run`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,9 +53,6 @@ enum Need {
     /// Stored before its subscription began: a derived copy at its start.
     MoveTime,
 }
-
-/// Ingest attempts for a transient failure.
-const ATTEMPTS: u32 = 5;
 
 impl Audit {
     /// Repairs what `findings` found; returns the report after the repair.
@@ -268,22 +264,11 @@ impl Audit {
         }
     }
 
-    /// Sends events in batches, retrying transient failures.
+    /// Sends events in batches (the client retries transient failures).
     async fn send(&self, events: &[UsageEvent]) -> Result<(), ApiError> {
         for chunk in events.chunks(100) {
             let body = Bytes::from(serde_json::to_vec(chunk).unwrap_or_default());
-            let backoff = Backoff::default();
-            let mut attempt = 1;
-            loop {
-                match self.client.ingest_batch(body.clone()).await {
-                    Ok(()) => break,
-                    Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                        tokio::time::sleep(backoff.delay(attempt, e.retry_after())).await;
-                        attempt += 1;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+            self.client.ingest_batch(body).await?;
         }
         Ok(())
     }

@@ -85,13 +85,15 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Per-request timeout unless `OPENMETER_TIMEOUT` says otherwise.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Attempts per call of a client whose caller does not retry.
+    pub const DEFAULT_ATTEMPTS: u32 = 4;
 
     pub fn new(endpoint: Endpoint, token: Option<Secret>) -> Self {
         Self {
             endpoint,
             token,
             timeout: Self::DEFAULT_TIMEOUT,
-            attempts: 4,
+            attempts: Self::DEFAULT_ATTEMPTS,
             backoff: Backoff::default(),
         }
     }
@@ -120,6 +122,17 @@ impl OpenMeterClient {
                 message: e.to_string(),
             })?;
         Ok(Self { http, config })
+    }
+
+    /// The same client (and connection pool), making up to `attempts`
+    /// attempts per call.
+    pub(crate) fn with_attempts(&self, attempts: u32) -> Self {
+        let mut config = self.config.clone();
+        config.attempts = attempts;
+        Self {
+            http: self.http.clone(),
+            config,
+        }
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -203,14 +216,19 @@ impl OpenMeterClient {
         Ok(all.into_iter().filter(|p| p.key == key.as_str()).collect())
     }
 
-    /// Sends one JSON array of CloudEvents, serialised by the caller.
-    /// No retry here: the delivery stage owns retry and back-pressure.
+    /// Sends one JSON array of CloudEvents, serialised by the caller. A
+    /// resend is safe: OpenMeter deduplicates events by id. The pipeline's
+    /// client makes one attempt: the delivery stage owns retry and
+    /// back-pressure.
     pub async fn ingest_batch(&self, body: Bytes) -> Result<(), ApiError> {
-        let request = self
-            .authorized(Method::POST, self.config.endpoint.ingest().as_str())
-            .header(CONTENT_TYPE, CLOUDEVENT_BATCH)
-            .body(body);
-        let response = self.execute("ingest events", request).await?;
+        let url = self.config.endpoint.ingest();
+        let response = self
+            .with_retries("ingest events", || {
+                self.authorized(Method::POST, url.as_str())
+                    .header(CONTENT_TYPE, CLOUDEVENT_BATCH)
+                    .body(body.clone())
+            })
+            .await?;
         drop(response);
         Ok(())
     }
@@ -278,21 +296,35 @@ impl OpenMeterClient {
         body: Option<&B>,
     ) -> Result<T, ApiError> {
         let url = self.config.endpoint.url(path);
+        let response = self
+            .with_retries(operation, || {
+                let request = self.authorized(method.clone(), &url).query(query);
+                match body {
+                    Some(body) => request.json(body),
+                    None => request,
+                }
+            })
+            .await?;
+        decode(operation, response).await
+    }
+
+    /// The one retry layer of OpenMeter calls: transient failures are
+    /// retried with backoff, up to the client's `attempts`.
+    async fn with_retries(
+        &self,
+        operation: &'static str,
+        request: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, ApiError> {
         let mut attempt = 1;
         loop {
-            let mut request = self.authorized(method.clone(), &url).query(query);
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            match self.execute(operation, request).await {
-                Ok(response) => return decode(operation, response).await,
+            match self.execute(operation, request()).await {
                 Err(e) if e.is_transient() && attempt < self.config.attempts => {
                     let wait = self.config.backoff.delay(attempt, e.retry_after());
                     tracing::warn!(operation, attempt, error = %e, ?wait, "retrying OpenMeter call");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
-                Err(e) => return Err(e),
+                result => return result,
             }
         }
     }
