@@ -93,6 +93,16 @@ fn unique(om: &OpenMeter) -> usize {
     om.double.unique_events().len()
 }
 
+/// Settings of a group member that notices a dead peer within seconds,
+/// with small batches so that a rebalance lands mid-stream.
+fn group_member() -> [(&'static str, String); 3] {
+    [
+        ("BATCH_MAX_EVENTS", "50".to_owned()),
+        ("KAFKA_OPT_SESSION_TIMEOUT_MS", "6000".to_owned()),
+        ("KAFKA_OPT_HEARTBEAT_INTERVAL_MS", "500".to_owned()),
+    ]
+}
+
 /// How many of the `env-<i>` events (produced to partition `i % partitions`)
 /// OpenMeter has not got, per partition: what a failure reports.
 fn missing_by_partition(om: &OpenMeter, total: usize, partitions: i32) -> Vec<usize> {
@@ -494,11 +504,7 @@ async fn three_instances_one_killed_and_restarted_mid_batch_never_block_polling_
     broker.produce(topic, &payloads, partitions).await;
     om.double
         .set_latency(Route::IngestEvents, Duration::from_millis(250));
-    let group = [
-        ("BATCH_MAX_EVENTS", "50".to_owned()),
-        ("KAFKA_OPT_SESSION_TIMEOUT_MS", "6000".to_owned()),
-        ("KAFKA_OPT_HEARTBEAT_INTERVAL_MS", "500".to_owned()),
-    ];
+    let group = group_member();
     let ports = [free_port(), free_port(), free_port()];
     let mut a = collector(&broker, topic, &om, ports[0], &group);
     let mut b = collector(&broker, topic, &om, ports[1], &group);
@@ -569,11 +575,7 @@ async fn a_partition_paused_by_back_pressure_flows_again_when_it_is_assigned_bac
     // its partitions paused, until the second member has joined.
     om.double
         .set_latency(Route::IngestEvents, Duration::from_secs(10));
-    let group = [
-        ("BATCH_MAX_EVENTS", "50".to_owned()),
-        ("KAFKA_OPT_SESSION_TIMEOUT_MS", "6000".to_owned()),
-        ("KAFKA_OPT_HEARTBEAT_INTERVAL_MS", "500".to_owned()),
-    ];
+    let group = group_member();
     let a_port = free_port();
     let mut a = collector(&broker, topic, &om, a_port, &group);
     let mut a_read = 0.0;
