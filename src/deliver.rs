@@ -29,6 +29,7 @@ use futures::StreamExt;
 use tracing::Instrument;
 
 use crate::commit::Position;
+use crate::dlq::DeadLetterKind;
 use crate::domain::{CustomerKey, Identity};
 use crate::ensure::{EnsureError, Ensured, Provisioner};
 use crate::health::health;
@@ -36,7 +37,7 @@ use crate::map::UsageEvent;
 use crate::metrics::metrics;
 use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
 use crate::retry::Backoff;
-use crate::settle::{DeadLetterKind, Outcome, Settler};
+use crate::settle::{Outcome, Settler};
 use crate::source::Record;
 
 /// How many subjects of one batch are ensured concurrently.

@@ -17,6 +17,7 @@
 //! Spilled letters are JSON lines (see [`FileEntry`]) in
 //! `DLQ_SPILL_DIR/dead-letters.jsonl`, which `dlq replay --file` reads.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,12 +35,52 @@ use tokio::io::AsyncWriteExt;
 use crate::health::health;
 use crate::metrics::{metrics, Cause};
 use crate::retry::Backoff;
-use crate::settle::DeadLetterKind;
 use crate::source::kafka::KafkaConfig;
 use crate::source::Record;
 
 /// Header names on dead letters in the DLQ topic.
 pub(crate) const HEADER_PREFIX: &str = "ticketmeter.dlq.";
+
+/// Why a record was dead-lettered, as a low-cardinality class: the
+/// `ticketmeter.dlq.kind` header, the dead-letter file's `kind` and the
+/// `reason` label of `events_dead_lettered_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterKind {
+    /// Not a readable event envelope (empty, too large, too deep, no type).
+    Malformed,
+    /// A ticket whose data cannot be billed as sent.
+    InvalidData,
+    /// No usable `auth_id`.
+    Identity,
+    /// A fee that is not a non-negative integer of wei, or overflows.
+    Fee,
+    /// OpenMeter rejected the event itself.
+    Rejected,
+    /// OpenMeter refused to find or create the customer.
+    CustomerRejected,
+    /// OpenMeter refused the customer's subscription or billing setup.
+    SubscriptionRefused,
+}
+
+impl DeadLetterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::InvalidData => "invalid_data",
+            Self::Identity => "identity",
+            Self::Fee => "fee",
+            Self::Rejected => "rejected",
+            Self::CustomerRejected => "customer_rejected",
+            Self::SubscriptionRefused => "subscription_refused",
+        }
+    }
+}
+
+impl fmt::Display for DeadLetterKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A record that will not be billed, and why.
 #[derive(Debug, Clone)]
@@ -534,6 +575,14 @@ impl From<&DeadLetter> for FileEntry {
             payload: text,
         }
     }
+}
+
+/// The original payload of one line of a dead-letter file, for
+/// `dlq replay --file` (see [`crate::source::file::LineReader`]).
+pub(crate) fn letter_line(line: &[u8]) -> Option<Bytes> {
+    serde_json::from_slice::<FileEntry>(line)
+        .ok()?
+        .payload_bytes()
 }
 
 impl FileEntry {

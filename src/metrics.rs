@@ -12,8 +12,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::settle::DeadLetterKind;
-
 /// `upstream_calls`' labels: which OpenMeter operation, and how it ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteStatus {
@@ -78,8 +76,8 @@ pub struct Metrics {
     pub pipeline_held_since: Gauge,
     pub consumer_poll_gap_max: Gauge<f64, AtomicU64>,
     pub dead_letters_spilled: Family<Cause, Counter>,
-    /// The continuous audit's figures (see `crate::audit::continuous`).
-    pub audit: crate::audit::continuous::AuditGauges,
+    /// The continuous audit's figures (see `audit::continuous`).
+    pub audit: AuditGauges,
 }
 
 impl Metrics {
@@ -221,11 +219,10 @@ impl Metrics {
             .inc();
     }
 
-    pub fn dead_lettered(&self, kind: DeadLetterKind) {
+    /// Counts a dead letter of this kind (`DeadLetterKind::as_str`).
+    pub fn dead_lettered(&self, reason: &'static str) {
         self.events_dead_lettered
-            .get_or_create(&Reason {
-                reason: kind.as_str(),
-            })
+            .get_or_create(&Reason { reason })
             .inc();
     }
 
@@ -238,6 +235,75 @@ impl Metrics {
     }
 }
 
+/// The last audit's figures, at `GET /metrics`.
+#[derive(Debug, Default)]
+pub struct AuditGauges {
+    pub signed_events: Gauge,
+    pub missing_events: Gauge,
+    pub unbillable_events: Gauge,
+    pub unbillable_usd_micros: Gauge,
+    pub duplicate_events: Gauge,
+    pub dead_lettered_events: Gauge,
+    pub unexpected_events: Gauge,
+    pub last_run_timestamp: Gauge,
+    pub last_result: Gauge,
+}
+
+impl AuditGauges {
+    pub fn register(&self, registry: &mut Registry) {
+        let gauges = [
+            (
+                "audit_signed_events",
+                "Signed events in the last audited window",
+                &self.signed_events,
+            ),
+            (
+                "audit_missing_events",
+                "Signed events OpenMeter never stored (last audit)",
+                &self.missing_events,
+            ),
+            (
+                "audit_unbillable_events",
+                "Stored events OpenMeter will not invoice (last audit)",
+                &self.unbillable_events,
+            ),
+            (
+                "audit_unbillable_usd_micros",
+                "USD micros stored but not invoiceable (last audit)",
+                &self.unbillable_usd_micros,
+            ),
+            (
+                "audit_duplicate_events",
+                "Signed events billed more than once (last audit)",
+                &self.duplicate_events,
+            ),
+            (
+                "audit_dead_lettered_events",
+                "Signed events dead-lettered in the last audited window",
+                &self.dead_lettered_events,
+            ),
+            (
+                "audit_unexpected_events",
+                "Stored events no signed event explains (last audit)",
+                &self.unexpected_events,
+            ),
+            (
+                "audit_last_run_timestamp_seconds",
+                "When the last audit finished",
+                &self.last_run_timestamp,
+            ),
+            (
+                "audit_last_result",
+                "Last audit: 0 clean, 1 discrepancies, 2 could not run",
+                &self.last_result,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+    }
+}
+
 /// The process-wide metrics.
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -247,15 +313,13 @@ pub fn metrics() -> &'static Metrics {
 #[cfg(test)]
 mod tests {
     use super::{CallStatus, Cause, Metrics, Partition};
-    use crate::settle::DeadLetterKind;
-
     /// The names and labels dashboards and alerts select on.
     #[test]
     fn labelled_metrics_render_with_their_label_names_and_values() {
         let m = Metrics::new();
         m.upstream_call("ingest events", CallStatus::Http(202));
         m.upstream_call("ingest events", CallStatus::Error);
-        m.dead_lettered(DeadLetterKind::Rejected);
+        m.dead_lettered("rejected");
         m.consumer_lag
             .get_or_create(&Partition { partition: 3 })
             .set(7);

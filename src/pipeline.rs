@@ -16,13 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 use crate::deliver::{BillingPolicy, Deliverer, Pending};
+use crate::dlq::DeadLetterKind;
 use crate::domain::{EthUsdPrice, Identity};
 use crate::health::health;
 use crate::map::{map, UsageEvent};
 use crate::price::PriceFeed;
 use crate::retry::Backoff;
-use crate::settle::{DeadLetterKind, Outcome, Settler, Tally};
-use crate::source::file::{read_lines, LineFormat, LinesRead};
+use crate::settle::{Outcome, Settler, Tally};
+use crate::source::file::{payload_line, read_lines, LineReader, LinesRead};
 use crate::source::Record;
 use tokio::io::AsyncBufRead;
 
@@ -181,18 +182,17 @@ impl Pipeline {
     where
         R: AsyncBufRead + Unpin + Send + 'static,
     {
-        let (settled, _) = self
-            .run_file(reader, LineFormat::Events, name, cancel)
-            .await?;
+        let (settled, _) = self.run_file(reader, payload_line, name, cancel).await?;
         Ok(settled)
     }
 
-    /// Runs every line of `reader`, read as `format`, through the pipeline;
-    /// returns whether every record read was settled, and what was read.
+    /// Runs every line of `reader`, read by `read_line`, through the
+    /// pipeline; returns whether every record read was settled, and what was
+    /// read.
     pub async fn run_file<R>(
         &self,
         reader: R,
-        format: LineFormat,
+        read_line: LineReader,
         name: &str,
         cancel: &CancellationToken,
     ) -> std::io::Result<(bool, LinesRead)>
@@ -203,7 +203,7 @@ impl Pipeline {
         let tracker = self.settler().tracker().clone();
         let reading = tokio::spawn(read_lines(
             reader,
-            format,
+            read_line,
             Arc::from(name),
             tx,
             tracker.clone(),
@@ -346,13 +346,41 @@ mod tests {
             "clearinghouse_default_ppu".parse().unwrap(),
             EnsureConfig::default(),
         );
-        crate::app::pipeline(
+        let settler = Settler::new(DeadLetterSink::memory(), Arc::new(OffsetTracker::default()));
+        let config = PipelineConfig::default();
+        let deliverer = Deliverer::new(
+            provisioner.client().clone(),
             provisioner,
-            DeadLetterSink::memory(),
-            Arc::new(OffsetTracker::default()),
-            PriceFeed::fixed("3500".parse().unwrap()),
-            PipelineConfig::default(),
-        )
+            Arc::new(settler),
+            config.backoff,
+            config.billing,
+        );
+        Pipeline {
+            deliverer: Arc::new(deliverer),
+            price: PriceFeed::fixed("3500".parse().unwrap()),
+            config,
+        }
+    }
+
+    #[test]
+    fn truncated_or_corrupted_payloads_never_panic_in_decode_or_map() {
+        let sample = br#"{"id":"env-1","type":"create_signed_ticket","timestamp":"1788912000000","data":{"request_id":"r1","auth_id":"c:u","computed_fee":"10","current_time":"2026-09-09T00:00:00.000000001Z"}}"#.to_vec();
+        let price: EthUsdPrice = "3500.5".parse().unwrap();
+        for cut in 0..sample.len() {
+            let _ = judge(&sample[..cut], DEFAULT_MAX_BYTES, &price);
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let mut bytes = sample.clone();
+            for _ in 0..3 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let at = (state % bytes.len() as u64) as usize;
+                bytes[at] = (state >> 32) as u8;
+            }
+            let _ = judge(&bytes, DEFAULT_MAX_BYTES, &price);
+        }
     }
 
     #[tokio::test]

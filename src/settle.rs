@@ -5,56 +5,14 @@
 //! them (after Vector's finalization: one status per event, one place that
 //! acts on it).
 
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::commit::OffsetTracker;
 use crate::decode::SkipReason;
-use crate::dlq::{DeadLetter, DeadLetterSink};
+use crate::dlq::{DeadLetter, DeadLetterKind, DeadLetterSink};
 use crate::metrics::metrics;
 use crate::source::Record;
-
-/// Why a record was dead-lettered, as a low-cardinality class: the
-/// `ticketmeter.dlq.kind` header, the dead-letter file's `kind` and the
-/// `reason` label of `events_dead_lettered_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeadLetterKind {
-    /// Not a readable event envelope (empty, too large, too deep, no type).
-    Malformed,
-    /// A ticket whose data cannot be billed as sent.
-    InvalidData,
-    /// No usable `auth_id`.
-    Identity,
-    /// A fee that is not a non-negative integer of wei, or overflows.
-    Fee,
-    /// OpenMeter rejected the event itself.
-    Rejected,
-    /// OpenMeter refused to find or create the customer.
-    CustomerRejected,
-    /// OpenMeter refused the customer's subscription or billing setup.
-    SubscriptionRefused,
-}
-
-impl DeadLetterKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Malformed => "malformed",
-            Self::InvalidData => "invalid_data",
-            Self::Identity => "identity",
-            Self::Fee => "fee",
-            Self::Rejected => "rejected",
-            Self::CustomerRejected => "customer_rejected",
-            Self::SubscriptionRefused => "subscription_refused",
-        }
-    }
-}
-
-impl fmt::Display for DeadLetterKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What became of an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,7 +119,7 @@ impl Settler {
                     self.dlq.put(&letter).await;
                     self.tracker.finished([record.origin.position]);
                     Tally::add(&self.tally.dead_lettered, 1);
-                    metrics().dead_lettered(*kind);
+                    metrics().dead_lettered(kind.as_str());
                 }
             }
         }

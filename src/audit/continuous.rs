@@ -6,109 +6,19 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use super::range::TimeRange;
 use super::report::Report;
 use super::{Audit, RepairMode};
 use crate::ensure::Provisioner;
-use crate::metrics::metrics;
+use crate::metrics::{metrics, AuditGauges};
 use crate::price::PriceFeed;
-
-/// The last audit's figures, at `GET /metrics`.
-#[derive(Debug, Default)]
-pub struct AuditGauges {
-    pub signed_events: Gauge,
-    pub missing_events: Gauge,
-    pub unbillable_events: Gauge,
-    pub unbillable_usd_micros: Gauge,
-    pub duplicate_events: Gauge,
-    pub dead_lettered_events: Gauge,
-    pub unexpected_events: Gauge,
-    pub last_run_timestamp: Gauge,
-    pub last_result: Gauge,
-}
 
 /// `ticketmeter_audit_last_result`.
 pub(crate) const CLEAN: i64 = 0;
 pub(crate) const DISCREPANCIES: i64 = 1;
 pub(crate) const FAILED: i64 = 2;
-
-impl AuditGauges {
-    pub fn register(&self, registry: &mut Registry) {
-        let gauges = [
-            (
-                "audit_signed_events",
-                "Signed events in the last audited window",
-                &self.signed_events,
-            ),
-            (
-                "audit_missing_events",
-                "Signed events OpenMeter never stored (last audit)",
-                &self.missing_events,
-            ),
-            (
-                "audit_unbillable_events",
-                "Stored events OpenMeter will not invoice (last audit)",
-                &self.unbillable_events,
-            ),
-            (
-                "audit_unbillable_usd_micros",
-                "USD micros stored but not invoiceable (last audit)",
-                &self.unbillable_usd_micros,
-            ),
-            (
-                "audit_duplicate_events",
-                "Signed events billed more than once (last audit)",
-                &self.duplicate_events,
-            ),
-            (
-                "audit_dead_lettered_events",
-                "Signed events dead-lettered in the last audited window",
-                &self.dead_lettered_events,
-            ),
-            (
-                "audit_unexpected_events",
-                "Stored events no signed event explains (last audit)",
-                &self.unexpected_events,
-            ),
-            (
-                "audit_last_run_timestamp_seconds",
-                "When the last audit finished",
-                &self.last_run_timestamp,
-            ),
-            (
-                "audit_last_result",
-                "Last audit: 0 clean, 1 discrepancies, 2 could not run",
-                &self.last_result,
-            ),
-        ];
-        for (name, help, gauge) in gauges {
-            registry.register(name, help, gauge.clone());
-        }
-    }
-
-    fn record(&self, report: &Report) {
-        let t = &report.totals;
-        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        self.signed_events.set(n(t.signed_events));
-        self.missing_events.set(n(t.missing_events));
-        self.unbillable_events.set(n(t.unbillable_events));
-        self.unbillable_usd_micros
-            .set(i64::try_from(t.money.unbillable_usd_micros).unwrap_or(i64::MAX));
-        self.duplicate_events.set(n(t.duplicate_events));
-        self.dead_lettered_events.set(n(t.dead_lettered_events));
-        self.unexpected_events.set(n(t.unexpected_events));
-        self.last_result.set(if report.discrepancies() == 0 {
-            CLEAN
-        } else {
-            DISCREPANCIES
-        });
-        self.last_run_timestamp.set(Utc::now().timestamp());
-    }
-}
 
 /// The periodic audit of a running collector.
 pub(crate) struct ContinuousAudit {
@@ -155,7 +65,7 @@ impl ContinuousAudit {
         };
         match result {
             Ok(report) => {
-                gauges.record(&report);
+                record(gauges, &report);
                 log(&report);
             }
             Err(e) => {
@@ -192,4 +102,25 @@ fn log(report: &Report) {
         unexpected = t.unexpected_events,
         "audit finished"
     );
+}
+
+/// Sets the gauges from the last audit's report.
+fn record(gauges: &AuditGauges, report: &Report) {
+    let t = &report.totals;
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    gauges.signed_events.set(n(t.signed_events));
+    gauges.missing_events.set(n(t.missing_events));
+    gauges.unbillable_events.set(n(t.unbillable_events));
+    gauges
+        .unbillable_usd_micros
+        .set(i64::try_from(t.money.unbillable_usd_micros).unwrap_or(i64::MAX));
+    gauges.duplicate_events.set(n(t.duplicate_events));
+    gauges.dead_lettered_events.set(n(t.dead_lettered_events));
+    gauges.unexpected_events.set(n(t.unexpected_events));
+    gauges.last_result.set(if report.discrepancies() == 0 {
+        CLEAN
+    } else {
+        DISCREPANCIES
+    });
+    gauges.last_run_timestamp.set(Utc::now().timestamp());
 }

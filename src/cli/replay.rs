@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{DlqReplayArgs, ReplayArgs};
 use super::{shutdown_signal, start_pipeline};
-use crate::dlq::DeadLetterSink;
+use crate::dlq::{letter_line, DeadLetterSink};
 use crate::domain::EthUsdPrice;
 use crate::pipeline::{judge, Fate};
 use crate::settle::{Outcome, Tally};
-use crate::source::file::{read_lines, LineFormat};
+use crate::source::file::{payload_line, read_lines};
 
 pub(super) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
@@ -57,7 +57,7 @@ async fn dry_run(path: &Path, price: &EthUsdPrice, max_bytes: usize) -> anyhow::
     let (tx, mut rx) = mpsc::channel(256);
     let reading = tokio::spawn(read_lines(
         open(path).await?,
-        LineFormat::Events,
+        payload_line,
         Arc::from(path.display().to_string()),
         tx,
         Arc::default(),
@@ -94,7 +94,7 @@ pub(super) async fn dlq_replay(args: DlqReplayArgs) -> anyhow::Result<ExitCode> 
     let pipeline = start_pipeline(&args.pipeline, dlq, Arc::default(), &cancel).await?;
     let name = file.display().to_string();
     let (settled, read) = pipeline
-        .run_file(open(&file).await?, LineFormat::DeadLetters, &name, &cancel)
+        .run_file(open(&file).await?, letter_line, &name, &cancel)
         .await?;
     report(&pipeline.tally(), &out);
     if read.unreadable > 0 {

@@ -18,11 +18,11 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::billing::BillingTerms;
+use crate::dlq::DeadLetterKind;
 use crate::domain::{CustomerKey, Identity, PlanKey};
 use crate::metrics::metrics;
 use crate::openmeter::model::{CreateSubscription, Customer, CustomerById, PlanRef, Subscription};
 use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
-use crate::settle::DeadLetterKind;
 use cache::EnsuredCache;
 
 /// Cache sizes and lifetimes.

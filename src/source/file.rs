@@ -10,16 +10,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Origin, Record};
 use crate::commit::{OffsetTracker, Position};
-use crate::dlq::FileEntry;
 
-/// What each line of a file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LineFormat {
-    /// One event payload per line (backfills, the demo).
-    Events,
-    /// One dead letter per line ([`FileEntry`]); its original payload is
-    /// what is replayed.
-    DeadLetters,
+/// Turns one line into the payload to process, or `None` when the line is
+/// not of the expected form (it is logged and left alone).
+pub(crate) type LineReader = fn(&[u8]) -> Option<Bytes>;
+
+/// Event JSON lines: the line is the payload.
+pub(crate) fn payload_line(line: &[u8]) -> Option<Bytes> {
+    Some(Bytes::copy_from_slice(line))
 }
 
 /// What a file held.
@@ -27,7 +25,7 @@ pub enum LineFormat {
 pub struct LinesRead {
     /// Records handed to the pipeline.
     pub records: u64,
-    /// Lines that were not of the expected format (logged, left alone).
+    /// Lines that were not of the expected form (logged, left alone).
     pub unreadable: u64,
 }
 
@@ -35,7 +33,7 @@ pub struct LinesRead {
 /// fires or the pipeline is gone.
 pub(crate) async fn read_lines<R: AsyncBufRead + Unpin>(
     mut reader: R,
-    format: LineFormat,
+    read_line: LineReader,
     source: Arc<str>,
     tx: mpsc::Sender<Record>,
     tracker: Arc<OffsetTracker>,
@@ -64,10 +62,16 @@ pub(crate) async fn read_lines<R: AsyncBufRead + Unpin>(
                 offset: number,
             },
         };
-        let Some(record) = format.record(trim_newline(&line), origin) else {
-            tracing::warn!(file = %source, line = number, "not a dead letter: left alone");
+        let Some(payload) = read_line(trim_newline(&line)) else {
+            tracing::warn!(file = %source, line = number, "unreadable line: left alone");
             read.unreadable += 1;
             continue;
+        };
+        let record = Record {
+            payload,
+            key: None,
+            headers: Vec::new(),
+            origin,
         };
         tracker.read(record.origin.position);
         if tx.send(record).await.is_err() {
@@ -76,23 +80,6 @@ pub(crate) async fn read_lines<R: AsyncBufRead + Unpin>(
         read.records += 1;
     }
     Ok(read)
-}
-
-impl LineFormat {
-    fn record(self, line: &[u8], origin: Origin) -> Option<Record> {
-        let payload = match self {
-            Self::Events => Bytes::copy_from_slice(line),
-            Self::DeadLetters => serde_json::from_slice::<FileEntry>(line)
-                .ok()?
-                .payload_bytes()?,
-        };
-        Some(Record {
-            payload,
-            key: None,
-            headers: Vec::new(),
-            origin,
-        })
-    }
 }
 
 fn trim_newline(line: &[u8]) -> &[u8] {
