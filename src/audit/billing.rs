@@ -116,8 +116,6 @@ mod tests {
         IngestedEvent {
             event: StoredEvent {
                 id: "e".into(),
-                source: "s".into(),
-                kind: "create_signed_ticket".into(),
                 subject: "a:b".into(),
                 time: Some(time.into()),
                 data: None,
@@ -174,7 +172,6 @@ mod tests {
         let mut e = stored("2026-11-10T00:00:00Z", "2026-11-10T00:00:00Z");
         e.customer = None;
         e.validation_errors = vec![EventValidationError {
-            code: "validation_error".into(),
             message: "no customer found for event subject: a:b".into(),
         }];
         assert_eq!(

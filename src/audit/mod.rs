@@ -297,14 +297,10 @@ impl Audit {
             ..EventQuery::default()
         };
         let progress = self.progress("stored events");
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .client
-                .list_events_page(&query, after.as_deref())
-                .await?;
-            progress.inc(page.events.len() as u64);
-            for event in page.events {
+        let mut pages = self.client.event_pages(&query);
+        while let Some(events) = pages.next().await? {
+            progress.inc(events.len() as u64);
+            for event in events {
                 let (key, _) = original(&event);
                 let signed = signed_time(&event);
                 if !signed.is_some_and(|t| self.config.range.contains(t)) {
@@ -312,10 +308,6 @@ impl Audit {
                 }
                 let found = self.judge(&mut findings.terms, key, event).await?;
                 record(&mut findings.ledger, &found);
-            }
-            match page.next {
-                Some(next) if Some(&next) != after.as_ref() => after = Some(next),
-                _ => break,
             }
         }
         progress.finish_and_clear();
@@ -374,19 +366,11 @@ impl Audit {
                 ids,
                 ..EventQuery::default()
             };
-            let mut after: Option<String> = None;
-            loop {
-                let page = self
-                    .client
-                    .list_events_page(&query, after.as_deref())
-                    .await?;
-                for event in page.events {
+            let mut pages = self.client.event_pages(&query);
+            while let Some(events) = pages.next().await? {
+                for event in events {
                     let (key, _) = original(&event);
                     found.push(self.judge(terms, key, event).await?);
-                }
-                match page.next {
-                    Some(next) if Some(&next) != after.as_ref() => after = Some(next),
-                    _ => break,
                 }
             }
         }

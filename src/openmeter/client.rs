@@ -31,7 +31,7 @@ pub(crate) const EVENT_PAGE_SIZE: u32 = 100;
 
 /// Filters of `GET /openmeter/events` (deepObject `filter[field][op]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EventQuery {
+pub(crate) struct EventQuery {
     pub source: Option<String>,
     pub kind: Option<String>,
     pub subject: Option<String>,
@@ -66,9 +66,36 @@ impl EventQuery {
 
 /// One page of stored events; `next` is `None` on the last one.
 #[derive(Debug)]
-pub struct EventPage {
+pub(super) struct EventPage {
     pub events: Vec<IngestedEvent>,
     pub next: Option<String>,
+}
+
+/// The pages of stored events matching a query, following the cursor until
+/// the last page (or a cursor that does not move).
+pub(crate) struct EventPages<'a> {
+    client: &'a OpenMeterClient,
+    query: &'a EventQuery,
+    after: Option<String>,
+    done: bool,
+}
+
+impl EventPages<'_> {
+    /// The next page's events; `None` after the last page.
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<IngestedEvent>>, ApiError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self
+            .client
+            .list_events_page(self.query, self.after.as_deref())
+            .await?;
+        match page.next {
+            Some(next) if Some(&next) != self.after.as_ref() => self.after = Some(next),
+            _ => self.done = true,
+        }
+        Ok(Some(page.events))
+    }
 }
 
 /// How the client talks to OpenMeter.
@@ -233,8 +260,18 @@ impl OpenMeterClient {
         Ok(())
     }
 
+    /// Every stored event matching `query`, a page at a time.
+    pub(crate) fn event_pages<'a>(&'a self, query: &'a EventQuery) -> EventPages<'a> {
+        EventPages {
+            client: self,
+            query,
+            after: None,
+            done: false,
+        }
+    }
+
     /// One page of stored events matching `query`, after the cursor `after`.
-    pub async fn list_events_page(
+    async fn list_events_page(
         &self,
         query: &EventQuery,
         after: Option<&str>,

@@ -192,7 +192,7 @@ pub(crate) struct CursorMeta {
 
 /// `MeteringIngestedEvent`: a stored event and what OpenMeter makes of it.
 #[derive(Debug, Clone, Deserialize)]
-pub struct IngestedEvent {
+pub(crate) struct IngestedEvent {
     pub event: StoredEvent,
     #[serde(default)]
     pub customer: Option<CustomerReference>,
@@ -203,11 +203,8 @@ pub struct IngestedEvent {
 
 /// `MeteringEvent` as stored; `data` keeps only what the audit reads.
 #[derive(Debug, Clone, Deserialize)]
-pub struct StoredEvent {
+pub(crate) struct StoredEvent {
     pub id: String,
-    pub source: String,
-    #[serde(rename = "type")]
-    pub kind: String,
     pub subject: String,
     #[serde(default)]
     pub time: Option<String>,
@@ -218,13 +215,11 @@ pub struct StoredEvent {
 /// The `data` fields ticketmeter writes that the audit sums and matches.
 /// Lenient: a field of an unexpected type reads as absent.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct StoredEventData {
+pub(crate) struct StoredEventData {
     #[serde(default, deserialize_with = "lenient::text")]
     pub fee_wei: Option<String>,
     #[serde(default, deserialize_with = "lenient::integer")]
     pub network_fee_usd_micros: Option<u128>,
-    #[serde(default, deserialize_with = "lenient::text")]
-    pub eth_usd_price: Option<String>,
     /// The signed time, when the event was sent with a later `time`.
     #[serde(default, deserialize_with = "lenient::text")]
     pub signed_at: Option<String>,
@@ -235,15 +230,13 @@ pub struct StoredEventData {
 
 /// `CustomerReference`.
 #[derive(Debug, Clone, Deserialize)]
-pub struct CustomerReference {
+pub(crate) struct CustomerReference {
     pub id: String,
 }
 
 /// `MeteringIngestedEventValidationError`.
 #[derive(Debug, Clone, Deserialize)]
-pub struct EventValidationError {
-    #[serde(default)]
-    pub code: String,
+pub(crate) struct EventValidationError {
     #[serde(default)]
     pub message: String,
 }
