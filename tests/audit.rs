@@ -12,15 +12,13 @@ use std::time::Duration;
 use chrono::{SecondsFormat, Utc};
 use openmeter_double::Route;
 use serde_json::Value;
-use support::{fixtures, OpenMeter, PLAN};
+use support::{fixtures, run_lines, signed_now, OpenMeter, PLAN};
 use ticketmeter::pipeline;
 use ticketmeter::DeadLetterSink;
 use ticketmeter::OffsetTracker;
 use ticketmeter::PriceFeed;
-use ticketmeter::{AuthId, Identity};
 use ticketmeter::{EnsureConfig, Provisioner};
 use ticketmeter::{Pipeline, PipelineConfig};
-use tokio_util::sync::CancellationToken;
 
 /// A bootstrapped double, a work directory, and the fixtures as the signer
 /// would sign them now (after their customers' subscriptions began).
@@ -36,11 +34,11 @@ impl Case {
         let om = OpenMeter::bootstrapped(None).await;
         let dir = tempfile::tempdir().unwrap();
         let payloads: Vec<String> = fixtures().into_iter().map(|(e, _)| e).collect();
-        ensure_all(&om, &payloads).await;
+        om.ensure_customers_of(None, &payloads).await;
         // Subscriptions start in whole seconds: sign strictly after them.
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let events = dir.path().join("events.jsonl");
-        write_signed_now(&events, &payloads);
+        std::fs::write(&events, signed_now(&payloads).join("\n") + "\n").unwrap();
         let dlq = dir.path().join("dlq.jsonl");
         Self {
             om,
@@ -100,45 +98,6 @@ impl Case {
             .await
             .unwrap()
     }
-}
-
-async fn ensure_all(om: &OpenMeter, payloads: &[String]) {
-    let provisioner = Provisioner::new(
-        om.client(None),
-        PLAN.parse().unwrap(),
-        EnsureConfig::default(),
-    );
-    for payload in payloads {
-        let Ok(v) = serde_json::from_str::<Value>(payload) else {
-            continue;
-        };
-        let Some(Ok(auth)) = v["data"]["auth_id"]
-            .as_str()
-            .map(|a| AuthId::parse("auth_id", a))
-        else {
-            continue;
-        };
-        provisioner
-            .ensure(&Identity::from_auth_id(auth))
-            .await
-            .unwrap();
-    }
-}
-
-/// Writes the payloads with `data.current_time` set to now.
-fn write_signed_now(path: &Path, payloads: &[String]) {
-    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true);
-    let lines: Vec<String> = payloads
-        .iter()
-        .map(|p| match serde_json::from_str::<Value>(p) {
-            Ok(mut v) if v["data"].is_object() => {
-                v["data"]["current_time"] = Value::String(now.clone());
-                v.to_string()
-            }
-            _ => p.clone(),
-        })
-        .collect();
-    std::fs::write(path, lines.join("\n") + "\n").unwrap();
 }
 
 /// Longer than the `--settle 1s` the repair tests use, and than the
@@ -348,31 +307,20 @@ fn collector(om: &OpenMeter, dlq: &Path) -> Pipeline {
     )
 }
 
-async fn send(pipeline: &Pipeline, lines: &[String]) {
-    let text = lines.join("\n") + "\n";
-    let settled = pipeline
-        .run_lines(
-            std::io::Cursor::new(text.into_bytes()),
-            "test",
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-    assert!(settled);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_deleted_behind_the_cache_is_reported_then_re_ensured_and_re_sent() {
     let case = Case::new().await;
     let customer = "gone-client:gone-user";
     let pipeline = collector(&case.om, &case.dlq);
-    ensure_all(&case.om, &[ticket("x", customer, "1")]).await;
+    case.om
+        .ensure_customers_of(None, &[ticket("x", customer, "1")])
+        .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let first = vec![ticket("gone-1", customer, "1000000000000")];
-    send(&pipeline, &first).await;
+    run_lines(&pipeline, &first).await;
     assert!(case.om.double.vanish_customer(customer));
     let second = vec![ticket("gone-2", customer, "2000000000000")];
-    send(&pipeline, &second).await;
+    run_lines(&pipeline, &second).await;
     std::fs::write(&case.events, [first, second].concat().join("\n") + "\n").unwrap();
 
     let (code, report) = case.audit_json(&[]).await;

@@ -7,13 +7,10 @@ mod support;
 
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
 use serde_json::Value;
 use support::{
-    collector_env, eventually, fixtures, free_port, Binary, Broker, OpenMeter, PLAN, TOKEN,
+    collector_env, eventually, fixtures, free_port, signed_now, Binary, Broker, OpenMeter, TOKEN,
 };
-use ticketmeter::{AuthId, Identity};
-use ticketmeter::{EnsureConfig, Provisioner};
 
 const WAIT: Duration = Duration::from_secs(90);
 const SENT: usize = 6;
@@ -26,36 +23,11 @@ async fn stack(topic: &str, partitions: i32) -> (Broker, OpenMeter) {
     broker.create_topic(&format!("{topic}.dlq"), 1).await;
     let om = OpenMeter::bootstrapped(Some(TOKEN)).await;
     let payloads: Vec<String> = fixtures().into_iter().map(|(e, _)| e).collect();
-    let provisioner = Provisioner::new(
-        om.client(Some(TOKEN)),
-        PLAN.parse().unwrap(),
-        EnsureConfig::default(),
-    );
-    for p in &payloads {
-        let v: Value = serde_json::from_str(p).unwrap_or_default();
-        if let Some(Ok(auth)) = v["data"]["auth_id"]
-            .as_str()
-            .map(|a| AuthId::parse("auth_id", a))
-        {
-            provisioner
-                .ensure(&Identity::from_auth_id(auth))
-                .await
-                .unwrap();
-        }
-    }
+    om.ensure_customers_of(Some(TOKEN), &payloads).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true);
-    let signed: Vec<String> = payloads
-        .iter()
-        .map(|p| match serde_json::from_str::<Value>(p) {
-            Ok(mut v) if v["data"].is_object() => {
-                v["data"]["current_time"] = Value::String(now.clone());
-                v.to_string()
-            }
-            _ => p.clone(),
-        })
-        .collect();
-    broker.produce(topic, &signed, partitions).await;
+    broker
+        .produce(topic, &signed_now(&payloads), partitions)
+        .await;
     (broker, om)
 }
 

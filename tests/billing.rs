@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
-use support::{eventually, test_pipeline, OpenMeter};
+use support::{eventually, run_lines, test_pipeline, OpenMeter};
 use ticketmeter::DeadLetterSink;
 use ticketmeter::EnsureConfig;
 use ticketmeter::Tally;
@@ -67,20 +67,6 @@ fn quick() -> PipelineConfig {
 
 fn billing_pipeline(om: &OpenMeter, dlq: DeadLetterSink) -> Pipeline {
     test_pipeline(om.client(None), dlq, EnsureConfig::default(), quick())
-}
-
-/// Runs `lines` through the pipeline as one JSON-lines stream.
-async fn run(pipeline: &Pipeline, lines: Vec<String>) {
-    let text = lines.join("\n") + "\n";
-    let settled = pipeline
-        .run_lines(
-            std::io::Cursor::new(text.into_bytes()),
-            "test",
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-    assert!(settled, "every record settled");
 }
 
 /// Each customer's billable total from the double, by auth_id.
@@ -160,13 +146,13 @@ async fn a_three_hour_backlog_of_new_customers_is_billed_in_full() {
     let pipeline = billing_pipeline(&om, DeadLetterSink::memory());
     let mut signer = Signer::default();
     let start = Utc::now() - chrono::Duration::hours(3);
-    let lines = (0..300)
+    let lines: Vec<String> = (0..300)
         .map(|i| {
             let at = start + chrono::Duration::seconds(i * 36);
             signer.ticket(&format!("backlog:user-{}", i % 12), at)
         })
         .collect();
-    run(&pipeline, lines).await;
+    run_lines(&pipeline, &lines).await;
     report("backlog", &om, &signer);
 }
 
@@ -176,10 +162,10 @@ async fn usage_of_a_subject_owned_by_a_customer_of_another_key_is_billed_to_that
     let owner = om.double.seed_customer("legacy-7", &["acme:olga"]);
     let pipeline = billing_pipeline(&om, DeadLetterSink::memory());
     let mut signer = Signer::default();
-    let lines = (0..5)
+    let lines: Vec<String> = (0..5)
         .map(|_| signer.ticket("acme:olga", Utc::now()))
         .collect();
-    run(&pipeline, lines).await;
+    run_lines(&pipeline, &lines).await;
     assert_eq!(om.double.customers().len(), 1, "no customer was added");
     assert_eq!(
         om.double.billable_total(METER, &owner),
@@ -193,7 +179,7 @@ async fn events_older_than_the_subscription_are_sent_at_its_start_and_counted() 
     let pipeline = billing_pipeline(&om, DeadLetterSink::memory());
     let mut signer = Signer::default();
     let signed_at = Utc::now() - chrono::Duration::days(2);
-    run(&pipeline, vec![signer.ticket("acme:old", signed_at)]).await;
+    run_lines(&pipeline, &[signer.ticket("acme:old", signed_at)]).await;
     let sent = om.double.unique_events();
     assert_eq!(
         sent[0]["data"]["signed_at"],
@@ -234,7 +220,7 @@ async fn with_signed_times_a_backlog_of_new_customers_is_accepted_but_never_bill
     );
     let mut signer = Signer::default();
     let start = Utc::now() - chrono::Duration::hours(3);
-    let lines = (0..50)
+    let lines: Vec<String> = (0..50)
         .map(|i| {
             signer.ticket(
                 &format!("old:user-{}", i % 5),
@@ -242,7 +228,7 @@ async fn with_signed_times_a_backlog_of_new_customers_is_accepted_but_never_bill
             )
         })
         .collect();
-    run(&pipeline, lines).await;
+    run_lines(&pipeline, &lines).await;
     let billed: Decimal = billed(&om, &signer).values().sum();
     eprintln!(
         "signed times: billed {billed} / signed {} USD micros",
@@ -321,7 +307,7 @@ async fn a_refused_customer_is_dead_lettered_while_the_others_are_billed_and_a_r
     let mut signer = Signer::default();
     let lines = healthy_and_refused_lines(&mut signer, Utc::now());
     let started = std::time::Instant::now();
-    run(&pipeline, lines).await;
+    run_lines(&pipeline, &lines).await;
     eprintln!(
         "refused customer: healthy customers' usage delivered {:?} after the refused customer's first event",
         started.elapsed()
@@ -365,7 +351,7 @@ async fn a_dlq_replay_of_week_old_events_is_billed_in_full() {
     let lines: Vec<String> = (0..25)
         .map(|i| signer.ticket("acme:refused", week_ago + chrono::Duration::minutes(i)))
         .collect();
-    run(&pipeline, lines).await;
+    run_lines(&pipeline, &lines).await;
     assert!(om.double.unique_events().is_empty());
 
     om.double.refuse_billing_setup("acme:refused", false);
@@ -378,9 +364,9 @@ async fn a_customer_canceled_at_period_end_keeps_being_billed_and_is_subscribed_
 ) {
     let om = OpenMeter::bootstrapped(None).await;
     let mut signer = Signer::default();
-    run(
+    run_lines(
         &billing_pipeline(&om, DeadLetterSink::memory()),
-        vec![signer.ticket("acme:leaving", Utc::now())],
+        &[signer.ticket("acme:leaving", Utc::now())],
     )
     .await;
     let first = om.double.subscriptions()[0].clone();
@@ -390,18 +376,18 @@ async fn a_customer_canceled_at_period_end_keeps_being_billed_and_is_subscribed_
         .unwrap();
 
     // A fresh process finds the canceled subscription still running.
-    let lines = (0..5)
+    let lines: Vec<String> = (0..5)
         .map(|_| signer.ticket("acme:leaving", Utc::now()))
         .collect();
-    run(&billing_pipeline(&om, DeadLetterSink::memory()), lines).await;
+    run_lines(&billing_pipeline(&om, DeadLetterSink::memory()), &lines).await;
     assert_eq!(om.double.subscriptions().len(), 1, "no second subscription");
     report("canceled, still running", &om, &signer);
 
     tokio::time::sleep((active_to - Utc::now()).to_std().unwrap_or_default()).await;
-    let lines = (0..5)
+    let lines: Vec<String> = (0..5)
         .map(|_| signer.ticket("acme:leaving", Utc::now()))
         .collect();
-    run(&billing_pipeline(&om, DeadLetterSink::memory()), lines).await;
+    run_lines(&billing_pipeline(&om, DeadLetterSink::memory()), &lines).await;
     let subscriptions = om.double.subscriptions();
     assert_eq!(subscriptions.len(), 2, "subscribed again after active_to");
     report("canceled, then subscribed again", &om, &signer);
@@ -425,7 +411,7 @@ async fn a_cached_customer_is_subscribed_again_as_soon_as_its_canceled_subscript
         quick(),
     );
     let mut signer = Signer::default();
-    run(&pipeline, vec![signer.ticket("acme:cached", Utc::now())]).await;
+    run_lines(&pipeline, &[signer.ticket("acme:cached", Utc::now())]).await;
     let first = om.double.subscriptions()[0].clone();
     let active_to = Utc::now() + chrono::Duration::milliseconds(2000);
     om.double
@@ -433,11 +419,11 @@ async fn a_cached_customer_is_subscribed_again_as_soon_as_its_canceled_subscript
         .unwrap();
 
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    run(&pipeline, vec![signer.ticket("acme:cached", Utc::now())]).await;
+    run_lines(&pipeline, &[signer.ticket("acme:cached", Utc::now())]).await;
     assert_eq!(om.double.subscriptions().len(), 1, "still running");
 
     tokio::time::sleep((active_to - Utc::now()).to_std().unwrap_or_default()).await;
-    run(&pipeline, vec![signer.ticket("acme:cached", Utc::now())]).await;
+    run_lines(&pipeline, &[signer.ticket("acme:cached", Utc::now())]).await;
     assert_eq!(om.double.subscriptions().len(), 2, "subscribed again");
     report("cached across the end", &om, &signer);
 }

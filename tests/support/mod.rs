@@ -22,6 +22,7 @@ use ticketmeter::pipeline;
 use ticketmeter::DeadLetterSink;
 use ticketmeter::OffsetTracker;
 use ticketmeter::PriceFeed;
+use ticketmeter::{AuthId, Identity};
 use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient};
 use ticketmeter::{EnsureConfig, Provisioner};
 use ticketmeter::{Pipeline, PipelineConfig};
@@ -501,4 +502,62 @@ pub(crate) fn collector_env(
             "1000".to_owned(),
         ),
     ]
+}
+
+/// Runs `lines` through the pipeline as one JSON-lines stream and asserts
+/// that every record settled.
+pub(crate) async fn run_lines(pipeline: &Pipeline, lines: &[String]) {
+    let text = lines.join("\n") + "\n";
+    let settled = pipeline
+        .run_lines(
+            std::io::Cursor::new(text.into_bytes()),
+            "test",
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(settled, "every record settled");
+}
+
+/// The payloads with `data.current_time` set to now (those without a
+/// `data` object as they are).
+pub(crate) fn signed_now(payloads: &[String]) -> Vec<String> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    payloads
+        .iter()
+        .map(|p| match serde_json::from_str::<Value>(p) {
+            Ok(mut v) if v["data"].is_object() => {
+                v["data"]["current_time"] = Value::String(now.clone());
+                v.to_string()
+            }
+            _ => p.clone(),
+        })
+        .collect()
+}
+
+impl OpenMeter {
+    /// Creates, through ticketmeter's provisioner, the customer of every
+    /// payload with a valid `auth_id`.
+    pub(crate) async fn ensure_customers_of(&self, token: Option<&str>, payloads: &[String]) {
+        let provisioner = Provisioner::new(
+            self.client(token),
+            PLAN.parse().unwrap(),
+            EnsureConfig::default(),
+        );
+        for payload in payloads {
+            let Ok(v) = serde_json::from_str::<Value>(payload) else {
+                continue;
+            };
+            let Some(Ok(auth)) = v["data"]["auth_id"]
+                .as_str()
+                .map(|a| AuthId::parse("auth_id", a))
+            else {
+                continue;
+            };
+            provisioner
+                .ensure(&Identity::from_auth_id(auth))
+                .await
+                .unwrap();
+        }
+    }
 }
