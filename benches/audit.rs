@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, Utc};
 use openmeter_double::{Double, DoubleConfig};
 use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
-use ticketmeter::{AuthId, Identity};
-use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient};
-use ticketmeter::{EnsureConfig, Provisioner};
+use ticketmeter::{
+    AuthId, ClientConfig, Endpoint, EnsureConfig, Identity, OpenMeterClient, Provisioner,
+};
 
 fn option(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();

@@ -13,12 +13,10 @@ use chrono::{SecondsFormat, Utc};
 use openmeter_double::Route;
 use serde_json::Value;
 use support::{fixtures, run_lines, signed_now, OpenMeter, PLAN};
-use ticketmeter::pipeline;
-use ticketmeter::DeadLetterSink;
-use ticketmeter::OffsetTracker;
-use ticketmeter::PriceFeed;
-use ticketmeter::{EnsureConfig, Provisioner};
-use ticketmeter::{Pipeline, PipelineConfig};
+use ticketmeter::{
+    pipeline, DeadLetterSink, EnsureConfig, OffsetTracker, Pipeline, PipelineConfig, PriceFeed,
+    Provisioner,
+};
 
 /// A bootstrapped double, a work directory, and the fixtures as the signer
 /// would sign them now (after their customers' subscriptions began).

@@ -13,10 +13,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
 use support::{eventually, run_lines, test_pipeline, OpenMeter};
-use ticketmeter::DeadLetterSink;
-use ticketmeter::EnsureConfig;
-use ticketmeter::Tally;
-use ticketmeter::{Pipeline, PipelineConfig};
+use ticketmeter::{DeadLetterSink, EnsureConfig, Pipeline, PipelineConfig, Tally};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 

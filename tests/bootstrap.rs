@@ -9,9 +9,10 @@ use ticketmeter::bootstrap::{
     bootstrap, check_catalog_against_collector, BootstrapError, BootstrapOptions, Catalog,
     CatalogError, Kind, Outcome, Report,
 };
-use ticketmeter::{AuthId, Identity, PlanKey};
-use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient};
-use ticketmeter::{CreateSubscription, CustomerById};
+use ticketmeter::{
+    AuthId, ClientConfig, CreateSubscription, CustomerById, Endpoint, Identity, OpenMeterClient,
+    PlanKey,
+};
 
 const PLAN: &str = "clearinghouse_default_ppu";
 

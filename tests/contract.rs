@@ -73,14 +73,11 @@ use bytes::Bytes;
 use openmeter_double::{Double, DoubleConfig, PlanSeed, Route, RunningDouble};
 use serde_json::{json, Value};
 use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
-use ticketmeter::map;
-use ticketmeter::DeadLetterSink;
-use ticketmeter::Secret;
-use ticketmeter::{decode, Decoded, DEFAULT_MAX_BYTES};
-use ticketmeter::{ApiError, ClientConfig, Endpoint, OpenMeterClient, CLOUDEVENT_BATCH};
-use ticketmeter::{CreateSubscription, CustomerById};
-use ticketmeter::{EnsureConfig, Provisioner};
-use ticketmeter::{Identity, PlanKey};
+use ticketmeter::{
+    decode, map, ApiError, ClientConfig, CreateSubscription, CustomerById, DeadLetterSink, Decoded,
+    Endpoint, EnsureConfig, Identity, OpenMeterClient, PlanKey, Provisioner, Secret,
+    CLOUDEVENT_BATCH, DEFAULT_MAX_BYTES,
+};
 
 const TOKEN: &str = "contract-test-token";
 const PLAN: &str = "clearinghouse_default_ppu";

@@ -5,10 +5,7 @@ mod support;
 
 use serde_json::Value;
 use support::{fixtures, fixtures_dir, run_fixtures, run_fixtures_with, OpenMeter};
-use ticketmeter::DeadLetterSink;
-use ticketmeter::PipelineConfig;
-use ticketmeter::Tally;
-use ticketmeter::{BillingPolicy, EventTime};
+use ticketmeter::{BillingPolicy, DeadLetterSink, EventTime, PipelineConfig, Tally};
 
 fn expected_events(cases: &[(String, Value)]) -> Vec<&Value> {
     cases

@@ -10,14 +10,10 @@ use std::time::Duration;
 use openmeter_double::Route;
 use serde_json::json;
 use support::{OpenMeter, PLAN};
-use ticketmeter::pipeline;
-use ticketmeter::Backoff;
-use ticketmeter::DeadLetterSink;
-use ticketmeter::OffsetTracker;
-use ticketmeter::PriceFeed;
-use ticketmeter::Tally;
-use ticketmeter::{EnsureConfig, Provisioner};
-use ticketmeter::{Pipeline, PipelineConfig};
+use ticketmeter::{
+    pipeline, Backoff, DeadLetterSink, EnsureConfig, OffsetTracker, Pipeline, PipelineConfig,
+    PriceFeed, Provisioner, Tally,
+};
 use tokio_util::sync::CancellationToken;
 
 fn events(n: usize) -> String {

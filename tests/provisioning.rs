@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use openmeter_double::{PlanSeed, Route};
 use support::{OpenMeter, PLAN, TOKEN};
-use ticketmeter::ErrorClass;
-use ticketmeter::Identity;
-use ticketmeter::{EnsureConfig, EnsureError, Provisioner};
+use ticketmeter::{EnsureConfig, EnsureError, ErrorClass, Identity, Provisioner};
 
 fn provisioner(om: &OpenMeter, token: Option<&str>) -> Provisioner {
     Provisioner::new(

@@ -18,14 +18,10 @@ use rdkafka::TopicPartitionList;
 use serde_json::Value;
 use std::sync::Arc;
 use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
-use ticketmeter::pipeline;
-use ticketmeter::DeadLetterSink;
-use ticketmeter::OffsetTracker;
-use ticketmeter::PriceFeed;
-use ticketmeter::{AuthId, Identity};
-use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient};
-use ticketmeter::{EnsureConfig, Provisioner};
-use ticketmeter::{Pipeline, PipelineConfig};
+use ticketmeter::{
+    pipeline, AuthId, ClientConfig, DeadLetterSink, Endpoint, EnsureConfig, Identity,
+    OffsetTracker, OpenMeterClient, Pipeline, PipelineConfig, PriceFeed, Provisioner,
+};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) const PLAN: &str = "clearinghouse_default_ppu";
