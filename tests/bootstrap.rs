@@ -277,6 +277,13 @@ fn write_file(dir: &Path, name: &str, text: &str) -> std::io::Result<std::path::
     Ok(path)
 }
 
+/// What a catalog file `name` holding `text` is refused with.
+fn refused_file(name: &str, text: &str) -> Result<CatalogError, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let refused = Catalog::from_file(&write_file(dir.path(), name, text)?).err();
+    Ok(refused.ok_or("accepted a catalog file that must be refused")?)
+}
+
 const CUSTOM: &str = r#"
 meters:
   - key: pixels_total
@@ -347,11 +354,8 @@ fn example_catalog_file_is_the_builtin_catalog() -> TestResult {
 
 #[test]
 fn malformed_yaml_catalog_names_the_field_and_line() -> TestResult {
-    let dir = tempfile::tempdir()?;
     let text = CUSTOM.replace("    aggregation: sum", "    agregation: sum");
-    let err = Catalog::from_file(&write_file(dir.path(), "bad.yaml", &text)?)
-        .err()
-        .ok_or("accepted a malformed catalog")?;
+    let err = refused_file("bad.yaml", &text)?;
     let CatalogError::Parse {
         line, ref message, ..
     } = err
@@ -369,12 +373,9 @@ fn malformed_yaml_catalog_names_the_field_and_line() -> TestResult {
 
 #[test]
 fn malformed_json_catalog_names_the_field_and_line() -> TestResult {
-    let dir = tempfile::tempdir()?;
     let text =
         "{\n  \"meters\": [],\n  \"plan\": {\n    \"key\": \"p\",\n    \"colour\": \"red\"\n  }\n}";
-    let err = Catalog::from_file(&write_file(dir.path(), "bad.json", text)?)
-        .err()
-        .ok_or("accepted a malformed catalog")?;
+    let err = refused_file("bad.json", text)?;
     let shown = err.to_string();
     assert!(
         shown.contains("colour") && shown.contains("line 5"),
@@ -385,11 +386,8 @@ fn malformed_json_catalog_names_the_field_and_line() -> TestResult {
 
 #[test]
 fn catalog_value_the_api_rejects_is_reported_at_its_line() -> TestResult {
-    let dir = tempfile::tempdir()?;
     let text = CUSTOM.replace("amount: \"0.01\"", "amount: \"1e-2\"");
-    let err = Catalog::from_file(&write_file(dir.path(), "bad.yaml", &text)?)
-        .err()
-        .ok_or("accepted a malformed catalog")?;
+    let err = refused_file("bad.yaml", &text)?;
     let shown = err.to_string();
     assert!(
         shown.contains("1e-2") && shown.contains("line 26"),
@@ -400,11 +398,8 @@ fn catalog_value_the_api_rejects_is_reported_at_its_line() -> TestResult {
 
 #[test]
 fn inconsistent_catalog_names_the_field() -> TestResult {
-    let dir = tempfile::tempdir()?;
     let text = CUSTOM.replace("    meter: pixels_total", "    meter: pixel_total");
-    let err = Catalog::from_file(&write_file(dir.path(), "bad.yaml", &text)?)
-        .err()
-        .ok_or("accepted an inconsistent catalog")?;
+    let err = refused_file("bad.yaml", &text)?;
     assert!(err.to_string().contains("features[0].meter"), "{err}");
     Ok(())
 }
@@ -586,11 +581,8 @@ async fn a_catalog_with_a_usage_price_and_no_feature_is_refused_before_any_reque
 
 #[test]
 fn a_rate_card_feature_key_mismatch_in_a_file_is_reported_at_its_line() -> TestResult {
-    let dir = tempfile::tempdir()?;
     let text = CUSTOM.replace("        - key: pixels\n", "        - key: pixel_card\n");
-    let err = Catalog::from_file(&write_file(dir.path(), "bad.yaml", &text)?)
-        .err()
-        .ok_or("accepted a plan OpenMeter refuses")?;
+    let err = refused_file("bad.yaml", &text)?;
     let shown = err.to_string();
     assert!(
         shown.contains("line 23: plan.phases[0].rate_cards[0].key"),
@@ -601,11 +593,8 @@ fn a_rate_card_feature_key_mismatch_in_a_file_is_reported_at_its_line() -> TestR
 
 #[test]
 fn a_usage_price_without_a_feature_in_a_file_is_reported_at_its_rate_card() -> TestResult {
-    let dir = tempfile::tempdir()?;
     let text = CUSTOM.replace("          feature: pixels\n", "");
-    let err = Catalog::from_file(&write_file(dir.path(), "bad.yaml", &text)?)
-        .err()
-        .ok_or("accepted a plan OpenMeter refuses")?;
+    let err = refused_file("bad.yaml", &text)?;
     let shown = err.to_string();
     assert!(
         shown.contains("line 23: plan.phases[0].rate_cards[0].feature"),
