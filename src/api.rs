@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use crate::domain::{Identity, IdentityError};
+use crate::domain::{Identity, IdentityError, SubjectRule};
 use crate::ensure::{EnsureError, Provisioner};
 use crate::metrics::metrics;
 use crate::openmeter::ErrorClass;
@@ -124,7 +124,7 @@ async fn ensure(
 ) -> Result<Response, ApiFailure> {
     authorize(&state, request.headers())?;
     let body = read_body(request.into_body()).await?;
-    let identity = identity_from_body(&body)?;
+    let identity = identity_from_body(&body, state.provisioner.subject_rule())?;
     let ensured = state
         .provisioner
         .ensure(&identity)
@@ -162,11 +162,13 @@ async fn read_body(body: Body) -> Result<Value, ApiFailure> {
         .map_err(|e| bad_request(format!("request body is not valid JSON: {e}")))
 }
 
-/// The sidecar's identity rules: `client_id`/`clientId` and
-/// `external_user_id`/`externalUserId` (top level, then `data`); when either
-/// is missing, `auth_id`/`authId` (top level, then `data`), then `subject`,
-/// which must be `client_id:external_user_id`.
-pub(crate) fn identity_from_body(body: &Value) -> Result<Identity, ApiFailure> {
+/// The sidecar's identity fields: `client_id`/`clientId` and
+/// `external_user_id`/`externalUserId` (or `usage_subject`/`usageSubject`),
+/// top level, then `data`; when either is missing, `auth_id`/`authId` (top
+/// level, then `data`), then `subject`, which must be
+/// `client_id:usage_subject`. The result is resolved by the same rule as
+/// events ([`Identity::resolve`]): `acme:owner:U1` ensures the owner `U1`.
+pub(crate) fn identity_from_body(body: &Value, rule: SubjectRule) -> Result<Identity, ApiFailure> {
     let top = body
         .as_object()
         .ok_or_else(|| bad_request("request body must be a JSON object"))?;
@@ -177,16 +179,21 @@ pub(crate) fn identity_from_body(body: &Value) -> Result<Identity, ApiFailure> {
     };
     let field = |names: &[&'static str]| pick(top, data, names);
     let client = field(&["client_id", "clientId"])?;
-    let user = field(&["external_user_id", "externalUserId"])?;
+    let user = field(&[
+        "external_user_id",
+        "externalUserId",
+        "usage_subject",
+        "usageSubject",
+    ])?;
     if let (Some(client), Some(user)) = (&client, &user) {
-        return Identity::from_parts(client, user).map_err(identity_error);
+        return Identity::from_parts(client, user, rule).map_err(identity_error);
     }
     let compound = match field(&["auth_id", "authId"])? {
         Some(auth) => Some(("auth_id", auth)),
         None => field(&["subject"])?.map(|s| ("subject", s)),
     };
     match compound {
-        Some((name, raw)) => Identity::from_compound(name, &raw).map_err(identity_error),
+        Some((name, raw)) => Identity::from_compound(name, &raw, rule).map_err(identity_error),
         None => Err(bad_request(missing_message(
             client.is_some(),
             user.is_some(),
@@ -246,7 +253,7 @@ mod tests {
     use super::*;
 
     fn key(body: Value) -> Result<String, String> {
-        identity_from_body(&body)
+        identity_from_body(&body, SubjectRule::Upstream)
             .map(|i| i.customer_key().to_string())
             .map_err(|f| f.1)
     }
@@ -287,7 +294,7 @@ mod tests {
 
     #[test]
     fn auth_id_splits_at_first_colon() {
-        let id = identity_from_body(&json!({"authId": " acme:user:x "})).unwrap();
+        let id = identity_from_body(&json!({"authId": " acme:user:x "}), SubjectRule::Upstream).unwrap();
         assert_eq!((id.client_id(), id.external_user_id()), ("acme", "user:x"));
     }
 
@@ -343,6 +350,34 @@ mod tests {
             key(json!({"client_id": 5, "external_user_id": "u"})),
             Err("client_id must be a string".into())
         );
+    }
+
+    #[test]
+    fn an_owner_identity_ensures_the_bare_owner() {
+        assert_eq!(key(json!({"auth_id": "app_abc:owner: U1 "})), Ok("U1".into()));
+        assert_eq!(
+            key(json!({"client_id": "app_abc", "external_user_id": "owner:U1"})),
+            Ok("U1".into())
+        );
+        assert_eq!(
+            key(json!({"client_id": "app_abc", "usage_subject": "eu_9#bot"})),
+            Ok("eu_9".into())
+        );
+    }
+
+    #[test]
+    fn an_empty_owner_id_is_a_bad_request() {
+        assert_eq!(
+            key(json!({"auth_id": "app_x:owner: "})),
+            Err("empty owner id".into())
+        );
+    }
+
+    #[test]
+    fn under_the_auth_id_rule_the_whole_identity_is_ensured() {
+        let id = identity_from_body(&json!({"auth_id": "app_abc:owner:U1"}), SubjectRule::AuthId)
+            .unwrap();
+        assert_eq!(id.customer_key().as_str(), "app_abc:owner:U1");
     }
 
     #[test]

@@ -2,18 +2,22 @@
 //! a skip (another event type), or a rejection that is dead-lettered.
 //!
 //! Bounded: payloads over the size limit and JSON nested deeper than
-//! [`MAX_DEPTH`] are rejected before any parsing.
+//! [`MAX_DEPTH`] are rejected before any parsing. Only the fee and the
+//! identity can reject a billable ticket: a dimension that cannot be read
+//! is left out and named in [`Dimensions::unreadable`].
 
 use std::borrow::Cow;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
+use serde_json::{Number, Value};
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::contract::{Contract, IdScheme};
 use crate::dlq::DeadLetterKind;
-use crate::domain::{AuthId, FeeError, FeeWei, Identity, IdentityError};
+use crate::domain::{AuthId, FeeError, FeeWei, Identity, IdentityError, SubjectRule};
 
 /// The one billable event type.
 pub(crate) const BILLABLE_TYPE: &str = "create_signed_ticket";
@@ -21,24 +25,46 @@ pub(crate) const BILLABLE_TYPE: &str = "create_signed_ticket";
 pub(crate) const MAX_DEPTH: usize = 32;
 /// Default payload limit; a real ticket event is about 1 KiB.
 pub const DEFAULT_MAX_BYTES: usize = 1 << 20;
+/// What a missing dimension is sent as.
+const UNKNOWN: &str = "unknown";
 
 /// A billable ticket, every field parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedTicket {
-    /// `request_id`, else the envelope `id`: stable across redelivery.
+    /// The CloudEvent id under the contract's [`IdScheme`].
     pub event_id: String,
+    /// The id the other scheme gives, so the audit matches events sent
+    /// before a cut-over.
+    pub other_id: String,
     pub request_id: String,
     pub identity: Identity,
+    /// `data.usage_subject_type` as the event gave it.
+    pub usage_subject_type: Option<String>,
     pub fee: FeeWei,
-    /// `computed_fee` exactly as the signer wrote it (sent as `fee_wei`).
+    /// `computed_fee` exactly as the signer wrote it (the seed sent it).
     pub fee_text: String,
     /// RFC 3339, as the signer wrote it when valid.
     pub time: String,
     /// `time` parsed: when the ticket was signed.
     pub signed_at: DateTime<Utc>,
+    pub dimensions: Dimensions,
+}
+
+/// The fields meters group by or sum besides the fee, read leniently.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Dimensions {
     pub pipeline: String,
     pub model_id: String,
-    pub pixels: i64,
+    pub manifest_id: String,
+    pub app: String,
+    pub session_status: String,
+    pub orch_address: String,
+    /// `None` when the event's value could not be read as a number.
+    pub pixels: Option<Number>,
+    pub num_tickets: Option<Number>,
+    pub billable_secs: Option<Number>,
+    /// Dimensions left out because their value could not be read.
+    pub unreadable: Vec<&'static str>,
 }
 
 /// What became of a record.
@@ -76,18 +102,20 @@ pub enum Rejection {
     DataNotObject,
     #[error("malformed create_signed_ticket data: {0}")]
     MalformedData(String),
+    /// Neither `auth_id` nor `client_id` + `usage_subject` (today's rule).
+    #[error("missing identity")]
+    NoIdentity,
+    /// The seed's wording, kept under `BILLING_SUBJECT=auth_id`.
     #[error("missing identity (auth_id missing)")]
     NoAuthId,
     #[error("missing identity (auth_id empty)")]
     EmptyAuthId,
+    #[error("identity: empty owner id")]
+    EmptyOwner,
     #[error("invalid identity: {0}")]
     Identity(IdentityError),
     #[error("{0}")]
     Fee(#[from] FeeError),
-    #[error("missing event id (request_id and envelope id are empty)")]
-    NoEventId,
-    #[error("pixels is not an integer")]
-    Pixels,
 }
 
 impl Rejection {
@@ -99,10 +127,12 @@ impl Rejection {
             | Self::TooDeep
             | Self::Malformed(_)
             | Self::NoType => DeadLetterKind::Malformed,
-            Self::DataNotObject | Self::MalformedData(_) | Self::Pixels | Self::NoEventId => {
-                DeadLetterKind::InvalidData
-            }
-            Self::NoAuthId | Self::EmptyAuthId | Self::Identity(_) => DeadLetterKind::Identity,
+            Self::DataNotObject | Self::MalformedData(_) => DeadLetterKind::InvalidData,
+            Self::NoIdentity
+            | Self::NoAuthId
+            | Self::EmptyAuthId
+            | Self::EmptyOwner
+            | Self::Identity(_) => DeadLetterKind::Identity,
             Self::Fee(_) => DeadLetterKind::Fee,
         }
     }
@@ -120,28 +150,51 @@ struct Envelope<'a> {
     data: Option<&'a RawValue>,
 }
 
+/// The ticket's fields. Identity fields must be strings when present (a
+/// number there is a producer bug worth a dead letter); dimensions are
+/// read leniently from whatever JSON they hold.
 #[derive(Deserialize)]
 struct TicketData<'a> {
     #[serde(borrow, default)]
     request_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     auth_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    client_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    usage_subject: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage_subject_type: Option<Value>,
     #[serde(default)]
     computed_fee: Option<Value>,
     #[serde(borrow, default)]
     current_time: Option<Cow<'a, str>>,
     #[serde(default)]
     current_time_unix: Option<Value>,
-    #[serde(borrow, default)]
-    pipeline: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    model_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pipeline: Option<Value>,
+    #[serde(default)]
+    model_id: Option<Value>,
+    #[serde(default)]
+    manifest_id: Option<Value>,
+    #[serde(default)]
+    session_id: Option<Value>,
+    #[serde(default)]
+    app: Option<Value>,
+    #[serde(default)]
+    session_status: Option<Value>,
+    #[serde(default)]
+    orch_address: Option<Value>,
     #[serde(default)]
     pixels: Option<Value>,
+    #[serde(default)]
+    num_tickets: Option<Value>,
+    #[serde(default)]
+    billable_secs: Option<Value>,
 }
 
-/// Decodes one record. Never panics, whatever the bytes.
-pub fn decode(payload: &[u8], max_bytes: usize) -> Result<Decoded, Rejection> {
+/// Decodes one record under `contract`. Never panics, whatever the bytes.
+pub fn decode(payload: &[u8], max_bytes: usize, contract: &Contract) -> Result<Decoded, Rejection> {
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Err(Rejection::Empty);
     }
@@ -158,19 +211,21 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<Decoded, Rejection> {
         serde_json::from_slice(payload).map_err(|e| Rejection::Malformed(e.to_string()))?;
     match envelope.kind.as_deref() {
         None | Some("") => Err(Rejection::NoType),
-        Some(BILLABLE_TYPE) => ticket(&envelope).map(|t| Decoded::Ticket(Box::new(t))),
+        Some(BILLABLE_TYPE) => {
+            ticket(&envelope, payload, contract).map(|t| Decoded::Ticket(Box::new(t)))
+        }
         Some(_) => Ok(Decoded::Skip(SkipReason::OtherType)),
     }
 }
 
-fn ticket(envelope: &Envelope) -> Result<SignedTicket, Rejection> {
+fn ticket(envelope: &Envelope, payload: &[u8], contract: &Contract) -> Result<SignedTicket, Rejection> {
     let raw = envelope.data.ok_or(Rejection::DataNotObject)?;
     if !raw.get().trim_start().starts_with('{') {
         return Err(Rejection::DataNotObject);
     }
     let data: TicketData =
         serde_json::from_str(raw.get()).map_err(|e| Rejection::MalformedData(e.to_string()))?;
-    let identity = identity(data.auth_id.as_deref())?;
+    let identity = identity(&data, contract.subjects)?;
     let (fee, fee_text) = fee(data.computed_fee.as_ref())?;
     let request_id = data
         .request_id
@@ -178,35 +233,68 @@ fn ticket(envelope: &Envelope) -> Result<SignedTicket, Rejection> {
         .unwrap_or_default()
         .trim()
         .to_owned();
-    let event_id = [
-        request_id.as_str(),
-        envelope.id.as_deref().unwrap_or_default().trim(),
-    ]
-    .into_iter()
-    .find(|id| !id.is_empty())
-    .ok_or(Rejection::NoEventId)?
-    .to_owned();
+    let envelope_id = envelope.id.as_deref().unwrap_or_default();
     let (time, signed_at) = event_time(&data, envelope.timestamp.as_ref());
     Ok(SignedTicket {
-        event_id,
+        event_id: event_id(contract.ids, envelope_id, &request_id, payload),
+        other_id: event_id(contract.ids.other(), envelope_id, &request_id, payload),
+        usage_subject_type: lenient_text(data.usage_subject_type.as_ref()).ok().flatten(),
+        dimensions: dimensions(&data, &request_id),
         request_id,
         identity,
         fee,
         fee_text,
         time,
         signed_at,
-        pipeline: or_unknown(data.pipeline.as_deref()),
-        model_id: or_unknown(data.model_id.as_deref()),
-        pixels: pixels(data.pixels.as_ref())?,
     })
 }
 
-fn identity(auth_id: Option<&str>) -> Result<Identity, Rejection> {
-    let raw = auth_id.ok_or(Rejection::NoAuthId)?;
-    match AuthId::parse("auth_id", raw) {
-        Ok(id) => Ok(Identity::from_auth_id(id)),
-        Err(IdentityError::Empty { .. }) => Err(Rejection::EmptyAuthId),
-        Err(e) => Err(Rejection::Identity(e)),
+/// The CloudEvent id under `scheme`: the first non-blank of the envelope
+/// `id` and `request_id` in the scheme's order, else `sha256:` of the
+/// record's bytes (the same bytes on every redelivery).
+pub(crate) fn event_id(scheme: IdScheme, envelope_id: &str, request_id: &str, payload: &[u8]) -> String {
+    let (first, second) = match scheme {
+        IdScheme::Envelope => (envelope_id, request_id),
+        IdScheme::RequestId => (request_id, envelope_id),
+    };
+    [first.trim(), second.trim()]
+        .into_iter()
+        .find(|id| !id.is_empty())
+        .map_or_else(|| payload_digest(payload), str::to_owned)
+}
+
+fn payload_digest(payload: &[u8]) -> String {
+    let digest = Sha256::digest(payload);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// `auth_id`, else `client_id:usage_subject`, resolved by `rule`.
+fn identity(data: &TicketData, rule: SubjectRule) -> Result<Identity, Rejection> {
+    let raw = match data.auth_id.as_deref().map(str::trim) {
+        Some(auth) if !auth.is_empty() => Cow::Borrowed(auth),
+        given => match (blank_to_none(&data.client_id), blank_to_none(&data.usage_subject)) {
+            (Some(client), Some(subject)) => Cow::Owned(format!("{client}:{subject}")),
+            _ => return Err(missing_identity(rule, given.is_some())),
+        },
+    };
+    let auth_id = AuthId::parse("auth_id", &raw).map_err(Rejection::Identity)?;
+    Identity::resolve(auth_id, rule).map_err(|e| match e {
+        IdentityError::EmptyOwner => Rejection::EmptyOwner,
+        e => Rejection::Identity(e),
+    })
+}
+
+fn blank_to_none<'a>(value: &'a Option<Cow<'_, str>>) -> Option<&'a str> {
+    value.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Today's wording, or the seed's under its subject rule.
+fn missing_identity(rule: SubjectRule, auth_id_given: bool) -> Rejection {
+    match (rule, auth_id_given) {
+        (SubjectRule::Upstream, _) => Rejection::NoIdentity,
+        (SubjectRule::AuthId, true) => Rejection::EmptyAuthId,
+        (SubjectRule::AuthId, false) => Rejection::NoAuthId,
     }
 }
 
@@ -216,26 +304,98 @@ fn fee(value: Option<&Value>) -> Result<(FeeWei, String), Rejection> {
     match value {
         None | Some(Value::Null) => Err(FeeError::Missing.into()),
         Some(Value::String(s)) => Ok((FeeWei::parse(s)?, s.clone())),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .map(|wei| (FeeWei::new(wei.into()), n.to_string()))
-            .ok_or(FeeError::NotAnInteger.into()),
+        Some(Value::Number(n)) => {
+            let text = n.to_string();
+            Ok((FeeWei::parse(&text)?, text))
+        }
         Some(_) => Err(FeeError::NotAnInteger.into()),
     }
 }
 
-fn pixels(value: Option<&Value>) -> Result<i64, Rejection> {
-    match value {
-        None | Some(Value::Null) => Ok(0),
-        Some(Value::Number(n)) => n.as_i64().ok_or(Rejection::Pixels),
-        Some(_) => Err(Rejection::Pixels),
+/// Today's collectors' dimensions (pymthouse `collector.yaml`).
+fn dimensions(data: &TicketData, request_id: &str) -> Dimensions {
+    let mut dims = Dimensions::default();
+    let mut text = |name: &'static str, value: Option<&Value>| -> String {
+        lenient_text(value).unwrap_or_else(|()| {
+            dims.unreadable.push(name);
+            None
+        })
+        .unwrap_or_default()
+    };
+    let pipeline = text("pipeline", data.pipeline.as_ref());
+    let model = text("model_id", data.model_id.as_ref());
+    let manifest = text("manifest_id", data.manifest_id.as_ref());
+    let session = text("session_id", data.session_id.as_ref());
+    let app = text("app", data.app.as_ref());
+    let session_status = text("session_status", data.session_status.as_ref());
+    let orch_address = text("orch_address", data.orch_address.as_ref());
+    let (pipeline, model_id) = pipeline_and_model(&pipeline, &model);
+    let manifest_id = [manifest.as_str(), session.as_str(), request_id]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .unwrap_or(UNKNOWN)
+        .to_owned();
+    let mut number = |name: &'static str, value: Option<&Value>| -> Option<Number> {
+        match lenient_number(value) {
+            Ok(n) => Some(n.unwrap_or_else(|| Number::from(0u8))),
+            Err(()) => {
+                dims.unreadable.push(name);
+                None
+            }
+        }
+    };
+    let pixels = number("pixels", data.pixels.as_ref());
+    let num_tickets = number("num_tickets", data.num_tickets.as_ref());
+    let billable_secs = number("billable_secs", data.billable_secs.as_ref());
+    Dimensions {
+        pipeline,
+        model_id,
+        manifest_id,
+        app,
+        session_status,
+        orch_address,
+        pixels,
+        num_tickets,
+        billable_secs,
+        unreadable: dims.unreadable,
     }
 }
 
-fn or_unknown(value: Option<&str>) -> String {
-    match value.map(str::trim) {
-        Some(v) if !v.is_empty() => v.to_owned(),
-        _ => "unknown".to_owned(),
+/// `pipeline` in go-livepeer's `base:model` form is split at its first
+/// colon (neither first nor last), unless the event names `model_id`.
+fn pipeline_and_model(pipeline: &str, model: &str) -> (String, String) {
+    let or_unknown = |s: &str| if s.is_empty() { UNKNOWN } else { s }.to_owned();
+    if !model.is_empty() {
+        return (or_unknown(pipeline), model.to_owned());
+    }
+    match pipeline.find(':') {
+        Some(i) if i > 0 && i < pipeline.len() - 1 => {
+            (pipeline[..i].to_owned(), pipeline[i + 1..].to_owned())
+        }
+        _ => (or_unknown(pipeline), UNKNOWN.to_owned()),
+    }
+}
+
+/// A text dimension: a string (trimmed; blank is absent) or a number's
+/// text; anything else cannot be read.
+fn lenient_text(value: Option<&Value>) -> Result<Option<String>, ()> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(()),
+    }
+}
+
+/// A numeric dimension: a JSON number, or a string holding one (`"1000"`),
+/// kept with its exact digits; anything else cannot be read.
+fn lenient_number(value: Option<&Value>) -> Result<Option<Number>, ()> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(Some(n.clone())),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => s.trim().parse::<Number>().map(Some).map_err(drop),
+        Some(_) => Err(()),
     }
 }
 
@@ -306,14 +466,22 @@ mod tests {
     }
 
     fn reject(payload: &str) -> Rejection {
-        decode(payload.as_bytes(), DEFAULT_MAX_BYTES).unwrap_err()
+        decode(payload.as_bytes(), DEFAULT_MAX_BYTES, &Contract::default()).unwrap_err()
     }
 
-    fn ticket_of(data: &str) -> SignedTicket {
-        match decode(event(data).as_bytes(), DEFAULT_MAX_BYTES).unwrap() {
+    fn reject_seed(payload: &str) -> Rejection {
+        decode(payload.as_bytes(), DEFAULT_MAX_BYTES, &Contract::seed()).unwrap_err()
+    }
+
+    fn ticket_under(payload: &str, contract: &Contract) -> SignedTicket {
+        match decode(payload.as_bytes(), DEFAULT_MAX_BYTES, contract).unwrap() {
             Decoded::Ticket(t) => *t,
             other => panic!("{other:?}"),
         }
+    }
+
+    fn ticket_of(data: &str) -> SignedTicket {
+        ticket_under(&event(data), &Contract::default())
     }
 
     const OK: &str = r#"{"request_id":"r1","auth_id":"c:u","computed_fee":"10","current_time":"2026-09-09T00:00:00.000000001Z"}"#;
@@ -323,6 +491,7 @@ mod tests {
         let d = decode(
             br#"{"id":"x","type":"discovery_results","data":[]}"#,
             DEFAULT_MAX_BYTES,
+            &Contract::default(),
         );
         assert_eq!(d, Ok(Decoded::Skip(SkipReason::OtherType)));
     }
@@ -330,18 +499,34 @@ mod tests {
     #[test]
     fn valid_ticket_keeps_time_verbatim() {
         let t = ticket_of(OK);
-        assert_eq!(t.event_id, "r1");
         assert_eq!(t.time, "2026-09-09T00:00:00.000000001Z");
         assert_eq!(t.fee, FeeWei::new(10));
         assert_eq!(
-            (t.pipeline.as_str(), t.model_id.as_str()),
+            (t.dimensions.pipeline.as_str(), t.dimensions.model_id.as_str()),
             ("unknown", "unknown")
         );
     }
 
     #[test]
-    fn empty_request_id_falls_back_to_envelope_id() {
-        let t = ticket_of(r#"{"request_id":"","auth_id":"c:u","computed_fee":"1"}"#);
+    fn the_envelope_id_is_the_event_id_and_request_id_the_seeds() {
+        let t = ticket_of(OK);
+        assert_eq!((t.event_id.as_str(), t.other_id.as_str()), ("env-1", "r1"));
+        let seed = ticket_under(&event(OK), &Contract::seed());
+        assert_eq!((seed.event_id.as_str(), seed.other_id.as_str()), ("r1", "env-1"));
+    }
+
+    #[test]
+    fn without_an_envelope_id_the_request_id_is_the_event_id() {
+        let p = r#"{"type":"create_signed_ticket","data":{"request_id":"r-7","auth_id":"c:u","computed_fee":"1"}}"#;
+        assert_eq!(ticket_under(p, &Contract::default()).event_id, "r-7");
+    }
+
+    #[test]
+    fn empty_request_id_falls_back_to_envelope_id_under_the_seed_scheme() {
+        let t = ticket_under(
+            &event(r#"{"request_id":"","auth_id":"c:u","computed_fee":"1"}"#),
+            &Contract::seed(),
+        );
         assert_eq!(t.event_id, "env-1");
     }
 
@@ -367,6 +552,10 @@ mod tests {
             ticket_of(r#"{"auth_id":"c:u","computed_fee":42}"#).fee,
             FeeWei::new(42)
         );
+        assert_eq!(
+            ticket_of(r#"{"auth_id":"c:u","computed_fee":123456789012345678901234}"#).fee,
+            FeeWei::new(123_456_789_012_345_678_901_234)
+        );
     }
 
     #[test]
@@ -389,12 +578,44 @@ mod tests {
     fn empty_and_missing_auth_id_are_rejected() {
         assert_eq!(
             reject(&event(r#"{"auth_id":" ","computed_fee":"1"}"#)).to_string(),
-            "missing identity (auth_id empty)"
+            "missing identity"
         );
         assert_eq!(
             reject(&event(r#"{"computed_fee":"1"}"#)),
+            Rejection::NoIdentity
+        );
+    }
+
+    #[test]
+    fn under_the_seed_rule_a_missing_identity_keeps_the_seeds_wording() {
+        assert_eq!(
+            reject_seed(&event(r#"{"auth_id":" ","computed_fee":"1"}"#)).to_string(),
+            "missing identity (auth_id empty)"
+        );
+        assert_eq!(
+            reject_seed(&event(r#"{"computed_fee":"1"}"#)),
             Rejection::NoAuthId
         );
+    }
+
+    #[test]
+    fn client_id_and_usage_subject_stand_in_for_a_missing_auth_id() {
+        let t = ticket_of(
+            r#"{"auth_id":"","client_id":"app_abc","usage_subject":"owner:U2","computed_fee":"1"}"#,
+        );
+        assert_eq!(t.identity.customer_key().as_str(), "U2");
+        assert_eq!(t.identity.auth_id().as_str(), "app_abc:owner:U2");
+        assert_eq!(
+            reject(&event(r#"{"client_id":"app_abc","computed_fee":"1"}"#)),
+            Rejection::NoIdentity
+        );
+    }
+
+    #[test]
+    fn an_empty_owner_id_is_an_identity_dead_letter() {
+        let r = reject(&event(r#"{"auth_id":"app_x:owner:","computed_fee":"1"}"#));
+        assert_eq!(r.to_string(), "identity: empty owner id");
+        assert_eq!(r.kind(), DeadLetterKind::Identity);
     }
 
     #[test]
@@ -449,18 +670,67 @@ mod tests {
     }
 
     #[test]
-    fn no_event_id_at_all_is_rejected() {
+    fn without_any_id_the_event_id_is_a_digest_of_the_record() {
         let p = r#"{"type":"create_signed_ticket","data":{"auth_id":"c:u","computed_fee":"1"}}"#;
-        assert_eq!(reject(p), Rejection::NoEventId);
+        let first = ticket_under(p, &Contract::default()).event_id;
+        assert!(first.starts_with("sha256:") && first.len() == 71, "{first}");
+        assert_eq!(ticket_under(p, &Contract::seed()).event_id, first);
+        let other = p.replace("\"1\"", "\"2\"");
+        assert_ne!(ticket_under(&other, &Contract::default()).event_id, first);
     }
 
     #[test]
-    fn non_integer_pixels_are_rejected() {
+    fn an_unreadable_dimension_is_left_out_not_dead_lettered() {
+        let t = ticket_of(r#"{"auth_id":"c:u","computed_fee":"1","pixels":"many","pipeline":{"a":1}}"#);
+        assert_eq!(t.dimensions.pixels, None);
+        assert_eq!(t.dimensions.pipeline, "unknown");
+        assert_eq!(t.dimensions.unreadable, ["pipeline", "pixels"]);
+    }
+
+    #[test]
+    fn a_numeric_string_dimension_is_a_number() {
+        let t = ticket_of(r#"{"auth_id":"c:u","computed_fee":"1","pixels":"1000","billable_secs":" 10.5 ","num_tickets":3}"#);
+        assert_eq!(t.dimensions.pixels.unwrap().to_string(), "1000");
+        assert_eq!(t.dimensions.billable_secs.unwrap().to_string(), "10.5");
+        assert_eq!(t.dimensions.num_tickets.unwrap().to_string(), "3");
+        assert!(t.dimensions.unreadable.is_empty());
+    }
+
+    #[test]
+    fn missing_numeric_dimensions_are_zero() {
+        let t = ticket_of(r#"{"auth_id":"c:u","computed_fee":"1"}"#);
+        let zero = Some(Number::from(0u8));
+        assert_eq!(t.dimensions.pixels, zero);
+        assert_eq!(t.dimensions.billable_secs, zero);
+        assert_eq!(t.dimensions.num_tickets, zero);
+    }
+
+    #[test]
+    fn manifest_id_falls_back_to_session_then_request_id() {
+        let manifest = |data: &str| ticket_of(data).dimensions.manifest_id;
+        assert_eq!(manifest(r#"{"auth_id":"c:u","computed_fee":"1","manifest_id":"m","session_id":"s","request_id":"r"}"#), "m");
+        assert_eq!(manifest(r#"{"auth_id":"c:u","computed_fee":"1","manifest_id":"","session_id":"s","request_id":"r"}"#), "s");
+        assert_eq!(manifest(r#"{"auth_id":"c:u","computed_fee":"1","request_id":"r"}"#), "r");
+        assert_eq!(manifest(r#"{"auth_id":"c:u","computed_fee":"1"}"#), "unknown");
+    }
+
+    #[test]
+    fn a_base_colon_model_pipeline_is_split_unless_model_id_is_given() {
+        let dims = |data: &str| {
+            let d = ticket_of(data).dimensions;
+            (d.pipeline, d.model_id)
+        };
         assert_eq!(
-            reject(&event(
-                r#"{"auth_id":"c:u","computed_fee":"1","pixels":"many"}"#
-            )),
-            Rejection::Pixels
+            dims(r#"{"auth_id":"c:u","computed_fee":"1","pipeline":"live-video-to-video:comfyui"}"#),
+            ("live-video-to-video".into(), "comfyui".into())
+        );
+        assert_eq!(
+            dims(r#"{"auth_id":"c:u","computed_fee":"1","pipeline":"a:b","model_id":"m"}"#),
+            ("a:b".into(), "m".into())
+        );
+        assert_eq!(
+            dims(r#"{"auth_id":"c:u","computed_fee":"1","pipeline":"live:"}"#),
+            ("live:".into(), "unknown".into())
         );
     }
 }

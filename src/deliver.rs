@@ -351,7 +351,7 @@ impl Deliverer {
         if terms.missed_invoice(pending.time, self.billing.collection_window, now) {
             metrics().events_missed_invoice.inc();
             metrics().usd_micros_missed_invoice.inc_by(
-                u64::try_from(pending.event.data.billable_usd_micros.get()).unwrap_or(u64::MAX),
+                pending.event.data.billable_usd_micros.whole_u64(),
             );
             if self.noted.first(Note::Late, &pending.identity) {
                 tracing::warn!(

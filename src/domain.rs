@@ -28,6 +28,9 @@ pub enum IdentityError {
     },
     #[error("{field} is not of the form client_id:external_user_id")]
     NotCompound { field: &'static str },
+    /// `<client>:owner:` with nothing after the prefix.
+    #[error("empty owner id")]
+    EmptyOwner,
 }
 
 /// The signer's `auth_id`: trimmed, non-empty, at most 256 characters, no
@@ -89,7 +92,8 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
-/// The OpenMeter customer key (also its name and its one subject key).
+/// The OpenMeter customer key (also its name and its one subject key): the
+/// identity's billing subject.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct CustomerKey(Box<str>);
@@ -106,46 +110,155 @@ impl fmt::Display for CustomerKey {
     }
 }
 
-/// Who is billed: the whole `auth_id` plus its two halves.
+/// Which rule picks the billing subject (`BILLING_SUBJECT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SubjectRule {
+    /// Today's collectors (livepeer/clearinghouse and pymthouse/pymthouse
+    /// `collector.yaml`): an `owner:` payer is the bare owner, an `eu_` payer
+    /// its end-user wallet, `payer#actor` bills the payer; else the whole
+    /// `auth_id`.
+    #[default]
+    Upstream,
+    /// The seed's: the whole `auth_id` is always the subject, for operators
+    /// whose customers were made that way.
+    #[value(name = "auth_id", alias = "auth-id")]
+    AuthId,
+}
+
+/// What kind of payer the billing subject is (`data.billing_subject_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubjectKind {
+    /// An app owner's shared wallet: `<client>:owner:<id>` bills `<id>`.
+    OwnerWallet,
+    /// An end user's own wallet: a payer `eu_…`.
+    AppUserWallet,
+    /// The whole `auth_id` (or the payer of `payer#actor`).
+    LegacyCompound,
+}
+
+impl SubjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OwnerWallet => "owner_wallet",
+            Self::AppUserWallet => "app_user_wallet",
+            Self::LegacyCompound => "legacy_compound",
+        }
+    }
+}
+
+/// The wire prefix of an app owner's usage subject.
+const OWNER_PREFIX: &str = "owner:";
+/// The prefix of an end user's own wallet.
+const END_USER_PREFIX: &str = "eu_";
+
+/// Who is billed for a ticket, and the dimensions that say who used it.
+///
+/// Built from an `auth_id` (`client_id:usage_subject`) by one of the
+/// [`SubjectRule`]s; the billing subject is the CloudEvent `subject`, the
+/// customer key and its usage-attribution subject at once.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
     auth_id: AuthId,
     client_id: String,
+    /// The payer: the bare owner id, the `eu_` wallet, or the usage subject.
+    usage_subject: String,
+    /// The actor of `payer#actor`, else the payer (a group-by dimension).
     external_user_id: String,
+    /// The `eu_` wallet that pays, when one does.
+    actor_end_user_id: String,
+    kind: SubjectKind,
+    billing_subject: CustomerKey,
 }
 
 impl Identity {
-    /// The collector's rule: a non-compound `auth_id` bills as itself.
+    /// The seed's rule, which cannot fail: the whole `auth_id` is billed; a
+    /// non-compound one has both halves equal to itself.
     pub fn from_auth_id(auth_id: AuthId) -> Self {
         let (client, user) = auth_id
             .split()
             .unwrap_or((auth_id.as_str(), auth_id.as_str()));
         Self {
             client_id: client.to_owned(),
+            usage_subject: user.to_owned(),
             external_user_id: user.to_owned(),
+            actor_end_user_id: String::new(),
+            kind: SubjectKind::LegacyCompound,
+            billing_subject: CustomerKey(auth_id.as_str().into()),
             auth_id,
         }
     }
 
+    /// Resolves `auth_id` by `rule`; the one place the identity rules live
+    /// (decode, `/ensure` and the audit all come here).
+    pub fn resolve(auth_id: AuthId, rule: SubjectRule) -> Result<Self, IdentityError> {
+        match rule {
+            SubjectRule::AuthId => Ok(Self::from_auth_id(auth_id)),
+            SubjectRule::Upstream => Self::upstream(auth_id),
+        }
+    }
+
+    /// Today's collectors' rule (pymthouse `deploy/openmeter-collector/
+    /// collector.yaml`, with clearinghouse's trimmed owner id and its
+    /// "only a compound `auth_id` names an owner").
+    fn upstream(auth_id: AuthId) -> Result<Self, IdentityError> {
+        let compound = auth_id.split();
+        let (client, usage) = compound.unwrap_or((auth_id.as_str(), auth_id.as_str()));
+        let (payer, actor) = split_actor(usage);
+        let owner = compound.and(payer.strip_prefix(OWNER_PREFIX));
+        let (kind, subject, usage_subject) = match owner {
+            Some(bare) => {
+                let bare = bare.trim();
+                if bare.is_empty() {
+                    return Err(IdentityError::EmptyOwner);
+                }
+                (SubjectKind::OwnerWallet, bare, bare)
+            }
+            None if payer.starts_with(END_USER_PREFIX) => {
+                (SubjectKind::AppUserWallet, payer, payer)
+            }
+            None if actor.is_some() => (SubjectKind::LegacyCompound, payer, payer),
+            None => (SubjectKind::LegacyCompound, auth_id.as_str(), payer),
+        };
+        let actor_end_user_id = match kind {
+            SubjectKind::AppUserWallet => payer,
+            _ => "",
+        };
+        Ok(Self {
+            client_id: client.to_owned(),
+            usage_subject: usage_subject.to_owned(),
+            external_user_id: actor.unwrap_or(usage_subject).to_owned(),
+            actor_end_user_id: actor_end_user_id.to_owned(),
+            kind,
+            billing_subject: CustomerKey(subject.into()),
+            auth_id,
+        })
+    }
+
     /// The `/ensure` rule: an `auth_id` must be compound there.
-    pub fn from_compound(field: &'static str, raw: &str) -> Result<Self, IdentityError> {
+    pub fn from_compound(
+        field: &'static str,
+        raw: &str,
+        rule: SubjectRule,
+    ) -> Result<Self, IdentityError> {
         let auth_id = AuthId::parse(field, raw)?;
         if auth_id.split().is_none() {
             return Err(IdentityError::NotCompound { field });
         }
-        Ok(Self::from_auth_id(auth_id))
+        Self::resolve(auth_id, rule)
     }
 
-    /// Builds the identity from its two halves; the key is `client:user`.
-    pub fn from_parts(client_id: &str, external_user_id: &str) -> Result<Self, IdentityError> {
+    /// Builds the identity from its two halves (`client_id` and the usage
+    /// subject, `external_user_id` in the sidecar's API); the `auth_id` is
+    /// `client:subject`.
+    pub fn from_parts(
+        client_id: &str,
+        usage_subject: &str,
+        rule: SubjectRule,
+    ) -> Result<Self, IdentityError> {
         let client = AuthId::parse("client_id", client_id)?;
-        let user = AuthId::parse("external_user_id", external_user_id)?;
+        let user = AuthId::parse("external_user_id", usage_subject)?;
         let auth_id = AuthId::parse("client_id:external_user_id", &format!("{client}:{user}"))?;
-        Ok(Self {
-            auth_id,
-            client_id: client.0,
-            external_user_id: user.0,
-        })
+        Self::resolve(auth_id, rule)
     }
 
     pub fn auth_id(&self) -> &AuthId {
@@ -156,12 +269,43 @@ impl Identity {
         &self.client_id
     }
 
+    pub fn usage_subject(&self) -> &str {
+        &self.usage_subject
+    }
+
     pub fn external_user_id(&self) -> &str {
         &self.external_user_id
     }
 
+    pub fn actor_end_user_id(&self) -> &str {
+        &self.actor_end_user_id
+    }
+
+    pub fn kind(&self) -> SubjectKind {
+        self.kind
+    }
+
+    /// `data.usage_subject_type`: owners are always `app_owner`; otherwise
+    /// the event's own type when it gives one (`oidc_user`, …).
+    pub fn usage_subject_type<'a>(&self, given: Option<&'a str>) -> &'a str {
+        match (self.kind, given) {
+            (SubjectKind::OwnerWallet, _) => "app_owner",
+            (_, Some(given)) if !given.trim().is_empty() => given.trim(),
+            _ => "external_user_id",
+        }
+    }
+
     pub fn customer_key(&self) -> CustomerKey {
-        CustomerKey(self.auth_id.0.as_str().into())
+        self.billing_subject.clone()
+    }
+}
+
+/// Splits a usage subject at its first `#` when it is neither first nor
+/// last: the payer, and the actor who used the payer's credit.
+fn split_actor(usage: &str) -> (&str, Option<&str>) {
+    match usage.find('#') {
+        Some(i) if i > 0 && i < usage.len() - 1 => (&usage[..i], Some(&usage[i + 1..])),
+        _ => (usage, None),
     }
 }
 
@@ -221,8 +365,6 @@ pub enum FeeError {
     NotAnInteger,
     #[error("computed_fee is out of range (more than 2^128 wei)")]
     OutOfRange,
-    #[error("network fee in USD micros is out of range")]
-    UsdOutOfRange,
 }
 
 /// A fee in wei: a non-negative integer below 2^128 (~3.4e38 wei).
@@ -249,23 +391,14 @@ impl FeeWei {
         self.0
     }
 
-    /// `round_half_up(wei × price / 10^12)`: 10^18 wei per ETH, 10^6 micros
-    /// per USD. Exact in 256-bit integers; never a float.
-    pub fn to_usd_micros(self, price: &EthUsdPrice) -> Result<UsdMicros, FeeError> {
-        let mantissa = U256::from(price.0.mantissa().unsigned_abs());
-        let divisor = U256::from(10u8).pow(12 + price.0.scale());
-        let product = U256::from(self.0)
-            .checked_mul(mantissa)
-            .ok_or(FeeError::UsdOutOfRange)?;
-        let (quotient, remainder) = (product / divisor, product % divisor);
-        let rounded = if remainder * 2 >= divisor {
-            quotient + 1
-        } else {
-            quotient
-        };
-        u128::try_from(rounded)
-            .map(UsdMicros)
-            .map_err(|_| FeeError::UsdOutOfRange)
+    /// `wei × price / 10^12` exactly (10^18 wei per ETH, 10^6 micros per
+    /// USD): the quotient always terminates, the divisor being a power of
+    /// ten. 256-bit integers, never a float; it cannot overflow (a fee is
+    /// below 2^128, a price mantissa below 2^96).
+    pub fn to_usd_micros(self, price: &EthUsdPrice) -> UsdMicros {
+        price
+            .micros_of(U256::from(self.0))
+            .unwrap_or(UsdMicros::ZERO)
     }
 }
 
@@ -275,14 +408,166 @@ impl fmt::Display for FeeWei {
     }
 }
 
-/// An amount in millionths of a US dollar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct UsdMicros(u128);
+/// How amounts are written (`USD_MICROS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Amounts {
+    /// Today's collectors: the exact fractional micros ("no per-ticket
+    /// ceil; read paths ceil once"), `fee_wei` and `eth_usd_price` as
+    /// numbers so meters can SUM them.
+    #[default]
+    Exact,
+    /// The seed's: whole micros rounded half-up per ticket, `fee_wei` and
+    /// `eth_usd_price` as strings.
+    Rounded,
+}
+
+/// An exact amount in millionths of a US dollar: `atoms / 10^scale`, kept
+/// normalised (no trailing zero in `atoms` while `scale > 0`), so equal
+/// amounts are equal values.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct UsdMicros {
+    atoms: U256,
+    scale: u32,
+}
+
+/// The largest scale an amount is read with (a fee's is at most 12 + a
+/// price's 28).
+const MAX_SCALE: u32 = 80;
 
 impl UsdMicros {
-    pub fn get(self) -> u128 {
-        self.0
+    pub const ZERO: Self = Self {
+        atoms: U256::ZERO,
+        scale: 0,
+    };
+
+    fn new(mut atoms: U256, mut scale: u32) -> Self {
+        let ten = U256::from(10u8);
+        while scale > 0 && atoms % ten == 0 {
+            atoms /= ten;
+            scale -= 1;
+        }
+        Self { atoms, scale }
+    }
+
+    /// A whole number of micros.
+    pub fn whole(micros: u128) -> Self {
+        Self::new(U256::from(micros), 0)
+    }
+
+    /// Rounded half-up to whole micros (the seed's per-ticket rounding).
+    pub fn round_half_up(self) -> Self {
+        let divisor = pow10(self.scale);
+        let (quotient, remainder) = (self.atoms / divisor, self.atoms % divisor);
+        let up = remainder > 0 && remainder * 2 >= divisor;
+        Self::new(if up { quotient + 1 } else { quotient }, 0)
+    }
+
+    /// Whether this is a whole number of micros.
+    pub fn is_whole(&self) -> bool {
+        self.scale == 0
+    }
+
+    /// The sum, exact; `None` past 2^256 atoms at the common scale.
+    pub fn checked_add(self, other: Self) -> Option<Self> {
+        let scale = self.scale.max(other.scale);
+        let a = self.atoms.checked_mul(pow10(scale - self.scale))?;
+        let b = other.atoms.checked_mul(pow10(scale - other.scale))?;
+        Some(Self::new(a.checked_add(b)?, scale))
+    }
+
+    /// `self − other`, as whether it is negative and its magnitude.
+    pub fn difference(self, other: Self) -> (bool, Self) {
+        let scale = self.scale.max(other.scale);
+        let a = self.atoms.saturating_mul(pow10(scale - self.scale));
+        let b = other.atoms.saturating_mul(pow10(scale - other.scale));
+        if a >= b {
+            (false, Self::new(a - b, scale))
+        } else {
+            (true, Self::new(b - a, scale))
+        }
+    }
+
+    /// Rounded half-up to whole micros, saturating at `u64::MAX` (for
+    /// counters and gauges).
+    pub fn whole_u64(self) -> u64 {
+        let whole = self.round_half_up().atoms;
+        u64::try_from(whole).unwrap_or(u64::MAX)
+    }
+
+    /// The amount as a JSON number with exactly its decimal digits.
+    pub fn to_json_number(self) -> serde_json::Number {
+        json_number(&self.to_string())
+    }
+}
+
+fn pow10(exp: u32) -> U256 {
+    U256::from(10u8).pow(exp)
+}
+
+/// A JSON number written exactly as `digits`, which must be a JSON number's
+/// text (serde_json's `arbitrary_precision` keeps it; a float would round).
+pub(crate) fn json_number(digits: &str) -> serde_json::Number {
+    digits
+        .parse()
+        .unwrap_or_else(|_| serde_json::Number::from(0u8))
+}
+
+impl fmt::Display for UsdMicros {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.scale == 0 {
+            return write!(f, "{}", self.atoms);
+        }
+        let divisor = pow10(self.scale);
+        let fraction = (self.atoms % divisor).to_string();
+        let width = self.scale as usize;
+        write!(f, "{}.{fraction:0>width$}", self.atoms / divisor)
+    }
+}
+
+impl fmt::Debug for UsdMicros {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UsdMicros({self})")
+    }
+}
+
+/// Why a decimal amount could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0:?} is not a non-negative decimal amount")]
+pub struct AmountError(pub String);
+
+impl FromStr for UsdMicros {
+    type Err = AmountError;
+
+    /// Plain (`1166.6666666655`) or scientific (`3.5e-9`) notation, as
+    /// OpenMeter may hand a stored number back.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || AmountError(s.to_owned());
+        let (mantissa, exponent) = match s.find(['e', 'E']) {
+            Some(i) => (&s[..i], s[i + 1..].parse::<i64>().map_err(|_| bad())?),
+            None => (s, 0),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let digits = format!("{int}{frac}");
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let atoms = U256::from_str_radix(&digits, 10).map_err(|_| bad())?;
+        let scale = i64::try_from(frac.len()).map_err(|_| bad())? - exponent;
+        if scale < 0 {
+            let shift = u32::try_from(-scale).map_err(|_| bad())?;
+            let atoms = atoms.checked_mul(U256::from(10u8).checked_pow(shift).ok_or_else(bad)?);
+            return Ok(Self::new(atoms.ok_or_else(bad)?, 0));
+        }
+        match u32::try_from(scale) {
+            Ok(scale) if scale <= MAX_SCALE => Ok(Self::new(atoms, scale)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Serialize for UsdMicros {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json_number().serialize(s)
     }
 }
 
@@ -309,6 +594,14 @@ impl EthUsdPrice {
 
     pub fn value(&self) -> Decimal {
         self.0
+    }
+
+    /// `wei × price / 10^12` exactly; `None` past 2^256 (never for one
+    /// fee below 2^128: a price mantissa is below 2^96).
+    pub fn micros_of(&self, wei: U256) -> Option<UsdMicros> {
+        let mantissa = U256::from(self.0.mantissa().unsigned_abs());
+        let atoms = wei.checked_mul(mantissa)?;
+        Some(UsdMicros::new(atoms, 12 + self.0.scale()))
     }
 }
 
@@ -345,12 +638,34 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn micros(wei: &str, p: &str) -> u128 {
+    fn micros(wei: &str, p: &str) -> String {
         FeeWei::parse(wei)
             .unwrap()
             .to_usd_micros(&price(p))
+            .to_string()
+    }
+
+    fn rounded(wei: &str, p: &str) -> String {
+        FeeWei::parse(wei)
             .unwrap()
-            .get()
+            .to_usd_micros(&price(p))
+            .round_half_up()
+            .to_string()
+    }
+
+    fn upstream(auth_id: &str) -> Result<Identity, IdentityError> {
+        Identity::resolve(AuthId::parse("auth_id", auth_id)?, SubjectRule::Upstream)
+    }
+
+    /// (billing subject, client_id, usage_subject, external_user_id, kind)
+    fn parts(id: &Identity) -> (String, &str, &str, &str, &'static str) {
+        (
+            id.customer_key().to_string(),
+            id.client_id(),
+            id.usage_subject(),
+            id.external_user_id(),
+            id.kind().as_str(),
+        )
     }
 
     #[test]
@@ -433,15 +748,116 @@ mod tests {
         for raw in [":user", "client:", "plain"] {
             let id = Identity::from_auth_id(AuthId::parse("auth_id", raw).unwrap());
             assert_eq!((id.client_id(), id.external_user_id()), (raw, raw));
-            assert!(Identity::from_compound("auth_id", raw).is_err());
+            for rule in [SubjectRule::Upstream, SubjectRule::AuthId] {
+                assert!(Identity::from_compound("auth_id", raw, rule).is_err());
+            }
         }
     }
 
     #[test]
     fn identity_from_parts_joins_with_colon() {
-        let id = Identity::from_parts(" c ", "u").unwrap();
+        let id = Identity::from_parts(" c ", "u", SubjectRule::Upstream).unwrap();
         assert_eq!(id.customer_key().as_str(), "c:u");
         assert_eq!(id.client_id(), "c");
+    }
+
+    #[test]
+    fn an_owner_usage_subject_bills_the_bare_trimmed_owner() {
+        for raw in ["app_abc:owner:2e51", "app_abc:owner: 2e51 "] {
+            let id = upstream(raw).unwrap();
+            assert_eq!(
+                parts(&id),
+                ("2e51".into(), "app_abc", "2e51", "2e51", "owner_wallet"),
+                "{raw}"
+            );
+            assert_eq!(id.usage_subject_type(Some("oidc_user")), "app_owner");
+            assert_eq!(id.auth_id().as_str(), raw.trim());
+        }
+    }
+
+    #[test]
+    fn an_empty_owner_id_is_refused() {
+        for raw in ["app_x:owner:", "app_x:owner:   ", "app_x:owner: #actor"] {
+            assert_eq!(upstream(raw).unwrap_err(), IdentityError::EmptyOwner, "{raw}");
+            assert_eq!(IdentityError::EmptyOwner.to_string(), "empty owner id");
+        }
+    }
+
+    #[test]
+    fn payer_hash_actor_bills_the_payer_and_keeps_the_actor_as_a_dimension() {
+        assert_eq!(
+            parts(&upstream("app_abc:owner:U1#actor-7").unwrap()),
+            ("U1".into(), "app_abc", "U1", "actor-7", "owner_wallet")
+        );
+        let wallet = upstream("app_abc:eu_123#actor-9").unwrap();
+        assert_eq!(
+            parts(&wallet),
+            ("eu_123".into(), "app_abc", "eu_123", "actor-9", "app_user_wallet")
+        );
+        assert_eq!(wallet.actor_end_user_id(), "eu_123");
+        assert_eq!(wallet.usage_subject_type(None), "external_user_id");
+        assert_eq!(
+            parts(&upstream("acme:bob#ci-runner").unwrap()),
+            ("bob".into(), "acme", "bob", "ci-runner", "legacy_compound")
+        );
+    }
+
+    #[test]
+    fn an_end_user_wallet_without_actor_bills_itself() {
+        assert_eq!(
+            parts(&upstream("app_abc:eu_42").unwrap()),
+            ("eu_42".into(), "app_abc", "eu_42", "eu_42", "app_user_wallet")
+        );
+    }
+
+    #[test]
+    fn a_hash_first_or_last_is_part_of_the_subject() {
+        for raw in ["acme:#x", "acme:bob#"] {
+            let id = upstream(raw).unwrap();
+            assert_eq!(id.customer_key().as_str(), raw, "{raw}");
+        }
+    }
+
+    #[test]
+    fn any_other_auth_id_bills_as_the_whole_compound() {
+        assert_eq!(
+            parts(&upstream("acme:user:with:colons").unwrap()),
+            (
+                "acme:user:with:colons".into(),
+                "acme",
+                "user:with:colons",
+                "user:with:colons",
+                "legacy_compound"
+            )
+        );
+        assert_eq!(
+            parts(&upstream("session_1").unwrap()),
+            ("session_1".into(), "session_1", "session_1", "session_1", "legacy_compound")
+        );
+    }
+
+    #[test]
+    fn only_a_compound_auth_id_names_an_owner() {
+        let id = upstream("owner:").unwrap();
+        assert_eq!(id.customer_key().as_str(), "owner:");
+    }
+
+    #[test]
+    fn the_auth_id_rule_always_bills_the_whole_auth_id() {
+        for raw in ["app_abc:owner:U1", "app_abc:eu_1#a", "app_x:owner:"] {
+            let id = Identity::resolve(AuthId::parse("auth_id", raw).unwrap(), SubjectRule::AuthId)
+                .unwrap();
+            assert_eq!(id.customer_key().as_str(), raw);
+            assert_eq!(id.kind(), SubjectKind::LegacyCompound);
+        }
+    }
+
+    #[test]
+    fn the_event_subject_type_is_kept_for_non_owners() {
+        let id = upstream("acme:alice").unwrap();
+        assert_eq!(id.usage_subject_type(Some(" oidc_user ")), "oidc_user");
+        assert_eq!(id.usage_subject_type(Some("")), "external_user_id");
+        assert_eq!(id.usage_subject_type(None), "external_user_id");
     }
 
     #[test]
@@ -465,27 +881,145 @@ mod tests {
     }
 
     #[test]
-    fn fee_conversion_matches_fixtures() {
-        assert_eq!(micros("1200000000000", "3500"), 4200);
-        assert_eq!(micros("333333333333", "3500"), 1167);
-        assert_eq!(micros("1", "3500"), 0);
-        assert_eq!(micros("123456789012345678901234", "3500"), 432098761543210);
+    fn fee_conversion_is_the_exact_decimal_quotient() {
+        assert_eq!(micros("1200000000000", "3500"), "4200");
+        assert_eq!(micros("333333333333", "3500"), "1166.6666666655");
+        assert_eq!(micros("1", "3500"), "0.0000000035");
+        assert_eq!(
+            micros("123456789012345678901234", "3500"),
+            "432098761543209.876154319"
+        );
+        assert_eq!(micros("0", "3500"), "0");
     }
 
     #[test]
-    fn fee_conversion_rounds_half_up() {
+    fn rounded_fee_conversion_matches_the_seed_fixtures() {
+        assert_eq!(rounded("1200000000000", "3500"), "4200");
+        assert_eq!(rounded("333333333333", "3500"), "1167");
+        assert_eq!(rounded("1", "3500"), "0");
+        assert_eq!(rounded("123456789012345678901234", "3500"), "432098761543210");
+    }
+
+    #[test]
+    fn rounded_fee_conversion_rounds_half_up() {
         // 10^12 wei at 0.5 USD/ETH is exactly 0.5 micros.
-        assert_eq!(micros("1000000000000", "0.5"), 1);
-        assert_eq!(micros("999999999999", "0.5"), 0);
+        assert_eq!(rounded("1000000000000", "0.5"), "1");
+        assert_eq!(rounded("999999999999", "0.5"), "0");
     }
 
     #[test]
     fn fee_conversion_handles_10_pow_30_wei_with_fractional_price() {
         let wei = format!("1{}", "0".repeat(30));
+        assert_eq!(micros(&wei, "3500.123456789"), "3500123456789000000000");
+    }
+
+    #[test]
+    fn fee_conversion_of_the_largest_fee_does_not_overflow() {
+        let max = u128::MAX.to_string();
+        let price = "79228162514264337593543950335";
+        assert!(!micros(&max, price).is_empty());
+    }
+
+    #[test]
+    fn amounts_parse_plain_and_scientific_notation_exactly() {
+        let parse = |s: &str| s.parse::<UsdMicros>().map(|m| m.to_string());
+        assert_eq!(parse("1166.6666666655"), Ok("1166.6666666655".into()));
+        assert_eq!(parse("3.5e-9"), Ok("0.0000000035".into()));
+        assert_eq!(parse("4.2E3"), Ok("4200".into()));
+        assert_eq!(parse("4200.000"), Ok("4200".into()));
+        for bad in ["", ".", "-1", "1.2.3", "abc", "1e"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn amounts_add_exactly_across_scales() {
+        let a: UsdMicros = "0.0000000035".parse().unwrap();
+        let b: UsdMicros = "1166.6666666655".parse().unwrap();
+        assert_eq!(a.checked_add(b).unwrap().to_string(), "1166.666666669");
         assert_eq!(
-            micros(&wei, "3500.123456789"),
-            3_500_123_456_789_000_000_000
+            b.difference(UsdMicros::whole(1167)),
+            (true, "0.3333333345".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn amounts_serialise_as_json_numbers_with_their_exact_digits() {
+        let m: UsdMicros = "432098761543209.876154319".parse().unwrap();
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            "432098761543209.876154319"
+        );
+    }
+
+    /// The decimal reference: `fee × mantissa` in u128, the point placed
+    /// `12 + scale` digits from the right by string handling.
+    fn reference(fee: u64, mantissa: u32, scale: u32) -> String {
+        let digits = (u128::from(fee) * u128::from(mantissa)).to_string();
+        let point = (12 + scale) as usize;
+        let padded = format!("{digits:0>width$}", width = point + 1);
+        let (int, frac) = padded.split_at(padded.len() - point);
+        let frac = frac.trim_end_matches('0');
+        if frac.is_empty() {
+            int.to_owned()
+        } else {
+            format!("{int}.{frac}")
+        }
+    }
+
+    fn price_of(mantissa: u32, scale: u32) -> EthUsdPrice {
+        EthUsdPrice::new(Decimal::new(i64::from(mantissa), scale)).unwrap()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fee_conversion_equals_the_decimal_reference(
+            fee in 0u64..,
+            mantissa in 1u32..,
+            scale in 0u32..=6,
+        ) {
+            let exact = FeeWei::new(fee.into()).to_usd_micros(&price_of(mantissa, scale));
+            proptest::prop_assert_eq!(exact.to_string(), reference(fee, mantissa, scale));
+        }
+
+        #[test]
+        fn rounding_is_half_up_of_the_exact_quotient(
+            fee in 0u64..,
+            mantissa in 1u32..,
+            scale in 0u32..=6,
+        ) {
+            let product = u128::from(fee) * u128::from(mantissa);
+            let divisor = 10u128.pow(12 + scale);
+            let expected = (product + divisor / 2) / divisor;
+            let rounded = FeeWei::new(fee.into())
+                .to_usd_micros(&price_of(mantissa, scale))
+                .round_half_up();
+            proptest::prop_assert_eq!(rounded.to_string(), expected.to_string());
+        }
+
+        #[test]
+        fn the_sum_of_exact_tickets_is_the_exact_fee_of_their_sum(
+            fees in proptest::collection::vec(0u64.., 1..50),
+            mantissa in 1u32..,
+            scale in 0u32..=6,
+        ) {
+            let price = price_of(mantissa, scale);
+            let sum = fees.iter().fold(UsdMicros::ZERO, |sum, fee| {
+                sum.checked_add(FeeWei::new((*fee).into()).to_usd_micros(&price)).unwrap()
+            });
+            let wei: u128 = fees.iter().map(|f| u128::from(*f)).sum();
+            proptest::prop_assert_eq!(Some(sum), price.micros_of(U256::from(wei)));
+        }
+
+        #[test]
+        fn an_exact_amount_reads_back_from_its_text(
+            fee in 0u64..,
+            mantissa in 1u32..,
+            scale in 0u32..=6,
+        ) {
+            let exact = FeeWei::new(fee.into()).to_usd_micros(&price_of(mantissa, scale));
+            proptest::prop_assert_eq!(exact.to_string().parse::<UsdMicros>(), Ok(exact));
+        }
     }
 
     #[test]

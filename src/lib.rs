@@ -19,6 +19,7 @@ mod billing;
 pub mod bootstrap;
 mod cli;
 mod commit;
+mod contract;
 mod decode;
 mod deliver;
 mod dlq;
@@ -42,6 +43,7 @@ pub use cli::{collector_config, run, Cli};
 /// its caller controls; and a pipeline from its parts.
 pub use app::{pipeline, AppError, Application, Config, Stopped};
 pub use commit::OffsetTracker;
+pub use contract::{Contract, IdScheme};
 pub use deliver::{BillingPolicy, EventTime};
 pub use dlq::DeadLetterSink;
 pub use pipeline::{Pipeline, PipelineConfig};
@@ -54,7 +56,7 @@ pub use decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 pub use map::map;
 
 /// Domain types, parsed once at the edge.
-pub use domain::{AuthId, Identity, PlanKey};
+pub use domain::{AuthId, Amounts, Identity, PlanKey, SubjectKind, SubjectRule, UsdMicros};
 
 /// OpenMeter: the client, its errors, and what ensure makes.
 pub use ensure::{EnsureConfig, EnsureError, Provisioner};

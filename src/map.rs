@@ -1,11 +1,14 @@
 //! Map: a parsed ticket and the ETH/USD price into the CloudEvent OpenMeter
-//! ingests. The arithmetic is exact (see [`FeeWei::to_usd_micros`]).
+//! ingests. The arithmetic is exact (see [`FeeWei::to_usd_micros`]); the
+//! contract's [`Amounts`] decide how the amounts are written.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use serde_json::Number;
 
+use crate::contract::Contract;
 use crate::decode::{SignedTicket, BILLABLE_TYPE};
-use crate::domain::{EthUsdPrice, FeeError, Identity, UsdMicros};
+use crate::domain::{json_number, Amounts, EthUsdPrice, Identity, UsdMicros};
 
 /// The CloudEvent `source` of every event we send.
 pub(crate) const SOURCE: &str = "go-livepeer-remote-signer";
@@ -23,24 +26,49 @@ pub struct UsageEvent {
     pub data: UsageData,
 }
 
+/// A figure meters may SUM: a JSON number with its exact digits, or (the
+/// seed's form, under [`Amounts::Rounded`]) a string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Figure {
+    Number(Number),
+    Text(String),
+}
+
 /// The event's `data`; the meters read these fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UsageData {
     pub client_id: String,
+    /// The actor of `payer#actor`, else the payer (group-by).
     pub external_user_id: String,
     pub usage_subject: String,
-    pub usage_subject_type: &'static str,
+    pub usage_subject_type: String,
+    pub billing_subject_key: String,
+    pub billing_subject_kind: &'static str,
+    pub actor_end_user_id: String,
+    /// The customer billed; equal to the CloudEvent `subject`.
+    pub openmeter_customer_key: String,
     pub network_fee_usd_micros: UsdMicros,
     /// Equal to the network fee until markup rules exist.
     pub billable_usd_micros: UsdMicros,
     pub pipeline: String,
     pub model_id: String,
-    pub pixels: i64,
-    pub fee_wei: String,
+    pub manifest_id: String,
+    pub app: String,
+    pub session_status: String,
+    pub orch_address: String,
+    /// Left out when the event's value could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pixels: Option<Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_tickets: Option<Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billable_secs: Option<Number>,
+    pub fee_wei: Figure,
     pub gateway_request_id: String,
     pub auth_id: String,
     /// The rate used, so every invoice line can be re-derived.
-    pub eth_usd_price: EthUsdPrice,
+    pub eth_usd_price: Figure,
     /// The signed time, kept here when `time` was moved to the start of the
     /// subscription that bills the event ([`UsageEvent::bill_from`]).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,6 +99,12 @@ pub struct Mapped {
     pub event: UsageEvent,
     /// The event's `time`, parsed.
     pub signed_at: DateTime<Utc>,
+    /// The id the other [`crate::contract::IdScheme`] gives.
+    pub other_id: String,
+    /// The exact network fee, whatever `amounts` wrote.
+    pub exact_usd_micros: UsdMicros,
+    /// Dimensions left out because their value could not be read.
+    pub unreadable: Vec<&'static str>,
 }
 
 /// The names of the `data` fields a meter may aggregate or group by; the
@@ -80,11 +114,21 @@ pub(crate) const DATA_FIELDS: &[&str] = &[
     "external_user_id",
     "usage_subject",
     "usage_subject_type",
+    "billing_subject_key",
+    "billing_subject_kind",
+    "actor_end_user_id",
+    "openmeter_customer_key",
     "network_fee_usd_micros",
     "billable_usd_micros",
     "pipeline",
     "model_id",
+    "manifest_id",
+    "app",
+    "session_status",
+    "orch_address",
     "pixels",
+    "num_tickets",
+    "billable_secs",
     "fee_wei",
     "gateway_request_id",
     "auth_id",
@@ -94,38 +138,66 @@ pub(crate) const DATA_FIELDS: &[&str] = &[
 ];
 
 /// Converts a ticket into its CloudEvent at `price`.
-pub fn map(ticket: SignedTicket, price: &EthUsdPrice) -> Result<Mapped, FeeError> {
-    let fee = ticket.fee.to_usd_micros(price)?;
+pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Mapped {
+    let exact = ticket.fee.to_usd_micros(price);
+    let (fee, fee_wei, eth_usd_price) = match contract.amounts {
+        Amounts::Exact => (
+            exact,
+            Figure::Number(json_number(&ticket.fee.to_string())),
+            Figure::Number(json_number(&price.to_string())),
+        ),
+        Amounts::Rounded => (
+            exact.round_half_up(),
+            Figure::Text(ticket.fee_text),
+            Figure::Text(price.to_string()),
+        ),
+    };
     let identity = ticket.identity;
-    let auth_id = identity.auth_id().to_string();
+    let subject = identity.customer_key().to_string();
+    let dims = ticket.dimensions;
     let event = UsageEvent {
         specversion: "1.0",
         id: ticket.event_id,
         source: SOURCE,
         kind: BILLABLE_TYPE,
-        subject: auth_id.clone(),
+        subject: subject.clone(),
         time: ticket.time,
         data: UsageData {
             client_id: identity.client_id().to_owned(),
             external_user_id: identity.external_user_id().to_owned(),
-            usage_subject: identity.external_user_id().to_owned(),
-            usage_subject_type: "external_user_id",
+            usage_subject: identity.usage_subject().to_owned(),
+            usage_subject_type: identity
+                .usage_subject_type(ticket.usage_subject_type.as_deref())
+                .to_owned(),
+            billing_subject_key: subject.clone(),
+            billing_subject_kind: identity.kind().as_str(),
+            actor_end_user_id: identity.actor_end_user_id().to_owned(),
+            openmeter_customer_key: subject,
             network_fee_usd_micros: fee,
             billable_usd_micros: fee,
-            pipeline: ticket.pipeline,
-            model_id: ticket.model_id,
-            pixels: ticket.pixels,
-            fee_wei: ticket.fee_text,
+            pipeline: dims.pipeline,
+            model_id: dims.model_id,
+            manifest_id: dims.manifest_id,
+            app: dims.app,
+            session_status: dims.session_status,
+            orch_address: dims.orch_address,
+            pixels: dims.pixels,
+            num_tickets: dims.num_tickets,
+            billable_secs: dims.billable_secs,
+            fee_wei,
             gateway_request_id: ticket.request_id,
-            auth_id,
-            eth_usd_price: *price,
+            auth_id: identity.auth_id().to_string(),
+            eth_usd_price,
             signed_at: None,
             original_id: None,
         },
     };
-    Ok(Mapped {
+    Mapped {
         identity,
         event,
         signed_at: ticket.signed_at,
-    })
+        other_id: ticket.other_id,
+        exact_usd_micros: exact,
+        unreadable: dims.unreadable,
+    }
 }

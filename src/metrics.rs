@@ -53,6 +53,12 @@ pub struct Cause {
     pub cause: &'static str,
 }
 
+/// `dimensions_unreadable`' label: the `data` field left out.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Field {
+    pub field: &'static str,
+}
+
 /// Every metric ticketmeter exports.
 pub struct Metrics {
     registry: Registry,
@@ -76,6 +82,7 @@ pub struct Metrics {
     pub pipeline_held_since: Gauge,
     pub consumer_poll_gap_max: Gauge<f64, AtomicU64>,
     pub dead_letters_spilled: Family<Cause, Counter>,
+    pub dimensions_unreadable: Family<Field, Counter>,
     /// The continuous audit's figures (see `audit::continuous`).
     pub audit: AuditGauges,
 }
@@ -104,6 +111,7 @@ impl Metrics {
             pipeline_held_since: Gauge::default(),
             consumer_poll_gap_max: Gauge::default(),
             dead_letters_spilled: Family::default(),
+            dimensions_unreadable: Family::default(),
             audit: Default::default(),
             registry: Registry::default(),
         };
@@ -112,6 +120,11 @@ impl Metrics {
             "events_consumed",
             "Records read from the source",
             m.events_consumed.clone(),
+        );
+        r.register(
+            "dimensions_unreadable",
+            "Billed events sent without a dimension whose value could not be read, by field",
+            m.dimensions_unreadable.clone(),
         );
         r.register(
             "events_skipped",

@@ -14,12 +14,14 @@ use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
+use crate::contract::Contract;
 use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 use crate::deliver::{BillingPolicy, Deliverer, Pending};
 use crate::dlq::DeadLetterKind;
 use crate::domain::{EthUsdPrice, Identity};
 use crate::health::health;
 use crate::map::{map, UsageEvent};
+use crate::metrics::{metrics, Field};
 use crate::price::PriceFeed;
 use crate::retry::Backoff;
 use crate::settle::{Outcome, Settler, Tally};
@@ -46,6 +48,8 @@ pub struct PipelineConfig {
     pub billing: BillingPolicy,
     /// How long held events wait between delivery attempts.
     pub backoff: Backoff,
+    /// Which id, billing subject and amounts events are sent with.
+    pub contract: Contract,
 }
 
 impl Default for PipelineConfig {
@@ -59,6 +63,7 @@ impl Default for PipelineConfig {
             shutdown_timeout: Duration::from_secs(25),
             billing: BillingPolicy::default(),
             backoff: Backoff::default(),
+            contract: Contract::default(),
         }
     }
 }
@@ -80,24 +85,40 @@ pub(crate) enum Fate {
     Settle(Outcome),
 }
 
-/// Decodes and maps one payload at `price`.
-pub(crate) fn judge(payload: &[u8], max_bytes: usize, price: &EthUsdPrice) -> Fate {
-    let dead = |kind, reason: String| Fate::Settle(Outcome::dead_letter(kind, reason));
-    match decode(payload, max_bytes) {
+/// Decodes and maps one payload at `price` under `contract`.
+pub(crate) fn judge(
+    payload: &[u8],
+    max_bytes: usize,
+    price: &EthUsdPrice,
+    contract: &Contract,
+) -> Fate {
+    match decode(payload, max_bytes, contract) {
         Ok(Decoded::Skip(reason)) => Fate::Settle(Outcome::Skipped(reason)),
-        Ok(Decoded::Ticket(ticket)) => match map(*ticket, price) {
-            Ok(mapped) => match serde_json::to_vec(&mapped.event) {
+        Ok(Decoded::Ticket(ticket)) => {
+            let mapped = map(*ticket, price, contract);
+            for field in &mapped.unreadable {
+                metrics()
+                    .dimensions_unreadable
+                    .get_or_create(&Field { field })
+                    .inc();
+            }
+            match serde_json::to_vec(&mapped.event) {
                 Ok(json) => Fate::Event {
                     identity: mapped.identity,
                     event: Box::new(mapped.event),
                     signed_at: mapped.signed_at,
                     json: Bytes::from(json),
                 },
-                Err(e) => dead(DeadLetterKind::InvalidData, e.to_string()),
-            },
-            Err(e) => dead(DeadLetterKind::Fee, e.to_string()),
-        },
-        Err(rejection) => dead(rejection.kind(), rejection.to_string()),
+                Err(e) => Fate::Settle(Outcome::dead_letter(
+                    DeadLetterKind::InvalidData,
+                    e.to_string(),
+                )),
+            }
+        }
+        Err(rejection) => Fate::Settle(Outcome::dead_letter(
+            rejection.kind(),
+            rejection.to_string(),
+        )),
     }
 }
 
@@ -221,7 +242,12 @@ impl Pipeline {
         self.settler().received();
         let read_at = Instant::now();
         let price = self.price.current().price;
-        let outcome = match judge(&record.payload, self.config.max_event_bytes, &price) {
+        let outcome = match judge(
+            &record.payload,
+            self.config.max_event_bytes,
+            &price,
+            &self.config.contract,
+        ) {
             Fate::Event {
                 identity,
                 event,
@@ -367,7 +393,7 @@ mod tests {
         let sample = br#"{"id":"env-1","type":"create_signed_ticket","timestamp":"1788912000000","data":{"request_id":"r1","auth_id":"c:u","computed_fee":"10","current_time":"2026-09-09T00:00:00.000000001Z"}}"#.to_vec();
         let price: EthUsdPrice = "3500.5".parse().unwrap();
         for cut in 0..sample.len() {
-            let _ = judge(&sample[..cut], DEFAULT_MAX_BYTES, &price);
+            let _ = judge(&sample[..cut], DEFAULT_MAX_BYTES, &price, &Contract::default());
         }
         let mut state = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..20_000 {
@@ -379,7 +405,7 @@ mod tests {
                 let at = (state % bytes.len() as u64) as usize;
                 bytes[at] = (state >> 32) as u8;
             }
-            let _ = judge(&bytes, DEFAULT_MAX_BYTES, &price);
+            let _ = judge(&bytes, DEFAULT_MAX_BYTES, &price, &Contract::default());
         }
     }
 

@@ -411,13 +411,15 @@ fn mapped_events(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .filter_map(|l| match ticketmeter::decode(l.as_bytes(), 1 << 20) {
+        .filter_map(|l| {
+            let contract = ticketmeter::Contract::default();
+            match ticketmeter::decode(l.as_bytes(), 1 << 20, &contract) {
             Ok(ticketmeter::Decoded::Ticket(t)) => {
-                let mapped = ticketmeter::map(*t, &"3500".parse().unwrap()).ok()?;
+                let mapped = ticketmeter::map(*t, &"3500".parse().unwrap(), &contract);
                 Some(serde_json::to_value(&mapped.event).unwrap())
             }
             _ => None,
-        })
+        }})
         .collect()
 }
 

@@ -7,13 +7,18 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
 use support::{eventually, run_lines, test_pipeline, OpenMeter};
-use ticketmeter::{DeadLetterSink, EnsureConfig, Pipeline, PipelineConfig, Tally};
+use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
+use ticketmeter::{
+    DeadLetterSink, EnsureConfig, OffsetTracker, Pipeline, PipelineConfig, PlanKey, PriceFeed,
+    Provisioner, Tally,
+};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -28,13 +33,31 @@ struct Signer {
 }
 
 impl Signer {
-    /// One `create_signed_ticket` line; fees vary so rounding is exercised.
+    /// One `create_signed_ticket` line; fees vary so every ticket has a
+    /// fraction of a micro.
     fn ticket(&mut self, auth_id: &str, signed_at: DateTime<Utc>) -> String {
         self.next += 1;
         let fee_wei: u128 = 1_000_000_000_000 + u128::from(self.next) * 7_919_333;
-        // round_half_up(fee × 3500 / 10^12), exactly.
-        let micros = (fee_wei * 3500 + 500_000_000_000) / 1_000_000_000_000;
-        *self.signed.entry(auth_id.to_owned()).or_default() += Decimal::from(micros);
+        self.sign(auth_id, fee_wei, signed_at)
+    }
+
+    /// A ticket of `fee_wei`, billed to `auth_id` (its own customer).
+    fn sign(&mut self, auth_id: &str, fee_wei: u128, signed_at: DateTime<Utc>) -> String {
+        self.bill(auth_id, auth_id, fee_wei, signed_at)
+    }
+
+    /// A ticket of `fee_wei` under `auth_id`, owed by `customer`: exactly
+    /// fee × 3500 / 10^12 micros.
+    fn bill(
+        &mut self,
+        auth_id: &str,
+        customer: &str,
+        fee_wei: u128,
+        signed_at: DateTime<Utc>,
+    ) -> String {
+        self.next += 1;
+        let micros = Decimal::from(fee_wei * 3500) / Decimal::from(1_000_000_000_000u64);
+        *self.signed.entry(customer.to_owned()).or_default() += micros;
         json!({
             "id": format!("env-{}", self.next),
             "type": "create_signed_ticket",
@@ -423,4 +446,116 @@ async fn a_cached_customer_is_subscribed_again_as_soon_as_its_canceled_subscript
     run_lines(&pipeline, &[signer.ticket("acme:cached", Utc::now())]).await;
     assert_eq!(om.double.subscriptions().len(), 2, "subscribed again");
     report("cached across the end", &om, &signer);
+}
+
+/// Tickets whose per-ticket rounding would drift: 0.4999999999995 µUSD
+/// each rounds to 0, 1.4999999999995 to 1. Sent exactly, the invoice-able
+/// total equals Σ fee × price / 10^12 to the last digit.
+#[tokio::test]
+async fn ten_thousand_tickets_that_rounding_would_drift_bill_their_exact_sum() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let pipeline = billing_pipeline(&om, DeadLetterSink::memory());
+    let mut signer = Signer::default();
+    let now = Utc::now();
+    let lines: Vec<String> = (0..10_000u128)
+        .map(|i| {
+            let fee = if i % 2 == 0 { 142_857_142_857 } else { 428_571_428_571 };
+            signer.sign(&format!("dense:session-{}", i % 4), fee + i % 3, now)
+        })
+        .collect();
+    run_lines(&pipeline, &lines).await;
+    report("dense", &om, &signer);
+    let rounded_away = Decimal::from(lines.len() as u64) * Decimal::new(5, 1);
+    eprintln!(
+        "dense: {} tickets billed {} µUSD exactly; per-ticket rounding could drift by up to {rounded_away}",
+        lines.len(),
+        signer.total()
+    );
+}
+
+/// A pipeline whose new app owners are subscribed to `owner_plan`.
+async fn owner_plan_pipeline(om: &OpenMeter, owner_plan: &str, dlq: DeadLetterSink) -> Pipeline {
+    let owner_plan: PlanKey = owner_plan.parse().unwrap();
+    bootstrap(
+        &om.client(None),
+        &Catalog::builtin(&owner_plan),
+        &BootstrapOptions::default(),
+    )
+    .await
+    .expect("owner plan published");
+    let provisioner = Provisioner::new(
+        om.client(None),
+        support::PLAN.parse().unwrap(),
+        EnsureConfig::default(),
+    )
+    .with_owner_plan(Some(owner_plan));
+    ticketmeter::pipeline(
+        provisioner,
+        dlq,
+        Arc::new(OffsetTracker::default()),
+        PriceFeed::fixed("3500".parse().unwrap()),
+        quick(),
+    )
+}
+
+fn plan_of(om: &OpenMeter, customer_key: &str) -> String {
+    let customer = om
+        .double
+        .customers()
+        .into_iter()
+        .find(|c| c.key == customer_key)
+        .unwrap_or_else(|| panic!("no customer {customer_key}"));
+    om.double
+        .subscriptions()
+        .into_iter()
+        .find(|s| s.customer_id == customer.id)
+        .and_then(|s| s.plan)
+        .map(|p| p.key)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn owners_and_payers_are_billed_with_the_actor_kept_as_a_dimension() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let dlq = DeadLetterSink::memory();
+    let pipeline = owner_plan_pipeline(&om, "clearinghouse_owner_starter", dlq.clone()).await;
+    let mut signer = Signer::default();
+    let now = Utc::now();
+    let lines = vec![
+        signer.bill("app_abc:owner:U1#actor-7", "U1", 1_000_000_000_000, now),
+        signer.bill("app_abc:owner: U1 ", "U1", 2_000_000_000_000, now),
+        signer.bill("app_abc:eu_123#actor-9", "eu_123", 3_000_000_000_000, now),
+        signer.bill("acme:bob#ci-runner", "bob", 4_000_000_000_000, now),
+        signer.bill("acme:alice", "acme:alice", 5_000_000_000_000, now),
+        json!({"id": "env-empty-owner", "type": "create_signed_ticket",
+               "data": {"auth_id": "app_x:owner:", "computed_fee": "1", "current_time": now.to_rfc3339()}})
+        .to_string(),
+    ];
+    run_lines(&pipeline, &lines).await;
+    report("owners and payers", &om, &signer);
+
+    let mut keys: Vec<String> = om.double.customers().into_iter().map(|c| c.key).collect();
+    keys.sort();
+    assert_eq!(keys, ["U1", "acme:alice", "bob", "eu_123"], "no customer for a compound");
+    assert_eq!(plan_of(&om, "U1"), "clearinghouse_owner_starter");
+    assert_eq!(plan_of(&om, "eu_123"), support::PLAN);
+    assert_eq!(plan_of(&om, "acme:alice"), support::PLAN);
+
+    let actors: Vec<(String, String)> = om
+        .double
+        .unique_events()
+        .iter()
+        .map(|e| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+            (text(&e["subject"]), text(&e["data"]["external_user_id"]))
+        })
+        .collect();
+    for (subject, actor) in [("U1", "actor-7"), ("U1", "U1"), ("eu_123", "actor-9"), ("bob", "ci-runner")] {
+        assert!(
+            actors.contains(&(subject.to_owned(), actor.to_owned())),
+            "{subject} billed for {actor}: {actors:?}"
+        );
+    }
+    let dead: Vec<String> = dlq.kept().into_iter().map(|d| d.reason).collect();
+    assert_eq!(dead, ["identity: empty owner id"]);
 }

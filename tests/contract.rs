@@ -74,8 +74,8 @@ use openmeter_double::{Double, DoubleConfig, PlanSeed, Route, RunningDouble};
 use serde_json::{json, Value};
 use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use ticketmeter::{
-    decode, map, ApiError, ClientConfig, CreateSubscription, CustomerById, DeadLetterSink, Decoded,
-    Endpoint, EnsureConfig, Identity, OpenMeterClient, PlanKey, Provisioner, Secret,
+    decode, map, ApiError, Contract, ClientConfig, CreateSubscription, CustomerById, DeadLetterSink, Decoded,
+    Endpoint, EnsureConfig, Identity, OpenMeterClient, SubjectRule, PlanKey, Provisioner, Secret,
     CLOUDEVENT_BATCH, DEFAULT_MAX_BYTES,
 };
 
@@ -98,7 +98,7 @@ fn spec_path() -> PathBuf {
 }
 
 fn fixture_path() -> PathBuf {
-    shared("fixtures/signer-events.jsonl")
+    shared("fixtures/upstream-events.jsonl")
 }
 
 fn plan_key() -> PlanKey {
@@ -655,10 +655,12 @@ fn first_mapped_event() -> Value {
     let text = std::fs::read_to_string(fixture_path()).expect("read the fixtures");
     let price = "3500".parse().expect("price");
     text.lines()
-        .find_map(|line| match decode(line.as_bytes(), DEFAULT_MAX_BYTES) {
-            Ok(Decoded::Ticket(ticket)) => map(*ticket, &price).ok(),
-            _ => None,
-        })
+        .find_map(
+            |line| match decode(line.as_bytes(), DEFAULT_MAX_BYTES, &Contract::default()) {
+                Ok(Decoded::Ticket(ticket)) => Some(map(*ticket, &price, &Contract::default())),
+                _ => None,
+            },
+        )
         .map(|mapped| serde_json::to_value(&mapped.event).expect("event as JSON"))
         .expect("a billable fixture event")
 }
@@ -669,7 +671,7 @@ fn first_mapped_event() -> Value {
 async fn ensure_of_a_new_identity_passes_the_proxy_with_no_violation() {
     let contract = Contract::bootstrapped().await;
     let provisioner = Provisioner::new(contract.client(), plan_key(), EnsureConfig::default());
-    let identity = Identity::from_parts("app-1", "user-1").expect("identity");
+    let identity = Identity::from_parts("app-1", "user-1", SubjectRule::Upstream).expect("identity");
 
     let ensured = provisioner.ensure(&identity).await.expect("ensure");
 
@@ -702,7 +704,7 @@ async fn ensure_of_a_new_identity_passes_the_proxy_with_no_violation() {
 #[tokio::test]
 async fn ensure_of_a_known_identity_passes_the_proxy_with_no_violation() {
     let contract = Contract::bootstrapped().await;
-    let identity = Identity::from_parts("app-1", "user-1").expect("identity");
+    let identity = Identity::from_parts("app-1", "user-1", SubjectRule::Upstream).expect("identity");
     let direct = Provisioner::new(
         contract.direct_client(),
         plan_key(),
@@ -729,7 +731,7 @@ async fn ensure_of_a_known_identity_passes_the_proxy_with_no_violation() {
 #[tokio::test]
 async fn a_conflicting_subscription_create_answers_a_409_that_conforms() {
     let contract = Contract::bootstrapped().await;
-    let identity = Identity::from_parts("app-1", "user-1").expect("identity");
+    let identity = Identity::from_parts("app-1", "user-1", SubjectRule::Upstream).expect("identity");
     let direct = Provisioner::new(
         contract.direct_client(),
         plan_key(),
@@ -765,7 +767,7 @@ async fn a_duplicate_customer_create_answers_a_conflict_that_conforms() {
     contract
         .double
         .seed_customer("app-1:user-1", &["app-1:user-1"]);
-    let key = Identity::from_parts("app-1", "user-1")
+    let key = Identity::from_parts("app-1", "user-1", SubjectRule::Upstream)
         .expect("identity")
         .customer_key();
 
@@ -815,7 +817,7 @@ async fn a_duplicate_customer_create_answers_a_conflict_that_conforms() {
 #[tokio::test]
 async fn a_401_for_a_wrong_token_conforms() {
     let contract = Contract::start().await;
-    let key = Identity::from_parts("app-1", "user-1")
+    let key = Identity::from_parts("app-1", "user-1", SubjectRule::Upstream)
         .expect("identity")
         .customer_key();
 

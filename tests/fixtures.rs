@@ -1,11 +1,19 @@
-//! Golden test: the shared fixtures through the real pipeline give exactly
-//! `expected.jsonl` — the fields sent, the skips and the dead letters.
+//! Golden tests: the shared fixtures through the real pipeline give exactly
+//! their expected results — the fields sent, the skips and the dead
+//! letters. Today's contract (`upstream-events.jsonl`) under the default
+//! settings; the seed's (`signer-events.jsonl`) under the settings that keep
+//! its ids, subjects and rounding.
 
 mod support;
 
 use serde_json::Value;
-use support::{fixtures, fixtures_dir, run_fixtures, run_fixtures_with, OpenMeter};
-use ticketmeter::{BillingPolicy, DeadLetterSink, EventTime, PipelineConfig, Tally};
+use support::{
+    fixtures, fixtures_dir, run_fixtures, run_fixtures_with, seed_fixtures, OpenMeter,
+    SEED_EVENTS, UPSTREAM_EVENTS,
+};
+use ticketmeter::{
+    BillingPolicy, Contract, DeadLetterSink, EventTime, PipelineConfig, Tally, UsdMicros,
+};
 
 fn expected_events(cases: &[(String, Value)]) -> Vec<&Value> {
     cases
@@ -21,35 +29,45 @@ fn sent_event<'a>(sent: &'a [Value], id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("event {id} not sent"))
 }
 
-/// Every field the expectation names has exactly the expected value.
+/// Every field the expectation names has exactly the expected value;
+/// numbers compare by decimal value, never through a float.
 fn assert_subset(expected: &Value, actual: &Value, path: &str) {
-    match expected {
-        Value::Object(fields) => {
+    match (expected, actual) {
+        (Value::Object(fields), _) => {
             for (k, v) in fields {
                 assert_subset(v, &actual[k], &format!("{path}.{k}"));
             }
+        }
+        (Value::Number(x), Value::Number(a)) => {
+            let decimal = |n: &serde_json::Number| n.to_string().parse::<UsdMicros>().unwrap();
+            assert_eq!(decimal(a), decimal(x), "{path}: {a} is not {x}");
         }
         _ => assert_eq!(actual, expected, "{path}"),
     }
 }
 
-#[tokio::test]
-async fn fixtures_sent_with_signed_times_give_exactly_the_expected_results() {
-    let om = OpenMeter::bootstrapped(None).await;
-    let dlq = DeadLetterSink::memory();
-    let config = PipelineConfig {
+/// The signed time, so sent events compare with the fixtures' `time`.
+fn signed_times(contract: Contract) -> PipelineConfig {
+    PipelineConfig {
         billing: BillingPolicy {
             event_time: EventTime::Signed,
             ..BillingPolicy::default()
         },
+        contract,
         ..PipelineConfig::default()
-    };
-    let (pipeline, settled) = run_fixtures_with(om.client(None), dlq.clone(), config).await;
+    }
+}
+
+/// Runs `events` under `config` and checks every sent event, skip and dead
+/// letter against `cases`.
+async fn assert_fixtures(events: &str, cases: &[(String, Value)], config: PipelineConfig) -> Vec<Value> {
+    let om = OpenMeter::bootstrapped(None).await;
+    let dlq = DeadLetterSink::memory();
+    let (pipeline, settled) = run_fixtures_with(om.client(None), dlq.clone(), events, config).await;
     assert!(settled);
 
-    let cases = fixtures();
     let sent = om.double.unique_events();
-    let expected_events = expected_events(&cases);
+    let expected_events = expected_events(cases);
     assert_eq!(
         sent.len(),
         expected_events.len(),
@@ -60,7 +78,6 @@ async fn fixtures_sent_with_signed_times_give_exactly_the_expected_results() {
         let actual = sent_event(&sent, id);
         assert_subset(expected, actual, id);
         assert_eq!(actual["specversion"], "1.0");
-        assert_eq!(actual["data"]["eth_usd_price"], "3500");
     }
 
     let expected_dead: Vec<&str> = cases
@@ -69,12 +86,35 @@ async fn fixtures_sent_with_signed_times_give_exactly_the_expected_results() {
         .collect();
     let dead: Vec<String> = dlq.kept().into_iter().map(|d| d.reason).collect();
     assert_eq!(dead, expected_dead);
-    let tally = pipeline.tally();
     let skips = cases
         .iter()
         .filter(|(_, x)| x.get("skip").is_some())
         .count() as u64;
-    assert_eq!(Tally::get(&tally.skipped), skips);
+    assert_eq!(Tally::get(&pipeline.tally().skipped), skips);
+    sent
+}
+
+#[tokio::test]
+async fn todays_fixtures_give_exactly_the_expected_results_by_default() {
+    let sent = assert_fixtures(
+        UPSTREAM_EVENTS,
+        &fixtures(),
+        signed_times(Contract::default()),
+    )
+    .await;
+    for event in &sent {
+        assert_eq!(event["data"]["eth_usd_price"], serde_json::json!(3500));
+        assert!(event["data"]["fee_wei"].is_number(), "{event}");
+        assert!(event["data"]["billable_secs"].is_number(), "{event}");
+    }
+}
+
+#[tokio::test]
+async fn the_seed_fixtures_give_exactly_the_expected_results_under_the_seed_settings() {
+    let sent = assert_fixtures(SEED_EVENTS, &seed_fixtures(), signed_times(Contract::seed())).await;
+    for event in &sent {
+        assert_eq!(event["data"]["eth_usd_price"], "3500");
+    }
 }
 
 /// The fixtures were signed before their customers' subscriptions exist:
@@ -145,13 +185,14 @@ async fn every_fixture_event_reaches_openmeter_after_its_customer_exists() {
     }
 }
 
-#[test]
-fn dry_run_prints_the_expected_lines_without_network() {
+/// `replay --dry-run` over `events` with `env` prints `cases`' lines.
+fn assert_dry_run(events: &str, cases: &[(String, Value)], env: &[(&str, &str)]) {
     let output = std::process::Command::new(support::binary_path())
         .args(["replay", "--dry-run"])
-        .arg(fixtures_dir().join("signer-events.jsonl"))
+        .arg(fixtures_dir().join(events))
         .env_clear()
         .env("ETH_USD_PRICE", "3500")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(output.status.success());
@@ -160,11 +201,28 @@ fn dry_run_prints_the_expected_lines_without_network() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let cases = fixtures();
     assert_eq!(printed.len(), cases.len());
     for ((_, expected), actual) in cases.iter().zip(&printed) {
         assert_subset(expected, actual, "line");
     }
+}
+
+#[test]
+fn dry_run_prints_todays_expected_lines_without_network() {
+    assert_dry_run(UPSTREAM_EVENTS, &fixtures(), &[]);
+}
+
+#[test]
+fn dry_run_prints_the_seeds_expected_lines_under_the_seed_settings() {
+    assert_dry_run(
+        SEED_EVENTS,
+        &seed_fixtures(),
+        &[
+            ("EVENT_ID", "request_id"),
+            ("BILLING_SUBJECT", "auth_id"),
+            ("USD_MICROS", "rounded"),
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -160,10 +160,48 @@ async fn killing_the_collector_mid_stream_loses_nothing() {
         unique()
     );
     let ids = unique_ids(&om);
-    assert!((0..total).all(|i| ids.contains(&format!("req-{i}"))));
+    assert!((0..total).all(|i| ids.contains(&format!("env-{i}"))));
     let deliveries = om.double.deliveries().len();
     println!("delivered {total} unique events in {deliveries} deliveries: {} redelivered after the kills", deliveries - total);
     assert!(stops_cleanly(&mut third));
+}
+
+/// go-livepeer's `request_id` is 8 random hex characters: two tickets can
+/// share one. Each is its own event (its envelope id), and a record the
+/// broker hands over twice is still billed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tickets_sharing_a_request_id_are_both_billed_and_a_redelivered_one_once() {
+    let (topic, partitions) = ("shared-request-ids", 1);
+    let (broker, om) = stack(topic, partitions).await;
+    let signed = |envelope: &str, fee: &str| {
+        json!({"id": envelope, "type": "create_signed_ticket", "timestamp": "1788912000000",
+               "data": {"request_id": "12345678", "auth_id": "acme:alice", "computed_fee": fee,
+                        "current_time": chrono::Utc::now().to_rfc3339()}})
+        .to_string()
+    };
+    let first = signed("7d1f0c2e-0000-4000-8000-00000000a001", "7000000000000");
+    let second = signed("7d1f0c2e-0000-4000-8000-00000000a002", "9000000000000");
+    broker
+        .produce(topic, &[first.clone(), second, first], partitions)
+        .await;
+
+    let mut collector = run_collector(&broker, topic, &om);
+    let both = eventually(WAIT, || unique_ids(&om).len() == 2).await;
+    assert!(both, "both tickets stored: {}", collector.stderr());
+    assert!(eventually(WAIT, || broker.committed(topic, partitions) == [3]).await);
+    let alice = om
+        .double
+        .customers()
+        .into_iter()
+        .find(|c| c.key == "acme:alice")
+        .unwrap();
+    // (7 + 9) × 10^12 wei at 3500 USD/ETH.
+    assert_eq!(
+        om.double.billable_total("billable_usd_micros", &alice.id),
+        rust_decimal::Decimal::from(56_000)
+    );
+    assert_eq!(om.double.unique_events().len(), 2, "the redelivery deduped");
+    assert!(stops_cleanly(&mut collector));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

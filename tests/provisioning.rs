@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use openmeter_double::{PlanSeed, Route};
 use support::{OpenMeter, PLAN, TOKEN};
-use ticketmeter::{EnsureConfig, EnsureError, ErrorClass, Identity, Provisioner};
+use ticketmeter::{EnsureConfig, EnsureError, ErrorClass, Identity, Provisioner, SubjectRule};
 
 fn provisioner(om: &OpenMeter, token: Option<&str>) -> Provisioner {
     Provisioner::new(
@@ -18,7 +18,7 @@ fn provisioner(om: &OpenMeter, token: Option<&str>) -> Provisioner {
 }
 
 fn id(auth: &str) -> Identity {
-    Identity::from_compound("auth_id", auth).unwrap()
+    Identity::from_compound("auth_id", auth, SubjectRule::Upstream).unwrap()
 }
 
 fn seed_active_plan(om: &OpenMeter) -> String {

@@ -43,6 +43,8 @@ pub(crate) fn client(config: &ClientConfig, attempts: u32) -> Result<OpenMeterCl
 /// Ensures customers through `client`.
 pub(crate) fn provisioner(client: OpenMeterClient, settings: &OpenMeterSettings) -> Provisioner {
     Provisioner::new(client, settings.plan_key.clone(), settings.ensure)
+        .with_owner_plan(settings.owner_plan_key.clone())
+        .with_subject_rule(settings.subjects)
 }
 
 /// The pipeline `run`, `replay` and `dlq replay` share. The price comes
@@ -135,6 +137,7 @@ pub(super) fn continuous_audit(
             settle: settings.settle,
             collection_window: settings.collection_window,
             max_event_bytes: pipeline.config.max_event_bytes,
+            contract: pipeline.config.contract,
             progress: false,
         },
     };

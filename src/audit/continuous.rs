@@ -113,7 +113,7 @@ fn record(gauges: &AuditGauges, report: &Report) {
     gauges.unbillable_events.set(n(t.unbillable_events));
     gauges
         .unbillable_usd_micros
-        .set(i64::try_from(t.money.unbillable_usd_micros).unwrap_or(i64::MAX));
+        .set(i64::try_from(t.money.unbillable_usd_micros.whole_u64()).unwrap_or(i64::MAX));
     gauges.duplicate_events.set(n(t.duplicate_events));
     gauges.dead_lettered_events.set(n(t.dead_lettered_events));
     gauges.unexpected_events.set(n(t.unexpected_events));

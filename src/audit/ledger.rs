@@ -7,6 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use ethnum::U256;
 
+use crate::domain::UsdMicros;
+
 /// A signed event and what OpenMeter holds of it.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
@@ -14,10 +16,11 @@ pub(crate) struct Entry {
     /// Signed time, ns since the epoch.
     pub(crate) signed_ns: i64,
     pub(crate) fee_wei: u128,
-    pub(crate) usd_micros: u128,
+    /// As sent: exact, or rounded under `USD_MICROS=rounded`.
+    pub(crate) usd_micros: UsdMicros,
     /// What the first stored copy says.
     pub(crate) stored_fee_wei: u128,
-    pub(crate) stored_usd_micros: u128,
+    pub(crate) stored_usd_micros: UsdMicros,
     /// Stored copies: under its own id and under its derived repair id.
     pub(crate) copies: u8,
     pub(crate) billable_copies: u8,
@@ -33,7 +36,7 @@ impl Entry {
         self.billable_copies = 0;
         self.unbillable = None;
         self.stored_fee_wei = 0;
-        self.stored_usd_micros = 0;
+        self.stored_usd_micros = UsdMicros::ZERO;
     }
 }
 
@@ -96,6 +99,10 @@ pub(crate) struct Ledger {
     pub(crate) customers: Interner<Box<str>>,
     pub(crate) reasons: Interner<String>,
     pub(crate) entries: HashMap<Box<str>, Entry>,
+    /// The id the other scheme gives each signed event, and back: events
+    /// stored before a cut-over of `EVENT_ID` match under it.
+    others: HashMap<Box<str>, Box<str>>,
+    aliases: HashMap<Box<str>, Box<str>>,
     pub(crate) letters: Vec<Letter>,
     letter_ids: HashSet<Box<str>>,
     pub(crate) unexpected: Unexpected,
@@ -107,10 +114,16 @@ pub(crate) struct Ledger {
 impl Ledger {
     /// Records a signed event; a second record with the same id (a
     /// redelivery) is counted once, as OpenMeter's dedupe does.
-    pub(crate) fn sign(&mut self, id: &str, customer: &str, entry: Entry) {
+    pub(crate) fn sign(&mut self, id: &str, other_id: &str, customer: &str, entry: Entry) {
         if self.entries.contains_key(id) {
             self.redelivered += 1;
             return;
+        }
+        if other_id != id {
+            self.others.insert(Box::from(id), Box::from(other_id));
+            self.aliases
+                .entry(Box::from(other_id))
+                .or_insert_with(|| Box::from(id));
         }
         let customer = self.customers.intern(Box::from(customer));
         self.entries
@@ -132,6 +145,23 @@ impl Ledger {
             id: id.to_owned(),
             reason,
         });
+    }
+
+    /// The signed event a stored id stands for: itself, or the event whose
+    /// other-scheme id it is.
+    pub(crate) fn resolve(&self, id: String) -> String {
+        if self.entries.contains_key(id.as_str()) {
+            return id;
+        }
+        match self.aliases.get(id.as_str()) {
+            Some(primary) => primary.to_string(),
+            None => id,
+        }
+    }
+
+    /// The id the other scheme gives signed event `id`.
+    pub(crate) fn other_id(&self, id: &str) -> Option<&str> {
+        self.others.get(id).map(|o| &**o)
     }
 
     /// Whether `id` was dead-lettered without being a signed event.
@@ -165,11 +195,16 @@ impl Ledger {
 #[derive(Debug, Clone)]
 pub(crate) struct StoredCopy {
     pub(crate) fee_wei: u128,
-    pub(crate) usd_micros: u128,
+    pub(crate) usd_micros: UsdMicros,
     pub(crate) verdict: Result<(), String>,
 }
 
 /// Exact sums: Σ wei over many events exceeds 2^128.
 pub(crate) fn add(sum: &mut U256, value: u128) {
     *sum = sum.saturating_add(U256::from(value));
+}
+
+/// Exact sums of micros (past 2^256 atoms the sum stops growing).
+pub(crate) fn add_micros(sum: &mut UsdMicros, value: UsdMicros) {
+    *sum = sum.checked_add(value).unwrap_or(*sum);
 }

@@ -34,9 +34,10 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::billing::BillingTerms;
-use crate::decode::{decode, Decoded, BILLABLE_TYPE};
+use crate::contract::Contract;
+use crate::decode::{decode, event_id, Decoded, BILLABLE_TYPE};
 use crate::dlq::{letter_header, FileEntry};
-use crate::domain::EthUsdPrice;
+use crate::domain::{AuthId, EthUsdPrice, Identity, UsdMicros};
 use crate::map::{map, Mapped, SOURCE};
 use crate::openmeter::model::IngestedEvent;
 use crate::openmeter::{ApiError, EventQuery, OpenMeterClient};
@@ -85,6 +86,8 @@ pub(crate) struct AuditConfig {
     /// period ended is never invoiced.
     pub(crate) collection_window: Duration,
     pub(crate) max_event_bytes: usize,
+    /// The pipeline's contract, so records map as they were sent.
+    pub(crate) contract: Contract,
     /// Draw a progress bar when stderr is a terminal.
     pub(crate) progress: bool,
 }
@@ -164,6 +167,7 @@ impl Audit {
         let settled_before = Utc::now() - to_delta(self.config.settle);
         Report::build(
             &findings.ledger,
+            &self.price,
             self.config.range,
             settled_before.timestamp_nanos_opt().unwrap_or(i64::MAX),
             findings.notes.clone(),
@@ -226,7 +230,9 @@ impl Audit {
     /// Decodes and maps a record as the pipeline does; `Some` for a ticket
     /// signed inside the range.
     fn signed(&self, payload: &[u8]) -> Option<(Mapped, Entry)> {
-        let Ok(Decoded::Ticket(ticket)) = decode(payload, self.config.max_event_bytes) else {
+        let contract = &self.config.contract;
+        let Ok(Decoded::Ticket(ticket)) = decode(payload, self.config.max_event_bytes, contract)
+        else {
             return None;
         };
         let signed = parse_time(&ticket.time)?;
@@ -234,14 +240,14 @@ impl Audit {
             return None;
         }
         let fee_wei = ticket.fee.get();
-        let mapped = map(*ticket, &self.price).ok()?;
+        let mapped = map(*ticket, &self.price, contract);
         let entry = Entry {
             customer: 0,
             signed_ns: signed.timestamp_nanos_opt().unwrap_or_default(),
             fee_wei,
-            usd_micros: mapped.event.data.network_fee_usd_micros.get(),
+            usd_micros: mapped.event.data.network_fee_usd_micros,
             stored_fee_wei: 0,
-            stored_usd_micros: 0,
+            stored_usd_micros: UsdMicros::ZERO,
             copies: 0,
             billable_copies: 0,
             unbillable: None,
@@ -255,7 +261,7 @@ impl Audit {
             .each_record(&self.source, true, false, "signed events", |record| {
                 if let Some((mapped, entry)) = self.signed(&record.payload) {
                     let key = mapped.identity.customer_key();
-                    ledger.sign(&mapped.event.id, key.as_str(), entry);
+                    ledger.sign(&mapped.event.id, &mapped.other_id, key.as_str(), entry);
                 }
             })
             .await?;
@@ -275,7 +281,7 @@ impl Audit {
                 topic_letter(&record)
             };
             let Some(letter) = letter else { return };
-            let who = identify(&letter.payload, self.config.max_event_bytes);
+            let who = identify(&letter.payload, self.config.max_event_bytes, &self.config.contract);
             let signed = who.signed.or(letter.written);
             if signed.is_some_and(|t| self.config.range.contains(t)) {
                 let id = who.id.unwrap_or(letter.position);
@@ -301,7 +307,7 @@ impl Audit {
         while let Some(events) = pages.next().await? {
             progress.inc(events.len() as u64);
             for event in events {
-                let (key, _) = original(&event);
+                let key = findings.ledger.resolve(original(&event).0);
                 let signed = signed_time(&event);
                 if !signed.is_some_and(|t| self.config.range.contains(t)) {
                     continue;
@@ -324,7 +330,9 @@ impl Audit {
     ) -> Result<Vec<Found>, AuditError> {
         let mut all = Vec::new();
         for chunk in ids.chunks(LOOKUP_CHUNK) {
-            let found = self.lookup(&mut findings.terms, chunk).await?;
+            let found = self
+                .lookup(&mut findings.terms, &findings.ledger, chunk)
+                .await?;
             for id in chunk {
                 if let Some(entry) = findings.ledger.entries.get_mut(id.as_str()) {
                     entry.forget_copies();
@@ -338,27 +346,30 @@ impl Audit {
         Ok(all)
     }
 
+    /// Asks for each id, its derived repair id and the id the other
+    /// scheme gives it (an event stored before a cut-over).
     async fn lookup(
         &self,
         terms: &mut HashMap<String, Arc<[BillingTerms]>>,
+        ledger: &Ledger,
         ids: &[String],
     ) -> Result<Vec<Found>, AuditError> {
-        let (plain, odd): (Vec<&String>, Vec<&String>) =
-            ids.iter().partition(|id| !id.contains(','));
+        let wanted: Vec<String> = ids
+            .iter()
+            .flat_map(|id| {
+                let other = ledger.other_id(id).map(str::to_owned);
+                [Some(id.clone()), Some(derived_id(id)), other]
+            })
+            .flatten()
+            .collect();
+        let (plain, odd): (Vec<String>, Vec<String>) =
+            wanted.into_iter().partition(|id| !id.contains(','));
         let mut queries: Vec<Vec<String>> = Vec::new();
         if !plain.is_empty() {
-            queries.push(
-                plain
-                    .iter()
-                    .flat_map(|id| [id.to_string(), derived_id(id)])
-                    .collect(),
-            );
+            queries.push(plain);
         }
         // `oeq` splits at commas: such ids are asked for one at a time.
-        queries.extend(
-            odd.iter()
-                .flat_map(|id| [vec![id.to_string()], vec![derived_id(id)]]),
-        );
+        queries.extend(odd.into_iter().map(|id| vec![id]));
         let mut found = Vec::new();
         for ids in queries {
             let query = EventQuery {
@@ -369,7 +380,7 @@ impl Audit {
             let mut pages = self.client.event_pages(&query);
             while let Some(events) = pages.next().await? {
                 for event in events {
-                    let (key, _) = original(&event);
+                    let key = ledger.resolve(original(&event).0);
                     found.push(self.judge(terms, key, event).await?);
                 }
             }
@@ -431,7 +442,9 @@ fn record(ledger: &mut Ledger, found: &Found) {
             .and_then(|d| d.fee_wei.as_deref())
             .and_then(|f| f.parse().ok())
             .unwrap_or(0),
-        usd_micros: data.and_then(|d| d.network_fee_usd_micros).unwrap_or(0),
+        usd_micros: data
+            .and_then(|d| d.network_fee_usd_micros)
+            .unwrap_or_default(),
         verdict: found.verdict.clone().map_err(|r| r.to_string()),
     };
     if !ledger.stored(&found.key, copy) && !ledger.is_letter(&found.key) {
@@ -511,8 +524,8 @@ struct Identified {
     signed: Option<DateTime<Utc>>,
 }
 
-fn identify(payload: &[u8], max_bytes: usize) -> Identified {
-    if let Ok(Decoded::Ticket(t)) = decode(payload, max_bytes) {
+fn identify(payload: &[u8], max_bytes: usize, contract: &Contract) -> Identified {
+    if let Ok(Decoded::Ticket(t)) = decode(payload, max_bytes, contract) {
         return Identified {
             signed: parse_time(&t.time),
             customer: Some(t.identity.customer_key().to_string()),
@@ -538,11 +551,28 @@ fn identify(payload: &[u8], max_bytes: usize) -> Identified {
                 .find_map(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()))
                 .and_then(DateTime::from_timestamp_millis)
         });
+    let id_of = |v: &serde_json::Value| text(v).unwrap_or_default();
     Identified {
-        id: text(&data["request_id"]).or_else(|| text(&value["id"])),
-        customer: text(&data["auth_id"]),
+        id: Some(event_id(
+            contract.ids,
+            &id_of(&value["id"]),
+            &id_of(&data["request_id"]),
+            payload,
+        )),
+        customer: letter_customer(text(&data["auth_id"]), contract),
         signed,
     }
+}
+
+/// The customer an undecodable letter's `auth_id` names, by the contract's
+/// rule when it resolves, else the raw `auth_id`.
+fn letter_customer(auth_id: Option<String>, contract: &Contract) -> Option<String> {
+    let raw = auth_id?;
+    let resolved = AuthId::parse("auth_id", &raw)
+        .ok()
+        .and_then(|a| Identity::resolve(a, contract.subjects).ok())
+        .map(|i| i.customer_key().to_string());
+    Some(resolved.unwrap_or(raw))
 }
 
 #[cfg(test)]
@@ -550,10 +580,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_undecodable_letter_is_still_named_by_its_request_id_customer_and_time() {
+    fn an_undecodable_letter_is_still_named_by_its_event_id_customer_and_time() {
         let payload = br#"{"id":"env","type":"create_signed_ticket","data":{"request_id":"r-9","auth_id":"a:b","computed_fee":"1.5","current_time":"2026-11-24T09:00:00Z"}}"#;
-        let who = identify(payload, 1 << 20);
-        assert_eq!(who.id.as_deref(), Some("r-9"));
+        let who = identify(payload, 1 << 20, &Contract::default());
+        assert_eq!(who.id.as_deref(), Some("env"));
         assert_eq!(who.customer.as_deref(), Some("a:b"));
         assert_eq!(who.signed, parse_time("2026-11-24T09:00:00Z"));
     }
@@ -561,7 +591,7 @@ mod tests {
     #[test]
     fn a_letter_without_identity_falls_back_to_the_envelope_and_its_timestamp() {
         let payload = br#"{"id":"env-7","type":"create_signed_ticket","timestamp":"1795510860000","data":{"auth_id":" "}}"#;
-        let who = identify(payload, 1 << 20);
+        let who = identify(payload, 1 << 20, &Contract::default());
         assert_eq!(who.id.as_deref(), Some("env-7"));
         assert_eq!(who.customer, None);
         assert_eq!(
@@ -572,6 +602,9 @@ mod tests {
 
     #[test]
     fn garbage_identifies_as_nothing() {
-        assert_eq!(identify(b"\xff\x00", 1 << 20), Identified::default());
+        assert_eq!(
+            identify(b"\xff\x00", 1 << 20, &Contract::default()),
+            Identified::default()
+        );
     }
 }

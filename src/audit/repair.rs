@@ -343,15 +343,17 @@ fn derive(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::Contract;
     use crate::decode::{decode, Decoded};
     use crate::map::map;
 
     fn event() -> UsageEvent {
         let line = r#"{"id":"e1","type":"create_signed_ticket","data":{"request_id":"r1","auth_id":"a:b","computed_fee":"1","current_time":"2026-11-24T09:00:00Z"}}"#;
-        let Ok(Decoded::Ticket(ticket)) = decode(line.as_bytes(), 1 << 20) else {
+        let contract = Contract::seed();
+        let Ok(Decoded::Ticket(ticket)) = decode(line.as_bytes(), 1 << 20, &contract) else {
             panic!("a valid ticket");
         };
-        map(*ticket, &"3500".parse().unwrap()).unwrap().event
+        map(*ticket, &"3500".parse().unwrap(), &contract).event
     }
 
     #[test]

@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use ethnum::U256;
 use serde::{Serialize, Serializer};
 
-use super::ledger::{add, Entry, Ledger};
+use super::ledger::{add, add_micros, Entry, Ledger};
+use crate::domain::{EthUsdPrice, UsdMicros};
 use super::range::{rfc3339, TimeRange};
 
 /// `--format`.
@@ -43,7 +44,10 @@ pub(crate) struct Totals {
     #[serde(serialize_with = "as_decimal")]
     pub(crate) signed_fee_wei: U256,
     #[serde(serialize_with = "as_decimal")]
-    pub(crate) signed_usd_micros: U256,
+    pub(crate) signed_usd_micros: UsdMicros,
+    /// Σ micros sent − Σ exact micros: what per-ticket rounding
+    /// (`USD_MICROS=rounded`) added (or, negative, lost); 0 when exact.
+    pub(crate) rounding_drift_usd_micros: String,
     pub(crate) stored_events: u64,
     pub(crate) missing_events: u64,
     pub(crate) unexpected_events: u64,
@@ -62,6 +66,8 @@ pub(crate) struct CustomerReport {
     pub(crate) missing: Vec<String>,
     pub(crate) unbillable: Vec<IdReason>,
     pub(crate) dead_lettered: Vec<IdReason>,
+    /// As in [`Totals`], for this customer.
+    pub(crate) rounding_drift_usd_micros: String,
     #[serde(skip)]
     pub(crate) money: CustomerMoney,
 }
@@ -85,15 +91,15 @@ pub(crate) struct RepairAction {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StoredMoney {
     pub(crate) stored_fee_wei: U256,
-    pub(crate) stored_usd_micros: U256,
-    pub(crate) unbillable_usd_micros: U256,
-    pub(crate) missing_usd_micros: U256,
+    pub(crate) stored_usd_micros: UsdMicros,
+    pub(crate) unbillable_usd_micros: UsdMicros,
+    pub(crate) missing_usd_micros: UsdMicros,
 }
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CustomerMoney {
     pub(crate) signed_fee_wei: U256,
-    pub(crate) signed_usd_micros: U256,
+    pub(crate) signed_usd_micros: UsdMicros,
     pub(crate) stored: StoredMoney,
     pub(crate) duplicates: u64,
 }
@@ -143,6 +149,7 @@ impl Report {
     /// Builds the report from what the audit learnt.
     pub(crate) fn build(
         ledger: &Ledger,
+        price: &EthUsdPrice,
         range: TimeRange,
         settled_before_ns: i64,
         notes: Notes,
@@ -178,7 +185,11 @@ impl Report {
         totals.unexpected_events = ledger.unexpected.count;
         notes.unexpected_sample = ledger.unexpected.sample.clone();
         let mut customers: Vec<CustomerReport> = by_customer.into_values().collect();
+        totals.rounding_drift_usd_micros =
+            drift(totals.signed_usd_micros, totals.signed_fee_wei, price);
         for c in &mut customers {
+            c.rounding_drift_usd_micros =
+                drift(c.money.signed_usd_micros, c.money.signed_fee_wei, price);
             c.missing.sort();
             c.unbillable.sort_by(|a, b| a.id.cmp(&b.id));
             c.dead_lettered.sort_by(|a, b| a.id.cmp(&b.id));
@@ -359,8 +370,20 @@ impl CustomerReport {
             missing: Vec::new(),
             unbillable: Vec::new(),
             dead_lettered: Vec::new(),
+            rounding_drift_usd_micros: "0".to_owned(),
             money: CustomerMoney::default(),
         }
+    }
+}
+
+/// `sent − exact(wei)`, signed, where exact is `Σ wei × price / 10^12`.
+fn drift(sent: UsdMicros, wei: U256, price: &EthUsdPrice) -> String {
+    let Some(exact) = price.micros_of(wei) else {
+        return "unknown (Σ wei × price exceeds 2^256)".to_owned();
+    };
+    match sent.difference(exact) {
+        (true, magnitude) => format!("-{magnitude}"),
+        (false, magnitude) => magnitude.to_string(),
     }
 }
 
@@ -377,15 +400,15 @@ fn tally(
     row.signed_events += 1;
     totals.signed_events += 1;
     add(&mut row.money.signed_fee_wei, entry.fee_wei);
-    add(&mut row.money.signed_usd_micros, entry.usd_micros);
+    add_micros(&mut row.money.signed_usd_micros, entry.usd_micros);
     add(&mut totals.signed_fee_wei, entry.fee_wei);
-    add(&mut totals.signed_usd_micros, entry.usd_micros);
+    add_micros(&mut totals.signed_usd_micros, entry.usd_micros);
     if entry.copies > 0 {
         row.stored_events += 1;
         totals.stored_events += 1;
         for money in [&mut row.money.stored, &mut totals.money] {
             add(&mut money.stored_fee_wei, entry.stored_fee_wei);
-            add(&mut money.stored_usd_micros, entry.stored_usd_micros);
+            add_micros(&mut money.stored_usd_micros, entry.stored_usd_micros);
         }
     }
     match status(entry, settled_before_ns) {
@@ -408,7 +431,7 @@ fn tally(
             });
             totals.unbillable_events += 1;
             for money in [&mut row.money.stored, &mut totals.money] {
-                add(&mut money.unbillable_usd_micros, entry.stored_usd_micros);
+                add_micros(&mut money.unbillable_usd_micros, entry.stored_usd_micros);
             }
         }
         Status::InFlight => notes.in_flight += 1,
@@ -416,7 +439,7 @@ fn tally(
             row.missing.push(id.to_owned());
             totals.missing_events += 1;
             for money in [&mut row.money.stored, &mut totals.money] {
-                add(&mut money.missing_usd_micros, entry.usd_micros);
+                add_micros(&mut money.missing_usd_micros, entry.usd_micros);
             }
         }
     }
@@ -527,6 +550,6 @@ fn as_rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error>
     s.serialize_str(&rfc3339(*t))
 }
 
-fn as_decimal<S: Serializer>(v: &U256, s: S) -> Result<S::Ok, S::Error> {
+fn as_decimal<S: Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }

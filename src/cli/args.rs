@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::deliver::{BillingPolicy, EventTime};
-use crate::domain::{EthUsdPrice, PlanKey, DEFAULT_PLAN_KEY};
+use crate::contract::IdScheme;
+use crate::domain::{Amounts, EthUsdPrice, PlanKey, SubjectRule, DEFAULT_PLAN_KEY};
 use crate::ensure::EnsureConfig;
 use crate::openmeter::ClientConfig;
 use crate::pipeline::PipelineConfig;
@@ -123,9 +124,21 @@ pub(crate) struct OpenMeterArgs {
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct EnsureArgs {
-    /// Plan every new customer is subscribed to.
+    /// Plan every new customer is subscribed to (but app owners, when
+    /// OPENMETER_OWNER_PLAN_KEY is set).
     #[arg(long, env = "OPENMETER_DEFAULT_PLAN_KEY", default_value = DEFAULT_PLAN_KEY)]
     pub(crate) default_plan_key: PlanKey,
+    /// Plan new app-owner customers (`<client>:owner:<id>`) are subscribed
+    /// to, e.g. the upstream catalog's `clearinghouse_owner_starter`;
+    /// unset: the default plan.
+    #[arg(long, env = "OPENMETER_OWNER_PLAN_KEY")]
+    pub(crate) owner_plan_key: Option<PlanKey>,
+    /// Who an event bills. `upstream`: today's collectors' rules (an
+    /// `owner:` payer is the bare owner, `eu_` an end-user wallet,
+    /// `payer#actor` bills the payer). `auth_id`: always the whole
+    /// `auth_id`, as the original did.
+    #[arg(long, env = "BILLING_SUBJECT", value_enum, default_value_t = SubjectRule::default())]
+    pub(crate) billing_subject: SubjectRule,
     /// How long an ensured identity is trusted without asking OpenMeter.
     #[arg(long, env = "ENSURE_CACHE_TTL", default_value = shown(ensure().cache_ttl), value_parser = duration)]
     pub(crate) ensure_cache_ttl: Duration,
@@ -198,6 +211,17 @@ pub(crate) struct BatchArgs {
     /// counted as missing its invoice.
     #[arg(long, env = "BILLING_COLLECTION_WINDOW", default_value = shown(batch().billing.collection_window), value_parser = duration)]
     pub(crate) billing_collection_window: Duration,
+    /// The CloudEvent id. `envelope`: the envelope `id` (unique per event,
+    /// stable on redelivery), else `request_id`, else a digest of the
+    /// record. `request_id`: the original's, for a cut-over only: distinct
+    /// tickets share 8-hex request ids and OpenMeter keeps one of each pair.
+    #[arg(long, env = "EVENT_ID", value_enum, default_value_t = batch().contract.ids)]
+    pub(crate) event_id: IdScheme,
+    /// `exact`: the exact fractional fee in micros, `fee_wei` and
+    /// `eth_usd_price` as numbers. `rounded`: whole micros rounded half-up
+    /// per ticket, `fee_wei` and `eth_usd_price` as strings (the original).
+    #[arg(long, env = "USD_MICROS", value_enum, default_value_t = batch().contract.amounts)]
+    pub(crate) usd_micros: Amounts,
 }
 
 #[derive(Debug, Clone, Args)]

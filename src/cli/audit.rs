@@ -54,6 +54,7 @@ async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
             settle: args.settle,
             collection_window: args.collection_window,
             max_event_bytes: args.pipeline.batch.max_event_bytes,
+            contract: config::contract(&args.pipeline),
             progress: true,
         },
     };

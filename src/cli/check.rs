@@ -34,7 +34,7 @@ pub(super) async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             result: Err(format!("{e:#}")),
         }),
         Ok((client, settings)) => {
-            checks.push(plan_check(&client, &settings).await);
+            checks.extend(plan_checks(&client, &settings).await);
             checks.extend(catalog_checks(&client, &args).await);
         }
     }
@@ -90,15 +90,16 @@ async fn price_check(args: &CheckArgs) -> Check {
     }
 }
 
-/// The token works and the default plan has a version customers can be
-/// subscribed to. A plan that exists only as a draft (a publish OpenMeter
-/// refused) is named as such, with what to do about it.
-async fn plan_check(client: &OpenMeterClient, settings: &OpenMeterSettings) -> Check {
-    let key = &settings.plan_key;
-    let result = match app::provisioner(client.clone(), settings)
-        .default_plan()
-        .await
-    {
+/// The token works and the plan `role` customers get has a version they
+/// can be subscribed to. A plan that exists only as a draft (a publish
+/// OpenMeter refused) is named as such, with what to do about it.
+async fn plan_check(
+    client: &OpenMeterClient,
+    settings: &OpenMeterSettings,
+    role: &str,
+    key: &PlanKey,
+) -> Check {
+    let result = match app::provisioner(client.clone(), settings).plan(key).await {
         Ok(plan) => Ok(format!("version {} is subscribable", plan.version)),
         Err(e) => Err(match only_draft(client, key).await {
             Some(version) => format!(
@@ -110,9 +111,18 @@ async fn plan_check(client: &OpenMeterClient, settings: &OpenMeterSettings) -> C
         }),
     };
     Check {
-        name: format!("OpenMeter token and default plan {key}"),
+        name: format!("OpenMeter token and {role} plan {key}"),
         result,
     }
+}
+
+/// The default plan, and the owner plan when app owners get another one.
+async fn plan_checks(client: &OpenMeterClient, settings: &OpenMeterSettings) -> Vec<Check> {
+    let mut checks = vec![plan_check(client, settings, "default", &settings.plan_key).await];
+    if let Some(owner) = settings.owner_plan_key.as_ref().filter(|k| **k != settings.plan_key) {
+        checks.push(plan_check(client, settings, "app-owner", owner).await);
+    }
+    checks
 }
 
 /// The highest draft version of `key` when no version is published.

@@ -15,6 +15,7 @@ use crate::app::{
     ApiSettings, Config, ContinuousAuditSettings, KafkaSettings, OpenMeterSettings,
     PipelineSettings,
 };
+use crate::contract::Contract;
 use crate::deliver::BillingPolicy;
 use crate::ensure::EnsureConfig;
 use crate::openmeter::{ClientConfig, Endpoint};
@@ -38,7 +39,7 @@ pub(super) fn pipeline(args: &PipelineArgs) -> anyhow::Result<PipelineSettings> 
     Ok(PipelineSettings {
         openmeter: openmeter(&args.openmeter, &args.ensure)?,
         price: price(&args.price),
-        batch: batch(&args.batch),
+        batch: batch(&args.batch, contract(args)),
     })
 }
 
@@ -49,6 +50,8 @@ pub(super) fn openmeter(
     Ok(OpenMeterSettings {
         client: client(args)?,
         plan_key: ensure.default_plan_key.clone(),
+        owner_plan_key: ensure.owner_plan_key.clone(),
+        subjects: ensure.billing_subject,
         ensure: EnsureConfig {
             cache_ttl: ensure.ensure_cache_ttl,
             cache_capacity: ensure.ensure_cache_capacity,
@@ -100,7 +103,16 @@ pub(super) fn price(args: &PriceArgs) -> PriceSource {
     }
 }
 
-fn batch(args: &BatchArgs) -> PipelineConfig {
+/// The event contract: `EVENT_ID`, `BILLING_SUBJECT`, `USD_MICROS`.
+pub(super) fn contract(args: &PipelineArgs) -> Contract {
+    Contract {
+        ids: args.batch.event_id,
+        subjects: args.ensure.billing_subject,
+        amounts: args.batch.usd_micros,
+    }
+}
+
+fn batch(args: &BatchArgs, contract: Contract) -> PipelineConfig {
     PipelineConfig {
         batch_max_events: args.batch_max_events.max(1),
         batch_max_bytes: args.batch_max_bytes,
@@ -113,6 +125,7 @@ fn batch(args: &BatchArgs) -> PipelineConfig {
             collection_window: args.billing_collection_window,
         },
         backoff: Backoff::default(),
+        contract,
     }
 }
 

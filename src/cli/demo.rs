@@ -17,7 +17,8 @@ use crate::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use crate::commit::OffsetTracker;
 use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 use crate::dlq::DeadLetterSink;
-use crate::domain::{EthUsdPrice, PlanKey, DEFAULT_PLAN_KEY};
+use crate::contract::Contract;
+use crate::domain::{EthUsdPrice, PlanKey, UsdMicros, DEFAULT_PLAN_KEY};
 use crate::ensure::{EnsureConfig, Provisioner};
 use crate::map::map;
 use crate::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
@@ -89,19 +90,21 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// USD micros signed per `auth_id`: every line decoded and mapped exactly
+/// USD micros signed per customer: every line decoded and mapped exactly
 /// as the pipeline does (lines it dead-letters sign nothing billable).
-fn signed_micros(text: &str, price: &EthUsdPrice) -> BTreeMap<String, u128> {
-    let mut signed = BTreeMap::new();
+fn signed_micros(text: &str, price: &EthUsdPrice) -> BTreeMap<String, UsdMicros> {
+    let contract = Contract::default();
+    let mut signed: BTreeMap<String, UsdMicros> = BTreeMap::new();
     for line in text.lines() {
-        let Ok(Decoded::Ticket(ticket)) = decode(line.as_bytes(), DEFAULT_MAX_BYTES) else {
+        let Ok(Decoded::Ticket(ticket)) = decode(line.as_bytes(), DEFAULT_MAX_BYTES, &contract)
+        else {
             continue;
         };
-        if let Ok(mapped) = map(*ticket, price) {
-            *signed
-                .entry(mapped.identity.auth_id().as_str().to_owned())
-                .or_default() += mapped.event.data.billable_usd_micros.get();
-        }
+        let mapped = map(*ticket, price, &contract);
+        let sum = signed.entry(mapped.event.subject.clone()).or_default();
+        *sum = sum
+            .checked_add(mapped.event.data.billable_usd_micros)
+            .unwrap_or(*sum);
     }
     signed
 }
@@ -109,20 +112,20 @@ fn signed_micros(text: &str, price: &EthUsdPrice) -> BTreeMap<String, u128> {
 /// What each customer will be invoiced (the double's meter query, counting
 /// only events inside the subscription's service period, as invoicing does)
 /// next to what the signer signed for it.
-fn print_money(double: &Double, signed: &BTreeMap<String, u128>) {
+fn print_money(double: &Double, signed: &BTreeMap<String, UsdMicros>) {
     println!("\n== money: signed vs. what OpenMeter will invoice (meter {BILLED_METER}, µUSD)");
     let customers = double.customers();
     let (mut signed_total, mut billed_total) = (Decimal::ZERO, Decimal::ZERO);
-    for (auth_id, micros) in signed {
-        let signed = Decimal::from(*micros);
+    for (customer, micros) in signed {
+        let signed = Decimal::from_str_exact(&micros.to_string()).unwrap_or(Decimal::MAX);
         let billed = customers
             .iter()
-            .find(|c| c.subject_keys().iter().any(|k| k == auth_id))
+            .find(|c| c.subject_keys().iter().any(|k| k == customer))
             .map_or(Decimal::ZERO, |c| {
                 double.billable_total(BILLED_METER, &c.id)
             });
         let mark = if billed == signed { "✓" } else { "✗" };
-        println!("  {mark} {auth_id:<22} signed {signed:>10}  billed {billed:>10}");
+        println!("  {mark} {customer:<22} signed {signed:>10}  billed {billed:>10}");
         signed_total += signed;
         billed_total += billed;
     }

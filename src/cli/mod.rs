@@ -89,9 +89,10 @@ async fn serve(args: args::ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn ensure_one(args: args::EnsureCmd) -> anyhow::Result<ExitCode> {
+    let rule = args.ensure.billing_subject;
     let identity = match (&args.auth_id, &args.client_id, &args.external_user_id) {
-        (Some(auth), _, _) => Identity::from_compound("auth_id", auth)?,
-        (None, Some(client), Some(user)) => Identity::from_parts(client, user)?,
+        (Some(auth), _, _) => Identity::from_compound("auth_id", auth, rule)?,
+        (None, Some(client), Some(user)) => Identity::from_parts(client, user, rule)?,
         _ => bail!("give --auth-id client:user, or --client-id and --external-user-id"),
     };
     let provisioner = one_shot_provisioner(&args.openmeter, &args.ensure)?;

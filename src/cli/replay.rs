@@ -16,6 +16,7 @@ use super::args::{DlqReplayArgs, ReplayArgs};
 use super::{shutdown_signal, start_pipeline};
 use crate::dlq::{letter_line, DeadLetterSink};
 use crate::domain::EthUsdPrice;
+use crate::contract::Contract;
 use crate::pipeline::{judge, Fate};
 use crate::settle::{Outcome, Tally};
 use crate::source::file::{payload_line, read_lines};
@@ -25,7 +26,9 @@ pub(super) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let Some(price) = args.pipeline.price.eth_usd_price else {
             bail!("--dry-run uses no network: set ETH_USD_PRICE (or --eth-usd-price)");
         };
-        return dry_run(&args.file, &price, args.pipeline.batch.max_event_bytes).await;
+        let contract = super::config::contract(&args.pipeline);
+        let max_bytes = args.pipeline.batch.max_event_bytes;
+        return dry_run(&args.file, &price, max_bytes, &contract).await;
     }
     let cancel = shutdown_signal();
     let dlq = DeadLetterSink::file(&args.dlq_file);
@@ -53,7 +56,12 @@ async fn open(path: &Path) -> anyhow::Result<Box<dyn AsyncBufRead + Unpin + Send
 /// `{"skip": …}` / `{"dead_letter": …}` (the fixtures' format). Lines are
 /// read as bytes and judged exactly as `replay` would judge them, so a line
 /// that is not UTF-8 is a dead letter here too, not the end of the run.
-async fn dry_run(path: &Path, price: &EthUsdPrice, max_bytes: usize) -> anyhow::Result<ExitCode> {
+async fn dry_run(
+    path: &Path,
+    price: &EthUsdPrice,
+    max_bytes: usize,
+    contract: &Contract,
+) -> anyhow::Result<ExitCode> {
     let (tx, mut rx) = mpsc::channel(256);
     let reading = tokio::spawn(read_lines(
         open(path).await?,
@@ -65,7 +73,7 @@ async fn dry_run(path: &Path, price: &EthUsdPrice, max_bytes: usize) -> anyhow::
     ));
     let mut out = std::io::stdout().lock();
     while let Some(record) = rx.recv().await {
-        let line = match judge(&record.payload, max_bytes, price) {
+        let line = match judge(&record.payload, max_bytes, price, contract) {
             Fate::Event { json, .. } => String::from_utf8_lossy(&json).into_owned(),
             Fate::Settle(Outcome::Skipped(reason)) => {
                 json!({ "skip": reason.to_string() }).to_string()

@@ -217,7 +217,7 @@ mod tests {
     use crate::domain::Identity;
 
     fn key(text: &str) -> CustomerKey {
-        Identity::from_compound("auth_id", text)
+        Identity::from_compound("auth_id", text, crate::domain::SubjectRule::AuthId)
             .unwrap()
             .customer_key()
     }

@@ -19,7 +19,7 @@ use thiserror::Error;
 
 use crate::billing::BillingTerms;
 use crate::dlq::DeadLetterKind;
-use crate::domain::{CustomerKey, Identity, PlanKey};
+use crate::domain::{CustomerKey, Identity, PlanKey, SubjectKind, SubjectRule};
 use crate::metrics::metrics;
 use crate::openmeter::model::{CreateSubscription, Customer, CustomerById, PlanRef, Subscription};
 use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
@@ -88,7 +88,7 @@ pub enum EnsureError {
     },
     #[error(
         "plan {0:?} has no version active now in OpenMeter: run `ticketmeter bootstrap` \
-         (a draft must be published) or set OPENMETER_DEFAULT_PLAN_KEY to a published plan"
+         (a draft must be published) or set OPENMETER_DEFAULT_PLAN_KEY (OPENMETER_OWNER_PLAN_KEY for owners) to a published plan"
     )]
     NoSubscribablePlan(PlanKey),
 }
@@ -134,12 +134,16 @@ fn at(step: Call) -> impl FnOnce(ApiError) -> EnsureError {
 pub struct Provisioner {
     client: OpenMeterClient,
     plan_key: PlanKey,
+    /// The plan new app-owner customers get, when it is not the default.
+    owner_plan_key: Option<PlanKey>,
+    /// How callers that hand in raw identities (`/ensure`) resolve them.
+    subjects: SubjectRule,
     ensured: Arc<EnsuredCache>,
     /// Ensures under way; an entry lives only while its flight does.
     flights: Cache<CustomerKey, Arc<Ensured>>,
     /// Customers OpenMeter refused ([`ErrorClass::Customer`]), briefly.
     refused: Cache<CustomerKey, Arc<EnsureError>>,
-    plan: Cache<(), PlanRef>,
+    plans: Cache<PlanKey, PlanRef>,
 }
 
 impl Provisioner {
@@ -147,21 +151,53 @@ impl Provisioner {
         Self {
             client,
             plan_key,
+            owner_plan_key: None,
+            subjects: SubjectRule::default(),
             ensured: Arc::new(EnsuredCache::new(config.cache_capacity, config.cache_ttl)),
             flights: Cache::builder().max_capacity(FLIGHTS).build(),
             refused: Cache::builder()
                 .max_capacity(FLIGHTS)
                 .time_to_live(config.refusal_ttl)
                 .build(),
-            plan: Cache::builder()
-                .max_capacity(1)
+            plans: Cache::builder()
+                .max_capacity(16)
                 .time_to_live(config.plan_ttl)
                 .build(),
         }
     }
 
+    /// New app-owner customers (`owner_wallet`) are subscribed to `key`,
+    /// everyone else to the default plan.
+    pub fn with_owner_plan(mut self, key: Option<PlanKey>) -> Self {
+        self.owner_plan_key = key.filter(|k| *k != self.plan_key);
+        self
+    }
+
+    /// The rule raw identities handed to this provisioner are read by.
+    pub fn with_subject_rule(mut self, rule: SubjectRule) -> Self {
+        self.subjects = rule;
+        self
+    }
+
+    pub fn subject_rule(&self) -> SubjectRule {
+        self.subjects
+    }
+
     pub fn plan_key(&self) -> &PlanKey {
         &self.plan_key
+    }
+
+    /// The plan a new customer of this kind is subscribed to.
+    pub fn plan_for(&self, kind: SubjectKind) -> &PlanKey {
+        match (kind, &self.owner_plan_key) {
+            (SubjectKind::OwnerWallet, Some(owner)) => owner,
+            _ => &self.plan_key,
+        }
+    }
+
+    /// The owner plan, when it differs from the default.
+    pub fn owner_plan_key(&self) -> Option<&PlanKey> {
+        self.owner_plan_key.as_ref()
     }
 
     pub fn client(&self) -> &OpenMeterClient {
@@ -183,7 +219,8 @@ impl Provisioner {
         let flight: Result<Arc<Ensured>, Arc<EnsureError>> = self
             .flights
             .try_get_with(key.clone(), async {
-                let ensured = self.ensure_upstream(&key).await?;
+                let plan = self.plan_for(identity.kind());
+                let ensured = self.ensure_upstream(&key, plan).await?;
                 let cached = self.ensured.insert(&key, &ensured);
                 metrics()
                     .ensure_cached
@@ -211,10 +248,14 @@ impl Provisioner {
 
     /// Its log lines share one `ensure` span naming the customer.
     #[tracing::instrument(name = "ensure", skip_all, fields(customer = %key))]
-    async fn ensure_upstream(&self, key: &CustomerKey) -> Result<Ensured, EnsureError> {
+    async fn ensure_upstream(
+        &self,
+        key: &CustomerKey,
+        plan: &PlanKey,
+    ) -> Result<Ensured, EnsureError> {
         let (customer, customer_created) = self.find_or_create_customer(key).await?;
         let (subscription, subscription_created) =
-            self.find_or_create_subscription(&customer).await?;
+            self.find_or_create_subscription(&customer, plan).await?;
         if customer_created || subscription_created {
             tracing::info!(
                 customer = %key,
@@ -238,7 +279,7 @@ impl Provisioner {
             plan_key: subscription
                 .plan
                 .map(|p| p.key)
-                .unwrap_or_else(|| self.plan_key.to_string()),
+                .unwrap_or_else(|| plan.to_string()),
             subscription_id: subscription.id,
             status: subscription.status,
             terms,
@@ -324,11 +365,12 @@ impl Provisioner {
     async fn find_or_create_subscription(
         &self,
         customer: &Customer,
+        plan_key: &PlanKey,
     ) -> Result<(Subscription, bool), EnsureError> {
         if let Some(current) = self.current_subscription(&customer.id).await? {
             return Ok((current, false));
         }
-        let plan = self.default_plan().await?;
+        let plan = self.plan(plan_key).await?;
         let body = CreateSubscription {
             customer: CustomerById { id: &customer.id },
             plan: &plan,
@@ -343,7 +385,7 @@ impl Provisioner {
                 let e = at(Call::CreateSubscription)(e);
                 if e.class() == ErrorClass::Configuration {
                     // The plan itself was refused: resolve it afresh next time.
-                    self.plan.invalidate(&()).await;
+                    self.plans.invalidate(plan_key).await;
                 }
                 Err(e)
             }
@@ -352,16 +394,21 @@ impl Provisioner {
 
     /// The highest version of the default plan active now, cached briefly.
     pub async fn default_plan(&self) -> Result<PlanRef, EnsureError> {
-        self.plan
-            .try_get_with((), self.resolve_plan())
+        self.plan(&self.plan_key.clone()).await
+    }
+
+    /// The highest version of plan `key` active now, cached briefly.
+    pub async fn plan(&self, key: &PlanKey) -> Result<PlanRef, EnsureError> {
+        self.plans
+            .try_get_with(key.clone(), self.resolve_plan(key))
             .await
             .map_err(|e| (*e).clone())
     }
 
-    async fn resolve_plan(&self) -> Result<PlanRef, EnsureError> {
+    async fn resolve_plan(&self, key: &PlanKey) -> Result<PlanRef, EnsureError> {
         let versions = self
             .client
-            .plan_versions(&self.plan_key)
+            .plan_versions(key)
             .await
             .map_err(at(Call::ResolvePlan))?;
         versions
@@ -369,7 +416,7 @@ impl Provisioner {
             .filter(|p| p.is_subscribable())
             .max_by_key(|p| p.version)
             .map(|p| p.reference())
-            .ok_or_else(|| EnsureError::NoSubscribablePlan(self.plan_key.clone()))
+            .ok_or_else(|| EnsureError::NoSubscribablePlan(key.clone()))
     }
 }
 

@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::UsdMicros;
+
 /// `BillingCustomer`, as much of it as ensure needs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Customer {
@@ -218,8 +220,8 @@ pub(crate) struct StoredEvent {
 pub(crate) struct StoredEventData {
     #[serde(default, deserialize_with = "lenient::text")]
     pub fee_wei: Option<String>,
-    #[serde(default, deserialize_with = "lenient::integer")]
-    pub network_fee_usd_micros: Option<u128>,
+    #[serde(default, deserialize_with = "lenient::amount")]
+    pub network_fee_usd_micros: Option<UsdMicros>,
     /// The signed time, when the event was sent with a later `time`.
     #[serde(default, deserialize_with = "lenient::text")]
     pub signed_at: Option<String>,
@@ -245,6 +247,8 @@ mod lenient {
     use serde::{Deserialize, Deserializer};
     use serde_json::Value;
 
+    use crate::domain::UsdMicros;
+
     pub(super) fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         Ok(match Value::deserialize(d)? {
             Value::String(s) => Some(s),
@@ -253,10 +257,11 @@ mod lenient {
         })
     }
 
-    pub(super) fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
+    /// A decimal amount, as a number (its exact digits) or a string.
+    pub(super) fn amount<'de, D: Deserializer<'de>>(d: D) -> Result<Option<UsdMicros>, D::Error> {
         Ok(match Value::deserialize(d)? {
-            Value::Number(n) => n.as_u64().map(u128::from),
-            Value::String(s) => s.parse().ok(),
+            Value::Number(n) => n.to_string().parse().ok(),
+            Value::String(s) => s.trim().parse().ok(),
             _ => None,
         })
     }

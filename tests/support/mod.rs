@@ -40,25 +40,40 @@ pub(crate) fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
 }
 
-/// Fixture lines: (event payload, expected outcome).
-pub(crate) fn fixtures() -> Vec<(String, Value)> {
+/// Today's contract (`upstream-events.jsonl` → `upstream-expected.jsonl`),
+/// under the default settings.
+pub(crate) const UPSTREAM_EVENTS: &str = "upstream-events.jsonl";
+/// The seed's contract, under the settings that keep the seed's ids,
+/// subjects and rounding ([`Contract::seed`]).
+pub(crate) const SEED_EVENTS: &str = "signer-events.jsonl";
+
+fn fixture_cases(events: &str, expected: &str) -> Vec<(String, Value)> {
     let read = |name: &str| {
         std::fs::read_to_string(fixtures_dir().join(name)).expect("fixtures beside the repo")
     };
-    let events = read("signer-events.jsonl");
-    let expected = read("expected.jsonl");
-    events
+    read(events)
         .lines()
-        .zip(expected.lines())
+        .zip(read(expected).lines())
         .map(|(e, x)| (e.to_owned(), serde_json::from_str(x).unwrap()))
         .collect()
 }
 
-/// Runs the fixture file through a real pipeline at ETH/USD 3500, ensuring
-/// and delivering through `client`; returns the pipeline (for its tally) and
-/// whether every record settled.
+/// Today's fixture lines: (event payload, expected outcome by default).
+pub(crate) fn fixtures() -> Vec<(String, Value)> {
+    fixture_cases(UPSTREAM_EVENTS, "upstream-expected.jsonl")
+}
+
+/// The seed's fixture lines: (event payload, expected outcome under
+/// [`Contract::seed`]).
+pub(crate) fn seed_fixtures() -> Vec<(String, Value)> {
+    fixture_cases(SEED_EVENTS, "expected.jsonl")
+}
+
+/// Runs today's fixture file through a real pipeline at ETH/USD 3500 with
+/// the default settings, ensuring and delivering through `client`; returns
+/// the pipeline (for its tally) and whether every record settled.
 pub(crate) async fn run_fixtures(client: OpenMeterClient, dlq: DeadLetterSink) -> (Pipeline, bool) {
-    run_fixtures_with(client, dlq, PipelineConfig::default()).await
+    run_fixtures_with(client, dlq, UPSTREAM_EVENTS, PipelineConfig::default()).await
 }
 
 /// A pipeline at ETH/USD 3500 that ensures the default plan through
@@ -79,14 +94,15 @@ pub(crate) fn test_pipeline(
     )
 }
 
-/// [`run_fixtures`] with the given pipeline settings.
+/// Runs fixture file `events` with the given pipeline settings.
 pub(crate) async fn run_fixtures_with(
     client: OpenMeterClient,
     dlq: DeadLetterSink,
+    events: &str,
     config: PipelineConfig,
 ) -> (Pipeline, bool) {
     let pipeline = test_pipeline(client, dlq, EnsureConfig::default(), config);
-    let file = tokio::fs::File::open(fixtures_dir().join("signer-events.jsonl"))
+    let file = tokio::fs::File::open(fixtures_dir().join(events))
         .await
         .unwrap();
     let settled = pipeline
