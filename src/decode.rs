@@ -654,7 +654,7 @@ mod tests {
     fn oversized_payload_is_rejected() {
         let big = event(OK);
         assert!(matches!(
-            decode(big.as_bytes(), 10),
+            decode(big.as_bytes(), 10, &Contract::default()),
             Err(Rejection::TooLarge { .. })
         ));
     }

@@ -15,7 +15,7 @@ use serde_json::Value;
 use support::{fixtures, run_lines, signed_now, OpenMeter, PLAN};
 use ticketmeter::{
     pipeline, DeadLetterSink, EnsureConfig, OffsetTracker, Pipeline, PipelineConfig, PriceFeed,
-    Provisioner,
+    Provisioner, UsdMicros,
 };
 
 /// A bootstrapped double, a work directory, and the fixtures as the signer
@@ -85,9 +85,14 @@ impl Case {
     }
 
     async fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with(args, &[]).await
+    }
+
+    async fn cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketmeter"))
             .args(args)
             .env_clear()
+            .envs(env.iter().copied())
             .env("OPENMETER_URL", self.om.url())
             .env("ETH_USD_PRICE", "3500")
             .env("DLQ_FILE", self.dlq.display().to_string())
@@ -110,8 +115,24 @@ fn ticket(request_id: &str, auth_id: &str, fee_wei: &str) -> String {
     .to_string()
 }
 
+/// An exact decimal from a JSON number or string.
+fn micros_of(v: &Value) -> UsdMicros {
+    v.as_str()
+        .map_or_else(|| v.to_string(), str::to_owned)
+        .parse()
+        .unwrap()
+}
+
+/// How many fixture lines are dead-lettered.
+fn fixture_dead_letters() -> usize {
+    fixtures()
+        .iter()
+        .filter(|(_, x)| x.get("dead_letter").is_some())
+        .count()
+}
+
 /// Ids and sums of the events the fixtures expect to be sent.
-fn fixture_sums() -> (Vec<String>, u128, u128) {
+fn fixture_sums() -> (Vec<String>, u128, UsdMicros) {
     let expected: Vec<Value> = fixtures()
         .into_iter()
         .map(|(_, x)| x)
@@ -123,18 +144,12 @@ fn fixture_sums() -> (Vec<String>, u128, u128) {
         .collect();
     let wei = expected
         .iter()
-        .map(|x| {
-            x["data"]["fee_wei"]
-                .as_str()
-                .unwrap()
-                .parse::<u128>()
-                .unwrap()
-        })
+        .map(|x| x["data"]["fee_wei"].to_string().parse::<u128>().unwrap())
         .sum();
     let micros = expected
         .iter()
-        .map(|x| x["data"]["network_fee_usd_micros"].as_u64().unwrap() as u128)
-        .sum();
+        .map(|x| micros_of(&x["data"]["network_fee_usd_micros"]))
+        .fold(UsdMicros::default(), |sum, m| sum.checked_add(m).unwrap());
     (ids, wei, micros)
 }
 
@@ -191,7 +206,10 @@ async fn dead_letters_in_the_range_are_listed_with_reasons_and_are_not_missing()
     case.replay(&case.events).await;
     let (code, report) = case.audit_json(&[]).await;
     assert_eq!(code, 0);
-    assert_eq!(report["totals"]["dead_lettered_events"], 2);
+    assert_eq!(
+        report["totals"]["dead_lettered_events"],
+        fixture_dead_letters()
+    );
     assert_eq!(report["totals"]["missing_events"], 0);
     let reasons: Vec<String> = report["customers"]
         .as_array()
@@ -245,13 +263,13 @@ async fn events_swallowed_by_the_ingest_dedupe_are_named_repaired_once_and_then_
     for id in &ids {
         assert_eq!(billed_copies(&case.om, id), 1, "{id} billed once");
     }
-    let stored_micros: u128 = case
+    let stored_micros = case
         .om
         .double
         .unique_events()
         .iter()
-        .map(|e| e["data"]["network_fee_usd_micros"].as_u64().unwrap() as u128)
-        .sum();
+        .map(|e| micros_of(&e["data"]["network_fee_usd_micros"]))
+        .fold(UsdMicros::default(), |sum, m| sum.checked_add(m).unwrap());
     assert_eq!(stored_micros, micros);
 }
 
@@ -263,7 +281,8 @@ async fn a_second_repair_sends_nothing_more() {
     tokio::time::sleep(SETTLE).await;
     let (code, first) = case.audit_json(&["--repair", "--settle", "1s"]).await;
     assert_eq!(code, 0);
-    assert_eq!(first["repairs"].as_array().map(Vec::len), Some(6));
+    let (ids, _, _) = fixture_sums();
+    assert_eq!(first["repairs"].as_array().map(Vec::len), Some(ids.len()));
     let ingests = case.om.double.calls(Route::IngestEvents);
     let (code, report) = case.audit_json(&["--repair", "--settle", "1s"]).await;
     assert_eq!(code, 0);
@@ -354,7 +373,7 @@ async fn a_customer_deleted_behind_the_cache_is_reported_then_re_ensured_and_re_
     );
     let (code, again) = case.audit_json(&[]).await;
     assert_eq!(code, 0, "{again:#}");
-    for id in ["gone-1", "gone-2"] {
+    for id in ["env-gone-1", "env-gone-2"] {
         assert_eq!(
             billed_copies(&case.om, id),
             2,
@@ -367,14 +386,15 @@ async fn a_customer_deleted_behind_the_cache_is_reported_then_re_ensured_and_re_
 async fn csv_and_table_carry_the_same_totals() {
     let case = Case::new().await;
     case.replay(&case.events).await;
-    let (_, wei, micros) = fixture_sums();
+    let (ids, wei, micros) = fixture_sums();
+    let (n, dead) = (ids.len(), fixture_dead_letters());
     let csv = case.audit(&["--format", "csv", "--settle", "0s"]).await;
     assert!(csv.status.success());
     let text = String::from_utf8(csv.stdout).unwrap();
     let total = text.lines().find(|l| l.starts_with("TOTAL,")).unwrap();
     assert!(
         total.starts_with(&format!(
-            "TOTAL,6,{wei},{micros},6,{wei},{micros},0,0,0,0,2,0"
+            "TOTAL,{n},{wei},{micros},{n},{wei},{micros},0,0,0,0,{dead},0"
         )),
         "{total}"
     );
@@ -462,4 +482,79 @@ async fn a_stored_event_no_source_record_explains_is_unexpected_but_not_a_failur
     assert_eq!(report["totals"]["unexpected_events"], 1);
     let table = case.audit(&["--settle", "0s"]).await;
     assert!(String::from_utf8_lossy(&table.stdout).contains("not-from-the-signer"));
+}
+
+/// Half the range sent under the original's `request_id` ids (a cut-over
+/// from the original stack), half under envelope ids: the audit matches
+/// both halves, nothing missing, nothing unexpected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_spanning_an_event_id_cut_over_reports_the_old_ids_as_matched() {
+    let case = Case::new().await;
+    let lines: Vec<String> = std::fs::read_to_string(&case.events)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let (before, after) = lines.split_at(lines.len() / 2);
+    let half = |name: &str, lines: &[String]| {
+        let path = case._dir.path().join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path.display().to_string()
+    };
+    let (before, after) = (half("before.jsonl", before), half("after.jsonl", after));
+    let old_ids = case
+        .cli_with(&["replay", &before], &[("EVENT_ID", "request_id")])
+        .await;
+    assert!(old_ids.status.success());
+    case.replay(Path::new(&after)).await;
+    assert!(case
+        .om
+        .double
+        .unique_events()
+        .iter()
+        .any(|e| e["id"] == "a1b2c3d4"), "the first half went under request ids");
+
+    let (code, report) = case.audit_json(&[]).await;
+    assert_eq!(code, 0, "{report:#}");
+    let (ids, _, micros) = fixture_sums();
+    let t = &report["totals"];
+    assert_eq!(t["stored_events"], ids.len(), "{report:#}");
+    assert_eq!(t["missing_events"], 0);
+    assert_eq!(t["unexpected_events"], 0);
+    assert_eq!(t["signed_usd_micros"], micros.to_string());
+}
+
+/// Rounded per ticket (`USD_MICROS=rounded`), each customer's invoice
+/// differs from what was signed; the audit says by how much.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_rounded_micros_the_audit_reports_each_customers_rounding_drift() {
+    let case = Case::new().await;
+    let events = case.events.display().to_string();
+    let rounded = [("USD_MICROS", "rounded")];
+    assert!(case.cli_with(&["replay", &events], &rounded).await.status.success());
+    let dlq = case.dlq.display().to_string();
+    let out = case
+        .cli_with(
+            &["audit", "--file", &events, "--dlq-file", &dlq, "--from", "10m", "--settle", "0s", "--format", "json"],
+            &rounded,
+        )
+        .await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let drift = |customer: &str| {
+        report["customers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["customer"] == customer)
+            .map(|c| c["rounding_drift_usd_micros"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    // 333333333333 wei at 3500: 1166.6666666655 signed, 1167 sent.
+    assert_eq!(drift("acme:user:with:colons"), "0.3333333345");
+    // 1 wei: 0.0000000035 signed, 0 sent.
+    assert_eq!(drift("session_12345678"), "-0.0000000035");
+    assert_eq!(drift("big:spender"), "0.123845681");
+
+    let (_, exact) = case.audit_json(&[]).await;
+    assert_eq!(exact["totals"]["rounding_drift_usd_micros"], "0");
 }

@@ -272,9 +272,9 @@ fn the_demo_ends_with_what_each_customer_will_be_billed_next_to_what_was_signed(
     let money = stdout.split("== money").nth(1).expect("a money section");
     assert!(money.contains('✓') && !money.contains('✗'), "{money}");
     let total = money.lines().find(|l| l.contains("total:")).unwrap();
-    let numbers: Vec<&str> = total
+    let numbers: Vec<Decimal> = total
         .split_whitespace()
-        .filter(|w| w.parse::<u64>().is_ok())
+        .filter_map(|w| w.parse::<Decimal>().ok())
         .collect();
     assert_eq!(numbers.len(), 2);
     assert_eq!(numbers[0], numbers[1], "{total}");

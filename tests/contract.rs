@@ -74,7 +74,7 @@ use openmeter_double::{Double, DoubleConfig, PlanSeed, Route, RunningDouble};
 use serde_json::{json, Value};
 use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use ticketmeter::{
-    decode, map, ApiError, Contract, ClientConfig, CreateSubscription, CustomerById, DeadLetterSink, Decoded,
+    decode, map, ApiError, ClientConfig, CreateSubscription, CustomerById, DeadLetterSink, Decoded,
     Endpoint, EnsureConfig, Identity, OpenMeterClient, SubjectRule, PlanKey, Provisioner, Secret,
     CLOUDEVENT_BATCH, DEFAULT_MAX_BYTES,
 };
@@ -656,8 +656,8 @@ fn first_mapped_event() -> Value {
     let price = "3500".parse().expect("price");
     text.lines()
         .find_map(
-            |line| match decode(line.as_bytes(), DEFAULT_MAX_BYTES, &Contract::default()) {
-                Ok(Decoded::Ticket(ticket)) => Some(map(*ticket, &price, &Contract::default())),
+            |line| match decode(line.as_bytes(), DEFAULT_MAX_BYTES, &ticketmeter::Contract::default()) {
+                Ok(Decoded::Ticket(ticket)) => Some(map(*ticket, &price, &ticketmeter::Contract::default())),
                 _ => None,
             },
         )

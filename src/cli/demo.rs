@@ -122,14 +122,18 @@ fn print_money(double: &Double, signed: &BTreeMap<String, UsdMicros>) {
             .iter()
             .find(|c| c.subject_keys().iter().any(|k| k == customer))
             .map_or(Decimal::ZERO, |c| {
-                double.billable_total(BILLED_METER, &c.id)
+                double.billable_total(BILLED_METER, &c.id).normalize()
             });
         let mark = if billed == signed { "✓" } else { "✗" };
         println!("  {mark} {customer:<22} signed {signed:>10}  billed {billed:>10}");
         signed_total += signed;
         billed_total += billed;
     }
-    println!("  total: signed {signed_total} µUSD, billed {billed_total} µUSD");
+    println!(
+        "  total: signed {} µUSD, billed {} µUSD",
+        signed_total.normalize(),
+        billed_total.normalize()
+    );
 }
 
 fn print_outcome(double: &Double, tally: &Tally, dlq: &DeadLetterSink, price: &str) {

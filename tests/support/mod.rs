@@ -19,8 +19,9 @@ use serde_json::Value;
 use std::sync::Arc;
 use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use ticketmeter::{
-    pipeline, AuthId, ClientConfig, DeadLetterSink, Endpoint, EnsureConfig, Identity,
+    decode, pipeline, ClientConfig, Contract, DeadLetterSink, Decoded, Endpoint, EnsureConfig,
     OffsetTracker, OpenMeterClient, Pipeline, PipelineConfig, PriceFeed, Provisioner,
+    DEFAULT_MAX_BYTES,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -549,7 +550,7 @@ pub(crate) fn signed_now(payloads: &[String]) -> Vec<String> {
 
 impl OpenMeter {
     /// Creates, through ticketmeter's provisioner, the customer of every
-    /// payload with a valid `auth_id`.
+    /// payload with a valid identity (by the default rules).
     pub(crate) async fn ensure_customers_of(&self, token: Option<&str>, payloads: &[String]) {
         let provisioner = Provisioner::new(
             self.client(token),
@@ -557,19 +558,12 @@ impl OpenMeter {
             EnsureConfig::default(),
         );
         for payload in payloads {
-            let Ok(v) = serde_json::from_str::<Value>(payload) else {
-                continue;
-            };
-            let Some(Ok(auth)) = v["data"]["auth_id"]
-                .as_str()
-                .map(|a| AuthId::parse("auth_id", a))
+            let Ok(Decoded::Ticket(ticket)) =
+                decode(payload.as_bytes(), DEFAULT_MAX_BYTES, &Contract::default())
             else {
                 continue;
             };
-            provisioner
-                .ensure(&Identity::from_auth_id(auth))
-                .await
-                .unwrap();
+            provisioner.ensure(&ticket.identity).await.unwrap();
         }
     }
 }
