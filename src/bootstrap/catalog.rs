@@ -1166,6 +1166,151 @@ mod tests {
         assert_eq!(problem_fields(&catalog), ["plan.phases[0].duration"]);
     }
 
+    /// A catalog of the built-in meters and features with `plans` as given.
+    fn with_plans(plans: serde_json::Value) -> Result<Catalog, serde_json::Error> {
+        let builtin = serde_json::to_value(Catalog::builtin(&default_key()))?;
+        serde_json::from_value(serde_json::json!({
+            "meters": builtin["meters"], "features": builtin["features"], "plans": plans
+        }))
+    }
+
+    /// The built-in plan as JSON, keyed `key`, with `role` if any.
+    fn plan_json(key: &str, role: Option<&str>) -> serde_json::Value {
+        let mut plan = serde_json::to_value(builtin_plan(&key.parse().expect("valid key")))
+            .expect("serialises");
+        if let Some(role) = role {
+            plan["subscribe_role"] = role.into();
+        }
+        plan
+    }
+
+    #[test]
+    fn the_default_plan_of_a_list_is_its_m2m_plan() {
+        let catalog = with_plans(serde_json::json!([
+            plan_json("owner_plan", Some("owner")),
+            plan_json("other", None),
+            plan_json("m2m_plan", Some("m2m")),
+        ]))
+        .expect("reads");
+        assert_eq!(catalog.plan_key().as_str(), "m2m_plan");
+        let keys: Vec<&str> = catalog.plans().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["owner_plan", "other", "m2m_plan"]);
+        assert_eq!(problem_fields(&catalog), Vec::<String>::new());
+    }
+
+    #[test]
+    fn without_an_m2m_plan_the_default_is_the_first_plan_without_a_role() {
+        let catalog = with_plans(serde_json::json!([
+            plan_json("owner_plan", Some("owner")),
+            plan_json("general", None),
+        ]))
+        .expect("reads");
+        assert_eq!(catalog.plan_key().as_str(), "general");
+        assert_eq!(catalog.plan_for(SubscribeRole::M2m), None);
+    }
+
+    #[test]
+    fn a_plans_list_is_written_back_as_a_list_in_its_order() {
+        let catalog = with_plans(serde_json::json!([
+            plan_json("owner_plan", Some("owner")),
+            plan_json("m2m_plan", Some("m2m")),
+        ]))
+        .expect("reads");
+        let written = serde_json::to_value(&catalog).expect("serialises");
+        assert_eq!(written["plans"][0]["key"], "owner_plan");
+        assert!(written.get("plan").is_none());
+        let back: Catalog = serde_json::from_value(written).expect("reads back");
+        assert_eq!(back, catalog);
+    }
+
+    #[test]
+    fn a_single_plan_and_a_plans_list_together_are_refused() {
+        let mut both = serde_json::to_value(Catalog::builtin(&default_key())).expect("json");
+        both["plans"] = serde_json::json!([plan_json("other", None)]);
+        let err = serde_json::from_value::<Catalog>(both).expect_err("refused");
+        assert!(err.to_string().contains("not both"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_plans_list_is_refused() {
+        let err = with_plans(serde_json::json!([])).expect_err("refused");
+        assert!(err.to_string().contains("at least one plan"), "{err}");
+    }
+
+    #[test]
+    fn a_plan_key_listed_twice_is_reported_where_it_repeats() {
+        let catalog = with_plans(serde_json::json!([
+            plan_json("same", Some("owner")),
+            plan_json("same", None),
+        ]))
+        .expect("reads");
+        assert_eq!(problem_fields(&catalog), ["plans[1].key"]);
+    }
+
+    #[test]
+    fn a_role_named_by_two_plans_is_reported_at_the_second() {
+        let catalog = with_plans(serde_json::json!([
+            plan_json("a", Some("m2m")),
+            plan_json("b", Some("m2m")),
+        ]))
+        .expect("reads");
+        assert_eq!(problem_fields(&catalog), ["plans[1].subscribe_role"]);
+    }
+
+    #[test]
+    fn a_credit_only_plan_is_refused_and_credit_then_invoice_is_a_notice() {
+        let mut catalog = Catalog::builtin(&default_key());
+        catalog.plan.settlement_mode = Some(SettlementMode::CreditOnly);
+        assert_eq!(problem_fields(&catalog), ["plan.settlement_mode"]);
+
+        catalog.plan.settlement_mode = Some(SettlementMode::CreditThenInvoice);
+        assert_eq!(catalog.validate(), Ok(()));
+        let notices = catalog.notices();
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert_eq!(notices[0].field, "plan.settlement_mode");
+    }
+
+    #[test]
+    fn metadata_openmeter_refuses_as_a_label_is_a_notice_and_not_sent() {
+        let mut catalog = Catalog::builtin(&default_key());
+        catalog.plan.metadata = BTreeMap::from([
+            ("plan_kind".to_owned(), "owner_starter".to_owned()),
+            ("kong_zone".to_owned(), "eu".to_owned()),
+        ]);
+        assert_eq!(catalog.validate(), Ok(()));
+        let sent: Vec<&str> = plan_meta::labels(&catalog.plan).into_keys().collect();
+        assert_eq!(sent, ["plan_kind"]);
+        let notices = catalog.notices();
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert_eq!(notices[0].field, "plan.metadata.kong_zone");
+    }
+
+    #[test]
+    fn a_usage_discount_on_a_flat_price_is_refused() {
+        let mut catalog = Catalog::builtin(&default_key());
+        let flat = card(&mut catalog);
+        flat.price.kind = PriceType::Flat;
+        flat.discounts = Some(Discounts {
+            usage: "10".parse().ok(),
+        });
+        assert_eq!(
+            problem_fields(&catalog),
+            ["plan.phases[0].rate_cards[0].discounts.usage"]
+        );
+    }
+
+    #[test]
+    fn a_negative_usage_discount_is_refused() {
+        let mut catalog = Catalog::builtin(&default_key());
+        card(&mut catalog).discounts = Some(Discounts {
+            usage: "-1".parse().ok(),
+        });
+        assert_eq!(
+            problem_fields(&catalog),
+            ["plan.phases[0].rate_cards[0].discounts.usage"]
+        );
+    }
+
     #[test]
     fn a_repeated_key_is_reported_where_it_repeats() {
         let mut catalog = Catalog::builtin(&default_key());
