@@ -340,11 +340,11 @@ async fn a_published_plan_without_the_usage_discount_is_drift() -> TestResult {
 
     let report = run(&env, &upstream()?, APPLY).await?;
 
+    let difference = "rate_cards.network_spend.discounts.usage: catalog 5000000, existing (none)";
     for key in [OWNER_PLAN, M2M_PLAN] {
         let outcome = report.outcome(Kind::Plan, key).ok_or("no plan line")?;
         assert!(
-            matches!(outcome, Outcome::Drift(what)
-                if what.contains("rate_cards.network_spend.discounts.usage: catalog 5000000, existing (none)")),
+            matches!(outcome, Outcome::Drift(what) if what.contains(difference)),
             "{report}"
         );
     }

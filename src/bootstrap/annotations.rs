@@ -31,7 +31,11 @@ pub(super) struct SkipAnnotations<D>(pub(super) D);
 macro_rules! forward_deserialize {
     ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {
         $(
-            fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
+            fn $method<V: Visitor<'de>>(
+                self,
+                $($arg: $ty,)*
+                visitor: V,
+            ) -> Result<V::Value, D::Error> {
                 self.0.$method($($arg,)* Wrap(visitor))
             }
         )*

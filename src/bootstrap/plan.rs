@@ -1,9 +1,10 @@
-//! The plan step, once per catalog plan. A plan is versioned: the published (`active` or
-//! `scheduled`) version is what customers subscribe to, so it is compared,
-//! never edited. A matching draft left by an interrupted run is published;
-//! a drifted plan is replaced only under `--publish-new-version`. When
-//! OpenMeter refuses to publish, the plan's line says why and that the
-//! draft exists unpublished, so nobody can subscribe to it yet.
+//! The plan step, once per catalog plan. A plan is versioned: the
+//! published (`active` or `scheduled`) version is what customers subscribe
+//! to, so it is compared, never edited. A matching draft left by an
+//! interrupted run is published; a drifted plan is replaced only under
+//! `--publish-new-version`. When OpenMeter refuses to publish, the plan's
+//! line says why and that the draft exists unpublished, so nobody can
+//! subscribe to it yet.
 
 use reqwest::Method;
 
