@@ -108,7 +108,10 @@ pub struct Mapped {
 }
 
 /// The names of the `data` fields a meter may aggregate or group by; the
-/// bootstrap catalog is checked against this list.
+/// bootstrap catalog is checked against this list. It includes the fields
+/// of today's collectors (see the reference's "Where the producers went
+/// after the seed"): `manifest_id`, `billable_secs` and `fee_wei` (numbers),
+/// which upstream's analytics meters read, and the identity fields.
 pub(crate) const DATA_FIELDS: &[&str] = &[
     "client_id",
     "external_user_id",
@@ -135,6 +138,16 @@ pub(crate) const DATA_FIELDS: &[&str] = &[
     "eth_usd_price",
     "signed_at",
     "original_id",
+    "manifest_id",
+    "billable_secs",
+    "app",
+    "session_status",
+    "orch_address",
+    "num_tickets",
+    "billing_subject_key",
+    "billing_subject_kind",
+    "actor_end_user_id",
+    "openmeter_customer_key",
 ];
 
 /// Converts a ticket into its CloudEvent at `price`.

@@ -31,7 +31,11 @@ async fn check_passes_when_broker_topic_token_plan_and_meters_are_in_place() {
     let (ok, out) = run_check(&broker, &om);
     assert!(ok, "{out}");
     assert!(!out.contains('✗'), "{out}");
-    assert_eq!(out.matches('✓').count(), 6, "{out}");
+    assert_eq!(
+        out.matches('✓').count(),
+        9,
+        "broker, price, plan and the six meters: {out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

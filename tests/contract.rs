@@ -881,6 +881,64 @@ async fn bootstrap_of_the_catalog_on_a_fresh_double_passes_with_no_violation() {
     contract.assert_no_violation();
 }
 
+/// livepeer/clearinghouse's `openmeter-collector/provision/catalog.json`,
+/// copied unchanged (see `tests/upstream_catalog.rs` for its commit).
+fn upstream_catalog() -> Catalog {
+    Catalog::from_file(&repo().join("tests/fixtures/upstream-catalog.json"))
+        .expect("upstream's catalog reads")
+}
+
+#[tokio::test]
+async fn bootstrap_of_the_upstream_catalog_on_a_fresh_double_passes_with_no_violation() {
+    let contract = Contract::start().await;
+
+    let report = bootstrap(
+        &contract.client(),
+        &upstream_catalog(),
+        &BootstrapOptions::default(),
+    )
+    .await
+    .expect("bootstrap");
+
+    assert!(!report.failed(), "bootstrap failed:\n{report}");
+    let summaries = contract.summaries();
+    let count = |step: &str| summaries.iter().filter(|s| *s == step).count();
+    assert_eq!(count("POST /openmeter/meters 201"), 6, "{summaries:#?}");
+    assert_eq!(count("POST /openmeter/features 201"), 2, "{summaries:#?}");
+    assert_eq!(count("POST /openmeter/plans 201"), 2, "{summaries:#?}");
+    assert_eq!(
+        count("POST /openmeter/plans/{id}/publish 200"),
+        2,
+        "{summaries:#?}"
+    );
+    let plan_bodies: Vec<Value> = contract
+        .exchanges()
+        .iter()
+        .filter(|e| e.method == "POST" && e.path == "/openmeter/plans")
+        .map(|e| serde_json::from_slice(&e.request_body).expect("a JSON body"))
+        .collect();
+    for body in &plan_bodies {
+        assert_eq!(
+            body["labels"]["meter_slug"], "network_fee_usd_micros",
+            "{body}"
+        );
+        assert_eq!(
+            body["phases"][0]["rate_cards"][0]["discounts"],
+            json!({"usage": "5000000"}),
+            "{body}"
+        );
+        assert!(body.get("settlement_mode").is_none(), "{body}");
+    }
+    let statuses: Vec<String> = contract
+        .double
+        .plans()
+        .into_iter()
+        .map(|p| p.status)
+        .collect();
+    assert_eq!(statuses, ["active", "active"]);
+    contract.assert_no_violation();
+}
+
 #[tokio::test]
 async fn every_event_of_a_pipeline_batch_validates_against_metering_event() {
     let contract = Contract::bootstrapped().await;

@@ -1,6 +1,11 @@
-//! The catalog the bootstrap creates: meters, features and one plan.
+//! The catalog the bootstrap creates: meters, features and plans.
 //!
-//! It is plain data an operator may write as YAML or JSON. Every string the
+//! It is plain data an operator may write as YAML or JSON, and upstream's
+//! `catalog.json` (livepeer/clearinghouse `openmeter-collector/provision/
+//! catalog.json`) is read as it is: `$` keys annotate ([`super::annotations`]),
+//! `meter_key` and `feature_key` are the names it gives a feature's meter and
+//! a rate card's feature, and `plans` lists plans chosen by `subscribe_role`
+//! ([`super::plan_meta`]). Every string the
 //! API constrains (keys, JSONPaths, amounts, durations) is a newtype checked
 //! while parsing, so a bad value is reported with the parser's line and
 //! column; cross-references, and what OpenMeter refuses when it publishes a
@@ -11,14 +16,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use regex::Regex;
 use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
+use super::annotations::SkipAnnotations;
 use super::cadence;
 use super::lines::Lines;
+use super::plan_meta::{self, SettlementMode, SubscribeRole};
 use crate::decode::BILLABLE_TYPE;
 use crate::domain::{is_resource_key, PlanKey};
 
@@ -59,7 +66,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(super) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -69,6 +76,35 @@ impl Problem {
 }
 
 impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// What of a catalog is not sent to OpenMeter, because OpenMeter already
+/// does what it says or it bills nothing: the field, why, and its line in
+/// a catalog file. The bootstrap report prints each one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub field: String,
+    pub message: String,
+    pub line: Option<usize>,
+}
+
+impl Notice {
+    pub(super) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+            line: None,
+        }
+    }
+}
+
+impl fmt::Display for Notice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(line) = self.line {
             write!(f, "line {line}: ")?;
@@ -248,7 +284,8 @@ pub struct FeatureSpec {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// The key of a meter in this catalog.
+    /// The key of a meter in this catalog (`meter_key` upstream).
+    #[serde(alias = "meter_key")]
     pub meter: Key,
 }
 
@@ -316,6 +353,16 @@ impl Price {
     }
 }
 
+/// `BillingRateCardDiscounts`, the part a catalog may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discounts {
+    /// Units of usage free in each billing period before the price applies
+    /// (upstream's included allowance: "5000000" USD micros is $5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Numeric>,
+}
+
 /// A rate card; `feature` is a catalog feature key (sent as `{id}`), which
 /// OpenMeter requires to equal the card's own key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,12 +370,19 @@ impl Price {
 pub struct RateCardSpec {
     pub key: Key,
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `feature_key` upstream.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "feature_key"
+    )]
     pub feature: Option<Key>,
     /// How often the card is billed; see [`Self::billing_cadence`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_cadence: Option<Duration>,
     pub price: Price,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discounts: Option<Discounts>,
 }
 
 impl RateCardSpec {
@@ -343,6 +397,11 @@ impl RateCardSpec {
             None => None,
         }
     }
+
+    /// The free units of its usage discount, if it has one.
+    pub fn usage_discount(&self) -> Option<&Numeric> {
+        self.discounts.as_ref().and_then(|d| d.usage.as_ref())
+    }
 }
 
 /// A plan phase; only the last may omit `duration`.
@@ -356,18 +415,35 @@ pub struct PhaseSpec {
     pub rate_cards: Vec<RateCardSpec>,
 }
 
-/// The plan customers are subscribed to.
+/// A plan customers are subscribed to. `subscribe_role`,
+/// `settlement_mode` and `metadata` are upstream's; what becomes of them
+/// is in [`super::plan_meta`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanSpec {
     #[serde(deserialize_with = "plan_key")]
     pub key: PlanKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribe_role: Option<SubscribeRole>,
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub currency: String,
     pub billing_cadence: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_mode: Option<SettlementMode>,
+    /// Sent as the plan's `labels` (the v3 name, also accepted here).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", alias = "labels")]
+    pub metadata: BTreeMap<String, String>,
     pub phases: Vec<PhaseSpec>,
+}
+
+impl PlanSpec {
+    /// The mode OpenMeter settles this plan's subscriptions with.
+    pub fn effective_settlement_mode(&self) -> SettlementMode {
+        self.settlement_mode
+            .unwrap_or(SettlementMode::SERVER_DEFAULT)
+    }
 }
 
 fn plan_key<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PlanKey, D::Error> {
@@ -376,42 +452,139 @@ fn plan_key<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PlanKey, D::Er
 }
 
 /// Everything `ticketmeter bootstrap` makes sure exists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// A file writes one `plan`, or a `plans` list; `plan` is the default plan
+/// either way (see [`Catalog::plan_key`]), and a list's other plans are
+/// kept in the order written, so a problem names the field as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "CatalogFile", into = "CatalogFile")]
 pub struct Catalog {
     pub meters: Vec<MeterSpec>,
-    #[serde(default)]
     pub features: Vec<FeatureSpec>,
+    /// The default plan: the single `plan`, or of `plans` the `m2m` one
+    /// (else the first without a role, else the first).
     pub plan: PlanSpec,
+    /// A `plans` list's other plans, in the order written.
+    other_plans: Vec<PlanSpec>,
+    /// Where `plan` stands in a `plans` list; `None` for a single `plan`.
+    default_at: Option<usize>,
+    /// Where each field is written, for a catalog read from a file.
+    lines: Option<Arc<Lines>>,
+}
+
+/// The same meters, features and plans, however they were read.
+impl PartialEq for Catalog {
+    fn eq(&self, other: &Self) -> bool {
+        self.meters == other.meters
+            && self.features == other.features
+            && self.plan == other.plan
+            && self.other_plans == other.other_plans
+            && self.default_at == other.default_at
+    }
+}
+
+impl Eq for Catalog {}
+
+/// A catalog as written: one `plan` or a `plans` list.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    meters: Vec<MeterSpec>,
+    #[serde(default)]
+    features: Vec<FeatureSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plan: Option<PlanSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plans: Option<Vec<PlanSpec>>,
+}
+
+impl TryFrom<CatalogFile> for Catalog {
+    type Error = Problem;
+
+    /// Exactly one of `plan` and `plans`, and a list is not empty.
+    fn try_from(file: CatalogFile) -> Result<Self, Problem> {
+        let (plans, default_at) = match (file.plan, file.plans) {
+            (Some(_), Some(_)) => {
+                return Err(Problem::new(
+                    "plans",
+                    "a catalog has one `plan` or a `plans` list, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(Problem::new(
+                    "plans",
+                    "missing: a catalog needs a `plans` list or a single `plan`",
+                ))
+            }
+            (None, Some(plans)) if plans.is_empty() => {
+                return Err(Problem::new("plans", "at least one plan is required"))
+            }
+            (Some(plan), None) => (vec![plan], None),
+            (None, Some(plans)) => {
+                let at = plan_meta::default_index(&plans);
+                (plans, Some(at))
+            }
+        };
+        let mut others = plans;
+        let plan = others.remove(default_at.unwrap_or(0));
+        Ok(Catalog {
+            meters: file.meters,
+            features: file.features,
+            plan,
+            other_plans: others,
+            default_at,
+            lines: None,
+        })
+    }
+}
+
+impl From<Catalog> for CatalogFile {
+    fn from(catalog: Catalog) -> Self {
+        let single = catalog.default_at.is_none();
+        let mut plans: Vec<PlanSpec> = catalog.plans().cloned().collect();
+        CatalogFile {
+            meters: catalog.meters,
+            features: catalog.features,
+            plan: single.then(|| plans.remove(0)),
+            plans: (!single).then_some(plans),
+        }
+    }
 }
 
 /// The dimensions every built-in meter groups by.
 const DIMENSIONS: [&str; 4] = ["client_id", "external_user_id", "model_id", "pipeline"];
 
+/// The analytics meters' further dimension.
+const MANIFEST: &str = "manifest_id";
+
 impl Catalog {
-    /// The catalog ticketmeter needs to bill: the meters read the fields the
-    /// collector sends, the plan (keyed `plan_key`) prices billable spend at
-    /// one USD micro per unit.
+    /// The catalog ticketmeter needs to bill: upstream's meters (the three
+    /// billing ones, and three analytics ones by manifest), all reading
+    /// fields the collector sends; the plan (keyed `plan_key`) prices
+    /// billable spend at one USD micro per unit.
     pub fn builtin(plan_key: &PlanKey) -> Catalog {
+        let sum = Aggregation::Sum;
         Catalog {
             meters: vec![
-                builtin_meter(
-                    "network_fee_usd_micros",
-                    "Network fee (USD micros)",
-                    Aggregation::Sum,
-                ),
-                builtin_meter(
-                    "billable_usd_micros",
-                    "Billable amount (USD micros)",
-                    Aggregation::Sum,
-                ),
+                builtin_meter("network_fee_usd_micros", "Network fee (USD micros)", sum),
+                builtin_meter("billable_usd_micros", "Billable amount (USD micros)", sum),
                 builtin_meter("signed_ticket_count", "Signed tickets", Aggregation::Count),
+                by_manifest(builtin_meter("fee_wei", "Fee (wei)", sum)),
+                by_manifest(builtin_meter("billable_secs", "Billable seconds", sum)),
+                by_manifest(MeterSpec {
+                    key: key("network_fee_usd_micros_by_manifest"),
+                    name: "Network fee by manifest (USD micros)".to_owned(),
+                    ..builtin_meter("network_fee_usd_micros", "", sum)
+                }),
             ],
             features: vec![
                 builtin_feature("network_spend", "Network spend", "network_fee_usd_micros"),
                 builtin_feature("billable_spend", "Billable spend", "billable_usd_micros"),
             ],
             plan: builtin_plan(plan_key),
+            other_plans: Vec::new(),
+            default_at: None,
+            lines: None,
         }
     }
 
@@ -422,10 +595,10 @@ impl Catalog {
             path: path.to_owned(),
             source,
         })?;
-        let catalog = if is_json(path) {
-            Self::parse_json(&text)
+        let file = if is_json(path) {
+            parse_json(&text)
         } else {
-            Self::parse_yaml(&text)
+            parse_yaml(&text)
         }
         .map_err(|(message, line, column)| CatalogError::Parse {
             path: path.to_owned(),
@@ -433,8 +606,8 @@ impl Catalog {
             line,
             column,
         })?;
-        catalog.validate().map_err(|mut problems| {
-            let lines = Lines::of(&text);
+        let lines = Arc::new(Lines::of(&text));
+        let invalid = |mut problems: Vec<Problem>| {
             for problem in &mut problems {
                 problem.line = lines.line(&problem.field);
             }
@@ -442,38 +615,73 @@ impl Catalog {
                 path: path.to_owned(),
                 problems,
             }
-        })?;
+        };
+        let mut catalog = Catalog::try_from(file).map_err(|p| invalid(vec![p]))?;
+        catalog.validate().map_err(invalid)?;
+        catalog.lines = Some(lines);
         Ok(catalog)
     }
 
-    fn parse_json(text: &str) -> Result<Catalog, (String, Option<usize>, Option<usize>)> {
-        serde_json::from_str(text).map_err(|e| (e.to_string(), Some(e.line()), Some(e.column())))
-    }
-
-    fn parse_yaml(text: &str) -> Result<Catalog, (String, Option<usize>, Option<usize>)> {
-        serde_yaml::from_str(text).map_err(|e| {
-            let location = e.location();
-            (
-                e.to_string(),
-                location.as_ref().map(|l| l.line()),
-                location.as_ref().map(|l| l.column()),
-            )
-        })
-    }
-
-    /// The plan's key (the one `OPENMETER_DEFAULT_PLAN_KEY` should name).
+    /// The default plan's key: the plan every customer without a role of
+    /// its own is subscribed to (the one `OPENMETER_DEFAULT_PLAN_KEY`
+    /// should name).
     pub fn plan_key(&self) -> &PlanKey {
         &self.plan.key
     }
 
+    /// The key of the plan written for `role`, if one is. A customer of a
+    /// role no plan names gets the default plan ([`Self::plan_key`]).
+    pub fn plan_for(&self, role: SubscribeRole) -> Option<&PlanKey> {
+        self.plans()
+            .find(|p| p.subscribe_role == Some(role))
+            .map(|p| &p.key)
+    }
+
+    /// Every plan, in the order written.
+    pub fn plans(&self) -> impl Iterator<Item = &PlanSpec> {
+        self.plans_written().into_iter().map(|(_, p)| p)
+    }
+
+    /// Every plan with the field it is written as (`plan`, `plans[1]`), in
+    /// the order written.
+    pub(super) fn plans_written(&self) -> Vec<(String, &PlanSpec)> {
+        let Some(at) = self.default_at else {
+            return vec![("plan".to_owned(), &self.plan)];
+        };
+        let mut plans: Vec<&PlanSpec> = self.other_plans.iter().collect();
+        plans.insert(at.min(plans.len()), &self.plan);
+        plans
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (format!("plans[{i}]"), p))
+            .collect()
+    }
+
+    /// What of the catalog is not sent to OpenMeter, and why, each at its
+    /// line when read from a file (see [`super::plan_meta`]).
+    pub fn notices(&self) -> Vec<Notice> {
+        let mut notices: Vec<Notice> = self
+            .plans_written()
+            .iter()
+            .flat_map(|(at, plan)| plan_meta::notices(at, plan))
+            .collect();
+        if let Some(lines) = &self.lines {
+            for notice in &mut notices {
+                notice.line = lines.line(&notice.field);
+            }
+        }
+        notices
+    }
+
     /// Checks what a parser cannot: unique keys, references that resolve,
-    /// `value_property` present exactly when the aggregation uses it, and a
-    /// plan OpenMeter will create and publish. Each problem names its field.
+    /// `value_property` present exactly when the aggregation uses it, and
+    /// plans OpenMeter will create and publish and bill as written. Each
+    /// problem names its field.
     pub fn validate(&self) -> Result<(), Vec<Problem>> {
         let mut problems = Vec::new();
         self.validate_meters(&mut problems);
         self.validate_features(&mut problems);
-        self.validate_plan(&mut problems);
+        self.validate_plans(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -515,29 +723,46 @@ impl Catalog {
         }
     }
 
-    fn validate_plan(&self, problems: &mut Vec<Problem>) {
-        let plan = &self.plan;
-        non_empty("plan.name", &plan.name, problems);
-        non_empty("plan.currency", &plan.currency, problems);
+    /// Each plan, then what spans plans: a key or a role used twice.
+    fn validate_plans(&self, problems: &mut Vec<Problem>) {
+        let plans = self.plans_written();
+        let mut seen = BTreeSet::new();
+        for (at, plan) in &plans {
+            if !seen.insert(plan.key.as_str()) {
+                problems.push(Problem::new(
+                    format!("{at}.key"),
+                    format!("{:?} appears twice", plan.key.as_str()),
+                ));
+            }
+            self.validate_plan(at, plan, problems);
+        }
+        plan_meta::role_problems(&plans, problems);
+    }
+
+    fn validate_plan(&self, at: &str, plan: &PlanSpec, problems: &mut Vec<Problem>) {
+        non_empty(&format!("{at}.name"), &plan.name, problems);
+        non_empty(&format!("{at}.currency"), &plan.currency, problems);
         if !PLAN_CADENCES.contains(&plan.billing_cadence.as_str()) {
             problems.push(Problem::new(
-                "plan.billing_cadence",
+                format!("{at}.billing_cadence"),
                 format!(
                     "OpenMeter accepts only {} for a plan",
                     PLAN_CADENCES.join(", ")
                 ),
             ));
         }
+        plan_meta::problems(at, plan, problems);
         if plan.phases.is_empty() {
             problems.push(Problem::new(
-                "plan.phases",
+                format!("{at}.phases"),
                 "at least one phase is required",
             ));
         }
-        duplicates("plan.phases", plan.phases.iter().map(|p| &p.key), problems);
+        let phases = format!("{at}.phases");
+        duplicates(&phases, plan.phases.iter().map(|p| &p.key), problems);
         let last = plan.phases.len().saturating_sub(1);
         for (i, phase) in plan.phases.iter().enumerate() {
-            let at = format!("plan.phases[{i}]");
+            let at = format!("{phases}[{i}]");
             non_empty(&format!("{at}.name"), &phase.name, problems);
             match (&phase.duration, i < last) {
                 (None, true) => problems.push(Problem::new(
@@ -554,7 +779,7 @@ impl Catalog {
             let at = format!("{at}.rate_cards");
             duplicates(&at, phase.rate_cards.iter().map(|c| &c.key), problems);
             for (j, card) in phase.rate_cards.iter().enumerate() {
-                self.validate_rate_card(&format!("{at}[{j}]"), card, problems);
+                self.validate_rate_card(&format!("{at}[{j}]"), plan, card, problems);
             }
         }
     }
@@ -563,7 +788,13 @@ impl Catalog {
     /// (`productcatalog/ratecard.go`, `plan/service/plan.go`): a card's key
     /// equals its feature's, a usage price has a feature, and a cadence is
     /// an hour or more and fits the plan's.
-    fn validate_rate_card(&self, at: &str, card: &RateCardSpec, problems: &mut Vec<Problem>) {
+    fn validate_rate_card(
+        &self,
+        at: &str,
+        plan: &PlanSpec,
+        card: &RateCardSpec,
+        problems: &mut Vec<Problem>,
+    ) {
         non_empty(&format!("{at}.name"), &card.name, problems);
         if let Some(problem) = card.price.problem() {
             problems.push(Problem::new(format!("{at}.price.amount"), problem));
@@ -592,38 +823,92 @@ impl Catalog {
             _ => {}
         }
         if let Some(cadence) = &card.billing_cadence {
-            self.validate_card_cadence(&format!("{at}.billing_cadence"), card, cadence, problems);
+            let field = format!("{at}.billing_cadence");
+            validate_card_cadence(&field, plan, card, cadence, problems);
+        }
+        if let Some(usage) = card.usage_discount() {
+            validate_usage_discount(&format!("{at}.discounts.usage"), card, usage, problems);
         }
     }
+}
 
-    fn validate_card_cadence(
-        &self,
-        field: &str,
-        card: &RateCardSpec,
-        cadence: &Duration,
-        problems: &mut Vec<Problem>,
-    ) {
-        let plan = &self.plan.billing_cadence;
-        if !cadence.at_least_an_hour() {
-            problems.push(Problem::new(
-                field,
-                format!("{cadence} is shorter than an hour: OpenMeter refuses to publish it"),
-            ));
-        } else if card.price.is_billable() && !cadence.aligns_with(plan) {
-            problems.push(Problem::new(
-                field,
-                format!(
-                    "{cadence} and the plan's {plan} do not divide one into the other in every \
-                     month: OpenMeter refuses to publish it"
-                ),
-            ));
-        }
+fn validate_card_cadence(
+    field: &str,
+    plan: &PlanSpec,
+    card: &RateCardSpec,
+    cadence: &Duration,
+    problems: &mut Vec<Problem>,
+) {
+    let plan = &plan.billing_cadence;
+    if !cadence.at_least_an_hour() {
+        problems.push(Problem::new(
+            field,
+            format!("{cadence} is shorter than an hour: OpenMeter refuses to publish it"),
+        ));
+    } else if card.price.is_billable() && !cadence.aligns_with(plan) {
+        problems.push(Problem::new(
+            field,
+            format!(
+                "{cadence} and the plan's {plan} do not divide one into the other in every \
+                 month: OpenMeter refuses to publish it"
+            ),
+        ));
+    }
+}
+
+/// What OpenMeter refuses to publish of a usage discount
+/// (`productcatalog/discount.go`, `UsageDiscount.ValidateForPrice`, and
+/// `productcatalog/ratecard.go`): free units of a price that is not per
+/// unit of usage, or a negative number of them.
+fn validate_usage_discount(
+    field: &str,
+    card: &RateCardSpec,
+    usage: &Numeric,
+    problems: &mut Vec<Problem>,
+) {
+    if !card.price.is_usage() {
+        problems.push(Problem::new(
+            field,
+            format!(
+                "free units need a price per unit of usage, not {}: OpenMeter refuses to \
+                 publish a usage discount on a flat price",
+                card.price.kind()
+            ),
+        ));
+    } else if usage.as_str().starts_with('-') {
+        problems.push(Problem::new(
+            field,
+            "a number of free units is not negative: OpenMeter refuses to publish it",
+        ));
     }
 }
 
 /// The plan cadences OpenMeter accepts (`ErrPlanBillingCadenceAllowedValues`
 /// in openmeterio/openmeter `productcatalog/errors.go`).
 const PLAN_CADENCES: [&str; 8] = ["P1W", "P2W", "P4W", "P1M", "P3M", "P6M", "P12M", "P1Y"];
+
+/// A parse failure: the parser's message, line and column.
+type ParseFailure = (String, Option<usize>, Option<usize>);
+
+fn parse_json(text: &str) -> Result<CatalogFile, ParseFailure> {
+    let at = |e: serde_json::Error| (e.to_string(), Some(e.line()), Some(e.column()));
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let file = CatalogFile::deserialize(SkipAnnotations(&mut deserializer)).map_err(at)?;
+    deserializer.end().map_err(at)?;
+    Ok(file)
+}
+
+fn parse_yaml(text: &str) -> Result<CatalogFile, ParseFailure> {
+    let deserializer = serde_yaml::Deserializer::from_str(text);
+    CatalogFile::deserialize(SkipAnnotations(deserializer)).map_err(|e| {
+        let location = e.location();
+        (
+            e.to_string(),
+            location.as_ref().map(|l| l.line()),
+            location.as_ref().map(|l| l.column()),
+        )
+    })
+}
 
 fn is_json(path: &Path) -> bool {
     path.extension()
@@ -669,6 +954,15 @@ fn builtin_meter(k: &str, name: &str, aggregation: Aggregation) -> MeterSpec {
     }
 }
 
+/// `meter` grouped by manifest too, as upstream's analytics meters are.
+fn by_manifest(mut meter: MeterSpec) -> MeterSpec {
+    meter.dimensions.insert(
+        DimensionName(MANIFEST.to_owned()),
+        JsonPath::of_field(MANIFEST),
+    );
+    meter
+}
+
 fn builtin_feature(k: &str, name: &str, meter: &str) -> FeatureSpec {
     FeatureSpec {
         key: key(k),
@@ -681,10 +975,13 @@ fn builtin_feature(k: &str, name: &str, meter: &str) -> FeatureSpec {
 fn builtin_plan(plan_key: &PlanKey) -> PlanSpec {
     PlanSpec {
         key: plan_key.clone(),
+        subscribe_role: None,
         name: "Clearinghouse pay per use".to_owned(),
         description: None,
         currency: "USD".to_owned(),
         billing_cadence: Duration("P1M".to_owned()),
+        settlement_mode: None,
+        metadata: BTreeMap::new(),
         phases: vec![PhaseSpec {
             key: key("default"),
             name: "Default".to_owned(),
@@ -695,6 +992,7 @@ fn builtin_plan(plan_key: &PlanKey) -> PlanSpec {
                 feature: Some(key("billable_spend")),
                 billing_cadence: None,
                 price: Price::unit(Numeric("0.000001".to_owned())),
+                discounts: None,
             }],
         }],
     }
@@ -866,6 +1164,151 @@ mod tests {
         let mut catalog = Catalog::builtin(&default_key());
         catalog.plan.phases[0].duration = "P1M".parse().ok();
         assert_eq!(problem_fields(&catalog), ["plan.phases[0].duration"]);
+    }
+
+    /// A catalog of the built-in meters and features with `plans` as given.
+    fn with_plans(plans: serde_json::Value) -> Result<Catalog, serde_json::Error> {
+        let builtin = serde_json::to_value(Catalog::builtin(&default_key()))?;
+        serde_json::from_value(serde_json::json!({
+            "meters": builtin["meters"], "features": builtin["features"], "plans": plans
+        }))
+    }
+
+    /// The built-in plan as JSON, keyed `key`, with `role` if any.
+    fn plan_json(key: &str, role: Option<&str>) -> serde_json::Value {
+        let mut plan = serde_json::to_value(builtin_plan(&key.parse().expect("valid key")))
+            .expect("serialises");
+        if let Some(role) = role {
+            plan["subscribe_role"] = role.into();
+        }
+        plan
+    }
+
+    #[test]
+    fn the_default_plan_of_a_list_is_its_m2m_plan() {
+        let catalog = with_plans(serde_json::json!([
+            plan_json("owner_plan", Some("owner")),
+            plan_json("other", None),
+            plan_json("m2m_plan", Some("m2m")),
+        ]))
+        .expect("reads");
+        assert_eq!(catalog.plan_key().as_str(), "m2m_plan");
+        let keys: Vec<&str> = catalog.plans().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["owner_plan", "other", "m2m_plan"]);
+        assert_eq!(problem_fields(&catalog), Vec::<String>::new());
+    }
+
+    #[test]
+    fn without_an_m2m_plan_the_default_is_the_first_plan_without_a_role() {
+        let catalog = with_plans(serde_json::json!([
+            plan_json("owner_plan", Some("owner")),
+            plan_json("general", None),
+        ]))
+        .expect("reads");
+        assert_eq!(catalog.plan_key().as_str(), "general");
+        assert_eq!(catalog.plan_for(SubscribeRole::M2m), None);
+    }
+
+    #[test]
+    fn a_plans_list_is_written_back_as_a_list_in_its_order() {
+        let catalog = with_plans(serde_json::json!([
+            plan_json("owner_plan", Some("owner")),
+            plan_json("m2m_plan", Some("m2m")),
+        ]))
+        .expect("reads");
+        let written = serde_json::to_value(&catalog).expect("serialises");
+        assert_eq!(written["plans"][0]["key"], "owner_plan");
+        assert!(written.get("plan").is_none());
+        let back: Catalog = serde_json::from_value(written).expect("reads back");
+        assert_eq!(back, catalog);
+    }
+
+    #[test]
+    fn a_single_plan_and_a_plans_list_together_are_refused() {
+        let mut both = serde_json::to_value(Catalog::builtin(&default_key())).expect("json");
+        both["plans"] = serde_json::json!([plan_json("other", None)]);
+        let err = serde_json::from_value::<Catalog>(both).expect_err("refused");
+        assert!(err.to_string().contains("not both"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_plans_list_is_refused() {
+        let err = with_plans(serde_json::json!([])).expect_err("refused");
+        assert!(err.to_string().contains("at least one plan"), "{err}");
+    }
+
+    #[test]
+    fn a_plan_key_listed_twice_is_reported_where_it_repeats() {
+        let catalog = with_plans(serde_json::json!([
+            plan_json("same", Some("owner")),
+            plan_json("same", None),
+        ]))
+        .expect("reads");
+        assert_eq!(problem_fields(&catalog), ["plans[1].key"]);
+    }
+
+    #[test]
+    fn a_role_named_by_two_plans_is_reported_at_the_second() {
+        let catalog = with_plans(serde_json::json!([
+            plan_json("a", Some("m2m")),
+            plan_json("b", Some("m2m")),
+        ]))
+        .expect("reads");
+        assert_eq!(problem_fields(&catalog), ["plans[1].subscribe_role"]);
+    }
+
+    #[test]
+    fn a_credit_only_plan_is_refused_and_credit_then_invoice_is_a_notice() {
+        let mut catalog = Catalog::builtin(&default_key());
+        catalog.plan.settlement_mode = Some(SettlementMode::CreditOnly);
+        assert_eq!(problem_fields(&catalog), ["plan.settlement_mode"]);
+
+        catalog.plan.settlement_mode = Some(SettlementMode::CreditThenInvoice);
+        assert_eq!(catalog.validate(), Ok(()));
+        let notices = catalog.notices();
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert_eq!(notices[0].field, "plan.settlement_mode");
+    }
+
+    #[test]
+    fn metadata_openmeter_refuses_as_a_label_is_a_notice_and_not_sent() {
+        let mut catalog = Catalog::builtin(&default_key());
+        catalog.plan.metadata = BTreeMap::from([
+            ("plan_kind".to_owned(), "owner_starter".to_owned()),
+            ("kong_zone".to_owned(), "eu".to_owned()),
+        ]);
+        assert_eq!(catalog.validate(), Ok(()));
+        let sent: Vec<&str> = plan_meta::labels(&catalog.plan).into_keys().collect();
+        assert_eq!(sent, ["plan_kind"]);
+        let notices = catalog.notices();
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert_eq!(notices[0].field, "plan.metadata.kong_zone");
+    }
+
+    #[test]
+    fn a_usage_discount_on_a_flat_price_is_refused() {
+        let mut catalog = Catalog::builtin(&default_key());
+        let flat = card(&mut catalog);
+        flat.price.kind = PriceType::Flat;
+        flat.discounts = Some(Discounts {
+            usage: "10".parse().ok(),
+        });
+        assert_eq!(
+            problem_fields(&catalog),
+            ["plan.phases[0].rate_cards[0].discounts.usage"]
+        );
+    }
+
+    #[test]
+    fn a_negative_usage_discount_is_refused() {
+        let mut catalog = Catalog::builtin(&default_key());
+        card(&mut catalog).discounts = Some(Discounts {
+            usage: "-1".parse().ok(),
+        });
+        assert_eq!(
+            problem_fields(&catalog),
+            ["plan.phases[0].rate_cards[0].discounts.usage"]
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 
 use super::catalog::{Aggregation, MeterSpec, PlanSpec, Price, RateCardSpec};
+use super::plan_meta::SettlementMode;
 use super::wire::{Feature, Meter, PhaseRead, RateCardRead};
 use crate::openmeter::model::Plan;
 
@@ -88,8 +89,9 @@ pub(super) fn feature(meter_key: &str, meter_id: Option<&str>, existing: &Featur
 }
 
 /// How a plan version departs from the catalog: currency, billing cadence,
-/// and per phase its key, duration and rate cards (key, feature, billing
-/// cadence, price).
+/// settlement mode, and per phase its key, duration and rate cards (key,
+/// feature, billing cadence, price, discounts). Labels are not compared:
+/// the v3 plan read does not return them (see `plan_meta`).
 /// `feature_id` maps a catalog feature key to the id it has (if any).
 pub(super) fn plan(
     spec: &PlanSpec,
@@ -107,6 +109,7 @@ pub(super) fn plan(
             &existing.billing_cadence,
         ));
     }
+    out.extend(settlement_mode(spec, existing));
     let phases: Vec<PhaseRead> = match serde_json::from_value(existing.phases.clone()) {
         Ok(phases) => phases,
         Err(e) => {
@@ -144,6 +147,17 @@ pub(super) fn plan(
         ));
     }
     out
+}
+
+/// The mode the catalog means (OpenMeter's default when it names none)
+/// against the one the plan reports (the spec's default when absent).
+fn settlement_mode(spec: &PlanSpec, existing: &Plan) -> Option<String> {
+    let want = spec.effective_settlement_mode().as_str();
+    let have = existing
+        .settlement_mode
+        .as_deref()
+        .unwrap_or(SettlementMode::SERVER_DEFAULT.as_str());
+    (want != have).then(|| differs("settlement_mode", want, have))
 }
 
 fn count(n: usize) -> String {
@@ -207,6 +221,33 @@ fn rate_card(
         ));
     }
     out.extend(price(at, &want.price, have));
+    out.extend(discounts(at, want, have));
+    out
+}
+
+/// Free units compare as decimals, none being zero; a percentage discount
+/// (which a catalog never sets) is a difference.
+fn discounts(at: &str, want: &RateCardSpec, have: &RateCardRead) -> Vec<String> {
+    let mut out = Vec::new();
+    let want_usage = want.usage_discount().map(|u| u.as_str());
+    let have_usage = have.discounts.as_ref().and_then(|d| d.usage.as_deref());
+    if !same_amount(
+        Some(want_usage.unwrap_or("0")),
+        Some(have_usage.unwrap_or("0")),
+    ) {
+        out.push(differs(
+            &format!("{at}.discounts.usage"),
+            or_none(want_usage),
+            or_none(have_usage),
+        ));
+    }
+    if let Some(percentage) = have.discounts.as_ref().and_then(|d| d.percentage.as_ref()) {
+        out.push(differs(
+            &format!("{at}.discounts.percentage"),
+            "(none)",
+            percentage.to_string(),
+        ));
+    }
     out
 }
 
@@ -253,6 +294,25 @@ mod tests {
         assert!(same_amount(Some("0.000001"), Some("0.0000010")));
         assert!(!same_amount(Some("0.000001"), Some("0.00001")));
         assert!(!same_amount(Some("1"), None));
+    }
+
+    #[test]
+    fn no_usage_discount_is_the_same_as_zero_free_units() {
+        let mut card: RateCardSpec = serde_json::from_value(serde_json::json!({
+            "key": "k", "name": "K", "price": {"type": "unit", "amount": "1"}
+        }))
+        .expect("a rate card");
+        let read = |discounts: serde_json::Value| -> RateCardRead {
+            serde_json::from_value(serde_json::json!({"key": "k", "discounts": discounts}))
+                .expect("a rate card read")
+        };
+        assert!(discounts("c", &card, &read(serde_json::json!({"usage": "0"}))).is_empty());
+        card.discounts = serde_json::from_value(serde_json::json!({"usage": "5000000"})).ok();
+        assert!(discounts("c", &card, &read(serde_json::json!({"usage": "5000000.0"}))).is_empty());
+        assert_eq!(
+            discounts("c", &card, &read(serde_json::json!({}))),
+            ["c.discounts.usage: catalog 5000000, existing (none)"]
+        );
     }
 
     #[test]

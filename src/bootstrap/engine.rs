@@ -1,6 +1,6 @@
-//! The run: meters, then features (which need meter ids), then the plan
-//! (which needs feature ids). A failed object becomes a `Failed` line and
-//! its dependants fail with it; the rest still run.
+//! The run: meters, then features (which need meter ids), then the plans,
+//! in the order written (they need feature ids). A failed object becomes a
+//! `Failed` line and its dependants fail with it; the rest still run.
 
 use reqwest::Method;
 
@@ -15,9 +15,11 @@ use crate::openmeter::{ApiError, OpenMeterClient};
 pub(super) async fn run(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ApiError> {
     let meters = ensure_meters(ctx, report).await?;
     let features = ensure_features(ctx, &meters, report).await?;
-    match plan::ensure(ctx, &features).await {
-        Ok(line) => report.push(line),
-        Err(e) => failed(report, Kind::Plan, ctx.catalog.plan.key.as_str(), e)?,
+    for spec in ctx.catalog.plans() {
+        match plan::ensure(ctx, spec, &features).await {
+            Ok(line) => report.push(line),
+            Err(e) => failed(report, Kind::Plan, spec.key.as_str(), e)?,
+        }
     }
     Ok(())
 }

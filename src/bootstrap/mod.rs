@@ -1,4 +1,4 @@
-//! Bootstrap of the OpenMeter catalog (meters, features, default plan).
+//! Bootstrap of the OpenMeter catalog (meters, features, plans).
 //!
 //! `ticketmeter bootstrap` makes sure what the collector bills against
 //! exists: it creates what is missing, in dependency order, and never
@@ -7,12 +7,14 @@
 //! for an operator to decide on; only `--publish-new-version` replaces a
 //! drifted plan, by publishing a new version.
 
+mod annotations;
 mod cadence;
 mod catalog;
 mod diff;
 mod engine;
 mod lines;
 mod plan;
+mod plan_meta;
 mod report;
 mod step;
 mod wire;
@@ -23,8 +25,9 @@ use crate::decode::BILLABLE_TYPE;
 use crate::map::DATA_FIELDS;
 use crate::openmeter::{ApiError, OpenMeterClient};
 
-pub use catalog::{Catalog, CatalogError};
+pub use catalog::{Catalog, CatalogError, Notice, PlanSpec};
 pub(crate) use catalog::{JsonPath, Problem};
+pub use plan_meta::{SettlementMode, SubscribeRole};
 pub use report::{Kind, Outcome, Report};
 
 /// How a run may act.
@@ -50,15 +53,19 @@ pub enum BootstrapError {
     Aborted { source: ApiError, report: Report },
 }
 
-/// Creates, in order, the meters, the features and the plan of `catalog`
-/// that are missing, and publishes the plan. See the module docs.
+/// Creates, in order, the meters, the features and the plans of `catalog`
+/// that are missing, and publishes the plans. See the module docs. The
+/// report starts with the catalog's notices: what of it is not sent.
 pub async fn bootstrap(
     client: &OpenMeterClient,
     catalog: &Catalog,
     opts: &BootstrapOptions,
 ) -> Result<Report, BootstrapError> {
     catalog.validate().map_err(BootstrapError::InvalidCatalog)?;
-    let mut report = Report::default();
+    let mut report = Report {
+        notices: catalog.notices(),
+        ..Report::default()
+    };
     let ctx = step::Ctx {
         client,
         catalog,

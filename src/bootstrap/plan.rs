@@ -1,12 +1,14 @@
-//! The plan step. A plan is versioned: the published (`active` or
-//! `scheduled`) version is what customers subscribe to, so it is compared,
-//! never edited. A matching draft left by an interrupted run is published;
-//! a drifted plan is replaced only under `--publish-new-version`. When
-//! OpenMeter refuses to publish, the plan's line says why and that the
-//! draft exists unpublished, so nobody can subscribe to it yet.
+//! The plan step, once per catalog plan. A plan is versioned: the
+//! published (`active` or `scheduled`) version is what customers subscribe
+//! to, so it is compared, never edited. A matching draft left by an
+//! interrupted run is published; a drifted plan is replaced only under
+//! `--publish-new-version`. When OpenMeter refuses to publish, the plan's
+//! line says why and that the draft exists unpublished, so nobody can
+//! subscribe to it yet.
 
 use reqwest::Method;
 
+use super::catalog::PlanSpec;
 use super::diff;
 use super::report::{Kind, Line, Outcome};
 use super::step::{compared, fatal, Ctx, Ids, Resolved};
@@ -29,9 +31,12 @@ impl Features<'_> {
     }
 }
 
-/// Ensures the catalog plan exists, matches and is published.
-pub(super) async fn ensure(ctx: &Ctx<'_>, features: &Ids) -> Result<Line, ApiError> {
-    let spec = &ctx.catalog.plan;
+/// Ensures the catalog plan `spec` exists, matches and is published.
+pub(super) async fn ensure(
+    ctx: &Ctx<'_>,
+    spec: &PlanSpec,
+    features: &Ids,
+) -> Result<Line, ApiError> {
     let features = Features(features);
     let versions: Vec<Plan> = ctx
         .client
@@ -51,10 +56,10 @@ pub(super) async fn ensure(ctx: &Ctx<'_>, features: &Ids) -> Result<Line, ApiErr
     let differences = |p: &Plan| diff::plan(spec, p, &|k| features.id(k));
     match (published, draft) {
         (Some(current), draft) => {
-            on_published(ctx, &features, current, differences(current), draft).await
+            on_published(ctx, spec, &features, current, differences(current), draft).await
         }
-        (None, Some(draft)) => on_draft(ctx, draft, differences(draft)).await,
-        (None, None) => create(ctx, &features, Outcome::Created, None).await,
+        (None, Some(draft)) => on_draft(ctx, spec, draft, differences(draft)).await,
+        (None, None) => create(ctx, spec, &features, Outcome::Created, None).await,
     }
 }
 
@@ -62,12 +67,13 @@ pub(super) async fn ensure(ctx: &Ctx<'_>, features: &Ids) -> Result<Line, ApiErr
 /// `--publish-new-version`) replaced by a new published version.
 async fn on_published(
     ctx: &Ctx<'_>,
+    spec: &PlanSpec,
     features: &Features<'_>,
     current: &Plan,
     differences: Vec<String>,
     draft: Option<&Plan>,
 ) -> Result<Line, ApiError> {
-    let key = ctx.catalog.plan.key.as_str();
+    let key = spec.key.as_str();
     let version = format!("version {}", current.version);
     if differences.is_empty() {
         return Ok(compared(Kind::Plan, key, differences).with_detail(version));
@@ -83,22 +89,27 @@ async fn on_published(
     // A newer draft (from an interrupted run) is published as is when it
     // matches; one that differs stands in the way of a new version.
     if let Some(draft) = draft {
-        let draft_differences = diff::plan(&ctx.catalog.plan, draft, &|k| features.id(k));
+        let draft_differences = diff::plan(spec, draft, &|k| features.id(k));
         if !draft_differences.is_empty() {
             return Ok(
                 compared(Kind::Plan, key, draft_differences).with_detail(blocking_draft(draft))
             );
         }
-        return publish_draft(ctx, draft, Some(was)).await;
+        return publish_draft(ctx, key, draft, Some(was)).await;
     }
-    create(ctx, features, Outcome::Published, Some(was)).await
+    create(ctx, spec, features, Outcome::Published, Some(was)).await
 }
 
 /// No published version, only a draft: publish it if it matches.
-async fn on_draft(ctx: &Ctx<'_>, draft: &Plan, differences: Vec<String>) -> Result<Line, ApiError> {
-    let key = ctx.catalog.plan.key.as_str();
+async fn on_draft(
+    ctx: &Ctx<'_>,
+    spec: &PlanSpec,
+    draft: &Plan,
+    differences: Vec<String>,
+) -> Result<Line, ApiError> {
+    let key = spec.key.as_str();
     if differences.is_empty() {
-        return publish_draft(ctx, draft, None).await;
+        return publish_draft(ctx, key, draft, None).await;
     }
     Ok(compared(Kind::Plan, key, differences).with_detail(blocking_draft(draft)))
 }
@@ -117,10 +128,10 @@ fn blocking_draft(draft: &Plan) -> String {
 
 async fn publish_draft(
     ctx: &Ctx<'_>,
+    key: &str,
     draft: &Plan,
     note: Option<String>,
 ) -> Result<Line, ApiError> {
-    let key = ctx.catalog.plan.key.as_str();
     let mut detail = format!("draft version {}", draft.version);
     if let Some(note) = note {
         detail = format!("{detail}; {note}");
@@ -129,18 +140,18 @@ async fn publish_draft(
         return Ok(Line::new(Kind::Plan, key, Outcome::WouldCreate)
             .with_detail(format!("would publish {detail}")));
     }
-    publish(ctx, draft, Outcome::Published, &detail).await
+    publish(ctx, key, draft, Outcome::Published, &detail).await
 }
 
 /// Creates a new version from the catalog and publishes it; `outcome` is
 /// what the line says on success (`Created` for the first version).
 async fn create(
     ctx: &Ctx<'_>,
+    spec: &PlanSpec,
     features: &Features<'_>,
     outcome: Outcome,
     note: Option<String>,
 ) -> Result<Line, ApiError> {
-    let spec = &ctx.catalog.plan;
     let key = spec.key.as_str();
     let card_features = spec
         .phases
@@ -176,7 +187,7 @@ async fn create(
     } else {
         format!("version {}; {note}", draft.version)
     };
-    publish(ctx, &draft, outcome, &detail).await
+    publish(ctx, key, &draft, outcome, &detail).await
 }
 
 /// Appends the status when publishing did not make the version `active`
@@ -194,11 +205,11 @@ fn status_detail(plan: &Plan, detail: &str) -> String {
 /// token stops the run.
 async fn publish(
     ctx: &Ctx<'_>,
+    key: &str,
     draft: &Plan,
     outcome: Outcome,
     detail: &str,
 ) -> Result<Line, ApiError> {
-    let key = ctx.catalog.plan.key.as_str();
     match publish_call(ctx.client, &draft.id).await {
         Ok(published) => {
             Ok(Line::new(Kind::Plan, key, outcome).with_detail(status_detail(&published, detail)))

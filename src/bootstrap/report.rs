@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use super::catalog::Notice;
+
 /// The kind of catalog object a line is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -84,9 +86,11 @@ impl fmt::Display for Line {
     }
 }
 
-/// Every line of a run, in the order the objects were handled.
+/// Every line of a run, in the order the objects were handled, after the
+/// catalog's notices (what of it is not sent, and why).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
+    pub notices: Vec<Notice>,
     pub lines: Vec<Line>,
 }
 
@@ -143,6 +147,9 @@ impl fmt::Display for Report {
     /// One line per object, then a summary that says plainly when nothing
     /// changed (an idempotent second run).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for notice in &self.notices {
+            writeln!(f, "notice: {notice}")?;
+        }
         for line in &self.lines {
             writeln!(f, "{line}")?;
         }
@@ -170,6 +177,7 @@ mod tests {
     fn a_run_with_only_existing_objects_says_nothing_changed() {
         let report = Report {
             lines: vec![Line::new(Kind::Meter, "m", Outcome::Exists)],
+            ..Report::default()
         };
         let text = report.to_string();
         assert!(text.contains("meter m: exists"), "{text}");
@@ -183,8 +191,24 @@ mod tests {
                 Line::new(Kind::Meter, "m", Outcome::Drift("x".into())),
                 Line::new(Kind::Plan, "p", Outcome::Failed("y".into())),
             ],
+            ..Report::default()
         };
         assert!(report.drifted() && report.failed());
         assert!(report.to_string().contains("meter m: DRIFT: x"));
+    }
+
+    #[test]
+    fn notices_are_printed_before_the_objects() {
+        let mut notice = Notice::new("plans[0].settlement_mode", "not sent");
+        notice.line = Some(7);
+        let report = Report {
+            notices: vec![notice],
+            lines: vec![Line::new(Kind::Plan, "p", Outcome::Exists)],
+        };
+        let text = report.to_string();
+        assert!(
+            text.starts_with("notice: line 7: plans[0].settlement_mode: not sent\nplan p: exists"),
+            "{text}"
+        );
     }
 }

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{
-    Aggregation, DimensionName, Duration, FeatureSpec, JsonPath, MeterSpec, PhaseSpec, PlanSpec,
-    Price, RateCardSpec,
+    Aggregation, DimensionName, Duration, FeatureSpec, JsonPath, MeterSpec, Numeric, PhaseSpec,
+    PlanSpec, Price, RateCardSpec,
 };
+use super::plan_meta;
 
 /// `CreateMeterRequest`.
 #[derive(Debug, Serialize)]
@@ -95,12 +96,15 @@ pub(super) struct Feature {
     pub deleted_at: Option<String>,
 }
 
-/// `CreatePlanRequest`.
+/// `CreatePlanRequest`: the plan's `metadata` goes as `labels`; its role
+/// and settlement mode have no field here (see [`plan_meta`]).
 #[derive(Debug, Serialize)]
 pub(super) struct CreatePlanRequest<'a> {
     pub name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<&'a str, &'a str>,
     pub key: &'a str,
     pub currency: &'a str,
     pub billing_cadence: &'a Duration,
@@ -129,6 +133,15 @@ pub(super) struct RateCardRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub billing_cadence: Option<&'a Duration>,
     pub price: &'a Price,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discounts: Option<DiscountsRequest<'a>>,
+}
+
+/// `BillingRateCardDiscounts` as written: the catalog's usage discount is
+/// already in its v3 form, a decimal string of free units.
+#[derive(Debug, Serialize)]
+pub(super) struct DiscountsRequest<'a> {
+    pub usage: &'a Numeric,
 }
 
 impl<'a> CreatePlanRequest<'a> {
@@ -138,6 +151,7 @@ impl<'a> CreatePlanRequest<'a> {
         Self {
             name: &plan.name,
             description: plan.description.as_deref(),
+            labels: plan_meta::labels(plan),
             key: plan.key.as_str(),
             currency: &plan.currency,
             billing_cadence: &plan.billing_cadence,
@@ -185,6 +199,9 @@ impl<'a> RateCardRequest<'a> {
                 .map(|id| IdRef { id }),
             billing_cadence: card.billing_cadence(plan),
             price: &card.price,
+            discounts: card
+                .usage_discount()
+                .map(|usage| DiscountsRequest { usage }),
         }
     }
 }
@@ -211,6 +228,17 @@ pub(super) struct RateCardRead {
     pub billing_cadence: Option<String>,
     #[serde(default)]
     pub price: Option<PriceRead>,
+    #[serde(default)]
+    pub discounts: Option<DiscountsRead>,
+}
+
+/// `BillingRateCardDiscounts` as read back.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct DiscountsRead {
+    #[serde(default)]
+    pub usage: Option<String>,
+    #[serde(default)]
+    pub percentage: Option<serde_json::Number>,
 }
 
 /// `BillingPrice` as read back: any type, any amount.

@@ -166,7 +166,7 @@ async fn bootstrap_catalog(args: args::BootstrapArgs) -> anyhow::Result<ExitCode
         tracing::warn!(
             catalog = %catalog.plan_key(),
             configured = %args.default_plan_key,
-            "the catalog's plan is not OPENMETER_DEFAULT_PLAN_KEY: new customers will not be subscribed to it"
+            "the catalog's default plan is not OPENMETER_DEFAULT_PLAN_KEY: new customers will not be subscribed to it"
         );
     }
     let client = app::client(&config::client(&args.openmeter)?, ONE_SHOT_ATTEMPTS)?;

@@ -120,6 +120,10 @@ pub struct Plan {
     pub billing_cadence: String,
     #[serde(default)]
     pub deleted_at: Option<String>,
+    /// Read-only in v3; absent means the spec's default,
+    /// `credit_then_invoice`.
+    #[serde(default)]
+    pub settlement_mode: Option<String>,
     #[serde(default)]
     pub phases: serde_json::Value,
 }

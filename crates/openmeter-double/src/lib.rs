@@ -15,7 +15,8 @@
 //! its creation and its status is computed at read time (`canceled` runs until
 //! `active_to`); a customer has one subscription at a time; only a plan version
 //! active now can be subscribed to; publish refuses rate cards invoicing could
-//! not bill; customer creates refuse keys overlapping another customer's id or
+//! not bill (a usage discount on a flat price among them); a plan is created
+//! `credit_then_invoice` and read back without its labels; customer creates refuse keys overlapping another customer's id or
 //! subjects; the meter query counts a customer's deduplicated events by whole
 //! seconds, and [`Double::billable_total`] says what invoicing would bill of
 //! them. [`Double::refuse_billing_setup`] injects the server's per-customer

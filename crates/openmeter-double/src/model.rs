@@ -57,12 +57,16 @@ impl Customer {
     }
 }
 
-/// `BillingPlan`. Phases are kept as the JSON the client sent.
+/// `BillingPlan`. Phases are kept as the JSON the client sent (a usage
+/// discount normalized as the server stores it).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
     pub id: String,
     pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Stored as sent, never answered: the server keeps a plan's labels as
+    /// its metadata, and the v3 plan read does not return them
+    /// (`api/v3/handlers/plans/convert.go`, `ToAPIBillingPlan`).
+    #[serde(skip_serializing)]
     pub labels: Option<Labels>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -80,8 +84,14 @@ pub struct Plan {
     /// `draft`, `active`, `archived` or `scheduled`: computed at the moment
     /// it is read (see [`Plan::status_at`]).
     pub status: String,
+    /// Read-only in v3: a plan created there gets `credit_then_invoice`
+    /// (`openmeter/productcatalog/plan/service/plan.go`, `CreatePlan`).
+    pub settlement_mode: String,
     pub phases: Vec<Value>,
 }
+
+/// What the server gives a plan created without a settlement mode.
+pub(crate) const DEFAULT_SETTLEMENT_MODE: &str = "credit_then_invoice";
 
 impl Plan {
     /// The status at `at`, from the effective period as the server computes
@@ -120,6 +130,9 @@ pub struct PlanSeed {
     pub currency: String,
     pub name: String,
     pub billing_cadence: String,
+    /// `credit_then_invoice` or `credit_only` (a plan made through another
+    /// API than v3's create).
+    pub settlement_mode: String,
     /// `BillingPlanPhase` JSON; `None` means one phase with no rate cards.
     pub phases: Option<Vec<Value>>,
 }
@@ -134,6 +147,7 @@ impl PlanSeed {
             currency: "USD".into(),
             name: key.into(),
             billing_cadence: "P1M".into(),
+            settlement_mode: DEFAULT_SETTLEMENT_MODE.into(),
             phases: None,
         }
     }

@@ -222,3 +222,83 @@ async fn a_deleted_plan_cannot_be_subscribed_to() {
         "{p}"
     );
 }
+
+#[tokio::test]
+async fn a_usage_discount_is_kept_as_the_server_stores_it_and_published() {
+    let env = start().await;
+    let feature = billable_feature(&env).await;
+    let mut body = plan_body("ppu", &feature);
+    body["phases"][0]["rate_cards"][0]["discounts"] = json!({"usage": "5000000.00"});
+
+    let (draft, published) = create_then_publish(&env, body).await;
+
+    assert_eq!(
+        draft["phases"][0]["rate_cards"][0]["discounts"],
+        json!({"usage": "5000000"})
+    );
+    assert_eq!(published.status(), 200);
+}
+
+#[tokio::test]
+async fn a_usage_discount_on_a_flat_price_is_created_but_not_published() {
+    let env = start().await;
+    let card = json!({
+        "name": "Setup", "key": "setup", "price": {"type": "flat", "amount": "5"},
+        "discounts": {"usage": "10"},
+    });
+
+    let (_, published) = create_then_publish(&env, with_card("unused", card)).await;
+
+    let p = problem(published, 400).await;
+    assert!(
+        detail(&p).ends_with("usage discount is not supported for flat price"),
+        "{p}"
+    );
+}
+
+#[tokio::test]
+async fn a_negative_usage_discount_is_created_but_not_published() {
+    let env = start().await;
+    let feature = billable_feature(&env).await;
+    let mut body = plan_body("ppu", &feature);
+    body["phases"][0]["rate_cards"][0]["discounts"] = json!({"usage": "-1"});
+
+    let (_, published) = create_then_publish(&env, body).await;
+
+    let p = problem(published, 400).await;
+    assert!(detail(&p).ends_with("usage must be greater than 0"), "{p}");
+}
+
+#[tokio::test]
+async fn a_plan_label_with_a_reserved_key_prefix_is_refused_at_create() {
+    let env = start().await;
+    let feature = billable_feature(&env).await;
+    let mut body = plan_body("ppu", &feature);
+    body["labels"] = json!({"kong_zone": "eu"});
+
+    let p = problem(env.post("/openmeter/plans", body).await, 400).await;
+
+    assert_eq!(
+        detail(&p),
+        "failed to convert label metadata: label key must not have reserved prefix"
+    );
+    assert!(env.double.plans().is_empty());
+}
+
+#[tokio::test]
+async fn a_plan_reads_back_with_credit_then_invoice_and_without_its_labels() {
+    let env = start().await;
+    let feature = billable_feature(&env).await;
+    let mut body = plan_body("ppu", &feature);
+    body["labels"] = json!({"plan_kind": "owner_starter"});
+
+    let (draft, _) = create_then_publish(&env, body).await;
+
+    assert_eq!(draft["settlement_mode"], "credit_then_invoice");
+    assert!(draft.get("labels").is_none(), "{draft}");
+    let kept = env.double.plans()[0].labels.clone().unwrap_or_default();
+    assert_eq!(
+        kept.get("plan_kind").map(String::as_str),
+        Some("owner_starter")
+    );
+}

@@ -163,7 +163,9 @@ impl Double {
     /// types, duplicates by `(source, id)`, and events timed before a
     /// subscription started (or after it ended) are not billed, exactly as
     /// OpenMeter's invoicing does (see `state/usage.rs` for the sources).
-    /// This is what lets a test say "billed = signed".
+    /// This is what lets a test say "billed = signed". It is the quantity
+    /// invoicing reads, before a rate card's usage discount takes its free
+    /// units off (those are not modelled).
     ///
     /// # Panics
     /// When no meter has the key or no customer has the id: a typo in a test

@@ -9,9 +9,16 @@
 //! a rate card's feature is resolved by id first
 //! (`productcatalog/featureresolver/ratecard.go`). Rate cards priced `unit`,
 //! `graduated` or `volume` are usage-based (`api/v3/handlers/plans/convert.go`).
+//! A usage discount is refused on a flat or free price and when negative
+//! (`productcatalog/ratecard.go`, `FlatFeeRateCard.Validate`;
+//! `productcatalog/discount.go`, `UsageDiscountWithValidValue`).
 //! Not modelled: billing cadences misaligned with the plan's (a warning,
-//! `ValidatePlanHasAlignedBillingCadences`), discounts, tax and unit configs.
+//! `ValidatePlanHasAlignedBillingCadences`), percentage discounts, tax and
+//! unit configs.
 
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
 use serde_json::Value;
 
 use super::usage::is_usage_price;
@@ -26,6 +33,10 @@ const KEY_MISMATCH: &str = "rate card key must match feature key";
 const USAGE_WITHOUT_FEATURE: &str = "usage-based price requires feature to be associated with";
 /// `ErrBillingCadenceInvalidValue` (warning).
 const BAD_CADENCE: &str = "billing cadence must be positive and 1 hour long duration at least";
+/// `ErrUsageDiscountWithFlatPrice` (warning).
+const DISCOUNT_ON_FLAT: &str = "usage discount is not supported for flat price";
+/// `ErrUsageDiscountNegativeQuantity` (warning).
+const NEGATIVE_DISCOUNT: &str = "usage must be greater than 0";
 
 /// One finding on one rate card.
 struct Issue {
@@ -80,6 +91,13 @@ impl State {
         if !cadence_ok(card, usage) {
             issue("billing_cadence", BAD_CADENCE.into(), false);
         }
+        if let Some(free) = text(card, "/discounts/usage") {
+            if !usage {
+                issue("discounts.usage", DISCOUNT_ON_FLAT.into(), false);
+            } else if Decimal::from_str(free).is_ok_and(|d| d.is_sign_negative()) {
+                issue("discounts.usage", NEGATIVE_DISCOUNT.into(), false);
+            }
+        }
         issues
     }
 
@@ -112,6 +130,25 @@ impl State {
             plan.id, plan.key, plan.version
         );
         refuse(&prefix, self.plan_issues(&plan.key, &plan.phases))
+    }
+}
+
+/// Rewrites each rate card's `discounts.usage` as the server stores and
+/// answers it: a decimal (`api/v3/handlers/plans/convert.go` reads it with
+/// `decimal.NewFromString` and answers `Quantity.String()`, which drops
+/// trailing zeros).
+pub(crate) fn normalize_usage_discounts(phases: &mut [Value]) {
+    let cards = phases
+        .iter_mut()
+        .filter_map(|p| p.get_mut("rate_cards").and_then(Value::as_array_mut))
+        .flatten();
+    for card in cards {
+        let Some(usage) = card.pointer_mut("/discounts/usage") else {
+            continue;
+        };
+        if let Some(d) = usage.as_str().and_then(|u| Decimal::from_str(u).ok()) {
+            *usage = Value::String(d.normalize().to_string());
+        }
     }
 }
 

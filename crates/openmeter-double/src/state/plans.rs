@@ -3,8 +3,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::State;
-use crate::model::{new_id, Labels, Plan, PlanSeed};
+use crate::model::{new_id, Labels, Plan, PlanSeed, DEFAULT_SETTLEMENT_MODE};
 use crate::problem::{ApiResult, InvalidParam, Problem};
+use crate::validate;
 
 /// A `CreatePlanRequest`, read from a body the spec accepted.
 #[derive(Debug, Deserialize)]
@@ -45,8 +46,10 @@ fn not_subscribable(detail: String) -> Problem {
 impl State {
     /// New draft plan; version = 1 + the highest existing version of the key.
     /// 400 on the rate-card issues the server finds critical.
-    pub(crate) fn create_plan(&mut self, new: NewPlan) -> ApiResult<Plan> {
+    pub(crate) fn create_plan(&mut self, mut new: NewPlan) -> ApiResult<Plan> {
+        validate::labels::check(new.labels.as_ref())?;
         self.validate_for_create(&new.key, &new.phases)?;
+        super::plan_rules::normalize_usage_discounts(&mut new.phases);
         let now = Utc::now();
         let plan = Plan {
             id: new_id(),
@@ -63,6 +66,7 @@ impl State {
             effective_from: None,
             effective_to: None,
             status: "draft".into(),
+            settlement_mode: DEFAULT_SETTLEMENT_MODE.into(),
             phases: new.phases,
         };
         self.plans.push(plan.clone());
@@ -186,6 +190,7 @@ impl State {
             effective_from: from,
             effective_to: to,
             status: seed.status,
+            settlement_mode: seed.settlement_mode,
             phases,
         };
         let id = plan.id.clone();

@@ -6,6 +6,7 @@ use super::{PlanSelector, State};
 use crate::cadence::Cadence;
 use crate::model::{
     new_id, Labels, Plan, PlanRef, Subscription, SubscriptionItem, SubscriptionPhase,
+    DEFAULT_SETTLEMENT_MODE,
 };
 use crate::problem::{ApiResult, InvalidParam, Problem};
 
@@ -364,6 +365,7 @@ impl State {
                     effective_from: None,
                     effective_to: None,
                     status: "active".into(),
+                    settlement_mode: DEFAULT_SETTLEMENT_MODE.into(),
                     phases: Vec::new(),
                 };
                 let mut s = from_plan(&placeholder, customer_id.into(), dates, None);

@@ -3,6 +3,7 @@
 //! refuses beyond its spec is checked by the handlers after that, each rule
 //! citing its server source, and collected in [`Errors`].
 
+pub(crate) mod labels;
 mod spec;
 
 use chrono::{DateTime, Utc};
