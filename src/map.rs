@@ -138,16 +138,6 @@ pub(crate) const DATA_FIELDS: &[&str] = &[
     "eth_usd_price",
     "signed_at",
     "original_id",
-    "manifest_id",
-    "billable_secs",
-    "app",
-    "session_status",
-    "orch_address",
-    "num_tickets",
-    "billing_subject_key",
-    "billing_subject_kind",
-    "actor_end_user_id",
-    "openmeter_customer_key",
 ];
 
 /// Converts a ticket into its CloudEvent at `price`.

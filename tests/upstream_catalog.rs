@@ -446,3 +446,30 @@ fn an_unknown_plan_field_is_still_refused_at_its_line() -> TestResult {
     assert_eq!(line, Some(109), "{err}");
     Ok(())
 }
+
+/// `ticketmeter ensure` with the catalog that was bootstrapped
+/// (`CATALOG_FILE`): an app owner gets the `subscribe_role: owner` plan,
+/// everyone else `OPENMETER_DEFAULT_PLAN_KEY` (upstream's m2m plan here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_upstream_catalog_an_owner_is_subscribed_to_the_owner_plan() -> TestResult {
+    let env = env().await?;
+    bootstrap(&env.client, &upstream()?, &BootstrapOptions::default()).await?;
+    let ensure = |auth_id: &str| -> Result<Value, Box<dyn std::error::Error>> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ticketmeter"))
+            .args(["ensure", "--auth-id", auth_id])
+            .env_clear()
+            .env("OPENMETER_URL", env._running.base_url())
+            .env("OPENMETER_DEFAULT_PLAN_KEY", M2M_PLAN)
+            .env("CATALOG_FILE", fixture())
+            .output()?;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let owner = ensure("app_abc:owner:U1#actor-7")?;
+    assert_eq!(owner["customerKey"], "U1");
+    assert_eq!(owner["planKey"], OWNER_PLAN);
+    let user = ensure("app_abc:alice")?;
+    assert_eq!(user["customerKey"], "app_abc:alice");
+    assert_eq!(user["planKey"], M2M_PLAN);
+    Ok(())
+}

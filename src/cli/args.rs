@@ -133,6 +133,11 @@ pub(crate) struct EnsureArgs {
     /// unset: the default plan.
     #[arg(long, env = "OPENMETER_OWNER_PLAN_KEY")]
     pub(crate) owner_plan_key: Option<PlanKey>,
+    /// The catalog `bootstrap --catalog` created: without
+    /// OPENMETER_OWNER_PLAN_KEY, app owners get its `subscribe_role: owner`
+    /// plan.
+    #[arg(long, env = "CATALOG_FILE")]
+    pub(crate) catalog: Option<PathBuf>,
     /// Who an event bills. `upstream`: today's collectors' rules (an
     /// `owner:` payer is the bare owner, `eu_` an end-user wallet,
     /// `payer#actor` bills the payer). `auth_id`: always the whole
@@ -365,7 +370,7 @@ pub(crate) struct DlqReplayArgs {
 #[derive(Debug, Args)]
 pub(crate) struct BootstrapArgs {
     /// A JSON or YAML catalog replacing the built-in one.
-    #[arg(long)]
+    #[arg(long, env = "CATALOG_FILE")]
     pub(crate) catalog: Option<PathBuf>,
     /// Print what would be done; write nothing.
     #[arg(long)]

@@ -15,7 +15,9 @@ use crate::app::{
     ApiSettings, Config, ContinuousAuditSettings, KafkaSettings, OpenMeterSettings,
     PipelineSettings,
 };
+use crate::bootstrap::{Catalog, SubscribeRole};
 use crate::contract::Contract;
+use crate::domain::PlanKey;
 use crate::deliver::BillingPolicy;
 use crate::ensure::EnsureConfig;
 use crate::openmeter::{ClientConfig, Endpoint};
@@ -50,7 +52,7 @@ pub(super) fn openmeter(
     Ok(OpenMeterSettings {
         client: client(args)?,
         plan_key: ensure.default_plan_key.clone(),
-        owner_plan_key: ensure.owner_plan_key.clone(),
+        owner_plan_key: owner_plan_key(ensure)?,
         subjects: ensure.billing_subject,
         ensure: EnsureConfig {
             cache_ttl: ensure.ensure_cache_ttl,
@@ -59,6 +61,27 @@ pub(super) fn openmeter(
             refusal_ttl: ensure.ensure_refusal_ttl,
         },
     })
+}
+
+/// `OPENMETER_OWNER_PLAN_KEY`, else the `subscribe_role: owner` plan of
+/// `CATALOG_FILE`; a catalog whose default plan is not
+/// `OPENMETER_DEFAULT_PLAN_KEY` is named in a warning.
+fn owner_plan_key(ensure: &EnsureArgs) -> anyhow::Result<Option<PlanKey>> {
+    let Some(path) = &ensure.catalog else {
+        return Ok(ensure.owner_plan_key.clone());
+    };
+    let catalog = Catalog::from_file(path)?;
+    if catalog.plan_key() != &ensure.default_plan_key {
+        tracing::warn!(
+            catalog = %catalog.plan_key(),
+            configured = %ensure.default_plan_key,
+            "the catalog's default plan is not OPENMETER_DEFAULT_PLAN_KEY: new customers other than app owners get OPENMETER_DEFAULT_PLAN_KEY"
+        );
+    }
+    Ok(ensure
+        .owner_plan_key
+        .clone()
+        .or_else(|| catalog.plan_for(SubscribeRole::Owner).cloned()))
 }
 
 /// The client's settings from `OPENMETER_*`.
