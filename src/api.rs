@@ -294,7 +294,8 @@ mod tests {
 
     #[test]
     fn auth_id_splits_at_first_colon() {
-        let id = identity_from_body(&json!({"authId": " acme:user:x "}), SubjectRule::Upstream).unwrap();
+        let id =
+            identity_from_body(&json!({"authId": " acme:user:x "}), SubjectRule::Upstream).unwrap();
         assert_eq!((id.client_id(), id.external_user_id()), ("acme", "user:x"));
     }
 
@@ -354,7 +355,10 @@ mod tests {
 
     #[test]
     fn an_owner_identity_ensures_the_bare_owner() {
-        assert_eq!(key(json!({"auth_id": "app_abc:owner: U1 "})), Ok("U1".into()));
+        assert_eq!(
+            key(json!({"auth_id": "app_abc:owner: U1 "})),
+            Ok("U1".into())
+        );
         assert_eq!(
             key(json!({"client_id": "app_abc", "external_user_id": "owner:U1"})),
             Ok("U1".into())

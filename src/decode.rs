@@ -155,8 +155,8 @@ struct Envelope<'a> {
 /// read leniently from whatever JSON they hold.
 #[derive(Deserialize)]
 struct TicketData<'a> {
-    #[serde(borrow, default)]
-    request_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    request_id: Option<Value>,
     #[serde(borrow, default)]
     auth_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -167,8 +167,8 @@ struct TicketData<'a> {
     usage_subject_type: Option<Value>,
     #[serde(default)]
     computed_fee: Option<Value>,
-    #[serde(borrow, default)]
-    current_time: Option<Cow<'a, str>>,
+    #[serde(default)]
+    current_time: Option<Value>,
     #[serde(default)]
     current_time_unix: Option<Value>,
     #[serde(default)]
@@ -218,7 +218,11 @@ pub fn decode(payload: &[u8], max_bytes: usize, contract: &Contract) -> Result<D
     }
 }
 
-fn ticket(envelope: &Envelope, payload: &[u8], contract: &Contract) -> Result<SignedTicket, Rejection> {
+fn ticket(
+    envelope: &Envelope,
+    payload: &[u8],
+    contract: &Contract,
+) -> Result<SignedTicket, Rejection> {
     let raw = envelope.data.ok_or(Rejection::DataNotObject)?;
     if !raw.get().trim_start().starts_with('{') {
         return Err(Rejection::DataNotObject);
@@ -227,18 +231,18 @@ fn ticket(envelope: &Envelope, payload: &[u8], contract: &Contract) -> Result<Si
         serde_json::from_str(raw.get()).map_err(|e| Rejection::MalformedData(e.to_string()))?;
     let identity = identity(&data, contract.subjects)?;
     let (fee, fee_text) = fee(data.computed_fee.as_ref())?;
-    let request_id = data
-        .request_id
-        .as_deref()
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+    let request_id = lenient_text(data.request_id.as_ref())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let envelope_id = envelope.id.as_deref().unwrap_or_default();
     let (time, signed_at) = event_time(&data, envelope.timestamp.as_ref());
     Ok(SignedTicket {
         event_id: event_id(contract.ids, envelope_id, &request_id, payload),
         other_id: event_id(contract.ids.other(), envelope_id, &request_id, payload),
-        usage_subject_type: lenient_text(data.usage_subject_type.as_ref()).ok().flatten(),
+        usage_subject_type: lenient_text(data.usage_subject_type.as_ref())
+            .ok()
+            .flatten(),
         dimensions: dimensions(&data, &request_id),
         request_id,
         identity,
@@ -252,7 +256,12 @@ fn ticket(envelope: &Envelope, payload: &[u8], contract: &Contract) -> Result<Si
 /// The CloudEvent id under `scheme`: the first non-blank of the envelope
 /// `id` and `request_id` in the scheme's order, else `sha256:` of the
 /// record's bytes (the same bytes on every redelivery).
-pub(crate) fn event_id(scheme: IdScheme, envelope_id: &str, request_id: &str, payload: &[u8]) -> String {
+pub(crate) fn event_id(
+    scheme: IdScheme,
+    envelope_id: &str,
+    request_id: &str,
+    payload: &[u8],
+) -> String {
     let (first, second) = match scheme {
         IdScheme::Envelope => (envelope_id, request_id),
         IdScheme::RequestId => (request_id, envelope_id),
@@ -273,7 +282,10 @@ fn payload_digest(payload: &[u8]) -> String {
 fn identity(data: &TicketData, rule: SubjectRule) -> Result<Identity, Rejection> {
     let raw = match data.auth_id.as_deref().map(str::trim) {
         Some(auth) if !auth.is_empty() => Cow::Borrowed(auth),
-        given => match (blank_to_none(&data.client_id), blank_to_none(&data.usage_subject)) {
+        given => match (
+            blank_to_none(&data.client_id),
+            blank_to_none(&data.usage_subject),
+        ) {
             (Some(client), Some(subject)) => Cow::Owned(format!("{client}:{subject}")),
             _ => return Err(missing_identity(rule, given.is_some())),
         },
@@ -316,11 +328,12 @@ fn fee(value: Option<&Value>) -> Result<(FeeWei, String), Rejection> {
 fn dimensions(data: &TicketData, request_id: &str) -> Dimensions {
     let mut dims = Dimensions::default();
     let mut text = |name: &'static str, value: Option<&Value>| -> String {
-        lenient_text(value).unwrap_or_else(|()| {
-            dims.unreadable.push(name);
-            None
-        })
-        .unwrap_or_default()
+        lenient_text(value)
+            .unwrap_or_else(|()| {
+                dims.unreadable.push(name);
+                None
+            })
+            .unwrap_or_default()
     };
     let pipeline = text("pipeline", data.pipeline.as_ref());
     let model = text("model_id", data.model_id.as_ref());
@@ -403,7 +416,12 @@ fn lenient_number(value: Option<&Value>) -> Result<Option<Number>, ()> {
 /// all); else `current_time_unix`; else the envelope's `timestamp` (both unix
 /// ms); else now. The first three are stable across redelivery.
 fn event_time(data: &TicketData, envelope_ts: Option<&Value>) -> (String, DateTime<Utc>) {
-    if let Some(t) = data.current_time.as_deref().map(str::trim) {
+    if let Some(t) = data
+        .current_time
+        .as_ref()
+        .and_then(Value::as_str)
+        .map(str::trim)
+    {
         if let Ok(at) = DateTime::parse_from_rfc3339(t) {
             return (t.to_owned(), at.to_utc());
         }
@@ -502,7 +520,10 @@ mod tests {
         assert_eq!(t.time, "2026-09-09T00:00:00.000000001Z");
         assert_eq!(t.fee, FeeWei::new(10));
         assert_eq!(
-            (t.dimensions.pipeline.as_str(), t.dimensions.model_id.as_str()),
+            (
+                t.dimensions.pipeline.as_str(),
+                t.dimensions.model_id.as_str()
+            ),
             ("unknown", "unknown")
         );
     }
@@ -512,7 +533,10 @@ mod tests {
         let t = ticket_of(OK);
         assert_eq!((t.event_id.as_str(), t.other_id.as_str()), ("env-1", "r1"));
         let seed = ticket_under(&event(OK), &Contract::seed());
-        assert_eq!((seed.event_id.as_str(), seed.other_id.as_str()), ("r1", "env-1"));
+        assert_eq!(
+            (seed.event_id.as_str(), seed.other_id.as_str()),
+            ("r1", "env-1")
+        );
     }
 
     #[test]
@@ -643,6 +667,15 @@ mod tests {
     }
 
     #[test]
+    fn a_numeric_request_id_or_time_is_read_not_dead_lettered() {
+        let t = ticket_of(
+            r#"{"auth_id":"c:u","computed_fee":"1","request_id":12345678,"current_time":17}"#,
+        );
+        assert_eq!(t.request_id, "12345678");
+        assert_eq!(t.time, "2026-09-09T00:00:00.000Z", "the envelope timestamp");
+    }
+
+    #[test]
     fn wrongly_typed_field_is_rejected_not_coerced() {
         assert!(matches!(
             reject(&event(r#"{"auth_id":7,"computed_fee":"1"}"#)),
@@ -681,7 +714,8 @@ mod tests {
 
     #[test]
     fn an_unreadable_dimension_is_left_out_not_dead_lettered() {
-        let t = ticket_of(r#"{"auth_id":"c:u","computed_fee":"1","pixels":"many","pipeline":{"a":1}}"#);
+        let t =
+            ticket_of(r#"{"auth_id":"c:u","computed_fee":"1","pixels":"many","pipeline":{"a":1}}"#);
         assert_eq!(t.dimensions.pixels, None);
         assert_eq!(t.dimensions.pipeline, "unknown");
         assert_eq!(t.dimensions.unreadable, ["pipeline", "pixels"]);
@@ -689,7 +723,9 @@ mod tests {
 
     #[test]
     fn a_numeric_string_dimension_is_a_number() {
-        let t = ticket_of(r#"{"auth_id":"c:u","computed_fee":"1","pixels":"1000","billable_secs":" 10.5 ","num_tickets":3}"#);
+        let t = ticket_of(
+            r#"{"auth_id":"c:u","computed_fee":"1","pixels":"1000","billable_secs":" 10.5 ","num_tickets":3}"#,
+        );
         assert_eq!(t.dimensions.pixels.unwrap().to_string(), "1000");
         assert_eq!(t.dimensions.billable_secs.unwrap().to_string(), "10.5");
         assert_eq!(t.dimensions.num_tickets.unwrap().to_string(), "3");
@@ -708,10 +744,26 @@ mod tests {
     #[test]
     fn manifest_id_falls_back_to_session_then_request_id() {
         let manifest = |data: &str| ticket_of(data).dimensions.manifest_id;
-        assert_eq!(manifest(r#"{"auth_id":"c:u","computed_fee":"1","manifest_id":"m","session_id":"s","request_id":"r"}"#), "m");
-        assert_eq!(manifest(r#"{"auth_id":"c:u","computed_fee":"1","manifest_id":"","session_id":"s","request_id":"r"}"#), "s");
-        assert_eq!(manifest(r#"{"auth_id":"c:u","computed_fee":"1","request_id":"r"}"#), "r");
-        assert_eq!(manifest(r#"{"auth_id":"c:u","computed_fee":"1"}"#), "unknown");
+        assert_eq!(
+            manifest(
+                r#"{"auth_id":"c:u","computed_fee":"1","manifest_id":"m","session_id":"s","request_id":"r"}"#
+            ),
+            "m"
+        );
+        assert_eq!(
+            manifest(
+                r#"{"auth_id":"c:u","computed_fee":"1","manifest_id":"","session_id":"s","request_id":"r"}"#
+            ),
+            "s"
+        );
+        assert_eq!(
+            manifest(r#"{"auth_id":"c:u","computed_fee":"1","request_id":"r"}"#),
+            "r"
+        );
+        assert_eq!(
+            manifest(r#"{"auth_id":"c:u","computed_fee":"1"}"#),
+            "unknown"
+        );
     }
 
     #[test]
@@ -721,7 +773,9 @@ mod tests {
             (d.pipeline, d.model_id)
         };
         assert_eq!(
-            dims(r#"{"auth_id":"c:u","computed_fee":"1","pipeline":"live-video-to-video:comfyui"}"#),
+            dims(
+                r#"{"auth_id":"c:u","computed_fee":"1","pipeline":"live-video-to-video:comfyui"}"#
+            ),
             ("live-video-to-video".into(), "comfyui".into())
         );
         assert_eq!(

@@ -350,9 +350,9 @@ impl Deliverer {
         }
         if terms.missed_invoice(pending.time, self.billing.collection_window, now) {
             metrics().events_missed_invoice.inc();
-            metrics().usd_micros_missed_invoice.inc_by(
-                pending.event.data.billable_usd_micros.whole_u64(),
-            );
+            metrics()
+                .usd_micros_missed_invoice
+                .inc_by(pending.event.data.billable_usd_micros.whole_u64());
             if self.noted.first(Note::Late, &pending.identity) {
                 tracing::warn!(
                     customer = %ensured.customer_key,

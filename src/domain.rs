@@ -778,7 +778,11 @@ mod tests {
     #[test]
     fn an_empty_owner_id_is_refused() {
         for raw in ["app_x:owner:", "app_x:owner:   ", "app_x:owner: #actor"] {
-            assert_eq!(upstream(raw).unwrap_err(), IdentityError::EmptyOwner, "{raw}");
+            assert_eq!(
+                upstream(raw).unwrap_err(),
+                IdentityError::EmptyOwner,
+                "{raw}"
+            );
             assert_eq!(IdentityError::EmptyOwner.to_string(), "empty owner id");
         }
     }
@@ -792,7 +796,13 @@ mod tests {
         let wallet = upstream("app_abc:eu_123#actor-9").unwrap();
         assert_eq!(
             parts(&wallet),
-            ("eu_123".into(), "app_abc", "eu_123", "actor-9", "app_user_wallet")
+            (
+                "eu_123".into(),
+                "app_abc",
+                "eu_123",
+                "actor-9",
+                "app_user_wallet"
+            )
         );
         assert_eq!(wallet.actor_end_user_id(), "eu_123");
         assert_eq!(wallet.usage_subject_type(None), "external_user_id");
@@ -806,7 +816,13 @@ mod tests {
     fn an_end_user_wallet_without_actor_bills_itself() {
         assert_eq!(
             parts(&upstream("app_abc:eu_42").unwrap()),
-            ("eu_42".into(), "app_abc", "eu_42", "eu_42", "app_user_wallet")
+            (
+                "eu_42".into(),
+                "app_abc",
+                "eu_42",
+                "eu_42",
+                "app_user_wallet"
+            )
         );
     }
 
@@ -832,7 +848,13 @@ mod tests {
         );
         assert_eq!(
             parts(&upstream("session_1").unwrap()),
-            ("session_1".into(), "session_1", "session_1", "session_1", "legacy_compound")
+            (
+                "session_1".into(),
+                "session_1",
+                "session_1",
+                "session_1",
+                "legacy_compound"
+            )
         );
     }
 
@@ -897,7 +919,10 @@ mod tests {
         assert_eq!(rounded("1200000000000", "3500"), "4200");
         assert_eq!(rounded("333333333333", "3500"), "1167");
         assert_eq!(rounded("1", "3500"), "0");
-        assert_eq!(rounded("123456789012345678901234", "3500"), "432098761543210");
+        assert_eq!(
+            rounded("123456789012345678901234", "3500"),
+            "432098761543210"
+        );
     }
 
     #[test]

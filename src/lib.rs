@@ -56,7 +56,7 @@ pub use decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 pub use map::map;
 
 /// Domain types, parsed once at the edge.
-pub use domain::{AuthId, Amounts, Identity, PlanKey, SubjectKind, SubjectRule, UsdMicros};
+pub use domain::{Amounts, AuthId, Identity, PlanKey, SubjectKind, SubjectRule, UsdMicros};
 
 /// OpenMeter: the client, its errors, and what ensure makes.
 pub use ensure::{EnsureConfig, EnsureError, Provisioner};

@@ -393,7 +393,12 @@ mod tests {
         let sample = br#"{"id":"env-1","type":"create_signed_ticket","timestamp":"1788912000000","data":{"request_id":"r1","auth_id":"c:u","computed_fee":"10","current_time":"2026-09-09T00:00:00.000000001Z"}}"#.to_vec();
         let price: EthUsdPrice = "3500.5".parse().unwrap();
         for cut in 0..sample.len() {
-            let _ = judge(&sample[..cut], DEFAULT_MAX_BYTES, &price, &Contract::default());
+            let _ = judge(
+                &sample[..cut],
+                DEFAULT_MAX_BYTES,
+                &price,
+                &Contract::default(),
+            );
         }
         let mut state = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..20_000 {

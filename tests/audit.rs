@@ -434,12 +434,13 @@ fn mapped_events(path: &Path) -> Vec<Value> {
         .filter_map(|l| {
             let contract = ticketmeter::Contract::default();
             match ticketmeter::decode(l.as_bytes(), 1 << 20, &contract) {
-            Ok(ticketmeter::Decoded::Ticket(t)) => {
-                let mapped = ticketmeter::map(*t, &"3500".parse().unwrap(), &contract);
-                Some(serde_json::to_value(&mapped.event).unwrap())
+                Ok(ticketmeter::Decoded::Ticket(t)) => {
+                    let mapped = ticketmeter::map(*t, &"3500".parse().unwrap(), &contract);
+                    Some(serde_json::to_value(&mapped.event).unwrap())
+                }
+                _ => None,
             }
-            _ => None,
-        }})
+        })
         .collect()
 }
 
@@ -507,12 +508,14 @@ async fn a_range_spanning_an_event_id_cut_over_reports_the_old_ids_as_matched() 
         .await;
     assert!(old_ids.status.success());
     case.replay(Path::new(&after)).await;
-    assert!(case
-        .om
-        .double
-        .unique_events()
-        .iter()
-        .any(|e| e["id"] == "a1b2c3d4"), "the first half went under request ids");
+    assert!(
+        case.om
+            .double
+            .unique_events()
+            .iter()
+            .any(|e| e["id"] == "a1b2c3d4"),
+        "the first half went under request ids"
+    );
 
     let (code, report) = case.audit_json(&[]).await;
     assert_eq!(code, 0, "{report:#}");
@@ -531,11 +534,27 @@ async fn under_rounded_micros_the_audit_reports_each_customers_rounding_drift() 
     let case = Case::new().await;
     let events = case.events.display().to_string();
     let rounded = [("USD_MICROS", "rounded")];
-    assert!(case.cli_with(&["replay", &events], &rounded).await.status.success());
+    assert!(case
+        .cli_with(&["replay", &events], &rounded)
+        .await
+        .status
+        .success());
     let dlq = case.dlq.display().to_string();
     let out = case
         .cli_with(
-            &["audit", "--file", &events, "--dlq-file", &dlq, "--from", "10m", "--settle", "0s", "--format", "json"],
+            &[
+                "audit",
+                "--file",
+                &events,
+                "--dlq-file",
+                &dlq,
+                "--from",
+                "10m",
+                "--settle",
+                "0s",
+                "--format",
+                "json",
+            ],
             &rounded,
         )
         .await;

@@ -459,7 +459,11 @@ async fn ten_thousand_tickets_that_rounding_would_drift_bill_their_exact_sum() {
     let now = Utc::now();
     let lines: Vec<String> = (0..10_000u128)
         .map(|i| {
-            let fee = if i % 2 == 0 { 142_857_142_857 } else { 428_571_428_571 };
+            let fee = if i % 2 == 0 {
+                142_857_142_857
+            } else {
+                428_571_428_571
+            };
             signer.sign(&format!("dense:session-{}", i % 4), fee + i % 3, now)
         })
         .collect();
@@ -536,7 +540,11 @@ async fn owners_and_payers_are_billed_with_the_actor_kept_as_a_dimension() {
 
     let mut keys: Vec<String> = om.double.customers().into_iter().map(|c| c.key).collect();
     keys.sort();
-    assert_eq!(keys, ["U1", "acme:alice", "bob", "eu_123"], "no customer for a compound");
+    assert_eq!(
+        keys,
+        ["U1", "acme:alice", "bob", "eu_123"],
+        "no customer for a compound"
+    );
     assert_eq!(plan_of(&om, "U1"), "clearinghouse_owner_starter");
     assert_eq!(plan_of(&om, "eu_123"), support::PLAN);
     assert_eq!(plan_of(&om, "acme:alice"), support::PLAN);
@@ -550,7 +558,12 @@ async fn owners_and_payers_are_billed_with_the_actor_kept_as_a_dimension() {
             (text(&e["subject"]), text(&e["data"]["external_user_id"]))
         })
         .collect();
-    for (subject, actor) in [("U1", "actor-7"), ("U1", "U1"), ("eu_123", "actor-9"), ("bob", "ci-runner")] {
+    for (subject, actor) in [
+        ("U1", "actor-7"),
+        ("U1", "U1"),
+        ("eu_123", "actor-9"),
+        ("bob", "ci-runner"),
+    ] {
         assert!(
             actors.contains(&(subject.to_owned(), actor.to_owned())),
             "{subject} billed for {actor}: {actors:?}"

@@ -75,7 +75,7 @@ use serde_json::{json, Value};
 use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use ticketmeter::{
     decode, map, ApiError, ClientConfig, CreateSubscription, CustomerById, DeadLetterSink, Decoded,
-    Endpoint, EnsureConfig, Identity, OpenMeterClient, SubjectRule, PlanKey, Provisioner, Secret,
+    Endpoint, EnsureConfig, Identity, OpenMeterClient, PlanKey, Provisioner, Secret, SubjectRule,
     CLOUDEVENT_BATCH, DEFAULT_MAX_BYTES,
 };
 
@@ -655,12 +655,18 @@ fn first_mapped_event() -> Value {
     let text = std::fs::read_to_string(fixture_path()).expect("read the fixtures");
     let price = "3500".parse().expect("price");
     text.lines()
-        .find_map(
-            |line| match decode(line.as_bytes(), DEFAULT_MAX_BYTES, &ticketmeter::Contract::default()) {
-                Ok(Decoded::Ticket(ticket)) => Some(map(*ticket, &price, &ticketmeter::Contract::default())),
+        .find_map(|line| {
+            match decode(
+                line.as_bytes(),
+                DEFAULT_MAX_BYTES,
+                &ticketmeter::Contract::default(),
+            ) {
+                Ok(Decoded::Ticket(ticket)) => {
+                    Some(map(*ticket, &price, &ticketmeter::Contract::default()))
+                }
                 _ => None,
-            },
-        )
+            }
+        })
         .map(|mapped| serde_json::to_value(&mapped.event).expect("event as JSON"))
         .expect("a billable fixture event")
 }
@@ -671,7 +677,8 @@ fn first_mapped_event() -> Value {
 async fn ensure_of_a_new_identity_passes_the_proxy_with_no_violation() {
     let contract = Contract::bootstrapped().await;
     let provisioner = Provisioner::new(contract.client(), plan_key(), EnsureConfig::default());
-    let identity = Identity::from_parts("app-1", "user-1", SubjectRule::Upstream).expect("identity");
+    let identity =
+        Identity::from_parts("app-1", "user-1", SubjectRule::Upstream).expect("identity");
 
     let ensured = provisioner.ensure(&identity).await.expect("ensure");
 
@@ -704,7 +711,8 @@ async fn ensure_of_a_new_identity_passes_the_proxy_with_no_violation() {
 #[tokio::test]
 async fn ensure_of_a_known_identity_passes_the_proxy_with_no_violation() {
     let contract = Contract::bootstrapped().await;
-    let identity = Identity::from_parts("app-1", "user-1", SubjectRule::Upstream).expect("identity");
+    let identity =
+        Identity::from_parts("app-1", "user-1", SubjectRule::Upstream).expect("identity");
     let direct = Provisioner::new(
         contract.direct_client(),
         plan_key(),
@@ -731,7 +739,8 @@ async fn ensure_of_a_known_identity_passes_the_proxy_with_no_violation() {
 #[tokio::test]
 async fn a_conflicting_subscription_create_answers_a_409_that_conforms() {
     let contract = Contract::bootstrapped().await;
-    let identity = Identity::from_parts("app-1", "user-1", SubjectRule::Upstream).expect("identity");
+    let identity =
+        Identity::from_parts("app-1", "user-1", SubjectRule::Upstream).expect("identity");
     let direct = Provisioner::new(
         contract.direct_client(),
         plan_key(),

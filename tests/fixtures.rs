@@ -8,8 +8,8 @@ mod support;
 
 use serde_json::Value;
 use support::{
-    fixtures, fixtures_dir, run_fixtures, run_fixtures_with, seed_fixtures, OpenMeter,
-    SEED_EVENTS, UPSTREAM_EVENTS,
+    fixtures, fixtures_dir, run_fixtures, run_fixtures_with, seed_fixtures, OpenMeter, SEED_EVENTS,
+    UPSTREAM_EVENTS,
 };
 use ticketmeter::{
     BillingPolicy, Contract, DeadLetterSink, EventTime, PipelineConfig, Tally, UsdMicros,
@@ -60,7 +60,11 @@ fn signed_times(contract: Contract) -> PipelineConfig {
 
 /// Runs `events` under `config` and checks every sent event, skip and dead
 /// letter against `cases`.
-async fn assert_fixtures(events: &str, cases: &[(String, Value)], config: PipelineConfig) -> Vec<Value> {
+async fn assert_fixtures(
+    events: &str,
+    cases: &[(String, Value)],
+    config: PipelineConfig,
+) -> Vec<Value> {
     let om = OpenMeter::bootstrapped(None).await;
     let dlq = DeadLetterSink::memory();
     let (pipeline, settled) = run_fixtures_with(om.client(None), dlq.clone(), events, config).await;
@@ -111,7 +115,12 @@ async fn todays_fixtures_give_exactly_the_expected_results_by_default() {
 
 #[tokio::test]
 async fn the_seed_fixtures_give_exactly_the_expected_results_under_the_seed_settings() {
-    let sent = assert_fixtures(SEED_EVENTS, &seed_fixtures(), signed_times(Contract::seed())).await;
+    let sent = assert_fixtures(
+        SEED_EVENTS,
+        &seed_fixtures(),
+        signed_times(Contract::seed()),
+    )
+    .await;
     for event in &sent {
         assert_eq!(event["data"]["eth_usd_price"], "3500");
     }

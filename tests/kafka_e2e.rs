@@ -275,14 +275,14 @@ async fn sigterm_during_an_openmeter_outage_exits_promptly_and_loses_nothing() {
 async fn dlq_replay_delivers_dead_letters_once_the_cause_is_fixed() {
     let (topic, partitions, total) = ("replay-events", 1, 6usize);
     let (broker, om) = stack(topic, partitions).await;
-    om.double.reject_event_ids(&["req-3"]);
+    om.double.reject_event_ids(&["env-3"]);
     let payloads: Vec<String> = (0..total).map(|i| ticket(i, i % 2)).collect();
     broker.produce(topic, &payloads, partitions).await;
 
     let mut collector = run_collector(&broker, topic, &om);
     assert!(eventually(WAIT, || om.double.unique_events().len() == total - 1).await);
     let letters = reasons_and_payloads(broker.read_letters("replay-events.dlq", 1).await);
-    assert!(letters[0].0.contains("req-3"), "{letters:?}");
+    assert!(letters[0].0.contains("env-3"), "{letters:?}");
     assert!(stops_cleanly(&mut collector));
 
     om.double.clear_faults();
@@ -292,7 +292,7 @@ async fn dlq_replay_delivers_dead_letters_once_the_cause_is_fixed() {
     assert!(status.success(), "{}", replay.stderr());
     let ids = unique_ids(&om);
     assert!(
-        ids.contains("req-3"),
+        ids.contains("env-3"),
         "the dead letter was delivered on replay"
     );
     assert_eq!(ids.len(), total);

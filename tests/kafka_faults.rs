@@ -126,7 +126,7 @@ fn missing_by_partition(om: &OpenMeter, total: usize, partitions: i32) -> Vec<us
         .filter_map(|e| e["id"].as_str().map(str::to_owned))
         .collect();
     let mut missing = vec![0; partitions as usize];
-    for i in (0..total).filter(|i| !ids.contains(&format!("req-{i}"))) {
+    for i in (0..total).filter(|i| !ids.contains(&format!("env-{i}"))) {
         missing[i % partitions as usize] += 1;
     }
     missing
@@ -278,7 +278,7 @@ async fn a_broker_killed_mid_stream_and_restarted_on_its_storage_loses_nothing()
         .iter()
         .filter_map(|e| e["id"].as_str().map(str::to_owned))
         .collect();
-    assert!((0..total).all(|i| ids.contains(&format!("req-{i}"))));
+    assert!((0..total).all(|i| ids.contains(&format!("env-{i}"))));
     let expected = vec![(total / 2) as i64; 2];
     assert!(
         eventually(WAIT, || broker.committed(topic, partitions) == expected).await,

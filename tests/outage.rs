@@ -78,7 +78,7 @@ async fn openmeter_failing_then_recovering_loses_and_dead_letters_nothing() {
 #[tokio::test]
 async fn a_rejected_event_is_isolated_and_dead_lettered_the_rest_delivered() {
     let om = OpenMeter::bootstrapped(None).await;
-    om.double.reject_event_ids(&["req-17"]);
+    om.double.reject_event_ids(&["env-17"]);
     let dlq = DeadLetterSink::memory();
     let pipeline = build(&om, dlq.clone());
     let settled = pipeline
@@ -93,5 +93,5 @@ async fn a_rejected_event_is_isolated_and_dead_lettered_the_rest_delivered() {
     assert_eq!(om.double.unique_events().len(), 99);
     let dead = dlq.kept();
     assert_eq!(dead.len(), 1);
-    assert!(dead[0].reason.contains("req-17"), "{}", dead[0].reason);
+    assert!(dead[0].reason.contains("env-17"), "{}", dead[0].reason);
 }

@@ -462,7 +462,11 @@ async fn with_the_upstream_catalog_an_owner_is_subscribed_to_the_owner_plan() ->
             .env("OPENMETER_DEFAULT_PLAN_KEY", M2M_PLAN)
             .env("CATALOG_FILE", fixture())
             .output()?;
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(serde_json::from_slice(&out.stdout)?)
     };
     let owner = ensure("app_abc:owner:U1#actor-7")?;

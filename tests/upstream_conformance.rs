@@ -182,7 +182,10 @@ fn empty_owner_bare_id_is_never_sent_and_is_dead_lettered_with_its_reason() {
         }
     });
     let printed = dry_run(&[input]);
-    assert_eq!(printed, [json!({"dead_letter": "identity: empty owner id"})]);
+    assert_eq!(
+        printed,
+        [json!({"dead_letter": "identity: empty owner id"})]
+    );
 }
 
 #[test]
@@ -216,5 +219,8 @@ fn exact_fractional_fee_micros_with_no_per_ticket_ceil() {
 fn non_create_signed_ticket_events_are_dropped_before_mapping() {
     let input = json!({ "type": "other_event", "data": { "auth_id": "demo-client:demo-user" } });
     let printed = dry_run(&[input]);
-    assert_eq!(printed, [json!({"skip": "not a create_signed_ticket event"})]);
+    assert_eq!(
+        printed,
+        [json!({"skip": "not a create_signed_ticket event"})]
+    );
 }

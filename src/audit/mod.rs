@@ -281,7 +281,11 @@ impl Audit {
                 topic_letter(&record)
             };
             let Some(letter) = letter else { return };
-            let who = identify(&letter.payload, self.config.max_event_bytes, &self.config.contract);
+            let who = identify(
+                &letter.payload,
+                self.config.max_event_bytes,
+                &self.config.contract,
+            );
             let signed = who.signed.or(letter.written);
             if signed.is_some_and(|t| self.config.range.contains(t)) {
                 let id = who.id.unwrap_or(letter.position);

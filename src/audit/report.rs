@@ -13,8 +13,8 @@ use ethnum::U256;
 use serde::{Serialize, Serializer};
 
 use super::ledger::{add, add_micros, Entry, Ledger};
-use crate::domain::{EthUsdPrice, UsdMicros};
 use super::range::{rfc3339, TimeRange};
+use crate::domain::{EthUsdPrice, UsdMicros};
 
 /// `--format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

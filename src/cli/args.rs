@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::deliver::{BillingPolicy, EventTime};
 use crate::contract::IdScheme;
+use crate::deliver::{BillingPolicy, EventTime};
 use crate::domain::{Amounts, EthUsdPrice, PlanKey, SubjectRule, DEFAULT_PLAN_KEY};
 use crate::ensure::EnsureConfig;
 use crate::openmeter::ClientConfig;

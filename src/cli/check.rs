@@ -119,7 +119,11 @@ async fn plan_check(
 /// The default plan, and the owner plan when app owners get another one.
 async fn plan_checks(client: &OpenMeterClient, settings: &OpenMeterSettings) -> Vec<Check> {
     let mut checks = vec![plan_check(client, settings, "default", &settings.plan_key).await];
-    if let Some(owner) = settings.owner_plan_key.as_ref().filter(|k| **k != settings.plan_key) {
+    if let Some(owner) = settings
+        .owner_plan_key
+        .as_ref()
+        .filter(|k| **k != settings.plan_key)
+    {
         checks.push(plan_check(client, settings, "app-owner", owner).await);
     }
     checks

@@ -17,8 +17,8 @@ use crate::app::{
 };
 use crate::bootstrap::{Catalog, SubscribeRole};
 use crate::contract::Contract;
-use crate::domain::PlanKey;
 use crate::deliver::BillingPolicy;
+use crate::domain::PlanKey;
 use crate::ensure::EnsureConfig;
 use crate::openmeter::{ClientConfig, Endpoint};
 use crate::pipeline::PipelineConfig;

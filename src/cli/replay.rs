@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{DlqReplayArgs, ReplayArgs};
 use super::{shutdown_signal, start_pipeline};
+use crate::contract::Contract;
 use crate::dlq::{letter_line, DeadLetterSink};
 use crate::domain::EthUsdPrice;
-use crate::contract::Contract;
 use crate::pipeline::{judge, Fate};
 use crate::settle::{Outcome, Tally};
 use crate::source::file::{payload_line, read_lines};
