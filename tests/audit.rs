@@ -57,6 +57,10 @@ impl Case {
     }
 
     async fn audit(&self, extra: &[&str]) -> Output {
+        self.audit_with(extra, &[]).await
+    }
+
+    async fn audit_with(&self, extra: &[&str], env: &[(&str, &str)]) -> Output {
         let events = self.events.display().to_string();
         let dlq = self.dlq.display().to_string();
         let mut args = vec![
@@ -69,7 +73,7 @@ impl Case {
             "10m",
         ];
         args.extend_from_slice(extra);
-        self.cli(&args).await
+        self.cli_with(&args, env).await
     }
 
     async fn audit_json(&self, extra: &[&str]) -> (i32, Value) {
@@ -539,24 +543,8 @@ async fn under_rounded_micros_the_audit_reports_each_customers_rounding_drift() 
         .await
         .status
         .success());
-    let dlq = case.dlq.display().to_string();
     let out = case
-        .cli_with(
-            &[
-                "audit",
-                "--file",
-                &events,
-                "--dlq-file",
-                &dlq,
-                "--from",
-                "10m",
-                "--settle",
-                "0s",
-                "--format",
-                "json",
-            ],
-            &rounded,
-        )
+        .audit_with(&["--settle", "0s", "--format", "json"], &rounded)
         .await;
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let drift = |customer: &str| {

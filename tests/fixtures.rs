@@ -8,12 +8,10 @@ mod support;
 
 use serde_json::Value;
 use support::{
-    fixtures, fixtures_dir, run_fixtures, run_fixtures_with, seed_fixtures, OpenMeter, SEED_EVENTS,
-    UPSTREAM_EVENTS,
+    assert_subset, fixtures, fixtures_dir, run_fixtures, run_fixtures_with, seed_fixtures,
+    OpenMeter, SEED_EVENTS, UPSTREAM_EVENTS,
 };
-use ticketmeter::{
-    BillingPolicy, Contract, DeadLetterSink, EventTime, PipelineConfig, Tally, UsdMicros,
-};
+use ticketmeter::{BillingPolicy, Contract, DeadLetterSink, EventTime, PipelineConfig, Tally};
 
 fn expected_events(cases: &[(String, Value)]) -> Vec<&Value> {
     cases
@@ -27,23 +25,6 @@ fn sent_event<'a>(sent: &'a [Value], id: &str) -> &'a Value {
     sent.iter()
         .find(|e| e["id"] == id)
         .unwrap_or_else(|| panic!("event {id} not sent"))
-}
-
-/// Every field the expectation names has exactly the expected value;
-/// numbers compare by decimal value, never through a float.
-fn assert_subset(expected: &Value, actual: &Value, path: &str) {
-    match (expected, actual) {
-        (Value::Object(fields), _) => {
-            for (k, v) in fields {
-                assert_subset(v, &actual[k], &format!("{path}.{k}"));
-            }
-        }
-        (Value::Number(x), Value::Number(a)) => {
-            let decimal = |n: &serde_json::Number| n.to_string().parse::<UsdMicros>().unwrap();
-            assert_eq!(decimal(a), decimal(x), "{path}: {a} is not {x}");
-        }
-        _ => assert_eq!(actual, expected, "{path}"),
-    }
 }
 
 /// The signed time, so sent events compare with the fixtures' `time`.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use ticketmeter::{
     decode, pipeline, ClientConfig, Contract, DeadLetterSink, Decoded, Endpoint, EnsureConfig,
-    OffsetTracker, OpenMeterClient, Pipeline, PipelineConfig, PriceFeed, Provisioner,
+    OffsetTracker, OpenMeterClient, Pipeline, PipelineConfig, PriceFeed, Provisioner, UsdMicros,
     DEFAULT_MAX_BYTES,
 };
 use tokio_util::sync::CancellationToken;
@@ -57,6 +57,24 @@ fn fixture_cases(events: &str, expected: &str) -> Vec<(String, Value)> {
         .zip(read(expected).lines())
         .map(|(e, x)| (e.to_owned(), serde_json::from_str(x).unwrap()))
         .collect()
+}
+
+/// Every field `expected` names has exactly the expected value in
+/// `actual` (Benthos' `json_contains`); numbers compare by decimal value,
+/// never through a float.
+pub(crate) fn assert_subset(expected: &Value, actual: &Value, path: &str) {
+    match (expected, actual) {
+        (Value::Object(fields), _) => {
+            for (k, v) in fields {
+                assert_subset(v, &actual[k], &format!("{path}.{k}"));
+            }
+        }
+        (Value::Number(x), Value::Number(a)) => {
+            let decimal = |n: &serde_json::Number| n.to_string().parse::<UsdMicros>().unwrap();
+            assert_eq!(decimal(a), decimal(x), "{path}: {a} is not {x}");
+        }
+        _ => assert_eq!(actual, expected, "{path}"),
+    }
 }
 
 /// Today's fixture lines: (event payload, expected outcome by default).
