@@ -95,14 +95,17 @@ have_image() {
   esac
 }
 
-image_size_bytes() {
+# An image's size as its engine reports it (decimal MB).
+image_size() {
   case "$ENGINE" in
-    docker) docker image inspect -f '{{.Size}}' "$1" ;;
-    buildah) bah images --json "$1" | jq -r '.[0].size' ;;
+    docker) docker image inspect -f '{{.Size}}' "$1" | awk '{ printf "%.1f MB", $1 / 1e6 }' ;;
+    buildah)
+      local id
+      id=$(bah inspect --type image --format '{{.FromImageID}}' "$1")
+      bah images --json | jq -r --arg id "${id:0:12}" '.[] | select(.id == $id) | .size'
+      ;;
   esac
 }
-
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 
 # ------------------------------------------------------------- base images --
 
@@ -231,7 +234,7 @@ ensure_base() {
     *) die "no recipe to make base image $ref" ;;
   esac
   MADE_BASES+=("$ref")
-  figure "base image $ref made locally in $((SECONDS - started)) s ($(mib "$(image_size_bytes "$ref")"))"
+  figure "base image $ref made locally in $((SECONDS - started)) s ($(image_size "$ref"))"
 }
 
 # ------------------------------------------------------------------- build --
@@ -246,7 +249,7 @@ build_one() {
     buildah) bah bud --layers --format docker --pull=false ${target:+--target "$target"} -t "$tag" . ;;
   esac
   figure "build $tag${target:+ (--target $target)}: $((SECONDS - started)) s with $ENGINE"
-  figure "image size $tag: $(mib "$(image_size_bytes "$tag")")"
+  figure "image size $tag: $(image_size "$tag")"
 }
 
 build() {
@@ -571,8 +574,8 @@ smoke() {
   stop_container ticketmeter-double-smoke 10
   [ "$STOP_STATUS" = 0 ] || say "double target stopped with status $STOP_STATUS"
 
-  figure "image size $IMAGE: $(mib "$(image_size_bytes "$IMAGE")")"
-  figure "image size $DOUBLE_IMAGE: $(mib "$(image_size_bytes "$DOUBLE_IMAGE")")"
+  figure "image size $IMAGE: $(image_size "$IMAGE")"
+  figure "image size $DOUBLE_IMAGE: $(image_size "$DOUBLE_IMAGE")"
 }
 
 case "${1:-all}" in
