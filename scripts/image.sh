@@ -20,7 +20,11 @@
 #   rust:1.95-bookworm    that image plus gcc, libc6-dev, ca-certificates and
 #                         this machine's Rust toolchain (it must be 1.95.x)
 #                         under /usr/local/rustup and /usr/local/cargo, as in
-#                         the official image
+#                         the official image; it also trusts this machine's
+#                         local CA certificates (/usr/local/share/ca-certificates),
+#                         so cargo reaches crates.io through the same
+#                         TLS-inspecting proxy as the host, if there is one.
+#                         Only the builder does: the runtime base never has them.
 #
 # The smoke test runs on this machine's loopback, with host networking: the
 # OpenMeter double (`ticketmeter double`, built from this checkout) and a
@@ -205,7 +209,15 @@ make_rust() {
   for tool in cargo rustc rustdoc cargo-clippy clippy-driver cargo-fmt rustfmt rust-gdb rust-lldb; do
     ln -sf rustup "$mnt/usr/local/cargo/bin/$tool"
   done
+  # Cargo in the build reaches crates.io the way this machine does: behind a
+  # TLS-inspecting egress proxy that means trusting the same local CAs.
+  local cas=(/usr/local/share/ca-certificates/*.crt)
+  if [ -e "${cas[0]}" ]; then
+    say "$ref: trusting this machine's local CA certificates (${cas[*]##*/})"
+    cp "${cas[@]}" "$mnt/usr/local/share/ca-certificates/"
+  fi
   bah umount "$ctr" >/dev/null
+  bah run "$ctr" -- update-ca-certificates >/dev/null
   bah config --env RUSTUP_HOME=/usr/local/rustup --env CARGO_HOME=/usr/local/cargo \
     --env PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     --env RUST_VERSION="$version" --created-by "scripts/image.sh (host toolchain)" "$ctr"
