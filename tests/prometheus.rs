@@ -95,7 +95,10 @@ fn panel_queries() -> Vec<(String, String)> {
 fn metric_names(expr: &str) -> BTreeSet<String> {
     let name = Regex::new(r"\bticketmeter_[a-z0-9_]+\b").unwrap();
     let up = Regex::new(r"\bup\s*\{").unwrap();
-    let mut names: BTreeSet<String> = name.find_iter(expr).map(|m| m.as_str().to_owned()).collect();
+    let mut names: BTreeSet<String> = name
+        .find_iter(expr)
+        .map(|m| m.as_str().to_owned())
+        .collect();
     if up.is_match(expr) {
         names.insert("up".to_owned());
     }
@@ -125,7 +128,9 @@ fn the_alert_rules_pass_promtool_check_and_every_alert_has_a_firing_and_a_quiet_
         let fires = |firing: bool| {
             evals.iter().any(|e| {
                 e["alertname"].as_str() == Some(alert.as_str())
-                    && e["exp_alerts"].as_array().is_some_and(|a| a.is_empty() != firing)
+                    && e["exp_alerts"]
+                        .as_array()
+                        .is_some_and(|a| a.is_empty() != firing)
             })
         };
         assert!(fires(true), "{alert}: no test where it fires");
@@ -198,7 +203,10 @@ impl Prometheus {
     async fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
         let body = self.api("/api/v1/query", &[("query", expr)]).await;
         if body["status"] == "success" {
-            Ok(body["data"]["result"].as_array().cloned().unwrap_or_default())
+            Ok(body["data"]["result"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default())
         } else {
             Err(format!("{}: {}", body["errorType"], body["error"]))
         }
@@ -372,10 +380,7 @@ async fn a_real_prometheus_scraping_a_collector_evaluates_every_rule_and_panel_a
         assert_eq!(rule["health"], "ok", "{rule}");
     }
     let mut with_data = 0;
-    let queries: Vec<(String, String)> = alert_rules()
-        .into_iter()
-        .chain(panel_queries())
-        .collect();
+    let queries: Vec<(String, String)> = alert_rules().into_iter().chain(panel_queries()).collect();
     for (name, expr) in &queries {
         match prometheus.query(expr).await {
             Ok(result) => with_data += usize::from(!result.is_empty()),
