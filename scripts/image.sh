@@ -342,6 +342,7 @@ start_container() {
       ;;
     buildah)
       local ctr
+      bah rm "$name" >/dev/null 2>&1 || true # left by an interrupted run
       ctr=$(bah from --quiet --pull=false --name "$name" "$image")
       CLEANUP+=("buildah --storage-driver vfs rm $ctr")
       local -a command
