@@ -260,7 +260,7 @@ async fn produce_to(broker: &Broker, topic: &str, partition: i32, payloads: &[St
 /// Partition 1 gets the fixture events (deliveries, skips, dead letters,
 /// spilled because the DLQ topic name is invalid) and keeps flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_prometheus_scraping_a_collector_evaluates_every_rule_and_panel_and_fires_the_stall_alert(
+async fn a_real_prometheus_scraping_a_collector_evaluates_every_rule_and_panel_and_fires_the_stall_and_dead_letter_alerts(
 ) {
     let topic = "scraped-events";
     let broker = Broker::start_with(Storage::Memory);
@@ -387,7 +387,9 @@ async fn a_real_prometheus_scraping_a_collector_evaluates_every_rule_and_panel_a
             Err(e) => panic!("{name}: {expr}: {e}"),
         }
     }
-    // Only the stall alert fires: the rest of this healthy collector is quiet.
+    // What fires: the stall, and the fixtures' dead letters (first letters
+    // of each reason since start, spilled as the DLQ topic is invalid). The
+    // rest of the collector is healthy, and its alerts quiet.
     let alerts = prometheus
         .query(r#"ALERTS{alertstate="firing"}"#)
         .await
@@ -396,9 +398,30 @@ async fn a_real_prometheus_scraping_a_collector_evaluates_every_rule_and_panel_a
         .iter()
         .filter_map(|a| a["metric"]["alertname"].as_str())
         .collect();
-    assert!(names.contains("TicketmeterPartitionStalled"), "{names:?}");
-    assert!(!names.contains("TicketmeterDown"), "{names:?}");
-    assert!(!names.contains("TicketmeterPriceStale"), "{names:?}");
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "TicketmeterPartitionStalled",
+            "TicketmeterDeadLetters",
+            "TicketmeterDeadLettersSpilled"
+        ]),
+        "{alerts:?}"
+    );
+    let reasons: BTreeSet<&str> = alerts
+        .iter()
+        .filter(|a| a["metric"]["alertname"] == "TicketmeterDeadLetters")
+        .filter_map(|a| a["metric"]["reason"].as_str())
+        .collect();
+    let lettered = prometheus
+        .query("count by (reason) (ticketmeter_events_dead_lettered_total)")
+        .await
+        .unwrap();
+    let lettered: BTreeSet<&str> = lettered
+        .iter()
+        .filter_map(|s| s["metric"]["reason"].as_str())
+        .collect();
+    assert!(!lettered.is_empty());
+    assert_eq!(reasons, lettered, "one alert per reason dead-lettered");
     eprintln!(
         "FIGURE real Prometheus: {} metric names used by {} rules and {} panel queries all scraped; {} queries evaluated without error ({with_data} with data); rules firing at the end: {names:?}",
         used.len(),
