@@ -53,6 +53,11 @@ RUN apt-get update \
 RUN cargo install cargo-chef --locked --version 0.1.78 \
  && rm -rf "$CARGO_HOME/registry"
 
+# The release profile keeps line tables (debug = 1, for profiling); the
+# image does without them: a 26 MB binary instead of 131 MB, smaller and
+# faster layers. Symbols stay, so backtraces still name functions.
+ENV CARGO_PROFILE_RELEASE_DEBUG=0
+
 WORKDIR /build
 
 ############################################################################
@@ -81,12 +86,9 @@ COPY crates crates
 COPY examples examples
 # cargo-chef removed its stub builds of our own crates, so this compiles the
 # real sources; the check fails if a stub binary ever slipped through (the
-# stub prints no version). The release profile keeps line tables (debug = 1,
-# for profiling): the image's copy drops them (131 MB -> 26 MB) and
-# keeps the symbols, so backtraces still name functions.
+# stub prints no version).
 RUN cargo build --release --locked --bin ticketmeter --no-default-features \
- && ./target/release/ticketmeter --version | grep -q '^ticketmeter ' \
- && strip --strip-debug -o /build/ticketmeter target/release/ticketmeter
+ && ./target/release/ticketmeter --version | grep -q '^ticketmeter '
 
 ############################################################################
 # The binary with the `double` feature, for the `double` target only. Its
@@ -101,8 +103,7 @@ COPY src src
 COPY crates crates
 COPY examples examples
 RUN cargo build --release --locked --bin ticketmeter \
- && ./target/release/ticketmeter double --help > /dev/null \
- && strip --strip-debug -o /build/ticketmeter target/release/ticketmeter
+ && ./target/release/ticketmeter double --help > /dev/null
 
 ############################################################################
 # Runtime
@@ -144,10 +145,10 @@ CMD ["run"]
 # Not for production: docker-compose.yml's `double` profile only.
 ############################################################################
 FROM runtime AS double
-COPY --from=builder-double /build/ticketmeter /usr/local/bin/ticketmeter
+COPY --from=builder-double /build/target/release/ticketmeter /usr/local/bin/ticketmeter
 
 ############################################################################
 # The default target (last stage): the production image, without the double.
 ############################################################################
 FROM runtime
-COPY --from=builder /build/ticketmeter /usr/local/bin/ticketmeter
+COPY --from=builder /build/target/release/ticketmeter /usr/local/bin/ticketmeter

@@ -10,9 +10,11 @@
 # uses; IMAGE and DOUBLE_IMAGE override them.
 #
 # Engine: Docker when `docker info` answers (it pulls the base images as
-# usual). Otherwise buildah from Debian (installed when missing) with vfs
-# storage and chroot isolation, which needs no daemon, no overlay and no user
-# namespaces; ENGINE=docker|buildah forces one. When buildah cannot pull a
+# usual). Otherwise buildah from Debian (installed when missing) with chroot
+# isolation, which needs no daemon and no user namespaces, on overlay storage
+# where the kernel mounts it and vfs (a full copy of the file system per
+# layer: tens of GB for these builds) where it does not; ENGINE=docker|buildah
+# and BUILDAH_DRIVER=overlay|vfs force a choice. When buildah cannot pull a
 # base image the Dockerfile names, the script makes it locally and says so:
 #   debian:bookworm-slim  debootstrap (minbase, bookworm), trimmed as the
 #                         official slim image is (no docs, man pages,
@@ -81,16 +83,40 @@ if [ -z "${ENGINE:-}" ]; then
     ENGINE=buildah
   fi
 fi
+# buildah's storage driver: the one its store already has, else overlay when
+# the kernel mounts it here, else vfs.
+buildah_driver() {
+  local root=/var/lib/containers/storage probe ctr
+  if [ -d "$root/overlay-images" ]; then
+    echo overlay
+  elif [ -d "$root/vfs-images" ]; then
+    echo vfs
+  else
+    probe=$(mktemp -d /var/tmp/ticketmeter-overlay-probe.XXXXXX)
+    if ctr=$(buildah --root "$probe/root" --runroot "$probe/run" --storage-driver overlay from --quiet scratch 2>/dev/null) &&
+      buildah --root "$probe/root" --runroot "$probe/run" --storage-driver overlay mount "$ctr" >/dev/null 2>&1; then
+      echo overlay
+    else
+      echo vfs
+    fi
+    buildah --root "$probe/root" --runroot "$probe/run" --storage-driver overlay rm --all >/dev/null 2>&1 || true
+    mount | awk -v p="$probe" 'index($3, p) == 1 { print $3 }' | sort -r | xargs -r -n1 umount 2>/dev/null || true
+    rm -rf "$probe"
+  fi
+}
+
 case "$ENGINE" in
   docker) ;;
   buildah)
     command -v buildah >/dev/null 2>&1 || apt_install buildah
     export BUILDAH_ISOLATION=chroot
+    BUILDAH_DRIVER=${BUILDAH_DRIVER:-$(buildah_driver)}
+    say "buildah with $BUILDAH_DRIVER storage, chroot isolation"
     ;;
   *) die "ENGINE must be docker or buildah, not $ENGINE" ;;
 esac
 
-bah() { buildah --storage-driver vfs "$@"; }
+bah() { buildah --storage-driver "$BUILDAH_DRIVER" "$@"; }
 
 have_image() {
   case "$ENGINE" in
@@ -125,7 +151,7 @@ external_bases() {
 commit_rootfs() {
   local rootfs=$1 ref=$2 ctr mnt
   ctr=$(bah from --quiet scratch)
-  CLEANUP+=("buildah --storage-driver vfs rm $ctr")
+  CLEANUP+=("bah rm $ctr")
   mnt=$(bah mount "$ctr")
   cp -a "$rootfs/." "$mnt/"
   bah umount "$ctr" >/dev/null
@@ -194,7 +220,7 @@ make_rust() {
   toolchain=$(readlink -f "$(dirname "$(rustup which rustc)")/..")
   ensure_base "$debian"
   ctr=$(bah from --quiet --pull=false "$debian")
-  CLEANUP+=("buildah --storage-driver vfs rm $ctr")
+  CLEANUP+=("bah rm $ctr")
   say "$ref: $debian + gcc, libc6-dev, ca-certificates + rustc $version from $toolchain"
   bah run --network host "$ctr" -- sh -c 'apt-get update -qq \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates gcc libc6-dev >/dev/null \
@@ -234,7 +260,7 @@ ensure_base() {
     say "base $ref: present"
     return
   fi
-  if timeout 120 buildah --storage-driver vfs pull --quiet "docker.io/library/$ref" >/dev/null 2>&1; then
+  if timeout 120 buildah --storage-driver "$BUILDAH_DRIVER" pull --quiet "docker.io/library/$ref" >/dev/null 2>&1; then
     say "base $ref: pulled"
     return
   fi
@@ -260,7 +286,7 @@ build_one() {
     # --layers caches each step as docker does.
     buildah) bah bud --layers --format docker --pull=false ${target:+--target "$target"} -t "$tag" . ;;
   esac
-  figure "build $tag${target:+ (--target $target)}: $((SECONDS - started)) s with $ENGINE"
+  figure "build $tag${target:+ (--target $target)}: $((SECONDS - started)) s with $ENGINE${BUILDAH_DRIVER:+ ($BUILDAH_DRIVER storage)}"
   figure "image size $tag: $(image_size "$tag")"
 }
 
@@ -344,7 +370,7 @@ start_container() {
       local ctr
       bah rm "$name" >/dev/null 2>&1 || true # left by an interrupted run
       ctr=$(bah from --quiet --pull=false --name "$name" "$image")
-      CLEANUP+=("buildah --storage-driver vfs rm $ctr")
+      CLEANUP+=("bah rm $ctr")
       local -a command
       if [ $# -gt 0 ]; then
         mapfile -t command < <(bah inspect --format '{{json .Docker.Config.Entrypoint}}' "$ctr" | jq -r '.[]')
