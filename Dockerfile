@@ -1,11 +1,12 @@
-# syntax=docker/dockerfile:1
-# (BuildKit, the default builder since Docker 23: the RUN heredoc needs it.)
-#
 # ticketmeter: one Rust binary (librdkafka and OpenSSL linked in) on debian:bookworm-slim.
 #
 #   docker build -t ticketmeter .
 #   docker run --env-file .env ticketmeter              # the collector (`run`)
 #   docker run --env-file .env ticketmeter bootstrap    # any other subcommand
+#
+# Plain Dockerfile syntax only: it builds with Docker's classic builder,
+# BuildKit, buildah and podman alike. scripts/image.sh builds both targets on
+# a machine without a container engine (buildah) and smoke-tests the image.
 #
 # The image is built without the `double` cargo feature: the OpenMeter test
 # double is not in it, nor the `demo` and `double` subcommands that embed it.
@@ -15,11 +16,16 @@
 #   docker build --target double -t ticketmeter-double .
 #   docker run -p 127.0.0.1:8888:8888 ticketmeter-double double --bind 0.0.0.0
 #
+# BuildKit and buildah build only the stages a target needs; Docker's classic
+# builder builds every stage before it, so there the default image also
+# builds (and caches) the `double` binary.
+#
 # The provisioning API binds 127.0.0.1:${PROVISION_PORT:-8091} inside the
 # container (PROVISION_BIND's default). That is enough for the HEALTHCHECK,
-# which probes loopback from inside the container. To reach POST /ensure from
-# outside the container, set PROVISION_BIND=0.0.0.0 *and* PROVISION_TOKEN
-# (ticketmeter refuses to bind off loopback without a token) and publish 8091.
+# which probes loopback from inside the container. To reach POST /ensure,
+# /ready or /metrics from outside the container, set PROVISION_BIND=0.0.0.0
+# *and* PROVISION_TOKEN (ticketmeter refuses to bind off loopback without a
+# token) and publish 8091.
 #
 # On SIGTERM ticketmeter flushes in-flight batches, commits offsets and exits
 # 0 within SHUTDOWN_TIMEOUT (25s): give it a stop timeout above that
@@ -27,9 +33,9 @@
 # Kubernetes `terminationGracePeriodSeconds: 30`).
 
 ############################################################################
-# Builder
+# Toolchain: Rust, the C toolchain librdkafka and OpenSSL need, cargo-chef
 ############################################################################
-FROM rust:1.95-bookworm AS builder
+FROM rust:1.95-bookworm AS chef
 
 # rdkafka builds its bundled librdkafka (configure + make) and a vendored
 # OpenSSL (perl + make); rdkafka's default `libz` feature links the system
@@ -39,64 +45,63 @@ RUN apt-get update \
       build-essential perl python3 pkg-config zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 
+# cargo-chef turns the workspace into a "recipe" (manifests and lock file
+# only) and builds the dependencies from it, so the dependency layer is
+# rebuilt only when a manifest or Cargo.lock changes. It also stubs every
+# declared target ([[bench]] with harness = false and the like) that cargo
+# would otherwise refuse to find.
+RUN cargo install cargo-chef --locked --version 0.1.78 \
+ && rm -rf "$CARGO_HOME/registry"
+
+# The release profile keeps line tables (debug = 1, for profiling); the
+# image does without them: a 26 MB binary instead of 131 MB, smaller and
+# faster layers. Symbols stay, so backtraces still name functions.
+ENV CARGO_PROFILE_RELEASE_DEBUG=0
+
 WORKDIR /build
 
-# 1. Dependencies only, against stub sources, so this layer is rebuilt only
-#    when a manifest or the lock file changes. The workspace is the root
-#    package plus crates/openmeter-double (its manifest is needed even though
-#    the image does not build it). The dependencies are those of the image
-#    (--no-default-features); the `double` target builds the double's own.
-COPY Cargo.toml Cargo.lock ./
-COPY crates/openmeter-double/Cargo.toml crates/openmeter-double/Cargo.toml
-RUN mkdir -p src crates/openmeter-double/src \
- && echo 'fn main() {}' > src/main.rs \
- && : > src/lib.rs \
- && : > crates/openmeter-double/src/lib.rs
-# Cargo refuses a manifest whose explicitly declared targets ([[bench]] with
-# harness = false, [[test]], [[example]], [[bin]]) have no file, even when
-# building only --bin ticketmeter: give each missing one a stub. The stubs
-# stay for stage 2 (benches/ and tests/ are not part of the image).
-RUN python3 - <<'EOF'
-import pathlib, tomllib
-folders = {"bin": "src/bin", "bench": "benches", "test": "tests", "example": "examples"}
-for manifest in [pathlib.Path("Cargo.toml"), *sorted(pathlib.Path("crates").glob("*/Cargo.toml"))]:
-    root = manifest.parent
-    package = tomllib.loads(manifest.read_text())
-    for kind, folder in folders.items():
-        for target in package.get(kind, []):
-            name = target.get("name", "")
-            if "path" in target:
-                path = root / target["path"]
-            elif kind == "bin" and name == package.get("package", {}).get("name"):
-                path = root / "src/main.rs"
-            else:
-                path = root / folder / f"{name}.rs"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text("fn main() {}\n")
-                print("stub", path)
-EOF
-RUN cargo build --release --locked --bin ticketmeter --no-default-features \
- && rm -rf src crates/openmeter-double/src
+############################################################################
+# The recipe: rebuilt on any change, but its output (recipe.json) changes
+# only with the manifests and the lock file.
+############################################################################
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
 
-# 2. The real sources. `examples/` is needed by the `double` target only:
-#    its binary include_str!s examples/sample-events.jsonl (`demo`).
+############################################################################
+# The production binary (--no-default-features: no test double)
+############################################################################
+FROM chef AS builder
+COPY --from=planner /build/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json \
+      --bin ticketmeter --no-default-features
+# The real sources over cook's skeleton. The declared benches keep their
+# stubs from the skeleton: benches/ is needed only by the planner (cargo
+# metadata), so a bench edit does not rebuild the binary. `examples/` is
+# needed by the `double` binary only (it include_str!s
+# examples/sample-events.jsonl for `demo`).
+COPY Cargo.toml Cargo.lock ./
 COPY src src
-COPY crates/openmeter-double/src crates/openmeter-double/src
-COPY crates/openmeter-double/openapi crates/openmeter-double/openapi
+COPY crates crates
 COPY examples examples
-# COPY keeps the files' own mtimes, which can be older than the stub build:
-# then cargo would call the stub binary fresh and ship it. Touch the crate
-# roots so both local crates are rebuilt, and check that the binary is real
-# (the stub prints no version).
-RUN touch src/main.rs src/lib.rs crates/openmeter-double/src/lib.rs \
- && cargo build --release --locked --bin ticketmeter --no-default-features \
+# cargo-chef removed its stub builds of our own crates, so this compiles the
+# real sources; the check fails if a stub binary ever slipped through (the
+# stub prints no version).
+RUN cargo build --release --locked --bin ticketmeter --no-default-features \
  && ./target/release/ticketmeter --version | grep -q '^ticketmeter '
 
-# The binary with the `double` feature, for the `double` target only (BuildKit
-# skips this stage when building the default image). Its check fails if the
-# feature did not take.
-FROM builder AS builder-double
+############################################################################
+# The binary with the `double` feature, for the `double` target only. Its
+# dependencies are cooked apart from the production build's (the feature
+# changes what they are built with), so each target keeps its own cache.
+############################################################################
+FROM chef AS builder-double
+COPY --from=planner /build/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json --bin ticketmeter
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY crates crates
+COPY examples examples
 RUN cargo build --release --locked --bin ticketmeter \
  && ./target/release/ticketmeter double --help > /dev/null
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need when it is missing:
-# tansu (a Kafka-protocol broker, from crates.io) and Prism (npm, for the
-# OpenAPI contract test). Then runs every test of the workspace.
+# tansu (a Kafka-protocol broker, from crates.io), Prism (npm, for the
+# OpenAPI contract test), Prometheus and promtool (Debian) and the
+# Kubernetes and Compose schema validators (PyPI). Then runs every test of
+# the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,20 @@ if ! command -v tansu >/dev/null 2>&1 || ! tansu_has_sqlite; then
 fi
 if [ ! -x node_modules/.bin/prism ] && [ -f package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
+fi
+# tests/prometheus.rs: Prometheus and promtool (Debian's prometheus package).
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  echo "installing prometheus and promtool (Debian)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+# tests/deploy.rs: offline validators that bundle their schemas (PyPI):
+# Kubernetes' for deploy/kubernetes/, the Compose Specification's for
+# docker-compose.yml.
+if ! python3 -c 'import kubernetes_validate, check_jsonschema' >/dev/null 2>&1; then
+  echo "installing kubernetes-validate and check-jsonschema (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check \
+    kubernetes-validate==1.37.0 check-jsonschema==0.39.0
 fi
 
 # Benchmarks print figures (see BENCHMARKS.md) and are not run here; they

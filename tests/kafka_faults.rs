@@ -354,33 +354,12 @@ async fn dead_letters_an_unwritable_dlq_topic_refuses_are_spilled_and_nothing_is
         .is_some_and(|s| s.success()));
 }
 
-/// Produces `payloads` to one partition in one record batch (linger), so a
-/// consumer that resumes inside it meets tansu memory storage's fault.
-async fn produce_one_batch(broker: &Broker, topic: &str, payloads: &[String]) {
-    let producer: FutureProducer = RdConfig::new()
-        .set("bootstrap.servers", broker.brokers())
-        .set("linger.ms", "500")
-        .set("batch.num.messages", "10000")
-        .create()
-        .unwrap();
-    let sends = payloads.iter().map(|p| {
-        let record = FutureRecord::to(topic)
-            .payload(p.as_str())
-            .key("k")
-            .partition(0);
-        producer.send(record, Duration::from_secs(10))
-    });
-    for sent in futures::future::join_all(sends).await {
-        sent.unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_the_broker_will_not_serve_turns_ready_503_within_stall_after() {
     let (topic, total) = ("stalled-events", 100usize);
     let (broker, om) = stack(Storage::Memory, topic, 1).await;
     let payloads: Vec<String> = (0..total).map(|i| ticket(i, i % 5)).collect();
-    produce_one_batch(&broker, topic, &payloads).await;
+    broker.produce_one_batch(topic, &payloads).await;
 
     // Deliver part of the batch slowly, then crash: the committed offset
     // lands inside the batch.

@@ -336,6 +336,27 @@ impl Broker {
         out
     }
 
+    /// Produces `payloads` to partition 0 in one record batch (linger), so a
+    /// consumer that resumes inside it meets tansu memory storage's fault.
+    pub(crate) async fn produce_one_batch(&self, topic: &str, payloads: &[String]) {
+        let producer: FutureProducer = RdConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("linger.ms", "500")
+            .set("batch.num.messages", "10000")
+            .create()
+            .unwrap();
+        let sends = payloads.iter().map(|p| {
+            let record = FutureRecord::to(topic)
+                .payload(p.as_str())
+                .key("k")
+                .partition(0);
+            producer.send(record, Duration::from_secs(10))
+        });
+        for sent in futures::future::join_all(sends).await {
+            sent.unwrap();
+        }
+    }
+
     pub(crate) async fn create_topic(&self, name: &str, partitions: i32) {
         let admin: AdminClient<DefaultClientContext> = RdConfig::new()
             .set("bootstrap.servers", self.brokers())
