@@ -374,9 +374,19 @@ start_container() {
       fi
       bah run --network host "${ENVS[@]/#/--env=}" "$ctr" -- "${command[@]}" >"$LOGS/$name.log" 2>&1 &
       BUILDAH_PIDS[$name]=$!
-      CLEANUP+=("kill ${BUILDAH_PIDS[$name]}")
+      # buildah run does not pass SIGTERM on: end the process inside too.
+      CLEANUP+=("kill_tree ${BUILDAH_PIDS[$name]}")
       ;;
   esac
+}
+
+# SIGTERM to pid $1 and everything under it, deepest first.
+kill_tree() {
+  local child
+  for child in $(ps -o pid= --ppid "$1"); do
+    kill_tree "$child"
+  done
+  kill "$1" 2>/dev/null || true
 }
 
 # The pid of the process named $2 under pid $1.
