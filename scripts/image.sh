@@ -375,7 +375,7 @@ start_container() {
       bah run --network host "${ENVS[@]/#/--env=}" "$ctr" -- "${command[@]}" >"$LOGS/$name.log" 2>&1 &
       BUILDAH_PIDS[$name]=$!
       # buildah run does not pass SIGTERM on: end the process inside too.
-      CLEANUP+=("kill_tree ${BUILDAH_PIDS[$name]}")
+      CLEANUP+=("kill_tree ${BUILDAH_PIDS[$name]}; wait ${BUILDAH_PIDS[$name]}")
       ;;
   esac
 }
@@ -498,12 +498,12 @@ smoke() {
   kafka_port=$(free_port)
   api_port=$(free_port)
   "$host_bin" double --port "$om_port" --token "$token" >"$work/double.log" 2>&1 &
-  CLEANUP+=("kill $!")
+  CLEANUP+=("kill $!; wait $!")
   mkdir "$work/kafka"
   (cd "$work/kafka" && exec tansu broker --storage-engine sqlite://tansu.db \
     --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port") \
     >"$work/tansu.log" 2>&1 &
-  CLEANUP+=("kill $!")
+  CLEANUP+=("kill $!; wait $!")
   wait_port "$om_port" || die "the double did not start: $(cat "$work/double.log")"
   wait_port "$kafka_port" || die "tansu did not start: $(cat "$work/tansu.log")"
   tansu topic create --broker "tcp://127.0.0.1:$kafka_port" --partitions 2 "$topic" >/dev/null
@@ -605,7 +605,7 @@ smoke() {
   probe_port=$(free_port)
   (cd "$work" && exec env "${ENVS[@]/PROVISION_PORT=*/PROVISION_PORT=$probe_port}" RUST_LOG=warn "$host_bin" run) >"$work/probe.log" 2>&1 &
   local probe=$!
-  CLEANUP+=("kill $probe")
+  CLEANUP+=("kill $probe; wait $probe")
   owns_both() { [ "$(curl -fsS "http://127.0.0.1:$probe_port/metrics" 2>/dev/null | grep -c '^ticketmeter_consumer_lag{')" -ge 2 ]; }
   wait_for 90 owns_both || die "the probe member never reported lag on 2 partitions: $(tail -5 "$work/probe.log")"
   sleep 3
