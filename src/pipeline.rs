@@ -388,29 +388,42 @@ mod tests {
         }
     }
 
-    #[test]
-    fn truncated_or_corrupted_payloads_never_panic_in_decode_or_map() {
-        let sample = br#"{"id":"env-1","type":"create_signed_ticket","timestamp":"1788912000000","data":{"request_id":"r1","auth_id":"c:u","computed_fee":"10","current_time":"2026-09-09T00:00:00.000000001Z"}}"#.to_vec();
+    /// A ticket with every field the contract reads, dimensions included.
+    const SAMPLE: &[u8] = br#"{"id":"env-1","type":"create_signed_ticket","timestamp":"1788912000000","data":{"request_id":"r1","auth_id":"app:owner:u#a","client_id":"app","usage_subject":"eu_1","computed_fee":"10","current_time":"2026-09-09T00:00:00.000000001Z","pipeline":"live:m","pixels":"7","billable_secs":1.5,"num_tickets":2}}"#;
+
+    fn judged_under_every_contract(bytes: &[u8]) {
         let price: EthUsdPrice = "3500.5".parse().unwrap();
-        for cut in 0..sample.len() {
-            let _ = judge(
-                &sample[..cut],
-                DEFAULT_MAX_BYTES,
-                &price,
-                &Contract::default(),
-            );
+        for contract in [Contract::default(), Contract::seed()] {
+            let _ = judge(bytes, DEFAULT_MAX_BYTES, &price, &contract);
         }
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..20_000 {
-            let mut bytes = sample.clone();
-            for _ in 0..3 {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let at = (state % bytes.len() as u64) as usize;
-                bytes[at] = (state >> 32) as u8;
+    }
+
+    #[test]
+    fn truncated_payloads_never_panic_in_decode_or_map() {
+        for cut in 0..SAMPLE.len() {
+            judged_under_every_contract(&SAMPLE[..cut]);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(5_000))]
+
+        #[test]
+        fn corrupted_payloads_never_panic_in_decode_or_map(
+            edits in proptest::collection::vec((0..SAMPLE.len(), proptest::num::u8::ANY), 1..6),
+        ) {
+            let mut bytes = SAMPLE.to_vec();
+            for (at, byte) in edits {
+                bytes[at] = byte;
             }
-            let _ = judge(&bytes, DEFAULT_MAX_BYTES, &price, &Contract::default());
+            judged_under_every_contract(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_in_decode_or_map(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+        ) {
+            judged_under_every_contract(&bytes);
         }
     }
 
