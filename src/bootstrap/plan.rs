@@ -13,7 +13,7 @@ use super::diff;
 use super::report::{Kind, Line, Outcome};
 use super::step::{compared, fatal, Ctx, Ids, Resolved};
 use super::wire::CreatePlanRequest;
-use crate::openmeter::model::Plan;
+use crate::openmeter::model::{Plan, PlanStatus};
 use crate::openmeter::{ApiError, OpenMeterClient};
 
 /// Looks a catalog feature key up among the resolved features.
@@ -49,10 +49,7 @@ pub(super) async fn ensure(
         .iter()
         .filter(|p| p.is_subscribable())
         .max_by_key(|p| p.version);
-    let draft = versions
-        .iter()
-        .filter(|p| p.status == "draft" && published.is_none_or(|c| p.version > c.version))
-        .max_by_key(|p| p.version);
+    let draft = Plan::newest_draft(&versions);
     let differences = |p: &Plan| diff::plan(spec, p, &|k| features.id(k));
     match (published, draft) {
         (Some(current), draft) => {
@@ -193,7 +190,7 @@ async fn create(
 /// Appends the status when publishing did not make the version `active`
 /// right away (e.g. `scheduled`), so the operator is not misled.
 fn status_detail(plan: &Plan, detail: &str) -> String {
-    if plan.status == "active" {
+    if plan.status == PlanStatus::Active {
         format!("{detail}, active")
     } else {
         format!("{detail}, status {}", plan.status)

@@ -12,6 +12,7 @@ use super::config;
 use crate::app::{self, OpenMeterSettings, ONE_SHOT_ATTEMPTS};
 use crate::bootstrap::{bootstrap, BootstrapOptions, Catalog, Kind, Outcome};
 use crate::domain::PlanKey;
+use crate::openmeter::model::Plan;
 use crate::openmeter::OpenMeterClient;
 use crate::price::PriceFeed;
 
@@ -129,17 +130,13 @@ async fn plan_checks(client: &OpenMeterClient, settings: &OpenMeterSettings) -> 
     checks
 }
 
-/// The highest draft version of `key` when no version is published.
+/// The newest draft version of `key` when no version is published.
 async fn only_draft(client: &OpenMeterClient, key: &PlanKey) -> Option<u32> {
     let versions = client.plan_versions(key).await.ok()?;
-    let live = || versions.iter().filter(|p| p.deleted_at.is_none());
-    if live().any(|p| p.is_subscribable()) {
+    if versions.iter().any(Plan::is_subscribable) {
         return None;
     }
-    live()
-        .filter(|p| p.status == "draft")
-        .map(|p| p.version)
-        .max()
+    Plan::newest_draft(&versions).map(|p| p.version)
 }
 
 /// The built-in catalog's meters, features and plan, compared read-only.

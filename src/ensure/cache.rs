@@ -15,6 +15,7 @@ use chrono::Utc;
 use super::{Created, Ensured};
 use crate::billing::BillingTerms;
 use crate::domain::CustomerKey;
+use crate::openmeter::model::SubscriptionStatus;
 
 /// An OpenMeter id: a ULID in 16 bytes, or the text when it is not one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,33 +40,6 @@ impl CompactId {
     }
 }
 
-/// A subscription status ensure accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Active,
-    Scheduled,
-    Canceled,
-}
-
-impl Status {
-    fn parse(text: &str) -> Option<Self> {
-        match text {
-            "active" => Some(Self::Active),
-            "scheduled" => Some(Self::Scheduled),
-            "canceled" => Some(Self::Canceled),
-            _ => None,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Scheduled => "scheduled",
-            Self::Canceled => "canceled",
-        }
-    }
-}
-
 /// What is remembered of one ensured identity.
 #[derive(Debug)]
 struct Known {
@@ -75,7 +49,8 @@ struct Known {
     owner_key: Option<Box<str>>,
     /// Index into the interned plan keys.
     plan: u16,
-    status: Status,
+    /// `active`, `scheduled` or `canceled` (only current ones are cached).
+    status: SubscriptionStatus,
     terms: BillingTerms,
     expires: Instant,
 }
@@ -148,7 +123,7 @@ impl EnsuredCache {
             customer_id: known.customer_id.expand(),
             subscription_id: known.subscription_id.expand(),
             plan_key: state.plans[usize::from(known.plan)].to_string(),
-            status: known.status.as_str().to_owned(),
+            status: known.status,
             terms: known.terms,
             created: Created {
                 customer: false,
@@ -164,9 +139,15 @@ impl EnsuredCache {
         let now = Instant::now();
         let lifetime = self.lifetime(&ensured.terms);
         let mut state = self.lock();
-        let Some(status) = Status::parse(&ensured.status) else {
+        let status = ensured.status;
+        if !matches!(
+            status,
+            SubscriptionStatus::Active
+                | SubscriptionStatus::Scheduled
+                | SubscriptionStatus::Canceled
+        ) {
             return state.known.len();
-        };
+        }
         if self.capacity == 0 || lifetime.is_zero() {
             return state.known.len();
         }
@@ -237,7 +218,7 @@ mod tests {
             customer_id: customer_id.to_owned(),
             subscription_id: "01J9ZQ7V3N8K6T2W5X4Y1R0P9M".to_owned(),
             plan_key: "clearinghouse_default_ppu".to_owned(),
-            status: "active".to_owned(),
+            status: SubscriptionStatus::Active,
             terms: terms(None),
             created: Created {
                 customer: true,
@@ -250,10 +231,13 @@ mod tests {
     fn an_entry_does_not_outlive_its_canceled_subscription() {
         let cache = EnsuredCache::new(10, Duration::from_secs(3600));
         let mut e = ensured("a:b", "x");
-        e.status = "canceled".into();
+        e.status = SubscriptionStatus::Canceled;
         e.terms = terms(Some(Utc::now() + chrono::Duration::milliseconds(30)));
         cache.insert(&key("a:b"), &e);
-        assert_eq!(cache.get(&key("a:b")).unwrap().status, "canceled");
+        assert_eq!(
+            cache.get(&key("a:b")).unwrap().status,
+            SubscriptionStatus::Canceled
+        );
         std::thread::sleep(Duration::from_millis(60));
         assert!(cache.get(&key("a:b")).is_none());
     }

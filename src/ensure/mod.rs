@@ -21,7 +21,9 @@ use crate::billing::BillingTerms;
 use crate::dlq::DeadLetterKind;
 use crate::domain::{CustomerKey, Identity, PlanKey, SubjectKind, SubjectRule};
 use crate::metrics::metrics;
-use crate::openmeter::model::{CreateSubscription, Customer, CustomerById, PlanRef, Subscription};
+use crate::openmeter::model::{
+    CreateSubscription, Customer, CustomerById, PlanRef, Subscription, SubscriptionStatus,
+};
 use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
 use cache::EnsuredCache;
 
@@ -63,7 +65,7 @@ pub struct Ensured {
     pub plan_key: String,
     /// That subscription's status: `active`, `scheduled` or `canceled`
     /// (still billing until `activeTo`).
-    pub status: String,
+    pub status: SubscriptionStatus,
     /// When that subscription bills usage from (and until).
     #[serde(flatten)]
     pub terms: BillingTerms,

@@ -54,12 +54,80 @@ pub struct PlanRef {
     pub version: u32,
 }
 
+/// `BillingSubscriptionStatus`; a status a newer server adds reads as
+/// `Unknown` (and bills nothing here) rather than failing the read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    Active,
+    Inactive,
+    Canceled,
+    Scheduled,
+    #[serde(other)]
+    Unknown,
+}
+
+impl SubscriptionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+            Self::Canceled => "canceled",
+            Self::Scheduled => "scheduled",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// Compares with the spec's spelling (`status == "active"`).
+impl PartialEq<&str> for SubscriptionStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for SubscriptionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `BillingPlanStatus`, with the same fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStatus {
+    Draft,
+    Active,
+    Archived,
+    Scheduled,
+    #[serde(other)]
+    Unknown,
+}
+
+impl PlanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Active => "active",
+            Self::Archived => "archived",
+            Self::Scheduled => "scheduled",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for PlanStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `BillingSubscription`, as much of it as ensure needs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Subscription {
     pub id: String,
     pub customer_id: String,
-    pub status: String,
+    pub status: SubscriptionStatus,
     /// When the subscription became (or becomes) active: invoicing bills a
     /// usage rate card only for events at or after this instant.
     pub active_from: DateTime<Utc>,
@@ -85,10 +153,10 @@ impl Subscription {
     /// at most one such subscription.
     pub fn is_current(&self, now: DateTime<Utc>) -> bool {
         self.deleted_at.is_none()
-            && match self.status.as_str() {
-                "active" | "scheduled" => true,
-                "canceled" => self.active_to.is_some_and(|to| to > now),
-                _ => false,
+            && match self.status {
+                SubscriptionStatus::Active | SubscriptionStatus::Scheduled => true,
+                SubscriptionStatus::Canceled => self.active_to.is_some_and(|to| to > now),
+                SubscriptionStatus::Inactive | SubscriptionStatus::Unknown => false,
             }
     }
 }
@@ -111,7 +179,7 @@ pub struct Plan {
     pub id: String,
     pub key: String,
     pub version: u32,
-    pub status: String,
+    pub status: PlanStatus,
     #[serde(default)]
     pub name: String,
     #[serde(default)]
@@ -134,7 +202,20 @@ impl Plan {
     /// (`productcatalog/subscription/service/create.go`), so a `scheduled`
     /// one does not count.
     pub fn is_subscribable(&self) -> bool {
-        self.deleted_at.is_none() && self.status == "active"
+        self.deleted_at.is_none() && self.status == PlanStatus::Active
+    }
+
+    /// Of a plan's versions, the newest live draft that is newer than every
+    /// subscribable one: the draft a publish would make current.
+    pub fn newest_draft(versions: &[Plan]) -> Option<&Plan> {
+        let live = || versions.iter().filter(|p| p.deleted_at.is_none());
+        let published = live()
+            .filter(|p| p.is_subscribable())
+            .map(|p| p.version)
+            .max();
+        live()
+            .filter(|p| p.status == PlanStatus::Draft && published.is_none_or(|v| p.version > v))
+            .max_by_key(|p| p.version)
     }
 
     pub fn reference(&self) -> PlanRef {
@@ -268,5 +349,44 @@ mod lenient {
             Value::String(s) => s.trim().parse().ok(),
             _ => None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(version: u32, status: &str, deleted: bool) -> Plan {
+        serde_json::from_value(serde_json::json!({
+            "id": format!("p{version}"), "key": "k", "version": version, "status": status,
+            "deleted_at": deleted.then_some("2026-01-01T00:00:00Z"),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_status_a_newer_server_adds_reads_as_unknown() {
+        let s: SubscriptionStatus = serde_json::from_str(r#""paused""#).unwrap();
+        assert_eq!(s, SubscriptionStatus::Unknown);
+        let p: PlanStatus = serde_json::from_str(r#""retired""#).unwrap();
+        assert_eq!(p, PlanStatus::Unknown);
+        assert_eq!(
+            serde_json::to_string(&SubscriptionStatus::Canceled).unwrap(),
+            r#""canceled""#
+        );
+    }
+
+    #[test]
+    fn the_newest_draft_is_the_newest_live_one_above_every_published_version() {
+        let versions = [
+            plan(1, "active", false),
+            plan(2, "draft", false),
+            plan(3, "draft", true),
+        ];
+        assert_eq!(Plan::newest_draft(&versions).map(|p| p.version), Some(2));
+        let stale = [plan(1, "draft", false), plan(2, "active", false)];
+        assert!(Plan::newest_draft(&stale).is_none());
+        let unpublished = [plan(1, "draft", false), plan(2, "draft", false)];
+        assert_eq!(Plan::newest_draft(&unpublished).map(|p| p.version), Some(2));
     }
 }
