@@ -19,14 +19,30 @@ use super::range::rfc3339;
 use crate::billing::BillingTerms;
 use crate::openmeter::model::IngestedEvent;
 
-/// How the reasons a repair can act on begin.
+/// OpenMeter's validation error for an event whose subject has no customer
+/// (`openmeter/meterevent/adapter/event.go`).
 pub(crate) const NO_CUSTOMER: &str = "no customer found for event subject";
-pub(crate) const BEFORE_ACTIVE_FROM: &str = "time before the subscription's active_from";
+const BEFORE_ACTIVE_FROM: &str = "time before the subscription's active_from";
+
+/// What a repair can do about an unbillable event, decided once, here, from
+/// the verdict (never from its rendered text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnbillableKind {
+    /// Its subject has no customer: ensure it, then resend.
+    NoCustomer,
+    /// Its `time` predates the subscription: resend at its start.
+    BeforeActiveFrom,
+    /// Nothing a repair may change (e.g. its period was already invoiced).
+    Other,
+}
 
 /// Why a stored event will not be invoiced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Unbillable {
-    /// OpenMeter's own validation errors, joined.
+    /// No customer had its subject when OpenMeter read it (its validation
+    /// error, or no customer attached).
+    NoCustomer(String),
+    /// OpenMeter's other validation errors, joined.
     Validation(String),
     /// The event's `time` is older than every subscription that could bill it.
     BeforeActiveFrom { active_from: DateTime<Utc> },
@@ -41,7 +57,7 @@ pub(crate) enum Unbillable {
 impl std::fmt::Display for Unbillable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Validation(errors) => f.write_str(errors),
+            Self::NoCustomer(errors) | Self::Validation(errors) => f.write_str(errors),
             Self::BeforeActiveFrom { active_from } => {
                 write!(f, "{BEFORE_ACTIVE_FROM} ({})", rfc3339(*active_from))
             }
@@ -52,6 +68,18 @@ impl std::fmt::Display for Unbillable {
                 rfc3339(*collected_at)
             ),
             Self::NoTime => f.write_str("event has no valid time"),
+        }
+    }
+}
+
+impl Unbillable {
+    pub(crate) fn kind(&self) -> UnbillableKind {
+        match self {
+            Self::NoCustomer(_) => UnbillableKind::NoCustomer,
+            Self::BeforeActiveFrom { .. } => UnbillableKind::BeforeActiveFrom,
+            Self::Validation(_) | Self::NotCovered | Self::PeriodInvoiced { .. } | Self::NoTime => {
+                UnbillableKind::Other
+            }
         }
     }
 }
@@ -69,10 +97,15 @@ pub(crate) fn verdict(
             .iter()
             .map(|e| e.message.as_str())
             .collect();
-        return Err(Unbillable::Validation(messages.join("; ")));
+        let joined = messages.join("; ");
+        return Err(if messages.iter().any(|m| m.starts_with(NO_CUSTOMER)) {
+            Unbillable::NoCustomer(joined)
+        } else {
+            Unbillable::Validation(joined)
+        });
     }
     if stored.customer.is_none() {
-        return Err(Unbillable::Validation(format!(
+        return Err(Unbillable::NoCustomer(format!(
             "{NO_CUSTOMER}: {}",
             stored.event.subject
         )));
@@ -136,6 +169,30 @@ mod tests {
     }
 
     const HOUR: TimeDelta = TimeDelta::hours(1);
+
+    #[test]
+    fn what_a_repair_can_do_is_decided_from_the_verdict() {
+        let kind =
+            |e: &IngestedEvent, terms: &[BillingTerms]| verdict(e, terms, HOUR).unwrap_err().kind();
+        let mut no_customer = stored("2026-11-10T00:00:00Z", "2026-11-10T00:00:01Z");
+        no_customer.customer = None;
+        assert_eq!(kind(&no_customer, &[]), UnbillableKind::NoCustomer);
+        let mut flagged = stored("2026-11-10T00:00:00Z", "2026-11-10T00:00:01Z");
+        flagged.validation_errors = vec![EventValidationError {
+            message: format!("{NO_CUSTOMER}: a:b"),
+        }];
+        assert_eq!(kind(&flagged, &[]), UnbillableKind::NoCustomer);
+        let early = stored("2026-11-01T00:00:00Z", "2026-11-10T00:00:01Z");
+        assert_eq!(
+            kind(&early, &[term("2026-11-05T00:00:00Z")]),
+            UnbillableKind::BeforeActiveFrom
+        );
+        let late = stored("2026-10-10T00:00:00Z", "2026-11-10T00:00:01Z");
+        assert_eq!(
+            kind(&late, &[term("2026-10-01T00:00:00Z")]),
+            UnbillableKind::Other
+        );
+    }
 
     #[test]
     fn an_event_inside_its_subscription_is_billable() {

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use ethnum::U256;
 
+use super::billing::UnbillableKind;
 use crate::domain::UsdMicros;
 
 /// A signed event and what OpenMeter holds of it.
@@ -24,8 +25,9 @@ pub(crate) struct Entry {
     /// Stored copies: under its own id and under its derived repair id.
     pub(crate) copies: u8,
     pub(crate) billable_copies: u8,
-    /// Interned reason why no copy is billable.
-    pub(crate) unbillable: Option<u32>,
+    /// Why no copy is billable: what a repair can do, and the interned
+    /// reason in words.
+    pub(crate) unbillable: Option<(UnbillableKind, u32)>,
     /// Interned reason it was dead-lettered.
     pub(crate) dead_letter: Option<u32>,
 }
@@ -172,7 +174,10 @@ impl Ledger {
     /// Records one stored copy of signed event `id` (found by its own or
     /// its derived id). Returns false when `id` is not a signed event.
     pub(crate) fn stored(&mut self, id: &str, copy: StoredCopy) -> bool {
-        let reason = copy.verdict.err().map(|r| self.reasons.intern(r));
+        let reason = copy
+            .verdict
+            .err()
+            .map(|(kind, r)| (kind, self.reasons.intern(r)));
         let Some(entry) = self.entries.get_mut(id) else {
             return false;
         };
@@ -196,7 +201,7 @@ impl Ledger {
 pub(crate) struct StoredCopy {
     pub(crate) fee_wei: u128,
     pub(crate) usd_micros: UsdMicros,
-    pub(crate) verdict: Result<(), String>,
+    pub(crate) verdict: Result<(), (UnbillableKind, String)>,
 }
 
 /// Exact sums: Σ wei over many events exceeds 2^128.

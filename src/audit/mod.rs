@@ -449,7 +449,11 @@ fn record(ledger: &mut Ledger, found: &Found) {
         usd_micros: data
             .and_then(|d| d.network_fee_usd_micros)
             .unwrap_or_default(),
-        verdict: found.verdict.clone().map_err(|r| r.to_string()),
+        verdict: found
+            .verdict
+            .as_ref()
+            .map(|_| ())
+            .map_err(|r| (r.kind(), r.to_string())),
     };
     if !ledger.stored(&found.key, copy) && !ledger.is_letter(&found.key) {
         ledger.unexpected.add(&found.key);

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::billing::{Unbillable, BEFORE_ACTIVE_FROM, NO_CUSTOMER};
+use super::billing::{Unbillable, UnbillableKind};
 use super::report::{status, RepairAction, Report, Status};
 use super::{to_delta, Audit, AuditError, Findings, Found};
 use crate::domain::Identity;
@@ -82,16 +82,11 @@ impl Audit {
             .filter_map(|(id, entry)| {
                 let need = match status(entry, settled) {
                     Status::Missing => Need::Resend,
-                    Status::Unbillable => {
-                        let reason = ledger.reasons.get(entry.unbillable?);
-                        if reason.starts_with(NO_CUSTOMER) {
-                            Need::Customer
-                        } else if reason.starts_with(BEFORE_ACTIVE_FROM) {
-                            Need::MoveTime
-                        } else {
-                            return None;
-                        }
-                    }
+                    Status::Unbillable => match entry.unbillable?.0 {
+                        UnbillableKind::NoCustomer => Need::Customer,
+                        UnbillableKind::BeforeActiveFrom => Need::MoveTime,
+                        UnbillableKind::Other => return None,
+                    },
                     _ => return None,
                 };
                 Some((id.to_string(), need))

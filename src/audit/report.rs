@@ -427,7 +427,7 @@ fn tally(
         Status::Unbillable => {
             row.unbillable.push(IdReason {
                 id: id.to_owned(),
-                reason: reason(entry.unbillable),
+                reason: reason(entry.unbillable.map(|(_, r)| r)),
             });
             totals.unbillable_events += 1;
             for money in [&mut row.money.stored, &mut totals.money] {
