@@ -396,9 +396,8 @@ impl FeeWei {
     /// ten. 256-bit integers, never a float; it cannot overflow (a fee is
     /// below 2^128, a price mantissa below 2^96).
     pub fn to_usd_micros(self, price: &EthUsdPrice) -> UsdMicros {
-        price
-            .micros_of(U256::from(self.0))
-            .unwrap_or(UsdMicros::ZERO)
+        let mantissa = U256::from(price.0.mantissa().unsigned_abs());
+        UsdMicros::new(U256::from(self.0) * mantissa, 12 + price.0.scale())
     }
 }
 
@@ -493,23 +492,17 @@ impl UsdMicros {
         let whole = self.round_half_up().atoms;
         u64::try_from(whole).unwrap_or(u64::MAX)
     }
-
-    /// The amount as a JSON number with exactly its decimal digits.
-    pub fn to_json_number(self) -> serde_json::Number {
-        json_number(&self.to_string())
-    }
 }
 
 fn pow10(exp: u32) -> U256 {
     U256::from(10u8).pow(exp)
 }
 
-/// A JSON number written exactly as `digits`, which must be a JSON number's
-/// text (serde_json's `arbitrary_precision` keeps it; a float would round).
-pub(crate) fn json_number(digits: &str) -> serde_json::Number {
-    digits
-        .parse()
-        .unwrap_or_else(|_| serde_json::Number::from(0u8))
+/// A JSON number written exactly as `digits` (serde_json's
+/// `arbitrary_precision` keeps the text; a float would round it); `None`
+/// when `digits` is not a JSON number's text.
+pub(crate) fn json_number(digits: &str) -> Option<serde_json::Number> {
+    digits.parse().ok()
 }
 
 impl fmt::Display for UsdMicros {
@@ -565,9 +558,16 @@ impl FromStr for UsdMicros {
     }
 }
 
+/// A JSON number with exactly its decimal digits (which `Display` always
+/// writes as a JSON number's text; were it not, the exact text as a string,
+/// never a rounded or zeroed amount).
 impl Serialize for UsdMicros {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_json_number().serialize(s)
+        let digits = self.to_string();
+        match json_number(&digits) {
+            Some(number) => number.serialize(s),
+            None => s.serialize_str(&digits),
+        }
     }
 }
 

@@ -35,6 +35,17 @@ pub enum Figure {
     Text(String),
 }
 
+impl Figure {
+    /// `digits` as a JSON number; kept as text if they were ever not a
+    /// number's (never rounded, never zero).
+    fn exact(digits: String) -> Self {
+        match json_number(&digits) {
+            Some(number) => Self::Number(number),
+            None => Self::Text(digits),
+        }
+    }
+}
+
 /// The event's `data`; the meters read these fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UsageData {
@@ -146,8 +157,8 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Ma
     let (fee, fee_wei, eth_usd_price) = match contract.amounts {
         Amounts::Exact => (
             exact,
-            Figure::Number(json_number(&ticket.fee.to_string())),
-            Figure::Number(json_number(&price.to_string())),
+            Figure::exact(ticket.fee.to_string()),
+            Figure::exact(price.to_string()),
         ),
         Amounts::Rounded => (
             exact.round_half_up(),
