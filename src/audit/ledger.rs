@@ -1,5 +1,6 @@
 //! The audit's working memory: one compact entry per signed event in the
-//! range (about 150 bytes with its id), customers and reasons interned.
+//! range (about 150 bytes with its id, plus its id under the other
+//! `EVENT_ID` scheme both ways), customers and reasons interned.
 //! Payloads are never kept: a repair reads the source again for the few
 //! events it resends.
 
