@@ -9,15 +9,15 @@
 
 use std::path::{Path, PathBuf};
 
-use openmeter_double::{Double, DoubleConfig, PlanSeed, Route, RunningDouble};
+use openmeter_double::PlanSeed;
 use serde_json::{json, Value};
 use ticketmeter::bootstrap::{
     bootstrap, check_catalog_against_collector, BootstrapOptions, Catalog, CatalogError, Kind,
-    Outcome, Report, SubscribeRole,
+    Outcome, SubscribeRole,
 };
-use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient, PlanKey};
+use ticketmeter::PlanKey;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use super::{active_versions, assert_a_second_run_changes_nothing, env, run, TestResult, APPLY};
 
 const OWNER_PLAN: &str = "clearinghouse_owner_starter";
 const M2M_PLAN: &str = "clearinghouse_demo_starter";
@@ -43,37 +43,6 @@ fn upstream_text() -> std::io::Result<String> {
     std::fs::read_to_string(fixture())
 }
 
-struct Env {
-    double: Double,
-    _running: RunningDouble,
-    client: OpenMeterClient,
-}
-
-async fn env() -> Result<Env, Box<dyn std::error::Error>> {
-    let double = Double::new(DoubleConfig::default());
-    let running = double.spawn("127.0.0.1:0".parse()?).await?;
-    let endpoint = Endpoint::parse(&running.base_url(), None)?;
-    let client = OpenMeterClient::new(ClientConfig::new(endpoint, None))?;
-    Ok(Env {
-        double,
-        _running: running,
-        client,
-    })
-}
-
-const APPLY: BootstrapOptions = BootstrapOptions {
-    dry_run: false,
-    publish_new_version: false,
-};
-
-async fn run(
-    env: &Env,
-    catalog: &Catalog,
-    opts: BootstrapOptions,
-) -> Result<Report, Box<dyn std::error::Error>> {
-    Ok(bootstrap(&env.client, catalog, &opts).await?)
-}
-
 /// A variant of upstream's file, written beside the test as `name`.
 fn variant(name: &str, text: &str) -> Result<(tempfile::TempDir, PathBuf), std::io::Error> {
     let dir = tempfile::tempdir()?;
@@ -90,15 +59,6 @@ fn refused(text: &str) -> Result<String, Box<dyn std::error::Error>> {
         Err(e @ CatalogError::Invalid { .. }) => Ok(e.to_string()),
         Err(e) => Err(format!("refused for another reason: {e}").into()),
     }
-}
-
-fn active_versions(double: &Double, key: &str) -> Vec<u32> {
-    double
-        .plans()
-        .iter()
-        .filter(|p| p.key == key && p.status == "active")
-        .map(|p| p.version)
-        .collect()
 }
 
 #[test]
@@ -276,29 +236,7 @@ async fn the_report_prints_the_notices_before_the_objects() -> TestResult {
 
 #[tokio::test]
 async fn a_second_run_of_the_upstream_catalog_changes_nothing() -> TestResult {
-    let env = env().await?;
-    let catalog = upstream()?;
-    run(&env, &catalog, APPLY).await?;
-    env.double.reset_counters();
-
-    let report = run(&env, &catalog, APPLY).await?;
-
-    assert_eq!(env.double.write_calls(), 0);
-    for route in [
-        Route::CreateMeter,
-        Route::CreateFeature,
-        Route::CreatePlan,
-        Route::PublishPlan,
-    ] {
-        assert_eq!(env.double.calls(route), 0, "{route:?}");
-    }
-    assert!(
-        report.lines.iter().all(|l| l.outcome == Outcome::Exists),
-        "{report}"
-    );
-    assert!(report.to_string().contains("nothing to do"), "{report}");
-    assert!(report.is_success(false));
-    Ok(())
+    assert_a_second_run_changes_nothing(&upstream()?).await
 }
 
 #[tokio::test]
