@@ -448,22 +448,12 @@ impl UsdMicros {
         Self { atoms, scale }
     }
 
-    /// A whole number of micros.
-    pub fn whole(micros: u128) -> Self {
-        Self::new(U256::from(micros), 0)
-    }
-
     /// Rounded half-up to whole micros (the seed's per-ticket rounding).
     pub fn round_half_up(self) -> Self {
         let divisor = pow10(self.scale);
         let (quotient, remainder) = (self.atoms / divisor, self.atoms % divisor);
         let up = remainder > 0 && remainder * 2 >= divisor;
         Self::new(if up { quotient + 1 } else { quotient }, 0)
-    }
-
-    /// Whether this is a whole number of micros.
-    pub fn is_whole(&self) -> bool {
-        self.scale == 0
     }
 
     /// The sum, exact; `None` past 2^256 atoms at the common scale.
@@ -963,7 +953,7 @@ mod tests {
         let b: UsdMicros = "1166.6666666655".parse().unwrap();
         assert_eq!(a.checked_add(b).unwrap().to_string(), "1166.666666669");
         assert_eq!(
-            b.difference(UsdMicros::whole(1167)),
+            b.difference("1167".parse().unwrap()),
             (true, "0.3333333345".parse().unwrap())
         );
     }

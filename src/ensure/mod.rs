@@ -197,11 +197,6 @@ impl Provisioner {
         }
     }
 
-    /// The owner plan, when it differs from the default.
-    pub fn owner_plan_key(&self) -> Option<&PlanKey> {
-        self.owner_plan_key.as_ref()
-    }
-
     pub fn client(&self) -> &OpenMeterClient {
         &self.client
     }
