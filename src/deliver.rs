@@ -28,6 +28,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tracing::Instrument;
 
+use crate::billing::BillingPolicy;
 use crate::commit::Position;
 use crate::dlq::DeadLetterKind;
 use crate::domain::{CustomerKey, Identity};
@@ -91,36 +92,6 @@ where
         span.record("last.offset", last.offset);
     }
     span
-}
-
-/// Which `time` an event is sent with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum EventTime {
-    /// The signed time, but never earlier than the start of the
-    /// subscription that bills the event (else it is accepted and never
-    /// invoiced); the signed time is kept in `data.signed_at`.
-    #[default]
-    Billable,
-    /// The signed time, always (the original's behaviour).
-    Signed,
-}
-
-/// How events are placed in OpenMeter's billing periods.
-#[derive(Debug, Clone, Copy)]
-pub struct BillingPolicy {
-    pub event_time: EventTime,
-    /// How long after a billing period ends OpenMeter still collects its
-    /// usage into the invoice (its `collection.interval`, default 1h).
-    pub collection_window: Duration,
-}
-
-impl Default for BillingPolicy {
-    fn default() -> Self {
-        Self {
-            event_time: EventTime::Billable,
-            collection_window: Duration::from_secs(3600),
-        }
-    }
 }
 
 /// The ensure-then-ingest stage, shared by all in-flight batches.
@@ -325,13 +296,12 @@ impl Deliverer {
         results
     }
 
-    /// Sets the event's time to one its subscription bills (unless the
-    /// operator chose signed times), and counts usage that arrives after
-    /// its period's invoice was collected.
+    /// Sets the event's time to the one its subscription bills (the rule
+    /// is `billing`'s), and counts usage that arrives after its period's
+    /// invoice was collected.
     fn place_in_period(&self, pending: &mut Pending, ensured: &Ensured, now: DateTime<Utc>) {
         let terms = &ensured.terms;
-        let start = terms.billable_from();
-        if self.billing.event_time == EventTime::Billable && pending.time < start {
+        if let Some(start) = self.billing.moved_time(terms, pending.time) {
             pending.event.bill_from(start);
             pending.time = start;
             match serde_json::to_vec(&pending.event) {
@@ -348,7 +318,7 @@ impl Deliverer {
                 );
             }
         }
-        if terms.missed_invoice(pending.time, self.billing.collection_window, now) {
+        if terms.missed_invoice(pending.time, self.billing.window(), now) {
             metrics().events_missed_invoice.inc();
             metrics()
                 .usd_micros_missed_invoice

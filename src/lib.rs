@@ -42,9 +42,9 @@ pub use cli::{collector_config, run, Cli};
 /// Assembly: the collector from its configuration, run until a shutdown
 /// its caller controls; and a pipeline from its parts.
 pub use app::{pipeline, AppError, Application, Config, Stopped};
+pub use billing::{BillingPolicy, EventTime};
 pub use commit::OffsetTracker;
 pub use contract::{Contract, IdScheme};
-pub use deliver::{BillingPolicy, EventTime};
 pub use dlq::DeadLetterSink;
 pub use pipeline::{Pipeline, PipelineConfig};
 pub use price::{PriceFeed, PriceSource};

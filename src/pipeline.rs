@@ -14,9 +14,10 @@ use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
+use crate::billing::BillingPolicy;
 use crate::contract::Contract;
 use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
-use crate::deliver::{BillingPolicy, Deliverer, Pending};
+use crate::deliver::{Deliverer, Pending};
 use crate::dlq::DeadLetterKind;
 use crate::domain::{EthUsdPrice, Identity};
 use crate::health::health;

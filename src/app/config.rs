@@ -72,7 +72,5 @@ pub(crate) struct ContinuousAuditSettings {
     /// Length of the audited window, ending `settle` before now.
     pub(crate) window: Duration,
     pub(crate) settle: Duration,
-    /// OpenMeter's invoice collection interval.
-    pub(crate) collection_window: Duration,
     pub(crate) repair: bool,
 }

@@ -135,7 +135,7 @@ pub(super) fn continuous_audit(
         config: AuditConfig {
             range: TimeRange::settled_window(Utc::now(), settings.window, settings.settle),
             settle: settings.settle,
-            collection_window: settings.collection_window,
+            collection_window: pipeline.config.billing.collection_window,
             max_event_bytes: pipeline.config.max_event_bytes,
             contract: pipeline.config.contract,
             progress: false,

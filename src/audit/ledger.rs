@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use ethnum::U256;
 
-use super::billing::UnbillableKind;
+use super::verdict::UnbillableKind;
 use crate::domain::UsdMicros;
 
 /// A signed event and what OpenMeter holds of it.

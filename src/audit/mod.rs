@@ -15,13 +15,13 @@
 //! Memory: the source is streamed; only a compact [`ledger::Ledger`] entry
 //! per signed event is kept, and stored events are streamed page by page.
 
-pub(crate) mod billing;
 pub(crate) mod continuous;
 pub(crate) mod ledger;
 pub(crate) mod range;
 mod repair;
 pub(crate) mod report;
 pub(crate) mod source;
+pub(crate) mod verdict;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,11 +41,11 @@ use crate::domain::{AuthId, EthUsdPrice, Identity, UsdMicros};
 use crate::map::{map, Mapped, SOURCE};
 use crate::openmeter::model::IngestedEvent;
 use crate::openmeter::{ApiError, EventQuery, OpenMeterClient};
-use billing::Unbillable;
 use ledger::{Entry, Ledger, StoredCopy};
 use range::{parse_time, rfc3339, TimeRange};
 use report::{Notes, Report};
 use source::{KafkaWindow, RawRecord, SourceSpec, KAFKA_SKEW};
+use verdict::Unbillable;
 
 pub(crate) use repair::{derived_id, RepairMode};
 
@@ -422,7 +422,7 @@ impl Audit {
                 }
             },
         };
-        let verdict = billing::verdict(
+        let verdict = verdict::verdict(
             &event,
             &customer_terms,
             to_delta(self.config.collection_window),

@@ -19,11 +19,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
-use super::billing::{Unbillable, UnbillableKind};
 use super::report::{status, RepairAction, Report, Status};
+use super::verdict::{Unbillable, UnbillableKind};
 use super::{to_delta, Audit, AuditError, Findings, Found};
+use crate::billing::BillingTerms;
 use crate::domain::Identity;
 use crate::ensure::Provisioner;
 use crate::map::UsageEvent;
@@ -151,12 +152,8 @@ impl Audit {
             let Some((identity, event)) = events.remove(id) else {
                 continue;
             };
-            let start = ensured
-                .get(&identity)
-                .and_then(|r| r.as_ref().ok())
-                .copied()
-                .flatten();
-            match derive(id, event, &copies, start) {
+            let current = ensured.get(&identity).and_then(|r| r.as_ref().ok());
+            match derive(id, event, &copies, current) {
                 Some(copy) => derived.push(copy),
                 None => {
                     actions.insert(id.clone(), action(id, id, "not_recovered"));
@@ -208,13 +205,13 @@ impl Audit {
     }
 
     /// Ensures, bypassing the cache, every customer that lost events; for
-    /// each, the start of its current subscription (or why ensure failed).
+    /// each, the terms of its current subscription (or why ensure failed).
     async fn ensure_customers(
         &self,
         provisioner: &Provisioner,
         targets: &[(String, Need)],
         events: &HashMap<String, (Identity, UsageEvent)>,
-    ) -> HashMap<Identity, Result<Option<DateTime<Utc>>, String>> {
+    ) -> HashMap<Identity, Result<BillingTerms, String>> {
         let identities: HashSet<&Identity> = targets
             .iter()
             .filter(|(_, need)| *need != Need::MoveTime)
@@ -224,7 +221,7 @@ impl Audit {
         for identity in identities {
             provisioner.forget(&identity.customer_key());
             let result = match provisioner.ensure(identity).await {
-                Ok(e) => Ok(Some(e.terms.billable_from())),
+                Ok(e) => Ok(e.terms),
                 Err(e) => Err(format!("ensure failed: {e}")),
             };
             ensured.insert(identity.clone(), result);
@@ -309,26 +306,28 @@ fn dry_run(targets: &[(String, Need)]) -> Vec<RepairAction> {
 
 /// The derived copy of `id`, when one is due: its own id is proven absent,
 /// or stored before its subscription began; never when a derived copy is
-/// already stored. `start`: the customer's current subscription start.
+/// already stored. `current`: the terms of the customer's current
+/// subscription. Its time is moved by `billing`'s rule, as the collector's.
 fn derive(
     id: &str,
     mut event: UsageEvent,
     copies: &[&Found],
-    start: Option<DateTime<Utc>>,
+    current: Option<&BillingTerms>,
 ) -> Option<UsageEvent> {
     if copies.iter().any(|f| f.derived) {
         return None;
     }
-    let move_to = match copies.first().map(|f| &f.verdict) {
-        None => start,
-        Some(Err(Unbillable::BeforeActiveFrom { active_from })) => Some(*active_from),
+    let terms = match copies.first().map(|f| &f.verdict) {
+        None => current,
+        Some(Err(Unbillable::BeforeActiveFrom { terms })) => Some(terms),
         Some(_) => return None,
     };
     let signed = super::range::parse_time(&event.time);
-    if let (Some(to), Some(signed)) = (move_to, signed) {
-        if signed < to {
-            event.bill_from(to);
-        }
+    if let Some(to) = terms
+        .zip(signed)
+        .and_then(|(t, signed)| t.bill_time(signed))
+    {
+        event.bill_from(to);
     }
     event.id = derived_id(id);
     event.data.original_id = Some(id.to_owned());
@@ -368,9 +367,15 @@ mod tests {
 
     #[test]
     fn a_derived_copy_never_predates_the_current_subscription() {
-        let start = super::super::range::parse_time("2026-11-25T00:00:00Z");
-        let copy = derive("r1", event(), &[], start).unwrap();
-        assert_eq!(copy.time, "2026-11-25T00:00:00Z");
+        let start = super::super::range::parse_time("2026-11-25T00:00:00.300Z").unwrap();
+        let terms = BillingTerms {
+            active_from: start,
+            active_to: None,
+            anchor: start,
+            cadence: None,
+        };
+        let copy = derive("r1", event(), &[], Some(&terms)).unwrap();
+        assert_eq!(copy.time, "2026-11-25T00:00:01Z");
         assert_eq!(copy.data.signed_at.as_deref(), Some("2026-11-24T09:00:00Z"));
     }
 }

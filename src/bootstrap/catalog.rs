@@ -23,7 +23,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
 use super::annotations::SkipAnnotations;
-use super::cadence;
 use super::lines::Lines;
 use super::plan_meta::{self, SettlementMode, SubscribeRole};
 use crate::decode::BILLABLE_TYPE;
@@ -201,7 +200,7 @@ checked_string!(
 checked_string!(
     /// The spec's `ISO8601Duration`, e.g. `P1M`.
     Duration,
-    |s| s.len() > 1 && cadence::Parts::parse(s).is_some(),
+    |s| s.len() > 1 && crate::billing::IsoDuration::parse(s).is_some(),
     "an ISO 8601 duration like P1M"
 );
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::billing::EventTime;
 use crate::contract::IdScheme;
-use crate::deliver::{BillingPolicy, EventTime};
 use crate::domain::{Amounts, EthUsdPrice, PlanKey, SubjectRule, DEFAULT_PLAN_KEY};
 use crate::ensure::EnsureConfig;
 use crate::openmeter::ClientConfig;
@@ -90,11 +90,6 @@ fn batch() -> PipelineConfig {
 
 fn ensure() -> EnsureConfig {
     EnsureConfig::default()
-}
-
-/// OpenMeter's invoice collection interval (its default).
-fn collection_window() -> Duration {
-    BillingPolicy::default().collection_window
 }
 
 /// Parses durations like `5m`, `250ms`, `1h 30m`.
@@ -212,10 +207,12 @@ pub(crate) struct BatchArgs {
     #[arg(long, env = "EVENT_TIME", value_enum, default_value_t = batch().billing.event_time)]
     pub(crate) event_time: EventTime,
     /// How long after a billing period ends OpenMeter still collects its
-    /// usage (its `collection.interval`); later usage of that period is
-    /// counted as missing its invoice.
-    #[arg(long, env = "BILLING_COLLECTION_WINDOW", default_value = shown(batch().billing.collection_window), value_parser = duration)]
-    pub(crate) billing_collection_window: Duration,
+    /// usage (its billing profile's `collection.interval`; default 1h):
+    /// later usage of that period is counted (collector) and reported
+    /// (audit) as missing its invoice. The older AUDIT_COLLECTION_WINDOW is
+    /// read when this is unset.
+    #[arg(long, visible_alias = "collection-window", env = "BILLING_COLLECTION_WINDOW", value_parser = duration)]
+    pub(crate) billing_collection_window: Option<Duration>,
     /// The CloudEvent id. `envelope`: the envelope `id` (unique per event,
     /// stable on redelivery), else `request_id`, else a digest of the
     /// record. `request_id`: the original's, for a cut-over only: distinct
@@ -440,9 +437,6 @@ pub(crate) struct AuditArgs {
     /// Events younger than this may still be on their way: not counted missing, not repaired; a repair waits this long for resent events.
     #[arg(long, env = "AUDIT_SETTLE", default_value = AUDIT_SETTLE, value_parser = duration)]
     pub(crate) settle: Duration,
-    /// OpenMeter's invoice collection interval: usage arriving this long after its billing period ended is never invoiced.
-    #[arg(long, env = "AUDIT_COLLECTION_WINDOW", default_value = shown(collection_window()), value_parser = duration)]
-    pub(crate) collection_window: Duration,
     #[arg(long, value_enum, default_value = "table")]
     pub(crate) format: crate::audit::report::Format,
     /// Re-ensure customers and resend what is missing or unbillable (a derived id only when absence is proven).
@@ -475,9 +469,6 @@ pub(crate) struct ContinuousAuditArgs {
     /// How long events may take to be stored before they count as missing.
     #[arg(long, env = "AUDIT_SETTLE", default_value = AUDIT_SETTLE, value_parser = duration)]
     pub(crate) audit_settle: Duration,
-    /// OpenMeter's invoice collection interval.
-    #[arg(long, env = "AUDIT_COLLECTION_WINDOW", default_value = shown(collection_window()), value_parser = duration)]
-    pub(crate) audit_collection_window: Duration,
     /// Repair what each audit finds.
     #[arg(long, env = "AUDIT_REPAIR", default_value_t = false, action = clap::ArgAction::Set)]
     pub(crate) audit_repair: bool,

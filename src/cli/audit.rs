@@ -31,12 +31,13 @@ pub(super) async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
 
 async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     let range = TimeRange::parse(&args.from, args.to.as_deref(), Utc::now())?;
-    let price = PriceFeed::start(config::price(&args.pipeline.price), CancellationToken::new())
+    let settings = config::pipeline(&args.pipeline)?;
+    let price = PriceFeed::start(settings.price, CancellationToken::new())
         .await
         .context("an ETH/USD price is needed for signed USD micros (set ETH_USD_PRICE or fix PRICE_ORACLE_URL)")?
         .current()
         .price;
-    let openmeter = config::openmeter(&args.pipeline.openmeter, &args.pipeline.ensure)?;
+    let openmeter = settings.openmeter;
     let (source, dead_letters) = match &args.file {
         Some(file) => (
             SourceSpec::File(file.clone()),
@@ -52,9 +53,9 @@ async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         config: AuditConfig {
             range,
             settle: args.settle,
-            collection_window: args.collection_window,
-            max_event_bytes: args.pipeline.batch.max_event_bytes,
-            contract: config::contract(&args.pipeline),
+            collection_window: settings.batch.billing.collection_window,
+            max_event_bytes: settings.batch.max_event_bytes,
+            contract: settings.batch.contract,
             progress: true,
         },
     };

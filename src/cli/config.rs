@@ -15,9 +15,9 @@ use crate::app::{
     ApiSettings, Config, ContinuousAuditSettings, KafkaSettings, OpenMeterSettings,
     PipelineSettings,
 };
+use crate::billing::BillingPolicy;
 use crate::bootstrap::{Catalog, SubscribeRole};
 use crate::contract::Contract;
-use crate::deliver::BillingPolicy;
 use crate::domain::PlanKey;
 use crate::ensure::EnsureConfig;
 use crate::openmeter::{ClientConfig, Endpoint};
@@ -41,7 +41,7 @@ pub(super) fn pipeline(args: &PipelineArgs) -> anyhow::Result<PipelineSettings> 
     Ok(PipelineSettings {
         openmeter: openmeter(&args.openmeter, &args.ensure)?,
         price: price(&args.price),
-        batch: batch(&args.batch, contract(args)),
+        batch: batch(&args.batch, contract(args))?,
     })
 }
 
@@ -135,8 +135,9 @@ pub(super) fn contract(args: &PipelineArgs) -> Contract {
     }
 }
 
-fn batch(args: &BatchArgs, contract: Contract) -> PipelineConfig {
-    PipelineConfig {
+fn batch(args: &BatchArgs, contract: Contract) -> anyhow::Result<PipelineConfig> {
+    let legacy = std::env::var(LEGACY_COLLECTION_WINDOW).ok();
+    Ok(PipelineConfig {
         batch_max_events: args.batch_max_events.max(1),
         batch_max_bytes: args.batch_max_bytes,
         linger: args.batch_linger,
@@ -145,10 +146,32 @@ fn batch(args: &BatchArgs, contract: Contract) -> PipelineConfig {
         shutdown_timeout: args.shutdown_timeout,
         billing: BillingPolicy {
             event_time: args.event_time,
-            collection_window: args.billing_collection_window,
+            collection_window: collection_window(
+                args.billing_collection_window,
+                legacy.as_deref(),
+            )?,
         },
         backoff: Backoff::default(),
         contract,
+    })
+}
+
+/// The audit's own name for the collection window before there was one
+/// setting for it; an operator's `.env` may still set it.
+const LEGACY_COLLECTION_WINDOW: &str = "AUDIT_COLLECTION_WINDOW";
+
+/// OpenMeter's collection interval: `BILLING_COLLECTION_WINDOW`, else the
+/// legacy `AUDIT_COLLECTION_WINDOW`, else OpenMeter's default.
+fn collection_window(
+    set: Option<std::time::Duration>,
+    legacy: Option<&str>,
+) -> anyhow::Result<std::time::Duration> {
+    if let Some(window) = set {
+        return Ok(window);
+    }
+    match legacy.map(super::args::duration).transpose() {
+        Ok(window) => Ok(window.unwrap_or(BillingPolicy::default().collection_window)),
+        Err(e) => anyhow::bail!("{LEGACY_COLLECTION_WINDOW}: {e}"),
     }
 }
 
@@ -196,14 +219,14 @@ fn continuous_audit(args: &ContinuousAuditArgs) -> Option<ContinuousAuditSetting
         interval: args.audit_interval?,
         window: args.audit_window,
         settle: args.audit_settle,
-        collection_window: args.audit_collection_window,
         repair: args.audit_repair,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::kafka_passthrough;
+    use super::{collection_window, kafka_passthrough};
+    use std::time::Duration;
 
     #[test]
     fn kafka_opt_variables_become_librdkafka_settings() {
@@ -215,5 +238,18 @@ mod tests {
             kafka_passthrough(vars.into_iter()),
             vec![("session.timeout.ms".to_owned(), "6000".to_owned())]
         );
+    }
+
+    #[test]
+    fn the_collection_window_falls_back_to_its_legacy_audit_setting() {
+        let hour = Duration::from_secs(3600);
+        let two = Duration::from_secs(7200);
+        assert_eq!(collection_window(Some(two), Some("3h")).unwrap(), two);
+        assert_eq!(collection_window(None, Some("2h")).unwrap(), two);
+        assert_eq!(collection_window(None, None).unwrap(), hour);
+        let bad = collection_window(None, Some("soon"))
+            .unwrap_err()
+            .to_string();
+        assert!(bad.starts_with("AUDIT_COLLECTION_WINDOW"), "{bad}");
     }
 }

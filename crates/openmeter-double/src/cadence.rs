@@ -152,4 +152,14 @@ mod tests {
             Some((t(2024, 12, 31), t(2025, 1, 31)))
         );
     }
+
+    #[test]
+    fn years_are_added_before_months_each_without_overflow() {
+        let anchor = t(2024, 2, 29);
+        let yearly_and_a_month = Cadence::parse("P1Y1M").unwrap();
+        assert_eq!(
+            yearly_and_a_month.period_at(anchor, t(2024, 3, 1)),
+            Some((t(2024, 2, 29), t(2025, 3, 28)))
+        );
+    }
 }

@@ -47,6 +47,18 @@ mod state;
 mod store;
 mod validate;
 
+/// The `[from, to)` billing period holding `t` of a subscription anchored
+/// at `anchor` and billed every `cadence`, as the double's invoicing reads
+/// it; `None` for a cadence it does not read. Public so that ticketmeter's
+/// own reading can be held against it in a table test.
+pub fn billing_period(
+    cadence: &str,
+    anchor: chrono::DateTime<chrono::Utc>,
+    t: chrono::DateTime<chrono::Utc>,
+) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+    cadence::Cadence::parse(cadence)?.period_at(anchor, t)
+}
+
 pub use config::DoubleConfig;
 pub use double::{Double, RunningDouble};
 pub use model::{

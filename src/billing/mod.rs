@@ -16,109 +16,63 @@
 //!   never invoiced. [`BillingTerms::period_end`] finds the period an event
 //!   falls in, from `billing_anchor` stepping by `billing_cadence`.
 
-use chrono::{DateTime, Duration, Months, SubsecRound, Utc};
-use serde::{Serialize, Serializer};
+mod cadence;
+mod duration;
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use serde::Serialize;
 
 use crate::openmeter::model::Subscription;
+pub(crate) use cadence::Cadence;
+pub(crate) use duration::IsoDuration;
 
-/// A billing cadence: an ISO 8601 duration of whole months plus whole
-/// seconds (`P1M`, `P1W`, `PT1H`, `P1Y2M3DT4H`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cadence {
-    months: u32,
-    seconds: u64,
+/// Which `time` the collector sends an event with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EventTime {
+    /// The signed time, but never earlier than the start of the
+    /// subscription that bills the event (else it is accepted and never
+    /// invoiced); the signed time is kept in `data.signed_at`.
+    #[default]
+    Billable,
+    /// The signed time, always (the original's behaviour).
+    Signed,
 }
 
-impl Cadence {
-    /// Parses the ISO 8601 durations OpenMeter uses for cadences; `None` for
-    /// anything else (fractions, negative or zero lengths).
-    pub fn parse(text: &str) -> Option<Self> {
-        let rest = text.strip_prefix('P')?;
-        let (date, time) = match rest.split_once('T') {
-            Some((d, t)) if !t.is_empty() => (d, t),
-            Some(_) => return None,
-            None => (rest, ""),
-        };
-        let mut cadence = Self {
-            months: 0,
-            seconds: 0,
-        };
-        for (n, unit) in components(date)? {
-            match unit {
-                'Y' => cadence.months = cadence.months.checked_add(n.checked_mul(12)?)?,
-                'M' => cadence.months = cadence.months.checked_add(n)?,
-                'W' => cadence.seconds += u64::from(n) * 7 * 86_400,
-                'D' => cadence.seconds += u64::from(n) * 86_400,
-                _ => return None,
-            }
-        }
-        for (n, unit) in components(time)? {
-            cadence.seconds += u64::from(n)
-                * match unit {
-                    'H' => 3600,
-                    'M' => 60,
-                    'S' => 1,
-                    _ => return None,
-                };
-        }
-        (cadence.months > 0 || cadence.seconds > 0).then_some(cadence)
-    }
+/// How the collector places events in OpenMeter's billing periods.
+#[derive(Debug, Clone, Copy)]
+pub struct BillingPolicy {
+    pub event_time: EventTime,
+    /// How long after a billing period ends OpenMeter still collects its
+    /// usage into the invoice (its `collection.interval`, default 1h): the
+    /// one setting (`BILLING_COLLECTION_WINDOW`) the collector's counters
+    /// and the audit's verdicts both read.
+    pub collection_window: std::time::Duration,
+}
 
-    /// `from` plus `k` cadences (`k` may be negative); `None` out of
-    /// chrono's range.
-    fn step(&self, from: DateTime<Utc>, k: i64) -> Option<DateTime<Utc>> {
-        let months = Months::new(
-            u32::try_from(k.unsigned_abs())
-                .ok()?
-                .checked_mul(self.months)?,
-        );
-        let moved = if k >= 0 {
-            from.checked_add_months(months)?
-        } else {
-            from.checked_sub_months(months)?
-        };
-        let seconds = i64::try_from(self.seconds).ok()?.checked_mul(k)?;
-        moved.checked_add_signed(Duration::try_seconds(seconds)?)
-    }
-
-    /// A lower bound of the cadence's length, to jump close to a far period.
-    fn min_seconds(&self) -> u64 {
-        u64::from(self.months) * 28 * 86_400 + self.seconds
+impl Default for BillingPolicy {
+    fn default() -> Self {
+        Self {
+            event_time: EventTime::Billable,
+            collection_window: std::time::Duration::from_secs(3600),
+        }
     }
 }
 
-impl std::fmt::Display for Cadence {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "P")?;
-        if self.months > 0 {
-            write!(f, "{}M", self.months)?;
+impl BillingPolicy {
+    /// The time the collector sends an event signed at `signed` with, when
+    /// it is not the signed time ([`BillingTerms::bill_time`], unless the
+    /// operator chose signed times).
+    pub fn moved_time(&self, terms: &BillingTerms, signed: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self.event_time {
+            EventTime::Billable => terms.bill_time(signed),
+            EventTime::Signed => None,
         }
-        if self.seconds > 0 {
-            write!(f, "T{}S", self.seconds)?;
-        }
-        Ok(())
     }
-}
 
-impl Serialize for Cadence {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+    /// The collection window as a signed interval.
+    pub fn window(&self) -> Duration {
+        Duration::from_std(self.collection_window).unwrap_or(Duration::MAX)
     }
-}
-
-/// `"1Y2M"` → `[(1,'Y'),(2,'M')]`; `None` when malformed.
-fn components(text: &str) -> Option<Vec<(u32, char)>> {
-    let mut out = Vec::new();
-    let mut digits = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-        } else {
-            out.push((digits.parse().ok()?, c));
-            digits.clear();
-        }
-    }
-    digits.is_empty().then_some(out)
 }
 
 /// A subscription's billing times; ensure learns (and caches) those of the
@@ -153,8 +107,9 @@ impl BillingTerms {
         self.active_from.trunc_subsecs(0)
     }
 
-    /// The earliest `time` the collector sends a too-old event at: inside
-    /// the service period however a server rounds `active_from`.
+    /// The earliest `time` a too-old event is sent at (by the collector and
+    /// by the audit's repair): inside the service period however a server
+    /// rounds `active_from`.
     pub fn billable_from(&self) -> DateTime<Utc> {
         let whole = self.service_start();
         if whole == self.active_from {
@@ -162,6 +117,14 @@ impl BillingTerms {
         } else {
             whole + Duration::seconds(1)
         }
+    }
+
+    /// Where usage signed at `signed` must be sent to be billed, when that
+    /// is not `signed`: [`Self::billable_from`] when it is earlier. Only
+    /// ever moved later, never earlier.
+    pub fn bill_time(&self, signed: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let from = self.billable_from();
+        (signed < from).then_some(from)
     }
 
     /// Whether usage at `time` falls inside the service period.
@@ -188,24 +151,27 @@ impl BillingTerms {
         Some(self.active_to.map_or(end, |to| end.min(to)))
     }
 
-    /// Whether usage at `time` missed its invoice: its period ended more
-    /// than `collection` before `now`. Recent usage (the common case) is
-    /// answered without period arithmetic: its period cannot have ended
-    /// before it.
+    /// When the invoice of the period holding `time` is collected: the
+    /// period's end plus `window`; `None` when the cadence is unknown.
+    pub fn collected_at(&self, time: DateTime<Utc>, window: Duration) -> Option<DateTime<Utc>> {
+        self.period_end(time)?.checked_add_signed(window)
+    }
+
+    /// Whether usage at `time` that reaches OpenMeter at `arrival` misses
+    /// its invoice: the period's invoice was collected before it arrived.
+    /// Recent usage (the common case) is answered without period
+    /// arithmetic: its period cannot have ended before it.
     pub fn missed_invoice(
         &self,
         time: DateTime<Utc>,
-        collection: std::time::Duration,
-        now: DateTime<Utc>,
+        window: Duration,
+        arrival: DateTime<Utc>,
     ) -> bool {
-        let Ok(collection) = Duration::from_std(collection) else {
-            return false;
-        };
-        if time + collection >= now {
+        if time.checked_add_signed(window).is_none_or(|t| t >= arrival) {
             return false;
         }
-        self.period_end(time)
-            .is_some_and(|end| end + collection < now)
+        self.collected_at(time, window)
+            .is_some_and(|collected| collected < arrival)
     }
 }
 
@@ -223,23 +189,6 @@ mod tests {
             active_to: None,
             anchor: at(anchor),
             cadence: Cadence::parse("P1M"),
-        }
-    }
-
-    #[test]
-    fn cadences_parse_as_months_and_seconds() {
-        assert_eq!(
-            Cadence::parse("P1M"),
-            Some(Cadence {
-                months: 1,
-                seconds: 0
-            })
-        );
-        assert_eq!(Cadence::parse("P1Y").unwrap().months, 12);
-        assert_eq!(Cadence::parse("P2W").unwrap().seconds, 14 * 86_400);
-        assert_eq!(Cadence::parse("PT1H30M").unwrap().seconds, 5400);
-        for bad in ["", "P", "PT", "1M", "P1.5M", "P-1M", "P0D", "PXM"] {
-            assert_eq!(Cadence::parse(bad), None, "{bad}");
         }
     }
 
@@ -328,7 +277,7 @@ mod tests {
     #[test]
     fn usage_of_a_period_collected_long_ago_missed_its_invoice() {
         let terms = monthly("2026-01-01T00:00:00Z");
-        let hour = std::time::Duration::from_secs(3600);
+        let hour = Duration::hours(1);
         let now = at("2026-03-01T00:30:00Z");
         assert!(terms.missed_invoice(at("2026-01-20T00:00:00Z"), hour, now));
         assert!(!terms.missed_invoice(at("2026-02-20T00:00:00Z"), hour, now));
@@ -338,7 +287,61 @@ mod tests {
     fn unknown_cadence_never_claims_a_missed_invoice() {
         let mut terms = monthly("2026-01-01T00:00:00Z");
         terms.cadence = None;
-        let hour = std::time::Duration::from_secs(3600);
+        let hour = Duration::hours(1);
         assert!(!terms.missed_invoice(at("2020-01-01T00:00:00Z"), hour, Utc::now()));
+    }
+
+    /// ticketmeter's reading of cadences held against the OpenMeter
+    /// double's, which follows the server on its own: the same period ends
+    /// for every cadence, anchor and time in the table.
+    #[test]
+    fn period_ends_agree_with_the_doubles_reading_of_cadences() {
+        let cadences = [
+            "P1M",
+            "P3M",
+            "P1Y",
+            "P1Y1M",
+            "P1Y2M3DT4H",
+            "P2W",
+            "P1D",
+            "PT1H",
+            "PT90M",
+        ];
+        let anchors = [
+            "2024-02-29T12:00:00Z",
+            "2025-01-31T10:00:00Z",
+            "2026-11-15T00:00:00Z",
+            "2023-03-31T23:59:59Z",
+        ];
+        let offsets_days = [-400, -31, -1, 0, 1, 27, 28, 29, 30, 31, 59, 366, 400, 800];
+        for cadence in cadences {
+            for anchor in anchors {
+                let terms = BillingTerms {
+                    active_from: at(anchor),
+                    active_to: None,
+                    anchor: at(anchor),
+                    cadence: Cadence::parse(cadence),
+                };
+                for days in offsets_days {
+                    let t = at(anchor) + Duration::days(days) + Duration::minutes(7);
+                    let theirs = openmeter_double::billing_period(cadence, at(anchor), t);
+                    assert_eq!(
+                        terms.period_end(t),
+                        theirs.map(|(_, to)| to),
+                        "{cadence} from {anchor} at {t}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn from_29_february_a_year_and_a_month_adds_the_year_first() {
+        let mut terms = monthly("2024-02-29T12:00:00Z");
+        terms.cadence = Cadence::parse("P1Y1M");
+        assert_eq!(
+            terms.period_end(at("2024-03-01T00:00:00Z")),
+            Some(at("2025-03-28T12:00:00Z"))
+        );
     }
 }

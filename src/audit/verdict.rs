@@ -9,9 +9,10 @@
 //!   `streaming/clickhouse/meter_query.go`);
 //! - an invoice is collected `collection.interval` after its period ends
 //!   (default 1h, `billing/defaults.go`, `invoicecalc/collectionat.go`);
-//!   usage of that period ingested later is never invoiced. Periods run
-//!   from the subscription's `billing_anchor` in steps of its
-//!   `billing_cadence`; the audit's `--collection-window` is that interval.
+//!   usage of that period ingested later is never invoiced.
+//!
+//! The time rules themselves are `crate::billing`'s, shared with the
+//! collector; this module only applies them to what OpenMeter stored.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -44,8 +45,9 @@ pub(crate) enum Unbillable {
     NoCustomer(String),
     /// OpenMeter's other validation errors, joined.
     Validation(String),
-    /// The event's `time` is older than every subscription that could bill it.
-    BeforeActiveFrom { active_from: DateTime<Utc> },
+    /// The event's `time` is older than every subscription that could bill
+    /// it; `terms` are those of the earliest one after it.
+    BeforeActiveFrom { terms: BillingTerms },
     /// No subscription covers the event's `time`.
     NotCovered,
     /// The event arrived after its period's invoice was collected.
@@ -58,8 +60,12 @@ impl std::fmt::Display for Unbillable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::NoCustomer(errors) | Self::Validation(errors) => f.write_str(errors),
-            Self::BeforeActiveFrom { active_from } => {
-                write!(f, "{BEFORE_ACTIVE_FROM} ({})", rfc3339(*active_from))
+            Self::BeforeActiveFrom { terms } => {
+                write!(
+                    f,
+                    "{BEFORE_ACTIVE_FROM} ({})",
+                    rfc3339(terms.service_start())
+                )
             }
             Self::NotCovered => f.write_str("no subscription covers the event time"),
             Self::PeriodInvoiced { collected_at } => write!(
@@ -119,21 +125,18 @@ pub(crate) fn verdict(
     let Some(term) = terms.iter().find(|t| t.covers(time)) else {
         return Err(terms
             .iter()
-            .map(BillingTerms::service_start)
-            .filter(|from| *from > time)
-            .min()
-            .map_or(Unbillable::NotCovered, |active_from| {
-                Unbillable::BeforeActiveFrom { active_from }
+            .filter(|t| t.service_start() > time)
+            .min_by_key(|t| t.service_start())
+            .map_or(Unbillable::NotCovered, |terms| {
+                Unbillable::BeforeActiveFrom { terms: *terms }
             }));
     };
-    match term.period_end(time) {
-        Some(end) if stored.ingested_at > end + collection_window => {
-            Err(Unbillable::PeriodInvoiced {
-                collected_at: end + collection_window,
-            })
+    if term.missed_invoice(time, collection_window, stored.ingested_at) {
+        if let Some(collected_at) = term.collected_at(time, collection_window) {
+            return Err(Unbillable::PeriodInvoiced { collected_at });
         }
-        _ => Ok(()),
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -203,13 +206,15 @@ mod tests {
     #[test]
     fn an_event_older_than_its_subscription_is_not() {
         let e = stored("2026-10-31T23:59:59Z", "2026-11-10T00:00:00Z");
-        let v = verdict(&e, &[term("2026-11-01T00:00:00.700Z")], HOUR).unwrap_err();
+        let subscription = term("2026-11-01T00:00:00.700Z");
+        let v = verdict(&e, &[subscription], HOUR).unwrap_err();
         assert_eq!(
             v,
             Unbillable::BeforeActiveFrom {
-                active_from: t("2026-11-01T00:00:00Z")
+                terms: subscription
             }
         );
+        assert!(v.to_string().ends_with("(2026-11-01T00:00:00Z)"));
         assert!(v
             .to_string()
             .starts_with("time before the subscription's active_from"));
