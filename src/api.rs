@@ -241,7 +241,9 @@ fn identity_error(e: IdentityError) -> ApiFailure {
 fn upstream_failure(e: EnsureError) -> ApiFailure {
     let status = match e.class() {
         ErrorClass::Transient => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorClass::Customer | ErrorClass::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorClass::Customer | ErrorClass::Rejected | ErrorClass::Conflict => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         ErrorClass::Configuration => StatusCode::BAD_GATEWAY,
     };
     tracing::warn!(error = %e, "ensure failed");

@@ -37,7 +37,7 @@ use crate::health::health;
 use crate::map::UsageEvent;
 use crate::metrics::metrics;
 use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
-use crate::retry::Backoff;
+use crate::retry::RetryPolicy;
 use crate::settle::{Outcome, Settler};
 use crate::source::Record;
 
@@ -99,7 +99,8 @@ pub(crate) struct Deliverer {
     pub(crate) client: OpenMeterClient,
     pub(crate) provisioner: Provisioner,
     pub(crate) settler: Arc<Settler>,
-    pub(crate) backoff: Backoff,
+    /// [`RetryPolicy::pipeline`]: held events are retried until stopped.
+    pub(crate) retry: RetryPolicy,
     pub(crate) billing: BillingPolicy,
     /// Customers already logged for moved or late events.
     pub(crate) noted: Noted,
@@ -141,14 +142,14 @@ impl Deliverer {
         client: OpenMeterClient,
         provisioner: Provisioner,
         settler: Arc<Settler>,
-        backoff: Backoff,
+        retry: RetryPolicy,
         billing: BillingPolicy,
     ) -> Self {
         Self {
             client,
             provisioner,
             settler,
-            backoff,
+            retry,
             billing,
             noted: Noted::default(),
         }
@@ -175,7 +176,7 @@ impl Deliverer {
             }
             let Some(hold) = held.hold else { break };
             health().held(&hold.reason);
-            let delay = self.backoff.delay(attempt, hold.retry_after);
+            let delay = self.retry.delay(attempt, hold.retry_after);
             let events: usize = held.chunks.iter().map(|c| c.events.len()).sum();
             let error = &hold.reason;
             match hold.class {
@@ -241,7 +242,7 @@ impl Deliverer {
                     ready.push(pending);
                 }
                 Err(e) => match e.class() {
-                    ErrorClass::Customer | ErrorClass::Rejected => {
+                    ErrorClass::Customer | ErrorClass::Rejected | ErrorClass::Conflict => {
                         let reason = format!(
                             "OpenMeter refused customer {}: {e}",
                             pending.identity.customer_key()
@@ -385,7 +386,7 @@ impl Deliverer {
 
 fn log_ensure_failure(key: &CustomerKey, e: &EnsureError) {
     match e.class() {
-        ErrorClass::Customer | ErrorClass::Rejected => {
+        ErrorClass::Customer | ErrorClass::Rejected | ErrorClass::Conflict => {
             tracing::warn!(customer = %key, kind = %e.dead_letter_kind(), error = %e, "OpenMeter refused this customer; dead-lettering its events, billing everyone else");
         }
         ErrorClass::Transient => {

@@ -48,7 +48,7 @@ pub use contract::{Contract, IdScheme};
 pub use dlq::DeadLetterSink;
 pub use pipeline::{Pipeline, PipelineConfig};
 pub use price::{PriceFeed, PriceSource};
-pub use retry::Backoff;
+pub use retry::{Backoff, RetryPolicy};
 pub use settle::Tally;
 
 /// The stages benchmarks time on their own.

@@ -379,7 +379,7 @@ mod tests {
             provisioner.client().clone(),
             provisioner,
             Arc::new(settler),
-            config.backoff,
+            crate::retry::RetryPolicy::pipeline(config.backoff),
             config.billing,
         );
         Pipeline {

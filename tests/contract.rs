@@ -483,7 +483,7 @@ impl Contract {
         let endpoint = Endpoint::parse(base, None).expect("endpoint");
         let mut config = ClientConfig::new(endpoint, Some(Secret::from(token)));
         // One attempt: a failure must show as the exchange it was.
-        config.attempts = 1;
+        config.retry = ticketmeter::RetryPolicy::once();
         OpenMeterClient::new(config).expect("client")
     }
 

@@ -33,7 +33,7 @@ pub(crate) struct PipelineSettings {
 }
 
 /// Where OpenMeter is, and how customers are ensured there. The client's
-/// `attempts` is set by whoever builds it, from its role.
+/// retry policy is set by whoever builds it, from its role (`app::Role`).
 #[derive(Debug, Clone)]
 pub(crate) struct OpenMeterSettings {
     pub(crate) client: ClientConfig,

@@ -25,8 +25,8 @@ pub(crate) use config::{
 };
 pub use parts::pipeline;
 pub(crate) use parts::{
-    audit_sources, client, connect_kafka, kafka_dead_letters, provisioner, start_pipeline,
-    ONE_SHOT_ATTEMPTS,
+    audit_sources, client, connect_kafka, kafka_dead_letters, provisioner, provisioner_for,
+    start_pipeline, Role,
 };
 
 use crate::audit::continuous::ContinuousAudit;
@@ -95,7 +95,7 @@ impl Application {
         let tracker = Arc::new(OffsetTracker::default());
         let pipeline = start_pipeline(&config.pipeline, dlq, tracker.clone(), &cancel).await?;
         let source = connect_kafka(&config.kafka.consumer, tracker)?;
-        let provisioner = pipeline.deliverer.provisioner.clone();
+        let provisioner = provisioner_for(&pipeline.deliverer.provisioner, Role::OneShot);
         let ready = parts::readiness(
             source.clone(),
             provisioner.clone(),

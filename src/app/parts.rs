@@ -23,21 +23,44 @@ use crate::health::health;
 use crate::openmeter::{ClientConfig, OpenMeterClient};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::price::PriceFeed;
+use crate::retry::RetryPolicy;
 use crate::settle::Settler;
 use crate::source::kafka::{KafkaConfig, KafkaSource};
 
-/// Attempts per call of a client whose caller does not retry (the API, the
-/// one-shot commands, the continuous audit).
-pub(crate) const ONE_SHOT_ATTEMPTS: u32 = ClientConfig::DEFAULT_ATTEMPTS;
-/// The pipeline's client makes one attempt per call: the delivery stage's
-/// hold-and-retry loop is its only retry layer.
-pub(crate) const PIPELINE_ATTEMPTS: u32 = 1;
+/// Whom an OpenMeter client serves, and so how its calls are retried: the
+/// one place a retry policy is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The collector: one attempt per call, because delivery's hold loop
+    /// (and the DLQ sink's) retry until stopped, under
+    /// [`RetryPolicy::pipeline`].
+    Pipeline,
+    /// Whoever answers someone: the API's `/ensure` (under `run` and
+    /// `serve` alike), the commands, bootstrap and the audit, continuous or
+    /// not, repairs included.
+    OneShot,
+}
 
-/// The OpenMeter client, making up to `attempts` attempts per call.
-pub(crate) fn client(config: &ClientConfig, attempts: u32) -> Result<OpenMeterClient, AppError> {
+impl Role {
+    pub(crate) fn retry(self) -> RetryPolicy {
+        match self {
+            Self::Pipeline => RetryPolicy::once(),
+            Self::OneShot => RetryPolicy::one_shot(),
+        }
+    }
+}
+
+/// The OpenMeter client of `role`.
+pub(crate) fn client(config: &ClientConfig, role: Role) -> Result<OpenMeterClient, AppError> {
     let mut config = config.clone();
-    config.attempts = attempts;
+    config.retry = role.retry();
     Ok(OpenMeterClient::new(config)?)
+}
+
+/// `provisioner` (its caches and in-flight ensures shared) with a client of
+/// `role`.
+pub(crate) fn provisioner_for(provisioner: &Provisioner, role: Role) -> Provisioner {
+    provisioner.with_client(provisioner.client().with_retry(role.retry()))
 }
 
 /// Ensures customers through `client`.
@@ -58,7 +81,7 @@ pub(crate) async fn start_pipeline(
     let price = PriceFeed::start(settings.price.clone(), cancel.child_token())
         .await
         .map_err(AppError::Price)?;
-    let client = client(&settings.openmeter.client, PIPELINE_ATTEMPTS)?;
+    let client = client(&settings.openmeter.client, Role::Pipeline)?;
     let provisioner = provisioner(client, &settings.openmeter);
     Ok(pipeline(provisioner, dlq, tracker, price, settings.batch))
 }
@@ -75,7 +98,7 @@ pub fn pipeline(
         provisioner.client().clone(),
         provisioner,
         Arc::new(Settler::new(dlq, tracker)),
-        config.backoff,
+        RetryPolicy::pipeline(config.backoff),
         config.billing,
     );
     Pipeline {
@@ -117,18 +140,18 @@ pub(crate) fn audit_sources(settings: &KafkaSettings) -> (SourceSpec, SourceSpec
     )
 }
 
-/// The continuous audit of `run`, at the pipeline's price and through its
-/// provisioner; its own calls (reads and repairs) are retried like a
-/// one-shot command's.
+/// The continuous audit of `run`, at the pipeline's price and sharing its
+/// provisioner's caches; its calls (reads, ensures and resends of a repair)
+/// are retried like a one-shot command's.
 pub(super) fn continuous_audit(
     settings: &ContinuousAuditSettings,
     kafka: &KafkaSettings,
     pipeline: &Pipeline,
 ) -> ContinuousAudit {
     let (source, dead_letters) = audit_sources(kafka);
-    let provisioner = pipeline.deliverer.provisioner.clone();
+    let provisioner = provisioner_for(&pipeline.deliverer.provisioner, Role::OneShot);
     let audit = Audit {
-        client: provisioner.client().with_attempts(ONE_SHOT_ATTEMPTS),
+        client: provisioner.client().clone(),
         price: pipeline.price.current().price,
         source,
         dead_letters: Some(dead_letters),

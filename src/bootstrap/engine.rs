@@ -9,7 +9,7 @@ use super::report::{Kind, Line, Outcome, Report};
 use super::step::{compared, fatal, Ctx, Ids, Resolved};
 use super::wire::{CreateFeatureRequest, CreateMeterRequest, Feature, Meter};
 use super::{diff, plan};
-use crate::openmeter::{ApiError, OpenMeterClient};
+use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
 
 /// Runs every step. Only a fatal error (see [`fatal`]) stops the run.
 pub(super) async fn run(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ApiError> {
@@ -91,10 +91,12 @@ async fn ensure_meter(ctx: &Ctx<'_>, spec: &MeterSpec) -> Result<(Line, Resolved
         )),
         // Someone created it since we looked (or a retried create landed
         // twice): compare with theirs.
-        Err(e) if e.is_conflict() => match find_meter(ctx.client, key).await? {
-            Some(existing) => Ok(compare_meter(spec, existing)),
-            None => Err(e),
-        },
+        Err(e) if classify(Call::Catalog, &e) == ErrorClass::Conflict => {
+            match find_meter(ctx.client, key).await? {
+                Some(existing) => Ok(compare_meter(spec, existing)),
+                None => Err(e),
+            }
+        }
         Err(e) => Err(e),
     }
 }
@@ -174,10 +176,12 @@ async fn ensure_feature(
             Line::new(Kind::Feature, key, Outcome::Created),
             Resolved::Id(feature.id),
         )),
-        Err(e) if e.is_conflict() => match find_feature(ctx.client, key).await? {
-            Some(existing) => Ok(compare_feature(spec, meter, existing)),
-            None => Err(e),
-        },
+        Err(e) if classify(Call::Catalog, &e) == ErrorClass::Conflict => {
+            match find_feature(ctx.client, key).await? {
+                Some(existing) => Ok(compare_feature(spec, meter, existing)),
+                None => Err(e),
+            }
+        }
         Err(e) => Err(e),
     }
 }

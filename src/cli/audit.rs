@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::AuditArgs;
 use super::config;
-use crate::app::{self, ONE_SHOT_ATTEMPTS};
+use crate::app::{self, Role};
 use crate::audit::range::TimeRange;
 use crate::audit::source::SourceSpec;
 use crate::audit::{Audit, AuditConfig, RepairMode};
@@ -46,7 +46,7 @@ async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         None => app::audit_sources(&config::kafka(&args.kafka)),
     };
     let audit = Audit {
-        client: app::client(&openmeter.client, ONE_SHOT_ATTEMPTS)?,
+        client: app::client(&openmeter.client, Role::OneShot)?,
         price,
         source,
         dead_letters: Some(dead_letters),

@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::args::CheckArgs;
 use super::config;
-use crate::app::{self, OpenMeterSettings, ONE_SHOT_ATTEMPTS};
+use crate::app::{self, OpenMeterSettings, Role};
 use crate::bootstrap::{bootstrap, BootstrapOptions, Catalog, Kind, Outcome};
 use crate::domain::PlanKey;
 use crate::openmeter::model::Plan;
@@ -26,7 +26,7 @@ pub(super) async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut checks = vec![kafka_check(&args)];
     checks.push(price_check(&args).await);
     let openmeter = config::openmeter(&args.openmeter, &args.ensure).and_then(|settings| {
-        let client = app::client(&settings.client, ONE_SHOT_ATTEMPTS)?;
+        let client = app::client(&settings.client, Role::OneShot)?;
         Ok((client, settings))
     });
     match openmeter {

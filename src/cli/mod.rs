@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub use args::Cli;
 use args::Command;
 
-use crate::app::{self, Application, Config, ProvisioningApi, ONE_SHOT_ATTEMPTS};
+use crate::app::{self, Application, Config, ProvisioningApi, Role};
 use crate::bootstrap::{
     bootstrap, check_catalog_against_collector, BootstrapError, BootstrapOptions, Catalog,
 };
@@ -107,7 +107,7 @@ fn one_shot_provisioner(
     ensure: &args::EnsureArgs,
 ) -> anyhow::Result<Provisioner> {
     let settings = config::openmeter(openmeter, ensure)?;
-    let client = app::client(&settings.client, ONE_SHOT_ATTEMPTS)?;
+    let client = app::client(&settings.client, Role::OneShot)?;
     Ok(app::provisioner(client, &settings))
 }
 
@@ -169,7 +169,7 @@ async fn bootstrap_catalog(args: args::BootstrapArgs) -> anyhow::Result<ExitCode
             "the catalog's default plan is not OPENMETER_DEFAULT_PLAN_KEY: new customers will not be subscribed to it"
         );
     }
-    let client = app::client(&config::client(&args.openmeter)?, ONE_SHOT_ATTEMPTS)?;
+    let client = app::client(&config::client(&args.openmeter)?, Role::OneShot)?;
     let options = BootstrapOptions {
         dry_run: args.dry_run,
         publish_new_version: args.publish_new_version,

@@ -3,7 +3,8 @@
 //!
 //! Race safety: within one process, concurrent ensures of one key share one
 //! upstream flight (moka's `try_get_with`); across processes, a create that
-//! loses the race (409, or a 400 saying the key exists) falls back to lookup.
+//! loses the race (`ErrorClass::Conflict`: 409, or a 400 saying the key
+//! exists) falls back to lookup.
 //! Only successes are cached ([`cache::EnsuredCache`]), so a failure is
 //! retried on the next call.
 
@@ -96,10 +97,16 @@ pub enum EnsureError {
 }
 
 impl EnsureError {
-    /// Whom the failure concerns; decided by [`classify`] alone.
+    /// Whom the failure concerns, as [`classify`] decides; a conflict
+    /// ensure returns is one its read-back did not explain (not a lost
+    /// race: a second subscription, an invalid billing setup, a key another
+    /// customer holds), so it concerns that customer.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::Upstream { step, source } => classify(*step, source),
+            Self::Upstream { step, source } => match classify(*step, source) {
+                ErrorClass::Conflict => ErrorClass::Customer,
+                class => class,
+            },
             Self::NoSubscribablePlan(_) => ErrorClass::Configuration,
         }
     }
@@ -194,6 +201,17 @@ impl Provisioner {
         match (kind, &self.owner_plan_key) {
             (SubjectKind::OwnerWallet, Some(owner)) => owner,
             _ => &self.plan_key,
+        }
+    }
+
+    /// This provisioner, its caches and in-flight ensures shared, calling
+    /// OpenMeter through `client` (the same organisation, another retry
+    /// policy). A caller that joins an ensure already in flight gets that
+    /// flight's answer.
+    pub(crate) fn with_client(&self, client: OpenMeterClient) -> Self {
+        Self {
+            client,
+            ..self.clone()
         }
     }
 
@@ -323,7 +341,7 @@ impl Provisioner {
         }
         match self.client.create_customer(key).await {
             Ok(created) => Ok((created, true)),
-            Err(e) if lost_create_race(&e) => {
+            Err(e) if classify(Call::CreateCustomer, &e) == ErrorClass::Conflict => {
                 tracing::debug!(customer = %key, error = %e, "customer create conflicted; looking it up");
                 if let Some(existing) = self.find_customer(key).await? {
                     return Ok((existing, false));
@@ -356,7 +374,7 @@ impl Provisioner {
             .min_by_key(|s| s.active_from))
     }
 
-    /// A 409 on create means the customer has a subscription after all (a
+    /// A conflict on create means the customer has a subscription after all (a
     /// lost race) or OpenMeter refuses this customer (a second subscription,
     /// an invalid billing setup); the re-read tells which.
     async fn find_or_create_subscription(
@@ -374,10 +392,12 @@ impl Provisioner {
         };
         match self.client.create_subscription(&body).await {
             Ok(created) => Ok((created, true)),
-            Err(e) if e.is_conflict() => match self.current_subscription(&customer.id).await? {
-                Some(current) => Ok((current, false)),
-                None => Err(at(Call::CreateSubscription)(e)),
-            },
+            Err(e) if classify(Call::CreateSubscription, &e) == ErrorClass::Conflict => {
+                match self.current_subscription(&customer.id).await? {
+                    Some(current) => Ok((current, false)),
+                    None => Err(at(Call::CreateSubscription)(e)),
+                }
+            }
             Err(e) => {
                 let e = at(Call::CreateSubscription)(e);
                 if e.class() == ErrorClass::Configuration {
@@ -417,16 +437,23 @@ impl Provisioner {
     }
 }
 
-/// A create that failed because someone else created the key first.
-fn lost_create_race(e: &ApiError) -> bool {
-    match e {
-        ApiError::Status { status: 409, .. } => true,
-        ApiError::Status { status: 400, .. } => {
-            let text = e.detail().to_ascii_lowercase();
-            text.contains("already exists")
-                || text.contains("conflict")
-                || text.contains("duplicate")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conflict_ensure_could_not_read_back_concerns_that_customer() {
+        let refused = ApiError::Status {
+            operation: "create subscription",
+            status: 409,
+            title: "Conflict".into(),
+            detail: "invalid billing setup".into(),
+            invalid_parameters: None,
+            retry_after: None,
+        };
+        for step in [Call::CreateCustomer, Call::CreateSubscription] {
+            let e = at(step)(refused.clone());
+            assert_eq!(e.class(), ErrorClass::Customer, "{step:?}");
         }
-        _ => false,
     }
 }

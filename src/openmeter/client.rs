@@ -17,7 +17,7 @@ use super::model::{
 };
 use crate::domain::{CustomerKey, PlanKey};
 use crate::metrics::{metrics, CallStatus};
-use crate::retry::Backoff;
+use crate::retry::RetryPolicy;
 use crate::secret::{ExposeSecret, Secret};
 
 /// Page size for list calls; OpenMeter's default is smaller.
@@ -104,24 +104,21 @@ pub struct ClientConfig {
     pub endpoint: Endpoint,
     pub token: Option<Secret>,
     pub timeout: Duration,
-    /// Attempts per call for transient failures (1 = no retry).
-    pub attempts: u32,
-    pub backoff: Backoff,
+    /// How transient failures are retried: the caller's role decides
+    /// (`app` sets it).
+    pub retry: RetryPolicy,
 }
 
 impl ClientConfig {
     /// Per-request timeout unless `OPENMETER_TIMEOUT` says otherwise.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-    /// Attempts per call of a client whose caller does not retry.
-    pub const DEFAULT_ATTEMPTS: u32 = 4;
 
     pub fn new(endpoint: Endpoint, token: Option<Secret>) -> Self {
         Self {
             endpoint,
             token,
             timeout: Self::DEFAULT_TIMEOUT,
-            attempts: Self::DEFAULT_ATTEMPTS,
-            backoff: Backoff::default(),
+            retry: RetryPolicy::one_shot(),
         }
     }
 }
@@ -151,11 +148,10 @@ impl OpenMeterClient {
         Ok(Self { http, config })
     }
 
-    /// The same client (and connection pool), making up to `attempts`
-    /// attempts per call.
-    pub(crate) fn with_attempts(&self, attempts: u32) -> Self {
+    /// The same client (and connection pool), retrying by `retry`.
+    pub(crate) fn with_retry(&self, retry: RetryPolicy) -> Self {
         let mut config = self.config.clone();
-        config.attempts = attempts;
+        config.retry = retry;
         Self {
             http: self.http.clone(),
             config,
@@ -345,8 +341,8 @@ impl OpenMeterClient {
         decode(operation, response).await
     }
 
-    /// The one retry layer of OpenMeter calls: transient failures are
-    /// retried with backoff, up to the client's `attempts`.
+    /// Retries transient failures ([`ApiError::is_transient`]) as the
+    /// client's [`RetryPolicy`] says.
     async fn with_retries(
         &self,
         operation: &'static str,
@@ -355,8 +351,8 @@ impl OpenMeterClient {
         let mut attempt = 1;
         loop {
             match self.execute(operation, request()).await {
-                Err(e) if e.is_transient() && attempt < self.config.attempts => {
-                    let wait = self.config.backoff.delay(attempt, e.retry_after());
+                Err(e) if e.is_transient() && self.config.retry.retries_after(attempt) => {
+                    let wait = self.config.retry.delay(attempt, e.retry_after());
                     tracing::warn!(operation, attempt, error = %e, ?wait, "retrying OpenMeter call");
                     tokio::time::sleep(wait).await;
                     attempt += 1;

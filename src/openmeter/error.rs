@@ -65,12 +65,15 @@ fn detail_suffix(detail: &str) -> String {
 }
 
 impl ApiError {
-    /// Transient errors are retried; permanent ones are not.
+    /// Whether OpenMeter may answer differently later (unreachable,
+    /// overloaded, or a success body we could not read, e.g. a proxy's):
+    /// the one definition, which [`classify`] starts from and the client's
+    /// retries follow.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Transport { .. } => true,
+            Self::Transport { .. } | Self::Decode { .. } => true,
             Self::Status { status, .. } => is_transient_status(*status),
-            Self::Unauthorized { .. } | Self::Decode { .. } => false,
+            Self::Unauthorized { .. } => false,
         }
     }
 
@@ -99,8 +102,25 @@ impl ApiError {
         }
     }
 
+    /// Whether OpenMeter answered 409 Conflict: the status alone. Whether a
+    /// create lost a race is [`classify`]'s [`ErrorClass::Conflict`].
     pub fn is_conflict(&self) -> bool {
         self.status() == Some(409)
+    }
+
+    /// A create refused because the object exists: 409, or a 400 saying
+    /// so (some servers and proxies answer a unique-key violation that way).
+    fn says_it_exists(&self) -> bool {
+        match self.status() {
+            Some(409) => true,
+            Some(400) => {
+                let text = self.detail().to_ascii_lowercase();
+                text.contains("already exists")
+                    || text.contains("conflict")
+                    || text.contains("duplicate")
+            }
+            _ => false,
+        }
     }
 }
 
@@ -113,8 +133,19 @@ pub enum Call {
     ResolvePlan,
     CreateSubscription,
     Ingest,
-    /// Bootstrap and `check`: meters, features, plans.
+    /// Bootstrap and `check`: meters, features, plans (reads and creates).
     Catalog,
+}
+
+impl Call {
+    /// Whether the call creates something another caller may have created
+    /// first.
+    fn creates(self) -> bool {
+        matches!(
+            self,
+            Self::CreateCustomer | Self::CreateSubscription | Self::Catalog
+        )
+    }
 }
 
 /// Whom a failure concerns, and so what the caller does about it.
@@ -133,12 +164,19 @@ pub enum ErrorClass {
     /// Token, URL or plan is wrong: nothing succeeds until an operator acts,
     /// so consumption pauses.
     Configuration,
+    /// A create collided with something that exists (a lost create race,
+    /// or a retried create that had landed). The caller reads it back; one
+    /// it cannot read back concerns what was created (ensure:
+    /// [`ErrorClass::Customer`]; bootstrap: that object).
+    Conflict,
 }
 
 /// Classifies a failed call, by status, call and OpenMeter's detail.
 ///
 /// - Transport failures, 408/425/429/5xx and unreadable success bodies are
-///   transient.
+///   transient ([`ApiError::is_transient`]).
+/// - A create answered 409 (or 400 "already exists") is a conflict: read
+///   back what exists.
 /// - 401/403 (token) and 404/405 (URL) concern everyone; so does any
 ///   refusal of the plan lookup.
 /// - A refused ingest or catalog write concerns what was sent.
@@ -149,14 +187,18 @@ pub enum ErrorClass {
 ///   A subscription create refused for the plan's sake (the detail names
 ///   the plan, e.g. a version not active now) concerns everyone.
 pub(crate) fn classify(call: Call, e: &ApiError) -> ErrorClass {
-    let status = match e {
-        ApiError::Transport { .. } | ApiError::Decode { .. } => return ErrorClass::Transient,
-        ApiError::Unauthorized { .. } => return ErrorClass::Configuration,
-        ApiError::Status { status, .. } => *status,
-    };
-    if is_transient_status(status) {
+    if e.is_transient() {
         return ErrorClass::Transient;
     }
+    if call.creates() && e.says_it_exists() {
+        return ErrorClass::Conflict;
+    }
+    let status = match e {
+        ApiError::Status { status, .. } => *status,
+        ApiError::Unauthorized { .. } | ApiError::Transport { .. } | ApiError::Decode { .. } => {
+            return ErrorClass::Configuration
+        }
+    };
     if matches!(status, 401 | 403)
         || (matches!(status, 404 | 405) && call != Call::CreateSubscription)
     {
@@ -223,12 +265,31 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_subscription_concerns_one_customer() {
+    fn a_create_answered_409_is_a_conflict_to_read_back() {
         let refused = with_detail(409, "invalid billing setup: missing tax details");
+        for call in [
+            Call::CreateCustomer,
+            Call::CreateSubscription,
+            Call::Catalog,
+        ] {
+            assert_eq!(classify(call, &refused), ErrorClass::Conflict);
+        }
+        let exists = with_detail(400, "customer with key already exists");
         assert_eq!(
-            classify(Call::CreateSubscription, &refused),
-            ErrorClass::Customer
+            classify(Call::CreateCustomer, &exists),
+            ErrorClass::Conflict
         );
+        assert_eq!(classify(Call::Ingest, &status(409)), ErrorClass::Rejected);
+    }
+
+    #[test]
+    fn an_unreadable_success_body_is_transient_for_every_caller() {
+        let e = ApiError::Decode {
+            operation: "t",
+            message: "expected a customer".into(),
+        };
+        assert!(e.is_transient());
+        assert_eq!(classify(Call::FindCustomer, &e), ErrorClass::Transient);
     }
 
     #[test]
@@ -242,7 +303,7 @@ mod tests {
 
     #[test]
     fn a_refused_customer_concerns_that_customer() {
-        for code in [400, 409, 422] {
+        for code in [400, 422] {
             assert_eq!(
                 classify(Call::CreateCustomer, &status(code)),
                 ErrorClass::Customer

@@ -169,8 +169,8 @@ impl OpenMeter {
     pub(crate) fn client(&self, token: Option<&str>) -> OpenMeterClient {
         let endpoint = Endpoint::parse(&self.url(), None).unwrap();
         let mut config = ClientConfig::new(endpoint, token.map(ticketmeter::Secret::from));
-        config.backoff.base = Duration::from_millis(10);
-        config.backoff.max = Duration::from_millis(200);
+        config.retry.backoff.base = Duration::from_millis(10);
+        config.retry.backoff.max = Duration::from_millis(200);
         OpenMeterClient::new(config).unwrap()
     }
 }
