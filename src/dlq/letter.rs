@@ -5,20 +5,34 @@
 //! partition and offset, and the time it was written; a payload cut to fit
 //! the topic adds the original's size and SHA-256 and the spill file that
 //! holds it. In a file a letter is one JSON line, a [`FileEntry`].
+//! [`Letter`] reads both back, for `audit` and `dlq replay`.
 
 use std::path::Path;
 
 use bytes::Bytes;
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::message::{Header, OwnedHeaders};
 use serde::{Deserialize, Serialize};
 
 use super::DeadLetter;
 
 /// Header names on dead letters in the DLQ topic.
-pub(crate) const HEADER_PREFIX: &str = "ticketmeter.dlq.";
+pub(super) const HEADER_PREFIX: &str = "ticketmeter.dlq.";
 /// Longest `reason` header kept (OpenMeter's detail can be long).
 const MAX_REASON_BYTES: usize = 4 * 1024;
+
+// Header names after the prefix, written by `meta_headers` and
+// `topic_headers` and read by `Letter::from_topic`.
+const REASON: &str = "reason";
+const KIND: &str = "kind";
+const SOURCE_TOPIC: &str = "source.topic";
+const SOURCE_PARTITION: &str = "source.partition";
+const SOURCE_OFFSET: &str = "source.offset";
+const TIME: &str = "time";
+const TRUNCATED: &str = "truncated";
+const ORIGINAL_SIZE: &str = "original.size";
+const ORIGINAL_SHA256: &str = "original.sha256";
+const SPILL: &str = "spill";
 
 /// How a letter's payload was cut to fit the topic.
 pub(super) struct Truncation<'a> {
@@ -44,10 +58,10 @@ pub(super) fn topic_headers(
     let mut meta = meta_headers(letter);
     if let Some(t) = truncation {
         meta.extend([
-            ("truncated", "true".to_owned()),
-            ("original.size", t.original_size.to_string()),
-            ("original.sha256", t.sha256.clone()),
-            ("spill", t.spill.display().to_string()),
+            (TRUNCATED, "true".to_owned()),
+            (ORIGINAL_SIZE, t.original_size.to_string()),
+            (ORIGINAL_SHA256, t.sha256.clone()),
+            (SPILL, t.spill.display().to_string()),
         ]);
     }
     for (name, value) in &meta {
@@ -62,7 +76,7 @@ pub(super) fn topic_headers(
 
 /// The value of dead-letter header `ticketmeter.dlq.<name>` among
 /// `headers`, as text.
-pub(crate) fn letter_header(headers: &[(String, Bytes)], name: &str) -> Option<String> {
+fn letter_header(headers: &[(String, Bytes)], name: &str) -> Option<String> {
     let key = format!("{HEADER_PREFIX}{name}");
     headers
         .iter()
@@ -85,18 +99,20 @@ pub(super) fn meta_headers(letter: &DeadLetter) -> Vec<(&'static str, String)> {
     let origin = &letter.record.origin;
     vec![
         (
-            "reason",
+            REASON,
             truncate_utf8(&letter.reason, MAX_REASON_BYTES).to_owned(),
         ),
-        ("kind", letter.kind.as_str().to_owned()),
-        ("source.topic", origin.source.to_string()),
-        ("source.partition", origin.position.partition.to_string()),
-        ("source.offset", origin.position.offset.to_string()),
-        (
-            "time",
-            letter.at.to_rfc3339_opts(SecondsFormat::Millis, true),
-        ),
+        (KIND, letter.kind.as_str().to_owned()),
+        (SOURCE_TOPIC, origin.source.to_string()),
+        (SOURCE_PARTITION, origin.position.partition.to_string()),
+        (SOURCE_OFFSET, origin.position.offset.to_string()),
+        (TIME, written(letter)),
     ]
+}
+
+/// When the letter was written, as both media write it.
+fn written(letter: &DeadLetter) -> String {
+    letter.at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// The longest prefix of `text` within `max` bytes, on a char boundary.
@@ -113,19 +129,19 @@ fn truncate_utf8(text: &str, max: usize) -> &str {
 
 /// One line of a dead-letter file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct FileEntry {
-    pub(crate) reason: String,
-    pub(crate) kind: String,
-    pub(crate) time: String,
-    pub(crate) source: String,
-    pub(crate) partition: i32,
-    pub(crate) offset: i64,
+pub(super) struct FileEntry {
+    pub(super) reason: String,
+    pub(super) kind: String,
+    pub(super) time: String,
+    pub(super) source: String,
+    pub(super) partition: i32,
+    pub(super) offset: i64,
     /// The original payload, when it is UTF-8 (it nearly always is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) payload: Option<String>,
+    pub(super) payload: Option<String>,
     /// The original payload in hex, when it is not UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) payload_hex: Option<String>,
+    pub(super) payload_hex: Option<String>,
 }
 
 impl From<&DeadLetter> for FileEntry {
@@ -135,7 +151,7 @@ impl From<&DeadLetter> for FileEntry {
         Self {
             reason: letter.reason.clone(),
             kind: letter.kind.as_str().to_owned(),
-            time: letter.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            time: written(letter),
             source: letter.record.origin.source.to_string(),
             partition: letter.record.origin.position.partition,
             offset: letter.record.origin.position.offset,
@@ -147,17 +163,9 @@ impl From<&DeadLetter> for FileEntry {
     }
 }
 
-/// The original payload of one line of a dead-letter file, for
-/// `dlq replay --file` (see [`crate::source::file::LineReader`]).
-pub(crate) fn letter_line(line: &[u8]) -> Option<Bytes> {
-    serde_json::from_slice::<FileEntry>(line)
-        .ok()?
-        .payload_bytes()
-}
-
 impl FileEntry {
     /// The original payload bytes.
-    pub(crate) fn payload_bytes(&self) -> Option<Bytes> {
+    pub(super) fn payload_bytes(&self) -> Option<Bytes> {
         if let Some(text) = &self.payload {
             return Some(Bytes::from(text.clone().into_bytes()));
         }
@@ -171,6 +179,87 @@ impl FileEntry {
             .collect();
         bytes.map(Bytes::from)
     }
+}
+
+/// A dead letter as read back, from the DLQ topic or a dead-letter file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Letter {
+    /// The original payload (cut short when `truncated`).
+    pub(crate) payload: Bytes,
+    /// Why it was dead-lettered; `None` for a topic record without the
+    /// header, which is no letter of ours.
+    pub(crate) reason: Option<String>,
+    /// When the letter was written.
+    pub(crate) written: Option<DateTime<Utc>>,
+    /// Where the original record was read, when the letter says.
+    pub(crate) origin: Option<LetterOrigin>,
+    /// Set when the payload was cut to fit the topic: the spill file
+    /// holding the full original, as the letter names it (empty if not).
+    pub(crate) truncated: Option<String>,
+}
+
+/// Where a dead letter's original record was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LetterOrigin {
+    /// The topic, or the file's name.
+    pub(crate) source: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+}
+
+impl Letter {
+    /// A record of the DLQ topic: its payload and `ticketmeter.dlq.*`
+    /// headers.
+    pub(crate) fn from_topic(payload: &Bytes, headers: &[(String, Bytes)]) -> Self {
+        let header = |name: &str| letter_header(headers, name);
+        let origin = match (
+            header(SOURCE_TOPIC),
+            header(SOURCE_PARTITION).and_then(|p| p.parse().ok()),
+            header(SOURCE_OFFSET).and_then(|o| o.parse().ok()),
+        ) {
+            (Some(source), Some(partition), Some(offset)) => Some(LetterOrigin {
+                source,
+                partition,
+                offset,
+            }),
+            _ => None,
+        };
+        Self {
+            payload: payload.clone(),
+            reason: header(REASON),
+            written: header(TIME).as_deref().and_then(parse_written),
+            origin,
+            truncated: header(TRUNCATED).map(|_| header(SPILL).unwrap_or_default()),
+        }
+    }
+
+    /// One line of a dead-letter file; `None` when it is not one.
+    pub(crate) fn from_line(line: &[u8]) -> Option<Self> {
+        let entry: FileEntry = serde_json::from_slice(line).ok()?;
+        Some(Self {
+            payload: entry.payload_bytes()?,
+            written: parse_written(&entry.time),
+            origin: Some(LetterOrigin {
+                source: entry.source,
+                partition: entry.partition,
+                offset: entry.offset,
+            }),
+            reason: Some(entry.reason),
+            truncated: None,
+        })
+    }
+}
+
+fn parse_written(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The original payload of one line of a dead-letter file, for
+/// `dlq replay --file` (see [`crate::source::file::LineReader`]).
+pub(crate) fn letter_line(line: &[u8]) -> Option<Bytes> {
+    Letter::from_line(line).map(|letter| letter.payload)
 }
 
 #[cfg(test)]
@@ -197,5 +286,49 @@ mod tests {
         let e = FileEntry::from(&letter(&[0xff, 0x00, 0x10]));
         assert_eq!(e.payload_hex.as_deref(), Some("ff0010"));
         assert_eq!(e.payload_bytes().unwrap().as_ref(), &[0xff, 0x00, 0x10]);
+    }
+
+    /// What `Letter` reads back of a letter, in whichever medium.
+    fn expected(sent: &DeadLetter, truncated: Option<String>) -> Letter {
+        Letter {
+            payload: sent.record.payload.clone(),
+            reason: Some(sent.reason.clone()),
+            written: parse_written(&written(sent)),
+            origin: Some(LetterOrigin {
+                source: "t".into(),
+                partition: 2,
+                offset: 7,
+            }),
+            truncated,
+        }
+    }
+
+    #[test]
+    fn a_letter_reads_back_from_its_file_line_as_written() {
+        let sent = letter(b"{}");
+        let line = serde_json::to_vec(&FileEntry::from(&sent)).unwrap();
+        assert_eq!(Letter::from_line(&line), Some(expected(&sent, None)));
+        assert_eq!(Letter::from_line(b"{}"), None);
+    }
+
+    #[test]
+    fn a_letter_reads_back_from_its_topic_headers_as_written() {
+        use rdkafka::message::Headers;
+        let sent = letter(b"{}");
+        let truncation = Truncation {
+            original_size: 10,
+            sha256: "ab".into(),
+            spill: Path::new("/spill/dead-letters.jsonl"),
+        };
+        let headers = topic_headers(&sent, Some(&truncation));
+        let headers: Vec<(String, Bytes)> = headers
+            .iter()
+            .map(|h| (h.key.to_owned(), Bytes::copy_from_slice(h.value.unwrap())))
+            .collect();
+        let read = Letter::from_topic(&sent.record.payload, &headers);
+        let spill = Some("/spill/dead-letters.jsonl".to_owned());
+        assert_eq!(read, expected(&sent, spill));
+        let foreign = Letter::from_topic(&sent.record.payload, &[]);
+        assert_eq!((foreign.reason, foreign.origin), (None, None));
     }
 }

@@ -31,7 +31,7 @@ use crate::source::Record;
 use file::LetterFile;
 use kafka::{KafkaDlq, HEADER_ALLOWANCE};
 
-pub(crate) use letter::{letter_header, letter_line, FileEntry};
+pub(crate) use letter::{letter_line, Letter};
 
 /// Why a record was dead-lettered, as a low-cardinality class: the
 /// `ticketmeter.dlq.kind` header, the dead-letter file's `kind` and the
@@ -130,7 +130,7 @@ pub enum DeadLetterSink {
     /// A Kafka topic (default `<topic>.dlq`): original key, payload and
     /// headers, plus `ticketmeter.dlq.*` headers with the reason and origin.
     Kafka(Arc<KafkaDlq>),
-    /// A JSON-lines file, one [`FileEntry`] per line.
+    /// A JSON-lines file, one [`letter::FileEntry`] per line.
     File(Arc<LetterFile>),
     /// Kept in memory (the demo and `--dry-run` print them at the end).
     Memory(Arc<Mutex<Vec<DeadLetter>>>),
@@ -208,6 +208,7 @@ pub(super) mod tests {
 
     use bytes::Bytes;
 
+    use super::letter::FileEntry;
     use super::*;
     use crate::commit::Position;
     use crate::source::Origin;
