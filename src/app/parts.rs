@@ -20,11 +20,12 @@ use crate::deliver::Deliverer;
 use crate::dlq::DeadLetterSink;
 use crate::ensure::Provisioner;
 use crate::health::health;
+use crate::kafka::KafkaConfig;
 use crate::openmeter::{ClientConfig, OpenMeterClient};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::price::PriceFeed;
 use crate::settle::Settler;
-use crate::source::kafka::{KafkaConfig, KafkaSource};
+use crate::source::kafka::KafkaSource;
 
 /// Attempts per call of a client whose caller does not retry (the API, the
 /// one-shot commands, the continuous audit).

@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use super::file::LetterFile;
 use super::letter::{meta_headers, original_headers, topic_headers, Truncation, HEADER_PREFIX};
 use super::{DeadLetter, DlqError};
+use crate::kafka::KafkaConfig;
 use crate::metrics::{metrics, Cause};
-use crate::source::kafka::KafkaConfig;
 
 /// Room kept for headers (ours and the original's) and record framing on
 /// top of `MAX_EVENT_BYTES` in the DLQ producer's `message.max.bytes`.

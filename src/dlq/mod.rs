@@ -25,8 +25,8 @@ use rdkafka::error::KafkaError;
 use thiserror::Error;
 
 use crate::health::health;
+use crate::kafka::KafkaConfig;
 use crate::retry::Backoff;
-use crate::source::kafka::KafkaConfig;
 use crate::source::Record;
 use file::LetterFile;
 use kafka::{KafkaDlq, HEADER_ALLOWANCE};
