@@ -23,6 +23,7 @@ use crate::app;
 use crate::commit::OffsetTracker;
 use crate::decode::SkipReason;
 use crate::dlq::Letter;
+use crate::health::Health;
 use crate::settle::{Outcome, Tally};
 use crate::source::Record;
 
@@ -39,8 +40,11 @@ pub(super) async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode
     letters.topic = dlq_topic.clone();
     letters.group = format!("{}.dlq-replay", letters.group);
     let tracker = Arc::new(OffsetTracker::default());
-    let pipeline = app::start_pipeline(&settings, dlq, tracker.clone(), &cancel).await?;
-    let source = app::connect_kafka(&letters, tracker.clone())?;
+    // One health for the replay's pipeline and consumer; no `/ready` serves it.
+    let health = Health::default();
+    let pipeline =
+        app::start_pipeline(&settings, dlq, tracker.clone(), health.clone(), &cancel).await?;
+    let source = app::connect_kafka(&letters, tracker.clone(), health)?;
 
     let started = Utc::now();
     let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);

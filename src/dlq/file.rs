@@ -13,7 +13,7 @@ use super::{DeadLetter, DlqError};
 const SPILL_FILE: &str = "dead-letters.jsonl";
 
 /// A dead-letter file, appended to by one writer at a time.
-pub struct LetterFile {
+pub(crate) struct LetterFile {
     path: PathBuf,
     lock: tokio::sync::Mutex<()>,
 }

@@ -34,7 +34,7 @@ const STOCK_BROKER_FIT: usize = 1_000_000;
 const SMALL_FITS: [usize; 2] = [64 * 1024, 0];
 
 /// The Kafka dead-letter topic, with the spill file for what it refuses.
-pub struct KafkaDlq {
+pub(crate) struct KafkaDlq {
     producer: FutureProducer,
     topic: String,
     /// The producer's `message.max.bytes`.

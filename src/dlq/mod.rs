@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::error::KafkaError;
 use thiserror::Error;
 
-use crate::health::health;
+use crate::health::Health;
 use crate::kafka::KafkaConfig;
 use crate::retry::Backoff;
 use crate::source::Record;
@@ -124,9 +124,17 @@ pub enum DlqError {
     },
 }
 
-/// Where dead letters go.
+/// Where dead letters go, and the health told while writing them holds
+/// the pipeline up. A new sink reports to a health of its own until it is
+/// assembled into a pipeline (`reporting_to`).
 #[derive(Clone)]
-pub enum DeadLetterSink {
+pub struct DeadLetterSink {
+    target: Target,
+    health: Health,
+}
+
+#[derive(Clone)]
+enum Target {
     /// A Kafka topic (default `<topic>.dlq`): original key, payload and
     /// headers, plus `ticketmeter.dlq.*` headers with the reason and origin.
     Kafka(Arc<KafkaDlq>),
@@ -147,21 +155,33 @@ impl DeadLetterSink {
         spill_dir: &Path,
     ) -> Result<Self, DlqError> {
         let dlq = KafkaDlq::connect(config, topic, max_event_bytes, spill_dir)?;
-        Ok(Self::Kafka(Arc::new(dlq)))
+        Ok(Self::to(Target::Kafka(Arc::new(dlq))))
     }
 
     pub fn file(path: impl Into<PathBuf>) -> Self {
-        Self::File(Arc::new(LetterFile::new(path.into())))
+        Self::to(Target::File(Arc::new(LetterFile::new(path.into()))))
     }
 
     pub fn memory() -> Self {
-        Self::Memory(Arc::default())
+        Self::to(Target::Memory(Arc::default()))
+    }
+
+    fn to(target: Target) -> Self {
+        Self {
+            target,
+            health: Health::default(),
+        }
+    }
+
+    /// The same sink, reporting to `health` (its pipeline's).
+    pub(crate) fn reporting_to(self, health: Health) -> Self {
+        Self { health, ..self }
     }
 
     /// The dead letters kept by a memory sink (empty for the others).
     pub fn kept(&self) -> Vec<DeadLetter> {
-        match self {
-            Self::Memory(kept) => kept.lock().map(|k| k.clone()).unwrap_or_default(),
+        match &self.target {
+            Target::Memory(kept) => kept.lock().map(|k| k.clone()).unwrap_or_default(),
             _ => Vec::new(),
         }
     }
@@ -174,11 +194,12 @@ impl DeadLetterSink {
         while let Err(e) = self.write(letter).await {
             let wait = backoff.delay(attempt, None);
             tracing::error!(error = %e, ?wait, "cannot write dead letter; retrying (its offset stays uncommitted)");
-            health().held(format!("the dead-letter queue cannot be written: {e}"));
+            self.health
+                .held(format!("the dead-letter queue cannot be written: {e}"));
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
-        health().progressed();
+        self.health.progressed();
         tracing::warn!(
             source = %letter.record.origin.source,
             partition = letter.record.origin.position.partition,
@@ -189,10 +210,10 @@ impl DeadLetterSink {
     }
 
     async fn write(&self, letter: &DeadLetter) -> Result<(), DlqError> {
-        match self {
-            Self::Kafka(dlq) => dlq.write(letter).await,
-            Self::File(file) => file.write(letter).await,
-            Self::Memory(kept) => {
+        match &self.target {
+            Target::Kafka(dlq) => dlq.write(letter).await,
+            Target::File(file) => file.write(letter).await,
+            Target::Memory(kept) => {
                 if let Ok(mut kept) = kept.lock() {
                     kept.push(letter.clone());
                 }

@@ -47,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use super::watchdog::{stats_interval, Watch, Watchdog};
 use super::{Origin, Record};
 use crate::commit::{OffsetTracker, Position};
+use crate::health::Health;
 use crate::kafka::{owned_headers, KafkaConfig};
 use crate::metrics::metrics;
 
@@ -260,9 +261,11 @@ pub(crate) struct KafkaSource {
 }
 
 impl KafkaSource {
+    /// Joins the group; its watchdog reports stalls to `health`.
     pub(crate) fn connect(
         config: &KafkaConfig,
         tracker: Arc<OffsetTracker>,
+        health: Health,
     ) -> Result<Self, KafkaError> {
         let shared = Arc::new(Shared {
             topic: config.topic.clone(),
@@ -273,6 +276,7 @@ impl KafkaSource {
             watchdog: Watchdog {
                 topic: config.topic.clone(),
                 stall_after: config.stall_after,
+                health,
             },
         });
         let context = TrackingContext {

@@ -1,8 +1,9 @@
 //! The Kafka source's stall watchdog. librdkafka's statistics (every few
 //! seconds) give each partition's high watermark as the broker reports it
 //! in fetch responses; a partition with records beyond our position that
-//! reads nothing for `STALL_AFTER` while not paused is reported to
-//! [`crate::health`]. The same statistics refresh the consumer-lag gauges.
+//! reads nothing for `STALL_AFTER` while not paused is reported to the
+//! collector's [`Health`]. The same statistics refresh the consumer-lag
+//! gauges.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rdkafka::statistics::{Partition as PartitionStats, Topic as TopicStats};
 
-use crate::health::{health, PartitionStall};
+use crate::health::{Health, PartitionStall};
 use crate::metrics::{metrics, Partition};
 
 /// The most often librdkafka statistics (watermarks for lag and the
@@ -53,6 +54,7 @@ impl Watch {
 pub(super) struct Watchdog {
     pub(super) topic: String,
     pub(super) stall_after: Duration,
+    pub(super) health: Health,
 }
 
 impl Watchdog {
@@ -93,9 +95,9 @@ impl Watchdog {
             .set((end - position).max(0));
         if paused || end <= position {
             watch.progressed();
-            health().partition_flowing(partition);
+            self.health.partition_flowing(partition);
         } else if watch.progress.elapsed() >= self.stall_after {
-            health().partition_stalled(PartitionStall {
+            self.health.partition_stalled(PartitionStall {
                 topic: self.topic.clone(),
                 partition,
                 position,
@@ -103,7 +105,7 @@ impl Watchdog {
                 since: watch.progress_at,
             });
         } else {
-            health().partition_flowing(partition);
+            self.health.partition_flowing(partition);
         }
     }
 
@@ -111,7 +113,7 @@ impl Watchdog {
     pub(super) fn forget(&self, partitions: &[i32]) {
         for p in partitions {
             metrics().consumer_lag.remove(&Partition { partition: *p });
-            health().partition_flowing(*p);
+            self.health.partition_flowing(*p);
         }
     }
 }
