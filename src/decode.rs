@@ -231,10 +231,7 @@ fn ticket(
         serde_json::from_str(raw.get()).map_err(|e| Rejection::MalformedData(e.to_string()))?;
     let identity = identity(&data, contract.subjects)?;
     let (fee, fee_text) = fee(data.computed_fee.as_ref())?;
-    let request_id = lenient_text(data.request_id.as_ref())
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let request_id = request_id(data.request_id.as_ref());
     let envelope_id = envelope.id.as_deref().unwrap_or_default();
     let (time, signed_at) = event_time(&data, envelope.timestamp.as_ref());
     Ok(SignedTicket {
@@ -278,27 +275,49 @@ fn payload_digest(payload: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
+/// `request_id` as text: a string (trimmed) or a number's digits; empty
+/// when absent or unreadable.
+pub(crate) fn request_id(value: Option<&Value>) -> String {
+    lenient_text(value).ok().flatten().unwrap_or_default()
+}
+
 /// `auth_id`, else `client_id:usage_subject`, resolved by `rule`.
 fn identity(data: &TicketData, rule: SubjectRule) -> Result<Identity, Rejection> {
-    let raw = match data.auth_id.as_deref().map(str::trim) {
-        Some(auth) if !auth.is_empty() => Cow::Borrowed(auth),
-        given => match (
-            blank_to_none(&data.client_id),
-            blank_to_none(&data.usage_subject),
-        ) {
-            (Some(client), Some(subject)) => Cow::Owned(format!("{client}:{subject}")),
-            _ => return Err(missing_identity(rule, given.is_some())),
-        },
+    let Some(raw) = raw_auth_id(
+        data.auth_id.as_deref(),
+        data.client_id.as_deref(),
+        data.usage_subject.as_deref(),
+    ) else {
+        return Err(missing_identity(rule, data.auth_id.is_some()));
     };
-    let auth_id = AuthId::parse("auth_id", &raw).map_err(Rejection::Identity)?;
+    resolve_identity(&raw, rule)
+}
+
+/// The `auth_id` a ticket names: `auth_id`, else `client_id:usage_subject`
+/// (each trimmed; blank is absent).
+pub(crate) fn raw_auth_id<'a>(
+    auth_id: Option<&'a str>,
+    client_id: Option<&str>,
+    usage_subject: Option<&str>,
+) -> Option<Cow<'a, str>> {
+    if let Some(auth) = blank_to_none(auth_id) {
+        return Some(Cow::Borrowed(auth));
+    }
+    let (client, subject) = (blank_to_none(client_id)?, blank_to_none(usage_subject)?);
+    Some(Cow::Owned(format!("{client}:{subject}")))
+}
+
+/// An `auth_id` resolved by `rule` into whom it bills.
+pub(crate) fn resolve_identity(raw: &str, rule: SubjectRule) -> Result<Identity, Rejection> {
+    let auth_id = AuthId::parse("auth_id", raw).map_err(Rejection::Identity)?;
     Identity::resolve(auth_id, rule).map_err(|e| match e {
         IdentityError::EmptyOwner => Rejection::EmptyOwner,
         e => Rejection::Identity(e),
     })
 }
 
-fn blank_to_none<'a>(value: &'a Option<Cow<'_, str>>) -> Option<&'a str> {
-    value.as_deref().map(str::trim).filter(|s| !s.is_empty())
+fn blank_to_none(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// Today's wording, or the seed's under its subject rule.
@@ -412,26 +431,38 @@ fn lenient_number(value: Option<&Value>) -> Result<Option<Number>, ()> {
     }
 }
 
-/// `current_time` when it is valid RFC 3339 (kept verbatim, nanoseconds and
-/// all); else `current_time_unix`; else the envelope's `timestamp` (both unix
-/// ms); else now. The first three are stable across redelivery.
+/// The time the ticket says it was signed ([`claimed_time`]), else now.
 fn event_time(data: &TicketData, envelope_ts: Option<&Value>) -> (String, DateTime<Utc>) {
-    if let Some(t) = data
-        .current_time
-        .as_ref()
-        .and_then(Value::as_str)
-        .map(str::trim)
-    {
+    claimed_time(
+        data.current_time.as_ref(),
+        data.current_time_unix.as_ref(),
+        envelope_ts,
+    )
+    .unwrap_or_else(|| {
+        let now = Utc::now();
+        (now.to_rfc3339_opts(SecondsFormat::Millis, true), now)
+    })
+}
+
+/// When a ticket says it was signed, and that time as text: `current_time`
+/// when it is valid RFC 3339 (kept verbatim, nanoseconds and all); else
+/// `current_time_unix`; else the envelope's `timestamp` (both positive unix
+/// ms). All are stable across redelivery; `None` when none is readable.
+pub(crate) fn claimed_time(
+    current_time: Option<&Value>,
+    current_time_unix: Option<&Value>,
+    timestamp: Option<&Value>,
+) -> Option<(String, DateTime<Utc>)> {
+    if let Some(t) = current_time.and_then(Value::as_str).map(str::trim) {
         if let Ok(at) = DateTime::parse_from_rfc3339(t) {
-            return (t.to_owned(), at.to_utc());
+            return Some((t.to_owned(), at.to_utc()));
         }
     }
-    let at = [data.current_time_unix.as_ref(), envelope_ts]
+    let at = [current_time_unix, timestamp]
         .into_iter()
         .flatten()
-        .find_map(unix_millis)
-        .unwrap_or_else(Utc::now);
-    (at.to_rfc3339_opts(SecondsFormat::Millis, true), at)
+        .find_map(unix_millis)?;
+    Some((at.to_rfc3339_opts(SecondsFormat::Millis, true), at))
 }
 
 fn unix_millis(value: &Value) -> Option<DateTime<Utc>> {

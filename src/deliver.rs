@@ -33,7 +33,7 @@ use crate::commit::Position;
 use crate::dlq::DeadLetterKind;
 use crate::domain::{CustomerKey, Identity};
 use crate::ensure::{EnsureError, Ensured, Provisioner};
-use crate::health::health;
+use crate::health::Health;
 use crate::map::UsageEvent;
 use crate::metrics::metrics;
 use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
@@ -104,6 +104,8 @@ pub(crate) struct Deliverer {
     pub(crate) billing: BillingPolicy,
     /// Customers already logged for moved or late events.
     pub(crate) noted: Noted,
+    /// Told when events are held, and when a batch gets through.
+    pub(crate) health: Health,
 }
 
 /// Events sent together, and whether their customers were ensured afresh
@@ -144,6 +146,7 @@ impl Deliverer {
         settler: Arc<Settler>,
         retry: RetryPolicy,
         billing: BillingPolicy,
+        health: Health,
     ) -> Self {
         Self {
             client,
@@ -152,6 +155,7 @@ impl Deliverer {
             retry,
             billing,
             noted: Noted::default(),
+            health,
         }
     }
 
@@ -175,7 +179,7 @@ impl Deliverer {
                 self.attempt(chunk, &mut todo, &mut held).await;
             }
             let Some(hold) = held.hold else { break };
-            health().held(&hold.reason);
+            self.health.held(&hold.reason);
             let delay = self.retry.delay(attempt, hold.retry_after);
             let events: usize = held.chunks.iter().map(|c| c.events.len()).sum();
             let error = &hold.reason;
@@ -376,7 +380,7 @@ impl Deliverer {
     }
 
     async fn accepted(&self, chunk: &[Pending]) {
-        health().progressed();
+        self.health.progressed();
         metrics().batches.inc();
         self.settler
             .settle(chunk.iter().map(Pending::record), &Outcome::Delivered)

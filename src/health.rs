@@ -8,28 +8,26 @@
 //! - a stalled partition: the Kafka source sees work behind our position
 //!   but reads nothing ([`Health::partition_stalled`]).
 //!
-//! One process-wide instance ([`health`]), like the metrics registry, so a
-//! stage reports with one call and needs no handle threaded through it.
+//! A handle, not a global: `app` builds one per collector and hands clones
+//! to the parts that report (deliver, the dead-letter sink, the pipeline,
+//! the Kafka source's watchdog) and to `/ready`, which reads it, as
+//! mini-redis hands its `Db` to each connection. So several collectors in
+//! one process each answer `/ready` for their own progress. The gauges it
+//! sets are process-wide, like every metric.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::metrics::{metrics, Partition};
 
-/// The process-wide health state.
-pub(crate) fn health() -> &'static Health {
-    static HEALTH: OnceLock<Health> = OnceLock::new();
-    HEALTH.get_or_init(Health::default)
-}
-
-/// Progress bookkeeping; see the module docs.
-#[derive(Debug, Default)]
+/// Progress bookkeeping; see the module docs. Clones share one state.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Health {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 #[derive(Debug, Default)]

@@ -2,7 +2,8 @@
 //!
 //! The modules follow the data: `source` → `decode` → `map` → `ensure` →
 //! `deliver` → `settle` (→ `commit` / `dlq`), wired by `pipeline`; plus
-//! `billing` (when OpenMeter invoices an event), `health`, the `openmeter`
+//! `billing` (when OpenMeter invoices an event), `health`, `kafka` (the
+//! client settings everything that talks to the brokers shares), the `openmeter`
 //! client, `audit`, `bootstrap`, the HTTP `api`, `app` (assembly) and the
 //! `cli`.
 //!
@@ -26,6 +27,7 @@ mod dlq;
 mod domain;
 mod ensure;
 mod health;
+mod kafka;
 mod map;
 mod metrics;
 mod openmeter;

@@ -20,7 +20,6 @@ use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 use crate::deliver::{Deliverer, Pending};
 use crate::dlq::DeadLetterKind;
 use crate::domain::{EthUsdPrice, Identity};
-use crate::health::health;
 use crate::map::{map, UsageEvent};
 use crate::metrics::{metrics, Field};
 use crate::price::PriceFeed;
@@ -310,7 +309,7 @@ impl Pipeline {
         let deliverer = self.deliverer.clone();
         in_flight.tasks.spawn(async move {
             deliverer.flush(events).await;
-            health().progressed();
+            deliverer.health.progressed();
             drop(permit);
         });
     }
@@ -363,6 +362,7 @@ mod tests {
     use crate::commit::OffsetTracker;
     use crate::dlq::DeadLetterSink;
     use crate::ensure::{EnsureConfig, Provisioner};
+    use crate::health::Health;
     use crate::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
 
     fn pipeline() -> Pipeline {
@@ -381,6 +381,7 @@ mod tests {
             Arc::new(settler),
             crate::retry::RetryPolicy::pipeline(config.backoff),
             config.billing,
+            Health::default(),
         );
         Pipeline {
             deliverer: Arc::new(deliverer),

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use crate::domain::{PlanKey, SubjectRule};
 use crate::ensure::EnsureConfig;
+use crate::kafka::KafkaConfig;
 use crate::openmeter::ClientConfig;
 use crate::pipeline::PipelineConfig;
 use crate::price::PriceSource;
 use crate::secret::Secret;
-use crate::source::kafka::KafkaConfig;
 
 /// Everything `run` needs.
 #[derive(Debug, Clone)]

@@ -32,6 +32,7 @@ pub(crate) use parts::{
 use crate::audit::continuous::ContinuousAudit;
 use crate::commit::OffsetTracker;
 use crate::dlq::DlqError;
+use crate::health::Health;
 use crate::openmeter::ApiError;
 use crate::pipeline::Pipeline;
 use crate::price::OracleError;
@@ -93,14 +94,23 @@ impl Application {
         let max_event_bytes = config.pipeline.batch.max_event_bytes;
         let dlq = kafka_dead_letters(&config.kafka, max_event_bytes)?;
         let tracker = Arc::new(OffsetTracker::default());
-        let pipeline = start_pipeline(&config.pipeline, dlq, tracker.clone(), &cancel).await?;
-        let source = connect_kafka(&config.kafka.consumer, tracker)?;
+        let health = Health::default();
+        let pipeline = start_pipeline(
+            &config.pipeline,
+            dlq,
+            tracker.clone(),
+            health.clone(),
+            &cancel,
+        )
+        .await?;
+        let source = connect_kafka(&config.kafka.consumer, tracker, health.clone())?;
         let provisioner = provisioner_for(&pipeline.deliverer.provisioner, Role::OneShot);
         let ready = parts::readiness(
             source.clone(),
             provisioner.clone(),
             pipeline.price.clone(),
             config.kafka.consumer.stall_after,
+            health,
         );
         let api = ProvisioningApi::bind(&config.api, provisioner, Some(ready)).await?;
         let audit = config

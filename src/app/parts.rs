@@ -19,13 +19,14 @@ use crate::commit::OffsetTracker;
 use crate::deliver::Deliverer;
 use crate::dlq::DeadLetterSink;
 use crate::ensure::Provisioner;
-use crate::health::health;
+use crate::health::Health;
+use crate::kafka::KafkaConfig;
 use crate::openmeter::{ClientConfig, OpenMeterClient};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::price::PriceFeed;
 use crate::retry::RetryPolicy;
 use crate::settle::Settler;
-use crate::source::kafka::{KafkaConfig, KafkaSource};
+use crate::source::kafka::KafkaSource;
 
 /// Whom an OpenMeter client serves, and so how its calls are retried: the
 /// one place a retry policy is chosen.
@@ -70,12 +71,14 @@ pub(crate) fn provisioner(client: OpenMeterClient, settings: &OpenMeterSettings)
         .with_subject_rule(settings.subjects)
 }
 
-/// The pipeline `run`, `replay` and `dlq replay` share. The price comes
-/// first: there is no start without one. Its refresher stops with `cancel`.
+/// The pipeline `run`, `replay` and `dlq replay` share, reporting to
+/// `health`. The price comes first: there is no start without one. Its
+/// refresher stops with `cancel`.
 pub(crate) async fn start_pipeline(
     settings: &PipelineSettings,
     dlq: DeadLetterSink,
     tracker: Arc<OffsetTracker>,
+    health: Health,
     cancel: &CancellationToken,
 ) -> Result<Pipeline, AppError> {
     let price = PriceFeed::start(settings.price.clone(), cancel.child_token())
@@ -83,10 +86,18 @@ pub(crate) async fn start_pipeline(
         .map_err(AppError::Price)?;
     let client = client(&settings.openmeter.client, Role::Pipeline)?;
     let provisioner = provisioner(client, &settings.openmeter);
-    Ok(pipeline(provisioner, dlq, tracker, price, settings.batch))
+    Ok(assemble(
+        provisioner,
+        dlq,
+        tracker,
+        price,
+        settings.batch,
+        health,
+    ))
 }
 
-/// A pipeline delivering through `provisioner` and dead-lettering to `dlq`.
+/// A pipeline delivering through `provisioner` and dead-lettering to `dlq`,
+/// with a health of its own: no `/ready` serves it.
 pub fn pipeline(
     provisioner: Provisioner,
     dlq: DeadLetterSink,
@@ -94,12 +105,27 @@ pub fn pipeline(
     price: PriceFeed,
     config: PipelineConfig,
 ) -> Pipeline {
+    assemble(provisioner, dlq, tracker, price, config, Health::default())
+}
+
+/// A pipeline whose delivery and dead-letter sink report to `health`.
+fn assemble(
+    provisioner: Provisioner,
+    dlq: DeadLetterSink,
+    tracker: Arc<OffsetTracker>,
+    price: PriceFeed,
+    config: PipelineConfig,
+    health: Health,
+) -> Pipeline {
+    let retry = RetryPolicy::pipeline(config.backoff);
+    let dlq = dlq.in_pipeline(health.clone(), retry);
     let deliverer = Deliverer::new(
         provisioner.client().clone(),
         provisioner,
         Arc::new(Settler::new(dlq, tracker)),
-        RetryPolicy::pipeline(config.backoff),
+        retry,
         config.billing,
+        health,
     );
     Pipeline {
         deliverer: Arc::new(deliverer),
@@ -121,12 +147,14 @@ pub(crate) fn kafka_dead_letters(
     )?)
 }
 
-/// A consumer of `config.topic` in `config.group`, settling into `tracker`.
+/// A consumer of `config.topic` in `config.group`, settling into `tracker`
+/// and reporting stalled partitions to `health`.
 pub(crate) fn connect_kafka(
     config: &KafkaConfig,
     tracker: Arc<OffsetTracker>,
+    health: Health,
 ) -> Result<Arc<KafkaSource>, AppError> {
-    let source = KafkaSource::connect(config, tracker).map_err(AppError::Kafka)?;
+    let source = KafkaSource::connect(config, tracker, health).map_err(AppError::Kafka)?;
     Ok(Arc::new(source))
 }
 
@@ -181,18 +209,21 @@ pub(super) fn continuous_audit(
 
 /// `/ready`: partitions assigned, the price fresh (the collector never
 /// starts without one), OpenMeter answering with a subscribable plan, and
-/// billing progressing (no stalled partition, no hold over `STALL_AFTER`).
+/// billing progressing (no stalled partition, no hold over `STALL_AFTER`,
+/// as the collector's `health` knows).
 pub(super) fn readiness(
     source: Arc<KafkaSource>,
     provisioner: Provisioner,
     price: PriceFeed,
     stall_after: Duration,
+    health: Health,
 ) -> ReadyCheck {
     Arc::new(move || {
         let (source, provisioner, price) = (source.clone(), provisioner.clone(), price.clone());
+        let health = health.clone();
         Box::pin(async move {
             let openmeter = provisioner.default_plan().await.is_ok();
-            let problems = health().problems(stall_after);
+            let problems = health.problems(stall_after);
             Readiness {
                 checks: vec![
                     ("partitions_assigned".to_owned(), source.assigned()),

@@ -35,9 +35,12 @@ use tokio::sync::mpsc;
 
 use crate::billing::BillingTerms;
 use crate::contract::Contract;
-use crate::decode::{decode, event_id, Decoded, BILLABLE_TYPE};
-use crate::dlq::{letter_header, FileEntry};
-use crate::domain::{AuthId, EthUsdPrice, Identity, UsdMicros};
+use crate::decode::{
+    claimed_time, decode, event_id, raw_auth_id, request_id, resolve_identity, Decoded,
+    BILLABLE_TYPE,
+};
+use crate::dlq::Letter;
+use crate::domain::{EthUsdPrice, UsdMicros};
 use crate::map::{map, Mapped, SOURCE};
 use crate::openmeter::model::IngestedEvent;
 use crate::openmeter::{ApiError, EventQuery, OpenMeterClient};
@@ -99,7 +102,7 @@ pub(crate) struct Audit {
     /// The price signed micros are computed at (stored events keep theirs).
     pub(crate) price: EthUsdPrice,
     pub(crate) source: SourceSpec,
-    /// A dead-letter file (`FileEntry` lines) or the DLQ topic.
+    /// A dead-letter file or the DLQ topic.
     pub(crate) dead_letters: Option<SourceSpec>,
     pub(crate) config: AuditConfig,
 }
@@ -275,12 +278,9 @@ impl Audit {
         };
         let file = matches!(spec, SourceSpec::File(_));
         self.each_record(spec, false, true, "dead letters", |record| {
-            let letter = if file {
-                file_letter(&record)
-            } else {
-                topic_letter(&record)
+            let Some((letter, reason, position)) = read_letter(&record, file) else {
+                return;
             };
-            let Some(letter) = letter else { return };
             let who = identify(
                 &letter.payload,
                 self.config.max_event_bytes,
@@ -288,9 +288,9 @@ impl Audit {
             );
             let signed = who.signed.or(letter.written);
             if signed.is_some_and(|t| self.config.range.contains(t)) {
-                let id = who.id.unwrap_or(letter.position);
+                let id = who.id.unwrap_or(position);
                 let customer = who.customer.as_deref().unwrap_or(NO_IDENTITY);
-                ledger.dead_letter(&id, customer, letter.reason);
+                ledger.dead_letter(&id, customer, reason);
             }
         })
         .await
@@ -488,40 +488,23 @@ fn to_delta(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
-/// A dead letter as read from a file or the topic.
-struct LetterRecord {
-    payload: bytes::Bytes,
-    reason: String,
-    written: Option<DateTime<Utc>>,
-    position: String,
-}
-
-fn file_letter(record: &RawRecord) -> Option<LetterRecord> {
-    let entry: FileEntry = serde_json::from_slice(&record.payload).ok()?;
-    Some(LetterRecord {
-        payload: entry.payload_bytes()?,
-        written: parse_time(&entry.time),
-        position: format!("{}:{}", entry.source, entry.offset),
-        reason: entry.reason,
-    })
-}
-
-fn topic_letter(record: &RawRecord) -> Option<LetterRecord> {
-    let header = |name: &str| letter_header(&record.headers, name);
-    let origin = match (
-        header("source.topic"),
-        header("source.partition"),
-        header("source.offset"),
-    ) {
-        (Some(t), Some(p), Some(o)) => format!("{t}/{p}@{o}"),
-        _ => record.position.clone(),
+/// A dead letter read from a file line or a topic record (a topic record
+/// without a reason is none of ours), with its reason and the name of the
+/// record it holds: `source:offset` from a file, `topic/partition@offset`
+/// from the topic (else where in the topic the letter is).
+fn read_letter(record: &RawRecord, file: bool) -> Option<(Letter, String, String)> {
+    let letter = if file {
+        Letter::from_line(&record.payload)?
+    } else {
+        Letter::from_topic(&record.payload, &record.headers)
     };
-    Some(LetterRecord {
-        payload: record.payload.clone(),
-        reason: header("reason")?,
-        written: header("time").as_deref().and_then(parse_time),
-        position: origin,
-    })
+    let reason = letter.reason.clone()?;
+    let position = match (&letter.origin, file) {
+        (Some(o), true) => format!("{}:{}", o.source, o.offset),
+        (Some(o), false) => format!("{}/{}@{}", o.source, o.partition, o.offset),
+        (None, _) => record.position.clone(),
+    };
+    Some((letter, reason, position))
 }
 
 /// What a dead letter's payload says about itself, as far as it can be read.
@@ -532,6 +515,8 @@ struct Identified {
     signed: Option<DateTime<Utc>>,
 }
 
+/// Who and when a dead letter's payload names, by decode's rules: the
+/// whole ticket when it decodes, else each claim that can be read.
 fn identify(payload: &[u8], max_bytes: usize, contract: &Contract) -> Identified {
     if let Ok(Decoded::Ticket(t)) = decode(payload, max_bytes, contract) {
         return Identified {
@@ -543,44 +528,33 @@ fn identify(payload: &[u8], max_bytes: usize, contract: &Contract) -> Identified
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload) else {
         return Identified::default();
     };
-    let text = |v: &serde_json::Value| {
-        v.as_str()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
     let data = &value["data"];
-    let signed = text(&data["current_time"])
-        .as_deref()
-        .and_then(parse_time)
-        .or_else(|| {
-            [&data["current_time_unix"], &value["timestamp"]]
-                .into_iter()
-                .find_map(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()))
-                .and_then(DateTime::from_timestamp_millis)
-        });
-    let id_of = |v: &serde_json::Value| text(v).unwrap_or_default();
+    let signed = claimed_time(
+        Some(&data["current_time"]),
+        Some(&data["current_time_unix"]),
+        Some(&value["timestamp"]),
+    )
+    .map(|(_, at)| at);
+    let id = event_id(
+        contract.ids,
+        value["id"].as_str().unwrap_or_default(),
+        &request_id(Some(&data["request_id"])),
+        payload,
+    );
+    let customer = raw_auth_id(
+        data["auth_id"].as_str(),
+        data["client_id"].as_str(),
+        data["usage_subject"].as_str(),
+    )
+    .map(|raw| match resolve_identity(&raw, contract.subjects) {
+        Ok(identity) => identity.customer_key().to_string(),
+        Err(_) => raw.into_owned(),
+    });
     Identified {
-        id: Some(event_id(
-            contract.ids,
-            &id_of(&value["id"]),
-            &id_of(&data["request_id"]),
-            payload,
-        )),
-        customer: letter_customer(text(&data["auth_id"]), contract),
+        id: Some(id),
+        customer,
         signed,
     }
-}
-
-/// The customer an undecodable letter's `auth_id` names, by the contract's
-/// rule when it resolves, else the raw `auth_id`.
-fn letter_customer(auth_id: Option<String>, contract: &Contract) -> Option<String> {
-    let raw = auth_id?;
-    let resolved = AuthId::parse("auth_id", &raw)
-        .ok()
-        .and_then(|a| Identity::resolve(a, contract.subjects).ok())
-        .map(|i| i.customer_key().to_string());
-    Some(resolved.unwrap_or(raw))
 }
 
 #[cfg(test)]
@@ -605,6 +579,19 @@ mod tests {
         assert_eq!(
             who.signed,
             DateTime::from_timestamp_millis(1_795_510_860_000)
+        );
+    }
+
+    #[test]
+    fn an_undecodable_letter_is_read_by_decodes_rules() {
+        let payload = br#"{"type":"create_signed_ticket","timestamp":1795510860000,"data":{"request_id":42,"client_id":"app_abc","usage_subject":"owner:U2","computed_fee":"x","current_time_unix":0}}"#;
+        let who = identify(payload, 1 << 20, &Contract::default());
+        assert_eq!(who.id.as_deref(), Some("42"));
+        assert_eq!(who.customer.as_deref(), Some("U2"));
+        assert_eq!(
+            who.signed,
+            DateTime::from_timestamp_millis(1_795_510_860_000),
+            "a unix time of 0 is no time"
         );
     }
 

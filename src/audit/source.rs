@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::AuditError;
-use crate::source::kafka::KafkaConfig;
+use crate::kafka::{owned_headers, KafkaConfig};
 
 /// Where signed events (or dead letters) are read from.
 #[derive(Debug, Clone)]
@@ -228,7 +228,7 @@ fn close(
 }
 
 fn record(m: &rdkafka::message::BorrowedMessage<'_>, topic: &str) -> RawRecord {
-    let headers = crate::source::kafka::owned_headers(m);
+    let headers = owned_headers(m);
     RawRecord {
         payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
         position: format!("{topic}/{}@{}", m.partition(), m.offset()),

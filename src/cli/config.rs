@@ -20,12 +20,12 @@ use crate::bootstrap::{Catalog, SubscribeRole};
 use crate::contract::Contract;
 use crate::domain::PlanKey;
 use crate::ensure::EnsureConfig;
+use crate::kafka::KafkaConfig;
 use crate::openmeter::{ClientConfig, Endpoint};
 use crate::pipeline::PipelineConfig;
 use crate::price::PriceSource;
 use crate::retry::Backoff;
 use crate::secret::Secret;
-use crate::source::kafka::KafkaConfig;
 
 /// The collector's configuration (`run`).
 pub(super) fn collector(args: &RunArgs) -> anyhow::Result<Config> {

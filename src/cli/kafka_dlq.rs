@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::sync::mpsc;
 
 use super::args::DlqReplayArgs;
@@ -22,7 +22,8 @@ use super::{config, shutdown_signal};
 use crate::app;
 use crate::commit::OffsetTracker;
 use crate::decode::SkipReason;
-use crate::dlq::letter_header;
+use crate::dlq::Letter;
+use crate::health::Health;
 use crate::settle::{Outcome, Tally};
 use crate::source::Record;
 
@@ -39,8 +40,11 @@ pub(super) async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode
     letters.topic = dlq_topic.clone();
     letters.group = format!("{}.dlq-replay", letters.group);
     let tracker = Arc::new(OffsetTracker::default());
-    let pipeline = app::start_pipeline(&settings, dlq, tracker.clone(), &cancel).await?;
-    let source = app::connect_kafka(&letters, tracker.clone())?;
+    // One health for the replay's pipeline and consumer; no `/ready` serves it.
+    let health = Health::default();
+    let pipeline =
+        app::start_pipeline(&settings, dlq, tracker.clone(), health.clone(), &cancel).await?;
+    let source = app::connect_kafka(&letters, tracker.clone(), health)?;
 
     let started = Utc::now();
     let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);
@@ -57,7 +61,8 @@ pub(super) async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode
             let next = tokio::time::timeout(IDLE, raw_rx.recv()).await;
             let Ok(Some(record)) = next else { break };
             let partition = record.origin.position.partition;
-            if written_at(&record).is_some_and(|t| t >= started) {
+            let letter = Letter::from_topic(&record.payload, &record.headers);
+            if letter.written.is_some_and(|t| t >= started) {
                 done_partitions.insert(partition);
                 continue;
             }
@@ -66,7 +71,7 @@ pub(super) async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode
             if done_partitions.contains(&partition) {
                 continue;
             }
-            if let Some(spill) = truncated(&record) {
+            if let Some(spill) = letter.truncated {
                 tracing::warn!(
                     partition,
                     offset = record.origin.position.offset,
@@ -97,19 +102,4 @@ pub(super) async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode
         Tally::get(&tally.dead_lettered)
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// The spill file holding the full original of a truncated letter.
-fn truncated(record: &Record) -> Option<String> {
-    let header = |name: &str| letter_header(&record.headers, name);
-    header("truncated")?;
-    Some(header("spill").unwrap_or_default())
-}
-
-/// When the letter was written, from its `ticketmeter.dlq.time` header.
-fn written_at(record: &Record) -> Option<DateTime<Utc>> {
-    let text = letter_header(&record.headers, "time")?;
-    DateTime::parse_from_rfc3339(&text)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
 }

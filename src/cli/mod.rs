@@ -29,6 +29,7 @@ use crate::commit::OffsetTracker;
 use crate::dlq::DeadLetterSink;
 use crate::domain::Identity;
 use crate::ensure::Provisioner;
+use crate::health::Health;
 use crate::pipeline::Pipeline;
 
 /// Runs the parsed command.
@@ -111,7 +112,8 @@ fn one_shot_provisioner(
     Ok(app::provisioner(client, &settings))
 }
 
-/// The pipeline of `replay` and `dlq replay`, from their arguments.
+/// The pipeline of `replay` and `dlq replay --file`, from their arguments;
+/// no `/ready` serves its health.
 async fn start_pipeline(
     args: &args::PipelineArgs,
     dlq: DeadLetterSink,
@@ -119,7 +121,8 @@ async fn start_pipeline(
     cancel: &CancellationToken,
 ) -> anyhow::Result<Pipeline> {
     let settings = config::pipeline(args)?;
-    Ok(app::start_pipeline(&settings, dlq, tracker, cancel).await?)
+    let health = Health::default();
+    Ok(app::start_pipeline(&settings, dlq, tracker, health, cancel).await?)
 }
 
 /// The collector's configuration from a `ticketmeter run …` command line,

@@ -24,10 +24,8 @@
 //! group) and resumed once the pipeline drains or its backlog is revoked.
 //! Partitions assigned meanwhile take the same state.
 //!
-//! Progress watchdog: librdkafka's statistics (every few seconds) give each
-//! partition's high watermark as the broker reports it in fetch responses;
-//! a partition with records beyond our position that reads nothing for
-//! `STALL_AFTER` while not paused is reported to [`health`].
+//! Lag and stalls: librdkafka's statistics feed the stall watchdog
+//! ([`super::watchdog`]), which also refreshes the lag gauges.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,86 +33,32 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::statistics::{Partition as PartitionStats, Statistics};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::watchdog::{stats_interval, Watch, Watchdog};
 use super::{Origin, Record};
 use crate::commit::{OffsetTracker, Position};
-use crate::health::{health, PartitionStall};
-use crate::metrics::{metrics, Partition};
-use crate::secret::{ExposeSecret, Secret};
+use crate::health::Health;
+use crate::kafka::{owned_headers, KafkaConfig};
+use crate::metrics::metrics;
 
 /// How long the pipeline may refuse a record before partitions are paused.
 const PAUSE_AFTER: Duration = Duration::from_millis(250);
-/// The most often librdkafka statistics (watermarks for lag and the
-/// watchdog) are emitted; they come four times per `STALL_AFTER` at most
-/// every 5 s.
-const STATS_EVERY_MAX: Duration = Duration::from_secs(5);
 
-/// Kafka connection settings, named as the original's environment.
-#[derive(Debug, Clone)]
-pub struct KafkaConfig {
-    pub brokers: String,
-    pub topic: String,
-    pub group: String,
-    pub sasl_username: Option<String>,
-    pub sasl_password: Option<Secret>,
-    pub sasl_mechanism: String,
-    pub tls: bool,
-    /// Pass-through librdkafka settings (from `KAFKA_OPT_*`).
-    pub extra: Vec<(String, String)>,
-    /// How often settled progress is stored and auto-committed.
-    pub commit_interval: Duration,
-    /// How long a partition with work may read nothing before it counts
-    /// as stalled.
-    pub stall_after: Duration,
-}
-
+/// The consumer-group member's settings, on top of the shared ones.
 impl KafkaConfig {
-    /// librdkafka settings shared by the consumer and the DLQ producer.
-    pub fn client_config(&self) -> RdConfig {
-        let mut c = RdConfig::new();
-        c.set("bootstrap.servers", &self.brokers);
-        let protocol = match (self.sasl_username.is_some(), self.tls) {
-            (true, true) => "SASL_SSL",
-            (true, false) => "SASL_PLAINTEXT",
-            (false, true) => "SSL",
-            (false, false) => "PLAINTEXT",
-        };
-        c.set("security.protocol", protocol);
-        if self.tls {
-            // The vendored OpenSSL looks for CAs under its own build prefix;
-            // probe the system's usual bundle locations instead.
-            c.set("ssl.ca.location", "probe");
-        }
-        if let Some(user) = &self.sasl_username {
-            c.set("sasl.mechanism", &self.sasl_mechanism);
-            c.set("sasl.username", user);
-            c.set(
-                "sasl.password",
-                self.sasl_password
-                    .as_ref()
-                    .map_or("", |p| p.expose_secret()),
-            );
-        }
-        for (k, v) in &self.extra {
-            c.set(k, v);
-        }
-        c
-    }
-
     fn consumer_config(&self) -> RdConfig {
         let mut c = self.client_config();
-        let stats_every = (self.stall_after / 4).clamp(Duration::from_millis(100), STATS_EVERY_MAX);
+        let stats_every = stats_interval(self.stall_after);
         c.set("group.id", &self.group)
             // Auto-commit sends only what we stored: settled progress.
             .set("enable.auto.commit", "true")
@@ -144,38 +88,12 @@ impl KafkaConfig {
 struct Shared {
     topic: String,
     tracker: Arc<OffsetTracker>,
-    stall_after: Duration,
     /// The partitions we own, each with its progress clock.
     owned: Mutex<HashMap<i32, Watch>>,
     /// Paused for back-pressure: no partition can stall meanwhile.
     paused: AtomicBool,
     gap: PollGap,
-}
-
-/// One owned partition's progress.
-#[derive(Debug)]
-struct Watch {
-    /// When a record was last read (or the partition was assigned or
-    /// resumed, or caught up).
-    progress: Instant,
-    progress_at: DateTime<Utc>,
-    /// A watermark below our position was logged already.
-    anomaly: bool,
-}
-
-impl Watch {
-    fn new() -> Self {
-        Self {
-            progress: Instant::now(),
-            progress_at: Utc::now(),
-            anomaly: false,
-        }
-    }
-
-    fn progressed(&mut self) {
-        self.progress = Instant::now();
-        self.progress_at = Utc::now();
-    }
+    watchdog: Watchdog,
 }
 
 impl Shared {
@@ -191,69 +109,19 @@ impl Shared {
             .collect()
     }
 
-    /// Checks every owned partition against librdkafka's statistics:
-    /// refreshes its lag, and reports it stalled or flowing.
+    /// Hands librdkafka's statistics to the watchdog.
     fn watch(&self, stats: &Statistics) {
         let Some(topic) = stats.topics.get(&self.topic) else {
             return;
         };
         let paused = self.paused.load(Ordering::Relaxed);
-        self.owned(|owned| {
-            for (partition, watch) in owned.iter_mut() {
-                if let Some(p) = topic.partitions.get(partition) {
-                    self.watch_one(*partition, watch, p, paused);
-                }
-            }
-        });
-    }
-
-    fn watch_one(&self, partition: i32, watch: &mut Watch, stats: &PartitionStats, paused: bool) {
-        // Our position: the next record we would hand on; before the first
-        // one, where fetching starts.
-        let position = [stats.app_offset, stats.committed_offset, stats.next_offset]
-            .into_iter()
-            .find(|o| *o >= 0);
-        let (Some(position), end) = (position, stats.hi_offset) else {
-            return;
-        };
-        if end < 0 {
-            return;
-        }
-        if end < position {
-            if !watch.anomaly {
-                watch.anomaly = true;
-                tracing::warn!(topic = %self.topic, partition, position, high_watermark = end, "broker anomaly: the partition's high watermark is below our position");
-            }
-        } else {
-            watch.anomaly = false;
-        }
-        metrics()
-            .consumer_lag
-            .get_or_create(&Partition { partition })
-            .set((end - position).max(0));
-        if paused || end <= position {
-            watch.progressed();
-            health().partition_flowing(partition);
-        } else if watch.progress.elapsed() >= self.stall_after {
-            health().partition_stalled(PartitionStall {
-                topic: self.topic.clone(),
-                partition,
-                position,
-                end,
-                since: watch.progress_at,
-            });
-        } else {
-            health().partition_flowing(partition);
-        }
+        self.owned(|owned| self.watchdog.watch(owned, topic, paused));
     }
 
     /// Forgets partitions we no longer own: their lag and stall state too.
     fn disown(&self, partitions: &[i32]) {
         self.owned(|owned| owned.retain(|p, _| !partitions.contains(p)));
-        for p in partitions {
-            metrics().consumer_lag.remove(&Partition { partition: *p });
-            health().partition_flowing(*p);
-        }
+        self.watchdog.forget(partitions);
     }
 }
 
@@ -393,17 +261,23 @@ pub(crate) struct KafkaSource {
 }
 
 impl KafkaSource {
+    /// Joins the group; its watchdog reports stalls to `health`.
     pub(crate) fn connect(
         config: &KafkaConfig,
         tracker: Arc<OffsetTracker>,
+        health: Health,
     ) -> Result<Self, KafkaError> {
         let shared = Arc::new(Shared {
             topic: config.topic.clone(),
             tracker,
-            stall_after: config.stall_after,
             owned: Mutex::default(),
             paused: AtomicBool::new(false),
             gap: PollGap::default(),
+            watchdog: Watchdog {
+                topic: config.topic.clone(),
+                stall_after: config.stall_after,
+                health,
+            },
         });
         let context = TrackingContext {
             shared: shared.clone(),
@@ -570,55 +444,9 @@ impl KafkaSource {
     }
 }
 
-/// A message's headers, copied out of librdkafka's buffer.
-pub(crate) fn owned_headers(m: &BorrowedMessage<'_>) -> Vec<(String, Bytes)> {
-    m.headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        Bytes::copy_from_slice(h.value.unwrap_or_default()),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn config(user: Option<&str>, tls: bool) -> KafkaConfig {
-        KafkaConfig {
-            brokers: "b:9092".into(),
-            topic: "t".into(),
-            group: "g".into(),
-            sasl_username: user.map(str::to_owned),
-            sasl_password: Some(Secret::from("pw")),
-            sasl_mechanism: "PLAIN".into(),
-            tls,
-            extra: vec![("session.timeout.ms".into(), "6000".into())],
-            commit_interval: Duration::from_secs(1),
-            stall_after: Duration::from_secs(60),
-        }
-    }
-
-    #[test]
-    fn sasl_over_tls_is_sasl_ssl_with_probed_cas() {
-        let c = config(Some("user"), true).client_config();
-        assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
-        assert_eq!(c.get("sasl.username"), Some("user"));
-        assert_eq!(c.get("ssl.ca.location"), Some("probe"));
-    }
-
-    #[test]
-    fn no_credentials_and_no_tls_is_plaintext() {
-        let c = config(None, false).client_config();
-        assert_eq!(c.get("security.protocol"), Some("PLAINTEXT"));
-        assert_eq!(c.get("sasl.username"), None);
-    }
+    use crate::kafka::tests::config;
 
     #[test]
     fn passthrough_settings_win_over_consumer_defaults() {

@@ -1,10 +1,12 @@
-//! Source: where records come from — a Kafka topic in a consumer group, or
-//! a file / stdin of JSON lines. Each source registers every record with
-//! the [`OffsetTracker`](crate::commit::OffsetTracker) as it is read, then
+//! Source: where records come from — a Kafka topic in a consumer group
+//! (watched for stalled partitions by [`watchdog`]), or a file / stdin of
+//! JSON lines. Each source registers every record with the
+//! [`OffsetTracker`](crate::commit::OffsetTracker) as it is read, then
 //! hands it to the pipeline through a bounded channel (back-pressure).
 
 pub(crate) mod file;
 pub(crate) mod kafka;
+mod watchdog;
 
 use std::sync::Arc;
 
