@@ -2,14 +2,12 @@
 //! nothing is dead-lettered; a batch OpenMeter rejects is split so only the
 //! offending event is dead-lettered.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{OpenMeter, PLAN};
 use openmeter_double::Route;
 use serde_json::json;
-use support::{OpenMeter, PLAN};
 use ticketmeter::{
     pipeline, Backoff, DeadLetterSink, EnsureConfig, OffsetTracker, Pipeline, PipelineConfig,
     PriceFeed, Provisioner, Tally,

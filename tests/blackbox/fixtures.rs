@@ -4,13 +4,12 @@
 //! settings; the seed's (`signer-events.jsonl`) under the settings that keep
 //! its ids, subjects and rounding.
 
-mod support;
-
-use serde_json::Value;
-use support::{
+use crate::support;
+use crate::support::{
     assert_subset, fixtures, fixtures_dir, run_fixtures, run_fixtures_with, seed_fixtures,
     OpenMeter, SEED_EVENTS, UPSTREAM_EVENTS,
 };
+use serde_json::Value;
 use ticketmeter::{BillingPolicy, Contract, DeadLetterSink, EventTime, PipelineConfig, Tally};
 
 fn expected_events(cases: &[(String, Value)]) -> Vec<&Value> {

@@ -4,16 +4,17 @@
 //! broker will not serve, a pipeline-wide hold, and a member killed during
 //! a rebalance. Each test prints the figure it measured (`--nocapture`).
 
-mod support;
-
+use crate::support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use crate::support::{
+    collector_env, eventually, free_port, Binary, Broker, OpenMeter, Storage, TOKEN,
+};
 use openmeter_double::Route;
 use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
-use support::{collector_env, eventually, free_port, Binary, Broker, OpenMeter, Storage, TOKEN};
 
 const WAIT: Duration = Duration::from_secs(90);
 

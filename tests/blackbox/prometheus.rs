@@ -5,18 +5,19 @@
 //! a running collector whose partition stalls. Each test prints the figure
 //! it measured (`--nocapture`).
 
-mod support;
-
+use crate::support;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{
+    collector_env, eventually, free_port, Binary, Broker, OpenMeter, Storage, TOKEN,
+};
 use openmeter_double::Route;
 use rdkafka::producer::FutureRecord;
 use regex::Regex;
 use serde_json::{json, Value};
-use support::{collector_env, eventually, free_port, Binary, Broker, OpenMeter, Storage, TOKEN};
 
 const RULES: &str = "deploy/prometheus/alerts.yml";
 const RULE_TESTS: &str = "deploy/prometheus/alerts_test.yml";

@@ -1,12 +1,10 @@
 //! The provisioning API, served by the real binary on a random port.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{free_port, Binary, OpenMeter, PLAN, TOKEN};
 use openmeter_double::PlanSeed;
 use serde_json::{json, Value};
-use support::{free_port, Binary, OpenMeter, PLAN, TOKEN};
 
 struct Api {
     _binary: Binary,

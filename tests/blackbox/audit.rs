@@ -2,17 +2,17 @@
 //! (the CLI is the contract: flags, exit codes, the JSON shape), against
 //! the OpenMeter double.
 
-mod support;
+mod kafka;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{fixtures, run_lines, signed_now, OpenMeter, PLAN};
 use chrono::{SecondsFormat, Utc};
 use openmeter_double::Route;
 use serde_json::Value;
-use support::{fixtures, run_lines, signed_now, OpenMeter, PLAN};
 use ticketmeter::{
     pipeline, DeadLetterSink, EnsureConfig, OffsetTracker, Pipeline, PipelineConfig, PriceFeed,
     Provisioner, UsdMicros,

@@ -4,16 +4,15 @@
 //! OpenMeter's invoicing does) must equal what the signer signed, to the
 //! micro.
 
-mod support;
-
+use crate::support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{eventually, run_lines, test_pipeline, OpenMeter};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
-use support::{eventually, run_lines, test_pipeline, OpenMeter};
 use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use ticketmeter::{
     DeadLetterSink, EnsureConfig, OffsetTracker, Pipeline, PipelineConfig, PlanKey, PriceFeed,

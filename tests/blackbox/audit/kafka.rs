@@ -3,14 +3,12 @@
 //! touching the collector's consumer group; `ticketmeter run` audits itself
 //! when `AUDIT_INTERVAL` is set and exports the result as gauges.
 
-mod support;
-
 use std::time::Duration;
 
-use serde_json::Value;
-use support::{
+use crate::support::{
     collector_env, eventually, fixtures, free_port, signed_now, Binary, Broker, OpenMeter, TOKEN,
 };
+use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
 

@@ -2,16 +2,14 @@
 //! real `ticketmeter run` binary consumes, ensures and delivers to the
 //! OpenMeter double, dead-letters to `<topic>.dlq`, and commits offsets.
 
-mod support;
-
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
-use openmeter_double::Route;
-use serde_json::json;
-use support::{
+use crate::support::{
     collector_env, eventually, fixtures, free_port, Binary, Broker, Letter, OpenMeter, TOKEN,
 };
+use openmeter_double::Route;
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(90);
 

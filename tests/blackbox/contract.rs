@@ -55,8 +55,7 @@
 //! Prism comes from `npm ci` (see `package.json`); the test fails, never
 //! skips, when `node_modules/.bin/prism` is missing.
 
-mod support;
-
+use crate::support;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

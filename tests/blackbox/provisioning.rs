@@ -1,12 +1,10 @@
 //! Provisioning against the OpenMeter double: idempotency, races, plan
 //! resolution, error classification, secrets.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::{OpenMeter, PLAN, TOKEN};
 use openmeter_double::{PlanSeed, Route};
-use support::{OpenMeter, PLAN, TOKEN};
 use ticketmeter::{EnsureConfig, EnsureError, ErrorClass, Identity, Provisioner, SubjectRule};
 
 fn provisioner(om: &OpenMeter, token: Option<&str>) -> Provisioner {

@@ -19,7 +19,6 @@ const PLAN: &str = "clearinghouse_default_ppu";
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// `bootstrap --catalog` on livepeer/clearinghouse's catalog, as it is.
-#[path = "bootstrap/upstream_catalog.rs"]
 mod upstream_catalog;
 
 struct Env {

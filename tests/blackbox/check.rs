@@ -1,12 +1,10 @@
 //! `ticketmeter check`: ✓ when everything `run` needs is in place, ✗ and a
 //! non-zero exit otherwise.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{collector_env, free_port, Binary, Broker, OpenMeter, PLAN, TOKEN};
 use openmeter_double::Route;
-use support::{collector_env, free_port, Binary, Broker, OpenMeter, PLAN, TOKEN};
 use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 
 fn run_check(broker: &Broker, om: &OpenMeter) -> (bool, String) {
