@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::support::{free_port, Binary, OpenMeter, PLAN, TOKEN};
+use crate::support::binary::Binary;
+use crate::support::double::{OpenMeter, PLAN, TOKEN};
+use crate::support::free_port;
 use openmeter_double::PlanSeed;
 use serde_json::{json, Value};
 

@@ -9,7 +9,9 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{fixtures, run_lines, signed_now, OpenMeter, PLAN};
+use crate::support::double::{OpenMeter, PLAN};
+use crate::support::fixtures::{fixtures, signed_now};
+use crate::support::pipeline::run_lines;
 use chrono::{SecondsFormat, Utc};
 use openmeter_double::Route;
 use serde_json::Value;

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{eventually, run_lines, test_pipeline, OpenMeter};
+use crate::support::double::OpenMeter;
+use crate::support::eventually;
+use crate::support::pipeline::{run_lines, test_pipeline};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -298,7 +300,7 @@ fn dlq_replay(om: &OpenMeter, letters: &std::path::Path, again: &std::path::Path
         ("OPENMETER_URL", om.url()),
         ("ETH_USD_PRICE", "3500".to_owned()),
     ];
-    let mut binary = support::Binary::spawn(
+    let mut binary = support::binary::Binary::spawn(
         &[
             "dlq",
             "replay",
@@ -488,7 +490,7 @@ async fn owner_plan_pipeline(om: &OpenMeter, owner_plan: &str, dlq: DeadLetterSi
     .expect("owner plan published");
     let provisioner = Provisioner::new(
         om.client(None),
-        support::PLAN.parse().unwrap(),
+        support::double::PLAN.parse().unwrap(),
         EnsureConfig::default(),
     )
     .with_owner_plan(Some(owner_plan));
@@ -545,8 +547,8 @@ async fn owners_and_payers_are_billed_with_the_actor_kept_as_a_dimension() {
         "no customer for a compound"
     );
     assert_eq!(plan_of(&om, "U1"), "clearinghouse_owner_starter");
-    assert_eq!(plan_of(&om, "eu_123"), support::PLAN);
-    assert_eq!(plan_of(&om, "acme:alice"), support::PLAN);
+    assert_eq!(plan_of(&om, "eu_123"), support::double::PLAN);
+    assert_eq!(plan_of(&om, "acme:alice"), support::double::PLAN);
 
     let actors: Vec<(String, String)> = om
         .double

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use crate::support::{collector_env, free_port, Binary, Broker, OpenMeter, PLAN, TOKEN};
+use crate::support::binary::{collector_env, Binary};
+use crate::support::broker::Broker;
+use crate::support::double::{OpenMeter, PLAN, TOKEN};
+use crate::support::free_port;
 use openmeter_double::Route;
 use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 

@@ -957,7 +957,8 @@ async fn every_event_of_a_pipeline_batch_validates_against_metering_event() {
     assert!(!violations_of(&validator, &bad).is_empty());
     assert!(!violations_of(&validator, &json!({"id": "x"})).is_empty());
 
-    let (_, settled) = support::run_fixtures(contract.client(), DeadLetterSink::memory()).await;
+    let (_, settled) =
+        support::pipeline::run_fixtures(contract.client(), DeadLetterSink::memory()).await;
     assert!(settled, "every fixture record settles");
 
     let batches: Vec<Exchange> = contract

@@ -5,10 +5,11 @@
 //! its ids, subjects and rounding.
 
 use crate::support;
-use crate::support::{
-    assert_subset, fixtures, fixtures_dir, run_fixtures, run_fixtures_with, seed_fixtures,
-    OpenMeter, SEED_EVENTS, UPSTREAM_EVENTS,
+use crate::support::double::OpenMeter;
+use crate::support::fixtures::{
+    assert_subset, fixtures, fixtures_dir, seed_fixtures, SEED_EVENTS, UPSTREAM_EVENTS,
 };
+use crate::support::pipeline::{run_fixtures, run_fixtures_with};
 use serde_json::Value;
 use ticketmeter::{BillingPolicy, Contract, DeadLetterSink, EventTime, PipelineConfig, Tally};
 
@@ -176,7 +177,7 @@ async fn every_fixture_event_reaches_openmeter_after_its_customer_exists() {
 
 /// `replay --dry-run` over `events` with `env` prints `cases`' lines.
 fn assert_dry_run(events: &str, cases: &[(String, Value)], env: &[(&str, &str)]) {
-    let output = std::process::Command::new(support::binary_path())
+    let output = std::process::Command::new(support::binary::binary_path())
         .args(["replay", "--dry-run"])
         .arg(fixtures_dir().join(events))
         .env_clear()
@@ -216,7 +217,7 @@ fn dry_run_prints_the_seeds_expected_lines_under_the_seed_settings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_replay_dead_letters_to_a_file_that_dlq_replay_reads_back() {
-    let om = support::OpenMeter::bootstrapped(None).await;
+    let om = support::double::OpenMeter::bootstrapped(None).await;
     let dir = tempfile::tempdir().unwrap();
     let dlq = dir.path().join("dlq.jsonl");
     let env = |extra: &[(&'static str, String)]| {
@@ -229,7 +230,7 @@ async fn file_replay_dead_letters_to_a_file_that_dlq_replay_reads_back() {
         env
     };
     let run = |args: &[&str], env: Vec<(&'static str, String)>| {
-        let mut b = support::Binary::spawn(args, &env);
+        let mut b = support::binary::Binary::spawn(args, &env);
         let status = b
             .wait(std::time::Duration::from_secs(60))
             .expect("finishes");
@@ -303,7 +304,7 @@ fn dry_run_over_stdin_gives_every_hostile_line_its_fate_and_exits_0() {
         input.extend_from_slice(line);
         input.push(b'\n');
     }
-    let mut child = std::process::Command::new(support::binary_path())
+    let mut child = std::process::Command::new(support::binary::binary_path())
         .args(["replay", "--dry-run", "-"])
         .env_clear()
         .env("ETH_USD_PRICE", "3500")
@@ -352,7 +353,7 @@ async fn dry_run_dead_letters_exactly_what_the_real_replay_dead_letters() {
     let corpus = corpus_path.display().to_string();
     let dlq = dir.path().join("dlq.jsonl");
 
-    let dry = std::process::Command::new(support::binary_path())
+    let dry = std::process::Command::new(support::binary::binary_path())
         .args(["replay", "--dry-run", &corpus])
         .env_clear()
         .env("ETH_USD_PRICE", "3500")
@@ -368,7 +369,7 @@ async fn dry_run_dead_letters_exactly_what_the_real_replay_dead_letters() {
         })
         .collect();
 
-    let real = tokio::process::Command::new(support::binary_path())
+    let real = tokio::process::Command::new(support::binary::binary_path())
         .args(["replay", &corpus])
         .env_clear()
         .env("OPENMETER_URL", om.url())

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{OpenMeter, PLAN};
+use crate::support::double::{OpenMeter, PLAN};
 use openmeter_double::Route;
 use serde_json::json;
 use ticketmeter::{

@@ -11,9 +11,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{
-    collector_env, eventually, free_port, Binary, Broker, OpenMeter, Storage, TOKEN,
-};
+use crate::support::binary::{collector_env, Binary};
+use crate::support::broker::{Broker, Storage};
+use crate::support::double::{OpenMeter, TOKEN};
+use crate::support::{eventually, free_port};
 use openmeter_double::Route;
 use rdkafka::producer::FutureRecord;
 use regex::Regex;
@@ -307,7 +308,10 @@ async fn a_real_prometheus_scraping_a_collector_evaluates_every_rule_and_panel_a
     let prometheus = Prometheus::start(&[port]).await;
     let started = Instant::now();
 
-    let fixtures: Vec<String> = support::fixtures().into_iter().map(|(e, _)| e).collect();
+    let fixtures: Vec<String> = support::fixtures::fixtures()
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
     produce_to(&broker, topic, 1, &fixtures).await;
 
     // The stall alert: pending once the watchdog reports the partition
@@ -335,7 +339,7 @@ async fn a_real_prometheus_scraping_a_collector_evaluates_every_rule_and_panel_a
     );
 
     // The fixtures on partition 1 went through meanwhile.
-    let expected = support::fixtures()
+    let expected = support::fixtures::fixtures()
         .iter()
         .filter(|(_, x)| x.get("dead_letter").is_some())
         .count();

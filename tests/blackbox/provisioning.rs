@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::support::{OpenMeter, PLAN, TOKEN};
+use crate::support::double::{OpenMeter, PLAN, TOKEN};
 use openmeter_double::{PlanSeed, Route};
 use ticketmeter::{EnsureConfig, EnsureError, ErrorClass, Identity, Provisioner, SubjectRule};
 

@@ -9,13 +9,13 @@
 //! ticket is never lost in silence), another event type is skipped.
 
 use crate::support;
-use crate::support::assert_subset;
+use crate::support::fixtures::assert_subset;
 use serde_json::{json, Value};
 
 /// `replay --dry-run` over `inputs` at ETH/USD 3000, one printed line each.
 fn dry_run(inputs: &[Value]) -> Vec<Value> {
     use std::io::Write;
-    let mut child = std::process::Command::new(support::binary_path())
+    let mut child = std::process::Command::new(support::binary::binary_path())
         .args(["replay", "--dry-run", "-"])
         .env_clear()
         .env("ETH_USD_PRICE", "3000")

@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
-use crate::support::{
-    collector_env, eventually, fixtures, free_port, signed_now, Binary, Broker, OpenMeter, TOKEN,
-};
+use crate::support::binary::{collector_env, Binary};
+use crate::support::broker::Broker;
+use crate::support::double::{OpenMeter, TOKEN};
+use crate::support::fixtures::{fixtures, signed_now};
+use crate::support::{eventually, free_port};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);

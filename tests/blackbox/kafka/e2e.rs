@@ -5,9 +5,11 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
-use crate::support::{
-    collector_env, eventually, fixtures, free_port, Binary, Broker, Letter, OpenMeter, TOKEN,
-};
+use crate::support::binary::{collector_env, Binary};
+use crate::support::broker::{Broker, Letter};
+use crate::support::double::{OpenMeter, TOKEN};
+use crate::support::fixtures::fixtures;
+use crate::support::{eventually, free_port};
 use openmeter_double::Route;
 use serde_json::json;
 

@@ -8,9 +8,10 @@ use crate::support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use crate::support::{
-    collector_env, eventually, free_port, Binary, Broker, OpenMeter, Storage, TOKEN,
-};
+use crate::support::binary::{collector_env, Binary};
+use crate::support::broker::{Broker, Storage};
+use crate::support::double::{OpenMeter, TOKEN};
+use crate::support::{eventually, free_port};
 use openmeter_double::Route;
 use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -297,7 +298,7 @@ async fn a_broker_killed_mid_stream_and_restarted_on_its_storage_loses_nothing()
 async fn dead_letters_an_unwritable_dlq_topic_refuses_are_spilled_and_nothing_is_lost() {
     let (topic, partitions) = ("unwritable-events", 2);
     let (broker, om) = stack(Storage::Sqlite, topic, partitions).await;
-    let cases = support::fixtures();
+    let cases = support::fixtures::fixtures();
     let payloads: Vec<String> = cases.iter().map(|(e, _)| e.clone()).collect();
     broker.produce(topic, &payloads, partitions).await;
     let letters_expected = cases
