@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use openmeter_double::PlanSeed;
+use serde_json::{json, Value};
+
 use crate::support::binary::Binary;
 use crate::support::double::{OpenMeter, PLAN, TOKEN};
 use crate::support::free_port;
-use openmeter_double::PlanSeed;
-use serde_json::{json, Value};
 
 struct Api {
     _binary: Binary,

@@ -9,9 +9,6 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::double::{OpenMeter, PLAN};
-use crate::support::fixtures::{fixtures, signed_now};
-use crate::support::pipeline::run_lines;
 use chrono::{SecondsFormat, Utc};
 use openmeter_double::Route;
 use serde_json::Value;
@@ -19,6 +16,10 @@ use ticketmeter::{
     pipeline, DeadLetterSink, EnsureConfig, OffsetTracker, Pipeline, PipelineConfig, PriceFeed,
     Provisioner, UsdMicros,
 };
+
+use crate::support::double::{OpenMeter, PLAN};
+use crate::support::fixtures::{fixtures, signed_now};
+use crate::support::pipeline::run_lines;
 
 /// A bootstrapped double, a work directory, and the fixtures as the signer
 /// would sign them now (after their customers' subscriptions began).

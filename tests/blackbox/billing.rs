@@ -4,14 +4,10 @@
 //! OpenMeter's invoicing does) must equal what the signer signed, to the
 //! micro.
 
-use crate::support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::double::OpenMeter;
-use crate::support::eventually;
-use crate::support::pipeline::{run_lines, test_pipeline};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -22,6 +18,11 @@ use ticketmeter::{
 };
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
+
+use crate::support;
+use crate::support::double::OpenMeter;
+use crate::support::eventually;
+use crate::support::pipeline::{run_lines, test_pipeline};
 
 const METER: &str = "billable_usd_micros";
 

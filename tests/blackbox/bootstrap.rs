@@ -14,7 +14,7 @@ use ticketmeter::{
     PlanKey,
 };
 
-const PLAN: &str = "clearinghouse_default_ppu";
+use crate::support::double::PLAN;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

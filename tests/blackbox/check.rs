@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
+use openmeter_double::Route;
+use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
+
 use crate::support::binary::{collector_env, Binary};
 use crate::support::broker::Broker;
 use crate::support::double::{OpenMeter, PLAN, TOKEN};
 use crate::support::free_port;
-use openmeter_double::Route;
-use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 
 fn run_check(broker: &Broker, om: &OpenMeter) -> (bool, String) {
     let env = collector_env(&broker.brokers(), "check-events", &om.url(), free_port());

@@ -55,7 +55,6 @@
 //! Prism comes from `npm ci` (see `package.json`); the test fails, never
 //! skips, when `node_modules/.bin/prism` is missing.
 
-use crate::support;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -78,8 +77,10 @@ use ticketmeter::{
     CLOUDEVENT_BATCH, DEFAULT_MAX_BYTES,
 };
 
+use crate::support;
+use crate::support::double::PLAN;
+
 const TOKEN: &str = "contract-test-token";
-const PLAN: &str = "clearinghouse_default_ppu";
 /// What Prism's own error responses have as `type`.
 const PRISM_ERROR: &str = "https://stoplight.io/prism/errors#";
 

@@ -4,14 +4,15 @@
 //! settings; the seed's (`signer-events.jsonl`) under the settings that keep
 //! its ids, subjects and rounding.
 
+use serde_json::Value;
+use ticketmeter::{BillingPolicy, Contract, DeadLetterSink, EventTime, PipelineConfig, Tally};
+
 use crate::support;
 use crate::support::double::OpenMeter;
 use crate::support::fixtures::{
     assert_subset, fixtures, fixtures_dir, seed_fixtures, SEED_EVENTS, UPSTREAM_EVENTS,
 };
 use crate::support::pipeline::{run_fixtures, run_fixtures_with};
-use serde_json::Value;
-use ticketmeter::{BillingPolicy, Contract, DeadLetterSink, EventTime, PipelineConfig, Tally};
 
 fn expected_events(cases: &[(String, Value)]) -> Vec<&Value> {
     cases

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::double::{OpenMeter, PLAN};
 use openmeter_double::Route;
 use serde_json::json;
 use ticketmeter::{
@@ -13,6 +12,8 @@ use ticketmeter::{
     PriceFeed, Provisioner, Tally,
 };
 use tokio_util::sync::CancellationToken;
+
+use crate::support::double::{OpenMeter, PLAN};
 
 fn events(n: usize) -> String {
     (0..n)

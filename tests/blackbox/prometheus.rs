@@ -5,20 +5,21 @@
 //! a running collector whose partition stalls. Each test prints the figure
 //! it measured (`--nocapture`).
 
-use crate::support;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::binary::{collector_env, Binary};
-use crate::support::broker::{Broker, Storage};
-use crate::support::double::{OpenMeter, TOKEN};
-use crate::support::{eventually, free_port};
 use openmeter_double::Route;
 use rdkafka::producer::FutureRecord;
 use regex::Regex;
 use serde_json::{json, Value};
+
+use crate::support;
+use crate::support::binary::{collector_env, Binary};
+use crate::support::broker::{Broker, Storage};
+use crate::support::double::{OpenMeter, TOKEN};
+use crate::support::{eventually, free_port};
 
 const RULES: &str = "deploy/prometheus/alerts.yml";
 const RULE_TESTS: &str = "deploy/prometheus/alerts_test.yml";

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use crate::support::double::{OpenMeter, PLAN, TOKEN};
 use openmeter_double::{PlanSeed, Route};
 use ticketmeter::{EnsureConfig, EnsureError, ErrorClass, Identity, Provisioner, SubjectRule};
+
+use crate::support::double::{OpenMeter, PLAN, TOKEN};
 
 fn provisioner(om: &OpenMeter, token: Option<&str>) -> Provisioner {
     Provisioner::new(

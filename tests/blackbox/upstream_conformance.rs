@@ -8,9 +8,10 @@
 //! sends it either: an empty owner id is dead-lettered with its reason (a
 //! ticket is never lost in silence), another event type is skipped.
 
+use serde_json::{json, Value};
+
 use crate::support;
 use crate::support::fixtures::assert_subset;
-use serde_json::{json, Value};
 
 /// `replay --dry-run` over `inputs` at ETH/USD 3000, one printed line each.
 fn dry_run(inputs: &[Value]) -> Vec<Value> {

@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::support::binary::{collector_env, Binary};
 use crate::support::broker::Broker;
 use crate::support::double::{OpenMeter, TOKEN};
 use crate::support::fixtures::{fixtures, signed_now};
 use crate::support::{eventually, free_port};
-use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
 

@@ -5,13 +5,15 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
+use openmeter_double::Route;
+use serde_json::json;
+
+use super::ticket;
 use crate::support::binary::{collector_env, Binary};
 use crate::support::broker::{Broker, Letter};
 use crate::support::double::{OpenMeter, TOKEN};
 use crate::support::fixtures::fixtures;
 use crate::support::{eventually, free_port};
-use openmeter_double::Route;
-use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -53,13 +55,6 @@ fn stops_cleanly(collector: &mut Binary) -> bool {
     collector
         .terminate(Duration::from_secs(30))
         .is_some_and(|s| s.success())
-}
-
-fn ticket(i: usize, customer: usize) -> String {
-    json!({"id": format!("env-{i}"), "type": "create_signed_ticket", "timestamp": "1788912000000", "gateway": "",
-           "data": {"request_id": format!("req-{i}"), "auth_id": format!("client-{customer}:user-{customer}"),
-                    "computed_fee": "1000000000000", "current_time": "2026-09-09T00:00:00Z", "pipeline": "live"}})
-    .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

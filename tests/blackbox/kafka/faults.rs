@@ -4,27 +4,22 @@
 //! broker will not serve, a pipeline-wide hold, and a member killed during
 //! a rebalance. Each test prints the figure it measured (`--nocapture`).
 
-use crate::support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use openmeter_double::Route;
+use rdkafka::config::ClientConfig as RdConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+
+use super::ticket;
+use crate::support;
 use crate::support::binary::{collector_env, Binary};
 use crate::support::broker::{Broker, Storage};
 use crate::support::double::{OpenMeter, TOKEN};
 use crate::support::{eventually, free_port};
-use openmeter_double::Route;
-use rdkafka::config::ClientConfig as RdConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn ticket(i: usize, customer: usize) -> String {
-    json!({"id": format!("env-{i}"), "type": "create_signed_ticket", "timestamp": "1788912000000", "gateway": "",
-           "data": {"request_id": format!("req-{i}"), "auth_id": format!("client-{customer}:user-{customer}"),
-                    "computed_fee": "1000000000000", "current_time": "2026-09-09T00:00:00Z", "pipeline": "live"}})
-    .to_string()
-}
 
 async fn stack(storage: Storage, topic: &str, partitions: i32) -> (Broker, OpenMeter) {
     let broker = Broker::start_with(storage);
