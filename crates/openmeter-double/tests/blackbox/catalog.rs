@@ -1,6 +1,4 @@
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::json;
 
 fn meter(key: &str) -> serde_json::Value {

@@ -1,6 +1,4 @@
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::{json, Value};
 
 async fn list(env: &Env, query: &str) -> Value {

@@ -1,10 +1,8 @@
 //! Canceled means "still active until `active_to`", and a customer has one
 //! subscription at a time.
 
-mod common;
-
+use crate::support::*;
 use chrono::{DateTime, Duration, Months, Utc};
-use common::*;
 use openmeter_double::{Decimal, PlanSeed};
 use serde_json::{json, Value};
 

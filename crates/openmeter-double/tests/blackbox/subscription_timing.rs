@@ -1,10 +1,8 @@
 //! When a subscription starts, as the real server decides it: the v3 create
 //! body has no start time, so `active_from` is the moment of creation.
 
-mod common;
-
+use crate::support::*;
 use chrono::{DateTime, Utc};
-use common::*;
 use openmeter_double::PlanSeed;
 use serde_json::{json, Value};
 

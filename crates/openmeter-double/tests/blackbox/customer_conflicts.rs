@@ -1,9 +1,7 @@
 //! Which customer creates the server refuses, with its words, and how the
 //! owner of a subject is found instead.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 
 fn detail(p: &serde_json::Value) -> &str {
     p["detail"].as_str().unwrap_or_default()

@@ -1,10 +1,8 @@
 //! The meter query and what invoicing bills: counted per customer, by event
 //! time in whole seconds, deduplicated, summed exactly.
 
-mod common;
-
+use crate::support::*;
 use chrono::{DateTime, Duration, SecondsFormat, SubsecRound, Utc};
-use common::*;
 use openmeter_double::{Decimal, Route};
 use serde_json::{json, Value};
 

@@ -1,11 +1,10 @@
 //! Load check: batched ingest on loopback. Ignored by default (debug builds
 //! are slow); run with `cargo test -p openmeter-double --release --test
-//! throughput -- --ignored --nocapture`.
-mod common;
+//! blackbox throughput -- --ignored --nocapture`.
 
 use std::time::Instant;
 
-use common::*;
+use crate::support::*;
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

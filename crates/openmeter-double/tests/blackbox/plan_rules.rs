@@ -2,9 +2,7 @@
 //! period, only an active version can be subscribed to, and publish refuses
 //! what invoicing could not bill.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use openmeter_double::PlanSeed;
 use serde_json::{json, Value};
 

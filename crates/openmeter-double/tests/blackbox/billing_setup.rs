@@ -1,9 +1,7 @@
 //! An injectable billing-setup refusal: the server's 409 "invalid billing
 //! setup" for one customer, everyone else unaffected.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use openmeter_double::PlanSeed;
 use serde_json::json;
 

@@ -1,6 +1,4 @@
-mod common;
-
-use common::*;
+use crate::support::*;
 use openmeter_double::PlanSeed;
 use serde_json::json;
 

@@ -1,8 +1,6 @@
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use openmeter_double::{DoubleConfig, Route};
 use serde_json::json;
 
