@@ -1,9 +1,11 @@
 //! An injectable billing-setup refusal: the server's 409 "invalid billing
 //! setup" for one customer, everyone else unaffected.
 
-use crate::support::*;
 use openmeter_double::PlanSeed;
 use serde_json::json;
+
+use crate::support::spec::{json_of, problem};
+use crate::support::{start, Env};
 
 /// An active plan with a priced rate card (only those are checked).
 fn priced_plan(env: &Env) -> String {

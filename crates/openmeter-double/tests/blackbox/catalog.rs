@@ -1,5 +1,7 @@
-use crate::support::*;
 use serde_json::json;
+
+use crate::support::spec::{json_of, problem};
+use crate::support::start;
 
 fn meter(key: &str) -> serde_json::Value {
     json!({

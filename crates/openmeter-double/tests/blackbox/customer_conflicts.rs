@@ -1,7 +1,8 @@
 //! Which customer creates the server refuses, with its words, and how the
 //! owner of a subject is found instead.
 
-use crate::support::*;
+use crate::support::spec::{json_of, problem};
+use crate::support::start;
 
 fn detail(p: &serde_json::Value) -> &str {
     p["detail"].as_str().unwrap_or_default()

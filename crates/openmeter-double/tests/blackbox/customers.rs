@@ -1,6 +1,8 @@
-use crate::support::*;
 use openmeter_double::Route;
 use serde_json::json;
+
+use crate::support::spec::{json_of, problem};
+use crate::support::start;
 
 #[tokio::test]
 async fn create_customer_returns_201_then_duplicate_key_409() {

@@ -1,5 +1,7 @@
-use crate::support::*;
 use serde_json::{json, Value};
+
+use crate::support::spec::{json_of, problem};
+use crate::support::{event, start, Env};
 
 async fn list(env: &Env, query: &str) -> Value {
     let url = format!("/openmeter/events{query}");

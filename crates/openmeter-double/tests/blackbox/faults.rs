@@ -1,8 +1,10 @@
 use std::time::{Duration, Instant};
 
-use crate::support::*;
 use openmeter_double::{DoubleConfig, Route};
 use serde_json::json;
+
+use crate::support::spec::problem;
+use crate::support::{event, start, start_with};
 
 #[tokio::test]
 async fn fail_next_fails_exactly_n_calls_then_recovers() {

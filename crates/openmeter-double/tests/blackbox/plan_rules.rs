@@ -2,9 +2,11 @@
 //! period, only an active version can be subscribed to, and publish refuses
 //! what invoicing could not bill.
 
-use crate::support::*;
 use openmeter_double::PlanSeed;
 use serde_json::{json, Value};
+
+use crate::support::spec::{json_of, problem};
+use crate::support::{billable_feature, plan_body, start, Env};
 
 fn detail(p: &Value) -> &str {
     p["detail"].as_str().unwrap_or_default()

@@ -1,6 +1,8 @@
-use crate::support::*;
 use openmeter_double::PlanSeed;
 use serde_json::json;
+
+use crate::support::spec::{json_of, problem};
+use crate::support::{billable_feature, plan_body, start, Env};
 
 /// Creates a publishable draft of `key` (and, the first time, its feature).
 async fn create_plan(env: &Env, key: &str) -> serde_json::Value {

@@ -1,7 +1,8 @@
 //! Guards the test suite's own spec validator against vacuous passes.
 
-use crate::support::assert_matches_spec;
 use serde_json::json;
+
+use crate::support::spec::assert_matches_spec;
 
 fn customer() -> serde_json::Value {
     json!({

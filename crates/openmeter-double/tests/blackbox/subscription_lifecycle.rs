@@ -1,10 +1,12 @@
 //! Canceled means "still active until `active_to`", and a customer has one
 //! subscription at a time.
 
-use crate::support::*;
 use chrono::{DateTime, Duration, Months, Utc};
 use openmeter_double::{Decimal, PlanSeed};
 use serde_json::{json, Value};
+
+use crate::support::spec::{json_of, problem};
+use crate::support::{event, start, Env};
 
 fn time(v: &Value) -> DateTime<Utc> {
     v.as_str()

@@ -1,10 +1,12 @@
 //! When a subscription starts, as the real server decides it: the v3 create
 //! body has no start time, so `active_from` is the moment of creation.
 
-use crate::support::*;
 use chrono::{DateTime, Utc};
 use openmeter_double::PlanSeed;
 use serde_json::{json, Value};
+
+use crate::support::spec::json_of;
+use crate::support::{start, Env};
 
 fn time(v: &Value) -> DateTime<Utc> {
     v.as_str()

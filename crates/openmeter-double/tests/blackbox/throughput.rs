@@ -4,8 +4,9 @@
 
 use std::time::Instant;
 
-use crate::support::*;
 use serde_json::{json, Value};
+
+use crate::support::{event, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]

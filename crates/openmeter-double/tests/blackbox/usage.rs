@@ -1,10 +1,12 @@
 //! The meter query and what invoicing bills: counted per customer, by event
 //! time in whole seconds, deduplicated, summed exactly.
 
-use crate::support::*;
 use chrono::{DateTime, Duration, SecondsFormat, SubsecRound, Utc};
 use openmeter_double::{Decimal, Route};
 use serde_json::{json, Value};
+
+use crate::support::spec::{json_of, problem};
+use crate::support::{start, Env};
 
 const METER: &str = "billable_usd_micros";
 
