@@ -891,7 +891,7 @@ async fn bootstrap_of_the_catalog_on_a_fresh_double_passes_with_no_violation() {
 }
 
 /// livepeer/clearinghouse's `openmeter-collector/provision/catalog.json`,
-/// copied unchanged (see `tests/upstream_catalog.rs` for its commit).
+/// copied unchanged (see `tests/blackbox/bootstrap/upstream_catalog.rs` for its commit).
 fn upstream_catalog() -> Catalog {
     Catalog::from_file(&repo().join("tests/fixtures/upstream-catalog.json"))
         .expect("upstream's catalog reads")
