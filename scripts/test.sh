@@ -22,13 +22,13 @@ fi
 if [ ! -x node_modules/.bin/prism ] && [ -f package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
-# tests/prometheus.rs: Prometheus and promtool (Debian's prometheus package).
+# tests/blackbox/prometheus.rs: Prometheus and promtool (Debian's prometheus package).
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
   echo "installing prometheus and promtool (Debian)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
-# tests/deploy.rs: offline validators that bundle their schemas (PyPI):
+# tests/blackbox/deploy.rs: offline validators that bundle their schemas (PyPI):
 # Kubernetes' for deploy/kubernetes/, the Compose Specification's for
 # docker-compose.yml.
 if ! python3 -c 'import kubernetes_validate, check_jsonschema' >/dev/null 2>&1; then

@@ -1,0 +1,207 @@
+//! The provisioning API, served by the real binary on a random port.
+
+use std::time::Duration;
+
+use openmeter_double::PlanSeed;
+use serde_json::{json, Value};
+
+use crate::support::binary::Binary;
+use crate::support::double::{OpenMeter, PLAN, TOKEN};
+use crate::support::free_port;
+
+struct Api {
+    _binary: Binary,
+    base: String,
+    http: reqwest::Client,
+}
+
+async fn serve(om: &OpenMeter, extra: &[(&'static str, String)]) -> Api {
+    let port = free_port();
+    let mut env = vec![
+        ("OPENMETER_URL", om.url()),
+        ("OPENMETER_API_KEY", TOKEN.to_owned()),
+        ("PROVISION_PORT", port.to_string()),
+    ];
+    env.extend_from_slice(extra);
+    let binary = Binary::spawn(&["serve"], &env);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(format!("{base}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Api {
+        _binary: binary,
+        base,
+        http,
+    }
+}
+
+async fn started() -> (OpenMeter, Api) {
+    let om = OpenMeter::start(Some(TOKEN)).await;
+    om.double.seed_plan(PlanSeed::new(PLAN, 1, "active"));
+    let api = serve(&om, &[]).await;
+    (om, api)
+}
+
+impl Api {
+    async fn post(&self, body: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/ensure", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn health_answers_ok() {
+    let (_om, api) = started().await;
+    let body: Value = api
+        .http
+        .get(format!("{}/health", api.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body, json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn ensure_returns_the_sidecar_response_shape() {
+    let (om, api) = started().await;
+    let (status, body) = api
+        .post(r#"{"data": {"clientId": "acme", "externalUserId": "alice"}}"#)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["customerKey"], "acme:alice");
+    assert_eq!(body["planKey"], PLAN);
+    assert_eq!(body["status"], "active");
+    assert_eq!(
+        body["created"],
+        json!({"customer": true, "subscription": true})
+    );
+    assert_eq!(body["customerId"], om.double.customers()[0].id.as_str());
+    assert!(body["subscriptionId"].is_string());
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400_with_a_json_error() {
+    let (_om, api) = started().await;
+    let (status, body) = api.post("{not json").await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("not valid JSON"));
+}
+
+#[tokio::test]
+async fn non_compound_auth_id_is_a_400() {
+    let (om, api) = started().await;
+    let (status, body) = api.post(r#"{"auth_id": "session_123"}"#).await;
+    assert_eq!(status, 400);
+    assert!(body["error"].is_string());
+    assert_eq!(om.double.total_calls(), 0);
+}
+
+#[tokio::test]
+async fn oversized_body_is_a_413() {
+    let (_om, api) = started().await;
+    let big = format!(r#"{{"auth_id": "a:b", "pad": "{}"}}"#, "x".repeat(100_000));
+    let (status, body) = api.post(&big).await;
+    assert_eq!(status, 413);
+    assert!(body["error"].is_string());
+}
+
+#[tokio::test]
+async fn wrong_method_is_a_405_with_a_json_error() {
+    let (_om, api) = started().await;
+    let r = api
+        .http
+        .get(format!("{}/ensure", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].is_string());
+}
+
+#[tokio::test]
+async fn openmeter_refusing_the_token_is_a_502_naming_the_token() {
+    let om = OpenMeter::start(Some(TOKEN)).await;
+    let api = serve(&om, &[("OPENMETER_API_KEY", "kpat_wrong".to_owned())]).await;
+    let (status, body) = api.post(r#"{"auth_id": "a:b"}"#).await;
+    assert_eq!(status, 502);
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("OPENMETER_API_KEY") && !error.contains("kpat_wrong"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn openmeter_unavailable_is_a_503() {
+    let om = OpenMeter::start(Some(TOKEN)).await;
+    om.double.seed_plan(PlanSeed::new(PLAN, 1, "active"));
+    om.double
+        .fail_next(openmeter_double::Route::ListCustomers, 10, 503);
+    let api = serve(&om, &[]).await;
+    let (status, _) = api.post(r#"{"auth_id": "a:b"}"#).await;
+    assert_eq!(status, 503);
+}
+
+#[tokio::test]
+async fn provision_token_is_demanded_when_set() {
+    let om = OpenMeter::start(Some(TOKEN)).await;
+    om.double.seed_plan(PlanSeed::new(PLAN, 1, "active"));
+    let api = serve(&om, &[("PROVISION_TOKEN", "letmein".to_owned())]).await;
+    let (status, _) = api.post(r#"{"auth_id": "a:b"}"#).await;
+    assert_eq!(status, 401);
+    let r = api
+        .http
+        .post(format!("{}/ensure", api.base))
+        .bearer_auth("letmein")
+        .json(&json!({"auth_id": "a:b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[test]
+fn binding_off_loopback_without_a_token_refuses_to_start() {
+    let mut binary = Binary::spawn(
+        &["serve"],
+        &[
+            ("OPENMETER_URL", "http://127.0.0.1:9/api/v3".to_owned()),
+            ("PROVISION_BIND", "0.0.0.0".to_owned()),
+            ("PROVISION_PORT", free_port().to_string()),
+        ],
+    );
+    let status = binary.wait(Duration::from_secs(10)).expect("exits");
+    assert!(!status.success());
+    assert!(binary.stderr().contains("PROVISION_TOKEN"));
+}
+
+#[tokio::test]
+async fn empty_variables_in_the_environment_count_as_unset() {
+    let om = OpenMeter::start(Some(TOKEN)).await;
+    om.double.seed_plan(PlanSeed::new(PLAN, 1, "active"));
+    let api = serve(
+        &om,
+        &[
+            ("PROVISION_TOKEN", String::new()),
+            ("OPENMETER_INGEST_URL", String::new()),
+        ],
+    )
+    .await;
+    let (status, body) = api.post(r#"{"auth_id": "a:b"}"#).await;
+    assert_eq!(status, 200, "{body}");
+}

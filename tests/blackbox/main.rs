@@ -1,0 +1,24 @@
+//! The black-box tests: one test binary (`cargo test --test blackbox`) that
+//! drives ticketmeter from outside — its public library API, the real
+//! `ticketmeter` binary, a real Kafka-protocol broker (tansu), the OpenMeter
+//! double, Prism and Prometheus — with one module per capability. `support`
+//! holds the harness, split by concern. README, "Where a new test goes",
+//! says which module a new test belongs in.
+
+mod support;
+
+mod api;
+mod audit;
+mod billing;
+mod bootstrap;
+mod check;
+mod contract;
+mod deploy;
+mod fixtures;
+mod kafka;
+mod layout;
+mod outage;
+mod price;
+mod prometheus;
+mod provisioning;
+mod upstream_conformance;

@@ -1,0 +1,96 @@
+//! OpenMeter failing for a while, then recovering: nothing is lost and
+//! nothing is dead-lettered; a batch OpenMeter rejects is split so only the
+//! offending event is dead-lettered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openmeter_double::Route;
+use serde_json::json;
+use ticketmeter::{
+    pipeline, Backoff, DeadLetterSink, EnsureConfig, OffsetTracker, Pipeline, PipelineConfig,
+    PriceFeed, Provisioner, Tally,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::double::{OpenMeter, PLAN};
+
+fn events(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            json!({"id": format!("env-{i}"), "type": "create_signed_ticket",
+                   "data": {"request_id": format!("req-{i}"), "auth_id": format!("c{}:u", i % 7),
+                            "computed_fee": "1000000000000", "current_time": "2026-09-09T00:00:00Z"}})
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+fn build(om: &OpenMeter, dlq: DeadLetterSink) -> Pipeline {
+    let config = PipelineConfig {
+        batch_max_events: 50,
+        linger: Duration::from_millis(10),
+        backoff: Backoff {
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+        },
+        ..PipelineConfig::default()
+    };
+    pipeline(
+        Provisioner::new(
+            om.client(None),
+            PLAN.parse().unwrap(),
+            EnsureConfig::default(),
+        ),
+        dlq,
+        Arc::new(OffsetTracker::default()),
+        PriceFeed::fixed("3500".parse().unwrap()),
+        config,
+    )
+}
+
+#[tokio::test]
+async fn openmeter_failing_then_recovering_loses_and_dead_letters_nothing() {
+    let om = OpenMeter::bootstrapped(None).await;
+    om.double.fail_next(Route::IngestEvents, 4, 500);
+    om.double
+        .fail_next_with_retry_after(Route::ListCustomers, 3, 429, 0);
+    om.double.drop_next(Route::IngestEvents, 2);
+    let dlq = DeadLetterSink::memory();
+    let pipeline = build(&om, dlq.clone());
+    let input = events(1000);
+    let settled = pipeline
+        .run_lines(
+            std::io::Cursor::new(input.into_bytes()),
+            "outage",
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(settled);
+    assert_eq!(om.double.unique_events().len(), 1000);
+    assert!(dlq.kept().is_empty());
+    assert_eq!(Tally::get(&pipeline.tally().dead_lettered), 0);
+}
+
+#[tokio::test]
+async fn a_rejected_event_is_isolated_and_dead_lettered_the_rest_delivered() {
+    let om = OpenMeter::bootstrapped(None).await;
+    om.double.reject_event_ids(&["env-17"]);
+    let dlq = DeadLetterSink::memory();
+    let pipeline = build(&om, dlq.clone());
+    let settled = pipeline
+        .run_lines(
+            std::io::Cursor::new(events(100).into_bytes()),
+            "reject",
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(settled);
+    assert_eq!(om.double.unique_events().len(), 99);
+    let dead = dlq.kept();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("env-17"), "{}", dead[0].reason);
+}

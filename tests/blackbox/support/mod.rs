@@ -1,0 +1,40 @@
+//! The black-box tests' harness, one file per concern:
+//!
+//! - `binary`: the real `ticketmeter` binary as a child process, and the
+//!   environment a collector needs;
+//! - `broker`: a real Kafka-protocol broker (tansu) on a loopback port;
+//! - `double`: the OpenMeter double, started and bootstrapped;
+//! - `fixtures`: the shared fixture files and how their expectations compare;
+//! - `pipeline`: ticketmeter's pipeline run in-process over JSON lines.
+//!
+//! Here: what every concern uses (a free port, waiting for a condition).
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+pub(crate) mod binary;
+pub(crate) mod broker;
+pub(crate) mod double;
+pub(crate) mod fixtures;
+pub(crate) mod pipeline;
+
+/// A free loopback port (racy in theory, fine on a test machine).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub(crate) async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
+}
