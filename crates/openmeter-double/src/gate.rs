@@ -2,6 +2,7 @@
 //! then render problems (which need the request path as `instance`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -9,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::faults::Action;
+use crate::network::RetryAfterForm;
 use crate::problem::{PendingProblem, Problem};
 use crate::route::Route;
 use crate::store::Store;
@@ -45,12 +47,47 @@ fn injected(status: u16, retry_after: Option<u64>) -> Problem {
     p
 }
 
+/// A gateway's 429: `Retry-After` says when a token is free, rounded up
+/// to whole seconds, in the form the network is set to use.
+fn rate_limited(wait: Duration, form: RetryAfterForm) -> RateLimited {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    RateLimited { secs, form }
+}
+
+struct RateLimited {
+    secs: u64,
+    form: RetryAfterForm,
+}
+
+impl RateLimited {
+    fn render(self, path: &str) -> Response {
+        let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+        p.retry_after = Some(self.secs);
+        let mut resp = p.render(path);
+        if self.form == RetryAfterForm::HttpDate {
+            let at = chrono::Utc::now() + chrono::TimeDelta::seconds(self.secs as i64);
+            let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+            if let Ok(value) = HeaderValue::from_str(&date) {
+                resp.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        resp
+    }
+}
+
 pub(crate) async fn gate(State(store): State<Arc<Store>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let route = Route::classify(req.method(), &path);
     // A meter query is a POST that changes nothing: not a write to save.
     let write = is_write(req.method()) && route != Some(Route::QueryMeter);
     store.counters.record(route, write);
+    let round_trip = store.network.delay();
+    if !round_trip.is_zero() {
+        tokio::time::sleep(round_trip).await;
+    }
+    if let Some((wait, form)) = store.network.admit() {
+        return rate_limited(wait, form).render(&path);
+    }
     if !authorized(&store, &req) {
         let mut resp =
             Problem::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token").render(&path);

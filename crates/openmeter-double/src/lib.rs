@@ -8,7 +8,8 @@
 //! as the real server's kin-openapi middleware checks it. On top of the API it
 //! offers what tests need and a real server cannot give: typed snapshots of
 //! the stored data, call counters, seeding shortcuts and fault injection
-//! (failures, latency, dropped connections) per [`Route`].
+//! (failures, latency, dropped connections) per [`Route`], and a [`Network`]
+//! between it and its clients (a round trip, a gateway's rate limit).
 //!
 //! Where the real server does more than its spec says, the double follows the
 //! server (openmeterio/openmeter, cited at each rule): a subscription starts at
@@ -38,6 +39,7 @@ mod double;
 mod faults;
 mod gate;
 mod model;
+mod network;
 mod problem;
 mod query;
 mod route;
@@ -65,6 +67,7 @@ pub use model::{
     Customer, Delivery, Feature, Labels, Meter, Plan, PlanRef, PlanSeed, Subscription,
     SubscriptionItem, SubscriptionPhase, UsageAttribution,
 };
+pub use network::{Network, RateLimit, RetryAfterForm};
 pub use problem::{InvalidParam, Problem};
 pub use route::Route;
 /// The exact decimal [`Double::billable_total`] and [`Double::metered_total`] answer in.

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::DoubleConfig;
 use crate::faults::{Counters, Faults};
+use crate::network::Conditions;
 use crate::state::State;
 
 /// The shared state of one double; handed to axum as `Arc<Store>`.
@@ -14,6 +15,7 @@ pub(crate) struct Store {
     state: Mutex<State>,
     pub(crate) counters: Counters,
     pub(crate) faults: Faults,
+    pub(crate) network: Conditions,
 }
 
 impl Store {
@@ -23,6 +25,7 @@ impl Store {
             state: Mutex::new(State::default()),
             counters: Counters::default(),
             faults: Faults::default(),
+            network: Conditions::default(),
         })
     }
 

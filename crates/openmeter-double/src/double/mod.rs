@@ -288,6 +288,18 @@ impl Double {
         self.store.faults.set_latency(route, latency);
     }
 
+    /// Put the double `network` away from its clients: every request
+    /// waits its round trip, and its rate limit answers 429 (benchmarks of
+    /// a distant server). [`Network::default`] is loopback again.
+    pub fn set_network(&self, network: crate::Network) {
+        self.store.network.set(network);
+    }
+
+    /// Requests the network's rate limit answered 429.
+    pub fn rate_limited(&self) -> u64 {
+        self.store.network.limited()
+    }
+
     /// Close the connection of the next `n` calls of `route` without sending
     /// a single response byte, like a crashed proxy.
     pub fn drop_next(&self, route: Route, n: u32) {

@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use openmeter_double::{DoubleConfig, Route};
+use openmeter_double::{DoubleConfig, Network, RateLimit, RetryAfterForm, Route};
 use serde_json::json;
 
 use crate::support::spec::problem;
@@ -193,4 +193,57 @@ async fn clear_faults_cancels_pending_swallows() {
         202
     );
     assert_eq!(env.double.unique_events().len(), 1);
+}
+
+fn limited(form: RetryAfterForm) -> Network {
+    Network {
+        rate_limit: Some(RateLimit {
+            per_second: 1,
+            burst: 2,
+            retry_after: form,
+        }),
+        ..Network::default()
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limit_answers_429_with_retry_after_seconds_and_stores_nothing() {
+    let env = start().await;
+    env.double.set_network(limited(RetryAfterForm::Seconds));
+    for i in 0..2 {
+        let id = format!("e{i}");
+        assert_eq!(env.ingest(json!([event(&id, "s")])).await.status(), 202);
+    }
+    let resp = env.ingest(json!([event("e2", "s")])).await;
+    let retry_after = resp.headers().get("retry-after").cloned();
+    problem(resp, 429).await;
+    assert_eq!(retry_after.unwrap().to_str().unwrap(), "1");
+    assert_eq!(env.double.deliveries().len(), 2);
+    assert_eq!(env.double.rate_limited(), 1);
+}
+
+#[tokio::test]
+async fn a_rate_limit_can_say_when_as_an_http_date() {
+    let env = start().await;
+    env.double.set_network(limited(RetryAfterForm::HttpDate));
+    env.get("/openmeter/plans").await;
+    env.get("/openmeter/plans").await;
+    let resp = env.get("/openmeter/plans").await;
+    let value = resp.headers().get("retry-after").cloned().unwrap();
+    problem(resp, 429).await;
+    let date = chrono::DateTime::parse_from_rfc2822(value.to_str().unwrap()).unwrap();
+    let wait = date.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(wait <= chrono::TimeDelta::seconds(1), "{wait}");
+}
+
+#[tokio::test]
+async fn every_request_waits_the_networks_round_trip() {
+    let env = start().await;
+    env.double.set_network(Network {
+        latency: Duration::from_millis(80),
+        ..Network::default()
+    });
+    let started = Instant::now();
+    env.get("/openmeter/plans").await;
+    assert!(started.elapsed() >= Duration::from_millis(80));
 }
