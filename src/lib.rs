@@ -47,6 +47,7 @@ pub use app::{pipeline, AppError, Application, Config, Stopped};
 pub use billing::{BillingPolicy, EventTime};
 pub use commit::OffsetTracker;
 pub use contract::{Contract, IdScheme};
+pub use deliver::InFlightBounds;
 pub use dlq::DeadLetterSink;
 pub use pipeline::{Pipeline, PipelineConfig};
 pub use price::{PriceFeed, PriceSource};

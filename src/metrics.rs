@@ -75,6 +75,7 @@ pub struct Metrics {
     pub ensure_cache_hits: Counter,
     pub ensure_cache_misses: Counter,
     pub ensure_cached: Gauge,
+    pub in_flight_limit: Gauge,
     pub consumer_lag: Family<Partition, Gauge>,
     pub eth_usd_price_micros: Gauge,
     pub price_updated_unix: Gauge,
@@ -104,6 +105,7 @@ impl Metrics {
             ensure_cache_hits: Counter::default(),
             ensure_cache_misses: Counter::default(),
             ensure_cached: Gauge::default(),
+            in_flight_limit: Gauge::default(),
             consumer_lag: Family::default(),
             eth_usd_price_micros: Gauge::default(),
             price_updated_unix: Gauge::default(),
@@ -180,6 +182,11 @@ impl Metrics {
             "ensure_cached_identities",
             "Identities in the ensure cache",
             m.ensure_cached.clone(),
+        );
+        r.register(
+            "delivery_in_flight_limit",
+            "Batches delivery may have in flight now (adapted to OpenMeter's round trip and push-back)",
+            m.in_flight_limit.clone(),
         );
         r.register(
             "ensure_cache_misses",

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::billing::BillingPolicy;
 use crate::contract::Contract;
 use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
-use crate::deliver::{Deliverer, Pending};
+use crate::deliver::{Deliverer, InFlightBounds, Pending, Slot};
 use crate::dlq::DeadLetterKind;
 use crate::domain::{EthUsdPrice, Identity};
 use crate::map::{map, UsageEvent};
@@ -38,8 +38,9 @@ pub struct PipelineConfig {
     pub batch_max_bytes: usize,
     /// How long a partial batch waits for more events.
     pub linger: Duration,
-    /// Batches being ensured/delivered at once.
-    pub max_in_flight: usize,
+    /// Bounds of the batches being ensured/delivered at once; the number
+    /// adapts to OpenMeter within them (`deliver::concurrency`).
+    pub in_flight: InFlightBounds,
     /// Records larger than this are dead-lettered unread.
     pub max_event_bytes: usize,
     /// How long shutdown waits for in-flight batches.
@@ -58,7 +59,7 @@ impl Default for PipelineConfig {
             batch_max_events: 500,
             batch_max_bytes: 1 << 20,
             linger: Duration::from_millis(100),
-            max_in_flight: 4,
+            in_flight: InFlightBounds::default(),
             max_event_bytes: DEFAULT_MAX_BYTES,
             shutdown_timeout: Duration::from_secs(25),
             billing: BillingPolicy::default(),
@@ -135,9 +136,9 @@ struct Batch {
     deadline: Option<tokio::time::Instant>,
 }
 
-/// Batches being ensured and delivered, bounded by `slots`.
+/// Batches being ensured and delivered, each holding a slot of the
+/// deliverer's adaptive limit.
 struct InFlight {
-    slots: Arc<Semaphore>,
     tasks: JoinSet<()>,
     cancel: CancellationToken,
 }
@@ -162,7 +163,6 @@ impl Pipeline {
         cancel: &CancellationToken,
     ) -> bool {
         let mut in_flight = InFlight {
-            slots: Arc::new(Semaphore::new(self.config.max_in_flight.max(1))),
             tasks: JoinSet::new(),
             cancel: cancel.clone(),
         };
@@ -300,17 +300,16 @@ impl Pipeline {
             return;
         }
         let events = std::mem::take(&mut batch.events);
-        let permit = tokio::select! {
+        let slot: Slot = tokio::select! {
             biased;
-            permit = in_flight.slots.clone().acquire_owned() => permit,
+            slot = self.deliverer.in_flight.acquire() => slot,
             _ = in_flight.cancel.cancelled() => return,
         };
-        let Ok(permit) = permit else { return };
         let deliverer = self.deliverer.clone();
         in_flight.tasks.spawn(async move {
             deliverer.flush(events).await;
             deliverer.health.progressed();
-            drop(permit);
+            drop(slot);
         });
     }
 
@@ -381,6 +380,7 @@ mod tests {
             Arc::new(settler),
             crate::retry::RetryPolicy::pipeline(config.backoff),
             config.billing,
+            config.in_flight,
             Health::default(),
         );
         Pipeline {

@@ -125,6 +125,7 @@ fn assemble(
         Arc::new(Settler::new(dlq, tracker)),
         retry,
         config.billing,
+        config.in_flight,
         health,
     );
     Pipeline {

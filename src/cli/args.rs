@@ -191,9 +191,14 @@ pub(crate) struct BatchArgs {
     /// How long a partial batch waits for more events.
     #[arg(long, env = "BATCH_LINGER", default_value = shown(batch().linger), value_parser = duration)]
     pub(crate) batch_linger: Duration,
-    /// Batches ensured/delivered concurrently.
-    #[arg(long, env = "BATCH_MAX_IN_FLIGHT", default_value_t = batch().max_in_flight)]
+    /// Most batches ensured/delivered concurrently; the number in flight
+    /// adapts to OpenMeter's round trip and push-back up to this.
+    #[arg(long, env = "BATCH_MAX_IN_FLIGHT", default_value_t = batch().in_flight.max)]
     pub(crate) batch_max_in_flight: usize,
+    /// Fewest batches in flight however hard OpenMeter pushes back; equal
+    /// to `BATCH_MAX_IN_FLIGHT`, it pins the number (the former fixed limit).
+    #[arg(long, env = "BATCH_MIN_IN_FLIGHT", default_value_t = batch().in_flight.min)]
+    pub(crate) batch_min_in_flight: usize,
     /// Records larger than this are dead-lettered unread.
     #[arg(long, env = "MAX_EVENT_BYTES", default_value_t = batch().max_event_bytes)]
     pub(crate) max_event_bytes: usize,

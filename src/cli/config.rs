@@ -18,6 +18,7 @@ use crate::app::{
 use crate::billing::BillingPolicy;
 use crate::bootstrap::{Catalog, SubscribeRole};
 use crate::contract::Contract;
+use crate::deliver::InFlightBounds;
 use crate::domain::PlanKey;
 use crate::ensure::EnsureConfig;
 use crate::kafka::KafkaConfig;
@@ -141,7 +142,7 @@ fn batch(args: &BatchArgs, contract: Contract) -> anyhow::Result<PipelineConfig>
         batch_max_events: args.batch_max_events.max(1),
         batch_max_bytes: args.batch_max_bytes,
         linger: args.batch_linger,
-        max_in_flight: args.batch_max_in_flight.max(1),
+        in_flight: InFlightBounds::new(args.batch_min_in_flight, args.batch_max_in_flight),
         max_event_bytes: args.max_event_bytes,
         shutdown_timeout: args.shutdown_timeout,
         billing: BillingPolicy {

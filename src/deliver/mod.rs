@@ -28,6 +28,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tracing::Instrument;
 
+mod concurrency;
+
 use crate::billing::BillingPolicy;
 use crate::commit::Position;
 use crate::dlq::DeadLetterKind;
@@ -40,6 +42,9 @@ use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
 use crate::retry::RetryPolicy;
 use crate::settle::{Outcome, Settler};
 use crate::source::Record;
+pub use concurrency::InFlightBounds;
+pub(crate) use concurrency::Slot;
+use concurrency::{AdaptiveLimit, Signal};
 
 /// How many subjects of one batch are ensured concurrently.
 const ENSURE_CONCURRENCY: usize = 16;
@@ -106,6 +111,9 @@ pub(crate) struct Deliverer {
     pub(crate) noted: Noted,
     /// Told when events are held, and when a batch gets through.
     pub(crate) health: Health,
+    /// How many batches may be in flight; each ingest tells it how
+    /// OpenMeter is coping.
+    pub(crate) in_flight: Arc<AdaptiveLimit>,
 }
 
 /// Events sent together, and whether their customers were ensured afresh
@@ -146,6 +154,7 @@ impl Deliverer {
         settler: Arc<Settler>,
         retry: RetryPolicy,
         billing: BillingPolicy,
+        in_flight: InFlightBounds,
         health: Health,
     ) -> Self {
         Self {
@@ -156,6 +165,7 @@ impl Deliverer {
             billing,
             noted: Noted::default(),
             health,
+            in_flight: Arc::new(AdaptiveLimit::new(in_flight)),
         }
     }
 
@@ -209,11 +219,16 @@ impl Deliverer {
         if ready.is_empty() {
             return;
         }
+        let sent = Instant::now();
         let Err(e) = self.client.ingest_batch(batch_body(&ready)).await else {
+            self.in_flight.observe(Signal::Answered(sent.elapsed()));
             self.accepted(&ready).await;
             return;
         };
         let class = classify(Call::Ingest, &e);
+        if class == ErrorClass::Transient {
+            self.in_flight.observe(Signal::PushedBack);
+        }
         let chunk = Chunk {
             events: ready,
             healed,

@@ -1,0 +1,351 @@
+//! How many batches are in flight at once, adapted to OpenMeter's round
+//! trip and answers (after Vector's adaptive request concurrency,
+//! `src/sinks/util/adaptive_concurrency/controller.rs`).
+//!
+//! Delivery is bounded by in-flight batches × batch size ÷ round trip: a
+//! fixed four batches of 500 against a server 80 ms away cap a backlog's
+//! replay at 25k events/s however fast everything else is. So the limit
+//! grows by one each round trip while ingest answers as fast as before
+//! and every slot was used, and shrinks by a tenth when OpenMeter pushes
+//! back (429, 5xx, no answer) or its round trip grows well past its usual
+//! one (a queue building up on its side). It stays within
+//! `[min, max]` (`BATCH_MIN_IN_FLIGHT`, `BATCH_MAX_IN_FLIGHT`); equal
+//! bounds pin it, as the fixed limit did before.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::metrics::metrics;
+
+/// The bounds the limit adapts within.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlightBounds {
+    pub min: usize,
+    pub max: usize,
+}
+
+impl InFlightBounds {
+    /// The limit a pipeline starts at: the former fixed limit, within bounds.
+    const START: usize = 4;
+
+    /// Bounds with `1 ≤ min ≤ max`.
+    pub fn new(min: usize, max: usize) -> Self {
+        let max = max.max(1);
+        Self {
+            min: min.clamp(1, max),
+            max,
+        }
+    }
+
+    fn start(self) -> usize {
+        Self::START.clamp(self.min, self.max)
+    }
+}
+
+impl Default for InFlightBounds {
+    fn default() -> Self {
+        Self::new(1, 32)
+    }
+}
+
+/// What one ingest request said about OpenMeter's capacity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Signal {
+    /// Accepted after this round trip.
+    Answered(Duration),
+    /// Refused for now: 429, 5xx, or no answer.
+    PushedBack,
+}
+
+/// A round trip this much above its usual mean, beyond its usual spread,
+/// means a queue is building up upstream.
+const DEVIATION_SCALE: f64 = 2.5;
+/// …or this fraction above the mean, whichever is larger (so a steady
+/// round trip with no spread does not read noise as congestion).
+const MIN_GROWTH: f64 = 0.1;
+/// The share of the limit kept after a push-back.
+const DECREASE: f64 = 0.9;
+/// Weight of the newest period in the usual round trip's mean.
+const EWMA_WEIGHT: f64 = 0.4;
+
+/// The adaptive limit, shared by the pipeline (which takes slots) and
+/// delivery (which reports each ingest's signal).
+#[derive(Debug)]
+pub(crate) struct AdaptiveLimit {
+    bounds: InFlightBounds,
+    state: Mutex<State>,
+    freed: Notify,
+}
+
+#[derive(Debug)]
+struct State {
+    limit: usize,
+    in_use: usize,
+    period: Period,
+    /// The usual round trip: mean and variance, in seconds.
+    usual: Option<(f64, f64)>,
+}
+
+/// What was seen since the limit last changed.
+#[derive(Debug)]
+struct Period {
+    started: Instant,
+    rtt_sum: f64,
+    answers: u32,
+    pushed_back: bool,
+    /// Whether every slot was taken at some point (else growing the limit
+    /// would not be tested by the load).
+    full: bool,
+}
+
+impl Period {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            rtt_sum: 0.0,
+            answers: 0,
+            pushed_back: false,
+            full: false,
+        }
+    }
+}
+
+/// A slot, given back when dropped.
+pub(crate) struct Slot {
+    limit: Arc<AdaptiveLimit>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.limit.lock().in_use -= 1;
+        self.limit.freed.notify_one();
+    }
+}
+
+impl AdaptiveLimit {
+    pub(crate) fn new(bounds: InFlightBounds) -> Self {
+        let limit = bounds.start();
+        metrics().in_flight_limit.set(limit as i64);
+        Self {
+            bounds,
+            state: Mutex::new(State {
+                limit,
+                in_use: 0,
+                period: Period::new(),
+                usual: None,
+            }),
+            freed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The limit now (the gauge `delivery_in_flight_limit` shows it).
+    #[cfg(test)]
+    fn limit(&self) -> usize {
+        self.lock().limit
+    }
+
+    /// Waits for a free slot.
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Slot {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.try_take() {
+                return Slot {
+                    limit: self.clone(),
+                };
+            }
+            freed.await;
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        let mut state = self.lock();
+        if state.in_use >= state.limit {
+            state.period.full = true;
+            return false;
+        }
+        state.in_use += 1;
+        if state.in_use == state.limit {
+            state.period.full = true;
+        }
+        true
+    }
+
+    /// Records one ingest's signal; once a usual round trip has passed
+    /// since the last change (at once on a push-back), adjusts the limit.
+    pub(crate) fn observe(&self, signal: Signal) {
+        let mut state = self.lock();
+        match signal {
+            Signal::Answered(rtt) => {
+                state.period.rtt_sum += rtt.as_secs_f64();
+                state.period.answers += 1;
+            }
+            Signal::PushedBack => state.period.pushed_back = true,
+        }
+        let due = state.period.pushed_back
+            || state.period.started.elapsed().as_secs_f64()
+                >= state.usual.map_or(0.0, |(mean, _)| mean);
+        if due && (state.period.pushed_back || state.period.answers > 0) {
+            let before = state.limit;
+            self.adjust(&mut state);
+            if state.limit > before {
+                self.freed.notify_one();
+            }
+        }
+    }
+
+    fn adjust(&self, state: &mut State) {
+        let period = std::mem::replace(&mut state.period, Period::new());
+        let mean = (period.answers > 0).then(|| period.rtt_sum / f64::from(period.answers));
+        let congested = match (mean, state.usual) {
+            (Some(now), Some((usual, variance))) => {
+                now > usual + (DEVIATION_SCALE * variance.sqrt()).max(MIN_GROWTH * usual)
+            }
+            _ => false,
+        };
+        if period.pushed_back || congested {
+            let shrunk = (state.limit as f64 * DECREASE).floor() as usize;
+            state.limit = shrunk.min(state.limit - 1).max(self.bounds.min);
+        } else if period.full {
+            state.limit = (state.limit + 1).min(self.bounds.max);
+        }
+        if let Some(now) = mean {
+            state.usual = Some(match state.usual {
+                None => (now, 0.0),
+                Some((usual, variance)) => {
+                    let diff = now - usual;
+                    let usual = usual + EWMA_WEIGHT * diff;
+                    (
+                        usual,
+                        (1.0 - EWMA_WEIGHT) * (variance + EWMA_WEIGHT * diff * diff),
+                    )
+                }
+            });
+        }
+        metrics().in_flight_limit.set(state.limit as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RTT: Duration = Duration::from_millis(5);
+
+    fn limit(min: usize, max: usize) -> Arc<AdaptiveLimit> {
+        Arc::new(AdaptiveLimit::new(InFlightBounds::new(min, max)))
+    }
+
+    /// Takes every slot, waits out a round trip, answers them all in `rtt`.
+    async fn busy_period(limit: &Arc<AdaptiveLimit>, rtt: Duration) {
+        let n = limit.limit();
+        let mut slots = Vec::new();
+        for _ in 0..n {
+            slots.push(limit.acquire().await);
+        }
+        tokio::time::sleep(rtt).await;
+        for slot in slots {
+            limit.observe(Signal::Answered(rtt));
+            drop(slot);
+        }
+    }
+
+    #[test]
+    fn a_pipeline_starts_at_the_former_fixed_limit_within_its_bounds() {
+        assert_eq!(limit(1, 32).limit(), 4);
+        assert_eq!(limit(1, 2).limit(), 2);
+        assert_eq!(limit(8, 32).limit(), 8);
+    }
+
+    #[test]
+    fn bounds_keep_one_slot_at_least_and_min_at_most_max() {
+        assert_eq!(InFlightBounds::new(0, 0), InFlightBounds { min: 1, max: 1 });
+        assert_eq!(InFlightBounds::new(9, 4), InFlightBounds { min: 4, max: 4 });
+    }
+
+    #[tokio::test]
+    async fn the_limit_grows_while_every_slot_is_used_and_answers_stay_fast() {
+        let limit = limit(1, 32);
+        for _ in 0..6 {
+            busy_period(&limit, RTT).await;
+        }
+        assert!(limit.limit() > 4, "{}", limit.limit());
+    }
+
+    #[tokio::test]
+    async fn the_limit_does_not_grow_past_its_maximum() {
+        let limit = limit(1, 5);
+        for _ in 0..6 {
+            busy_period(&limit, RTT).await;
+        }
+        assert_eq!(limit.limit(), 5);
+    }
+
+    #[tokio::test]
+    async fn the_limit_does_not_grow_when_the_load_does_not_fill_it() {
+        let limit = limit(1, 32);
+        for _ in 0..6 {
+            let slot = limit.acquire().await;
+            tokio::time::sleep(RTT).await;
+            limit.observe(Signal::Answered(RTT));
+            drop(slot);
+        }
+        assert_eq!(limit.limit(), 4);
+    }
+
+    #[test]
+    fn a_push_back_shrinks_the_limit_at_once_but_not_below_its_minimum() {
+        let limit = limit(2, 32);
+        limit.observe(Signal::PushedBack);
+        assert_eq!(limit.limit(), 3);
+        for _ in 0..5 {
+            limit.observe(Signal::PushedBack);
+        }
+        assert_eq!(limit.limit(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_round_trip_well_above_the_usual_one_shrinks_the_limit() {
+        let limit = limit(1, 32);
+        for _ in 0..4 {
+            busy_period(&limit, RTT).await;
+        }
+        let grown = limit.limit();
+        busy_period(&limit, RTT * 10).await;
+        assert!(limit.limit() < grown, "{} < {grown}", limit.limit());
+    }
+
+    #[tokio::test]
+    async fn equal_bounds_pin_the_limit() {
+        let limit = limit(4, 4);
+        for _ in 0..4 {
+            busy_period(&limit, RTT).await;
+        }
+        limit.observe(Signal::PushedBack);
+        assert_eq!(limit.limit(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_wakes_the_waiting_taker() {
+        let limit = limit(1, 1);
+        let held = limit.acquire().await;
+        let waiting = tokio::spawn({
+            let limit = limit.clone();
+            async move { limit.acquire().await }
+        });
+        tokio::time::sleep(RTT).await;
+        assert!(!waiting.is_finished());
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .expect("slot");
+    }
+}
