@@ -102,6 +102,13 @@ impl CustomerKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A key OpenMeter already holds, read back from its customer list
+    /// (the ensure cache's warm-up): an identity's billing subject when
+    /// one resolves to it.
+    pub(crate) fn listed(key: &str) -> Self {
+        Self(key.into())
+    }
 }
 
 impl fmt::Display for CustomerKey {

@@ -62,7 +62,7 @@ pub use map::map;
 pub use domain::{Amounts, AuthId, Identity, PlanKey, SubjectKind, SubjectRule, UsdMicros};
 
 /// OpenMeter: the client, its errors, and what ensure makes.
-pub use ensure::{EnsureConfig, EnsureError, Provisioner};
+pub use ensure::{EnsureConfig, EnsureError, Provisioner, Warmed};
 pub use openmeter::model::{CreateSubscription, CustomerById};
 pub use openmeter::{
     ApiError, ClientConfig, Endpoint, ErrorClass, OpenMeterClient, CLOUDEVENT_BATCH,

@@ -152,6 +152,11 @@ pub(crate) struct EnsureArgs {
     /// is not asked about again; its events are dead-lettered meanwhile.
     #[arg(long, env = "ENSURE_REFUSAL_TTL", default_value = shown(ensure().refusal_ttl), value_parser = duration)]
     pub(crate) ensure_refusal_ttl: Duration,
+    /// Fill the ensure cache from OpenMeter's customer and subscription
+    /// pages at start-up and on a backlog of unknown identities; `false`
+    /// ensures each identity on its own, as the original did.
+    #[arg(long, env = "ENSURE_WARM_UP", default_value_t = ensure().warm_up, action = clap::ArgAction::Set)]
+    pub(crate) ensure_warm_up: bool,
 }
 
 #[derive(Debug, Clone, Args)]

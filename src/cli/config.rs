@@ -60,6 +60,7 @@ pub(super) fn openmeter(
             cache_capacity: ensure.ensure_cache_capacity,
             plan_ttl: ensure.plan_cache_ttl,
             refusal_ttl: ensure.ensure_refusal_ttl,
+            warm_up: ensure.ensure_warm_up,
         },
     })
 }

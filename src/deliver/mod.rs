@@ -300,6 +300,7 @@ impl Deliverer {
     ) -> HashMap<Identity, Result<Ensured, EnsureError>> {
         // De-duplicate by reference first: only distinct identities are cloned.
         let distinct: HashSet<&Identity> = batch.iter().map(|p| &p.identity).collect();
+        self.provisioner.warm_for(distinct.iter().copied()).await;
         let ensures = distinct
             .into_iter()
             .cloned()

@@ -106,6 +106,19 @@ impl EnsuredCache {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether `key` is cached and fresh (no copy made).
+    pub(super) fn contains(&self, key: &CustomerKey) -> bool {
+        self.lock()
+            .known
+            .get(key)
+            .is_some_and(|k| k.expires > Instant::now())
+    }
+
+    /// How many identities it holds at most.
+    pub(super) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// The cached result for `key`, if still fresh.
     pub(super) fn get(&self, key: &CustomerKey) -> Option<Ensured> {
         let mut state = self.lock();

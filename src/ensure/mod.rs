@@ -9,6 +9,8 @@
 //! retried on the next call.
 
 mod cache;
+mod warm;
+pub use warm::Warmed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +42,10 @@ pub struct EnsureConfig {
     /// How long a customer OpenMeter refused is not asked about again, so
     /// its events are dead-lettered without four calls per batch.
     pub refusal_ttl: Duration,
+    /// Whether the cache is filled from OpenMeter's customer and
+    /// subscription pages at start-up and on a backlog of unknown
+    /// identities (`warm`), rather than one identity at a time.
+    pub warm_up: bool,
 }
 
 impl Default for EnsureConfig {
@@ -49,6 +55,7 @@ impl Default for EnsureConfig {
             cache_capacity: 200_000,
             plan_ttl: Duration::from_secs(60),
             refusal_ttl: Duration::from_secs(30),
+            warm_up: true,
         }
     }
 }
@@ -71,6 +78,30 @@ pub struct Ensured {
     #[serde(flatten)]
     pub terms: BillingTerms,
     pub created: Created,
+}
+
+impl Ensured {
+    /// What a customer and its current subscription ensure; `plan` names
+    /// the plan when the subscription does not say.
+    fn of(
+        customer: Customer,
+        subscription: Subscription,
+        plan: &PlanKey,
+        created: Created,
+    ) -> Self {
+        Self {
+            terms: BillingTerms::of(&subscription),
+            customer_key: customer.key,
+            customer_id: customer.id,
+            plan_key: subscription
+                .plan
+                .map(|p| p.key)
+                .unwrap_or_else(|| plan.to_string()),
+            subscription_id: subscription.id,
+            status: subscription.status,
+            created,
+        }
+    }
 }
 
 /// Whether the flight this call ran or joined created anything (always
@@ -138,6 +169,20 @@ fn at(step: Call) -> impl FnOnce(ApiError) -> EnsureError {
     move |source| EnsureError::Upstream { step, source }
 }
 
+/// Of a customer's subscriptions, the one that bills its usage `now`: of
+/// the current ones, the one that started first (a canceled one still
+/// running comes before the one scheduled to follow it).
+fn billing_now(
+    subscriptions: impl IntoIterator<Item = Subscription>,
+    customer_id: &str,
+    now: chrono::DateTime<Utc>,
+) -> Option<Subscription> {
+    subscriptions
+        .into_iter()
+        .filter(|s| s.customer_id == customer_id && s.is_current(now))
+        .min_by_key(|s| s.active_from)
+}
+
 /// Ensures customers and subscriptions, idempotently and race-safely.
 #[derive(Clone)]
 pub struct Provisioner {
@@ -153,6 +198,10 @@ pub struct Provisioner {
     /// Customers OpenMeter refused ([`ErrorClass::Customer`]), briefly.
     refused: Cache<CustomerKey, Arc<EnsureError>>,
     plans: Cache<PlanKey, PlanRef>,
+    /// Whether to warm the cache from pages ([`warm`]).
+    warm_up: bool,
+    /// When the cache was last warmed; held while a warm-up runs.
+    warmed: Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Provisioner {
@@ -172,6 +221,8 @@ impl Provisioner {
                 .max_capacity(16)
                 .time_to_live(config.plan_ttl)
                 .build(),
+            warm_up: config.warm_up && config.cache_capacity > 0,
+            warmed: Arc::default(),
         }
     }
 
@@ -287,22 +338,11 @@ impl Provisioner {
                 "identity is a usage subject of an existing customer; billing that customer"
             );
         }
-        let terms = BillingTerms::of(&subscription);
-        Ok(Ensured {
-            customer_key: customer.key,
-            customer_id: customer.id,
-            plan_key: subscription
-                .plan
-                .map(|p| p.key)
-                .unwrap_or_else(|| plan.to_string()),
-            subscription_id: subscription.id,
-            status: subscription.status,
-            terms,
-            created: Created {
-                customer: customer_created,
-                subscription: subscription_created,
-            },
-        })
+        let created = Created {
+            customer: customer_created,
+            subscription: subscription_created,
+        };
+        Ok(Ensured::of(customer, subscription, plan, created))
     }
 
     async fn find_customer(&self, key: &CustomerKey) -> Result<Option<Customer>, EnsureError> {
@@ -355,9 +395,8 @@ impl Provisioner {
         }
     }
 
-    /// The subscription that bills the customer's usage now: of the
-    /// current ones, the one that started first (a canceled one still
-    /// running comes before the one scheduled to follow it).
+    /// The subscription that bills the customer's usage now
+    /// ([`billing_now`]).
     async fn current_subscription(
         &self,
         customer_id: &str,
@@ -367,11 +406,7 @@ impl Provisioner {
             .customer_subscriptions(customer_id)
             .await
             .map_err(at(Call::FindSubscriptions))?;
-        let now = Utc::now();
-        Ok(subscriptions
-            .into_iter()
-            .filter(|s| s.customer_id == customer_id && s.is_current(now))
-            .min_by_key(|s| s.active_from))
+        Ok(billing_now(subscriptions, customer_id, Utc::now()))
     }
 
     /// A conflict on create means the customer has a subscription after all (a

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -24,6 +25,11 @@ use crate::secret::{ExposeSecret, Secret};
 const PAGE_SIZE: u32 = 100;
 /// A runaway server cannot make a list call loop for ever.
 const MAX_PAGES: u32 = 1000;
+/// Page size when reading a whole collection: the server's maximum
+/// (`pkg/framework/commonhttp/pagination.go`, `MaxPageSize`).
+const BULK_PAGE_SIZE: u32 = 1000;
+/// Pages of one collection fetched at once.
+const BULK_CONCURRENCY: usize = 8;
 
 /// Events per page when listing them: the server's maximum
 /// (`meterevent.MaximumLimit`).
@@ -317,6 +323,57 @@ impl OpenMeterClient {
             }
         }
         Ok(items)
+    }
+
+    /// Every item of a collection, in pages of the server's maximum size:
+    /// the first page says how many there are, and the rest are fetched
+    /// [`BULK_CONCURRENCY`] at a time, so 100k items cost 100 calls and a
+    /// few round trips rather than a round trip per page.
+    pub(crate) async fn list_every<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        path: &str,
+        filter: &[(&str, &str)],
+    ) -> Result<Vec<T>, ApiError> {
+        let first: Page<T> = self.page(operation, path, filter, 1).await?;
+        let total = first.meta.page.total.as_u64().unwrap_or(0);
+        let pages = total
+            .div_ceil(u64::from(BULK_PAGE_SIZE))
+            .min(u64::from(MAX_PAGES)) as u32;
+        let mut items = first.data;
+        let rest: Vec<Page<T>> = futures::stream::iter(2..=pages)
+            .map(|number| self.page(operation, path, filter, number))
+            .buffer_unordered(BULK_CONCURRENCY)
+            .try_collect()
+            .await?;
+        items.extend(rest.into_iter().flat_map(|p| p.data));
+        Ok(items)
+    }
+
+    async fn page<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        path: &str,
+        filter: &[(&str, &str)],
+        number: u32,
+    ) -> Result<Page<T>, ApiError> {
+        let (n, s) = (number.to_string(), BULK_PAGE_SIZE.to_string());
+        let mut query: Vec<(&str, &str)> = filter.to_vec();
+        query.extend([("page[number]", n.as_str()), ("page[size]", s.as_str())]);
+        self.send_json::<_, ()>(operation, Method::GET, path, &query, None)
+            .await
+    }
+
+    /// Every customer of the organisation (the ensure cache's warm-up).
+    pub(crate) async fn all_customers(&self) -> Result<Vec<Customer>, ApiError> {
+        self.list_every("list customers", "/openmeter/customers", &[])
+            .await
+    }
+
+    /// Every subscription of the organisation (the ensure cache's warm-up).
+    pub(crate) async fn all_subscriptions(&self) -> Result<Vec<Subscription>, ApiError> {
+        self.list_every("list subscriptions", "/openmeter/subscriptions", &[])
+            .await
     }
 
     /// One JSON call with bounded retries of transient failures.

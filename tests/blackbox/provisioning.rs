@@ -4,9 +4,13 @@
 use std::sync::Arc;
 
 use openmeter_double::{PlanSeed, Route};
-use ticketmeter::{EnsureConfig, EnsureError, ErrorClass, Identity, Provisioner, SubjectRule};
+use ticketmeter::{
+    DeadLetterSink, EnsureConfig, EnsureError, ErrorClass, Identity, PipelineConfig, Provisioner,
+    SubjectRule,
+};
 
 use crate::support::double::{OpenMeter, PLAN, TOKEN};
+use crate::support::pipeline::{run_lines, test_pipeline};
 
 fn provisioner(om: &OpenMeter, token: Option<&str>) -> Provisioner {
     Provisioner::new(
@@ -265,4 +269,106 @@ async fn a_canceled_subscription_still_running_satisfies_ensure() {
     assert_eq!(ensured.status, "canceled");
     assert!(ensured.terms.active_to.is_some());
     assert_eq!(om.double.subscriptions().len(), 1);
+}
+
+/// `n` customers keyed `acme:user-<i>`, each with an active subscription,
+/// made behind the provisioner's back (an earlier run, another instance).
+fn seed_customers(om: &OpenMeter, plan: &str, n: usize) -> Vec<Identity> {
+    (0..n)
+        .map(|i| {
+            let key = format!("acme:user-{i}");
+            let customer = om.double.seed_customer(&key, &[&key]);
+            om.double.seed_subscription(&customer, plan, "active");
+            id(&key)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_warmed_cache_knows_existing_customers_without_a_call_each() {
+    let om = OpenMeter::start(None).await;
+    let plan = seed_active_plan(&om);
+    let identities = seed_customers(&om, &plan, 2_500);
+    let p = provisioner(&om, None);
+    let warmed = p.warm().await.unwrap();
+    assert_eq!((warmed.customers, warmed.identities), (2_500, 2_500));
+    assert_eq!(
+        om.double.total_calls(),
+        6,
+        "three pages of 1,000 customers and three of subscriptions"
+    );
+    om.double.reset_counters();
+    for identity in &identities {
+        let ensured = p.ensure(identity).await.unwrap();
+        assert!(!ensured.created.customer && !ensured.created.subscription);
+    }
+    assert_eq!(om.double.total_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_warmed_cache_bills_a_subject_key_to_the_customer_that_owns_it() {
+    let om = OpenMeter::start(None).await;
+    let plan = seed_active_plan(&om);
+    let owner = om.double.seed_customer("acme", &["acme", "acme:legacy"]);
+    om.double.seed_subscription(&owner, &plan, "active");
+    let p = provisioner(&om, None);
+    p.warm().await.unwrap();
+    om.double.reset_counters();
+    let ensured = p.ensure(&id("acme:legacy")).await.unwrap();
+    assert_eq!(
+        (ensured.customer_key.as_str(), ensured.customer_id.as_str()),
+        ("acme", owner.as_str())
+    );
+    assert_eq!(om.double.total_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_customer_without_a_subscription_is_still_subscribed_after_a_warm_up() {
+    let om = OpenMeter::start(None).await;
+    seed_active_plan(&om);
+    om.double.seed_customer("acme:carol", &["acme:carol"]);
+    let p = provisioner(&om, None);
+    p.warm().await.unwrap();
+    let ensured = p.ensure(&id("acme:carol")).await.unwrap();
+    assert!(!ensured.created.customer && ensured.created.subscription);
+}
+
+#[tokio::test]
+async fn a_batch_of_many_unknown_existing_customers_warms_the_cache_instead_of_asking_each() {
+    let om = OpenMeter::start(None).await;
+    let plan = seed_active_plan(&om);
+    seed_customers(&om, &plan, 200);
+    let pipeline = test_pipeline(
+        om.client(None),
+        DeadLetterSink::memory(),
+        EnsureConfig::default(),
+        PipelineConfig::default(),
+    );
+    let now = chrono::Utc::now();
+    let lines: Vec<String> = (0..200)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("env-warm-{i}"),
+                "type": "create_signed_ticket",
+                "timestamp": now.timestamp_millis().to_string(),
+                "data": {
+                    "request_id": format!("req-warm-{i}"),
+                    "auth_id": format!("acme:user-{i}"),
+                    "computed_fee": "1000000000000",
+                    "current_time": now.to_rfc3339(),
+                }
+            })
+            .to_string()
+        })
+        .collect();
+    run_lines(&pipeline, &lines).await;
+    assert_eq!(om.double.delivery_count(), 200);
+    assert_eq!(om.double.calls(Route::ListCustomers), 1);
+    assert_eq!(om.double.calls(Route::ListSubscriptions), 1);
+    assert_eq!(
+        om.double.write_calls(),
+        0,
+        "no customer or subscription made"
+    );
+    assert_eq!(om.double.total_calls(), 3, "two pages and one ingest");
 }
