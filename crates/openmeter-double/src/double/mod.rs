@@ -122,11 +122,18 @@ impl Double {
 
     /// Every event delivery in arrival order, duplicates included.
     pub fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries_since(0)
+    }
+
+    /// The deliveries after the first `first` (a load run's own, without
+    /// copying every earlier one).
+    pub fn deliveries_since(&self, first: usize) -> Vec<Delivery> {
         let state = self.lock();
         state
             .events
             .deliveries
             .iter()
+            .skip(first)
             .map(|d| Delivery {
                 event: serde_json::to_value(&d.event).unwrap_or_default(),
                 received_at: d.received_at,

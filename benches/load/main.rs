@@ -14,20 +14,23 @@
 //! 4. Kafka source through a tansu broker: throughput, CPU per process
 //!    (what bounds it), then p50/p99 event→accepted latency at a fixed rate.
 
+mod distance;
+mod harness;
+mod scale;
+mod soak;
+
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
-use openmeter_double::{Double, DoubleConfig, Route, RunningDouble};
+use openmeter_double::{Double, Route};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
-use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient};
+
+use harness::{cpu_secs, event, free_port, percentile, produce, start_double, tansu, Collector};
 
 struct Options {
     events: usize,
@@ -36,6 +39,18 @@ struct Options {
     latency_secs: u64,
     wide: usize,
     kafka: bool,
+    /// Which parts run: `base` (loopback figures), `distance` (0/20/80 ms
+    /// matrix), `restart` (100k existing customers at 80 ms), `scale`
+    /// (1, 2, 4 collectors on 12 partitions), `soak` (30 min at 2k/s).
+    parts: Vec<String>,
+    restart_customers: usize,
+    soak_minutes: u64,
+}
+
+impl Options {
+    fn runs(&self, part: &str) -> bool {
+        self.parts.iter().any(|p| p == part)
+    }
 }
 
 fn options() -> Options {
@@ -54,13 +69,17 @@ fn options() -> Options {
         latency_secs: value("--latency-secs", 10) as u64,
         wide: value("--wide", 100_000),
         kafka: !args.iter().any(|a| a == "--skip-kafka"),
+        parts: args
+            .iter()
+            .position(|a| a == "--parts")
+            .and_then(|i| args.get(i + 1))
+            .map_or("base,distance,restart,scale", |v| v.as_str())
+            .split(',')
+            .map(str::to_owned)
+            .collect(),
+        restart_customers: value("--restart-customers", 100_000),
+        soak_minutes: value("--soak-minutes", 30) as u64,
     }
-}
-
-fn event(i: usize, customer: usize, time: &str) -> String {
-    format!(
-        r#"{{"id":"env-{i}","type":"create_signed_ticket","timestamp":"1788912000000","gateway":"","data":{{"session_id":"s-{i}","session_status":"continuing","pipeline":"live-video-to-video","request_id":"req-{i}","orch_address":"0xabababababababababababababababababababab","orch_url":"https://orch.example:8935","manifest_id":"m","pm_session_id":"pm","current_time":"{time}","current_time_unix":1788912000000,"previous_time":"{time}","previous_time_unix":1788912000000,"billable_secs":10.5,"pixels":0,"session_balance":"100","computed_fee":"1200000000000","cost":"1.0","sequence_number":{i},"num_tickets":1,"auth_id":"client-{customer}:user-{customer}"}}}}"#
-    )
 }
 
 fn write_events(path: &Path, events: usize, customers: usize, offset: usize) {
@@ -72,72 +91,6 @@ fn write_events(path: &Path, events: usize, customers: usize, offset: usize) {
             event(offset + i, i % customers, "2026-09-09T00:00:00Z")
         )
         .unwrap();
-    }
-}
-
-/// Peak resident set (VmHWM) and CPU seconds of a live process.
-fn proc_stats(pid: u32) -> Option<(u64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some((hwm_kb, cpu_secs(&format!("/proc/{pid}/stat"))?))
-}
-
-fn cpu_secs(stat_path: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(stat_path).ok()?;
-    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
-struct Collector {
-    child: Child,
-    peak_kb: u64,
-    cpu: f64,
-}
-
-impl Collector {
-    fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ticketmeter"));
-        cmd.args(args).env_clear().env("RUST_LOG", "warn");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            peak_kb: 0,
-            cpu: 0.0,
-        }
-    }
-
-    fn sample(&mut self) {
-        if let Some((kb, cpu)) = proc_stats(self.child.id()) {
-            self.peak_kb = self.peak_kb.max(kb);
-            self.cpu = cpu;
-        }
-    }
-
-    fn exited(&mut self) -> bool {
-        self.sample();
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-
-    fn stop(&mut self) {
-        self.sample();
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
     }
 }
 
@@ -169,7 +122,7 @@ impl Figures {
     }
 }
 
-fn base_env(url: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn base_env(url: &str) -> Vec<(&'static str, String)> {
     vec![
         ("OPENMETER_URL", url.to_owned()),
         ("ETH_USD_PRICE", "3500".to_owned()),
@@ -203,87 +156,6 @@ async fn file_run(
         calls: double.total_calls(),
         ingest_calls: double.calls(Route::IngestEvents),
         peak_kb: collector.peak_kb,
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_double() -> (Double, RunningDouble) {
-    let double = Double::new(DoubleConfig::default());
-    let running = double.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let endpoint = Endpoint::parse(&running.base_url(), None).unwrap();
-    let client = OpenMeterClient::new(ClientConfig::new(endpoint, None)).unwrap();
-    let catalog = Catalog::builtin(&"clearinghouse_default_ppu".parse().unwrap());
-    bootstrap(&client, &catalog, &BootstrapOptions::default())
-        .await
-        .unwrap();
-    (double, running)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-struct Broker {
-    child: Child,
-    brokers: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tansu() -> Broker {
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let bin = std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".cargo/bin/tansu"))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("tansu"));
-    let child = Command::new(bin)
-        .args([
-            "broker",
-            "--storage-engine",
-            "memory://tansu/",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu (scripts/test.sh installs it)");
-    let brokers = format!("127.0.0.1:{port}");
-    while TcpStream::connect(&brokers).is_err() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Broker { child, brokers }
-}
-
-async fn produce(producer: &FutureProducer, topic: &str, payloads: impl Iterator<Item = String>) {
-    let mut pending = Vec::new();
-    for (i, payload) in payloads.enumerate() {
-        let key = i.to_string();
-        let record = FutureRecord::to(topic).payload(&payload).key(&key);
-        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
-        if pending.len() >= 10_000 {
-            for p in pending.drain(..) {
-                p.await.unwrap().unwrap();
-            }
-        }
-    }
-    for p in pending {
-        p.await.unwrap().unwrap();
     }
 }
 
@@ -412,6 +284,59 @@ async fn latency_run(double: &Double, producer: &FutureProducer, topic: &str, op
     );
 }
 
+/// The loopback figures: file source normal and seed-equivalent, 100k
+/// distinct customers, then the Kafka source.
+async fn base(double: &Double, url: &str, dir: &Path, opts: &Options) {
+    let load = dir.join("load.jsonl");
+    write_events(&load, opts.events, opts.customers, 0);
+    let normal = file_run(
+        double,
+        url,
+        &load,
+        opts.events,
+        "file source, normal mode",
+        &[],
+    )
+    .await;
+    normal.print();
+
+    let seed_load = dir.join("seed.jsonl");
+    write_events(&seed_load, opts.events, opts.customers, 1_000_000);
+    let seed_env = [
+        ("BATCH_MAX_EVENTS", "1".to_owned()),
+        ("ENSURE_CACHE_CAPACITY", "0".to_owned()),
+        ("ENSURE_CACHE_TTL", "1ns".to_owned()),
+        ("PLAN_CACHE_TTL", "1ns".to_owned()),
+    ];
+    let seed = file_run(
+        double,
+        url,
+        &seed_load,
+        opts.events,
+        "file source, seed-equivalent mode",
+        &seed_env,
+    )
+    .await;
+    seed.print();
+    let ratio =
+        (seed.calls as f64 / seed.events as f64) / (normal.calls as f64 / normal.events as f64);
+    println!(
+                "  ratio: {ratio:.0}x fewer upstream calls per event, {:.1}x the events/s of seed-equivalent mode",
+                (normal.events as f64 / normal.secs) / (seed.events as f64 / seed.secs)
+            );
+
+    let wide = dir.join("wide.jsonl");
+    write_events(&wide, opts.wide, opts.wide, 2_000_000);
+    let label = format!("file source, {} distinct customers", opts.wide);
+    file_run(double, url, &wide, opts.wide, &label, &[])
+        .await
+        .print();
+
+    if opts.kafka {
+        kafka_runs(double, url, opts).await;
+    }
+}
+
 fn main() {
     let opts = options();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -424,34 +349,28 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         println!("machine: {} cores; collector = release `ticketmeter` child process; OpenMeter double in-process on loopback", std::thread::available_parallelism().map_or(0, |n| n.get()));
 
-        let load = dir.path().join("load.jsonl");
-        write_events(&load, opts.events, opts.customers, 0);
-        let normal = file_run(&double, &url, &load, opts.events, "file source, normal mode", &[]).await;
-        normal.print();
-
-        let seed_load = dir.path().join("seed.jsonl");
-        write_events(&seed_load, opts.events, opts.customers, 1_000_000);
-        let seed_env = [
-            ("BATCH_MAX_EVENTS", "1".to_owned()),
-            ("ENSURE_CACHE_CAPACITY", "0".to_owned()),
-            ("ENSURE_CACHE_TTL", "1ns".to_owned()),
-            ("PLAN_CACHE_TTL", "1ns".to_owned()),
-        ];
-        let seed = file_run(&double, &url, &seed_load, opts.events, "file source, seed-equivalent mode", &seed_env).await;
-        seed.print();
-        let ratio = (seed.calls as f64 / seed.events as f64) / (normal.calls as f64 / normal.events as f64);
-        println!(
-            "  ratio: {ratio:.0}x fewer upstream calls per event, {:.1}x the events/s of seed-equivalent mode",
-            (normal.events as f64 / normal.secs) / (seed.events as f64 / seed.secs)
-        );
-
-        let wide = dir.path().join("wide.jsonl");
-        write_events(&wide, opts.wide, opts.wide, 2_000_000);
-        let label = format!("file source, {} distinct customers", opts.wide);
-        file_run(&double, &url, &wide, opts.wide, &label, &[]).await.print();
-
-        if opts.kafka {
-            kafka_runs(&double, &url, &opts).await;
+        if opts.runs("base") {
+            base(&double, &url, dir.path(), &opts).await;
+        }
+        let env = base_env(&url);
+        if opts.runs("distance") {
+            let matrix = distance::Matrix {
+                live_rate: 5_000,
+                live_secs: 10,
+                backlog: opts.events,
+                new_customers: 20_000,
+                budget: Duration::from_secs(30),
+            };
+            distance::matrix(&double, &env, dir.path(), &matrix).await;
+        }
+        if opts.runs("restart") {
+            distance::restart(&double, &env, dir.path(), opts.restart_customers, 80).await;
+        }
+        if opts.runs("scale") {
+            scale::run(&double, &url, &opts).await;
+        }
+        if opts.runs("soak") {
+            soak::run(&double, &env, dir.path(), opts.soak_minutes).await;
         }
     });
 }

@@ -1,0 +1,169 @@
+//! What every load scenario shares: event lines, the collector as a child
+//! process and its figures from `/proc`, the double, tansu.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use openmeter_double::{Double, DoubleConfig, RunningDouble};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
+use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient};
+
+pub(crate) fn event(i: usize, customer: usize, time: &str) -> String {
+    format!(
+        r#"{{"id":"env-{i}","type":"create_signed_ticket","timestamp":"1788912000000","gateway":"","data":{{"session_id":"s-{i}","session_status":"continuing","pipeline":"live-video-to-video","request_id":"req-{i}","orch_address":"0xabababababababababababababababababababab","orch_url":"https://orch.example:8935","manifest_id":"m","pm_session_id":"pm","current_time":"{time}","current_time_unix":1788912000000,"previous_time":"{time}","previous_time_unix":1788912000000,"billable_secs":10.5,"pixels":0,"session_balance":"100","computed_fee":"1200000000000","cost":"1.0","sequence_number":{i},"num_tickets":1,"auth_id":"client-{customer}:user-{customer}"}}}}"#
+    )
+}
+
+/// Peak resident set (VmHWM) and CPU seconds of a live process.
+pub(crate) fn proc_stats(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((hwm_kb, cpu_secs(&format!("/proc/{pid}/stat"))?))
+}
+
+pub(crate) fn cpu_secs(stat_path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+pub(crate) struct Collector {
+    pub(crate) child: Child,
+    pub(crate) peak_kb: u64,
+    pub(crate) cpu: f64,
+}
+
+impl Collector {
+    pub(crate) fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ticketmeter"));
+        cmd.args(args).env_clear().env("RUST_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            peak_kb: 0,
+            cpu: 0.0,
+        }
+    }
+
+    pub(crate) fn sample(&mut self) {
+        if let Some((kb, cpu)) = proc_stats(self.child.id()) {
+            self.peak_kb = self.peak_kb.max(kb);
+            self.cpu = cpu;
+        }
+    }
+
+    pub(crate) fn exited(&mut self) -> bool {
+        self.sample();
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    pub(crate) fn stop(&mut self) {
+        self.sample();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub(crate) async fn start_double() -> (Double, RunningDouble) {
+    let double = Double::new(DoubleConfig::default());
+    let running = double.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let endpoint = Endpoint::parse(&running.base_url(), None).unwrap();
+    let client = OpenMeterClient::new(ClientConfig::new(endpoint, None)).unwrap();
+    let catalog = Catalog::builtin(&"clearinghouse_default_ppu".parse().unwrap());
+    bootstrap(&client, &catalog, &BootstrapOptions::default())
+        .await
+        .unwrap();
+    (double, running)
+}
+
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub(crate) struct Broker {
+    pub(crate) child: Child,
+    pub(crate) brokers: String,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn tansu() -> Broker {
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let bin = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".cargo/bin/tansu"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("tansu"));
+    let child = Command::new(bin)
+        .args([
+            "broker",
+            "--storage-engine",
+            "memory://tansu/",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu (scripts/test.sh installs it)");
+    let brokers = format!("127.0.0.1:{port}");
+    while TcpStream::connect(&brokers).is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Broker { child, brokers }
+}
+
+pub(crate) async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    payloads: impl Iterator<Item = String>,
+) {
+    let mut pending = Vec::new();
+    for (i, payload) in payloads.enumerate() {
+        let key = i.to_string();
+        let record = FutureRecord::to(topic).payload(&payload).key(&key);
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+        if pending.len() >= 10_000 {
+            for p in pending.drain(..) {
+                p.await.unwrap().unwrap();
+            }
+        }
+    }
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
+}
