@@ -305,6 +305,11 @@ impl Identity {
     pub fn customer_key(&self) -> CustomerKey {
         self.billing_subject.clone()
     }
+
+    /// The customer key, borrowed (cache lookups on the hot path).
+    pub fn billing_key(&self) -> &CustomerKey {
+        &self.billing_subject
+    }
 }
 
 /// Splits a usage subject at its first `#` when it is neither first nor

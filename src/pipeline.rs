@@ -1,13 +1,14 @@
-//! The pipeline: records from a source are decoded and mapped in order,
-//! grouped into batches (by count, bytes and linger), and each batch is
-//! ensured and delivered by a bounded number of concurrent flushes. Skips
-//! and dead letters settle at once; events settle when their batch does
-//! (both in [`crate::settle`]).
+//! The pipeline: records from a source are grouped into batches (by count,
+//! bytes and linger) in the order they are read, and each batch is decoded,
+//! mapped, ensured and delivered by one of a bounded number of concurrent
+//! flush tasks, so the per-event work spreads over every core instead of
+//! queueing behind one loop. Skips and dead letters settle as soon as their
+//! batch is judged; events settle when their batch is delivered (both in
+//! [`crate::settle`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -17,8 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::billing::BillingPolicy;
 use crate::contract::Contract;
 use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
-use crate::deliver::{Deliverer, InFlightBounds, Pending, Slot};
-use crate::dlq::DeadLetterKind;
+use crate::deliver::{Deliverer, DeliveryConfig, InFlightBounds, Pending, Slot};
 use crate::domain::{EthUsdPrice, Identity};
 use crate::map::{map, UsageEvent};
 use crate::metrics::{metrics, Field};
@@ -34,7 +34,8 @@ use tokio::io::AsyncBufRead;
 pub struct PipelineConfig {
     /// Events per ingest request.
     pub batch_max_events: usize,
-    /// Bytes per ingest request (serialised CloudEvents).
+    /// Bytes per batch (its records as read) and per ingest request (its
+    /// serialised CloudEvents: a larger batch is sent in parts).
     pub batch_max_bytes: usize,
     /// How long a partial batch waits for more events.
     pub linger: Duration,
@@ -51,6 +52,17 @@ pub struct PipelineConfig {
     pub backoff: Backoff,
     /// Which id, billing subject and amounts events are sent with.
     pub contract: Contract,
+}
+
+impl PipelineConfig {
+    /// What the deliverer needs of it.
+    pub(crate) fn delivery(&self) -> DeliveryConfig {
+        DeliveryConfig {
+            billing: self.billing,
+            in_flight: self.in_flight,
+            max_body_bytes: self.batch_max_bytes,
+        }
+    }
 }
 
 impl Default for PipelineConfig {
@@ -74,13 +86,12 @@ impl Default for PipelineConfig {
 /// what a real run would do.
 #[derive(Debug)]
 pub(crate) enum Fate {
-    /// A CloudEvent to send (serialised once), for this identity.
+    /// A CloudEvent to send, for this identity.
     Event {
         identity: Identity,
         event: Box<UsageEvent>,
         /// The event's `time`, parsed.
         signed_at: DateTime<Utc>,
-        json: Bytes,
     },
     /// Settled unsent: skipped, or dead-lettered.
     Settle(Outcome),
@@ -103,23 +114,68 @@ pub(crate) fn judge(
                     .get_or_create(&Field { field })
                     .inc();
             }
-            match serde_json::to_vec(&mapped.event) {
-                Ok(json) => Fate::Event {
-                    identity: mapped.identity,
-                    event: Box::new(mapped.event),
-                    signed_at: mapped.signed_at,
-                    json: Bytes::from(json),
-                },
-                Err(e) => Fate::Settle(Outcome::dead_letter(
-                    DeadLetterKind::InvalidData,
-                    e.to_string(),
-                )),
+            Fate::Event {
+                identity: mapped.identity,
+                event: Box::new(mapped.event),
+                signed_at: mapped.signed_at,
             }
         }
         Err(rejection) => Fate::Settle(Outcome::dead_letter(
             rejection.kind(),
             rejection.to_string(),
         )),
+    }
+}
+
+/// How a flush task judges its batch: at the price current when the batch
+/// was handed over.
+struct Judge {
+    price: EthUsdPrice,
+    max_event_bytes: usize,
+    contract: Contract,
+}
+
+impl Judge {
+    /// Decodes and maps every record of a batch; settles skips and dead
+    /// letters at once and returns the events to send. After `cancel`, a
+    /// dead letter that cannot be written is abandoned unsettled (its
+    /// offset stays uncommitted).
+    async fn batch(
+        &self,
+        records: Vec<Record>,
+        settler: &Settler,
+        cancel: &CancellationToken,
+    ) -> Vec<Pending> {
+        let mut events = Vec::with_capacity(records.len());
+        for record in records {
+            let outcome = match judge(
+                &record.payload,
+                self.max_event_bytes,
+                &self.price,
+                &self.contract,
+            ) {
+                Fate::Event {
+                    identity,
+                    event,
+                    signed_at,
+                } => {
+                    events.push(Pending {
+                        record,
+                        identity,
+                        event,
+                        time: signed_at,
+                    });
+                    continue;
+                }
+                Fate::Settle(outcome) => outcome,
+            };
+            tokio::select! {
+                biased;
+                _ = settler.settle([&record], &outcome) => {}
+                _ = cancel.cancelled() => {}
+            }
+        }
+        events
     }
 }
 
@@ -130,9 +186,13 @@ pub struct Pipeline {
     pub(crate) config: PipelineConfig,
 }
 
+/// Records waiting for their batch to fill, as read.
+#[derive(Default)]
 struct Batch {
-    events: Vec<Pending>,
+    records: Vec<Record>,
     bytes: usize,
+    /// When the first record was read.
+    opened: Option<Instant>,
     deadline: Option<tokio::time::Instant>,
 }
 
@@ -166,11 +226,7 @@ impl Pipeline {
             tasks: JoinSet::new(),
             cancel: cancel.clone(),
         };
-        let mut batch = Batch {
-            events: Vec::new(),
-            bytes: 0,
-            deadline: None,
-        };
+        let mut batch = Batch::default();
         loop {
             let deadline = batch.deadline;
             let record = tokio::select! {
@@ -181,9 +237,8 @@ impl Pipeline {
                 }
             };
             let Some(record) = record else { break };
-            if let Some(pending) = self.prepare(record, cancel).await {
-                self.add(&mut batch, pending, &mut in_flight).await;
-            }
+            self.settler().received();
+            self.add(&mut batch, record, &mut in_flight).await;
             while let Some(joined) = in_flight.tasks.try_join_next() {
                 self.reap(joined, cancel);
             }
@@ -235,56 +290,18 @@ impl Pipeline {
         Ok((settled && tracker.pending(&[]) == 0, read))
     }
 
-    /// Decodes and maps one record; settles it at once if it is a skip or
-    /// a dead letter. After `cancel`, a dead letter that cannot be written
-    /// is abandoned unsettled (its offset stays uncommitted).
-    async fn prepare(&self, record: Record, cancel: &CancellationToken) -> Option<Pending> {
-        self.settler().received();
-        let read_at = Instant::now();
-        let price = self.price.current().price;
-        let outcome = match judge(
-            &record.payload,
-            self.config.max_event_bytes,
-            &price,
-            &self.config.contract,
-        ) {
-            Fate::Event {
-                identity,
-                event,
-                signed_at,
-                json,
-            } => {
-                return Some(Pending {
-                    record,
-                    identity,
-                    event,
-                    time: signed_at,
-                    json,
-                    read_at,
-                })
-            }
-            Fate::Settle(outcome) => outcome,
-        };
-        tokio::select! {
-            biased;
-            _ = self.settler().settle([&record], &outcome) => {}
-            _ = cancel.cancelled() => {}
-        }
-        None
-    }
-
-    async fn add(&self, batch: &mut Batch, pending: Pending, in_flight: &mut InFlight) {
-        if !batch.events.is_empty()
-            && batch.bytes + pending.json.len() > self.config.batch_max_bytes
-        {
+    async fn add(&self, batch: &mut Batch, record: Record, in_flight: &mut InFlight) {
+        let size = record.payload.len() + 1;
+        if !batch.records.is_empty() && batch.bytes + size > self.config.batch_max_bytes {
             self.flush(batch, in_flight).await;
         }
-        batch.bytes += pending.json.len() + 1;
-        batch.events.push(pending);
+        batch.bytes += size;
+        batch.records.push(record);
         if batch.deadline.is_none() {
+            batch.opened = Some(Instant::now());
             batch.deadline = Some(tokio::time::Instant::now() + self.config.linger);
         }
-        if batch.events.len() >= self.config.batch_max_events {
+        if batch.records.len() >= self.config.batch_max_events {
             self.flush(batch, in_flight).await;
         }
     }
@@ -294,20 +311,30 @@ impl Pipeline {
     /// is abandoned unsettled: its offsets stay uncommitted and are
     /// redelivered after the restart.
     async fn flush(&self, batch: &mut Batch, in_flight: &mut InFlight) {
-        batch.deadline = None;
-        batch.bytes = 0;
-        if batch.events.is_empty() {
+        let Batch {
+            records, opened, ..
+        } = std::mem::take(batch);
+        if records.is_empty() {
             return;
         }
-        let events = std::mem::take(&mut batch.events);
         let slot: Slot = tokio::select! {
             biased;
             slot = self.deliverer.in_flight.acquire() => slot,
             _ = in_flight.cancel.cancelled() => return,
         };
+        let judge = Judge {
+            price: self.price.current().price,
+            max_event_bytes: self.config.max_event_bytes,
+            contract: self.config.contract,
+        };
         let deliverer = self.deliverer.clone();
+        let cancel = in_flight.cancel.clone();
         in_flight.tasks.spawn(async move {
-            deliverer.flush(events).await;
+            let opened = opened.unwrap_or_else(Instant::now);
+            let events = judge
+                .batch(records, deliverer.settler.as_ref(), &cancel)
+                .await;
+            deliverer.flush(events, opened).await;
             deliverer.health.progressed();
             drop(slot);
         });
@@ -379,8 +406,7 @@ mod tests {
             provisioner,
             Arc::new(settler),
             crate::retry::RetryPolicy::pipeline(config.backoff),
-            config.billing,
-            config.in_flight,
+            config.delivery(),
             Health::default(),
         );
         Pipeline {

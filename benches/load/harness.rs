@@ -46,7 +46,8 @@ pub(crate) struct Collector {
 impl Collector {
     pub(crate) fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ticketmeter"));
-        cmd.args(args).env_clear().env("RUST_LOG", "warn");
+        let log = std::env::var("BENCH_COLLECTOR_LOG").unwrap_or_else(|_| "warn".to_owned());
+        cmd.args(args).env_clear().env("RUST_LOG", log);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -2,7 +2,8 @@
 //!
 //! `cargo bench --bench load` (options after `--`: `--events N`,
 //! `--customers M`, `--latency-rate R`, `--latency-secs S`, `--wide W`,
-//! `--skip-kafka`).
+//! `--skip-kafka`, `--parts`, and for the distance matrix `--latencies`,
+//! `--scenarios`, `--modes`; `BENCH_COLLECTOR_LOG` sets the child's `RUST_LOG`).
 //!
 //! The real `ticketmeter` binary runs as a child process against an
 //! in-process OpenMeter double on loopback, so the collector's peak RSS
@@ -45,6 +46,8 @@ struct Options {
     parts: Vec<String>,
     restart_customers: usize,
     soak_minutes: u64,
+    /// Which cells of the distance matrix run (all by default).
+    cells: distance::Cells,
 }
 
 impl Options {
@@ -55,6 +58,15 @@ impl Options {
 
 fn options() -> Options {
     let args: Vec<String> = std::env::args().collect();
+    let list = |name: &str, default: &str| -> Vec<String> {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map_or(default, |v| v.as_str())
+            .split(',')
+            .map(str::to_owned)
+            .collect()
+    };
     let value = |name: &str, default: usize| {
         args.iter()
             .position(|a| a == name)
@@ -69,16 +81,17 @@ fn options() -> Options {
         latency_secs: value("--latency-secs", 10) as u64,
         wide: value("--wide", 100_000),
         kafka: !args.iter().any(|a| a == "--skip-kafka"),
-        parts: args
-            .iter()
-            .position(|a| a == "--parts")
-            .and_then(|i| args.get(i + 1))
-            .map_or("base,distance,restart,scale", |v| v.as_str())
-            .split(',')
-            .map(str::to_owned)
-            .collect(),
+        parts: list("--parts", "base,distance,restart,scale"),
         restart_customers: value("--restart-customers", 100_000),
         soak_minutes: value("--soak-minutes", 30) as u64,
+        cells: distance::Cells {
+            latencies: list("--latencies", "0,20,80")
+                .iter()
+                .filter_map(|l| l.parse().ok())
+                .collect(),
+            scenarios: list("--scenarios", "live,backlog,new"),
+            modes: list("--modes", "this,previous,seed"),
+        },
     }
 }
 
@@ -360,8 +373,9 @@ fn main() {
                 backlog: opts.events,
                 new_customers: 20_000,
                 budget: Duration::from_secs(30),
+                cells: opts.cells.clone(),
             };
-            distance::matrix(&double, &env, dir.path(), &matrix).await;
+            distance::matrix(dir.path(), &matrix).await;
         }
         if opts.runs("restart") {
             distance::restart(&double, &env, dir.path(), opts.restart_customers, 80).await;

@@ -1,7 +1,8 @@
 //! Scale-out: one tansu broker, a topic of 12 partitions, and 1, 2 and 4
 //! collector processes in one consumer group, OpenMeter 20 ms away. Each
 //! count drains the same load (its own topic and group) of customers that
-//! already exist; throughput is first to last accepted event.
+//! already exist; throughput is first to last accepted event. Then the
+//! seed-equivalent mode on the same load, for 20 s per count.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::producer::FutureProducer;
 
-use crate::distance::seed_customers;
+use crate::distance::{seed_customers, Mode};
 use crate::harness::{cpu_secs, event, free_port, produce, tansu, Collector};
 use crate::Options;
 
@@ -39,8 +40,16 @@ pub(crate) async fn run(double: &Double, url: &str, opts: &Options) {
         opts.customers,
         LATENCY.as_millis()
     );
-    for (round, instances) in [1usize, 2, 4].into_iter().enumerate() {
-        let topic = format!("scale-{instances}");
+    let rounds = [Mode::Adaptive, Mode::Seed]
+        .into_iter()
+        .flat_map(|mode| [1usize, 2, 4].map(|n| (mode, n)));
+    for (round, (mode, instances)) in rounds.enumerate() {
+        // The seed's mode manages a few hundred events a second: a small load.
+        let (events, budget) = match mode {
+            Mode::Seed => (5_000, Duration::from_secs(20)),
+            _ => (opts.events, Duration::from_secs(300)),
+        };
+        let topic = format!("scale-{round}-{instances}");
         let dlq = format!("{topic}.dlq");
         let new = [
             NewTopic::new(&topic, PARTITIONS, TopicReplication::Fixed(1)),
@@ -58,7 +67,7 @@ pub(crate) async fn run(double: &Double, url: &str, opts: &Options) {
         produce(
             &producer,
             &topic,
-            (0..opts.events).map(|i| event(id_base + i, first_customer + i % opts.customers, &now)),
+            (0..events).map(|i| event(id_base + i, first_customer + i % opts.customers, &now)),
         )
         .await;
         double.set_network(Network {
@@ -70,7 +79,7 @@ pub(crate) async fn run(double: &Double, url: &str, opts: &Options) {
         let tansu_cpu0 = cpu_secs(&format!("/proc/{}/stat", broker.child.id())).unwrap_or(0.0);
         let mut collectors: Vec<Collector> = (0..instances)
             .map(|_| {
-                let env = [
+                let mut env = vec![
                     ("OPENMETER_URL", url.to_owned()),
                     ("ETH_USD_PRICE", "3500".to_owned()),
                     ("BATCH_MAX_EVENTS", "1000".to_owned()),
@@ -80,14 +89,13 @@ pub(crate) async fn run(double: &Double, url: &str, opts: &Options) {
                     ("KAFKA_CONSUMER_GROUP", format!("{topic}-group")),
                     ("KAFKA_COMMIT_INTERVAL", "500ms".to_owned()),
                 ];
+                env.extend(mode.env());
                 Collector::spawn(&["run"], &env)
             })
             .collect();
         let started = Instant::now();
         let mut first = None;
-        while double.delivery_count() < before + opts.events
-            && started.elapsed() < Duration::from_secs(300)
-        {
+        while double.delivery_count() < before + events && started.elapsed() < budget {
             if first.is_none() && double.delivery_count() > before {
                 first = Some(Instant::now());
             }
@@ -105,7 +113,8 @@ pub(crate) async fn run(double: &Double, url: &str, opts: &Options) {
             c.stop();
         }
         println!(
-            "  {instances} collector(s): {delivered} events, {:>8.0} events/s first→last accepted ({:.2} s, {:.2} s from start), {:.4} calls/event ({} ingest), collectors' CPU {:.1} µs/event, broker {:.1} µs/event",
+            "  {:<16} {instances} collector(s): {delivered} events, {:>8.0} events/s first→last accepted ({:.2} s, {:.2} s from start), {:.4} calls/event ({} ingest), collectors' CPU {:.1} µs/event, broker {:.1} µs/event",
+            mode.label(),
             delivered as f64 / steady,
             steady,
             started.elapsed().as_secs_f64(),

@@ -124,8 +124,7 @@ fn assemble(
         provisioner,
         Arc::new(Settler::new(dlq, tracker)),
         retry,
-        config.billing,
-        config.in_flight,
+        config.delivery(),
         health,
     );
     Pipeline {

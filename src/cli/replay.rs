@@ -74,7 +74,7 @@ async fn dry_run(
     let mut out = std::io::stdout().lock();
     while let Some(record) = rx.recv().await {
         let line = match judge(&record.payload, max_bytes, price, contract) {
-            Fate::Event { json, .. } => String::from_utf8_lossy(&json).into_owned(),
+            Fate::Event { event, .. } => serde_json::to_string(&event)?,
             Fate::Settle(Outcome::Skipped(reason)) => {
                 json!({ "skip": reason.to_string() }).to_string()
             }

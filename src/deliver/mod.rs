@@ -49,20 +49,17 @@ use concurrency::{AdaptiveLimit, Signal};
 /// How many subjects of one batch are ensured concurrently.
 const ENSURE_CONCURRENCY: usize = 16;
 
-/// An event ready to send: its CloudEvent, serialised once (again only if
-/// its time moves), and the original record in case it must be
-/// dead-lettered.
+/// An event to send, and the original record in case it must be
+/// dead-lettered. Its CloudEvent is serialised once, straight into the
+/// request body, after its time is placed in its subscription's period.
 #[derive(Debug, Clone)]
 pub(crate) struct Pending {
     pub(crate) record: Record,
     pub(crate) identity: Identity,
-    /// Boxed: a `Pending` moves through several vectors, and the event is
-    /// read only when its time must move.
+    /// Boxed: a `Pending` moves through several vectors.
     pub(crate) event: Box<UsageEvent>,
-    /// The event's `time` as it stands in `json`.
+    /// The event's `time`.
     pub(crate) time: DateTime<Utc>,
-    pub(crate) json: Bytes,
-    pub(crate) read_at: Instant,
 }
 
 impl Pending {
@@ -114,6 +111,17 @@ pub(crate) struct Deliverer {
     /// How many batches may be in flight; each ingest tells it how
     /// OpenMeter is coping.
     pub(crate) in_flight: Arc<AdaptiveLimit>,
+    /// Bytes per ingest request: a larger batch is sent in parts.
+    pub(crate) max_body_bytes: usize,
+}
+
+/// How a deliverer bills, how many batches it keeps in flight, and how
+/// large its requests may be (from the pipeline's configuration).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DeliveryConfig {
+    pub(crate) billing: BillingPolicy,
+    pub(crate) in_flight: InFlightBounds,
+    pub(crate) max_body_bytes: usize,
 }
 
 /// Events sent together, and whether their customers were ensured afresh
@@ -153,8 +161,7 @@ impl Deliverer {
         provisioner: Provisioner,
         settler: Arc<Settler>,
         retry: RetryPolicy,
-        billing: BillingPolicy,
-        in_flight: InFlightBounds,
+        config: DeliveryConfig,
         health: Health,
     ) -> Self {
         Self {
@@ -162,22 +169,26 @@ impl Deliverer {
             provisioner,
             settler,
             retry,
-            billing,
+            billing: config.billing,
             noted: Noted::default(),
             health,
-            in_flight: Arc::new(AdaptiveLimit::new(in_flight)),
+            in_flight: Arc::new(AdaptiveLimit::new(config.in_flight)),
+            max_body_bytes: config.max_body_bytes,
         }
     }
 
-    /// Ensures, sends and settles one batch. Returns once every event in it
-    /// is delivered or dead-lettered. Its log lines share one `batch` span.
-    pub(crate) async fn flush(&self, batch: Vec<Pending>) {
+    /// Ensures, sends and settles one batch, whose first record was read at
+    /// `opened`. Returns once every event in it is delivered or
+    /// dead-lettered. Its log lines share one `batch` span.
+    pub(crate) async fn flush(&self, batch: Vec<Pending>, opened: Instant) {
         let span = batch_span(batch.len(), batch.iter().map(|p| p.record.origin.position));
         self.flush_batch(batch).instrument(span).await;
+        metrics()
+            .batch_latency
+            .observe(opened.elapsed().as_secs_f64());
     }
 
     async fn flush_batch(&self, batch: Vec<Pending>) {
-        let started = batch.iter().map(|p| p.read_at).min();
         let mut todo = vec![Chunk {
             events: batch,
             healed: false,
@@ -204,23 +215,27 @@ impl Deliverer {
             todo = held.chunks;
             attempt += 1;
         }
-        if let Some(started) = started {
-            metrics()
-                .batch_latency
-                .observe(started.elapsed().as_secs_f64());
-        }
     }
 
-    /// One attempt at a chunk: ensure its customers, send what can be sent.
-    /// Rejected halves go back on `todo`; what must wait goes to `held`.
+    /// One attempt at a chunk: ensure its customers, send what can be sent
+    /// (in parts of at most `max_body_bytes`). Rejected halves go back on
+    /// `todo`; what must wait goes to `held`.
     async fn attempt(&self, chunk: Chunk, todo: &mut Vec<Chunk>, held: &mut Held) {
         let healed = chunk.healed;
         let ready = self.ensure_customers(chunk, held).await;
-        if ready.is_empty() {
-            return;
+        for part in self.bodies(ready).await {
+            self.send(part, healed, todo, held).await;
         }
+    }
+
+    /// Sends one part; settles it, or puts it back on `todo` or `held`.
+    async fn send(&self, part: Part, healed: bool, todo: &mut Vec<Chunk>, held: &mut Held) {
+        let Part {
+            events: ready,
+            body,
+        } = part;
         let sent = Instant::now();
-        let Err(e) = self.client.ingest_batch(batch_body(&ready)).await else {
+        let Err(e) = self.client.ingest_batch(body).await else {
             self.in_flight.observe(Signal::Answered(sent.elapsed()));
             self.accepted(&ready).await;
             return;
@@ -301,18 +316,25 @@ impl Deliverer {
         // De-duplicate by reference first: only distinct identities are cloned.
         let distinct: HashSet<&Identity> = batch.iter().map(|p| &p.identity).collect();
         self.provisioner.warm_for(distinct.iter().copied()).await;
-        let ensures = distinct
+        let mut results = HashMap::with_capacity(distinct.len());
+        let mut misses = Vec::new();
+        for identity in distinct {
+            match self.provisioner.cached(identity) {
+                Some(hit) => {
+                    results.insert(identity.clone(), Ok(hit));
+                }
+                None => misses.push(identity.clone()),
+            }
+        }
+        let ensures = misses
             .into_iter()
-            .cloned()
             .map(|identity| ensure_one(&self.provisioner, identity));
-        let results: HashMap<_, _> = futures::stream::iter(ensures)
-            .buffer_unordered(ENSURE_CONCURRENCY)
-            .collect()
-            .await;
-        for (identity, result) in &results {
-            if let Err(e) = result {
+        let mut ensured = futures::stream::iter(ensures).buffer_unordered(ENSURE_CONCURRENCY);
+        while let Some((identity, result)) = ensured.next().await {
+            if let Err(e) = &result {
                 log_ensure_failure(&identity.customer_key(), e);
             }
+            results.insert(identity, result);
         }
         results
     }
@@ -325,10 +347,6 @@ impl Deliverer {
         if let Some(start) = self.billing.moved_time(terms, pending.time) {
             pending.event.bill_from(start);
             pending.time = start;
-            match serde_json::to_vec(&pending.event) {
-                Ok(json) => pending.json = Bytes::from(json),
-                Err(e) => tracing::error!(error = %e, "re-serialising a moved event failed"),
-            }
             metrics().events_time_moved.inc();
             if self.noted.first(Note::Moved, &pending.identity) {
                 tracing::info!(
@@ -395,6 +413,21 @@ impl Deliverer {
         }
     }
 
+    /// The request bodies of `ready`; an event that cannot be serialised
+    /// (a bug, never its data) is dead-lettered with the reason.
+    async fn bodies(&self, ready: Vec<Pending>) -> Vec<Part> {
+        if ready.is_empty() {
+            return Vec::new();
+        }
+        let Bodies { parts, failed } = batch_bodies(ready, self.max_body_bytes);
+        for (pending, e) in failed {
+            let reason = format!("the CloudEvent could not be serialised: {e}");
+            let outcome = Outcome::dead_letter(DeadLetterKind::InvalidData, reason);
+            self.settler.settle([&pending.record], &outcome).await;
+        }
+        parts
+    }
+
     async fn accepted(&self, chunk: &[Pending]) {
         self.health.progressed();
         metrics().batches.inc();
@@ -426,19 +459,58 @@ async fn ensure_one(
     (identity, result)
 }
 
-/// `[e1,e2,…]` from the pre-serialised events.
-fn batch_body(chunk: &[Pending]) -> Bytes {
-    let size = chunk.iter().map(|p| p.json.len() + 1).sum::<usize>() + 2;
-    let mut body = BytesMut::with_capacity(size);
+/// Events sent in one ingest request, and its body.
+struct Part {
+    events: Vec<Pending>,
+    body: Bytes,
+}
+
+/// A batch's ingest requests, and the events that could not be serialised.
+#[derive(Default)]
+struct Bodies {
+    parts: Vec<Part>,
+    failed: Vec<(Pending, serde_json::Error)>,
+}
+
+/// Ingest request bodies, `[e1,e2,…]`, each event serialised straight into
+/// its body: a body is closed before the event that would take it past
+/// `max_bytes` (an event alone in its body may exceed it; OpenMeter then
+/// decides).
+fn batch_bodies(ready: Vec<Pending>, max_bytes: usize) -> Bodies {
+    let mut out = Bodies::default();
+    let mut part = Vec::with_capacity(ready.len());
+    let mut body = BytesMut::with_capacity(max_bytes.min(ready.len() * 1024) + 2);
     body.put_u8(b'[');
-    for (i, pending) in chunk.iter().enumerate() {
-        if i > 0 {
+    for pending in ready {
+        let mark = body.len();
+        if !part.is_empty() {
             body.put_u8(b',');
         }
-        body.put_slice(&pending.json);
+        if let Err(e) = serde_json::to_writer((&mut body).writer(), &pending.event) {
+            body.truncate(mark);
+            out.failed.push((pending, e));
+            continue;
+        }
+        if body.len() + 1 > max_bytes && !part.is_empty() {
+            let event = body.split_off(mark);
+            body.put_u8(b']');
+            out.parts.push(Part {
+                events: std::mem::take(&mut part),
+                body: body.split().freeze(),
+            });
+            body.put_u8(b'[');
+            body.extend_from_slice(event.get(1..).unwrap_or_default());
+        }
+        part.push(pending);
     }
-    body.put_u8(b']');
-    body.freeze()
+    if !part.is_empty() {
+        body.put_u8(b']');
+        out.parts.push(Part {
+            events: part,
+            body: body.freeze(),
+        });
+    }
+    out
 }
 
 /// What is logged once per customer.
@@ -477,8 +549,83 @@ mod tests {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
-    use super::batch_span;
+    use super::{batch_bodies, batch_span, Pending};
     use crate::commit::Position;
+    use crate::contract::Contract;
+    use crate::decode::{decode, Decoded};
+    use crate::map::map;
+    use crate::source::{Origin, Record};
+
+    fn pending(i: usize) -> Pending {
+        let payload = format!(
+            r#"{{"id":"env-{i}","type":"create_signed_ticket","data":{{"request_id":"r{i}","auth_id":"app:u{i}","computed_fee":"10","current_time":"2026-09-09T00:00:00Z"}}}}"#
+        );
+        let contract = Contract::default();
+        let Ok(Decoded::Ticket(ticket)) = decode(payload.as_bytes(), 1 << 20, &contract) else {
+            panic!("a billable sample");
+        };
+        let mapped = map(*ticket, &"3500".parse().unwrap(), &contract);
+        let record = Record {
+            payload: payload.into(),
+            key: None,
+            headers: Vec::new(),
+            origin: Origin {
+                source: "test".into(),
+                position: Position {
+                    partition: 0,
+                    offset: i as i64,
+                },
+            },
+        };
+        Pending {
+            record,
+            identity: mapped.identity,
+            event: Box::new(mapped.event),
+            time: mapped.signed_at,
+        }
+    }
+
+    fn ids(body: &[u8]) -> Vec<String> {
+        let events: Vec<serde_json::Value> = serde_json::from_slice(body).expect("a JSON array");
+        events
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_within_the_byte_limit_is_one_request_of_every_event() {
+        let bodies = batch_bodies((0..5).map(pending).collect(), 1 << 20);
+        assert_eq!(bodies.parts.len(), 1);
+        assert_eq!(ids(&bodies.parts[0].body).len(), 5);
+        assert!(bodies.failed.is_empty());
+    }
+
+    #[test]
+    fn a_batch_past_the_byte_limit_is_split_into_requests_within_it_in_order() {
+        let one = batch_bodies(vec![pending(0)], 1 << 20).parts[0].body.len();
+        let limit = one * 2 + 2;
+        let bodies = batch_bodies((0..5).map(pending).collect(), limit);
+        let sizes: Vec<usize> = bodies.parts.iter().map(|p| p.events.len()).collect();
+        assert_eq!(sizes, [2, 2, 1]);
+        let mut sent = Vec::new();
+        for part in &bodies.parts {
+            assert!(part.body.len() <= limit, "{} > {limit}", part.body.len());
+            let body_ids = ids(&part.body);
+            let event_ids: Vec<String> = part.events.iter().map(|p| p.event.id.clone()).collect();
+            assert_eq!(body_ids, event_ids, "a body carries exactly its events");
+            sent.extend(body_ids);
+        }
+        let all: Vec<String> = (0..5).map(|i| pending(i).event.id.clone()).collect();
+        assert_eq!(sent, all);
+    }
+
+    #[test]
+    fn an_event_larger_than_the_byte_limit_is_sent_alone() {
+        let bodies = batch_bodies((0..3).map(pending).collect(), 10);
+        assert_eq!(bodies.parts.len(), 3);
+        assert!(bodies.parts.iter().all(|p| ids(&p.body).len() == 1));
+    }
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -270,14 +270,22 @@ impl Provisioner {
         &self.client
     }
 
+    /// What the cache holds for `identity`, without a call: a batch looks
+    /// every identity up here first and awaits [`Self::ensure`] only for the
+    /// misses.
+    pub(crate) fn cached(&self, identity: &Identity) -> Option<Ensured> {
+        let hit = self.ensured.get(identity.billing_key())?;
+        metrics().ensure_cache_hits.inc();
+        Some(hit)
+    }
+
     /// Ensures `identity` has a customer with a current subscription.
     /// Cached results, and refusals for `refusal_ttl`, cost no upstream call.
     pub async fn ensure(&self, identity: &Identity) -> Result<Ensured, EnsureError> {
-        let key = identity.customer_key();
-        if let Some(hit) = self.ensured.get(&key) {
-            metrics().ensure_cache_hits.inc();
+        if let Some(hit) = self.cached(identity) {
             return Ok(hit);
         }
+        let key = identity.customer_key();
         if let Some(refusal) = self.refused.get(&key).await {
             return Err((*refusal).clone());
         }
