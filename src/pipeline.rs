@@ -29,6 +29,9 @@ use crate::source::file::{payload_line, read_lines, LineReader, LinesRead};
 use crate::source::Record;
 use tokio::io::AsyncBufRead;
 
+/// Records the run loop takes off its channel at once.
+const RECEIVE_AT_ONCE: usize = 256;
+
 /// Batching and shutdown settings.
 #[derive(Debug, Clone, Copy)]
 pub struct PipelineConfig {
@@ -227,18 +230,25 @@ impl Pipeline {
             cancel: cancel.clone(),
         };
         let mut batch = Batch::default();
+        // Records are taken off the channel many at a time: one wake-up per
+        // burst, not per record.
+        let mut received = Vec::with_capacity(RECEIVE_AT_ONCE);
         loop {
             let deadline = batch.deadline;
-            let record = tokio::select! {
-                record = records.recv() => record,
+            let open = tokio::select! {
+                n = records.recv_many(&mut received, RECEIVE_AT_ONCE) => n > 0,
                 _ = sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
                     self.flush(&mut batch, &mut in_flight).await;
                     continue;
                 }
             };
-            let Some(record) = record else { break };
-            self.settler().received();
-            self.add(&mut batch, record, &mut in_flight).await;
+            if !open {
+                break;
+            }
+            self.settler().received(received.len());
+            for record in received.drain(..) {
+                self.add(&mut batch, record, &mut in_flight).await;
+            }
             while let Some(joined) = in_flight.tasks.try_join_next() {
                 self.reap(joined, cancel);
             }

@@ -83,10 +83,10 @@ impl Settler {
         &self.tracker
     }
 
-    /// Counts a record taken in; it is settled later, exactly once.
-    pub fn received(&self) {
-        Tally::add(&self.tally.read, 1);
-        metrics().events_consumed.inc();
+    /// Counts records taken in; each is settled later, exactly once.
+    pub fn received(&self, records: usize) {
+        Tally::add(&self.tally.read, records);
+        metrics().events_consumed.inc_by(records as u64);
     }
 
     /// Counts a batch task that panicked, leaving its events unsettled.

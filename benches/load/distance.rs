@@ -175,7 +175,7 @@ fn feed(fifo: &Path, load: Load, stop: &AtomicBool) {
 }
 
 /// When the event was signed: `data.signed_at` when its time was moved.
-fn signed(event: &serde_json::Value) -> Option<DateTime<Utc>> {
+pub(crate) fn signed(event: &serde_json::Value) -> Option<DateTime<Utc>> {
     let at = event["data"]["signed_at"]
         .as_str()
         .or_else(|| event["time"].as_str())?;

@@ -30,6 +30,52 @@ pub(crate) fn proc_stats(pid: u32) -> Option<(u64, f64)> {
     Some((hwm_kb, cpu_secs(&format!("/proc/{pid}/stat"))?))
 }
 
+/// CPU seconds of each of a live process's threads, summed by thread name
+/// (`tokio-rt-worker`, `rdk:main`, …), busiest first: where a serial stage
+/// shows as one name near one second per second.
+pub(crate) fn thread_cpu(pid: u32) -> Vec<(String, usize, f64)> {
+    let mut by_name: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let Some(cpu) = cpu_secs(&dir.join("stat").display().to_string()) else {
+            continue;
+        };
+        let entry = by_name.entry(name.trim().to_owned()).or_default();
+        entry.0 += 1;
+        entry.1 += cpu;
+    }
+    let mut threads: Vec<_> = by_name.into_iter().map(|(n, (k, c))| (n, k, c)).collect();
+    threads.sort_by(|a, b| b.2.total_cmp(&a.2));
+    threads
+}
+
+/// `thread_cpu` as one line of µs per event.
+pub(crate) fn print_threads(pid: u32, events: usize) {
+    let per_thread: Vec<String> = thread_cpu(pid)
+        .iter()
+        .filter(|(_, _, cpu)| *cpu > 0.0)
+        .map(|(name, n, cpu)| {
+            format!(
+                "{name}{} {:.2}",
+                if *n > 1 {
+                    format!(" ×{n}")
+                } else {
+                    String::new()
+                },
+                cpu * 1e6 / events.max(1) as f64
+            )
+        })
+        .collect();
+    println!(
+        "  collector CPU µs/event by thread: {}",
+        per_thread.join(", ")
+    );
+}
+
 pub(crate) fn cpu_secs(stat_path: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(stat_path).ok()?;
     let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
@@ -45,7 +91,10 @@ pub(crate) struct Collector {
 
 impl Collector {
     pub(crate) fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ticketmeter"));
+        // BENCH_COLLECTOR_BIN runs another build (a long soak keeps its own copy).
+        let bin = std::env::var("BENCH_COLLECTOR_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ticketmeter").to_owned());
+        let mut cmd = Command::new(bin);
         let log = std::env::var("BENCH_COLLECTOR_LOG").unwrap_or_else(|_| "warn".to_owned());
         cmd.args(args).env_clear().env("RUST_LOG", log);
         for (k, v) in env {

@@ -3,7 +3,8 @@
 //! `cargo bench --bench load` (options after `--`: `--events N`,
 //! `--customers M`, `--latency-rate R`, `--latency-secs S`, `--wide W`,
 //! `--skip-kafka`, `--parts`, and for the distance matrix `--latencies`,
-//! `--scenarios`, `--modes`; `BENCH_COLLECTOR_LOG` sets the child's `RUST_LOG`).
+//! `--scenarios`, `--modes`; `BENCH_COLLECTOR_LOG` sets the child's `RUST_LOG`,
+//! `BENCH_COLLECTOR_BIN` runs another `ticketmeter` build).
 //!
 //! The real `ticketmeter` binary runs as a child process against an
 //! in-process OpenMeter double on loopback, so the collector's peak RSS
@@ -31,7 +32,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-use harness::{cpu_secs, event, free_port, percentile, produce, start_double, tansu, Collector};
+use harness::{
+    cpu_secs, event, free_port, percentile, print_threads, produce, start_double, tansu,
+    thread_cpu, Collector,
+};
 
 struct Options {
     events: usize,
@@ -115,6 +119,8 @@ struct Figures {
     /// Ingest requests only: the cost per event once every customer is cached.
     ingest_calls: u64,
     peak_kb: u64,
+    /// CPU seconds by thread name (see `harness::thread_cpu`).
+    threads: Vec<(String, usize, f64)>,
 }
 
 impl Figures {
@@ -132,6 +138,27 @@ impl Figures {
             "  of which ingest requests {:.4}/event (the steady state: cached ensures cost no call)",
             self.ingest_calls as f64 / self.events as f64
         );
+        if !self.threads.is_empty() {
+            let total: f64 = self.threads.iter().map(|t| t.2).sum();
+            let per_thread: Vec<String> = self
+                .threads
+                .iter()
+                .filter(|t| t.2 > 0.0)
+                .map(|(name, n, cpu)| {
+                    let n = if *n > 1 {
+                        format!(" ×{n}")
+                    } else {
+                        String::new()
+                    };
+                    format!("{name}{n} {:.2}", cpu * 1e6 / self.events as f64)
+                })
+                .collect();
+            println!(
+                "  collector CPU {:.2} µs/event; by thread: {}",
+                total * 1e6 / self.events as f64,
+                per_thread.join(", ")
+            );
+        }
     }
 }
 
@@ -159,7 +186,13 @@ async fn file_run(
     env.extend_from_slice(extra);
     let started = Instant::now();
     let mut collector = Collector::spawn(&["replay", &file.display().to_string()], &env);
+    // The threads' figures as last seen before the collector exits.
+    let mut threads = Vec::new();
     while !collector.exited() {
+        let seen = thread_cpu(collector.child.id());
+        if !seen.is_empty() {
+            threads = seen;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Figures {
@@ -169,6 +202,7 @@ async fn file_run(
         calls: double.total_calls(),
         ingest_calls: double.calls(Route::IngestEvents),
         peak_kb: collector.peak_kb,
+        threads,
     }
 }
 
@@ -238,6 +272,7 @@ async fn kafka_runs(double: &Double, url: &str, opts: &Options) {
         calls: double.total_calls(),
         ingest_calls: double.calls(Route::IngestEvents),
         peak_kb: collector.peak_kb,
+        threads: Vec::new(),
     };
     figures.print();
     println!(
@@ -250,6 +285,8 @@ async fn kafka_runs(double: &Double, url: &str, opts: &Options) {
         cpu_secs(&format!("/proc/{}/stat", broker.child.id())).unwrap_or(0.0) - tansu_cpu0,
         cpu_secs("/proc/self/stat").unwrap_or(0.0) - self_cpu0
     );
+
+    print_threads(collector.child.id(), n);
 
     latency_run(double, &producer, topic, opts).await;
     collector.stop();
@@ -281,8 +318,7 @@ async fn latency_run(double: &Double, producer: &FutureProducer, topic: &str, op
     let mut latencies: Vec<f64> = double.deliveries()[before..]
         .iter()
         .filter_map(|d| {
-            let time = chrono::DateTime::parse_from_rfc3339(d.event["time"].as_str()?).ok()?;
-            Some((d.received_at - time.with_timezone(&Utc)).num_microseconds()? as f64 / 1000.0)
+            Some((d.received_at - distance::signed(&d.event)?).num_microseconds()? as f64 / 1000.0)
         })
         .collect();
     latencies.sort_by(f64::total_cmp);

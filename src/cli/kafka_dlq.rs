@@ -78,7 +78,7 @@ pub(super) async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode
                     %spill,
                     "a truncated dead letter cannot be replayed from the topic: replay its full original from the spill file with `ticketmeter dlq replay --file`"
                 );
-                settler.received();
+                settler.received(1);
                 let outcome = Outcome::Skipped(SkipReason::TruncatedLetter { spill });
                 settler.settle([&record], &outcome).await;
                 continue;
