@@ -163,7 +163,7 @@ const END_USER_PREFIX: &str = "eu_";
 /// Built from an `auth_id` (`client_id:usage_subject`) by one of the
 /// [`SubjectRule`]s; the billing subject is the CloudEvent `subject`, the
 /// customer key and its usage-attribution subject at once.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     auth_id: AuthId,
     client_id: String,
@@ -175,6 +175,17 @@ pub struct Identity {
     actor_end_user_id: String,
     kind: SubjectKind,
     billing_subject: CustomerKey,
+}
+
+/// Hashes what tells identities apart (`auth_id` and the billing subject;
+/// the other fields follow from them under one rule) rather than all six
+/// strings: batches hash every event's identity. Consistent with `Eq`,
+/// which still compares every field.
+impl std::hash::Hash for Identity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.auth_id.hash(state);
+        self.billing_subject.hash(state);
+    }
 }
 
 impl Identity {
@@ -451,8 +462,22 @@ impl UsdMicros {
         scale: 0,
     };
 
-    fn new(mut atoms: U256, mut scale: u32) -> Self {
-        let ten = U256::from(10u8);
+    /// Trailing zeros dropped, so equal amounts compare equal. Amounts that
+    /// fit in 128 bits (every real fee) are divided natively: a 256-bit
+    /// division per digit was 2% of the collector's CPU.
+    fn new(atoms: U256, mut scale: u32) -> Self {
+        let (high, mut low) = atoms.into_words();
+        if high == 0 {
+            while scale > 0 && low % 10 == 0 {
+                low /= 10;
+                scale -= 1;
+            }
+            return Self {
+                atoms: U256::from(low),
+                scale,
+            };
+        }
+        let (mut atoms, ten) = (atoms, U256::from(10u8));
         while scale > 0 && atoms % ten == 0 {
             atoms /= ten;
             scale -= 1;

@@ -361,15 +361,19 @@ pub(crate) async fn restart(
     println!(
         "restart: {customers} existing customers, OpenMeter {latency_ms} ms away, one event each:"
     );
-    for mode in [Mode::Adaptive, Mode::Fixed] {
+    for (i, mode) in [Mode::Adaptive, Mode::Fixed, Mode::Seed]
+        .into_iter()
+        .enumerate()
+    {
         let load = Load {
             events: customers,
             rate: None,
             first,
             customers,
-            id_base: 900_000_000 + if mode == Mode::Fixed { customers } else { 0 },
+            id_base: 900_000_000 + i * customers,
         };
-        let outcome = run(double, env, dir, mode, load, Duration::from_secs(120)).await;
+        let budget = Duration::from_secs(if mode == Mode::Seed { 60 } else { 120 });
+        let outcome = run(double, env, dir, mode, load, budget).await;
         outcome.print(mode.label());
     }
     double.set_network(Network::default());
