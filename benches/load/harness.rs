@@ -30,11 +30,12 @@ pub(crate) fn proc_stats(pid: u32) -> Option<(u64, f64)> {
     Some((hwm_kb, cpu_secs(&format!("/proc/{pid}/stat"))?))
 }
 
-/// CPU seconds of each of a live process's threads, summed by thread name
-/// (`tokio-rt-worker`, `rdk:main`, …), busiest first: where a serial stage
-/// shows as one name near one second per second.
-pub(crate) fn thread_cpu(pid: u32) -> Vec<(String, usize, f64)> {
-    let mut by_name: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+/// CPU seconds of a live process's threads by thread name (`tokio-rt-worker`,
+/// `rdk:main`, …), busiest first: how many threads bear the name, their
+/// total and the busiest one's. A serial stage shows as one thread near a
+/// second per second.
+pub(crate) fn thread_cpu(pid: u32) -> Vec<ThreadCpu> {
+    let mut by_name: std::collections::BTreeMap<String, ThreadCpu> = Default::default();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -44,36 +45,59 @@ pub(crate) fn thread_cpu(pid: u32) -> Vec<(String, usize, f64)> {
         let Some(cpu) = cpu_secs(&dir.join("stat").display().to_string()) else {
             continue;
         };
-        let entry = by_name.entry(name.trim().to_owned()).or_default();
-        entry.0 += 1;
-        entry.1 += cpu;
+        let name = name.trim().to_owned();
+        let entry = by_name.entry(name.clone()).or_insert(ThreadCpu {
+            name,
+            threads: 0,
+            total: 0.0,
+            busiest: 0.0,
+        });
+        entry.threads += 1;
+        entry.total += cpu;
+        entry.busiest = entry.busiest.max(cpu);
     }
-    let mut threads: Vec<_> = by_name.into_iter().map(|(n, (k, c))| (n, k, c)).collect();
-    threads.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let mut threads: Vec<_> = by_name.into_values().collect();
+    threads.sort_by(|a, b| b.total.total_cmp(&a.total));
     threads
 }
 
-/// `thread_cpu` as one line of µs per event.
-pub(crate) fn print_threads(pid: u32, events: usize) {
-    let per_thread: Vec<String> = thread_cpu(pid)
+/// CPU seconds of the threads that bear one name.
+#[derive(Debug, Clone)]
+pub(crate) struct ThreadCpu {
+    pub(crate) name: String,
+    pub(crate) threads: usize,
+    pub(crate) total: f64,
+    pub(crate) busiest: f64,
+}
+
+/// `threads` as one line of µs per event: total over all threads, and by
+/// name (`×n` threads: their sum, then the busiest one's).
+pub(crate) fn threads_line(threads: &[ThreadCpu], events: usize) -> String {
+    let per = |secs: f64| secs * 1e6 / events.max(1) as f64;
+    let total: f64 = threads.iter().map(|t| t.total).sum();
+    let named: Vec<String> = threads
         .iter()
-        .filter(|(_, _, cpu)| *cpu > 0.0)
-        .map(|(name, n, cpu)| {
-            format!(
-                "{name}{} {:.2}",
-                if *n > 1 {
-                    format!(" ×{n}")
-                } else {
-                    String::new()
-                },
-                cpu * 1e6 / events.max(1) as f64
-            )
+        .filter(|t| t.total > 0.0)
+        .map(|t| match t.threads {
+            1 => format!("{} {:.2}", t.name, per(t.total)),
+            n => format!(
+                "{} ×{n} {:.2} (busiest {:.2})",
+                t.name,
+                per(t.total),
+                per(t.busiest)
+            ),
         })
         .collect();
-    println!(
-        "  collector CPU µs/event by thread: {}",
-        per_thread.join(", ")
-    );
+    format!(
+        "collector CPU {:.2} µs/event; by thread: {}",
+        per(total),
+        named.join(", ")
+    )
+}
+
+/// `thread_cpu` of a live collector, as one printed line.
+pub(crate) fn print_threads(pid: u32, events: usize) {
+    println!("  {}", threads_line(&thread_cpu(pid), events));
 }
 
 pub(crate) fn cpu_secs(stat_path: &str) -> Option<f64> {
@@ -98,6 +122,11 @@ impl Collector {
         let log = std::env::var("BENCH_COLLECTOR_LOG").unwrap_or_else(|_| "warn".to_owned());
         cmd.args(args).env_clear().env("RUST_LOG", log);
         for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // BENCH_COLLECTOR_ENV="K=V,K=V" overrides settings for one experiment.
+        let extra = std::env::var("BENCH_COLLECTOR_ENV").unwrap_or_default();
+        for (k, v) in extra.split(',').filter_map(|kv| kv.split_once('=')) {
             cmd.env(k, v);
         }
         let child = cmd
@@ -160,6 +189,8 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub(crate) struct Broker {
     pub(crate) child: Child,
     pub(crate) brokers: String,
+    /// The broker's SQLite storage; removed with it.
+    _dir: tempfile::TempDir,
 }
 
 impl Drop for Broker {
@@ -169,18 +200,26 @@ impl Drop for Broker {
     }
 }
 
+/// tansu on SQLite storage: its memory storage returns nothing for a fetch
+/// that starts inside a record batch, so a consumer that pauses under
+/// back-pressure and resumes mid-batch would stall on that partition for
+/// good (the reference README's tansu note), and a bench would wait for
+/// events it can never get. SQLite's path is relative to the broker's
+/// working directory.
 pub(crate) fn tansu() -> Broker {
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
     let bin = std::env::var_os("HOME")
         .map(|h| PathBuf::from(h).join(".cargo/bin/tansu"))
         .filter(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("tansu"));
     let child = Command::new(bin)
+        .current_dir(dir.path())
         .args([
             "broker",
             "--storage-engine",
-            "memory://tansu/",
+            "sqlite://tansu.db",
             "--listener-url",
             &url,
             "--advertised-listener-url",
@@ -194,7 +233,11 @@ pub(crate) fn tansu() -> Broker {
     while TcpStream::connect(&brokers).is_err() {
         std::thread::sleep(Duration::from_millis(50));
     }
-    Broker { child, brokers }
+    Broker {
+        child,
+        brokers,
+        _dir: dir,
+    }
 }
 
 pub(crate) async fn produce(

@@ -4,7 +4,8 @@
 //! `--customers M`, `--latency-rate R`, `--latency-secs S`, `--wide W`,
 //! `--skip-kafka`, `--parts`, and for the distance matrix `--latencies`,
 //! `--scenarios`, `--modes`; `BENCH_COLLECTOR_LOG` sets the child's `RUST_LOG`,
-//! `BENCH_COLLECTOR_BIN` runs another `ticketmeter` build).
+//! `BENCH_COLLECTOR_BIN` runs another `ticketmeter` build, `BENCH_COLLECTOR_ENV="K=V,…"`
+//! overrides its settings).
 //!
 //! The real `ticketmeter` binary runs as a child process against an
 //! in-process OpenMeter double on loopback, so the collector's peak RSS
@@ -34,7 +35,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use harness::{
     cpu_secs, event, free_port, percentile, print_threads, produce, start_double, tansu,
-    thread_cpu, Collector,
+    thread_cpu, threads_line, Collector, ThreadCpu,
 };
 
 struct Options {
@@ -44,7 +45,8 @@ struct Options {
     latency_secs: u64,
     wide: usize,
     kafka: bool,
-    /// Which parts run: `base` (loopback figures), `distance` (0/20/80 ms
+    /// Which parts run: `base` (file source on loopback), `kafka` (the
+    /// Kafka source through tansu, throughput then latency), `distance` (0/20/80 ms
     /// matrix), `restart` (100k existing customers at 80 ms), `scale`
     /// (1, 2, 4 collectors on 12 partitions), `soak` (30 min at 2k/s).
     parts: Vec<String>,
@@ -85,7 +87,7 @@ fn options() -> Options {
         latency_secs: value("--latency-secs", 10) as u64,
         wide: value("--wide", 100_000),
         kafka: !args.iter().any(|a| a == "--skip-kafka"),
-        parts: list("--parts", "base,distance,restart,scale"),
+        parts: list("--parts", "base,kafka,distance,restart,scale"),
         restart_customers: value("--restart-customers", 100_000),
         soak_minutes: value("--soak-minutes", 30) as u64,
         cells: distance::Cells {
@@ -120,7 +122,7 @@ struct Figures {
     ingest_calls: u64,
     peak_kb: u64,
     /// CPU seconds by thread name (see `harness::thread_cpu`).
-    threads: Vec<(String, usize, f64)>,
+    threads: Vec<ThreadCpu>,
 }
 
 impl Figures {
@@ -139,25 +141,7 @@ impl Figures {
             self.ingest_calls as f64 / self.events as f64
         );
         if !self.threads.is_empty() {
-            let total: f64 = self.threads.iter().map(|t| t.2).sum();
-            let per_thread: Vec<String> = self
-                .threads
-                .iter()
-                .filter(|t| t.2 > 0.0)
-                .map(|(name, n, cpu)| {
-                    let n = if *n > 1 {
-                        format!(" ×{n}")
-                    } else {
-                        String::new()
-                    };
-                    format!("{name}{n} {:.2}", cpu * 1e6 / self.events as f64)
-                })
-                .collect();
-            println!(
-                "  collector CPU {:.2} µs/event; by thread: {}",
-                total * 1e6 / self.events as f64,
-                per_thread.join(", ")
-            );
+            println!("  {}", threads_line(&self.threads, self.events));
         }
     }
 }
@@ -189,8 +173,10 @@ async fn file_run(
     // The threads' figures as last seen before the collector exits.
     let mut threads = Vec::new();
     while !collector.exited() {
+        // Threads end as the process does: keep the fullest snapshot.
         let seen = thread_cpu(collector.child.id());
-        if !seen.is_empty() {
+        let total = |t: &[ThreadCpu]| t.iter().map(|t| t.total).sum::<f64>();
+        if total(&seen) >= total(&threads) {
             threads = seen;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -380,10 +366,6 @@ async fn base(double: &Double, url: &str, dir: &Path, opts: &Options) {
     file_run(double, url, &wide, opts.wide, &label, &[])
         .await
         .print();
-
-    if opts.kafka {
-        kafka_runs(double, url, opts).await;
-    }
 }
 
 fn main() {
@@ -400,6 +382,9 @@ fn main() {
 
         if opts.runs("base") {
             base(&double, &url, dir.path(), &opts).await;
+        }
+        if opts.runs("kafka") && opts.kafka {
+            kafka_runs(&double, &url, &opts).await;
         }
         let env = base_env(&url);
         if opts.runs("distance") {

@@ -59,7 +59,7 @@ pub(crate) async fn run(double: &Double, env: &[(&'static str, String)], dir: &P
     let before = double.delivery_count();
     let mut collector = Collector::spawn(&["replay", &feed.path()], &env);
     let started = Instant::now();
-    let (mut calls0, mut delivered0) = (0, 0);
+    let (mut calls0, mut delivered0, mut cpu0) = (0, 0, 0.0);
     for minute in 1..=minutes {
         let due = started + Duration::from_secs(60 * minute);
         while Instant::now() < due {
@@ -70,13 +70,13 @@ pub(crate) async fn run(double: &Double, env: &[(&'static str, String)], dir: &P
         let calls = double.total_calls();
         let (rss, sockets) = footprint(collector.child.id()).unwrap_or_default();
         println!(
-            "  minute {minute:>2}: RSS {:>6.1} MB, {sockets} sockets, {:>7} events accepted this minute, {:.4} calls/event this minute, CPU {:.1} µs/event so far",
+            "  minute {minute:>2}: RSS {:>6.1} MB, {sockets} sockets, {:>7} events accepted, {:.4} calls/event, CPU {:.1} µs/event (this minute)",
             rss as f64 / 1024.0,
             delivered - delivered0,
             (calls - calls0) as f64 / (delivered - delivered0).max(1) as f64,
-            collector.cpu * 1e6 / delivered.max(1) as f64,
+            (collector.cpu - cpu0) * 1e6 / (delivered - delivered0).max(1) as f64,
         );
-        (calls0, delivered0) = (calls, delivered);
+        (calls0, delivered0, cpu0) = (calls, delivered, collector.cpu);
     }
     feed.stop();
     collector.stop();
