@@ -351,6 +351,7 @@ pub(crate) async fn restart(
     dir: &Path,
     customers: usize,
     latency_ms: u64,
+    cells: &Cells,
 ) {
     let first = 8_000_000;
     seed_customers(double, first, customers);
@@ -365,6 +366,9 @@ pub(crate) async fn restart(
         .into_iter()
         .enumerate()
     {
+        if !cells.mode(mode) {
+            continue;
+        }
         let load = Load {
             events: customers,
             rate: None,

@@ -399,7 +399,15 @@ fn main() {
             distance::matrix(dir.path(), &matrix).await;
         }
         if opts.runs("restart") {
-            distance::restart(&double, &env, dir.path(), opts.restart_customers, 80).await;
+            distance::restart(
+                &double,
+                &env,
+                dir.path(),
+                opts.restart_customers,
+                80,
+                &opts.cells,
+            )
+            .await;
         }
         if opts.runs("scale") {
             scale::run(&double, &url, &opts).await;

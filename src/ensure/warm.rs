@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{billing_now, Created, EnsureError, Ensured, Provisioner};
@@ -45,22 +45,34 @@ pub struct Warmed {
 impl Provisioner {
     /// Fills the ensure cache with every customer that has a current
     /// subscription, from paged listings.
+    ///
+    /// Pages are folded as they arrive: only live customers and current
+    /// subscriptions are kept until both listings are done, never whole
+    /// pages (the peak was about 2 KB per customer when every page was
+    /// collected first; BENCHMARKS.md).
     pub async fn warm(&self) -> Result<Warmed, EnsureError> {
         let started = Instant::now();
-        let (customers, subscriptions) =
-            tokio::try_join!(self.client.all_customers(), self.client.all_subscriptions())
-                .map_err(|e: ApiError| EnsureError::Upstream {
-                    step: Call::FindCustomer,
-                    source: e,
-                })?;
-        let listed = customers.len();
-        let mut identities = 0;
-        for (key, ensured) in known(customers, subscriptions, self.plan_key()) {
-            identities += 1;
-            if self.ensured.insert(&key, &ensured) >= self.ensured.capacity() {
-                break;
+        let now = Utc::now();
+        let (mut listed, mut customers) = (0, Vec::new());
+        let mut current = Current::default();
+        let customer_pages = self.client.each_customer_page(|page| {
+            listed += page.len();
+            customers.extend(page.into_iter().filter(is_live));
+        });
+        let subscription_pages = self
+            .client
+            .each_subscription_page(|page| current.add(page, now));
+        tokio::try_join!(customer_pages, subscription_pages).map_err(|e: ApiError| {
+            EnsureError::Upstream {
+                step: Call::FindCustomer,
+                source: e,
             }
-        }
+        })?;
+        let mut identities = 0;
+        known(customers, current, self.plan_key(), |key, ensured| {
+            identities += 1;
+            self.ensured.insert(&key, &ensured) < self.ensured.capacity()
+        });
         Ok(Warmed {
             customers: listed,
             identities,
@@ -123,31 +135,40 @@ impl Provisioner {
     }
 }
 
-/// The identities `customers` answer for, with what ensure would find for
-/// each: a customer with a current subscription under its own key, and
-/// under each other subject key it owns that is no customer's key.
-fn known(
-    customers: Vec<Customer>,
-    subscriptions: Vec<Subscription>,
-    default_plan: &crate::domain::PlanKey,
-) -> Vec<(CustomerKey, Ensured)> {
-    let now = Utc::now();
-    let mut by_customer: HashMap<String, Vec<Subscription>> = HashMap::new();
-    for s in subscriptions {
-        by_customer
-            .entry(s.customer_id.clone())
-            .or_default()
-            .push(s);
+/// Each customer's subscription that bills now, by customer id: what
+/// ensure's [`billing_now`] picks among them, kept as pages arrive.
+#[derive(Default)]
+struct Current(HashMap<String, Subscription>);
+
+impl Current {
+    fn add(&mut self, page: Vec<Subscription>, now: DateTime<Utc>) {
+        for s in page {
+            let customer_id = s.customer_id.clone();
+            let kept = self.0.remove(&customer_id);
+            if let Some(current) = billing_now(kept.into_iter().chain([s]), &customer_id, now) {
+                self.0.insert(customer_id, current);
+            }
+        }
     }
-    let live: Vec<Customer> = customers
-        .into_iter()
-        .filter(|c| c.deleted_at.is_none())
-        .collect();
+}
+
+fn is_live(customer: &Customer) -> bool {
+    customer.deleted_at.is_none()
+}
+
+/// Hands `learn` the identities the live `customers` answer for, with what
+/// ensure would find for each: a customer with a current subscription
+/// under its own key, and under each other subject key it owns that is no
+/// customer's key. Stops when `learn` says so (the cache is full).
+fn known(
+    live: Vec<Customer>,
+    mut current: Current,
+    default_plan: &crate::domain::PlanKey,
+    mut learn: impl FnMut(CustomerKey, Ensured) -> bool,
+) {
     let keys: HashSet<&str> = live.iter().map(|c| c.key.as_str()).collect();
-    let mut known = Vec::with_capacity(live.len());
     for customer in &live {
-        let subscriptions = by_customer.remove(&customer.id).unwrap_or_default();
-        let Some(current) = billing_now(subscriptions, &customer.id, now) else {
+        let Some(current) = current.0.remove(&customer.id) else {
             continue;
         };
         let created = Created {
@@ -161,10 +182,11 @@ fn known(
             .flat_map(|u| u.subject_keys.iter())
             .filter(|k| **k != customer.key && !keys.contains(k.as_str()));
         for key in std::iter::once(&customer.key).chain(subjects) {
-            known.push((CustomerKey::listed(key), ensured.clone()));
+            if !learn(CustomerKey::listed(key), ensured.clone()) {
+                return;
+            }
         }
     }
-    known
 }
 
 #[cfg(test)]
@@ -205,13 +227,30 @@ mod tests {
         keys
     }
 
+    /// What a warm-up learns from these listings, as one list.
+    fn learnt(
+        customers: Vec<Customer>,
+        subscriptions: Vec<Subscription>,
+        plan: &crate::domain::PlanKey,
+    ) -> Vec<(CustomerKey, Ensured)> {
+        let mut current = Current::default();
+        current.add(subscriptions, Utc::now());
+        let mut learnt = Vec::new();
+        let live = customers.into_iter().filter(is_live).collect();
+        known(live, current, plan, |key, ensured| {
+            learnt.push((key, ensured));
+            true
+        });
+        learnt
+    }
+
     fn plan() -> crate::domain::PlanKey {
         "clearinghouse_default_ppu".parse().unwrap()
     }
 
     #[test]
     fn a_customer_with_a_current_subscription_is_known_under_its_key() {
-        let known = known(
+        let known = learnt(
             vec![customer("c1", "alice", &["alice"])],
             vec![subscription("s1", "c1", SubscriptionStatus::Active)],
             &plan(),
@@ -230,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_customer_without_a_current_subscription_is_left_to_ensure() {
-        let known = known(
+        let known = learnt(
             vec![
                 customer("c1", "alice", &["alice"]),
                 customer("c2", "bob", &[]),
@@ -243,7 +282,7 @@ mod tests {
 
     #[test]
     fn another_subject_key_a_customer_owns_bills_that_customer() {
-        let known = known(
+        let known = learnt(
             vec![customer("c1", "acme", &["acme", "legacy-subject"])],
             vec![subscription("s1", "c1", SubscriptionStatus::Active)],
             &plan(),
@@ -259,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_subject_key_that_is_also_a_customers_key_is_that_customers() {
-        let known = known(
+        let known = learnt(
             vec![
                 customer("c1", "acme", &["acme", "bob"]),
                 customer("c2", "bob", &["bob"]),
@@ -280,7 +319,7 @@ mod tests {
     fn a_deleted_customer_is_not_known() {
         let mut gone = customer("c1", "alice", &["alice"]);
         gone.deleted_at = Some("2026-01-01T00:00:00Z".into());
-        let known = known(
+        let known = learnt(
             vec![gone],
             vec![subscription("s1", "c1", SubscriptionStatus::Active)],
             &plan(),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -325,54 +325,63 @@ impl OpenMeterClient {
         Ok(items)
     }
 
-    /// Every item of a collection, in pages of the server's maximum size:
-    /// the first page says how many there are, and the rest are fetched
+    /// Every item of a collection, in pages of the server's maximum size,
+    /// each handed to `visit` as it arrives (in no particular order), so a
+    /// caller folds 100k items without holding every page at once: the
+    /// first page says how many there are, and the rest are fetched
     /// [`BULK_CONCURRENCY`] at a time, so 100k items cost 100 calls and a
     /// few round trips rather than a round trip per page.
-    pub(crate) async fn list_every<T: DeserializeOwned>(
+    pub(crate) async fn each_page<T: DeserializeOwned>(
         &self,
         operation: &'static str,
         path: &str,
-        filter: &[(&str, &str)],
-    ) -> Result<Vec<T>, ApiError> {
-        let first: Page<T> = self.page(operation, path, filter, 1).await?;
+        mut visit: impl FnMut(Vec<T>),
+    ) -> Result<(), ApiError> {
+        let first: Page<T> = self.page(operation, path, 1).await?;
         let total = first.meta.page.total.as_u64().unwrap_or(0);
         let pages = total
             .div_ceil(u64::from(BULK_PAGE_SIZE))
             .min(u64::from(MAX_PAGES)) as u32;
-        let mut items = first.data;
-        let rest: Vec<Page<T>> = futures::stream::iter(2..=pages)
-            .map(|number| self.page(operation, path, filter, number))
-            .buffer_unordered(BULK_CONCURRENCY)
-            .try_collect()
-            .await?;
-        items.extend(rest.into_iter().flat_map(|p| p.data));
-        Ok(items)
+        visit(first.data);
+        let mut rest = futures::stream::iter(2..=pages)
+            .map(|number| self.page(operation, path, number))
+            .buffer_unordered(BULK_CONCURRENCY);
+        while let Some(page) = rest.next().await {
+            let page: Page<T> = page?;
+            visit(page.data);
+        }
+        Ok(())
     }
 
     async fn page<T: DeserializeOwned>(
         &self,
         operation: &'static str,
         path: &str,
-        filter: &[(&str, &str)],
         number: u32,
     ) -> Result<Page<T>, ApiError> {
         let (n, s) = (number.to_string(), BULK_PAGE_SIZE.to_string());
-        let mut query: Vec<(&str, &str)> = filter.to_vec();
-        query.extend([("page[number]", n.as_str()), ("page[size]", s.as_str())]);
+        let query = [("page[number]", n.as_str()), ("page[size]", s.as_str())];
         self.send_json::<_, ()>(operation, Method::GET, path, &query, None)
             .await
     }
 
-    /// Every customer of the organisation (the ensure cache's warm-up).
-    pub(crate) async fn all_customers(&self) -> Result<Vec<Customer>, ApiError> {
-        self.list_every("list customers", "/openmeter/customers", &[])
+    /// Every customer of the organisation, a page at a time (the ensure
+    /// cache's warm-up).
+    pub(crate) async fn each_customer_page(
+        &self,
+        visit: impl FnMut(Vec<Customer>),
+    ) -> Result<(), ApiError> {
+        self.each_page("list customers", "/openmeter/customers", visit)
             .await
     }
 
-    /// Every subscription of the organisation (the ensure cache's warm-up).
-    pub(crate) async fn all_subscriptions(&self) -> Result<Vec<Subscription>, ApiError> {
-        self.list_every("list subscriptions", "/openmeter/subscriptions", &[])
+    /// Every subscription of the organisation, a page at a time (the ensure
+    /// cache's warm-up).
+    pub(crate) async fn each_subscription_page(
+        &self,
+        visit: impl FnMut(Vec<Subscription>),
+    ) -> Result<(), ApiError> {
+        self.each_page("list subscriptions", "/openmeter/subscriptions", visit)
             .await
     }
 
