@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use openmeter_double::{Double, DoubleConfig, RunningDouble};
+use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use ticketmeter::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use ticketmeter::{ClientConfig, Endpoint, OpenMeterClient};
@@ -17,16 +18,24 @@ pub(crate) fn event(i: usize, customer: usize, time: &str) -> String {
     )
 }
 
-/// Peak resident set (VmHWM) and CPU seconds of a live process.
-pub(crate) fn proc_stats(pid: u32) -> Option<(u64, f64)> {
+/// A `kB` line of a live process's `/proc/<pid>/status` (`VmHWM`, `VmRSS`).
+pub(crate) fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm_kb = status
+    status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
+        .find(|l| {
+            l.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })?
         .split_whitespace()
         .nth(1)?
         .parse()
-        .ok()?;
+        .ok()
+}
+
+/// Peak resident set (VmHWM) and CPU seconds of a live process.
+pub(crate) fn proc_stats(pid: u32) -> Option<(u64, f64)> {
+    let hwm_kb = status_kb(pid, "VmHWM")?;
     Some((hwm_kb, cpu_secs(&format!("/proc/{pid}/stat"))?))
 }
 
@@ -238,6 +247,16 @@ pub(crate) fn tansu() -> Broker {
         brokers,
         _dir: dir,
     }
+}
+
+/// A producer that batches (5 ms linger) and queues a whole load.
+pub(crate) fn producer(brokers: &str) -> FutureProducer {
+    RdConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap()
 }
 
 pub(crate) async fn produce(

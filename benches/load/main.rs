@@ -34,7 +34,7 @@ use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use harness::{
-    cpu_secs, event, free_port, percentile, print_threads, produce, start_double, tansu,
+    cpu_secs, event, free_port, percentile, print_threads, produce, producer, start_double, tansu,
     thread_cpu, threads_line, Collector, ThreadCpu,
 };
 
@@ -210,12 +210,7 @@ async fn kafka_runs(double: &Double, url: &str, opts: &Options) {
     {
         r.unwrap();
     }
-    let producer: FutureProducer = RdConfig::new()
-        .set("bootstrap.servers", &broker.brokers)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .unwrap();
+    let producer = producer(&broker.brokers);
     let n = opts.events;
     let produced = Instant::now();
     produce(

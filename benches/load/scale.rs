@@ -11,10 +11,9 @@ use openmeter_double::{Double, Network, Route};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig as RdConfig;
-use rdkafka::producer::FutureProducer;
 
 use crate::distance::{seed_customers, Mode};
-use crate::harness::{cpu_secs, event, free_port, produce, tansu, Collector};
+use crate::harness::{cpu_secs, event, free_port, produce, producer, tansu, Collector};
 use crate::Options;
 
 const PARTITIONS: i32 = 12;
@@ -26,12 +25,7 @@ pub(crate) async fn run(double: &Double, url: &str, opts: &Options) {
         .set("bootstrap.servers", &broker.brokers)
         .create()
         .unwrap();
-    let producer: FutureProducer = RdConfig::new()
-        .set("bootstrap.servers", &broker.brokers)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .unwrap();
+    let producer = producer(&broker.brokers);
     let first_customer = 7_000_000;
     seed_customers(double, first_customer, opts.customers);
     println!(

@@ -10,21 +10,14 @@ use std::time::{Duration, Instant};
 use openmeter_double::{Double, Network};
 
 use crate::distance::{self, Load, Mode};
-use crate::harness::Collector;
+use crate::harness::{status_kb, Collector};
 
 const RATE: usize = 2_000;
 const CUSTOMERS: usize = 50_000;
 
 /// Resident set (VmRSS, kB) and open sockets of a process.
 fn footprint(pid: u32) -> Option<(u64, usize)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
+    let rss = status_kb(pid, "VmRSS")?;
     let sockets = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .ok()?
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
