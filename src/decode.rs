@@ -138,59 +138,102 @@ impl Rejection {
     }
 }
 
+/// The record's envelope, its `data` either kept as JSON text (`D` =
+/// `&RawValue`) or read as a ticket's fields in the same pass.
 #[derive(Deserialize)]
-struct Envelope<'a> {
+struct Envelope<'a, D> {
     #[serde(borrow, default)]
     id: Option<Cow<'a, str>>,
     #[serde(rename = "type", borrow, default)]
     kind: Option<Cow<'a, str>>,
-    #[serde(default)]
-    timestamp: Option<Value>,
     #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
+    timestamp: Option<&'a RawValue>,
+    #[serde(default = "Option::default")]
+    data: Option<D>,
 }
 
 /// The ticket's fields. Identity fields must be strings when present (a
-/// number there is a producer bug worth a dead letter); dimensions are
-/// read leniently from whatever JSON they hold.
+/// number there is a producer bug worth a dead letter); the others are kept
+/// as the record's own JSON text and read leniently ([`Scalar`]) when used,
+/// so no `serde_json::Value` is built for them.
 #[derive(Deserialize)]
 struct TicketData<'a> {
-    #[serde(default)]
-    request_id: Option<Value>,
+    #[serde(borrow, default)]
+    request_id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     auth_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     client_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     usage_subject: Option<Cow<'a, str>>,
-    #[serde(default)]
-    usage_subject_type: Option<Value>,
-    #[serde(default)]
-    computed_fee: Option<Value>,
-    #[serde(default)]
-    current_time: Option<Value>,
-    #[serde(default)]
-    current_time_unix: Option<Value>,
-    #[serde(default)]
-    pipeline: Option<Value>,
-    #[serde(default)]
-    model_id: Option<Value>,
-    #[serde(default)]
-    manifest_id: Option<Value>,
-    #[serde(default)]
-    session_id: Option<Value>,
-    #[serde(default)]
-    app: Option<Value>,
-    #[serde(default)]
-    session_status: Option<Value>,
-    #[serde(default)]
-    orch_address: Option<Value>,
-    #[serde(default)]
-    pixels: Option<Value>,
-    #[serde(default)]
-    num_tickets: Option<Value>,
-    #[serde(default)]
-    billable_secs: Option<Value>,
+    #[serde(borrow, default)]
+    usage_subject_type: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    computed_fee: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    current_time: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    current_time_unix: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pipeline: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    model_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    manifest_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    session_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    app: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    session_status: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    orch_address: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pixels: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    num_tickets: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    billable_secs: Option<&'a RawValue>,
+}
+
+/// A field's JSON value read leniently: text borrowed from the record when
+/// it has no escapes, a number as its exact digits. `null` is absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Scalar<'a> {
+    Text(Cow<'a, str>),
+    Number(&'a str),
+    /// A boolean, an object or an array.
+    Other,
+}
+
+impl<'a> Scalar<'a> {
+    /// A field as the record wrote it (already validated JSON).
+    fn read(raw: Option<&'a RawValue>) -> Option<Self> {
+        let json = raw?.get();
+        match json.as_bytes().first()? {
+            b'n' => None,
+            b'"' => Some(Self::text(json)),
+            b'-' | b'0'..=b'9' => Some(Self::Number(json)),
+            _ => Some(Self::Other),
+        }
+    }
+
+    fn text(json: &'a str) -> Self {
+        serde_json::from_str::<&str>(json)
+            .map(Cow::Borrowed)
+            .or_else(|_| serde_json::from_str::<String>(json).map(Cow::Owned))
+            .map_or(Self::Other, Self::Text)
+    }
+
+    /// A field of an already parsed [`Value`] (the audit's fallback).
+    pub(crate) fn of(value: &'a Value) -> Option<Self> {
+        match value {
+            Value::Null => None,
+            Value::String(s) => Some(Self::Text(Cow::Borrowed(s))),
+            Value::Number(n) => Some(Self::Number(n.as_str())),
+            _ => Some(Self::Other),
+        }
+    }
 }
 
 /// Decodes one record under `contract`. Never panics, whatever the bytes.
@@ -207,37 +250,90 @@ pub fn decode(payload: &[u8], max_bytes: usize, contract: &Contract) -> Result<D
     if nesting_exceeds(payload, MAX_DEPTH) {
         return Err(Rejection::TooDeep);
     }
-    let envelope: Envelope =
-        serde_json::from_slice(payload).map_err(|e| Rejection::Malformed(e.to_string()))?;
+    // One pass reads a well-formed ticket; anything else is read again in
+    // two steps, envelope then data, to say which part is wrong.
+    let envelope = match serde_json::from_slice::<Envelope<Object<TicketData>>>(payload) {
+        Ok(envelope) => envelope.map_data(|data| data.0),
+        Err(_) => two_step(payload)?,
+    };
     match envelope.kind.as_deref() {
         None | Some("") => Err(Rejection::NoType),
         Some(BILLABLE_TYPE) => {
-            ticket(&envelope, payload, contract).map(|t| Decoded::Ticket(Box::new(t)))
+            ticket(envelope, payload, contract).map(|t| Decoded::Ticket(Box::new(t)))
         }
         Some(_) => Ok(Decoded::Skip(SkipReason::OtherType)),
     }
 }
 
+impl<'a, D> Envelope<'a, D> {
+    fn map_data<E>(self, f: impl FnOnce(D) -> E) -> Envelope<'a, E> {
+        Envelope {
+            id: self.id,
+            kind: self.kind,
+            timestamp: self.timestamp,
+            data: self.data.map(f),
+        }
+    }
+}
+
+/// `T` read only from a JSON object: a derived struct would also take an
+/// array, field by field, and `data` must be an object.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Fields<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        deserializer.deserialize_map(Fields(std::marker::PhantomData))
+    }
+}
+
+/// The envelope, then its `data` as a ticket's fields when the type is
+/// billable, each failure named.
+fn two_step(payload: &[u8]) -> Result<Envelope<'_, TicketData<'_>>, Rejection> {
+    let envelope: Envelope<&RawValue> =
+        serde_json::from_slice(payload).map_err(|e| Rejection::Malformed(e.to_string()))?;
+    let billable = envelope.kind.as_deref() == Some(BILLABLE_TYPE);
+    let data = envelope
+        .data
+        .filter(|raw| billable && raw.get().starts_with('{'))
+        .map(|raw| serde_json::from_str(raw.get()))
+        .transpose()
+        .map_err(|e| Rejection::MalformedData(e.to_string()))?;
+    Ok(Envelope {
+        id: envelope.id,
+        kind: envelope.kind,
+        timestamp: envelope.timestamp,
+        data,
+    })
+}
+
 fn ticket(
-    envelope: &Envelope,
+    envelope: Envelope<TicketData>,
     payload: &[u8],
     contract: &Contract,
 ) -> Result<SignedTicket, Rejection> {
-    let raw = envelope.data.ok_or(Rejection::DataNotObject)?;
-    if !raw.get().trim_start().starts_with('{') {
-        return Err(Rejection::DataNotObject);
-    }
-    let data: TicketData =
-        serde_json::from_str(raw.get()).map_err(|e| Rejection::MalformedData(e.to_string()))?;
+    let data = envelope.data.ok_or(Rejection::DataNotObject)?;
     let identity = identity(&data, contract.subjects)?;
-    let (fee, fee_text) = fee(data.computed_fee.as_ref())?;
-    let request_id = request_id(data.request_id.as_ref());
+    let (fee, fee_text) = fee(Scalar::read(data.computed_fee))?;
+    let request_id = request_id(Scalar::read(data.request_id));
     let envelope_id = envelope.id.as_deref().unwrap_or_default();
-    let (time, signed_at) = event_time(&data, envelope.timestamp.as_ref());
+    let (time, signed_at) = event_time(&data, Scalar::read(envelope.timestamp));
     Ok(SignedTicket {
         event_id: event_id(contract.ids, envelope_id, &request_id, payload),
         other_id: event_id(contract.ids.other(), envelope_id, &request_id, payload),
-        usage_subject_type: lenient_text(data.usage_subject_type.as_ref())
+        usage_subject_type: lenient_text(Scalar::read(data.usage_subject_type))
             .ok()
             .flatten(),
         dimensions: dimensions(&data, &request_id),
@@ -277,7 +373,7 @@ fn payload_digest(payload: &[u8]) -> String {
 
 /// `request_id` as text: a string (trimmed) or a number's digits; empty
 /// when absent or unreadable.
-pub(crate) fn request_id(value: Option<&Value>) -> String {
+pub(crate) fn request_id(value: Option<Scalar>) -> String {
     lenient_text(value).ok().flatten().unwrap_or_default()
 }
 
@@ -331,44 +427,41 @@ fn missing_identity(rule: SubjectRule, auth_id_given: bool) -> Rejection {
 
 /// A fee is an integer string; a JSON integer is accepted when exact.
 /// Returns the fee and its text as written.
-fn fee(value: Option<&Value>) -> Result<(FeeWei, String), Rejection> {
+fn fee(value: Option<Scalar>) -> Result<(FeeWei, String), Rejection> {
     match value {
-        None | Some(Value::Null) => Err(FeeError::Missing.into()),
-        Some(Value::String(s)) => Ok((FeeWei::parse(s)?, s.clone())),
-        Some(Value::Number(n)) => {
-            let text = n.to_string();
-            Ok((FeeWei::parse(&text)?, text))
-        }
-        Some(_) => Err(FeeError::NotAnInteger.into()),
+        None => Err(FeeError::Missing.into()),
+        Some(Scalar::Text(s)) => Ok((FeeWei::parse(&s)?, s.into_owned())),
+        Some(Scalar::Number(digits)) => Ok((FeeWei::parse(digits)?, digits.to_owned())),
+        Some(Scalar::Other) => Err(FeeError::NotAnInteger.into()),
     }
 }
 
 /// Today's collectors' dimensions (pymthouse `collector.yaml`).
 fn dimensions(data: &TicketData, request_id: &str) -> Dimensions {
     let mut dims = Dimensions::default();
-    let mut text = |name: &'static str, value: Option<&Value>| -> String {
-        lenient_text(value)
+    let mut text = |name: &'static str, value: Option<&RawValue>| -> String {
+        lenient_text(Scalar::read(value))
             .unwrap_or_else(|()| {
                 dims.unreadable.push(name);
                 None
             })
             .unwrap_or_default()
     };
-    let pipeline = text("pipeline", data.pipeline.as_ref());
-    let model = text("model_id", data.model_id.as_ref());
-    let manifest = text("manifest_id", data.manifest_id.as_ref());
-    let session = text("session_id", data.session_id.as_ref());
-    let app = text("app", data.app.as_ref());
-    let session_status = text("session_status", data.session_status.as_ref());
-    let orch_address = text("orch_address", data.orch_address.as_ref());
+    let pipeline = text("pipeline", data.pipeline);
+    let model = text("model_id", data.model_id);
+    let manifest = text("manifest_id", data.manifest_id);
+    let session = text("session_id", data.session_id);
+    let app = text("app", data.app);
+    let session_status = text("session_status", data.session_status);
+    let orch_address = text("orch_address", data.orch_address);
     let (pipeline, model_id) = pipeline_and_model(&pipeline, &model);
     let manifest_id = [manifest.as_str(), session.as_str(), request_id]
         .into_iter()
         .find(|s| !s.is_empty())
         .unwrap_or(UNKNOWN)
         .to_owned();
-    let mut number = |name: &'static str, value: Option<&Value>| -> Option<Number> {
-        match lenient_number(value) {
+    let mut number = |name: &'static str, value: Option<&RawValue>| -> Option<Number> {
+        match lenient_number(Scalar::read(value)) {
             Ok(n) => Some(n.unwrap_or_else(|| Number::from(0u8))),
             Err(()) => {
                 dims.unreadable.push(name);
@@ -376,9 +469,9 @@ fn dimensions(data: &TicketData, request_id: &str) -> Dimensions {
             }
         }
     };
-    let pixels = number("pixels", data.pixels.as_ref());
-    let num_tickets = number("num_tickets", data.num_tickets.as_ref());
-    let billable_secs = number("billable_secs", data.billable_secs.as_ref());
+    let pixels = number("pixels", data.pixels);
+    let num_tickets = number("num_tickets", data.num_tickets);
+    let billable_secs = number("billable_secs", data.billable_secs);
     Dimensions {
         pipeline,
         model_id,
@@ -410,32 +503,33 @@ fn pipeline_and_model(pipeline: &str, model: &str) -> (String, String) {
 
 /// A text dimension: a string (trimmed; blank is absent) or a number's
 /// text; anything else cannot be read.
-fn lenient_text(value: Option<&Value>) -> Result<Option<String>, ()> {
+fn lenient_text(value: Option<Scalar>) -> Result<Option<String>, ()> {
     match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(()),
+        None => Ok(None),
+        Some(Scalar::Text(s)) => Ok(Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_owned)),
+        Some(Scalar::Number(digits)) => Ok(Some(digits.to_owned())),
+        Some(Scalar::Other) => Err(()),
     }
 }
 
 /// A numeric dimension: a JSON number, or a string holding one (`"1000"`),
 /// kept with its exact digits; anything else cannot be read.
-fn lenient_number(value: Option<&Value>) -> Result<Option<Number>, ()> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => Ok(Some(n.clone())),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => s.trim().parse::<Number>().map(Some).map_err(drop),
-        Some(_) => Err(()),
-    }
+fn lenient_number(value: Option<Scalar>) -> Result<Option<Number>, ()> {
+    let digits = match &value {
+        None => return Ok(None),
+        Some(Scalar::Number(digits)) => *digits,
+        Some(Scalar::Text(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Scalar::Text(s)) => s.trim(),
+        Some(Scalar::Other) => return Err(()),
+    };
+    digits.parse::<Number>().map(Some).map_err(drop)
 }
 
 /// The time the ticket says it was signed ([`claimed_time`]), else now.
-fn event_time(data: &TicketData, envelope_ts: Option<&Value>) -> (String, DateTime<Utc>) {
+fn event_time(data: &TicketData, envelope_ts: Option<Scalar>) -> (String, DateTime<Utc>) {
     claimed_time(
-        data.current_time.as_ref(),
-        data.current_time_unix.as_ref(),
+        Scalar::read(data.current_time),
+        Scalar::read(data.current_time_unix),
         envelope_ts,
     )
     .unwrap_or_else(|| {
@@ -449,11 +543,12 @@ fn event_time(data: &TicketData, envelope_ts: Option<&Value>) -> (String, DateTi
 /// `current_time_unix`; else the envelope's `timestamp` (both positive unix
 /// ms). All are stable across redelivery; `None` when none is readable.
 pub(crate) fn claimed_time(
-    current_time: Option<&Value>,
-    current_time_unix: Option<&Value>,
-    timestamp: Option<&Value>,
+    current_time: Option<Scalar>,
+    current_time_unix: Option<Scalar>,
+    timestamp: Option<Scalar>,
 ) -> Option<(String, DateTime<Utc>)> {
-    if let Some(t) = current_time.and_then(Value::as_str).map(str::trim) {
+    if let Some(Scalar::Text(t)) = &current_time {
+        let t = t.trim();
         if let Ok(at) = DateTime::parse_from_rfc3339(t) {
             return Some((t.to_owned(), at.to_utc()));
         }
@@ -461,15 +556,15 @@ pub(crate) fn claimed_time(
     let at = [current_time_unix, timestamp]
         .into_iter()
         .flatten()
-        .find_map(unix_millis)?;
+        .find_map(|value| unix_millis(&value))?;
     Some((at.to_rfc3339_opts(SecondsFormat::Millis, true), at))
 }
 
-fn unix_millis(value: &Value) -> Option<DateTime<Utc>> {
-    let ms = match value {
-        Value::Number(n) => n.as_i64()?,
-        Value::String(s) => s.trim().parse().ok()?,
-        _ => return None,
+fn unix_millis(value: &Scalar) -> Option<DateTime<Utc>> {
+    let ms: i64 = match value {
+        Scalar::Number(digits) => digits.parse().ok()?,
+        Scalar::Text(s) => s.trim().parse().ok()?,
+        Scalar::Other => return None,
     };
     (ms > 0)
         .then(|| DateTime::from_timestamp_millis(ms))
@@ -477,7 +572,15 @@ fn unix_millis(value: &Value) -> Option<DateTime<Utc>> {
 }
 
 /// Whether `[`/`{` nesting exceeds `limit`, ignoring brackets in strings.
+/// A record with no more openers than `limit` cannot, and a real ticket has
+/// two: `memchr` finds whether there are more in a SIMD pass, and only then
+/// does the exact walk run.
 fn nesting_exceeds(bytes: &[u8], limit: usize) -> bool {
+    let openers = memchr::memchr2_iter(b'[', b'{', bytes).nth(limit);
+    openers.is_some() && nesting_walk_exceeds(bytes, limit)
+}
+
+fn nesting_walk_exceeds(bytes: &[u8], limit: usize) -> bool {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in bytes {
         if in_string {
@@ -692,6 +795,10 @@ mod tests {
             Rejection::DataNotObject
         );
         assert_eq!(
+            reject(r#"{"type":"create_signed_ticket","data":[null,"a:b","c","d",null,"1"]}"#),
+            Rejection::DataNotObject
+        );
+        assert_eq!(
             reject(r#"{"type":"create_signed_ticket"}"#),
             Rejection::DataNotObject
         );
@@ -750,6 +857,17 @@ mod tests {
         assert_eq!(t.dimensions.pixels, None);
         assert_eq!(t.dimensions.pipeline, "unknown");
         assert_eq!(t.dimensions.unreadable, ["pipeline", "pixels"]);
+    }
+
+    #[test]
+    fn escaped_text_is_unescaped_and_booleans_are_unreadable() {
+        let t = ticket_of(
+            r#"{"auth_id":"c:u","computed_fee":"1","app":"caf\u00e9 \"x\"","session_status":true,"request_id":" r-1 "}"#,
+        );
+        assert_eq!(t.dimensions.app, "café \"x\"");
+        assert_eq!(t.dimensions.session_status, "");
+        assert_eq!(t.dimensions.unreadable, ["session_status"]);
+        assert_eq!(t.request_id, "r-1");
     }
 
     #[test]

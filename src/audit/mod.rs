@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use crate::billing::BillingTerms;
 use crate::contract::Contract;
 use crate::decode::{
-    claimed_time, decode, event_id, raw_auth_id, request_id, resolve_identity, Decoded,
+    claimed_time, decode, event_id, raw_auth_id, request_id, resolve_identity, Decoded, Scalar,
     BILLABLE_TYPE,
 };
 use crate::dlq::Letter;
@@ -530,15 +530,15 @@ fn identify(payload: &[u8], max_bytes: usize, contract: &Contract) -> Identified
     };
     let data = &value["data"];
     let signed = claimed_time(
-        Some(&data["current_time"]),
-        Some(&data["current_time_unix"]),
-        Some(&value["timestamp"]),
+        Scalar::of(&data["current_time"]),
+        Scalar::of(&data["current_time_unix"]),
+        Scalar::of(&value["timestamp"]),
     )
     .map(|(_, at)| at);
     let id = event_id(
         contract.ids,
         value["id"].as_str().unwrap_or_default(),
-        &request_id(Some(&data["request_id"])),
+        &request_id(Scalar::of(&data["request_id"])),
         payload,
     );
     let customer = raw_auth_id(
