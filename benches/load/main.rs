@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench load` (options after `--`: `--events N`,
 //! `--customers M`, `--latency-rate R`, `--latency-secs S`, `--wide W`,
-//! `--skip-kafka`, `--parts`, and for the distance matrix `--latencies`,
+//! `--parts` (e.g. `--parts base` to skip the Kafka part), and for the distance matrix `--latencies`,
 //! `--scenarios`, `--modes`; `BENCH_COLLECTOR_LOG` sets the child's `RUST_LOG`,
 //! `BENCH_COLLECTOR_BIN` runs another `ticketmeter` build, `BENCH_COLLECTOR_ENV="K=V,…"`
 //! overrides its settings).
@@ -44,7 +44,6 @@ struct Options {
     latency_rate: usize,
     latency_secs: u64,
     wide: usize,
-    kafka: bool,
     /// Which parts run: `base` (file source on loopback), `kafka` (the
     /// Kafka source through tansu, throughput then latency), `distance` (0/20/80 ms
     /// matrix), `restart` (100k existing customers at 80 ms), `scale`
@@ -86,7 +85,6 @@ fn options() -> Options {
         latency_rate: value("--latency-rate", 10_000),
         latency_secs: value("--latency-secs", 10) as u64,
         wide: value("--wide", 100_000),
-        kafka: !args.iter().any(|a| a == "--skip-kafka"),
         parts: list("--parts", "base,kafka,distance,restart,scale"),
         restart_customers: value("--restart-customers", 100_000),
         soak_minutes: value("--soak-minutes", 30) as u64,
@@ -378,7 +376,7 @@ fn main() {
         if opts.runs("base") {
             base(&double, &url, dir.path(), &opts).await;
         }
-        if opts.runs("kafka") && opts.kafka {
+        if opts.runs("kafka") {
             kafka_runs(&double, &url, &opts).await;
         }
         let env = base_env(&url);
