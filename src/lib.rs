@@ -39,7 +39,7 @@ mod settle;
 mod source;
 
 /// The binary's edge: the parsed command line, and running it.
-pub use cli::{collector_config, run, Cli};
+pub use cli::{collector_config, error_text, note, run, Cli};
 
 /// Assembly: the collector from its configuration, run until a shutdown
 /// its caller controls; and a pipeline from its parts.

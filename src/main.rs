@@ -1,5 +1,6 @@
 //! The `ticketmeter` binary: loads `.env`, sets up logging, runs the command.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -16,14 +17,14 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            ticketmeter::note(format!("error: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(ticketmeter::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            ticketmeter::note(format!("error: {}", ticketmeter::error_text(e.as_ref())));
             ExitCode::FAILURE
         }
     }
@@ -41,12 +42,14 @@ fn drop_empty_variables() {
 }
 
 /// `RUST_LOG` sets the level (default info, or warn for `quiet`);
-/// `LOG_FORMAT=json` for JSON.
+/// `LOG_FORMAT=json` for JSON. Colours only on a terminal, so a log file
+/// or a collector's log shipper gets plain text.
 fn init_logging(quiet: bool) {
     let default = if quiet { "warn" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
         builder.json().init();

@@ -47,8 +47,9 @@ pub enum BootstrapError {
     /// (checked before any call).
     #[error("the catalog is inconsistent: {}", catalog::joined(.0))]
     InvalidCatalog(Vec<Problem>),
-    /// OpenMeter refused the token: no further call can succeed, so the run
-    /// stops. `report` holds what was done before.
+    /// A failure that concerns every call (the token, the URL, OpenMeter
+    /// unreachable): no further call can succeed, so the run stops.
+    /// `report` holds what was done before.
     #[error("bootstrap stopped: {source}")]
     Aborted { source: ApiError, report: Report },
 }

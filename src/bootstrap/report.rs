@@ -72,6 +72,7 @@ impl fmt::Display for Line {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}: ", self.kind, self.key)?;
         match &self.outcome {
+            Outcome::Created if self.kind == Kind::Plan => f.write_str("created and published")?,
             Outcome::Created => f.write_str("created")?,
             Outcome::Exists => f.write_str("exists")?,
             Outcome::Drift(what) => write!(f, "DRIFT: {what}")?,
@@ -138,6 +139,17 @@ impl Report {
         self.lines.push(line);
     }
 
+    /// Plan versions published: a plan created is published with it.
+    fn published(&self) -> usize {
+        self.lines
+            .iter()
+            .filter(|l| {
+                l.outcome == Outcome::Published
+                    || (l.kind == Kind::Plan && l.outcome == Outcome::Created)
+            })
+            .count()
+    }
+
     fn count(&self, pred: impl Fn(&Outcome) -> bool) -> usize {
         self.lines.iter().filter(|l| pred(&l.outcome)).count()
     }
@@ -160,7 +172,7 @@ impl fmt::Display for Report {
             f,
             "{} created, {} published, {} would be created, {} exist, {} drifted, {} failed",
             self.count(|o| *o == Outcome::Created),
-            self.count(|o| *o == Outcome::Published),
+            self.published(),
             self.count(|o| *o == Outcome::WouldCreate),
             self.count(|o| *o == Outcome::Exists),
             self.count(|o| matches!(o, Outcome::Drift(_))),
@@ -195,6 +207,23 @@ mod tests {
         };
         assert!(report.drifted() && report.failed());
         assert!(report.to_string().contains("meter m: DRIFT: x"));
+    }
+
+    #[test]
+    fn a_plan_created_is_counted_as_published() {
+        let report = Report {
+            lines: vec![
+                Line::new(Kind::Meter, "m", Outcome::Created),
+                Line::new(Kind::Plan, "p", Outcome::Created).with_detail("version 1, active"),
+            ],
+            ..Report::default()
+        };
+        let text = report.to_string();
+        assert!(
+            text.contains("plan p: created and published (version 1, active)"),
+            "{text}"
+        );
+        assert!(text.contains("2 created, 1 published,"), "{text}");
     }
 
     #[test]

@@ -41,11 +41,15 @@ impl Resolved {
     }
 }
 
-/// A failure that concerns every call (a refused token, a wrong URL) fails
-/// every later call the same way: stop instead of printing the same failure
-/// for every object.
+/// A failure that concerns every call (a refused token, a wrong URL, or
+/// OpenMeter still unavailable after the client's retries) fails every
+/// later call the same way: stop instead of printing the same failure for
+/// every object.
 pub(super) fn fatal(e: &ApiError) -> bool {
-    classify(Call::Catalog, e) == ErrorClass::Configuration
+    matches!(
+        classify(Call::Catalog, e),
+        ErrorClass::Configuration | ErrorClass::Transient
+    )
 }
 
 /// `Exists` when nothing differs, else `Drift` listing the differences.

@@ -38,13 +38,13 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let endpoint = Endpoint::parse(&running.base_url(), None)?;
     let client = OpenMeterClient::new(ClientConfig::new(endpoint, None))?;
     let plan_key: PlanKey = DEFAULT_PLAN_KEY.parse()?;
-    println!("OpenMeter double at {}", running.base_url());
+    say!("OpenMeter double at {}", running.base_url());
 
     let catalog = Catalog::builtin(&plan_key);
     let report = bootstrap(&client, &catalog, &BootstrapOptions::default())
         .await
         .context("bootstrapping the catalog")?;
-    println!("\n== bootstrap\n{report}");
+    say!("\n== bootstrap\n{report}");
     double.reset_counters();
 
     let provisioner = Provisioner::new(client, plan_key, EnsureConfig::default());
@@ -113,7 +113,7 @@ fn signed_micros(text: &str, price: &EthUsdPrice) -> BTreeMap<String, UsdMicros>
 /// only events inside the subscription's service period, as invoicing does)
 /// next to what the signer signed for it.
 fn print_money(double: &Double, signed: &BTreeMap<String, UsdMicros>) {
-    println!("\n== money: signed vs. what OpenMeter will invoice (meter {BILLED_METER}, µUSD)");
+    say!("\n== money: signed vs. what OpenMeter will invoice (meter {BILLED_METER}, µUSD)");
     let customers = double.customers();
     let (mut signed_total, mut billed_total) = (Decimal::ZERO, Decimal::ZERO);
     for (customer, micros) in signed {
@@ -125,11 +125,11 @@ fn print_money(double: &Double, signed: &BTreeMap<String, UsdMicros>) {
                 double.billable_total(BILLED_METER, &c.id).normalize()
             });
         let mark = if billed == signed { "✓" } else { "✗" };
-        println!("  {mark} {customer:<22} signed {signed:>10}  billed {billed:>10}");
+        say!("  {mark} {customer:<22} signed {signed:>10}  billed {billed:>10}");
         signed_total += signed;
         billed_total += billed;
     }
-    println!(
+    say!(
         "  total: signed {} µUSD, billed {} µUSD",
         signed_total.normalize(),
         billed_total.normalize()
@@ -137,15 +137,15 @@ fn print_money(double: &Double, signed: &BTreeMap<String, UsdMicros>) {
 }
 
 fn print_outcome(double: &Double, tally: &Tally, dlq: &DeadLetterSink, price: &str) {
-    println!("== pipeline (ETH/USD {price})");
-    println!(
+    say!("== pipeline (ETH/USD {price})");
+    say!(
         "read {}, delivered {}, skipped {}, dead-lettered {}",
         Tally::get(&tally.read),
         Tally::get(&tally.delivered),
         Tally::get(&tally.skipped),
         Tally::get(&tally.dead_lettered)
     );
-    println!("\n== customers created (each with a subscription before its first event)");
+    say!("\n== customers created (each with a subscription before its first event)");
     let subscriptions = double.subscriptions();
     for customer in double.customers() {
         let plan = subscriptions
@@ -155,12 +155,12 @@ fn print_outcome(double: &Double, tally: &Tally, dlq: &DeadLetterSink, price: &s
                 let plan = s.plan.as_ref().map_or("?", |p| p.key.as_str());
                 format!("{plan} ({})", s.status)
             });
-        println!("  {:<22} subscription: {plan}", customer.key);
+        say!("  {:<22} subscription: {plan}", customer.key);
     }
-    println!("\n== events accepted by OpenMeter");
+    say!("\n== events accepted by OpenMeter");
     for event in double.unique_events() {
         let data = &event["data"];
-        println!(
+        say!(
             "  {:<14} {:<20} {:>8} µUSD  pipeline={} model={}",
             event["id"].as_str().unwrap_or_default(),
             event["subject"].as_str().unwrap_or_default(),
@@ -169,14 +169,14 @@ fn print_outcome(double: &Double, tally: &Tally, dlq: &DeadLetterSink, price: &s
             data["model_id"].as_str().unwrap_or_default()
         );
     }
-    println!("\n== dead letters (never sent, never dropped)");
+    say!("\n== dead letters (never sent, never dropped)");
     for letter in dlq.kept() {
-        println!(
+        say!(
             "  line {:>2}: {}",
             letter.record.origin.position.offset, letter.reason
         );
     }
-    println!(
+    say!(
         "\n== upstream calls by the pipeline: {} for {} events (4 or 5 per new customer, then one ingest per batch)",
         double.total_calls(),
         Tally::get(&tally.delivered)

@@ -2,6 +2,8 @@
 //! into `app`'s typed configuration, owns the shutdown signal, and turns
 //! errors into exit codes (`anyhow` lives here only); `app` builds the parts.
 
+#[macro_use]
+mod out;
 pub(crate) mod args;
 mod audit;
 mod check;
@@ -19,17 +21,19 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 pub use args::Cli;
+pub use out::{error_text, note};
 use args::Command;
 
 use crate::app::{self, Application, Config, ProvisioningApi, Role};
 use crate::bootstrap::{
-    bootstrap, check_catalog_against_collector, BootstrapError, BootstrapOptions, Catalog,
+    bootstrap, check_catalog_against_collector, BootstrapError, BootstrapOptions, Catalog, Report,
 };
 use crate::commit::OffsetTracker;
 use crate::dlq::DeadLetterSink;
 use crate::domain::Identity;
 use crate::ensure::Provisioner;
 use crate::health::Health;
+use crate::openmeter::ApiError;
 use crate::pipeline::Pipeline;
 
 /// Runs the parsed command.
@@ -98,7 +102,7 @@ async fn ensure_one(args: args::EnsureCmd) -> anyhow::Result<ExitCode> {
     };
     let provisioner = one_shot_provisioner(&args.openmeter, &args.ensure)?;
     let ensured = provisioner.ensure(&identity).await?;
-    println!("{}", serde_json::to_string_pretty(&ensured)?);
+    out::line(serde_json::to_string_pretty(&ensured)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -180,17 +184,35 @@ async fn bootstrap_catalog(args: args::BootstrapArgs) -> anyhow::Result<ExitCode
     let report = match bootstrap(&client, &catalog, &options).await {
         Ok(report) => report,
         Err(BootstrapError::Aborted { source, report }) => {
-            println!("{report}");
-            return Err(source.into());
+            say!("{}", stopped(&catalog, &report, &source));
+            return Ok(ExitCode::FAILURE);
         }
         Err(e) => return Err(e.into()),
     };
-    println!("{report}");
+    out::text(&report);
     Ok(if report.is_success(args.allow_drift) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What a bootstrap that stopped did, and what it left undone: the lines
+/// of the objects handled before, then why it stopped.
+fn stopped(catalog: &Catalog, report: &Report, why: &ApiError) -> String {
+    let total = catalog.meters.len() + catalog.features.len() + catalog.plans().count();
+    let mut text = String::new();
+    for notice in &report.notices {
+        text.push_str(&format!("notice: {notice}\n"));
+    }
+    for line in &report.lines {
+        text.push_str(&format!("{line}\n"));
+    }
+    text.push_str(&format!(
+        "stopped: {why}\n{} of {total} catalog objects not checked or created",
+        total.saturating_sub(report.lines.len())
+    ));
+    text
 }
 
 #[cfg(feature = "double")]
@@ -202,7 +224,7 @@ async fn double(args: args::DoubleArgs) -> anyhow::Result<ExitCode> {
     let running = double
         .spawn(std::net::SocketAddr::new(args.bind, args.port))
         .await?;
-    println!("OpenMeter double serving {}", running.base_url());
+    out::line(format_args!("OpenMeter double serving {}", running.base_url()));
     shutdown_signal().cancelled().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -217,11 +239,11 @@ async fn healthcheck(args: args::HealthcheckArgs) -> anyhow::Result<ExitCode> {
     match response {
         Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
         Ok(r) => {
-            eprintln!("{url}: HTTP {}", r.status());
+            out::note(format_args!("{url}: HTTP {}", r.status()));
             Ok(ExitCode::FAILURE)
         }
         Err(e) => {
-            eprintln!("{url}: {e}");
+            out::note(format_args!("{url}: {}", error_text(&e)));
             Ok(ExitCode::FAILURE)
         }
     }

@@ -114,14 +114,16 @@ pub struct Created {
 
 #[derive(Debug, Clone, Error)]
 pub enum EnsureError {
-    #[error("{step:?} failed: {source}")]
+    /// OpenMeter's error says which call failed, in words (`list
+    /// customers`); `step` is for classifying it, not for operators.
+    #[error("{source}")]
     Upstream {
         step: Call,
         #[source]
         source: ApiError,
     },
     #[error(
-        "plan {0:?} has no version active now in OpenMeter: run `ticketmeter bootstrap` \
+        "plan {0} has no version active now in OpenMeter: run `ticketmeter bootstrap` \
          (a draft must be published) or set OPENMETER_DEFAULT_PLAN_KEY (OPENMETER_OWNER_PLAN_KEY for owners) to a published plan"
     )]
     NoSubscribablePlan(PlanKey),

@@ -419,7 +419,9 @@ impl OpenMeterClient {
             match self.execute(operation, request()).await {
                 Err(e) if e.is_transient() && self.config.retry.retries_after(attempt) => {
                     let wait = self.config.retry.delay(attempt, e.retry_after());
-                    tracing::warn!(operation, attempt, error = %e, ?wait, "retrying OpenMeter call");
+                    // Debug only: the caller reports the failure once if
+                    // the last attempt fails too.
+                    tracing::debug!(operation, attempt, error = %e, ?wait, "retrying OpenMeter call");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
@@ -521,16 +523,39 @@ fn retry_after_at(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Dur
     )
 }
 
-/// reqwest's message plus its cause chain (the URL carries no secret).
+/// What went wrong, for people: where (the URL without its query, whose
+/// percent-encoded filters say nothing to an operator and may name a
+/// customer) and the innermost cause (`Connection refused (os error
+/// 111)`), not reqwest's layers of wrappers each quoting the next.
 fn transport_message(e: &reqwest::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
+    let what = if e.is_timeout() {
+        "timed out waiting for"
+    } else if e.is_connect() {
+        "cannot connect to"
+    } else if e.is_body() || e.is_decode() {
+        "could not read the answer of"
+    } else {
+        "request failed:"
+    };
+    let mut root: &dyn std::error::Error = e;
+    while let Some(cause) = root.source() {
+        root = cause;
     }
-    message
+    let cause = if std::ptr::addr_eq(root, e as &dyn std::error::Error) {
+        String::new()
+    } else {
+        format!(": {root}")
+    };
+    match e.url() {
+        Some(url) => format!("{what} {}{cause}", without_query(url)),
+        None => format!("{}{cause}", what.trim_end_matches(':')),
+    }
+}
+
+fn without_query(url: &reqwest::Url) -> reqwest::Url {
+    let mut url = url.clone();
+    url.set_query(None);
+    url
 }
 
 #[cfg(test)]

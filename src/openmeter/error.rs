@@ -38,8 +38,13 @@ pub enum ApiError {
         status: u16,
         detail: String,
     },
-    /// Any other non-success status.
-    #[error("OpenMeter {operation} failed: HTTP {status} {title}{}", detail_suffix(.detail))]
+    /// Any other non-success status. A 404 or 405 on a read is nearly
+    /// always a wrong `OPENMETER_URL`, so it says so.
+    #[error(
+        "OpenMeter {operation} failed: HTTP {status} {title}{}{}",
+        detail_suffix(.detail),
+        url_hint(operation, *status)
+    )]
     Status {
         operation: &'static str,
         status: u16,
@@ -54,6 +59,18 @@ pub enum ApiError {
         operation: &'static str,
         message: String,
     },
+}
+
+/// The hint a 404/405 gets, unless the call names an object that may
+/// really be missing (a subscription's plan, a meter being queried).
+fn url_hint(operation: &str, status: u16) -> &'static str {
+    let names_an_object = operation.starts_with("create subscription");
+    if matches!(status, 404 | 405) && !names_an_object {
+        " (check OPENMETER_URL: OpenMeter's API base, e.g. http://openmeter:8888/api/v3, \
+         or https://us.api.konghq.com/v3/openmeter for Konnect)"
+    } else {
+        ""
+    }
 }
 
 fn detail_suffix(detail: &str) -> String {
