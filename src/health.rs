@@ -34,6 +34,8 @@ pub(crate) struct Health {
 struct State {
     hold: Option<Hold>,
     stalls: BTreeMap<i32, PartitionStall>,
+    /// The brokers cannot be reached: since when, and librdkafka's reason.
+    brokers_down: Option<(DateTime<Utc>, String)>,
 }
 
 #[derive(Debug)]
@@ -81,11 +83,16 @@ impl Health {
 
     /// Work is waiting on `reason`; the hold started at the first call
     /// since the last [`progressed`](Self::progressed), the reason is the
-    /// latest one.
-    pub(crate) fn held(&self, reason: impl fmt::Display) {
+    /// latest one. True when that is news: the hold began, or its reason
+    /// changed.
+    pub(crate) fn held(&self, reason: impl fmt::Display) -> bool {
         let reason = reason.to_string();
         self.with(|s| match &mut s.hold {
-            Some(hold) => hold.reason = reason,
+            Some(hold) if hold.reason == reason => false,
+            Some(hold) => {
+                hold.reason = reason;
+                true
+            }
             None => {
                 let since = Utc::now();
                 metrics().pipeline_held_since.set(since.timestamp());
@@ -95,8 +102,9 @@ impl Health {
                     started: Instant::now(),
                     reported: false,
                 });
+                true
             }
-        });
+        })
     }
 
     /// Work moved on (a batch delivered, a dead letter written): any hold
@@ -142,12 +150,34 @@ impl Health {
             .set(0);
     }
 
-    /// Why billing is not progressing: each stalled partition, and a hold
-    /// older than `stall_after`. Empty when all is well. The first time a
-    /// hold is reported it is also logged as an error.
+    /// The brokers cannot be reached (librdkafka said so, or a start-up
+    /// probe found it); the first time since they were last up counts as
+    /// the start.
+    pub(crate) fn brokers_down(&self, reason: &str) {
+        self.with(|s| match &mut s.brokers_down {
+            Some((_, latest)) => *latest = reason.to_owned(),
+            None => s.brokers_down = Some((Utc::now(), reason.to_owned())),
+        });
+    }
+
+    /// A broker connection is up.
+    pub(crate) fn brokers_up(&self) {
+        self.with(|s| s.brokers_down = None);
+    }
+
+    /// Why billing is not progressing, or cannot: the brokers unreachable,
+    /// each stalled partition, and a hold older than `stall_after`. Empty when all is well. The first time a hold is
+    /// reported it is also logged as an error.
     pub(crate) fn problems(&self, stall_after: Duration) -> Vec<String> {
         self.with(|s| {
-            let mut problems: Vec<String> = s.stalls.values().map(ToString::to_string).collect();
+            let mut problems = Vec::new();
+            if let Some((since, reason)) = &s.brokers_down {
+                problems.push(format!(
+                    "Kafka brokers unreachable since {} (check KAFKA_BROKERS): {reason}",
+                    rfc3339(*since)
+                ));
+            }
+            problems.extend(s.stalls.values().map(ToString::to_string));
             if let Some(hold) = s.hold.as_mut().filter(|h| h.started.elapsed() >= stall_after) {
                 let problem = format!(
                     "every batch held since {}: {}",
@@ -212,6 +242,22 @@ mod tests {
         h.held("second");
         assert_eq!(h.with(|s| s.hold.as_ref().map(|x| x.since)), since);
         assert!(h.problems(Duration::ZERO)[0].ends_with("second"));
+    }
+
+    #[test]
+    fn unreachable_brokers_are_a_problem_until_one_is_up() {
+        let h = Health::default();
+        h.brokers_down("1/1 brokers are down");
+        let problems = h.problems(Duration::from_secs(60));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("Kafka brokers unreachable since ")
+                && problems[0].contains("KAFKA_BROKERS")
+                && problems[0].ends_with("1/1 brokers are down"),
+            "{problems:?}"
+        );
+        h.brokers_up();
+        assert!(h.problems(Duration::from_secs(60)).is_empty());
     }
 
     #[test]

@@ -2,11 +2,18 @@
 //! collector's consumer ([`crate::source::kafka`]), the DLQ producer, the
 //! audit's reader and `check`. Each adds its own settings on top.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rdkafka::config::ClientConfig as RdConfig;
+use rdkafka::config::{ClientConfig as RdConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+use thiserror::Error;
 
 use crate::secret::{ExposeSecret, Secret};
 
@@ -60,6 +67,235 @@ impl KafkaConfig {
             c.set(k, v);
         }
         c
+    }
+}
+
+/// How long a probe waits for the brokers' metadata.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a probe of the brokers failed.
+#[derive(Debug, Clone, Error)]
+pub(crate) enum ProbeError {
+    #[error("cannot reach the Kafka brokers {brokers} (KAFKA_BROKERS): {reason}")]
+    Unreachable { brokers: String, reason: String },
+    #[error("topic {topic} ({variable}) does not exist on the Kafka brokers {brokers}")]
+    NoTopic {
+        topic: String,
+        variable: &'static str,
+        brokers: String,
+    },
+    #[error("topic {topic} ({variable}): {reason}")]
+    Topic {
+        topic: String,
+        variable: &'static str,
+        reason: String,
+    },
+}
+
+impl KafkaConfig {
+    /// Asks the brokers for `topic`'s metadata (no group join, nothing
+    /// read): its partition count, or why not. `variable` names the setting
+    /// the topic came from, for the message. Blocks up to [`PROBE_TIMEOUT`].
+    pub(crate) fn probe(&self, topic: &str, variable: &'static str) -> Result<usize, ProbeError> {
+        let unreachable = |e: KafkaError| ProbeError::Unreachable {
+            brokers: self.brokers.clone(),
+            reason: kafka_reason(&e),
+        };
+        let consumer: BaseConsumer<Quiet> = self
+            .client_config()
+            .create_with_context(self.quiet())
+            .map_err(unreachable)?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), PROBE_TIMEOUT)
+            .map_err(unreachable)?;
+        forget(BROKERS_KEY);
+        let no_topic = || ProbeError::NoTopic {
+            topic: topic.to_owned(),
+            variable,
+            brokers: self.brokers.clone(),
+        };
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Err(no_topic());
+        };
+        match found.error().map(RDKafkaErrorCode::from) {
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Err(no_topic()),
+            Some(code) => Err(ProbeError::Topic {
+                topic: topic.to_owned(),
+                variable,
+                reason: code.to_string(),
+            }),
+            None if found.partitions().is_empty() => Err(no_topic()),
+            None => Ok(found.partitions().len()),
+        }
+    }
+
+    /// The context of a client whose librdkafka logs go through [`relay_log`].
+    pub(crate) fn quiet(&self) -> Quiet {
+        Quiet {
+            brokers: self.brokers.clone(),
+        }
+    }
+}
+
+/// librdkafka's own words for an error, without rdkafka's wrapper
+/// ("Meta data fetch error: …").
+pub(crate) fn kafka_reason(e: &KafkaError) -> String {
+    match e.rdkafka_error_code() {
+        Some(code) => code.to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// The context of every librdkafka client but the collector's consumer
+/// (which adds its own callbacks): logs and errors relayed, each kind said
+/// once in a while.
+pub(crate) struct Quiet {
+    brokers: String,
+}
+
+impl ClientContext for Quiet {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        relay_log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        relay_error(&self.brokers, &error, reason);
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
+/// How often one kind of librdkafka complaint is said again while it goes
+/// on: librdkafka retries a lost connection every few hundred
+/// milliseconds and reports every failure (`AllBrokersDown`,
+/// `BrokerTransportFailure`, its own `FAIL` log line), so relayed as they
+/// come an unreachable broker is thousands of lines an hour saying one
+/// thing. Each kind is said the first time, then at most this often, with
+/// how many were held back.
+pub(crate) const REPEAT_EVERY: Duration = Duration::from_secs(300);
+
+/// The kind every "cannot reach the brokers" complaint shares, so the
+/// consumer, the DLQ producer and a start-up probe say it once between
+/// them.
+const BROKERS_KEY: &str = "brokers";
+
+struct Said {
+    at: Instant,
+    held_back: u64,
+}
+
+/// Process-wide, like the metrics: every client's complaints about the same
+/// brokers are one story.
+static SAID: LazyLock<Mutex<HashMap<String, Said>>> = LazyLock::new(Mutex::default);
+
+/// `Some(held back since last said)` when `kind` is due to be said now.
+fn due(kind: &str) -> Option<u64> {
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    match said.get_mut(kind) {
+        Some(s) if s.at.elapsed() < REPEAT_EVERY => {
+            s.held_back += 1;
+            None
+        }
+        Some(s) => {
+            let held = std::mem::take(&mut s.held_back);
+            s.at = Instant::now();
+            Some(held)
+        }
+        None => {
+            said.insert(
+                kind.to_owned(),
+                Said {
+                    at: Instant::now(),
+                    held_back: 0,
+                },
+            );
+            Some(0)
+        }
+    }
+}
+
+/// Forgets `kind`: the trouble is over, so its next occurrence is said at
+/// once. Returns whether it had been said.
+fn forget(kind: &str) -> bool {
+    SAID.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(kind)
+        .is_some()
+}
+
+/// The brokers answer again (the consumer saw one up): the next outage is
+/// logged at once. True when an outage had been logged.
+pub(crate) fn brokers_reachable() -> bool {
+    forget(BROKERS_KEY)
+}
+
+fn again(held: u64) -> String {
+    if held == 0 {
+        String::new()
+    } else {
+        format!(
+            " ({held} more like it in the last {})",
+            humantime::format_duration(REPEAT_EVERY)
+        )
+    }
+}
+
+/// Says that a probe found the brokers unreachable, as one with the
+/// librdkafka errors about the same brokers (once every [`REPEAT_EVERY`]).
+pub(crate) fn say_unreachable(e: &ProbeError) {
+    if due(BROKERS_KEY).is_some() {
+        tracing::error!("{e}; retrying until they answer");
+    }
+}
+
+/// Whether librdkafka's error means the brokers cannot be reached.
+pub(crate) fn is_unreachable(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve | C::BrokerNotAvailable)
+    )
+}
+
+/// Relays a librdkafka error callback, each kind at most once every
+/// [`REPEAT_EVERY`]; returns whether it says the brokers are unreachable.
+pub(crate) fn relay_error(brokers: &str, error: &KafkaError, reason: &str) -> bool {
+    if is_unreachable(error) {
+        if let Some(held) = due(BROKERS_KEY) {
+            let again = again(held);
+            tracing::error!(
+                brokers,
+                reason,
+                "cannot reach the Kafka brokers (KAFKA_BROKERS); librdkafka keeps retrying{again}"
+            );
+        }
+        return true;
+    }
+    let kind = format!("error:{}", kafka_reason(error));
+    if let Some(held) = due(&kind) {
+        let again = again(held);
+        tracing::error!(error = %kafka_reason(error), reason, "Kafka client error{again}");
+    }
+    false
+}
+
+/// Relays a librdkafka log line at its level, each facility at most once
+/// every [`REPEAT_EVERY`]; debug lines pass as they are.
+pub(crate) fn relay_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    use RDKafkaLogLevel as L;
+    if matches!(level, L::Debug) {
+        tracing::debug!(target: "librdkafka", fac, "{message}");
+        return;
+    }
+    let Some(held) = due(&format!("log:{fac}")) else {
+        return;
+    };
+    let again = again(held);
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+            tracing::warn!(target: "librdkafka", fac, "{message}{again}");
+        }
+        L::Notice | L::Info | L::Debug => tracing::info!(target: "librdkafka", fac, "{message}{again}"),
     }
 }
 

@@ -319,12 +319,14 @@ impl Pipeline {
     /// Hands the batch to a flush task once an in-flight slot is free. If
     /// shutdown begins while every slot is held (OpenMeter down), the batch
     /// is abandoned unsettled: its offsets stay uncommitted and are
-    /// redelivered after the restart.
+    /// redelivered after the restart. Once delivery gave up (a one-shot
+    /// command's pipeline, see [`Deliverer::flush`]), every batch is
+    /// abandoned so, and the task that gave up stops the pipeline.
     async fn flush(&self, batch: &mut Batch, in_flight: &mut InFlight) {
         let Batch {
             records, opened, ..
         } = std::mem::take(batch);
-        if records.is_empty() {
+        if records.is_empty() || self.deliverer.gave_up().is_some() {
             return;
         }
         let slot: Slot = tokio::select! {
@@ -344,8 +346,11 @@ impl Pipeline {
             let events = judge
                 .batch(records, deliverer.settler.as_ref(), &cancel)
                 .await;
-            deliverer.flush(events, opened).await;
-            deliverer.health.progressed();
+            if deliverer.flush(events, opened).await {
+                deliverer.health.progressed();
+            } else {
+                cancel.cancel();
+            }
             drop(slot);
         });
     }

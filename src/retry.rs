@@ -134,6 +134,11 @@ impl RetryPolicy {
         }
     }
 
+    /// Whether the caller retries until it is stopped (the collector).
+    pub fn until_stopped(&self) -> bool {
+        self.attempts == Attempts::UntilStopped
+    }
+
     /// The wait before attempt `attempt + 1`; see [`Backoff::delay`].
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         self.backoff.wait(attempt, retry_after, self.jitter)

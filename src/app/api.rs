@@ -12,6 +12,19 @@ use super::AppError;
 use crate::api::{self, ApiState, ReadyCheck};
 use crate::ensure::Provisioner;
 
+impl ApiSettings {
+    /// Off loopback a token is required, so `/ensure` is never open to the
+    /// network: checked before anything else starts.
+    pub(crate) fn guard(&self) -> Result<(), AppError> {
+        if !self.addr.ip().is_loopback() && self.token.is_none() {
+            return Err(AppError::UnguardedApi {
+                bind: self.addr.ip(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A bound, not yet serving, provisioning API.
 pub(crate) struct ProvisioningApi {
     listener: TcpListener,
@@ -27,11 +40,7 @@ impl ProvisioningApi {
         provisioner: Provisioner,
         ready: Option<ReadyCheck>,
     ) -> Result<Self, AppError> {
-        if !settings.addr.ip().is_loopback() && settings.token.is_none() {
-            return Err(AppError::UnguardedApi {
-                bind: settings.addr.ip(),
-            });
-        }
+        settings.guard()?;
         let bind_error = |source| AppError::Bind {
             addr: settings.addr,
             source,

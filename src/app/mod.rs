@@ -25,14 +25,16 @@ pub(crate) use config::{
 };
 pub use parts::pipeline;
 pub(crate) use parts::{
-    audit_sources, client, connect_kafka, kafka_dead_letters, provisioner, provisioner_for,
-    start_pipeline, Role,
+    audit_sources, client, connect_kafka, kafka_dead_letters, openmeter_readiness, provisioner,
+    provisioner_for, start_pipeline, Role,
 };
 
 use crate::audit::continuous::ContinuousAudit;
 use crate::commit::OffsetTracker;
 use crate::dlq::DlqError;
+use crate::ensure::Provisioner;
 use crate::health::Health;
+use crate::kafka::{KafkaConfig, ProbeError};
 use crate::openmeter::ApiError;
 use crate::pipeline::Pipeline;
 use crate::price::OracleError;
@@ -67,6 +69,7 @@ pub struct Application {
     api: ProvisioningApi,
     audit: Option<ContinuousAudit>,
     commit_interval: Duration,
+    probes: Probes,
     /// Stops every task; fired by the shutdown, or by the pipeline itself
     /// when a batch task fails.
     cancel: CancellationToken,
@@ -86,23 +89,29 @@ pub struct Stopped {
 }
 
 impl Application {
-    /// Starts the price feed, connects OpenMeter and Kafka and binds the
-    /// API; nothing is read until [`Application::run_until_stopped`].
+    /// Checks what can be checked without the network (the API's guard),
+    /// starts the price feed (no start without a price), then connects
+    /// Kafka and binds the API: a configuration error stops start-up before
+    /// librdkafka starts talking. Nothing is read until
+    /// [`Application::run_until_stopped`], which also probes the brokers and
+    /// OpenMeter.
     pub async fn build(config: Config) -> Result<Self, AppError> {
+        config.api.guard()?;
         let cancel = CancellationToken::new();
         let stop_on_drop = cancel.clone().drop_guard();
+        let price = parts::start_price(&config.pipeline, &cancel).await?;
         let max_event_bytes = config.pipeline.batch.max_event_bytes;
         let dlq = kafka_dead_letters(&config.kafka, max_event_bytes)?;
         let tracker = Arc::new(OffsetTracker::default());
         let health = Health::default();
-        let pipeline = start_pipeline(
+        let pipeline = parts::pipeline_for(
+            Role::Pipeline,
             &config.pipeline,
+            price,
             dlq,
             tracker.clone(),
             health.clone(),
-            &cancel,
-        )
-        .await?;
+        )?;
         let source = connect_kafka(&config.kafka.consumer, tracker, health.clone())?;
         let provisioner = provisioner_for(&pipeline.deliverer.provisioner, Role::OneShot);
         let ready = parts::readiness(
@@ -110,9 +119,9 @@ impl Application {
             provisioner.clone(),
             pipeline.price.clone(),
             config.kafka.consumer.stall_after,
-            health,
+            health.clone(),
         );
-        let api = ProvisioningApi::bind(&config.api, provisioner, Some(ready)).await?;
+        let api = ProvisioningApi::bind(&config.api, provisioner.clone(), Some(ready)).await?;
         let audit = config
             .audit
             .map(|settings| parts::continuous_audit(&settings, &config.kafka, &pipeline));
@@ -122,6 +131,11 @@ impl Application {
             api,
             audit,
             commit_interval: config.kafka.consumer.commit_interval,
+            probes: Probes {
+                kafka: config.kafka.consumer,
+                provisioner,
+                health,
+            },
             cancel,
             _stop_on_drop: stop_on_drop,
         })
@@ -147,9 +161,11 @@ impl Application {
             api,
             audit,
             commit_interval,
+            probes,
             cancel,
             _stop_on_drop,
         } = self;
+        tokio::spawn(probes.run());
         pipeline.deliverer.provisioner.warm_in_background().await;
         let api = tokio::spawn(api.serve(cancel.clone().cancelled_owned()));
         let auditor = audit.map(|audit| tokio::spawn(audit.run(cancel.clone())));
@@ -170,10 +186,51 @@ impl Application {
         if let Some(auditor) = auditor {
             failed |= joined("continuous audit", auditor.await);
         }
-        let committed = source.commit().await;
-        tracing::info!(settled, ?committed, failed, "collector stopped");
+        let committed = match source.commit().await {
+            Ok(partitions) => format!("{partitions} partition(s)"),
+            Err(e) => format!("failed: {e}"),
+        };
+        tracing::info!(settled, committed, failed, "collector stopped");
         failed |= joined("provisioning API", api.await);
         Stopped { settled, failed }
+    }
+}
+
+/// What `run` checks once at start-up, in the background, so that a
+/// broken connection is named at once, in one line that says which
+/// setting to check, instead of only by librdkafka's retries or the first
+/// batch that cannot be delivered.
+struct Probes {
+    kafka: KafkaConfig,
+    provisioner: Provisioner,
+    health: Health,
+}
+
+impl Probes {
+    async fn run(self) {
+        let Self {
+            kafka,
+            provisioner,
+            health,
+        } = self;
+        let openmeter = async move {
+            if let Err(e) = provisioner.default_plan().await {
+                tracing::error!(error = %e, "OpenMeter cannot bill yet; events are held until it can");
+            }
+        };
+        let brokers = tokio::task::spawn_blocking(move || {
+            match kafka.probe(&kafka.topic, "KAFKA_GATEWAY_TOPIC") {
+                Ok(partitions) => tracing::info!(topic = %kafka.topic, partitions, "Kafka topic found"),
+                Err(e @ ProbeError::Unreachable { .. }) => {
+                    if let ProbeError::Unreachable { reason, .. } = &e {
+                        health.brokers_down(reason);
+                    }
+                    crate::kafka::say_unreachable(&e);
+                }
+                Err(e) => tracing::error!(error = %e, "nothing to read until it exists"),
+            }
+        });
+        let (_, _) = tokio::join!(openmeter, brokers);
     }
 }
 

@@ -24,7 +24,7 @@ use crate::kafka::KafkaConfig;
 use crate::openmeter::{ClientConfig, OpenMeterClient};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::price::PriceFeed;
-use crate::retry::RetryPolicy;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::settle::Settler;
 use crate::source::kafka::KafkaSource;
 
@@ -49,6 +49,21 @@ impl Role {
             Self::OneShot => RetryPolicy::one_shot(),
         }
     }
+
+    /// How a pipeline of this role retries events held by a failure that
+    /// concerns them all (OpenMeter unreachable, the token, the URL, no
+    /// plan): the collector until it is stopped (the topic is the buffer),
+    /// a one-shot command (`replay`, `dlq replay`) as many times as a
+    /// one-shot client, then it gives up and says what it did not send.
+    fn hold(self, backoff: Backoff) -> RetryPolicy {
+        match self {
+            Self::Pipeline => RetryPolicy::pipeline(backoff),
+            Self::OneShot => RetryPolicy {
+                backoff,
+                ..RetryPolicy::one_shot()
+            },
+        }
+    }
 }
 
 /// The OpenMeter client of `role`.
@@ -71,21 +86,30 @@ pub(crate) fn provisioner(client: OpenMeterClient, settings: &OpenMeterSettings)
         .with_subject_rule(settings.subjects)
 }
 
-/// The pipeline `run`, `replay` and `dlq replay` share, reporting to
-/// `health`. The price comes first: there is no start without one. Its
+/// The price every pipeline bills at; there is no start without one. Its
 /// refresher stops with `cancel`.
-pub(crate) async fn start_pipeline(
+pub(crate) async fn start_price(
     settings: &PipelineSettings,
+    cancel: &CancellationToken,
+) -> Result<PriceFeed, AppError> {
+    PriceFeed::start(settings.price.clone(), cancel.child_token())
+        .await
+        .map_err(AppError::Price)
+}
+
+/// The pipeline of `role` (`run`'s, or a one-shot command's: see
+/// [`Role::hold`]), billing at `price` and reporting to `health`.
+pub(crate) fn pipeline_for(
+    role: Role,
+    settings: &PipelineSettings,
+    price: PriceFeed,
     dlq: DeadLetterSink,
     tracker: Arc<OffsetTracker>,
     health: Health,
-    cancel: &CancellationToken,
 ) -> Result<Pipeline, AppError> {
-    let price = PriceFeed::start(settings.price.clone(), cancel.child_token())
-        .await
-        .map_err(AppError::Price)?;
     let client = client(&settings.openmeter.client, Role::Pipeline)?;
     let provisioner = provisioner(client, &settings.openmeter);
+    let hold = role.hold(settings.batch.backoff);
     Ok(assemble(
         provisioner,
         dlq,
@@ -93,7 +117,22 @@ pub(crate) async fn start_pipeline(
         price,
         settings.batch,
         health,
+        hold,
     ))
+}
+
+/// The pipeline of a one-shot command (`replay`, `dlq replay`), reporting
+/// to `health`: it gives up on a failure that concerns every event after
+/// the one-shot retries. The price comes first.
+pub(crate) async fn start_pipeline(
+    settings: &PipelineSettings,
+    dlq: DeadLetterSink,
+    tracker: Arc<OffsetTracker>,
+    health: Health,
+    cancel: &CancellationToken,
+) -> Result<Pipeline, AppError> {
+    let price = start_price(settings, cancel).await?;
+    pipeline_for(Role::OneShot, settings, price, dlq, tracker, health)
 }
 
 /// A pipeline delivering through `provisioner` and dead-lettering to `dlq`,
@@ -105,10 +144,13 @@ pub fn pipeline(
     price: PriceFeed,
     config: PipelineConfig,
 ) -> Pipeline {
-    assemble(provisioner, dlq, tracker, price, config, Health::default())
+    let hold = RetryPolicy::pipeline(config.backoff);
+    assemble(provisioner, dlq, tracker, price, config, Health::default(), hold)
 }
 
-/// A pipeline whose delivery and dead-letter sink report to `health`.
+/// A pipeline whose delivery and dead-letter sink report to `health`;
+/// delivery retries held events by `hold`, the dead-letter sink until it
+/// is stopped.
 fn assemble(
     provisioner: Provisioner,
     dlq: DeadLetterSink,
@@ -116,14 +158,14 @@ fn assemble(
     price: PriceFeed,
     config: PipelineConfig,
     health: Health,
+    hold: RetryPolicy,
 ) -> Pipeline {
-    let retry = RetryPolicy::pipeline(config.backoff);
-    let dlq = dlq.in_pipeline(health.clone(), retry);
+    let dlq = dlq.in_pipeline(health.clone(), RetryPolicy::pipeline(config.backoff));
     let deliverer = Deliverer::new(
         provisioner.client().clone(),
         provisioner,
         Arc::new(Settler::new(dlq, tracker)),
-        retry,
+        hold,
         config.delivery(),
         health,
     );
@@ -210,7 +252,9 @@ pub(super) fn continuous_audit(
 /// `/ready`: partitions assigned, the price fresh (the collector never
 /// starts without one), OpenMeter answering with a subscribable plan, and
 /// billing progressing (no stalled partition, no hold over `STALL_AFTER`,
-/// as the collector's `health` knows).
+/// as the collector's `health` knows). Each failed check that has a cause
+/// in words is also a `problems` entry: the brokers out of reach, what
+/// OpenMeter said.
 pub(super) fn readiness(
     source: Arc<KafkaSource>,
     provisioner: Provisioner,
@@ -222,17 +266,40 @@ pub(super) fn readiness(
         let (source, provisioner, price) = (source.clone(), provisioner.clone(), price.clone());
         let health = health.clone();
         Box::pin(async move {
-            let openmeter = provisioner.default_plan().await.is_ok();
-            let problems = health.problems(stall_after);
+            let openmeter = openmeter_problem(&provisioner).await;
+            let mut problems = health.problems(stall_after);
+            let progress = problems.is_empty();
+            problems.extend(openmeter.clone());
             Readiness {
                 checks: vec![
                     ("partitions_assigned".to_owned(), source.assigned()),
                     ("price_fresh".to_owned(), price.is_fresh()),
-                    ("openmeter".to_owned(), openmeter),
-                    ("progress".to_owned(), problems.is_empty()),
+                    ("openmeter".to_owned(), openmeter.is_none()),
+                    ("progress".to_owned(), progress),
                 ],
                 problems,
             }
         })
     })
+}
+
+/// `/ready` of `serve`: OpenMeter answering with a subscribable plan,
+/// which is all `/ensure` needs.
+pub(crate) fn openmeter_readiness(provisioner: Provisioner) -> ReadyCheck {
+    Arc::new(move || {
+        let provisioner = provisioner.clone();
+        Box::pin(async move {
+            let problem = openmeter_problem(&provisioner).await;
+            Readiness {
+                checks: vec![("openmeter".to_owned(), problem.is_none())],
+                problems: problem.into_iter().collect(),
+            }
+        })
+    })
+}
+
+/// Why OpenMeter cannot bill a new customer now (the token, the URL, no
+/// subscribable plan, unreachable), in its own words; `None` when it can.
+async fn openmeter_problem(provisioner: &Provisioner) -> Option<String> {
+    provisioner.default_plan().await.err().map(|e| e.to_string())
 }

@@ -85,10 +85,18 @@ pub(crate) fn shutdown_signal() -> CancellationToken {
     token
 }
 
+/// `serve`: the API alone; `/ready` answers for OpenMeter, which is
+/// probed once at start-up so a wrong token or URL is named at once.
 async fn serve(args: args::ServeArgs) -> anyhow::Result<ExitCode> {
     let provisioner = one_shot_provisioner(&args.openmeter, &args.ensure)?;
     let cancel = shutdown_signal();
-    let api = ProvisioningApi::bind(&config::api(&args.api), provisioner, None).await?;
+    let ready = app::openmeter_readiness(provisioner.clone());
+    let api = ProvisioningApi::bind(&config::api(&args.api), provisioner.clone(), Some(ready)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = provisioner.default_plan().await {
+            tracing::error!(error = %e, "OpenMeter cannot ensure customers yet; /ensure answers with the error until it can");
+        }
+    });
     api.serve(cancel.cancelled_owned()).await;
     Ok(ExitCode::SUCCESS)
 }

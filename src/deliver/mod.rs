@@ -113,6 +113,9 @@ pub(crate) struct Deliverer {
     pub(crate) in_flight: Arc<AdaptiveLimit>,
     /// Bytes per ingest request: a larger batch is sent in parts.
     pub(crate) max_body_bytes: usize,
+    /// Why delivery gave up, once `retry` (a one-shot command's) ran out on
+    /// a failure that concerns every event: no batch is tried after that.
+    gave_up: Mutex<Option<String>>,
 }
 
 /// How a deliverer bills, how many batches it keeps in flight, and how
@@ -174,21 +177,41 @@ impl Deliverer {
             health,
             in_flight: Arc::new(AdaptiveLimit::new(config.in_flight)),
             max_body_bytes: config.max_body_bytes,
+            gave_up: Mutex::default(),
         }
     }
 
+    /// Why delivery gave up, if it did (see [`Deliverer::flush`]).
+    pub(crate) fn gave_up(&self) -> Option<String> {
+        self.gave_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records the first reason delivery gave up for.
+    fn give_up(&self, reason: &str) {
+        let mut gave_up = self.gave_up.lock().unwrap_or_else(|e| e.into_inner());
+        gave_up.get_or_insert_with(|| reason.to_owned());
+    }
+
     /// Ensures, sends and settles one batch, whose first record was read at
-    /// `opened`. Returns once every event in it is delivered or
-    /// dead-lettered. Its log lines share one `batch` span.
-    pub(crate) async fn flush(&self, batch: Vec<Pending>, opened: Instant) {
+    /// `opened`. Returns true once every event in it is delivered or
+    /// dead-lettered; false when `retry` ran out on a failure that
+    /// concerns every event (a one-shot command's policy; the collector's
+    /// never does), or another batch gave up already: the events still
+    /// held are left unsettled, and [`Deliverer::gave_up`] says why. Its
+    /// log lines share one `batch` span.
+    pub(crate) async fn flush(&self, batch: Vec<Pending>, opened: Instant) -> bool {
         let span = batch_span(batch.len(), batch.iter().map(|p| p.record.origin.position));
-        self.flush_batch(batch).instrument(span).await;
+        let settled = self.flush_batch(batch).instrument(span).await;
         metrics()
             .batch_latency
             .observe(opened.elapsed().as_secs_f64());
+        settled
     }
 
-    async fn flush_batch(&self, batch: Vec<Pending>) {
+    async fn flush_batch(&self, batch: Vec<Pending>) -> bool {
         let mut todo = vec![Chunk {
             events: batch,
             healed: false,
@@ -199,18 +222,16 @@ impl Deliverer {
             while let Some(chunk) = todo.pop() {
                 self.attempt(chunk, &mut todo, &mut held).await;
             }
-            let Some(hold) = held.hold else { break };
-            self.health.held(&hold.reason);
-            let delay = self.retry.delay(attempt, hold.retry_after);
+            let Some(hold) = held.hold else { return true };
             let events: usize = held.chunks.iter().map(|c| c.events.len()).sum();
-            let error = &hold.reason;
-            match hold.class {
-                ErrorClass::Configuration => tracing::error!(
-                    events, ?delay, error,
-                    "OpenMeter refuses the configuration (token, URL or plan): holding events until an operator fixes it"
-                ),
-                _ => tracing::warn!(events, ?delay, error, "OpenMeter unavailable: holding events"),
+            if !self.retry.retries_after(attempt) || self.gave_up().is_some() {
+                tracing::debug!(events, attempt, error = %hold.reason, "giving up: events not sent");
+                self.give_up(&hold.reason);
+                return false;
             }
+            let news = self.health.held(&hold.reason);
+            let delay = self.retry.delay(attempt, hold.retry_after);
+            log_hold(&hold, events, delay, news && self.retry.until_stopped());
             tokio::time::sleep(delay).await;
             todo = held.chunks;
             attempt += 1;
@@ -352,7 +373,7 @@ impl Deliverer {
                 tracing::info!(
                     customer = %ensured.customer_key,
                     subscription_active_from = %terms.active_from,
-                    signed_at = ?pending.event.data.signed_at,
+                    signed_at = pending.event.data.signed_at.as_deref().unwrap_or_default(),
                     "events older than the customer's subscription are sent at its start so they are invoiced"
                 );
             }
@@ -366,7 +387,9 @@ impl Deliverer {
                 tracing::warn!(
                     customer = %ensured.customer_key,
                     time = %pending.time,
-                    period_end = ?terms.period_end(pending.time),
+                    period_end = %terms
+                        .period_end(pending.time)
+                        .map_or_else(|| "unknown".to_owned(), |end| end.to_rfc3339()),
                     "usage of a billing period whose invoice was already collected: OpenMeter stores it but will not invoice it"
                 );
             }
@@ -437,17 +460,35 @@ impl Deliverer {
     }
 }
 
+/// A refused customer is logged with its key; a failure that holds events
+/// is logged once per hold by [`log_hold`], not once per customer.
 fn log_ensure_failure(key: &CustomerKey, e: &EnsureError) {
     match e.class() {
         ErrorClass::Customer | ErrorClass::Rejected | ErrorClass::Conflict => {
             tracing::warn!(customer = %key, kind = %e.dead_letter_kind(), error = %e, "OpenMeter refused this customer; dead-lettering its events, billing everyone else");
         }
-        ErrorClass::Transient => {
-            tracing::warn!(customer = %key, error = %e, "ensure failed; holding this customer's events");
+        ErrorClass::Transient | ErrorClass::Configuration => {
+            tracing::debug!(customer = %key, error = %e, "ensure failed; holding this customer's events");
         }
-        ErrorClass::Configuration => {
-            tracing::error!(error = %e, "ensure cannot succeed until the configuration is fixed; holding events");
-        }
+    }
+}
+
+/// Events held: said when the hold is news (it began, or its reason
+/// changed) and the caller retries until stopped (the collector; a
+/// one-shot command's summary says why it stopped), else at debug level,
+/// so an outage is named once, not once per batch and attempt. `/ready`
+/// names it for as long as it lasts.
+fn log_hold(hold: &Hold, events: usize, delay: Duration, news: bool) {
+    let error = &hold.reason;
+    let delay = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
+    let delay = delay.to_string();
+    match (news, hold.class) {
+        (false, _) => tracing::debug!(events, delay, error, "holding events"),
+        (true, ErrorClass::Configuration) => tracing::error!(
+            error,
+            "OpenMeter refuses the configuration (token, URL or plan): holding events until an operator fixes it"
+        ),
+        (true, _) => tracing::warn!(error, "OpenMeter unavailable: holding events until it answers"),
     }
 }
 

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::file::LetterFile;
 use super::letter::{meta_headers, original_headers, topic_headers, Truncation, HEADER_PREFIX};
 use super::{DeadLetter, DlqError};
-use crate::kafka::KafkaConfig;
+use crate::kafka::{KafkaConfig, Quiet};
 use crate::metrics::{metrics, Cause};
 
 /// Room kept for headers (ours and the original's) and record framing on
@@ -35,7 +35,7 @@ const SMALL_FITS: [usize; 2] = [64 * 1024, 0];
 
 /// The Kafka dead-letter topic, with the spill file for what it refuses.
 pub(crate) struct KafkaDlq {
-    producer: FutureProducer,
+    producer: FutureProducer<Quiet>,
     topic: String,
     /// The producer's `message.max.bytes`.
     message_max: usize,
@@ -104,7 +104,7 @@ impl KafkaDlq {
             .set("message.max.bytes", message_max.to_string())
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .create()
+            .create_with_context(config.quiet())
             .map_err(DlqError::Producer)?;
         let spill = LetterFile::spill(spill_dir)?;
         Ok(Self {

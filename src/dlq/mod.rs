@@ -202,7 +202,8 @@ impl DeadLetterSink {
         while let Err(e) = self.write(letter).await {
             let wait = self.retry.delay(attempt, None);
             tracing::error!(error = %e, ?wait, "cannot write dead letter; retrying (its offset stays uncommitted)");
-            self.health
+            let _ = self
+                .health
                 .held(format!("the dead-letter queue cannot be written: {e}"));
             tokio::time::sleep(wait).await;
             attempt += 1;

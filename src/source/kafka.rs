@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rdkafka::config::ClientConfig as RdConfig;
+use rdkafka::config::{ClientConfig as RdConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -48,7 +48,7 @@ use super::watchdog::{stats_interval, Watch, Watchdog};
 use super::{Origin, Record};
 use crate::commit::{OffsetTracker, Position};
 use crate::health::Health;
-use crate::kafka::{owned_headers, KafkaConfig};
+use crate::kafka::{owned_headers, relay_error, relay_log, KafkaConfig};
 use crate::metrics::metrics;
 
 /// How long the pipeline may refuse a record before partitions are paused.
@@ -87,6 +87,8 @@ impl KafkaConfig {
 /// What the source and its librdkafka callbacks share.
 struct Shared {
     topic: String,
+    /// `KAFKA_BROKERS`, for the messages.
+    brokers: String,
     tracker: Arc<OffsetTracker>,
     /// The partitions we own, each with its progress clock.
     owned: Mutex<HashMap<i32, Watch>>,
@@ -109,8 +111,16 @@ impl Shared {
             .collect()
     }
 
-    /// Hands librdkafka's statistics to the watchdog.
+    /// Hands librdkafka's statistics to the watchdog, and tells health a
+    /// broker is up when one is (librdkafka says when all are down, in
+    /// its error callback, but never when one is back).
     fn watch(&self, stats: &Statistics) {
+        if stats.brokers.values().any(|b| b.state == "UP") {
+            self.watchdog.health.brokers_up();
+            if crate::kafka::brokers_reachable() {
+                tracing::info!(brokers = %self.brokers, "Kafka brokers reachable again");
+            }
+        }
         let Some(topic) = stats.topics.get(&self.topic) else {
             return;
         };
@@ -167,6 +177,18 @@ pub(crate) struct TrackingContext {
 impl ClientContext for TrackingContext {
     fn stats(&self, statistics: Statistics) {
         self.shared.watch(&statistics);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        relay_log(level, fac, message);
+    }
+
+    /// Relayed, each kind once in a while; brokers out of reach are also a
+    /// problem `/ready` names until a broker is up again.
+    fn error(&self, error: KafkaError, reason: &str) {
+        if relay_error(&self.shared.brokers, &error, reason) {
+            self.shared.watchdog.health.brokers_down(reason);
+        }
     }
 }
 
@@ -269,6 +291,7 @@ impl KafkaSource {
     ) -> Result<Self, KafkaError> {
         let shared = Arc::new(Shared {
             topic: config.topic.clone(),
+            brokers: config.brokers.clone(),
             tracker,
             owned: Mutex::default(),
             paused: AtomicBool::new(false),
@@ -321,7 +344,7 @@ impl KafkaSource {
                 message = self.consumer.recv(), if !waiting || paused => match message {
                     Ok(m) => backlog.extend(self.take(&m)),
                     Err(e) => {
-                        tracing::warn!(error = %e, "Kafka consumer error");
+                        relay_error(&self.shared.brokers, &e, "consuming");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 },
