@@ -283,7 +283,9 @@ pub(crate) fn relay_error(brokers: &str, error: &KafkaError, reason: &str) -> bo
 /// every [`REPEAT_EVERY`]; debug lines pass as they are.
 pub(crate) fn relay_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
     use RDKafkaLogLevel as L;
-    if matches!(level, L::Debug) {
+    // FAIL (a broker connection failed) comes with an error callback that
+    // `relay_error` says once for all brokers.
+    if matches!(level, L::Debug) || fac == "FAIL" {
         tracing::debug!(target: "librdkafka", fac, "{message}");
         return;
     }

@@ -211,6 +211,12 @@ impl Pipeline {
         self.settler().tally().clone()
     }
 
+    /// Why delivery gave up, when a one-shot pipeline did (a failure that
+    /// concerns every event outlasted its retries); see `Deliverer::flush`.
+    pub fn gave_up(&self) -> Option<String> {
+        self.deliverer.gave_up()
+    }
+
     /// Where every record this pipeline takes in is settled.
     pub fn settler(&self) -> &Arc<Settler> {
         &self.deliverer.settler

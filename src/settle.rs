@@ -53,6 +53,15 @@ impl Tally {
         counter.load(Ordering::Relaxed)
     }
 
+    /// Records read but neither delivered, skipped nor dead-lettered: what
+    /// a run that stopped early (it gave up, was interrupted) did not send.
+    pub fn unsettled(&self) -> u64 {
+        let settled = Self::get(&self.delivered)
+            + Self::get(&self.skipped)
+            + Self::get(&self.dead_lettered);
+        Self::get(&self.read).saturating_sub(settled)
+    }
+
     pub(crate) fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }

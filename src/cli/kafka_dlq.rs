@@ -18,13 +18,15 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 
 use super::args::DlqReplayArgs;
+use super::replay::Replayed;
 use super::{config, shutdown_signal};
 use crate::app;
 use crate::commit::OffsetTracker;
 use crate::decode::SkipReason;
 use crate::dlq::Letter;
 use crate::health::Health;
-use crate::settle::{Outcome, Tally};
+use crate::kafka::ProbeError;
+use crate::settle::Outcome;
 use crate::source::Record;
 
 /// How long an empty DLQ topic is waited on before the replay ends.
@@ -35,6 +37,16 @@ pub(super) async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode
     let settings = config::pipeline(&args.pipeline)?;
     let kafka = config::kafka(&args.kafka);
     let dlq_topic = kafka.dlq_topic.clone();
+    let probe = kafka.consumer.clone();
+    let topic = dlq_topic.clone();
+    match tokio::task::spawn_blocking(move || probe.probe(&topic, "KAFKA_DLQ_TOPIC")).await? {
+        Ok(_) => {}
+        Err(ProbeError::NoTopic { .. }) => {
+            say!("no dead letters to replay: topic {dlq_topic} (KAFKA_DLQ_TOPIC) does not exist");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e.into()),
+    }
     let dlq = app::kafka_dead_letters(&kafka, settings.batch.max_event_bytes)?;
     let mut letters = kafka.consumer.clone();
     letters.topic = dlq_topic.clone();
@@ -93,13 +105,20 @@ pub(super) async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode
     let _ = gate.await;
     let _ = reader.await;
     source.commit().await?;
-    let tally = pipeline.tally();
-    eprintln!(
-        "replayed {} dead letters from {dlq_topic}: delivered {}, skipped {}, dead-lettered again {}",
-        Tally::get(&tally.read),
-        Tally::get(&tally.delivered),
-        Tally::get(&tally.skipped),
-        Tally::get(&tally.dead_lettered)
-    );
-    Ok(ExitCode::SUCCESS)
+    let replayed = Replayed::of(&pipeline.tally(), 0);
+    say!("{}", replayed.summary(&dlq_topic, &dlq_topic));
+    if let Some(why) = pipeline.gave_up() {
+        say!("stopped: {why}");
+    }
+    if replayed.not_replayed > 0 {
+        say!(
+            "the letters not replayed stay uncommitted in {dlq_topic} (group {}): the next replay reads them",
+            letters.group
+        );
+    }
+    Ok(if replayed.all_billed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -1,7 +1,7 @@
 //! `replay FILE|-` (backfills, and `--dry-run` with no network) and
 //! `dlq replay` (dead letters back through the pipeline).
 
-use std::io::Write;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use crate::dlq::{letter_line, DeadLetterSink};
 use crate::domain::EthUsdPrice;
 use crate::pipeline::{judge, Fate};
 use crate::settle::{Outcome, Tally};
+use crate::pipeline::Pipeline;
 use crate::source::file::{payload_line, read_lines};
 
 pub(super) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -34,11 +35,49 @@ pub(super) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let dlq = DeadLetterSink::file(&args.dlq_file);
     let pipeline = start_pipeline(&args.pipeline, dlq, Arc::default(), &cancel).await?;
     let name = args.file.display().to_string();
-    let settled = pipeline
-        .run_lines(open(&args.file).await?, &name, &cancel)
+    let (settled, read) = pipeline
+        .run_file(open(&args.file).await?, payload_line, &name, &cancel)
         .await?;
-    report(&pipeline.tally(), &args.dlq_file);
-    Ok(exit(settled))
+    let tally = pipeline.tally();
+    let unsent = tally.unsettled();
+    say!(
+        "read {}, delivered {}, skipped {}, dead-lettered {}{}{}",
+        Tally::get(&tally.read),
+        Tally::get(&tally.delivered),
+        Tally::get(&tally.skipped),
+        Tally::get(&tally.dead_lettered),
+        see(Tally::get(&tally.dead_lettered), &args.dlq_file),
+        if unsent > 0 { format!(", not sent {unsent}") } else { String::new() }
+    );
+    let done = settled && read.ended;
+    if !done {
+        say!("{}", stopped(&pipeline));
+        say!(
+            "not sent: {unsent} event(s){}; run the same replay again once that is fixed \
+             (OpenMeter keeps one copy of each event, {} one of each dead letter)",
+            if read.ended { "" } else { " and the rest of the input, which was not read" },
+            args.dlq_file.display()
+        );
+    }
+    Ok(exit(done))
+}
+
+/// Why a one-shot pipeline stopped before the end of its input: it gave up
+/// on a failure that concerns every event, or it was interrupted.
+fn stopped(pipeline: &Pipeline) -> String {
+    match pipeline.gave_up() {
+        Some(why) => format!("stopped: {why}"),
+        None => "stopped: interrupted".to_owned(),
+    }
+}
+
+/// ` (see FILE)` after a count of dead letters, when there are any.
+fn see(dead: u64, file: &Path) -> String {
+    if dead > 0 {
+        format!(" (see {})", file.display())
+    } else {
+        String::new()
+    }
 }
 
 /// Opens a file, or stdin for `-`.
@@ -71,7 +110,6 @@ async fn dry_run(
         Arc::default(),
         CancellationToken::new(),
     ));
-    let mut out = std::io::stdout().lock();
     while let Some(record) = rx.recv().await {
         let line = match judge(&record.payload, max_bytes, price, contract) {
             Fate::Event { event, .. } => serde_json::to_string(&event)?,
@@ -83,7 +121,7 @@ async fn dry_run(
             }
             Fate::Settle(Outcome::Delivered) => json!({ "delivered": true }).to_string(),
         };
-        writeln!(out, "{line}")?;
+        say!("{line}");
     }
     reading.await??;
     Ok(ExitCode::SUCCESS)
@@ -99,19 +137,77 @@ pub(super) async fn dlq_replay(args: DlqReplayArgs) -> anyhow::Result<ExitCode> 
     }
     let cancel = shutdown_signal();
     let dlq = DeadLetterSink::file(&out);
-    let pipeline = start_pipeline(&args.pipeline, dlq, Arc::default(), &cancel).await?;
+    let pipeline = start_pipeline(&args.pipeline, dlq.clone(), Arc::default(), &cancel).await?;
     let name = file.display().to_string();
     let (settled, read) = pipeline
         .run_file(open(&file).await?, letter_line, &name, &cancel)
         .await?;
-    report(&pipeline.tally(), &out);
+    let replayed = Replayed::of(&pipeline.tally(), dlq.repeated());
+    say!("{}", replayed.summary(&name, &out.display()));
+    if !settled || !read.ended {
+        say!("{}", stopped(&pipeline));
+    }
     if read.unreadable > 0 {
-        eprintln!(
+        say!(
             "{} line(s) of {name} were not dead letters and were left alone",
             read.unreadable
         );
     }
-    Ok(exit(settled && read.unreadable == 0))
+    let done = settled && read.ended && read.unreadable == 0;
+    Ok(exit(done && replayed.all_billed()))
+}
+
+/// What a dead-letter replay did, for its summary.
+pub(super) struct Replayed {
+    read: u64,
+    delivered: u64,
+    skipped: u64,
+    again: u64,
+    /// Of `again`, letters the output held already (a file: not written twice).
+    repeated: u64,
+    pub(super) not_replayed: u64,
+}
+
+impl Replayed {
+    pub(super) fn of(tally: &Tally, repeated: u64) -> Self {
+        Self {
+            read: Tally::get(&tally.read),
+            delivered: Tally::get(&tally.delivered),
+            skipped: Tally::get(&tally.skipped),
+            again: Tally::get(&tally.dead_lettered),
+            repeated,
+            not_replayed: tally.unsettled(),
+        }
+    }
+
+    /// Every letter read was billed (or is not billable): none failed
+    /// again, none was left unreplayed.
+    pub(super) fn all_billed(&self) -> bool {
+        self.again == 0 && self.not_replayed == 0
+    }
+
+    /// One line of counts, then, when letters failed again, a line that
+    /// says so and where they are.
+    pub(super) fn summary(&self, from: &str, out: &dyn fmt::Display) -> String {
+        let mut text = format!(
+            "read {} dead letter(s) from {from}: delivered {}, skipped {}, dead-lettered again {}, not replayed {}",
+            self.read, self.delivered, self.skipped, self.again, self.not_replayed
+        );
+        if self.again > 0 {
+            text.push_str(&format!(
+                "\n{} dead letter(s) failed again (their reasons are in {out}",
+                self.again
+            ));
+            if self.repeated > 0 {
+                text.push_str(&format!(
+                    "; {} of them were there already, from an earlier replay, and were not written twice",
+                    self.repeated
+                ));
+            }
+            text.push_str("): fix the cause, then replay them again");
+        }
+        text
+    }
 }
 
 fn again_path(file: &Path) -> PathBuf {
@@ -120,24 +216,8 @@ fn again_path(file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn report(tally: &Tally, dlq: &Path) {
-    let dead = Tally::get(&tally.dead_lettered);
-    eprintln!(
-        "read {}, delivered {}, skipped {}, dead-lettered {}{}",
-        Tally::get(&tally.read),
-        Tally::get(&tally.delivered),
-        Tally::get(&tally.skipped),
-        dead,
-        if dead > 0 {
-            format!(" (see {})", dlq.display())
-        } else {
-            String::new()
-        }
-    );
-}
-
-fn exit(settled: bool) -> ExitCode {
-    if settled {
+fn exit(done: bool) -> ExitCode {
+    if done {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

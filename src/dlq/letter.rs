@@ -164,6 +164,13 @@ impl From<&DeadLetter> for FileEntry {
 }
 
 impl FileEntry {
+    /// What makes two lines the same letter: the record (where it was read,
+    /// its bytes), not when or why it was dead-lettered.
+    pub(super) fn fingerprint(&self) -> Option<[u8; 32]> {
+        let payload = self.payload_bytes()?;
+        Some(fingerprint(&self.source, self.partition, self.offset, &payload))
+    }
+
     /// The original payload bytes.
     pub(super) fn payload_bytes(&self) -> Option<Bytes> {
         if let Some(text) = &self.payload {
@@ -179,6 +186,18 @@ impl FileEntry {
             .collect();
         bytes.map(Bytes::from)
     }
+}
+
+/// A letter's record as one digest; see [`FileEntry::fingerprint`].
+pub(super) fn fingerprint(source: &str, partition: i32, offset: i64, payload: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    digest.update((source.len() as u64).to_be_bytes());
+    digest.update(source.as_bytes());
+    digest.update(partition.to_be_bytes());
+    digest.update(offset.to_be_bytes());
+    digest.update(payload);
+    digest.finalize().into()
 }
 
 /// A dead letter as read back, from the DLQ topic or a dead-letter file.

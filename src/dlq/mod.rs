@@ -187,6 +187,15 @@ impl DeadLetterSink {
         }
     }
 
+    /// Letters a file sink did not append because the file held them
+    /// already (0 for the other sinks).
+    pub fn repeated(&self) -> u64 {
+        match &self.target {
+            Target::File(file) => file.repeated(),
+            _ => 0,
+        }
+    }
+
     /// The dead letters kept by a memory sink (empty for the others).
     pub fn kept(&self) -> Vec<DeadLetter> {
         match &self.target {
@@ -261,6 +270,19 @@ pub(super) mod tests {
             DeadLetterKind::Fee,
             "computed_fee is not a non-negative integer",
         )
+    }
+
+    #[tokio::test]
+    async fn a_file_sink_does_not_append_a_letter_the_file_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dlq.jsonl");
+        DeadLetterSink::file(&path).put(&letter(b"x")).await;
+        let again = DeadLetterSink::file(&path);
+        again.put(&letter(b"x")).await;
+        again.put(&letter(b"y")).await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert_eq!(again.repeated(), 1);
     }
 
     #[tokio::test]

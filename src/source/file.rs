@@ -27,6 +27,8 @@ pub struct LinesRead {
     pub records: u64,
     /// Lines that were not of the expected form (logged, left alone).
     pub unreadable: u64,
+    /// The input was read to its end (false when the run stopped first).
+    pub ended: bool,
 }
 
 /// Reads every non-blank line into the pipeline. Stops early when `cancel`
@@ -49,6 +51,7 @@ pub(crate) async fn read_lines<R: AsyncBufRead + Unpin>(
             n = reader.read_until(b'\n', &mut line) => n?,
         };
         if n == 0 {
+            read.ended = true;
             break;
         }
         number += 1;
