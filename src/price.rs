@@ -157,10 +157,20 @@ async fn refresh_loop(
     }
 }
 
+/// The innermost cause (`Connection refused (os error 111)`): the error
+/// names the oracle's URL already, which reqwest's own text repeats.
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut root: &dyn std::error::Error = e;
+    while let Some(cause) = root.source() {
+        root = cause;
+    }
+    root.to_string()
+}
+
 async fn fetch(http: &reqwest::Client, url: &str) -> Result<EthUsdPrice, OracleError> {
     let unreachable = |e: reqwest::Error| OracleError::Unreachable {
         url: url.to_owned(),
-        message: e.to_string(),
+        message: root_cause(&e),
     };
     let response = http.get(url).send().await.map_err(unreachable)?;
     if !response.status().is_success() {
