@@ -2,19 +2,23 @@
 //! Exit codes are the contract: 0 clean, 1 discrepancies remain (after
 //! `--repair`: what it could not fix), 2 the audit could not run.
 
+use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::args::AuditArgs;
 use super::config;
-use crate::app::{self, Role};
+use crate::app::{self, PipelineSettings, Role};
 use crate::audit::range::TimeRange;
 use crate::audit::source::SourceSpec;
 use crate::audit::{Audit, AuditConfig, RepairMode};
+use crate::domain::EthUsdPrice;
+use crate::pipeline::{judge, Fate};
 use crate::price::PriceFeed;
+use crate::settle::Outcome;
 
 /// The audit could not run.
 const CANNOT_RUN: u8 = 2;
@@ -23,20 +27,63 @@ pub(super) async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     match run(&args).await {
         Ok(code) => Ok(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            super::note(format!("error: {}", super::error_text(e.as_ref())));
             Ok(ExitCode::from(CANNOT_RUN))
         }
     }
 }
 
+/// With `--file`, a dead-letter file that does not exist is fine only when
+/// no record of the source decodes to a dead letter: otherwise their
+/// letters are somewhere else (another `DLQ_FILE`) or lost, and the audit
+/// cannot account for them, so it does not run.
+async fn dead_letters_present(
+    source: &Path,
+    letters: &Path,
+    price: &EthUsdPrice,
+    settings: &PipelineSettings,
+) -> anyhow::Result<()> {
+    if tokio::fs::try_exists(letters).await.unwrap_or(true) {
+        return Ok(());
+    }
+    let bytes = tokio::fs::read(source)
+        .await
+        .with_context(|| format!("reading {}", source.display()))?;
+    let expected = bytes
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .filter(|line| {
+            let fate = judge(
+                line,
+                settings.batch.max_event_bytes,
+                price,
+                &settings.batch.contract,
+            );
+            matches!(fate, Fate::Settle(Outcome::DeadLettered { .. }))
+        })
+        .count();
+    if expected > 0 {
+        bail!(
+            "the dead-letter file {} does not exist, but {expected} record(s) of {} decode to a \
+             dead letter: name the file `replay` wrote them to (--dlq-file or DLQ_FILE)",
+            letters.display(),
+            source.display()
+        );
+    }
+    Ok(())
+}
+
 async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     let range = TimeRange::parse(&args.from, args.to.as_deref(), Utc::now())?;
     let settings = config::pipeline(&args.pipeline)?;
-    let price = PriceFeed::start(settings.price, CancellationToken::new())
+    let price = PriceFeed::start(settings.price.clone(), CancellationToken::new())
         .await
         .context("an ETH/USD price is needed for signed USD micros (set ETH_USD_PRICE or fix PRICE_ORACLE_URL)")?
         .current()
         .price;
+    if let Some(file) = &args.file {
+        dead_letters_present(file, &args.dlq_file, &price, &settings).await?;
+    }
     let openmeter = settings.openmeter;
     let (source, dead_letters) = match &args.file {
         Some(file) => (
@@ -69,7 +116,7 @@ async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         let provisioner = app::provisioner(audit.client.clone(), &openmeter);
         report = audit.repair(&mut findings, &provisioner, mode).await?;
     }
-    print!("{}", report.render(args.format));
+    super::out::text(report.render(args.format));
     Ok(if report.discrepancies() == 0 {
         ExitCode::SUCCESS
     } else {
