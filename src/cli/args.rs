@@ -20,7 +20,13 @@ use crate::price::DEFAULT_ORACLE_URL;
 #[command(
     name = "ticketmeter",
     version,
-    about = "Bills Livepeer remote-signer usage through OpenMeter"
+    about = "Bills Livepeer remote-signer usage through OpenMeter",
+    long_about = "Bills Livepeer remote-signer usage through OpenMeter.\n\n\
+        Every option is also an environment variable (shown as [env: …]); \
+        ./.env is read at start, the real environment wins, and an empty \
+        value counts as unset. Results and summaries go to stdout, logs to \
+        stderr (RUST_LOG, LOG_FORMAT=json).",
+    next_line_help = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -47,29 +53,77 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// The collector: Kafka → exact USD micros → ensure → OpenMeter, plus the provisioning API.
+    ///
+    /// Consumes KAFKA_GATEWAY_TOPIC in KAFKA_CONSUMER_GROUP until SIGTERM or
+    /// SIGINT, then flushes in-flight batches (at most SHUTDOWN_TIMEOUT),
+    /// commits and exits 0 (1 when a task failed). While OpenMeter or the
+    /// brokers cannot be reached, events wait in the topic. The API on
+    /// PROVISION_BIND:PROVISION_PORT serves POST /ensure, GET /health,
+    /// GET /ready (503 with `problems` saying why billing cannot progress)
+    /// and GET /metrics.
     Run(RunArgs),
-    /// The provisioning API alone (POST /ensure, GET /health).
+    /// The provisioning API alone: POST /ensure, GET /health, GET /ready, GET /metrics.
+    ///
+    /// /ready is 200 while OpenMeter answers with a subscribable default
+    /// plan, else 503 with `problems` giving OpenMeter's reason. Runs until
+    /// SIGTERM or SIGINT.
     Serve(ServeArgs),
     /// Ensure one customer and its subscription; prints the JSON result.
+    ///
+    /// The identity is --auth-id, or --client-id with --external-user-id,
+    /// resolved by BILLING_SUBJECT as events are. Exit 0 when ensured, 1
+    /// otherwise.
     Ensure(EnsureCmd),
     /// Feed JSON lines from a file (or - for stdin) through the pipeline.
+    ///
+    /// Dead letters are appended to DLQ_FILE (a letter it holds already is
+    /// not written twice). On a failure that concerns every event (token,
+    /// URL, no plan, OpenMeter unreachable) it stops after a few attempts.
+    /// The summary on stdout counts what was read, delivered, skipped,
+    /// dead-lettered and not sent; exit 1 when anything was not sent.
     Replay(ReplayArgs),
     /// Dead-letter queue tools.
+    ///
+    /// `dlq replay` feeds dead letters back through the pipeline once
+    /// their cause is fixed.
     #[command(subcommand)]
     Dlq(DlqCommand),
     /// Create the OpenMeter catalog (meters, features, default plan) if missing.
+    ///
+    /// Creates what is missing, never changes what exists, and reports
+    /// drift. Stops at a failure that concerns every call (token, URL,
+    /// OpenMeter unreachable) and says how much it left undone. Exit 0 when
+    /// nothing failed (and nothing drifted, unless --allow-drift).
     Bootstrap(BootstrapArgs),
     /// Run the real pipeline over bundled events against an in-process OpenMeter double.
+    ///
+    /// Needs no Kafka and no OpenMeter account; prints the customers, the
+    /// events accepted, the dead letters and what each customer will be
+    /// invoiced.
     #[cfg(feature = "double")]
     Demo(DemoArgs),
     /// Run the OpenMeter test double as a server (demos, benchmarks).
+    ///
+    /// A stateful OpenMeter v3 stand-in on DOUBLE_BIND:DOUBLE_PORT, API base
+    /// http://DOUBLE_BIND:DOUBLE_PORT/api/v3 (set OPENMETER_URL to it). It
+    /// starts empty: run `ticketmeter bootstrap` against it first.
     #[cfg(feature = "double")]
     Double(DoubleArgs),
-    /// Check configuration, broker, topic, OpenMeter token, default plan and catalog; ✓/✗ per item.
+    /// Check configuration, price, OpenMeter token, default plan, catalog, broker and topic; ✓/✗ per item.
+    ///
+    /// Writes nothing. Each line is printed as soon as its item is known;
+    /// the broker (which may take 10 s to give up) comes last. Exit 0 when
+    /// every item is ✓, 1 otherwise.
     Check(CheckArgs),
     /// Probe the local API's /health (for container HEALTHCHECKs); exit 0 when healthy.
+    ///
+    /// Asks http://127.0.0.1:PROVISION_PORT/health with a 3 s timeout.
     Healthcheck(HealthcheckArgs),
     /// Reconcile signed tickets with what OpenMeter stored and will bill; exit 0 clean, 1 discrepancies, 2 could not run.
+    ///
+    /// Reads the source (Kafka by time, or --file), the dead letters (the
+    /// DLQ topic, or --dlq-file) and what OpenMeter stored, and reports per
+    /// customer on stdout.
     Audit(AuditArgs),
 }
 
@@ -99,6 +153,7 @@ pub(crate) fn duration(s: &str) -> Result<Duration, String> {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "OpenMeter")]
 pub(crate) struct OpenMeterArgs {
     /// OpenMeter / Konnect API URL (e.g. https://us.api.konghq.com/v3/openmeter or http://host:8888/api/v3).
     #[arg(long, env = "OPENMETER_URL")]
@@ -118,6 +173,7 @@ pub(crate) struct OpenMeterArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Customers and plans")]
 pub(crate) struct EnsureArgs {
     /// Plan every new customer is subscribed to (but app owners, when
     /// OPENMETER_OWNER_PLAN_KEY is set).
@@ -160,6 +216,7 @@ pub(crate) struct EnsureArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Provisioning API")]
 pub(crate) struct ApiArgs {
     /// Port of the provisioning API.
     #[arg(long, env = "PROVISION_PORT", default_value_t = PROVISION_PORT)]
@@ -173,6 +230,7 @@ pub(crate) struct ApiArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Price")]
 pub(crate) struct PriceArgs {
     /// Fixed ETH/USD price; when unset the oracle is used.
     #[arg(long, env = "ETH_USD_PRICE")]
@@ -186,6 +244,7 @@ pub(crate) struct PriceArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Batching and billing")]
 pub(crate) struct BatchArgs {
     /// Events per ingest request.
     #[arg(long, env = "BATCH_MAX_EVENTS", default_value_t = batch().batch_max_events)]
@@ -237,6 +296,7 @@ pub(crate) struct BatchArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Kafka")]
 pub(crate) struct KafkaArgs {
     /// Comma-separated bootstrap brokers.
     #[arg(long, env = "KAFKA_BROKERS", default_value = "localhost:9092")]
@@ -258,8 +318,10 @@ pub(crate) struct KafkaArgs {
     /// Dead-letter topic (default: <topic>.dlq).
     #[arg(long, env = "KAFKA_DLQ_TOPIC")]
     pub(crate) kafka_dlq_topic: Option<String>,
+    /// SASL user name; setting it turns SASL on.
     #[arg(long, env = "KAFKA_SASL_USERNAME")]
     pub(crate) kafka_sasl_username: Option<String>,
+    /// SASL password.
     #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
     pub(crate) kafka_sasl_password: Option<String>,
     /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
@@ -327,11 +389,13 @@ pub(crate) struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct EnsureCmd {
-    /// client_id:external_user_id
+    /// The identity as client_id:external_user_id (an event's auth_id).
     #[arg(long, conflicts_with_all = ["client_id", "external_user_id"])]
     pub(crate) auth_id: Option<String>,
+    /// The identity's client id (with --external-user-id).
     #[arg(long, requires = "external_user_id")]
     pub(crate) client_id: Option<String>,
+    /// The identity's user (with --client-id).
     #[arg(long, requires = "client_id")]
     pub(crate) external_user_id: Option<String>,
     #[command(flatten)]
@@ -357,6 +421,14 @@ pub(crate) struct ReplayArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum DlqCommand {
     /// Feed dead letters back through the pipeline once their cause is fixed.
+    ///
+    /// From --file (a file `replay` wrote, or DLQ_SPILL_DIR's), letters that
+    /// fail again go to --dlq-out (a letter it holds already is not written
+    /// twice); from the DLQ topic (KAFKA_DLQ_TOPIC, group
+    /// <KAFKA_CONSUMER_GROUP>.dlq-replay), back to the topic, and letters not
+    /// replayed stay uncommitted for the next replay. The summary on stdout
+    /// counts letters delivered, skipped, dead-lettered again and not
+    /// replayed; exit 1 unless every letter was delivered or skipped.
     Replay(DlqReplayArgs),
 }
 
@@ -409,17 +481,20 @@ pub(crate) struct DemoArgs {
 #[cfg(feature = "double")]
 #[derive(Debug, Args)]
 pub(crate) struct DoubleArgs {
+    /// Port the double listens on.
     #[arg(long, env = "DOUBLE_PORT", default_value_t = 8888)]
     pub(crate) port: u16,
+    /// Address the double binds to.
     #[arg(long, env = "DOUBLE_BIND", default_value = "127.0.0.1")]
     pub(crate) bind: IpAddr,
-    /// Token the double demands (none: no auth).
+    /// Bearer token the double demands (then set OPENMETER_API_KEY to it); none: no auth.
     #[arg(long, env = "DOUBLE_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct HealthcheckArgs {
+    /// Port of the provisioning API to probe.
     #[arg(long, env = "PROVISION_PORT", default_value_t = PROVISION_PORT)]
     pub(crate) port: u16,
 }
@@ -447,6 +522,7 @@ pub(crate) struct AuditArgs {
     /// Events younger than this may still be on their way: not counted missing, not repaired; a repair waits this long for resent events.
     #[arg(long, env = "AUDIT_SETTLE", default_value = AUDIT_SETTLE, value_parser = duration)]
     pub(crate) settle: Duration,
+    /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub(crate) format: crate::audit::report::Format,
     /// Re-ensure customers and resend what is missing or unbillable (a derived id only when absence is proven).
@@ -469,6 +545,7 @@ pub(crate) struct AuditArgs {
 
 /// The audit `run` repeats on its own (off unless AUDIT_INTERVAL is set).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Continuous audit")]
 pub(crate) struct ContinuousAuditArgs {
     /// Audit the settled window this often (e.g. 15m); off when unset.
     #[arg(long, env = "AUDIT_INTERVAL", value_parser = duration)]
@@ -482,4 +559,73 @@ pub(crate) struct ContinuousAuditArgs {
     /// Repair what each audit finds.
     #[arg(long, env = "AUDIT_REPAIR", default_value_t = false, action = clap::ArgAction::Set)]
     pub(crate) audit_repair: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every command under `cmd`, itself included.
+    fn commands(cmd: &clap::Command) -> Vec<&clap::Command> {
+        let mut all = vec![cmd];
+        for sub in cmd.get_subcommands() {
+            all.extend(commands(sub));
+        }
+        all
+    }
+
+    #[test]
+    fn every_command_has_a_long_description_so_every_help_has_one_layout() {
+        let cli = Cli::command();
+        for cmd in commands(&cli) {
+            assert!(
+                cmd.get_long_about().is_some(),
+                "`{}` has no second paragraph: its --help would use clap's compact layout",
+                cmd.get_name()
+            );
+        }
+    }
+
+    #[test]
+    fn every_flag_says_what_it_does() {
+        let cli = Cli::command();
+        for cmd in commands(&cli) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                assert!(
+                    builtin || arg.get_help().is_some(),
+                    "`{} --{}` has no description",
+                    cmd.get_name(),
+                    arg.get_id()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_environment_variable_is_in_env_example_and_the_readme() {
+        let example = include_str!("../../.env.example");
+        let readme = include_str!("../../README.md");
+        let cli = Cli::command();
+        for cmd in commands(&cli) {
+            for arg in cmd.get_arguments() {
+                let Some(name) = arg.get_env().and_then(|e| e.to_str()) else {
+                    continue;
+                };
+                assert!(
+                    example.lines().any(|l| {
+                        let l = l.trim_start_matches('#').trim_start();
+                        l.starts_with(&format!("{name}="))
+                    }),
+                    "{name} is not in .env.example"
+                );
+                assert!(
+                    readme.contains(&format!("`{name}`")),
+                    "{name} is not in README.md"
+                );
+            }
+        }
+    }
 }
