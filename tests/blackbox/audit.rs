@@ -49,6 +49,23 @@ impl Case {
         }
     }
 
+    /// Rewrites the source with only the lines that decode to a billable
+    /// ticket.
+    fn keep_only_tickets(&self) {
+        let contract = ticketmeter::Contract::default();
+        let text = std::fs::read_to_string(&self.events).unwrap();
+        let tickets: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                matches!(
+                    ticketmeter::decode(l.as_bytes(), 1 << 20, &contract),
+                    Ok(ticketmeter::Decoded::Ticket(_))
+                )
+            })
+            .collect();
+        std::fs::write(&self.events, tickets.join("\n") + "\n").unwrap();
+    }
+
     /// The pipeline sends the events (`ticketmeter replay`).
     async fn replay(&self, file: &Path) {
         let out = self.cli(&["replay", &file.display().to_string()]).await;
@@ -472,6 +489,10 @@ async fn events_sent_with_a_later_time_are_matched_by_id_and_their_signed_time()
         })
         .collect();
     ingest(&case.om, &moved).await;
+    // Sent by another tool, so nothing was dead-lettered: the source keeps
+    // only the tickets (a source record that decodes to a dead letter with
+    // no dead-letter file would stop the audit).
+    case.keep_only_tickets();
     let (code, report) = case.audit_json(&[]).await;
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["totals"]["stored_events"], moved.len());

@@ -295,7 +295,8 @@ fn healthy_and_refused_lines(signer: &mut Signer, signed_at: DateTime<Utc>) -> V
     lines
 }
 
-/// `ticketmeter dlq replay --file` against the double, at ETH/USD 3500.
+/// `ticketmeter dlq replay --file` against the double, at ETH/USD 3500: its
+/// summary.
 fn dlq_replay(om: &OpenMeter, letters: &std::path::Path, again: &std::path::Path) -> String {
     let env = [
         ("OPENMETER_URL", om.url()),
@@ -313,9 +314,9 @@ fn dlq_replay(om: &OpenMeter, letters: &std::path::Path, again: &std::path::Path
         &env,
     );
     let status = binary.wait(Duration::from_secs(60)).expect("finishes");
-    let stderr = binary.stderr();
-    assert!(status.success(), "{stderr}");
-    stderr
+    let summary = binary.stdout();
+    assert!(status.success(), "{summary}\n{}", binary.stderr());
+    summary
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,8 +357,8 @@ async fn a_refused_customer_is_dead_lettered_while_the_others_are_billed_and_a_r
     }
 
     om.double.refuse_billing_setup("acme:refused", false);
-    let stderr = dlq_replay(&om, &letters, &dir.path().join("again.jsonl"));
-    assert!(stderr.contains("read 11"), "{stderr}");
+    let summary = dlq_replay(&om, &letters, &dir.path().join("again.jsonl"));
+    assert!(summary.contains("read 11"), "{summary}");
     report("refused then replayed", &om, &signer);
 }
 

@@ -500,7 +500,7 @@ async fn report_prints_one_line_per_object() -> TestResult {
     assert_eq!(lines[6], "feature network_spend: created");
     assert_eq!(
         lines[8],
-        "plan clearinghouse_default_ppu: created (version 1, active)"
+        "plan clearinghouse_default_ppu: created and published (version 1, active)"
     );
     assert_eq!(lines.len(), 10, "nine objects and a summary:\n{text}");
     Ok(())

@@ -235,16 +235,16 @@ async fn file_replay_dead_letters_to_a_file_that_dlq_replay_reads_back() {
         let status = b
             .wait(std::time::Duration::from_secs(60))
             .expect("finishes");
-        (status, b.stderr())
+        (status, b.stdout())
     };
     let fixtures = fixtures_dir().join("signer-events.jsonl");
-    let (_, stderr) = run(&["replay", &fixtures.display().to_string()], env(&[]));
-    assert!(stderr.contains("dead-lettered 2"), "{stderr}");
+    let (_, summary) = run(&["replay", &fixtures.display().to_string()], env(&[]));
+    assert!(summary.contains("dead-lettered 2"), "{summary}");
     let letters = std::fs::read_to_string(&dlq).unwrap();
     assert_eq!(letters.lines().count(), 2);
 
     let again = dir.path().join("again.jsonl");
-    let (_, stderr) = run(
+    let (status, summary) = run(
         &[
             "dlq",
             "replay",
@@ -256,9 +256,10 @@ async fn file_replay_dead_letters_to_a_file_that_dlq_replay_reads_back() {
         env(&[]),
     );
     assert!(
-        stderr.contains("read 2") && stderr.contains("dead-lettered 2"),
-        "{stderr}"
+        summary.contains("read 2") && summary.contains("dead-lettered again 2"),
+        "{summary}"
     );
+    assert!(!status.success(), "letters that fail again are not done");
     assert_eq!(
         std::fs::read_to_string(&again).unwrap().lines().count(),
         2,

@@ -229,7 +229,7 @@ async fn the_report_prints_the_notices_before_the_objects() -> TestResult {
     assert_eq!(lines[2], "meter network_fee_usd_micros: created", "{text}");
     assert_eq!(
         lines[10],
-        "plan clearinghouse_owner_starter: created (version 1, active)"
+        "plan clearinghouse_owner_starter: created and published (version 1, active)"
     );
     Ok(())
 }

@@ -90,6 +90,17 @@ impl Binary {
         }
     }
 
+    /// What the child wrote to stdout (its results and summaries), read to
+    /// the end: call it once the child exited.
+    pub(crate) fn stdout(&mut self) -> String {
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            use std::io::Read;
+            let _ = stdout.read_to_string(&mut out);
+        }
+        out
+    }
+
     /// What the child wrote to stderr so far (all of it once it exited).
     pub(crate) fn stderr(&mut self) -> String {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
