@@ -297,7 +297,9 @@ pub(crate) fn relay_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
         L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
             tracing::warn!(target: "librdkafka", fac, "{message}{again}");
         }
-        L::Notice | L::Info | L::Debug => tracing::info!(target: "librdkafka", fac, "{message}{again}"),
+        L::Notice | L::Info | L::Debug => {
+            tracing::info!(target: "librdkafka", fac, "{message}{again}")
+        }
     }
 }
 

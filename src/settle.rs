@@ -56,9 +56,8 @@ impl Tally {
     /// Records read but neither delivered, skipped nor dead-lettered: what
     /// a run that stopped early (it gave up, was interrupted) did not send.
     pub fn unsettled(&self) -> u64 {
-        let settled = Self::get(&self.delivered)
-            + Self::get(&self.skipped)
-            + Self::get(&self.dead_lettered);
+        let settled =
+            Self::get(&self.delivered) + Self::get(&self.skipped) + Self::get(&self.dead_lettered);
         Self::get(&self.read).saturating_sub(settled)
     }
 

@@ -220,7 +220,9 @@ impl Probes {
         };
         let brokers = tokio::task::spawn_blocking(move || {
             match kafka.probe(&kafka.topic, "KAFKA_GATEWAY_TOPIC") {
-                Ok(partitions) => tracing::info!(topic = %kafka.topic, partitions, "Kafka topic found"),
+                Ok(partitions) => {
+                    tracing::info!(topic = %kafka.topic, partitions, "Kafka topic found")
+                }
                 Err(e @ ProbeError::Unreachable { .. }) => {
                     if let ProbeError::Unreachable { reason, .. } = &e {
                         health.brokers_down(reason);

@@ -145,7 +145,15 @@ pub fn pipeline(
     config: PipelineConfig,
 ) -> Pipeline {
     let hold = RetryPolicy::pipeline(config.backoff);
-    assemble(provisioner, dlq, tracker, price, config, Health::default(), hold)
+    assemble(
+        provisioner,
+        dlq,
+        tracker,
+        price,
+        config,
+        Health::default(),
+        hold,
+    )
 }
 
 /// A pipeline whose delivery and dead-letter sink report to `health`;
@@ -301,5 +309,9 @@ pub(crate) fn openmeter_readiness(provisioner: Provisioner) -> ReadyCheck {
 /// Why OpenMeter cannot bill a new customer now (the token, the URL, no
 /// subscribable plan, unreachable), in its own words; `None` when it can.
 async fn openmeter_problem(provisioner: &Provisioner) -> Option<String> {
-    provisioner.default_plan().await.err().map(|e| e.to_string())
+    provisioner
+        .default_plan()
+        .await
+        .err()
+        .map(|e| e.to_string())
 }

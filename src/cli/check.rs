@@ -140,7 +140,10 @@ async fn plan_check(
     key: &PlanKey,
 ) -> (Check, bool) {
     let (result, answered) = match app::provisioner(client.clone(), settings).plan(key).await {
-        Ok(plan) => (Ok(format!("version {} is subscribable", plan.version)), true),
+        Ok(plan) => (
+            Ok(format!("version {} is subscribable", plan.version)),
+            true,
+        ),
         Err(e) if !answered(&e) => (Err(e.to_string()), false),
         Err(e) => (
             Err(match only_draft(client, key).await {

@@ -173,7 +173,8 @@ fn print_outcome(double: &Double, tally: &Tally, dlq: &DeadLetterSink, price: &s
     for letter in dlq.kept() {
         say!(
             "  line {:>2}: {}",
-            letter.record.origin.position.offset, letter.reason
+            letter.record.origin.position.offset,
+            letter.reason
         );
     }
     say!(

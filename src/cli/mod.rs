@@ -21,8 +21,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 pub use args::Cli;
-pub use out::{error_text, note};
 use args::Command;
+pub use out::{error_text, note};
 
 use crate::app::{self, Application, Config, ProvisioningApi, Role};
 use crate::bootstrap::{
@@ -91,7 +91,8 @@ async fn serve(args: args::ServeArgs) -> anyhow::Result<ExitCode> {
     let provisioner = one_shot_provisioner(&args.openmeter, &args.ensure)?;
     let cancel = shutdown_signal();
     let ready = app::openmeter_readiness(provisioner.clone());
-    let api = ProvisioningApi::bind(&config::api(&args.api), provisioner.clone(), Some(ready)).await?;
+    let api =
+        ProvisioningApi::bind(&config::api(&args.api), provisioner.clone(), Some(ready)).await?;
     tokio::spawn(async move {
         if let Err(e) = provisioner.default_plan().await {
             tracing::error!(error = %e, "OpenMeter cannot ensure customers yet; /ensure answers with the error until it can");
@@ -232,7 +233,10 @@ async fn double(args: args::DoubleArgs) -> anyhow::Result<ExitCode> {
     let running = double
         .spawn(std::net::SocketAddr::new(args.bind, args.port))
         .await?;
-    out::line(format_args!("OpenMeter double serving {}", running.base_url()));
+    out::line(format_args!(
+        "OpenMeter double serving {}",
+        running.base_url()
+    ));
     shutdown_signal().cancelled().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -82,6 +82,9 @@ mod tests {
 
     #[test]
     fn a_cause_its_parent_does_not_quote_is_appended() {
-        assert_eq!(error_text(&Wrapping(missing())), "opening f: entity not found");
+        assert_eq!(
+            error_text(&Wrapping(missing())),
+            "opening f: entity not found"
+        );
     }
 }

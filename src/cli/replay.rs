@@ -17,9 +17,9 @@ use super::{shutdown_signal, start_pipeline};
 use crate::contract::Contract;
 use crate::dlq::{letter_line, DeadLetterSink};
 use crate::domain::EthUsdPrice;
+use crate::pipeline::Pipeline;
 use crate::pipeline::{judge, Fate};
 use crate::settle::{Outcome, Tally};
-use crate::pipeline::Pipeline;
 use crate::source::file::{payload_line, read_lines};
 
 pub(super) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -47,7 +47,11 @@ pub(super) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         Tally::get(&tally.skipped),
         Tally::get(&tally.dead_lettered),
         see(Tally::get(&tally.dead_lettered), &args.dlq_file),
-        if unsent > 0 { format!(", not sent {unsent}") } else { String::new() }
+        if unsent > 0 {
+            format!(", not sent {unsent}")
+        } else {
+            String::new()
+        }
     );
     let done = settled && read.ended;
     if !done {
@@ -55,7 +59,11 @@ pub(super) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         say!(
             "not sent: {unsent} event(s){}; run the same replay again once that is fixed \
              (OpenMeter keeps one copy of each event, {} one of each dead letter)",
-            if read.ended { "" } else { " and the rest of the input, which was not read" },
+            if read.ended {
+                ""
+            } else {
+                " and the rest of the input, which was not read"
+            },
             args.dlq_file.display()
         );
     }

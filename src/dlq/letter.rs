@@ -168,7 +168,12 @@ impl FileEntry {
     /// its bytes), not when or why it was dead-lettered.
     pub(super) fn fingerprint(&self) -> Option<[u8; 32]> {
         let payload = self.payload_bytes()?;
-        Some(fingerprint(&self.source, self.partition, self.offset, &payload))
+        Some(fingerprint(
+            &self.source,
+            self.partition,
+            self.offset,
+            &payload,
+        ))
     }
 
     /// The original payload bytes.

@@ -17,6 +17,7 @@ mod deploy;
 mod fixtures;
 mod kafka;
 mod layout;
+mod operator;
 mod outage;
 mod price;
 mod prometheus;
