@@ -152,11 +152,12 @@ impl Health {
 
     /// The brokers cannot be reached (librdkafka said so, or a start-up
     /// probe found it); the first time since they were last up counts as
-    /// the start.
+    /// the start, and its reason is kept (the first failure says the most,
+    /// e.g. which connection was refused; later ones say "all down").
     pub(crate) fn brokers_down(&self, reason: &str) {
-        self.with(|s| match &mut s.brokers_down {
-            Some((_, latest)) => *latest = reason.to_owned(),
-            None => s.brokers_down = Some((Utc::now(), reason.to_owned())),
+        self.with(|s| {
+            s.brokers_down
+                .get_or_insert_with(|| (Utc::now(), reason.to_owned()));
         });
     }
 

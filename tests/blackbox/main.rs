@@ -14,6 +14,7 @@ mod bootstrap;
 mod check;
 mod contract;
 mod deploy;
+mod docs;
 mod fixtures;
 mod kafka;
 mod layout;
