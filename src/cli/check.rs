@@ -48,7 +48,7 @@ pub(super) async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     match openmeter {
         Err(e) => {
             ok &= Check {
-                name: "OpenMeter configuration".into(),
+                name: "configuration".into(),
                 result: Err(super::error_text(e.as_ref())),
             }
             .print();
