@@ -21,13 +21,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(ticketmeter::run(cli)) {
+    let code = match runtime.block_on(ticketmeter::run(cli)) {
         Ok(code) => code,
         Err(e) => {
             ticketmeter::note(format!("error: {}", ticketmeter::error_text(e.as_ref())));
             ExitCode::FAILURE
         }
-    }
+    };
+    // The command is done (and has committed, flushed and synced what it
+    // must); a start-up probe still waiting on the brokers must not hold
+    // the exit for its whole timeout.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 /// `ETH_USD_PRICE=` in a `.env` means "not set", as it did for the original
