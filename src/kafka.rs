@@ -1,6 +1,9 @@
 //! Kafka client settings every part that talks to the brokers shares: the
 //! collector's consumer ([`crate::source::kafka`]), the DLQ producer, the
-//! audit's reader and `check`. Each adds its own settings on top.
+//! audit's reader and `check`. Each adds its own settings on top. Also
+//! here: the probe that asks the brokers for a topic (`check`, `run`'s
+//! start-up, `dlq replay`), and the relay of librdkafka's own logs and
+//! errors, each kind said once in a while.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -90,6 +93,9 @@ pub(crate) enum ProbeError {
         variable: &'static str,
         reason: String,
     },
+    /// librdkafka refused the settings (a `KAFKA_OPT_*`, SASL, TLS).
+    #[error("the Kafka settings are refused: {reason}")]
+    Settings { reason: String },
 }
 
 impl KafkaConfig {
@@ -104,7 +110,9 @@ impl KafkaConfig {
         let consumer: BaseConsumer<Quiet> = self
             .client_config()
             .create_with_context(self.quiet())
-            .map_err(unreachable)?;
+            .map_err(|e| ProbeError::Settings {
+                reason: e.to_string(),
+            })?;
         let metadata = consumer
             .fetch_metadata(Some(topic), PROBE_TIMEOUT)
             .map_err(unreachable)?;
@@ -344,6 +352,16 @@ pub(crate) mod tests {
         assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(c.get("sasl.username"), Some("user"));
         assert_eq!(c.get("ssl.ca.location"), Some("probe"));
+    }
+
+    #[test]
+    fn a_complaint_is_said_the_first_time_then_held_back_until_it_is_over() {
+        let kind = "test:a_complaint_is_said_the_first_time";
+        assert_eq!(due(kind), Some(0));
+        assert_eq!(due(kind), None);
+        assert_eq!(due(kind), None);
+        assert!(forget(kind));
+        assert_eq!(due(kind), Some(0), "a new occurrence is said at once");
     }
 
     #[test]

@@ -564,6 +564,23 @@ mod tests {
 
     use super::*;
 
+    #[tokio::test]
+    async fn a_transport_failure_names_the_url_without_its_query_and_the_root_cause() {
+        let endpoint = Endpoint::parse("http://127.0.0.1:1/api/v3", None).unwrap();
+        let mut config = ClientConfig::new(endpoint, None);
+        config.retry = RetryPolicy::once();
+        let client = OpenMeterClient::new(config).unwrap();
+        let e = client
+            .find_customers(&crate::domain::CustomerKey::listed("acme:alice"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "OpenMeter unreachable (list customers): cannot connect to \
+             http://127.0.0.1:1/api/v3/openmeter/customers: Connection refused (os error 111)"
+        );
+    }
+
     #[test]
     fn retry_after_reads_delay_seconds() {
         let now = Utc::now();
