@@ -15,6 +15,7 @@ use serde_json::{Number, Value};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::chain::link::{Fields, Link};
 use crate::contract::{Contract, IdScheme};
 use crate::dlq::DeadLetterKind;
 use crate::domain::{AuthId, FeeError, FeeWei, Identity, IdentityError, SubjectRule};
@@ -48,6 +49,8 @@ pub struct SignedTicket {
     /// `time` parsed: when the ticket was signed.
     pub signed_at: DateTime<Utc>,
     pub dimensions: Dimensions,
+    /// Its place in its session's chain, when it carries one.
+    pub(crate) link: Option<Link>,
 }
 
 /// The fields meters group by or sum besides the fee, read leniently.
@@ -194,6 +197,10 @@ struct TicketData<'a> {
     num_tickets: Option<&'a RawValue>,
     #[serde(borrow, default)]
     billable_secs: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    sequence_number: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    previous_time: Option<&'a RawValue>,
 }
 
 /// A field's JSON value read leniently: text borrowed from the record when
@@ -330,6 +337,7 @@ fn ticket(
     let request_id = request_id(Scalar::read(data.request_id));
     let envelope_id = envelope.id.as_deref().unwrap_or_default();
     let (time, signed_at) = event_time(&data, Scalar::read(envelope.timestamp));
+    let link = link(&data, &time, signed_at, fee.get());
     Ok(SignedTicket {
         event_id: event_id(contract.ids, envelope_id, &request_id, payload),
         other_id: event_id(contract.ids.other(), envelope_id, &request_id, payload),
@@ -343,7 +351,25 @@ fn ticket(
         fee_text,
         time,
         signed_at,
+        link,
     })
+}
+
+/// The ticket's place in its session's chain. `current_time` was parsed
+/// already when it became the signed time.
+fn link(data: &TicketData, time: &str, signed_at: DateTime<Utc>, fee_wei: u128) -> Option<Link> {
+    let current_ns = match Scalar::read(data.current_time) {
+        Some(Scalar::Text(t)) if t.trim() == time => signed_at.timestamp_nanos_opt(),
+        _ => None,
+    };
+    let fields = Fields {
+        session_id: Scalar::read(data.session_id),
+        orch_address: Scalar::read(data.orch_address),
+        sequence_number: Scalar::read(data.sequence_number),
+        current_ns,
+        previous_time: Scalar::read(data.previous_time),
+    };
+    Link::read(fields, fee_wei)
 }
 
 /// The CloudEvent id under `scheme`: the first non-blank of the envelope

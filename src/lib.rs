@@ -18,6 +18,7 @@ mod app;
 mod audit;
 mod billing;
 pub mod bootstrap;
+mod chain;
 mod cli;
 mod commit;
 mod contract;

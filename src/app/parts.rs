@@ -131,6 +131,7 @@ fn assemble(
         deliverer: Arc::new(deliverer),
         price,
         config,
+        chain: None,
     }
 }
 
