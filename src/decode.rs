@@ -215,7 +215,7 @@ pub(crate) enum Scalar<'a> {
 
 impl<'a> Scalar<'a> {
     /// A field as the record wrote it (already validated JSON).
-    fn read(raw: Option<&'a RawValue>) -> Option<Self> {
+    pub(crate) fn read(raw: Option<&'a RawValue>) -> Option<Self> {
         let json = raw?.get();
         match json.as_bytes().first()? {
             b'n' => None,

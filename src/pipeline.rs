@@ -16,6 +16,7 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use crate::billing::BillingPolicy;
+use crate::chain::link::Chained;
 use crate::chain::tracker::{Seen, Tracker};
 use crate::chain::Link;
 use crate::contract::Contract;
@@ -187,7 +188,7 @@ impl Judge {
                 Fate::Settle(outcome) => outcome,
             };
             if self.chain.is_some() && matches!(outcome, Outcome::DeadLettered { .. }) {
-                if let Some(link) = Link::salvage(&record.payload) {
+                if let Chained::Link(link) = Link::of_record(&record.payload) {
                     seen.push(Seen::of(&record, Some(link)));
                 }
             }

@@ -95,7 +95,7 @@ impl Application {
         let dlq = kafka_dead_letters(&config.kafka, max_event_bytes)?;
         let tracker = Arc::new(OffsetTracker::default());
         let health = Health::default();
-        let pipeline = start_pipeline(
+        let mut pipeline = start_pipeline(
             &config.pipeline,
             dlq,
             tracker.clone(),
@@ -104,6 +104,10 @@ impl Application {
         )
         .await?;
         let source = connect_kafka(&config.kafka.consumer, tracker, health.clone())?;
+        let chain = parts::chain_tracker(config.chain, &pipeline);
+        pipeline.chain = Some(chain.clone());
+        source.track_chains(chain.clone());
+        tokio::spawn(chain.run(health.clone(), cancel.clone()));
         let provisioner = provisioner_for(&pipeline.deliverer.provisioner, Role::OneShot);
         let ready = parts::readiness(
             source.clone(),

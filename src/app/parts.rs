@@ -15,6 +15,7 @@ use crate::audit::continuous::ContinuousAudit;
 use crate::audit::range::TimeRange;
 use crate::audit::source::SourceSpec;
 use crate::audit::{Audit, AuditConfig};
+use crate::chain::tracker::{ChainSettings, Tracker as ChainTracker};
 use crate::commit::OffsetTracker;
 use crate::deliver::Deliverer;
 use crate::dlq::DeadLetterSink;
@@ -206,6 +207,17 @@ pub(super) fn continuous_audit(
         repair: settings.repair.then_some(provisioner),
         price: pipeline.price.clone(),
     }
+}
+
+/// The collector's session-chain tracking, reading names under the
+/// pipeline's contract and estimating at its price.
+pub(super) fn chain_tracker(settings: ChainSettings, pipeline: &Pipeline) -> ChainTracker {
+    ChainTracker::new(
+        settings,
+        pipeline.config.contract,
+        pipeline.config.max_event_bytes,
+        pipeline.price.clone(),
+    )
 }
 
 /// `/ready`: partitions assigned, the price fresh (the collector never

@@ -8,10 +8,16 @@
 
 use std::hash::{Hash, Hasher};
 
+use std::borrow::Cow;
+
 use chrono::DateTime;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::decode::{Scalar, BILLABLE_TYPE};
+use crate::contract::Contract;
+use crate::decode::{decode, Decoded, Scalar, BILLABLE_TYPE};
+use crate::domain::FeeWei;
 
 /// Which chain a call belongs to. `StateID` is 4 random bytes in hex
 /// (`core.RandomManifestID`), so about one pair in 2^32 collides across a
@@ -87,30 +93,78 @@ impl Link {
         })
     }
 
-    /// The link of a record that did not decode as a ticket (a dead
-    /// letter: it reached Kafka, so it is a link all the same), read from
-    /// its JSON; its fee counts as 0.
-    pub(crate) fn salvage(payload: &[u8]) -> Option<Self> {
-        let value: Value = serde_json::from_slice(payload).ok()?;
-        if value["type"].as_str() != Some(BILLABLE_TYPE) {
-            return None;
-        }
-        let data = &value["data"];
-        let field = |name: &str| Scalar::of(&data[name]);
-        let fields = Fields {
-            session_id: field("session_id"),
-            orch_address: field("orch_address"),
-            sequence_number: field("sequence_number"),
-            current_ns: nanos(field("current_time").as_ref()),
-            previous_time: field("previous_time"),
+    /// What a record's own bytes say of its chain, read without decoding
+    /// the whole ticket: for a record that did not decode (a dead letter
+    /// reached Kafka all the same) and for the audit, which reads every
+    /// record. A fee that cannot be read counts as 0.
+    pub(crate) fn of_record(payload: &[u8]) -> Chained {
+        let Ok(record) = serde_json::from_slice::<ChainRecord>(payload) else {
+            return Chained::NotTicket;
         };
-        Self::read(fields, 0)
+        if record.kind.as_deref() != Some(BILLABLE_TYPE) {
+            return Chained::NotTicket;
+        }
+        let data = record
+            .data
+            .filter(|raw| raw.get().starts_with('{'))
+            .and_then(|raw| serde_json::from_str::<ChainData>(raw.get()).ok());
+        let Some(data) = data else {
+            return Chained::Unchained;
+        };
+        let fee_wei = match Scalar::read(data.computed_fee) {
+            Some(Scalar::Text(t)) => FeeWei::parse(&t).map(FeeWei::get).unwrap_or(0),
+            Some(Scalar::Number(digits)) => FeeWei::parse(digits).map(FeeWei::get).unwrap_or(0),
+            _ => 0,
+        };
+        let fields = Fields {
+            session_id: Scalar::read(data.session_id),
+            orch_address: Scalar::read(data.orch_address),
+            sequence_number: Scalar::read(data.sequence_number),
+            current_ns: nanos(Scalar::read(data.current_time).as_ref()),
+            previous_time: Scalar::read(data.previous_time),
+        };
+        Self::read(fields, fee_wei).map_or(Chained::Unchained, Chained::Link)
     }
 
     /// The first call of a session (`session_status` "new").
     pub(crate) fn is_root(&self) -> bool {
         self.seq == 0
     }
+}
+
+/// A record, as far as chains are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chained {
+    /// Not a billable ticket (another event type, not JSON).
+    NotTicket,
+    /// A billable ticket without a chain.
+    Unchained,
+    Link(Link),
+}
+
+/// The fields of a record [`Link::of_record`] reads.
+#[derive(Deserialize)]
+struct ChainRecord<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChainData<'a> {
+    #[serde(borrow, default)]
+    session_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    orch_address: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    sequence_number: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    current_time: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    previous_time: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    computed_fee: Option<&'a RawValue>,
 }
 
 /// A session's names, read only when the session is first seen.
@@ -122,6 +176,16 @@ pub(crate) struct Names {
 }
 
 impl Names {
+    /// A record's session id and the customer decode bills it to (none
+    /// when it does not decode).
+    pub(crate) fn of(payload: &[u8], max_bytes: usize, contract: &Contract) -> Self {
+        let customer = match decode(payload, max_bytes, contract) {
+            Ok(Decoded::Ticket(t)) => Some(t.identity.customer_key().to_string()),
+            _ => None,
+        };
+        Self::read(payload, customer.as_deref())
+    }
+
     /// The session id of a record (`Link::read` or `Link::salvage` found
     /// one there), with the customer decode gave it.
     pub(crate) fn read(payload: &[u8], customer: Option<&str>) -> Self {
@@ -204,7 +268,11 @@ mod tests {
         let f = fields("1", "2026-09-09T00:00:10Z", "1788912000000");
         assert_eq!(Link::read(f, 0), None, "milliseconds cannot be matched");
         let f = fields("1", "2026-09-09T00:00:00Z", "2026-09-09T00:00:10Z");
-        assert_eq!(Link::read(f, 0), None, "a later call before its previous one");
+        assert_eq!(
+            Link::read(f, 0),
+            None,
+            "a later call before its previous one"
+        );
     }
 
     #[test]
@@ -222,10 +290,27 @@ mod tests {
     #[test]
     fn a_dead_lettered_ticket_is_still_a_link() {
         let payload = br#"{"id":"e","type":"create_signed_ticket","data":{"session_id":"s1","orch_address":"0xab","sequence_number":2,"current_time":"2026-09-09T00:00:20Z","previous_time":"2026-09-09T00:00:10Z","computed_fee":"12.5"}}"#;
-        let link = Link::salvage(payload).unwrap();
+        let Chained::Link(link) = Link::of_record(payload) else {
+            panic!("a link")
+        };
         assert_eq!((link.seq, link.fee_wei), (2, 0));
         assert_eq!(Names::read(payload, None).session_id, "s1");
-        let other = br#"{"type":"discovery_results","data":{"session_id":"s1","sequence_number":2}}"#;
-        assert_eq!(Link::salvage(other), None);
+    }
+
+    #[test]
+    fn a_record_read_whole_links_as_decode_links_it() {
+        let payload = br#"{"type":"create_signed_ticket","data":{"session_id":"s1","sequence_number":"1","current_time":"2026-09-09T00:00:20.5Z","previous_time":"2026-09-09T00:00:10Z","computed_fee":"300"}}"#;
+        let Chained::Link(link) = Link::of_record(payload) else {
+            panic!("a link")
+        };
+        assert_eq!((link.seq, link.fee_wei), (1, 300));
+        assert_eq!(link.current_ns - link.previous_ns, 10_500_000_000);
+        let other =
+            br#"{"type":"discovery_results","data":{"session_id":"s1","sequence_number":2}}"#;
+        assert_eq!(Link::of_record(other), Chained::NotTicket);
+        let old = br#"{"type":"create_signed_ticket","data":{"auth_id":"a:b","computed_fee":"1"}}"#;
+        assert_eq!(Link::of_record(old), Chained::Unchained);
+        let array = br#"{"type":"create_signed_ticket","data":["s1","0xab",2]}"#;
+        assert_eq!(Link::of_record(array), Chained::Unchained);
     }
 }

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 pub(crate) use link::{Link, Names, SessionKey};
-pub(crate) use session::{Basis, Gap, Session, Tick, Verdict};
+pub(crate) use session::{Gap, Session, Tick, Verdict};
 
 /// Every session seen, and where watching began.
 #[derive(Debug)]
@@ -76,7 +76,12 @@ impl Chains {
 
     /// Adds a call at `tick`; `names` is asked for only when its session is
     /// new. False when the call was already known.
-    pub(crate) fn observe(&mut self, link: &Link, tick: Tick, names: impl FnOnce() -> Names) -> bool {
+    pub(crate) fn observe(
+        &mut self,
+        link: &Link,
+        tick: Tick,
+        names: impl FnOnce() -> Names,
+    ) -> bool {
         self.newest_ns = self.newest_ns.max(link.current_ns);
         let history_from = self.history_from();
         let tracked = self.sessions.entry(link.session).or_insert_with(|| {
@@ -137,6 +142,24 @@ impl Chains {
         found
     }
 
+    /// The gaps as they stand, leaving every session as it is (the audit
+    /// builds its report more than once); `judge` as for [`Self::gaps`].
+    pub(crate) fn gaps_now(&self, mut judge: impl FnMut(&Gap) -> Verdict) -> Vec<Found> {
+        let mut found = Vec::new();
+        for tracked in self.sessions.values() {
+            if tracked.session.has_orphans() {
+                let mut session = tracked.session.clone();
+                for gap in session.gaps(Tick::MAX, &mut judge) {
+                    found.push(Found {
+                        names: tracked.names(),
+                        gap,
+                    });
+                }
+            }
+        }
+        found
+    }
+
     /// Forgets sessions idle for longer than `idle_ns` behind the newest
     /// call seen; returns how many.
     pub(crate) fn forget_idle(&mut self) -> usize {
@@ -145,8 +168,7 @@ impl Chains {
         };
         let before = self.sessions.len();
         let cutoff = self.newest_ns.saturating_sub(idle);
-        self.sessions
-            .retain(|_, t| t.session.newest_ns() >= cutoff);
+        self.sessions.retain(|_, t| t.session.newest_ns() >= cutoff);
         before - self.sessions.len()
     }
 }
@@ -165,11 +187,11 @@ impl Tracked {
 }
 
 /// The missing calls' numbers: `5`, or `5..7`.
-pub(crate) fn missing_text(gap: &Gap) -> String {
-    if gap.first_missing == gap.last_missing {
-        gap.first_missing.to_string()
+pub(crate) fn missing_text(first: u32, last: u32) -> String {
+    if first == last {
+        first.to_string()
     } else {
-        format!("{}..{}", gap.first_missing, gap.last_missing)
+        format!("{first}..{last}")
     }
 }
 

@@ -227,9 +227,10 @@ impl Session {
             return false;
         }
         self.count(link);
-        let append = self.runs.iter().position(|r| {
-            r.last_seq.wrapping_add(1) == link.seq && r.last_cur == link.previous_ns
-        });
+        let append = self
+            .runs
+            .iter()
+            .position(|r| r.last_seq.wrapping_add(1) == link.seq && r.last_cur == link.previous_ns);
         let rooted = append.is_some() || self.parent_known(link.seq, link.previous_ns, usize::MAX);
         let mut children = self
             .runs
@@ -285,7 +286,11 @@ impl Session {
 
     /// The time of the newest call received.
     pub(crate) fn newest_ns(&self) -> i64 {
-        self.runs.iter().map(|r| r.last_cur).max().unwrap_or(i64::MIN)
+        self.runs
+            .iter()
+            .map(|r| r.last_cur)
+            .max()
+            .unwrap_or(i64::MIN)
     }
 
     /// Whether an orphan waits for its parent.

@@ -31,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Chains, Found, Link, Names, Tick, Verdict};
 use crate::contract::Contract;
-use crate::decode::{decode, Decoded};
 use crate::domain::FeeWei;
 use crate::health::Health;
 use crate::metrics::metrics;
@@ -162,7 +161,7 @@ impl Tracker {
                 };
                 let progress = state.partitions.entry(s.partition).or_default();
                 progress.newest_ns = progress.newest_ns.max(link.current_ns);
-                chains.observe(link, tick, || names(&s.payload, max_bytes, &contract));
+                chains.observe(link, tick, || Names::of(&s.payload, max_bytes, &contract));
             }
         });
     }
@@ -206,8 +205,8 @@ impl Tracker {
     /// Reports the gaps that settled, forgets idle sessions; every
     /// `CHAIN_SETTLE`/4 (1 s to 30 s) until `cancel` fires.
     pub(crate) async fn run(self, health: Health, cancel: CancellationToken) {
-        let every = (self.inner.settings.settle / 4)
-            .clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let every =
+            (self.inner.settings.settle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
         let mut ticker = tokio::time::interval(every);
         loop {
             tokio::select! {
@@ -234,7 +233,8 @@ impl Tracker {
             let read_past = |until_ns: i64| {
                 partitions.values().all(|p| {
                     p.newest_ns >= until_ns.saturating_add(settle_ns)
-                        || p.caught_up_at.is_some_and(|at| now.duration_since(at) < settle)
+                        || p.caught_up_at
+                            .is_some_and(|at| now.duration_since(at) < settle)
                 })
             };
             let found = chains.gaps(settled_at, |gap| {
@@ -269,7 +269,7 @@ impl Tracker {
         tracing::warn!(
             session = %found.names.session_id,
             customer = found.names.customer.as_deref().unwrap_or(""),
-            missing = %super::missing_text(gap),
+            missing = %super::missing_text(gap.first_missing, gap.last_missing),
             uncovered_from = %super::time_text(gap.after_ns),
             uncovered_to = %super::time_text(Some(gap.until_ns)),
             estimated_usd_micros = micros,
@@ -277,15 +277,6 @@ impl Tracker {
             "chain gap: signed calls never reached Kafka (dropped by the signer before publishing); nothing is billed for them"
         );
     }
-}
-
-/// A session's names: its id and the customer decode bills its events to.
-fn names(payload: &[u8], max_bytes: usize, contract: &Contract) -> Names {
-    let customer = match decode(payload, max_bytes, contract) {
-        Ok(Decoded::Ticket(t)) => Some(t.identity.customer_key().to_string()),
-        _ => None,
-    };
-    Names::read(payload, customer.as_deref())
 }
 
 #[cfg(test)]
@@ -354,7 +345,11 @@ mod tests {
         let gaps = || metrics().chain.gaps.get();
         let before = gaps();
         t.sweep(true);
-        assert_eq!(gaps(), before, "partition 1 was not read past the missing call");
+        assert_eq!(
+            gaps(),
+            before,
+            "partition 1 was not read past the missing call"
+        );
         t.caught_up(1);
         t.sweep(false);
         assert_eq!(gaps(), before, "not while the pipeline is held");

@@ -29,7 +29,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -46,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::watchdog::{stats_interval, Watch, Watchdog};
 use super::{Origin, Record};
+use crate::chain::tracker::Tracker as ChainTracker;
 use crate::commit::{OffsetTracker, Position};
 use crate::health::Health;
 use crate::kafka::{owned_headers, KafkaConfig};
@@ -94,6 +95,8 @@ struct Shared {
     paused: AtomicBool,
     gap: PollGap,
     watchdog: Watchdog,
+    /// Told which partitions we own of how many, and which are caught up.
+    chain: OnceLock<ChainTracker>,
 }
 
 impl Shared {
@@ -109,13 +112,20 @@ impl Shared {
             .collect()
     }
 
-    /// Hands librdkafka's statistics to the watchdog.
+    /// Hands librdkafka's statistics to the watchdog, and to the chain
+    /// tracker when there is one (they list every partition of the topic).
     fn watch(&self, stats: &Statistics) {
         let Some(topic) = stats.topics.get(&self.topic) else {
             return;
         };
         let paused = self.paused.load(Ordering::Relaxed);
-        self.owned(|owned| self.watchdog.watch(owned, topic, paused));
+        let (caught_up, owned) =
+            self.owned(|owned| (self.watchdog.watch(owned, topic, paused), owned.len()));
+        if let Some(chain) = self.chain.get() {
+            let total = topic.partitions.keys().filter(|p| **p >= 0).count();
+            chain.ownership(owned, total);
+            caught_up.into_iter().for_each(|p| chain.caught_up(p));
+        }
     }
 
     /// Forgets partitions we no longer own: their lag and stall state too.
@@ -278,6 +288,7 @@ impl KafkaSource {
                 stall_after: config.stall_after,
                 health,
             },
+            chain: OnceLock::new(),
         });
         let context = TrackingContext {
             shared: shared.clone(),
@@ -436,6 +447,12 @@ impl KafkaSource {
                 tracing::warn!(error = %e, "storing offsets failed; will retry");
             }
         }
+    }
+
+    /// Tells `chain` which partitions this member owns, from librdkafka's
+    /// statistics.
+    pub(crate) fn track_chains(&self, chain: ChainTracker) {
+        let _ = self.shared.chain.set(chain);
     }
 
     /// Whether this member currently owns any partition.
