@@ -369,7 +369,7 @@ fn link(data: &TicketData, time: &str, signed_at: DateTime<Utc>, fee_wei: u128) 
         current_ns,
         previous_time: Scalar::read(data.previous_time),
     };
-    Link::read(fields, fee_wei)
+    Link::read(fields, Some(fee_wei))
 }
 
 /// The CloudEvent id under `scheme`: the first non-blank of the envelope

@@ -18,7 +18,7 @@ use super::AuditConfig;
 use crate::chain::link::Chained;
 use crate::chain::{missing_text, time_text, Chains, Found, Link, Names, Verdict};
 use crate::contract::Contract;
-use crate::domain::{EthUsdPrice, FeeWei, UsdMicros};
+use crate::domain::{EthUsdPrice, FeeWei};
 
 /// What no chain can show, said in every report.
 pub(crate) const NOT_VISIBLE: [&str; 4] = [
@@ -87,19 +87,14 @@ impl AuditGaps {
                 b.gap.first_missing,
             ))
         });
-        let mut total = UsdMicros::ZERO;
-        let gaps: Vec<GapLine> = found
-            .iter()
-            .map(|f| {
-                let line = GapLine::of(f, price);
-                total = total.checked_add(line.exact).unwrap_or(total);
-                line
-            })
-            .collect();
+        let gaps: Vec<GapLine> = found.iter().map(|f| GapLine::of(f, price)).collect();
+        // The sum of the whole micros shown per gap, as the collector's
+        // counter adds them.
+        let total: u64 = gaps.iter().map(|g| g.micros).fold(0, u64::saturating_add);
         GapReport {
             sessions: self.chains.sessions() as u64,
             missing_calls: gaps.iter().map(|g| u64::from(g.missing_calls)).sum(),
-            estimated_unbilled_usd_micros: total.whole_u64().to_string(),
+            estimated_unbilled_usd_micros: total.to_string(),
             gaps,
             in_flight,
             unchained_events: self.chains.unchained_events(),
@@ -115,8 +110,8 @@ pub(crate) struct GapReport {
     pub(crate) sessions: u64,
     pub(crate) gaps: Vec<GapLine>,
     pub(crate) missing_calls: u64,
-    /// Σ of the gaps' estimates, whole µUSD: never billed, in no exact
-    /// figure.
+    /// Σ of the gaps' estimates (each in whole µUSD): never billed, in no
+    /// exact figure.
     pub(crate) estimated_unbilled_usd_micros: String,
     /// Gaps whose next call is younger than the settle time: not counted.
     pub(crate) in_flight: u64,
@@ -141,7 +136,7 @@ pub(crate) struct GapLine {
     pub(crate) uncovered_to: String,
     pub(crate) estimate: EstimateLine,
     #[serde(skip)]
-    exact: UsdMicros,
+    micros: u64,
 }
 
 /// `first..=last`.
@@ -163,7 +158,9 @@ pub(crate) struct EstimateLine {
 impl GapLine {
     fn of(found: &Found, price: &EthUsdPrice) -> Self {
         let gap = &found.gap;
-        let exact = FeeWei::new(gap.estimate.fee_wei).to_usd_micros(price);
+        let micros = FeeWei::new(gap.estimate.fee_wei)
+            .to_usd_micros(price)
+            .whole_u64();
         Self {
             session: found.names.session_id.clone(),
             customer: found.names.customer.clone().unwrap_or_default(),
@@ -176,10 +173,10 @@ impl GapLine {
             uncovered_to: time_text(Some(gap.until_ns)),
             estimate: EstimateLine {
                 fee_wei: gap.estimate.fee_wei.to_string(),
-                usd_micros: exact.whole_u64().to_string(),
+                usd_micros: micros.to_string(),
                 basis: gap.estimate.basis.as_str(),
             },
-            exact,
+            micros,
         }
     }
 
@@ -199,7 +196,7 @@ impl GapReport {
     pub(crate) fn table(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "\nsigner session chains: {} sessions, {} gaps ({} calls signed and never published to Kafka, an estimated {} µUSD never billed), in flight (younger than settle): {}, tickets without a chain: {}",
+            "\nsigner session chains: {} sessions, gaps: {}, calls signed and never published to Kafka: {}, estimated µUSD never billed: {}, in flight (younger than settle): {}, tickets without a chain: {}",
             self.sessions,
             self.gaps.len(),
             self.missing_calls,

@@ -48,8 +48,8 @@ pub(crate) struct Link {
     pub(crate) previous_ns: i64,
     /// `current_time`, ns since the epoch.
     pub(crate) current_ns: i64,
-    /// `computed_fee`; 0 when it could not be read.
-    pub(crate) fee_wei: u128,
+    /// `computed_fee`; `None` when it could not be read (a dead letter).
+    pub(crate) fee_wei: Option<u128>,
 }
 
 /// The raw fields a link is read from, as the record wrote them.
@@ -67,7 +67,7 @@ impl Link {
     /// The link the fields describe; `None` when the event carries no chain
     /// (an older signer, another producer) or one that contradicts
     /// go-livepeer's rules (a later call not after its previous one).
-    pub(crate) fn read(fields: Fields, fee_wei: u128) -> Option<Self> {
+    pub(crate) fn read(fields: Fields, fee_wei: Option<u128>) -> Option<Self> {
         let session_id = text(fields.session_id.as_ref())?;
         let orch = text(fields.orch_address.as_ref()).unwrap_or_default();
         let seq = match fields.sequence_number? {
@@ -96,7 +96,7 @@ impl Link {
     /// What a record's own bytes say of its chain, read without decoding
     /// the whole ticket: for a record that did not decode (a dead letter
     /// reached Kafka all the same) and for the audit, which reads every
-    /// record. A fee that cannot be read counts as 0.
+    /// record.
     pub(crate) fn of_record(payload: &[u8]) -> Chained {
         let Ok(record) = serde_json::from_slice::<ChainRecord>(payload) else {
             return Chained::NotTicket;
@@ -112,10 +112,11 @@ impl Link {
             return Chained::Unchained;
         };
         let fee_wei = match Scalar::read(data.computed_fee) {
-            Some(Scalar::Text(t)) => FeeWei::parse(&t).map(FeeWei::get).unwrap_or(0),
-            Some(Scalar::Number(digits)) => FeeWei::parse(digits).map(FeeWei::get).unwrap_or(0),
-            _ => 0,
-        };
+            Some(Scalar::Text(t)) => FeeWei::parse(&t).ok(),
+            Some(Scalar::Number(digits)) => FeeWei::parse(digits).ok(),
+            _ => None,
+        }
+        .map(FeeWei::get);
         let fields = Fields {
             session_id: Scalar::read(data.session_id),
             orch_address: Scalar::read(data.orch_address),
@@ -243,17 +244,17 @@ mod tests {
                 "2026-09-09T00:00:10.000000002Z",
                 "2026-09-09T00:00:00.000000001Z",
             ),
-            7,
+            Some(7),
         )
         .unwrap();
         assert_eq!(link.seq, 3);
         assert_eq!(link.current_ns - link.previous_ns, 10_000_000_001);
-        assert_eq!(link.fee_wei, 7);
+        assert_eq!(link.fee_wei, Some(7));
     }
 
     #[test]
     fn a_new_session_is_a_root_whatever_its_previous_time() {
-        let link = Link::read(fields("0", "2026-09-09T00:00:00Z", "garbage"), 1).unwrap();
+        let link = Link::read(fields("0", "2026-09-09T00:00:00Z", "garbage"), None).unwrap();
         assert!(link.is_root());
         assert_eq!(link.previous_ns, link.current_ns);
     }
@@ -262,14 +263,14 @@ mod tests {
     fn no_chain_without_a_session_a_number_or_exact_times() {
         let mut f = fields("1", "2026-09-09T00:00:10Z", "2026-09-09T00:00:00Z");
         f.session_id = None;
-        assert_eq!(Link::read(f, 0), None);
+        assert_eq!(Link::read(f, None), None);
         let f = fields("x", "2026-09-09T00:00:10Z", "2026-09-09T00:00:00Z");
-        assert_eq!(Link::read(f, 0), None);
+        assert_eq!(Link::read(f, None), None);
         let f = fields("1", "2026-09-09T00:00:10Z", "1788912000000");
-        assert_eq!(Link::read(f, 0), None, "milliseconds cannot be matched");
+        assert_eq!(Link::read(f, None), None, "milliseconds cannot be matched");
         let f = fields("1", "2026-09-09T00:00:00Z", "2026-09-09T00:00:10Z");
         assert_eq!(
-            Link::read(f, 0),
+            Link::read(f, None),
             None,
             "a later call before its previous one"
         );
@@ -277,14 +278,14 @@ mod tests {
 
     #[test]
     fn the_same_state_id_under_another_orchestrator_is_another_session() {
-        let a = Link::read(fields("0", "2026-09-09T00:00:00Z", ""), 0).unwrap();
+        let a = Link::read(fields("0", "2026-09-09T00:00:00Z", ""), None).unwrap();
         let mut other = fields("0", "2026-09-09T00:00:00Z", "");
         other.orch_address = t("0xcd");
-        let b = Link::read(other, 0).unwrap();
+        let b = Link::read(other, None).unwrap();
         assert_ne!(a.session, b.session);
         let mut same = fields("0", "2026-09-09T00:00:00Z", "");
         same.orch_address = t(" 0xab ");
-        assert_eq!(Link::read(same, 0).unwrap().session, a.session);
+        assert_eq!(Link::read(same, None).unwrap().session, a.session);
     }
 
     #[test]
@@ -293,7 +294,7 @@ mod tests {
         let Chained::Link(link) = Link::of_record(payload) else {
             panic!("a link")
         };
-        assert_eq!((link.seq, link.fee_wei), (2, 0));
+        assert_eq!((link.seq, link.fee_wei), (2, None), "its fee does not read");
         assert_eq!(Names::read(payload, None).session_id, "s1");
     }
 
@@ -303,7 +304,7 @@ mod tests {
         let Chained::Link(link) = Link::of_record(payload) else {
             panic!("a link")
         };
-        assert_eq!((link.seq, link.fee_wei), (1, 300));
+        assert_eq!((link.seq, link.fee_wei), (1, Some(300)));
         assert_eq!(link.current_ns - link.previous_ns, 10_500_000_000);
         let other =
             br#"{"type":"discovery_results","data":{"session_id":"s1","sequence_number":2}}"#;

@@ -236,7 +236,7 @@ mod tests {
             seq,
             previous_ns: if seq == 0 { at * S } else { (at - 10) * S },
             current_ns: at * S,
-            fee_wei: 1,
+            fee_wei: Some(1),
         }
     }
 

@@ -257,11 +257,13 @@ impl Session {
         true
     }
 
+    /// The session's rate counts the calls that cover time and whose fee
+    /// reads (not a root, not a dead letter's unreadable fee).
     fn count(&mut self, link: &Link) {
-        if link.is_root() {
+        let Some(fee_wei) = link.fee_wei.filter(|_| !link.is_root()) else {
             return;
-        }
-        let fee = self.fee().saturating_add(link.fee_wei);
+        };
+        let fee = self.fee().saturating_add(fee_wei);
         self.fee_wei = [(fee >> 64) as u64, fee as u64];
         let covered = (link.current_ns - link.previous_ns).unsigned_abs();
         self.covered_ns = self.covered_ns.saturating_add(covered);
@@ -449,7 +451,7 @@ mod tests {
             seq,
             previous_ns: prev * S,
             current_ns: at * S,
-            fee_wei: 10 * (at - prev) as u128,
+            fee_wei: Some(10 * (at - prev) as u128),
         }
     }
 

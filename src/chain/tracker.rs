@@ -95,6 +95,8 @@ struct Inner {
 struct State {
     /// `None` while this member does not own every partition.
     chains: Option<Chains>,
+    /// The topic's partitions (every one ours while `chains` is kept).
+    total: usize,
     partitions: HashMap<i32, Progress>,
 }
 
@@ -171,7 +173,14 @@ impl Tracker {
     /// does, and stops (forgetting every chain) when it no longer does.
     pub(crate) fn ownership(&self, owned: usize, total: usize) {
         let complete = total > 0 && owned >= total;
-        self.state(|state| match (&state.chains, complete) {
+        self.state(|state| {
+            state.total = total;
+            self.watch(state, complete, owned, total);
+        });
+    }
+
+    fn watch(&self, state: &mut State, complete: bool, owned: usize, total: usize) {
+        match (&state.chains, complete) {
             (None, true) => {
                 let settle = chrono::TimeDelta::from_std(self.inner.settings.settle)
                     .unwrap_or(chrono::TimeDelta::MAX);
@@ -182,7 +191,10 @@ impl Tracker {
                 state.chains = Some(Chains::new(horizon, Some(idle)));
                 state.partitions.clear();
                 metrics().chain.watching.set(1);
-                tracing::info!(partitions = total, "chain tracking on: this member owns every partition");
+                tracing::info!(
+                    partitions = total,
+                    "chain tracking on: this member owns every partition"
+                );
             }
             (Some(_), false) => {
                 state.chains = None;
@@ -192,7 +204,7 @@ impl Tracker {
                 tracing::info!(owned, partitions = total, "chain tracking off: this member owns only some partitions; the audit still finds gaps");
             }
             _ => {}
-        });
+        }
     }
 
     /// Librdkafka's statistics: `partition` had nothing beyond our position.
@@ -227,18 +239,23 @@ impl Tracker {
             .saturating_sub(Tick::try_from(settle.as_secs()).unwrap_or(Tick::MAX));
         let settle_ns = i64::try_from(settle.as_nanos()).unwrap_or(i64::MAX);
         let found = self.state(|state| {
-            let State { chains, partitions } = state;
+            let State {
+                chains,
+                total,
+                partitions,
+            } = state;
             let chains = chains.as_mut()?;
             let now = Instant::now();
             let read_past = |until_ns: i64| {
-                partitions.values().all(|p| {
-                    p.newest_ns >= until_ns.saturating_add(settle_ns)
-                        || p.caught_up_at
-                            .is_some_and(|at| now.duration_since(at) < settle)
-                })
+                partitions.len() >= *total
+                    && partitions.values().all(|p| {
+                        p.newest_ns >= until_ns.saturating_add(settle_ns)
+                            || p.caught_up_at
+                                .is_some_and(|at| now.duration_since(at) < settle)
+                    })
             };
             let found = chains.gaps(settled_at, |gap| {
-                if flowing && !partitions.is_empty() && read_past(gap.until_ns) {
+                if flowing && read_past(gap.until_ns) {
                     Verdict::Report
                 } else {
                     Verdict::Wait
@@ -306,7 +323,7 @@ mod tests {
                 seq,
                 previous_ns: if seq == 0 { at } else { at - 10 * S },
                 current_ns: at,
-                fee_wei: 1_000_000_000_000,
+                fee_wei: Some(1_000_000_000_000),
             }),
             payload: Bytes::from_static(br#"{"data":{"session_id":"s9"}}"#),
         }
