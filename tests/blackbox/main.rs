@@ -15,6 +15,7 @@ mod check;
 mod contract;
 mod deploy;
 mod fixtures;
+mod gaps;
 mod kafka;
 mod layout;
 mod outage;
