@@ -69,5 +69,10 @@ pub use openmeter::{
     ApiError, ClientConfig, Endpoint, ErrorClass, OpenMeterClient, CLOUDEVENT_BATCH,
 };
 
+/// Session chains: what the collector tracks per event, for the benchmark
+/// that measures its cost.
+pub use chain::link::{Chained, Link};
+pub use chain::tracker::{ChainSettings, Seen, Tracker as ChainTracker};
+
 pub use metrics::metrics;
 pub use secret::Secret;

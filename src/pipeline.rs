@@ -160,7 +160,8 @@ impl Judge {
         cancel: &CancellationToken,
     ) -> Vec<Pending> {
         let mut events = Vec::with_capacity(records.len());
-        let mut seen = Vec::new();
+        // Each chain link seen, and which event (if sent) it is.
+        let (mut seen, mut sent_as) = (Vec::new(), Vec::new());
         for record in records {
             let outcome = match judge(
                 &record.payload,
@@ -176,6 +177,7 @@ impl Judge {
                 } => {
                     if self.chain.is_some() {
                         seen.push(Seen::of(&record, link));
+                        sent_as.push(Some(events.len()));
                     }
                     events.push(Pending {
                         record,
@@ -190,6 +192,7 @@ impl Judge {
             if self.chain.is_some() && matches!(outcome, Outcome::DeadLettered { .. }) {
                 if let Chained::Link(link) = Link::of_record(&record.payload) {
                     seen.push(Seen::of(&record, Some(link)));
+                    sent_as.push(None);
                 }
             }
             tokio::select! {
@@ -199,7 +202,11 @@ impl Judge {
             }
         }
         if let Some(chain) = &self.chain {
-            chain.observe(&seen);
+            chain.observe(&seen, |i| {
+                let event = sent_as.get(i).copied().flatten()?;
+                let pending: &Pending = events.get(event)?;
+                Some(pending.identity.billing_key().as_str())
+            });
         }
         events
     }

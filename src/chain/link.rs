@@ -13,7 +13,6 @@ use std::borrow::Cow;
 use chrono::DateTime;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
 
 use crate::contract::Contract;
 use crate::decode::{decode, Decoded, Scalar, BILLABLE_TYPE};
@@ -41,7 +40,7 @@ impl SessionKey {
 /// One call of a session: its number, the time it covers back to, its own
 /// time, and its fee (for the session's rate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Link {
+pub struct Link {
     pub(crate) session: SessionKey,
     pub(crate) seq: u32,
     /// `previous_time`, ns since the epoch.
@@ -97,7 +96,7 @@ impl Link {
     /// the whole ticket: for a record that did not decode (a dead letter
     /// reached Kafka all the same) and for the audit, which reads every
     /// record.
-    pub(crate) fn of_record(payload: &[u8]) -> Chained {
+    pub fn of_record(payload: &[u8]) -> Chained {
         let Ok(record) = serde_json::from_slice::<ChainRecord>(payload) else {
             return Chained::NotTicket;
         };
@@ -135,7 +134,7 @@ impl Link {
 
 /// A record, as far as chains are concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Chained {
+pub enum Chained {
     /// Not a billable ticket (another event type, not JSON).
     NotTicket,
     /// A billable ticket without a chain.
@@ -187,18 +186,33 @@ impl Names {
         Self::read(payload, customer.as_deref())
     }
 
-    /// The session id of a record (`Link::read` or `Link::salvage` found
-    /// one there), with the customer decode gave it.
+    /// The session id of a record (one [`Link::of_record`] or decode found
+    /// a link in), with `customer`: the record is read for that one field.
     pub(crate) fn read(payload: &[u8], customer: Option<&str>) -> Self {
-        let session_id = serde_json::from_slice::<Value>(payload)
+        let session_id = serde_json::from_slice::<IdRecord>(payload)
             .ok()
-            .and_then(|v| v["data"]["session_id"].as_str().map(str::to_owned))
+            .and_then(|r| r.data)
+            .and_then(|d| d.session_id)
+            .map(|id| id.trim().to_owned())
             .unwrap_or_default();
         Self {
             session_id,
             customer: customer.map(str::to_owned),
         }
     }
+}
+
+/// A record read for its session id alone.
+#[derive(Deserialize)]
+struct IdRecord<'a> {
+    #[serde(borrow, default)]
+    data: Option<IdData<'a>>,
+}
+
+#[derive(Deserialize)]
+struct IdData<'a> {
+    #[serde(borrow, default)]
+    session_id: Option<Cow<'a, str>>,
 }
 
 fn text<'b>(value: Option<&'b Scalar>) -> Option<&'b str> {

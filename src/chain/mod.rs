@@ -46,12 +46,13 @@ pub(crate) struct Chains {
     unchained: u64,
 }
 
-/// A session and its names.
+/// A session, and its names while it has an orphan (only a gap is ever
+/// named, and a gap is an orphan's: a whole session costs no names).
 #[derive(Debug)]
 struct Tracked {
     session: Session,
     /// `session_id`, then the customer after a unit separator.
-    label: Box<str>,
+    label: Option<Box<str>>,
 }
 
 const SEPARATOR: char = '\u{1f}';
@@ -74,8 +75,9 @@ impl Chains {
         }
     }
 
-    /// Adds a call at `tick`; `names` is asked for only when its session is
-    /// new. False when the call was already known.
+    /// Adds a call at `tick`; `names` is asked for only when its session
+    /// gets an orphan and has no names yet. False when the call was already
+    /// known.
     pub(crate) fn observe(
         &mut self,
         link: &Link,
@@ -84,15 +86,20 @@ impl Chains {
     ) -> bool {
         self.newest_ns = self.newest_ns.max(link.current_ns);
         let history_from = self.history_from();
-        let tracked = self.sessions.entry(link.session).or_insert_with(|| {
+        let tracked = self
+            .sessions
+            .entry(link.session)
+            .or_insert_with(|| Tracked {
+                session: Session::new(history_from),
+                label: None,
+            });
+        let new = tracked.session.observe(link, tick);
+        if tracked.label.is_none() && tracked.session.has_orphans() {
             let names = names();
             let customer = names.customer.unwrap_or_default();
-            Tracked {
-                session: Session::new(history_from),
-                label: format!("{}{SEPARATOR}{customer}", names.session_id).into(),
-            }
-        });
-        tracked.session.observe(link, tick)
+            tracked.label = Some(format!("{}{SEPARATOR}{customer}", names.session_id).into());
+        }
+        new
     }
 
     /// Counts a billable event without a chain.
@@ -138,6 +145,10 @@ impl Chains {
                 }
             }
             tracked.session.fold();
+            tracked.session.shrink();
+            if !tracked.session.has_orphans() {
+                tracked.label = None;
+            }
         }
         found
     }
@@ -175,10 +186,8 @@ impl Chains {
 
 impl Tracked {
     fn names(&self) -> Names {
-        let (session_id, customer) = self
-            .label
-            .split_once(SEPARATOR)
-            .unwrap_or((&self.label, ""));
+        let label = self.label.as_deref().unwrap_or_default();
+        let (session_id, customer) = label.split_once(SEPARATOR).unwrap_or((label, ""));
         Names {
             session_id: session_id.to_owned(),
             customer: Some(customer.to_owned()).filter(|c| !c.is_empty()),

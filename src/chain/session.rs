@@ -183,6 +183,11 @@ impl Basis {
     }
 }
 
+/// Whole milliseconds of a span in ns, saturating.
+fn millis(ns: i64) -> u32 {
+    u32::try_from(ns.unsigned_abs() / 1_000_000).unwrap_or(u32::MAX)
+}
+
 /// Whether an orphan's gap may be reported now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -202,8 +207,9 @@ pub(crate) struct Session {
     /// Σ fee of the calls that cover time (every call but a root), in two
     /// words so the session stays 8-byte aligned.
     fee_wei: [u64; 2],
-    /// Σ (`current_time` − `previous_time`) of those calls.
-    covered_ns: u64,
+    /// Σ (`current_time` − `previous_time`) of those calls, in whole ms
+    /// (49 days fit; the session stays 104 bytes).
+    covered_ms: u32,
     calls: u32,
     /// Parents older than this were never watched: no gap is reported
     /// before it.
@@ -215,7 +221,7 @@ impl Session {
         Self {
             runs: SmallVec::new(),
             fee_wei: [0, 0],
-            covered_ns: 0,
+            covered_ms: 0,
             calls: 0,
             history_from,
         }
@@ -223,6 +229,14 @@ impl Session {
 
     /// Adds a call; false when it was already known (a redelivery).
     pub(crate) fn observe(&mut self, link: &Link, tick: Tick) -> bool {
+        // Nearly every call continues a whole session's one run.
+        if let [run] = self.runs.as_mut_slice() {
+            if run.last_seq.wrapping_add(1) == link.seq && run.last_cur == link.previous_ns {
+                run.append(link, tick);
+                self.count(link);
+                return true;
+            }
+        }
         if self.runs.iter().any(|r| r.holds(link.seq, link.current_ns)) {
             return false;
         }
@@ -265,8 +279,8 @@ impl Session {
         };
         let fee = self.fee().saturating_add(fee_wei);
         self.fee_wei = [(fee >> 64) as u64, fee as u64];
-        let covered = (link.current_ns - link.previous_ns).unsigned_abs();
-        self.covered_ns = self.covered_ns.saturating_add(covered);
+        let covered = millis(link.current_ns - link.previous_ns);
+        self.covered_ms = self.covered_ms.saturating_add(covered);
         self.calls = self.calls.saturating_add(1);
     }
 
@@ -379,8 +393,9 @@ impl Session {
     fn estimate(&self, missing_calls: u32, uncovered_ns: Option<u64>) -> Estimate {
         let fee = self.fee();
         match uncovered_ns {
-            Some(ns) if self.covered_ns > 0 => Estimate {
-                fee_wei: fee.saturating_mul(u128::from(ns)) / u128::from(self.covered_ns),
+            Some(ns) if self.covered_ms > 0 => Estimate {
+                fee_wei: fee.saturating_mul(u128::from(ns))
+                    / (u128::from(self.covered_ms) * 1_000_000),
                 basis: Basis::Time,
             },
             _ => Estimate {
@@ -429,6 +444,13 @@ impl Session {
             }
         }
         self.runs = SmallVec::from_buf([kept]);
+    }
+
+    /// Gives back a spilled run list once one run is left.
+    pub(crate) fn shrink(&mut self) {
+        if self.runs.spilled() && self.runs.len() <= 1 {
+            self.runs.shrink_to_fit();
+        }
     }
 
     #[cfg(test)]
@@ -575,7 +597,7 @@ mod tests {
         let mut calls = linear(5);
         calls.extend(linear(5));
         let s = session(&calls);
-        assert_eq!((s.calls, s.fee()), (4, 400));
+        assert_eq!((s.calls, s.fee(), s.covered_ms), (4, 400, 40_000));
     }
 
     #[test]

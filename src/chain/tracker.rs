@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
+use smallvec::SmallVec;
 use tokio_util::sync::CancellationToken;
 
 use super::{Chains, Found, Link, Names, Tick, Verdict};
@@ -38,12 +39,12 @@ use crate::price::PriceFeed;
 
 /// `CHAIN_SETTLE` and `CHAIN_IDLE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ChainSettings {
+pub struct ChainSettings {
     /// How long an orphan waits for the call it follows.
-    pub(crate) settle: Duration,
+    pub settle: Duration,
     /// A session with no call for this long (in signed time, behind the
     /// newest call seen) is forgotten.
-    pub(crate) idle: Duration,
+    pub idle: Duration,
 }
 
 impl Default for ChainSettings {
@@ -57,12 +58,12 @@ impl Default for ChainSettings {
 
 /// A billable record a batch judged, as the tracker needs it.
 #[derive(Debug)]
-pub(crate) struct Seen {
-    pub(crate) partition: i32,
+pub struct Seen {
+    pub partition: i32,
     /// `None`: the event carries no chain.
-    pub(crate) link: Option<Link>,
+    pub link: Option<Link>,
     /// Read again only when its session is new, for its names.
-    pub(crate) payload: Bytes,
+    pub payload: Bytes,
 }
 
 impl Seen {
@@ -77,7 +78,7 @@ impl Seen {
 
 /// The collector's chain tracking; clones share one state.
 #[derive(Clone)]
-pub(crate) struct Tracker {
+pub struct Tracker {
     inner: Arc<Inner>,
 }
 
@@ -117,7 +118,7 @@ impl std::fmt::Debug for Tracker {
 }
 
 impl Tracker {
-    pub(crate) fn new(
+    pub fn new(
         settings: ChainSettings,
         contract: Contract,
         max_event_bytes: usize,
@@ -144,34 +145,52 @@ impl Tracker {
         Tick::try_from(self.inner.started.elapsed().as_secs()).unwrap_or(Tick::MAX)
     }
 
-    /// Adds one batch's billable records, under one lock.
-    pub(crate) fn observe(&self, seen: &[Seen]) {
+    /// Adds one batch's billable records, under one lock. `customer` names
+    /// the billing subject of `seen[i]` when the batch knows it (asked only
+    /// when a call leaves its session with an orphan and no names yet; else
+    /// its record is decoded again).
+    pub fn observe<'a>(&self, seen: &[Seen], customer: impl Fn(usize) -> Option<&'a str>) {
         if seen.is_empty() {
             return;
         }
         let tick = self.tick();
         let (contract, max_bytes) = (self.inner.contract, self.inner.max_event_bytes);
+        // How far each partition was read in this batch, applied once.
+        let mut read: SmallVec<[(i32, i64); 8]> = SmallVec::new();
+        let mut unchained = 0;
         self.state(|state| {
             let Some(chains) = state.chains.as_mut() else {
                 return;
             };
-            for s in seen {
+            for (i, s) in seen.iter().enumerate() {
                 let Some(link) = &s.link else {
                     chains.unchained();
-                    metrics().chain.unchained_events.inc();
+                    unchained += 1;
                     continue;
                 };
-                let progress = state.partitions.entry(s.partition).or_default();
-                progress.newest_ns = progress.newest_ns.max(link.current_ns);
-                chains.observe(link, tick, || Names::of(&s.payload, max_bytes, &contract));
+                match read.iter_mut().find(|(p, _)| *p == s.partition) {
+                    Some((_, newest)) => *newest = (*newest).max(link.current_ns),
+                    None => read.push((s.partition, link.current_ns)),
+                }
+                chains.observe(link, tick, || match customer(i) {
+                    Some(c) => Names::read(&s.payload, Some(c)),
+                    None => Names::of(&s.payload, max_bytes, &contract),
+                });
+            }
+            for (partition, newest) in read {
+                let progress = state.partitions.entry(partition).or_default();
+                progress.newest_ns = progress.newest_ns.max(newest);
             }
         });
+        if unchained > 0 {
+            metrics().chain.unchained_events.inc_by(unchained);
+        }
     }
 
     /// Librdkafka's statistics: whether this member owns all `total`
     /// partitions of the topic (`owned` of them). Watching starts when it
     /// does, and stops (forgetting every chain) when it no longer does.
-    pub(crate) fn ownership(&self, owned: usize, total: usize) {
+    pub fn ownership(&self, owned: usize, total: usize) {
         let complete = total > 0 && owned >= total;
         self.state(|state| {
             state.total = total;
@@ -232,7 +251,7 @@ impl Tracker {
 
     /// One sweep; `flowing`: nothing holds the pipeline and no partition
     /// is stalled (else no gap is confirmed now).
-    pub(crate) fn sweep(&self, flowing: bool) {
+    pub fn sweep(&self, flowing: bool) {
         let settle = self.inner.settings.settle;
         let settled_at = self
             .tick()
@@ -340,12 +359,12 @@ mod tests {
     #[test]
     fn nothing_is_watched_until_this_member_owns_every_partition() {
         let t = tracker(Duration::ZERO);
-        t.observe(&[seen(1, 0, 0, now_ns())]);
+        t.observe(&[seen(1, 0, 0, now_ns())], |_| None);
         t.ownership(1, 2);
-        t.observe(&[seen(1, 0, 0, now_ns())]);
+        t.observe(&[seen(1, 0, 0, now_ns())], |_| None);
         assert_eq!(sessions(&t), None);
         t.ownership(2, 2);
-        t.observe(&[seen(1, 0, 0, now_ns())]);
+        t.observe(&[seen(1, 0, 0, now_ns())], |_| None);
         assert_eq!(sessions(&t), Some(1));
         t.ownership(1, 2);
         assert_eq!(sessions(&t), None, "forgotten when a partition goes");
@@ -357,8 +376,11 @@ mod tests {
         let t = tracker(Duration::from_secs(1));
         t.ownership(2, 2);
         let start = now_ns() + 5 * S;
-        t.observe(&[seen(1, 0, 0, start), seen(1, 0, 2, start + 20 * S)]);
-        t.observe(&[seen(2, 1, 0, start - 100 * S)]);
+        t.observe(
+            &[seen(1, 0, 0, start), seen(1, 0, 2, start + 20 * S)],
+            |_| None,
+        );
+        t.observe(&[seen(2, 1, 0, start - 100 * S)], |_| None);
         let gaps = || metrics().chain.gaps.get();
         let before = gaps();
         t.sweep(true);
