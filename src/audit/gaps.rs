@@ -21,10 +21,11 @@ use crate::contract::Contract;
 use crate::domain::{EthUsdPrice, FeeWei};
 
 /// What no chain can show, said in every report.
-pub(crate) const NOT_VISIBLE: [&str; 4] = [
+pub(crate) const NOT_VISIBLE: [&str; 5] = [
     "the lost tail of a session: no later call points back to it",
     "a session lost whole",
     "a lost call no later call continues (the abandoned twin of a retried call)",
+    "a lost call on a branch leaving a received stretch of calls from inside it (taken as joined to it)",
     "events of a signer with monitoring off, or too old to carry session_id, sequence_number and previous_time (counted as without a chain)",
 ];
 
