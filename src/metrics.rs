@@ -271,6 +271,7 @@ pub struct AuditGauges {
     pub unexpected_events: Gauge,
     pub last_run_timestamp: Gauge,
     pub last_result: Gauge,
+    pub chain_gaps: Gauge,
 }
 
 impl AuditGauges {
@@ -320,6 +321,11 @@ impl AuditGauges {
                 "audit_last_result",
                 "Last audit: 0 clean, 1 discrepancies, 2 could not run",
                 &self.last_result,
+            ),
+            (
+                "audit_chain_gaps",
+                "Gaps in the signer's session chains: calls signed and never published to Kafka (last audit)",
+                &self.chain_gaps,
             ),
         ];
         for (name, help, gauge) in gauges {
