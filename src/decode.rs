@@ -226,6 +226,11 @@ impl<'a> Scalar<'a> {
     }
 
     fn text(json: &'a str) -> Self {
+        // Valid JSON (a `RawValue`) without a backslash is its own text.
+        let inner = json.strip_prefix('"').and_then(|j| j.strip_suffix('"'));
+        if let Some(inner) = inner.filter(|i| !i.contains('\\')) {
+            return Self::Text(Cow::Borrowed(inner));
+        }
         serde_json::from_str::<&str>(json)
             .map(Cow::Borrowed)
             .or_else(|_| serde_json::from_str::<String>(json).map(Cow::Owned))
@@ -336,15 +341,28 @@ fn ticket(
     let (fee, fee_text) = fee(Scalar::read(data.computed_fee))?;
     let request_id = request_id(Scalar::read(data.request_id));
     let envelope_id = envelope.id.as_deref().unwrap_or_default();
-    let (time, signed_at) = event_time(&data, Scalar::read(envelope.timestamp));
-    let link = link(&data, &time, signed_at, fee.get());
+    let current = Scalar::read(data.current_time);
+    let (time, signed_at) = event_time(&data, current.clone(), Scalar::read(envelope.timestamp));
+    let (dimensions, session_id) = dimensions(&data, &request_id);
+    let current_ns = match current {
+        Some(Scalar::Text(t)) if t.trim() == time => signed_at.timestamp_nanos_opt(),
+        _ => None,
+    };
+    let fields = Fields {
+        session_id: Some(session_id.as_str()),
+        orch_address: Some(dimensions.orch_address.as_str()),
+        sequence_number: Scalar::read(data.sequence_number),
+        current_ns,
+        previous_time: Scalar::read(data.previous_time),
+    };
+    let link = Link::read(fields, Some(fee.get()));
     Ok(SignedTicket {
         event_id: event_id(contract.ids, envelope_id, &request_id, payload),
         other_id: event_id(contract.ids.other(), envelope_id, &request_id, payload),
         usage_subject_type: lenient_text(Scalar::read(data.usage_subject_type))
             .ok()
             .flatten(),
-        dimensions: dimensions(&data, &request_id),
+        dimensions,
         request_id,
         identity,
         fee,
@@ -353,23 +371,6 @@ fn ticket(
         signed_at,
         link,
     })
-}
-
-/// The ticket's place in its session's chain. `current_time` was parsed
-/// already when it became the signed time.
-fn link(data: &TicketData, time: &str, signed_at: DateTime<Utc>, fee_wei: u128) -> Option<Link> {
-    let current_ns = match Scalar::read(data.current_time) {
-        Some(Scalar::Text(t)) if t.trim() == time => signed_at.timestamp_nanos_opt(),
-        _ => None,
-    };
-    let fields = Fields {
-        session_id: Scalar::read(data.session_id),
-        orch_address: Scalar::read(data.orch_address),
-        sequence_number: Scalar::read(data.sequence_number),
-        current_ns,
-        previous_time: Scalar::read(data.previous_time),
-    };
-    Link::read(fields, Some(fee_wei))
 }
 
 /// The CloudEvent id under `scheme`: the first non-blank of the envelope
@@ -462,8 +463,9 @@ fn fee(value: Option<Scalar>) -> Result<(FeeWei, String), Rejection> {
     }
 }
 
-/// Today's collectors' dimensions (pymthouse `collector.yaml`).
-fn dimensions(data: &TicketData, request_id: &str) -> Dimensions {
+/// Today's collectors' dimensions (pymthouse `collector.yaml`), and the
+/// session id read on the way (the chain's, and `manifest_id`'s fallback).
+fn dimensions(data: &TicketData, request_id: &str) -> (Dimensions, String) {
     let mut dims = Dimensions::default();
     let mut text = |name: &'static str, value: Option<&RawValue>| -> String {
         lenient_text(Scalar::read(value))
@@ -498,7 +500,7 @@ fn dimensions(data: &TicketData, request_id: &str) -> Dimensions {
     let pixels = number("pixels", data.pixels);
     let num_tickets = number("num_tickets", data.num_tickets);
     let billable_secs = number("billable_secs", data.billable_secs);
-    Dimensions {
+    let dimensions = Dimensions {
         pipeline,
         model_id,
         manifest_id,
@@ -509,7 +511,8 @@ fn dimensions(data: &TicketData, request_id: &str) -> Dimensions {
         num_tickets,
         billable_secs,
         unreadable: dims.unreadable,
-    }
+    };
+    (dimensions, session)
 }
 
 /// `pipeline` in go-livepeer's `base:model` form is split at its first
@@ -552,9 +555,13 @@ fn lenient_number(value: Option<Scalar>) -> Result<Option<Number>, ()> {
 }
 
 /// The time the ticket says it was signed ([`claimed_time`]), else now.
-fn event_time(data: &TicketData, envelope_ts: Option<Scalar>) -> (String, DateTime<Utc>) {
+fn event_time(
+    data: &TicketData,
+    current_time: Option<Scalar>,
+    envelope_ts: Option<Scalar>,
+) -> (String, DateTime<Utc>) {
     claimed_time(
-        Scalar::read(data.current_time),
+        current_time,
         Scalar::read(data.current_time_unix),
         envelope_ts,
     )
