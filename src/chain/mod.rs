@@ -33,7 +33,11 @@ pub(crate) use session::{Gap, Session, Tick, Verdict};
 /// Every session seen, and where watching began.
 #[derive(Debug)]
 pub(crate) struct Chains {
-    sessions: HashMap<SessionKey, Tracked, BuildHasherDefault<KeyHasher>>,
+    sessions: HashMap<SessionKey, Session, BuildHasherDefault<KeyHasher>>,
+    /// The names of the sessions with an orphan (only a gap is ever named,
+    /// and a gap is an orphan's): `session_id`, then the customer after a
+    /// unit separator. A whole session costs no names.
+    labels: HashMap<SessionKey, Box<str>, BuildHasherDefault<KeyHasher>>,
     /// No gap is reported whose missing call is older than this (ns): the
     /// audited range's start, or when the collector began to see every
     /// partition.
@@ -44,15 +48,6 @@ pub(crate) struct Chains {
     newest_ns: i64,
     /// Billable events that carry no chain.
     unchained: u64,
-}
-
-/// A session, and its names while it has an orphan (only a gap is ever
-/// named, and a gap is an orphan's: a whole session costs no names).
-#[derive(Debug)]
-struct Tracked {
-    session: Session,
-    /// `session_id`, then the customer after a unit separator.
-    label: Option<Box<str>>,
 }
 
 const SEPARATOR: char = '\u{1f}';
@@ -68,6 +63,7 @@ impl Chains {
     pub(crate) fn new(horizon_ns: i64, idle_ns: Option<i64>) -> Self {
         Self {
             sessions: HashMap::default(),
+            labels: HashMap::default(),
             horizon_ns,
             idle_ns,
             newest_ns: i64::MIN,
@@ -86,18 +82,17 @@ impl Chains {
     ) -> bool {
         self.newest_ns = self.newest_ns.max(link.current_ns);
         let history_from = self.history_from();
-        let tracked = self
+        let session = self
             .sessions
             .entry(link.session)
-            .or_insert_with(|| Tracked {
-                session: Session::new(history_from),
-                label: None,
+            .or_insert_with(|| Session::new(history_from));
+        let new = session.observe(link, tick);
+        if session.has_orphans() {
+            self.labels.entry(link.session).or_insert_with(|| {
+                let names = names();
+                let customer = names.customer.unwrap_or_default();
+                format!("{}{SEPARATOR}{customer}", names.session_id).into()
             });
-        let new = tracked.session.observe(link, tick);
-        if tracked.label.is_none() && tracked.session.has_orphans() {
-            let names = names();
-            let customer = names.customer.unwrap_or_default();
-            tracked.label = Some(format!("{}{SEPARATOR}{customer}", names.session_id).into());
         }
         new
     }
@@ -135,21 +130,21 @@ impl Chains {
         mut judge: impl FnMut(&Gap) -> Verdict,
     ) -> Vec<Found> {
         let mut found = Vec::new();
-        for tracked in self.sessions.values_mut() {
-            if tracked.session.has_orphans() {
-                for gap in tracked.session.gaps(settled_at, &mut judge) {
+        for (key, session) in &mut self.sessions {
+            if session.has_orphans() {
+                for gap in session.gaps(settled_at, &mut judge) {
                     found.push(Found {
-                        names: tracked.names(),
+                        names: names(self.labels.get(key).map(|l| &**l)),
                         gap,
                     });
                 }
             }
-            tracked.session.fold();
-            tracked.session.shrink();
-            if !tracked.session.has_orphans() {
-                tracked.label = None;
-            }
+            session.fold();
+            session.shrink();
         }
+        let sessions = &self.sessions;
+        self.labels
+            .retain(|key, _| sessions.get(key).is_some_and(Session::has_orphans));
         found
     }
 
@@ -157,12 +152,11 @@ impl Chains {
     /// builds its report more than once); `judge` as for [`Self::gaps`].
     pub(crate) fn gaps_now(&self, mut judge: impl FnMut(&Gap) -> Verdict) -> Vec<Found> {
         let mut found = Vec::new();
-        for tracked in self.sessions.values() {
-            if tracked.session.has_orphans() {
-                let mut session = tracked.session.clone();
-                for gap in session.gaps(Tick::MAX, &mut judge) {
+        for (key, session) in &self.sessions {
+            if session.has_orphans() {
+                for gap in session.clone().gaps(Tick::MAX, &mut judge) {
                     found.push(Found {
-                        names: tracked.names(),
+                        names: names(self.labels.get(key).map(|l| &**l)),
                         gap,
                     });
                 }
@@ -179,19 +173,20 @@ impl Chains {
         };
         let before = self.sessions.len();
         let cutoff = self.newest_ns.saturating_sub(idle);
-        self.sessions.retain(|_, t| t.session.newest_ns() >= cutoff);
+        self.sessions.retain(|_, s| s.newest_ns() >= cutoff);
+        let sessions = &self.sessions;
+        self.labels.retain(|key, _| sessions.contains_key(key));
         before - self.sessions.len()
     }
 }
 
-impl Tracked {
-    fn names(&self) -> Names {
-        let label = self.label.as_deref().unwrap_or_default();
-        let (session_id, customer) = label.split_once(SEPARATOR).unwrap_or((label, ""));
-        Names {
-            session_id: session_id.to_owned(),
-            customer: Some(customer.to_owned()).filter(|c| !c.is_empty()),
-        }
+/// A session's names from its label.
+fn names(label: Option<&str>) -> Names {
+    let label = label.unwrap_or_default();
+    let (session_id, customer) = label.split_once(SEPARATOR).unwrap_or((label, ""));
+    Names {
+        session_id: session_id.to_owned(),
+        customer: Some(customer.to_owned()).filter(|c| !c.is_empty()),
     }
 }
 
