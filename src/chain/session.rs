@@ -208,7 +208,7 @@ pub(crate) struct Session {
     /// words so the session stays 8-byte aligned.
     fee_wei: [u64; 2],
     /// Σ (`current_time` − `previous_time`) of those calls, in whole ms
-    /// (49 days fit; the session stays 104 bytes).
+    /// (49 days fit, in 4 bytes).
     covered_ms: u32,
     calls: u32,
     /// Parents older than this were never watched: no gap is reported
@@ -505,6 +505,13 @@ mod tests {
             .collect()
     }
 
+    /// BENCHMARKS.md's memory per session rests on it.
+    #[test]
+    fn a_session_is_96_bytes_without_an_allocation_of_its_own() {
+        assert_eq!(std::mem::size_of::<Session>(), 96);
+        assert!(!session(&linear(50)).runs.spilled());
+    }
+
     #[test]
     fn a_whole_chain_is_one_run_in_any_order() {
         let mut calls = linear(20);
@@ -662,3 +669,4 @@ mod tests {
         }
     }
 }
+
