@@ -85,7 +85,7 @@ fn customer_of(seen: &Seen) -> String {
 }
 
 fn seen(payload: Bytes, partition: i32) -> Seen {
-    let link: Option<Link> = match Link::of_record(&payload) {
+    let link: Option<Link> = match Chained::of(&payload) {
         Chained::Link(link) => Some(link),
         _ => None,
     };

@@ -15,10 +15,10 @@ use serde_json::{Number, Value};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::chain::link::{Fields, Link};
 use crate::contract::{Contract, IdScheme};
 use crate::dlq::DeadLetterKind;
 use crate::domain::{AuthId, FeeError, FeeWei, Identity, IdentityError, SubjectRule};
+use crate::link::{Fields, Link};
 
 /// The one billable event type.
 pub(crate) const BILLABLE_TYPE: &str = "create_signed_ticket";
@@ -237,6 +237,15 @@ impl<'a> Scalar<'a> {
             .map_or(Self::Other, Self::Text)
     }
 
+    /// Its text: a string's, or a number's digits.
+    pub(crate) fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::Text(t) => Some(t),
+            Self::Number(digits) => Some(digits),
+            Self::Other => None,
+        }
+    }
+
     /// A field of an already parsed [`Value`] (the audit's fallback).
     pub(crate) fn of(value: &'a Value) -> Option<Self> {
         match value {
@@ -348,12 +357,16 @@ fn ticket(
         Some(Scalar::Text(t)) if t.trim() == time => signed_at.timestamp_nanos_opt(),
         _ => None,
     };
+    let (sequence_number, previous_time) = (
+        Scalar::read(data.sequence_number),
+        Scalar::read(data.previous_time),
+    );
     let fields = Fields {
         session_id: Some(session_id.as_str()),
         orch_address: Some(dimensions.orch_address.as_str()),
-        sequence_number: Scalar::read(data.sequence_number),
+        sequence_number: sequence_number.as_ref().and_then(Scalar::as_text),
         current_ns,
-        previous_time: Scalar::read(data.previous_time),
+        previous_time: previous_time.as_ref().and_then(Scalar::as_text),
     };
     let link = Link::read(fields, Some(fee.get()));
     Ok(SignedTicket {

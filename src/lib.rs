@@ -29,6 +29,7 @@ mod domain;
 mod ensure;
 mod health;
 mod kafka;
+mod link;
 mod map;
 mod metrics;
 mod openmeter;
@@ -71,8 +72,9 @@ pub use openmeter::{
 
 /// Session chains: what the collector tracks per event, for the benchmark
 /// that measures its cost.
-pub use chain::link::{Chained, Link};
+pub use chain::record::Chained;
 pub use chain::tracker::{ChainSettings, Seen, Tracker as ChainTracker};
+pub use link::Link;
 
 pub use metrics::metrics;
 pub use secret::Secret;

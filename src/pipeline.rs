@@ -16,13 +16,13 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use crate::billing::BillingPolicy;
-use crate::chain::link::Chained;
+use crate::chain::record::Chained;
 use crate::chain::tracker::{Seen, Tracker};
-use crate::chain::Link;
 use crate::contract::Contract;
 use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 use crate::deliver::{Deliverer, DeliveryConfig, InFlightBounds, Pending, Slot};
 use crate::domain::{EthUsdPrice, Identity};
+use crate::link::Link;
 use crate::map::{map, UsageEvent};
 use crate::metrics::{metrics, Field};
 use crate::price::PriceFeed;
@@ -176,7 +176,7 @@ impl Judge {
                     link,
                 } => {
                     if self.chain.is_some() {
-                        seen.push(Seen::of(&record, link));
+                        seen.push(seen_of(&record, link));
                         sent_as.push(Some(events.len()));
                     }
                     events.push(Pending {
@@ -190,8 +190,8 @@ impl Judge {
                 Fate::Settle(outcome) => outcome,
             };
             if self.chain.is_some() && matches!(outcome, Outcome::DeadLettered { .. }) {
-                if let Chained::Link(link) = Link::of_record(&record.payload) {
-                    seen.push(Seen::of(&record, Some(link)));
+                if let Chained::Link(link) = Chained::of(&record.payload) {
+                    seen.push(seen_of(&record, Some(link)));
                     sent_as.push(None);
                 }
             }
@@ -209,6 +209,15 @@ impl Judge {
             });
         }
         events
+    }
+}
+
+/// A billable record as the chain tracker is told of it.
+fn seen_of(record: &Record, link: Option<Link>) -> Seen {
+    Seen {
+        partition: record.origin.position.partition,
+        link,
+        payload: record.payload.clone(),
     }
 }
 

@@ -106,7 +106,7 @@ impl Application {
         let source = connect_kafka(&config.kafka.consumer, tracker, health.clone())?;
         let chain = parts::chain_tracker(config.chain, &pipeline);
         pipeline.chain = Some(chain.clone());
-        source.track_chains(chain.clone());
+        source.listen(Arc::new(chain.clone()));
         tokio::spawn(chain.run(health.clone(), cancel.clone()));
         let provisioner = provisioner_for(&pipeline.deliverer.provisioner, Role::OneShot);
         let ready = parts::readiness(

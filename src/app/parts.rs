@@ -27,7 +27,7 @@ use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::price::PriceFeed;
 use crate::retry::RetryPolicy;
 use crate::settle::Settler;
-use crate::source::kafka::KafkaSource;
+use crate::source::kafka::{KafkaSource, PartitionListener};
 
 /// Whom an OpenMeter client serves, and so how its calls are retried: the
 /// one place a retry policy is chosen.
@@ -218,6 +218,17 @@ pub(super) fn chain_tracker(settings: ChainSettings, pipeline: &Pipeline) -> Cha
         pipeline.config.max_event_bytes,
         pipeline.price.clone(),
     )
+}
+
+/// The Kafka source tells the chain tracker what it owns.
+impl PartitionListener for ChainTracker {
+    fn ownership(&self, owned: usize, total: usize) {
+        ChainTracker::ownership(self, owned, total);
+    }
+
+    fn caught_up(&self, partition: i32) {
+        ChainTracker::caught_up(self, partition);
+    }
 }
 
 /// `/ready`: partitions assigned, the price fresh (the collector never

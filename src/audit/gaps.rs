@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use super::range::TimeRange;
 use super::AuditConfig;
-use crate::chain::link::Chained;
-use crate::chain::{missing_text, time_text, Chains, Found, Link, Names, Verdict};
+use crate::chain::record::Chained;
+use crate::chain::{missing_text, time_text, Chains, Found, Names, Verdict};
 use crate::contract::Contract;
 use crate::domain::{EthUsdPrice, FeeWei};
 
@@ -50,7 +50,7 @@ impl AuditGaps {
 
     /// One record of the source, as read.
     pub(crate) fn observe(&mut self, payload: &[u8]) {
-        match Link::of_record(payload) {
+        match Chained::of(payload) {
             Chained::Link(link) => {
                 let (max_bytes, contract) = (self.max_event_bytes, &self.contract);
                 self.chains

@@ -20,15 +20,17 @@
 //! (`audit::gaps`) and the running collector ([`tracker`]) both read gaps
 //! from it.
 
-pub(crate) mod link;
+pub(crate) mod record;
 pub(crate) mod session;
 pub(crate) mod tracker;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-pub(crate) use link::{Link, Names, SessionKey};
+pub(crate) use record::Names;
 pub(crate) use session::{Gap, Session, Tick, Verdict};
+
+use crate::link::{Link, SessionKey};
 
 /// Every session seen, and where watching began.
 #[derive(Debug)]

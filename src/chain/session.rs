@@ -19,7 +19,7 @@
 
 use smallvec::SmallVec;
 
-use super::link::Link;
+use crate::link::Link;
 
 /// Coarse time for settling, in seconds since the tracker started.
 pub(crate) type Tick = u32;
@@ -461,8 +461,8 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use super::super::link::SessionKey;
     use super::*;
+    use crate::link::SessionKey;
 
     const S: i64 = 1_000_000_000;
 
@@ -669,4 +669,3 @@ mod tests {
         }
     }
 }
-

@@ -66,16 +66,6 @@ pub struct Seen {
     pub payload: Bytes,
 }
 
-impl Seen {
-    pub(crate) fn of(record: &crate::source::Record, link: Option<Link>) -> Self {
-        Self {
-            partition: record.origin.position.partition,
-            link,
-            payload: record.payload.clone(),
-        }
-    }
-}
-
 /// The collector's chain tracking; clones share one state.
 #[derive(Clone)]
 pub struct Tracker {
@@ -318,7 +308,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::SessionKey;
+    use crate::link::SessionKey;
 
     const S: i64 = 1_000_000_000;
 

@@ -46,7 +46,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::watchdog::{stats_interval, Watch, Watchdog};
 use super::{Origin, Record};
-use crate::chain::tracker::Tracker as ChainTracker;
 use crate::commit::{OffsetTracker, Position};
 use crate::health::Health;
 use crate::kafka::{owned_headers, KafkaConfig};
@@ -85,6 +84,14 @@ impl KafkaConfig {
     }
 }
 
+/// Told, from librdkafka's statistics (every `STALL_AFTER`/4, at most 5 s),
+/// how many of the topic's partitions this member owns and which have
+/// nothing beyond our position (the collector's chain tracking).
+pub(crate) trait PartitionListener: Send + Sync {
+    fn ownership(&self, owned: usize, total: usize);
+    fn caught_up(&self, partition: i32);
+}
+
 /// What the source and its librdkafka callbacks share.
 struct Shared {
     topic: String,
@@ -96,7 +103,7 @@ struct Shared {
     gap: PollGap,
     watchdog: Watchdog,
     /// Told which partitions we own of how many, and which are caught up.
-    chain: OnceLock<ChainTracker>,
+    listener: OnceLock<Arc<dyn PartitionListener>>,
 }
 
 impl Shared {
@@ -121,10 +128,10 @@ impl Shared {
         let paused = self.paused.load(Ordering::Relaxed);
         let (caught_up, owned) =
             self.owned(|owned| (self.watchdog.watch(owned, topic, paused), owned.len()));
-        if let Some(chain) = self.chain.get() {
+        if let Some(listener) = self.listener.get() {
             let total = topic.partitions.keys().filter(|p| **p >= 0).count();
-            chain.ownership(owned, total);
-            caught_up.into_iter().for_each(|p| chain.caught_up(p));
+            listener.ownership(owned, total);
+            caught_up.into_iter().for_each(|p| listener.caught_up(p));
         }
     }
 
@@ -288,7 +295,7 @@ impl KafkaSource {
                 stall_after: config.stall_after,
                 health,
             },
-            chain: OnceLock::new(),
+            listener: OnceLock::new(),
         });
         let context = TrackingContext {
             shared: shared.clone(),
@@ -449,10 +456,10 @@ impl KafkaSource {
         }
     }
 
-    /// Tells `chain` which partitions this member owns, from librdkafka's
-    /// statistics.
-    pub(crate) fn track_chains(&self, chain: ChainTracker) {
-        let _ = self.shared.chain.set(chain);
+    /// Tells `listener` which partitions this member owns, from
+    /// librdkafka's statistics.
+    pub(crate) fn listen(&self, listener: Arc<dyn PartitionListener>) {
+        let _ = self.shared.listener.set(listener);
     }
 
     /// Whether this member currently owns any partition.

@@ -4,21 +4,13 @@
 //! `sequence_number` is `state.SequenceNumber` (0 for a new session, +1 per
 //! successful call), `previous_time` is the previous call's `current_time`
 //! (`state.LastUpdate`, to the nanosecond; equal to `current_time` on the
-//! first call).
+//! first call). Decode builds it for every ticket; `chain` keeps the
+//! chains. It names nothing else of the crate.
 
 use std::hash::Hasher;
 
-use rustc_hash::FxHasher;
-
-use std::borrow::Cow;
-
 use chrono::DateTime;
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
-use crate::contract::Contract;
-use crate::decode::{decode, Decoded, Scalar, BILLABLE_TYPE};
-use crate::domain::FeeWei;
+use rustc_hash::FxHasher;
 
 /// Which chain a call belongs to. `StateID` is 4 random bytes in hex
 /// (`core.RandomManifestID`), so about one pair in 2^32 collides across a
@@ -62,16 +54,16 @@ pub struct Link {
     pub(crate) fee_wei: Option<u128>,
 }
 
-/// The fields a link is read from: the ids as text (trimmed), the others
-/// as the record wrote them.
+/// The fields a link is read from, as text: the ids trimmed,
+/// `sequence_number` as its digits, `previous_time` as written.
 #[derive(Debug, Default)]
 pub(crate) struct Fields<'a> {
     pub(crate) session_id: Option<&'a str>,
     pub(crate) orch_address: Option<&'a str>,
-    pub(crate) sequence_number: Option<Scalar<'a>>,
+    pub(crate) sequence_number: Option<&'a str>,
     /// `current_time`, already read (decode parsed it as the signed time).
     pub(crate) current_ns: Option<i64>,
-    pub(crate) previous_time: Option<Scalar<'a>>,
+    pub(crate) previous_time: Option<&'a str>,
 }
 
 impl Link {
@@ -81,16 +73,12 @@ impl Link {
     pub(crate) fn read(fields: Fields, fee_wei: Option<u128>) -> Option<Self> {
         let session_id = fields.session_id.filter(|s| !s.is_empty())?;
         let orch = fields.orch_address.unwrap_or_default();
-        let seq = match fields.sequence_number? {
-            Scalar::Number(digits) => digits.parse().ok()?,
-            Scalar::Text(t) => t.trim().parse().ok()?,
-            Scalar::Other => return None,
-        };
+        let seq: u32 = fields.sequence_number?.trim().parse().ok()?;
         let current_ns = fields.current_ns?;
         let previous_ns = if seq == 0 {
             current_ns
         } else {
-            nanos(fields.previous_time.as_ref())?
+            nanos(fields.previous_time?)?
         };
         if seq > 0 && previous_ns >= current_ns {
             return None;
@@ -104,145 +92,15 @@ impl Link {
         })
     }
 
-    /// What a record's own bytes say of its chain, read without decoding
-    /// the whole ticket: for a record that did not decode (a dead letter
-    /// reached Kafka all the same) and for the audit, which reads every
-    /// record.
-    pub fn of_record(payload: &[u8]) -> Chained {
-        let Ok(record) = serde_json::from_slice::<ChainRecord>(payload) else {
-            return Chained::NotTicket;
-        };
-        if record.kind.as_deref() != Some(BILLABLE_TYPE) {
-            return Chained::NotTicket;
-        }
-        let data = record
-            .data
-            .filter(|raw| raw.get().starts_with('{'))
-            .and_then(|raw| serde_json::from_str::<ChainData>(raw.get()).ok());
-        let Some(data) = data else {
-            return Chained::Unchained;
-        };
-        let fee_wei = match Scalar::read(data.computed_fee) {
-            Some(Scalar::Text(t)) => FeeWei::parse(&t).ok(),
-            Some(Scalar::Number(digits)) => FeeWei::parse(digits).ok(),
-            _ => None,
-        }
-        .map(FeeWei::get);
-        let (session_id, orch) = (
-            Scalar::read(data.session_id),
-            Scalar::read(data.orch_address),
-        );
-        let fields = Fields {
-            session_id: text(session_id.as_ref()),
-            orch_address: text(orch.as_ref()),
-            sequence_number: Scalar::read(data.sequence_number),
-            current_ns: nanos(Scalar::read(data.current_time).as_ref()),
-            previous_time: Scalar::read(data.previous_time),
-        };
-        Self::read(fields, fee_wei).map_or(Chained::Unchained, Chained::Link)
-    }
-
     /// The first call of a session (`session_status` "new").
     pub(crate) fn is_root(&self) -> bool {
         self.seq == 0
     }
 }
 
-/// A record, as far as chains are concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chained {
-    /// Not a billable ticket (another event type, not JSON).
-    NotTicket,
-    /// A billable ticket without a chain.
-    Unchained,
-    Link(Link),
-}
-
-/// The fields of a record [`Link::of_record`] reads.
-#[derive(Deserialize)]
-struct ChainRecord<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct ChainData<'a> {
-    #[serde(borrow, default)]
-    session_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    orch_address: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    sequence_number: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    current_time: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    previous_time: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    computed_fee: Option<&'a RawValue>,
-}
-
-/// A session's names, read only when the session is first seen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Names {
-    pub(crate) session_id: String,
-    /// The billing subject its events are billed to, when known.
-    pub(crate) customer: Option<String>,
-}
-
-impl Names {
-    /// A record's session id and the customer decode bills it to (none
-    /// when it does not decode).
-    pub(crate) fn of(payload: &[u8], max_bytes: usize, contract: &Contract) -> Self {
-        let customer = match decode(payload, max_bytes, contract) {
-            Ok(Decoded::Ticket(t)) => Some(t.identity.customer_key().to_string()),
-            _ => None,
-        };
-        Self::read(payload, customer.as_deref())
-    }
-
-    /// The session id of a record (one [`Link::of_record`] or decode found
-    /// a link in), with `customer`: the record is read for that one field.
-    pub(crate) fn read(payload: &[u8], customer: Option<&str>) -> Self {
-        let session_id = serde_json::from_slice::<IdRecord>(payload)
-            .ok()
-            .and_then(|r| r.data)
-            .and_then(|d| d.session_id)
-            .map(|id| id.trim().to_owned())
-            .unwrap_or_default();
-        Self {
-            session_id,
-            customer: customer.map(str::to_owned),
-        }
-    }
-}
-
-/// A record read for its session id alone.
-#[derive(Deserialize)]
-struct IdRecord<'a> {
-    #[serde(borrow, default)]
-    data: Option<IdData<'a>>,
-}
-
-#[derive(Deserialize)]
-struct IdData<'a> {
-    #[serde(borrow, default)]
-    session_id: Option<Cow<'a, str>>,
-}
-
-/// Text as decode reads an id dimension: trimmed, a number as its digits.
-fn text<'b>(value: Option<&'b Scalar>) -> Option<&'b str> {
-    match value? {
-        Scalar::Text(t) => Some(t.trim()).filter(|t| !t.is_empty()),
-        Scalar::Number(digits) => Some(digits),
-        Scalar::Other => None,
-    }
-}
-
 /// An RFC 3339 time to the nanosecond, as Go's `time.Time` writes it.
-fn nanos(value: Option<&Scalar>) -> Option<i64> {
-    let text = text(value)?;
+pub(crate) fn nanos(text: &str) -> Option<i64> {
+    let text = text.trim();
     utc_nanos(text).or_else(|| {
         DateTime::parse_from_rfc3339(text)
             .ok()?
@@ -313,21 +171,15 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
-
     use super::*;
-
-    fn t(s: &str) -> Option<Scalar<'_>> {
-        Some(Scalar::Text(Cow::Borrowed(s)))
-    }
 
     fn fields<'a>(seq: &'a str, current: &'a str, previous: &'a str) -> Fields<'a> {
         Fields {
             session_id: Some("a1b2c3d4"),
             orch_address: Some("0xAB"),
-            sequence_number: Some(Scalar::Number(seq)),
-            current_ns: nanos(t(current).as_ref()),
-            previous_time: t(previous),
+            sequence_number: Some(seq),
+            current_ns: nanos(current),
+            previous_time: Some(previous),
         }
     }
 
@@ -408,10 +260,9 @@ mod tests {
         ] {
             assert_eq!(utc_nanos(other), None, "{other}");
         }
-        let offset = t("2026-09-09T02:00:00+02:00");
         assert_eq!(
-            nanos(offset.as_ref()),
-            nanos(t("2026-09-09T00:00:00Z").as_ref()),
+            nanos("2026-09-09T02:00:00+02:00"),
+            nanos("2026-09-09T00:00:00Z"),
             "other forms are read by chrono"
         );
     }
@@ -426,32 +277,5 @@ mod tests {
             let text = at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
             proptest::prop_assert_eq!(utc_nanos(&text), at.timestamp_nanos_opt());
         }
-    }
-
-    #[test]
-    fn a_dead_lettered_ticket_is_still_a_link() {
-        let payload = br#"{"id":"e","type":"create_signed_ticket","data":{"session_id":"s1","orch_address":"0xab","sequence_number":2,"current_time":"2026-09-09T00:00:20Z","previous_time":"2026-09-09T00:00:10Z","computed_fee":"12.5"}}"#;
-        let Chained::Link(link) = Link::of_record(payload) else {
-            panic!("a link")
-        };
-        assert_eq!((link.seq, link.fee_wei), (2, None), "its fee does not read");
-        assert_eq!(Names::read(payload, None).session_id, "s1");
-    }
-
-    #[test]
-    fn a_record_read_whole_links_as_decode_links_it() {
-        let payload = br#"{"type":"create_signed_ticket","data":{"session_id":"s1","sequence_number":"1","current_time":"2026-09-09T00:00:20.5Z","previous_time":"2026-09-09T00:00:10Z","computed_fee":"300"}}"#;
-        let Chained::Link(link) = Link::of_record(payload) else {
-            panic!("a link")
-        };
-        assert_eq!((link.seq, link.fee_wei), (1, Some(300)));
-        assert_eq!(link.current_ns - link.previous_ns, 10_500_000_000);
-        let other =
-            br#"{"type":"discovery_results","data":{"session_id":"s1","sequence_number":2}}"#;
-        assert_eq!(Link::of_record(other), Chained::NotTicket);
-        let old = br#"{"type":"create_signed_ticket","data":{"auth_id":"a:b","computed_fee":"1"}}"#;
-        assert_eq!(Link::of_record(old), Chained::Unchained);
-        let array = br#"{"type":"create_signed_ticket","data":["s1","0xab",2]}"#;
-        assert_eq!(Link::of_record(array), Chained::Unchained);
     }
 }
