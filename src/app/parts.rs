@@ -229,6 +229,10 @@ impl PartitionListener for ChainTracker {
     fn caught_up(&self, partition: i32) {
         ChainTracker::caught_up(self, partition);
     }
+
+    fn revoked(&self) {
+        ChainTracker::revoked(self);
+    }
 }
 
 /// `/ready`: partitions assigned, the price fresh (the collector never

@@ -16,7 +16,8 @@
 //! Only a member that owns every partition of the topic sees whole
 //! chains: while this member owns fewer (a consumer group of several), the
 //! tracking is off (`ticketmeter_chain_watching` 0) and the audit is what
-//! finds gaps. Watching starts when it owns them all; a call whose missing
+//! finds gaps. Watching starts when it owns them all, and starts afresh
+//! after every rebalance that revokes a partition; a call whose missing
 //! predecessor was signed before then plus `CHAIN_SETTLE` may have been
 //! read by the previous owner (a restart, a rebalance) and is never
 //! reported, so a restart reports no false gap.
@@ -216,6 +217,16 @@ impl Tracker {
         }
     }
 
+    /// A rebalance took partitions away: watching stops (forgetting every
+    /// chain) until the statistics say every partition is ours again, and
+    /// starts afresh then.
+    pub(crate) fn revoked(&self) {
+        self.state(|state| {
+            let total = state.total;
+            self.watch(state, false, 0, total);
+        });
+    }
+
     /// Librdkafka's statistics: `partition` had nothing beyond our position.
     pub(crate) fn caught_up(&self, partition: i32) {
         self.state(|state| {
@@ -358,6 +369,10 @@ mod tests {
         assert_eq!(sessions(&t), Some(1));
         t.ownership(1, 2);
         assert_eq!(sessions(&t), None, "forgotten when a partition goes");
+        t.ownership(2, 2);
+        t.observe(&[seen(1, 0, 0, now_ns())], |_| None);
+        t.revoked();
+        assert_eq!(sessions(&t), None, "and on every rebalance that revokes");
     }
 
     /// The only test that reports a gap to the process-wide counters.

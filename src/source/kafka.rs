@@ -90,6 +90,9 @@ impl KafkaConfig {
 pub(crate) trait PartitionListener: Send + Sync {
     fn ownership(&self, owned: usize, total: usize);
     fn caught_up(&self, partition: i32);
+    /// Partitions were revoked (a rebalance): what was owned may have been
+    /// read by another member meanwhile.
+    fn revoked(&self);
 }
 
 /// What the source and its librdkafka callbacks share.
@@ -206,6 +209,9 @@ impl ConsumerContext for TrackingContext {
         }
         self.shared.tracker.revoke(&partitions);
         self.shared.disown(&partitions);
+        if let Some(listener) = self.shared.listener.get() {
+            listener.revoked();
+        }
         tracing::info!(?partitions, ?offsets, "partitions revoked");
         self.shared.gap.record(started.elapsed());
     }
