@@ -142,6 +142,12 @@ impl Health {
             .set(0);
     }
 
+    /// Nothing holds the pipeline and no partition is stalled, right now
+    /// (for the chain tracker; reports nothing, unlike [`Self::problems`]).
+    pub(crate) fn flowing(&self) -> bool {
+        self.with(|s| s.stalls.is_empty() && s.hold.is_none())
+    }
+
     /// Why billing is not progressing: each stalled partition, and a hold
     /// older than `stall_after`. Empty when all is well. The first time a
     /// hold is reported it is also logged as an error.

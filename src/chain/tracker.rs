@@ -245,8 +245,7 @@ impl Tracker {
                 _ = cancel.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            let flowing = health.problems(Duration::ZERO).is_empty();
-            self.sweep(flowing);
+            self.sweep(health.flowing());
         }
     }
 
