@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::support::binary::{binary_path, collector_env, Binary};
 use crate::support::broker::Broker;
 use crate::support::double::{OpenMeter, TOKEN};
-use crate::support::signer::{Call, Signer};
+use crate::support::signer::{Blob, Call, Signer};
 use crate::support::{eventually, free_port};
 
 /// A gap as the audit's JSON names it: session, first and last number.
@@ -34,6 +34,30 @@ impl Sessions {
         if !drop.contains(&call.seq) {
             self.published.push(call);
         }
+    }
+
+    /// `n` more calls from `blob`, each from the last; returns the last blob.
+    fn calls(&mut self, signer: &mut Signer, mut blob: Blob, n: usize, drop: &[u64]) -> Blob {
+        for _ in 0..n {
+            let (next, call) = signer.call(&blob);
+            self.publish(call, drop);
+            blob = next;
+        }
+        blob
+    }
+
+    /// A new session and its next `n` calls.
+    fn session(
+        &mut self,
+        signer: &mut Signer,
+        id: &str,
+        auth_id: &str,
+        n: usize,
+        drop: &[u64],
+    ) -> Blob {
+        let (blob, call) = signer.open(id, auth_id);
+        self.publish(call, drop);
+        self.calls(signer, blob, n, drop)
     }
 }
 
@@ -53,74 +77,37 @@ fn sessions(start: DateTime<Utc>) -> Sessions {
         published: Vec::new(),
         removed: BTreeSet::new(),
     };
-    let (mut blob, call) = signer.open("a11ce001", "studio-app:alice");
-    s.publish(call, &[]);
-    for _ in 1..10 {
-        let (next, call) = signer.call(&blob);
-        s.publish(call, &[3, 6, 7]);
-        blob = next;
-    }
+    s.session(&mut signer, "a11ce001", "studio-app:alice", 9, &[3, 6, 7]);
     s.removed.insert(("a11ce001".into(), 3, 3));
     s.removed.insert(("a11ce001".into(), 6, 7));
 
-    let (mut blob, call) = signer.open("b0b00002", "studio-app:bob");
-    s.publish(call, &[]);
-    for _ in 1..3 {
-        let (next, call) = signer.call(&blob);
-        s.publish(call, &[]);
-        blob = next;
-    }
+    let blob = s.session(&mut signer, "b0b00002", "studio-app:bob", 2, &[]);
     let (_, first_try) = signer.call(&blob);
     s.publish(first_try, &[]);
-    let (mut blob, retry) = signer.call(&blob);
+    let (retried, retry) = signer.call(&blob);
     s.publish(retry, &[]);
-    for _ in 4..8 {
-        let (next, call) = signer.call(&blob);
-        s.publish(call, &[5]);
-        blob = next;
-    }
+    s.calls(&mut signer, retried, 4, &[5]);
     s.removed.insert(("b0b00002".into(), 5, 5));
 
-    let (mut blob, call) = signer.open("ca401003", "daydream:carol");
-    s.publish(call, &[]);
-    let (one, call) = signer.call(&blob);
-    s.publish(call, &[]);
-    blob = one;
-    let (mut blob, first) = {
-        let (a, first) = signer.call(&blob);
-        let (_, second) = signer.call(&blob);
-        s.publish(second, &[]);
-        (a, first)
-    };
-    s.publish(first, &[]);
-    for _ in 3..6 {
-        let (next, call) = signer.call(&blob);
-        s.publish(call, &[4]);
-        blob = next;
-    }
+    let blob = s.session(&mut signer, "ca401003", "daydream:carol", 1, &[]);
+    let (first, first_call) = signer.call(&blob);
+    let (_, second_call) = signer.call(&blob);
+    s.publish(second_call, &[]);
+    s.publish(first_call, &[]);
+    s.calls(&mut signer, first, 3, &[4]);
     s.removed.insert(("ca401003".into(), 4, 4));
 
-    let (mut blob, call) = signer.open("da7e0004", "daydream:dave:vip");
-    s.publish(call, &[]);
-    for _ in 1..5 {
-        let (next, call) = signer.call(&blob);
-        s.publish(call, &[]);
-        blob = next;
-    }
+    s.session(&mut signer, "da7e0004", "daydream:dave:vip", 4, &[]);
 
     let (mut blob, call) = signer.open("e1e0e005", "acme:erin");
     s.publish(call, &[]);
     for seq in 1..5 {
-        let fee = (seq == 2).then_some("12.5");
-        let (next, call) = signer.call_with_fee(&blob, fee);
+        let (next, call) = signer.call_with_fee(&blob, (seq == 2).then_some("12.5"));
         s.publish(call, &[]);
         blob = next;
     }
 
-    let (blob, call) = signer.open("f0f00006", "acme:frank");
-    s.publish(call, &[]);
-    let (_, call) = signer.call(&blob);
-    s.publish(call, &[]);
+    s.session(&mut signer, "f0f00006", "acme:frank", 1, &[]);
     s
 }
 
