@@ -7,6 +7,11 @@ use ticketmeter::{decode, map, Contract, Decoded, DEFAULT_MAX_BYTES};
 
 const EVENT: &str = r#"{"id":"0b6c1a52-0000-4000-8000-000000000001","type":"create_signed_ticket","timestamp":"1788912000000","gateway":"","data":{"session_id":"state_req-0001","session_status":"new","pipeline":"live-video-to-video","request_id":"req-0001","orch_address":"0xabababababababababababababababababababab","orch_url":"https://orch.example:8935","manifest_id":"manifest_req-0001","pm_session_id":"pm_req-0001","current_time":"2026-09-09T00:00:00.000000001Z","current_time_unix":1788912000000,"previous_time":"2026-09-09T00:00:00.000000001Z","previous_time_unix":1788912000000,"billable_secs":10.5,"pixels":0,"session_balance":"100","computed_fee":"1200000000000","cost":"1.0000000000","sequence_number":0,"num_tickets":1,"auth_id":"demo-client:demo-user"}}"#;
 
+/// The same ticket as a later call of its session (`sequence_number` 5,
+/// `previous_time` its previous call's time): what most events are, and
+/// what the chain reads `previous_time` of.
+const CONTINUING: &str = r#"{"id":"0b6c1a52-0000-4000-8000-000000000001","type":"create_signed_ticket","timestamp":"1788912000000","gateway":"","data":{"session_id":"state_req-0001","session_status":"continuing","pipeline":"live-video-to-video","request_id":"req-0001","orch_address":"0xabababababababababababababababababababab","orch_url":"https://orch.example:8935","manifest_id":"manifest_req-0001","pm_session_id":"pm_req-0001","current_time":"2026-09-09T00:00:10.000000001Z","current_time_unix":1788912010000,"previous_time":"2026-09-09T00:00:00.000000001Z","previous_time_unix":1788912000000,"billable_secs":10.5,"pixels":0,"session_balance":"100","computed_fee":"1200000000000","cost":"1.0000000000","sequence_number":5,"num_tickets":1,"auth_id":"demo-client:demo-user"}}"#;
+
 fn decode_and_map(c: &mut Criterion) {
     let price = "3500.25".parse().unwrap();
     let contract = Contract::default();
@@ -14,6 +19,16 @@ fn decode_and_map(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("decode", |b| {
         b.iter(|| decode(black_box(EVENT.as_bytes()), DEFAULT_MAX_BYTES, &contract).unwrap())
+    });
+    group.bench_function("decode_continuing", |b| {
+        b.iter(|| {
+            decode(
+                black_box(CONTINUING.as_bytes()),
+                DEFAULT_MAX_BYTES,
+                &contract,
+            )
+            .unwrap()
+        })
     });
     group.bench_function("decode_map_serialize", |b| {
         b.iter(|| {

@@ -18,6 +18,7 @@ use thiserror::Error;
 use crate::contract::{Contract, IdScheme};
 use crate::dlq::DeadLetterKind;
 use crate::domain::{AuthId, FeeError, FeeWei, Identity, IdentityError, SubjectRule};
+use crate::link::{Fields, Link};
 
 /// The one billable event type.
 pub(crate) const BILLABLE_TYPE: &str = "create_signed_ticket";
@@ -48,6 +49,8 @@ pub struct SignedTicket {
     /// `time` parsed: when the ticket was signed.
     pub signed_at: DateTime<Utc>,
     pub dimensions: Dimensions,
+    /// Its place in its session's chain, when it carries one.
+    pub(crate) link: Option<Link>,
 }
 
 /// The fields meters group by or sum besides the fee, read leniently.
@@ -194,6 +197,10 @@ struct TicketData<'a> {
     num_tickets: Option<&'a RawValue>,
     #[serde(borrow, default)]
     billable_secs: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    sequence_number: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    previous_time: Option<&'a RawValue>,
 }
 
 /// A field's JSON value read leniently: text borrowed from the record when
@@ -208,7 +215,7 @@ pub(crate) enum Scalar<'a> {
 
 impl<'a> Scalar<'a> {
     /// A field as the record wrote it (already validated JSON).
-    fn read(raw: Option<&'a RawValue>) -> Option<Self> {
+    pub(crate) fn read(raw: Option<&'a RawValue>) -> Option<Self> {
         let json = raw?.get();
         match json.as_bytes().first()? {
             b'n' => None,
@@ -219,10 +226,24 @@ impl<'a> Scalar<'a> {
     }
 
     fn text(json: &'a str) -> Self {
+        // Valid JSON (a `RawValue`) without a backslash is its own text.
+        let inner = json.strip_prefix('"').and_then(|j| j.strip_suffix('"'));
+        if let Some(inner) = inner.filter(|i| !i.contains('\\')) {
+            return Self::Text(Cow::Borrowed(inner));
+        }
         serde_json::from_str::<&str>(json)
             .map(Cow::Borrowed)
             .or_else(|_| serde_json::from_str::<String>(json).map(Cow::Owned))
             .map_or(Self::Other, Self::Text)
+    }
+
+    /// Its text: a string's, or a number's digits.
+    pub(crate) fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::Text(t) => Some(t),
+            Self::Number(digits) => Some(digits),
+            Self::Other => None,
+        }
     }
 
     /// A field of an already parsed [`Value`] (the audit's fallback).
@@ -329,20 +350,39 @@ fn ticket(
     let (fee, fee_text) = fee(Scalar::read(data.computed_fee))?;
     let request_id = request_id(Scalar::read(data.request_id));
     let envelope_id = envelope.id.as_deref().unwrap_or_default();
-    let (time, signed_at) = event_time(&data, Scalar::read(envelope.timestamp));
+    let current = Scalar::read(data.current_time);
+    let (time, signed_at) = event_time(&data, current.clone(), Scalar::read(envelope.timestamp));
+    let (dimensions, session_id) = dimensions(&data, &request_id);
+    let current_ns = match current {
+        Some(Scalar::Text(t)) if t.trim() == time => signed_at.timestamp_nanos_opt(),
+        _ => None,
+    };
+    let (sequence_number, previous_time) = (
+        Scalar::read(data.sequence_number),
+        Scalar::read(data.previous_time),
+    );
+    let fields = Fields {
+        session_id: Some(session_id.as_str()),
+        orch_address: Some(dimensions.orch_address.as_str()),
+        sequence_number: sequence_number.as_ref().and_then(Scalar::as_text),
+        current_ns,
+        previous_time: previous_time.as_ref().and_then(Scalar::as_text),
+    };
+    let link = Link::read(fields, Some(fee.get()));
     Ok(SignedTicket {
         event_id: event_id(contract.ids, envelope_id, &request_id, payload),
         other_id: event_id(contract.ids.other(), envelope_id, &request_id, payload),
         usage_subject_type: lenient_text(Scalar::read(data.usage_subject_type))
             .ok()
             .flatten(),
-        dimensions: dimensions(&data, &request_id),
+        dimensions,
         request_id,
         identity,
         fee,
         fee_text,
         time,
         signed_at,
+        link,
     })
 }
 
@@ -436,8 +476,9 @@ fn fee(value: Option<Scalar>) -> Result<(FeeWei, String), Rejection> {
     }
 }
 
-/// Today's collectors' dimensions (pymthouse `collector.yaml`).
-fn dimensions(data: &TicketData, request_id: &str) -> Dimensions {
+/// Today's collectors' dimensions (pymthouse `collector.yaml`), and the
+/// session id read on the way (the chain's, and `manifest_id`'s fallback).
+fn dimensions(data: &TicketData, request_id: &str) -> (Dimensions, String) {
     let mut dims = Dimensions::default();
     let mut text = |name: &'static str, value: Option<&RawValue>| -> String {
         lenient_text(Scalar::read(value))
@@ -472,7 +513,7 @@ fn dimensions(data: &TicketData, request_id: &str) -> Dimensions {
     let pixels = number("pixels", data.pixels);
     let num_tickets = number("num_tickets", data.num_tickets);
     let billable_secs = number("billable_secs", data.billable_secs);
-    Dimensions {
+    let dimensions = Dimensions {
         pipeline,
         model_id,
         manifest_id,
@@ -483,7 +524,8 @@ fn dimensions(data: &TicketData, request_id: &str) -> Dimensions {
         num_tickets,
         billable_secs,
         unreadable: dims.unreadable,
-    }
+    };
+    (dimensions, session)
 }
 
 /// `pipeline` in go-livepeer's `base:model` form is split at its first
@@ -526,9 +568,13 @@ fn lenient_number(value: Option<Scalar>) -> Result<Option<Number>, ()> {
 }
 
 /// The time the ticket says it was signed ([`claimed_time`]), else now.
-fn event_time(data: &TicketData, envelope_ts: Option<Scalar>) -> (String, DateTime<Utc>) {
+fn event_time(
+    data: &TicketData,
+    current_time: Option<Scalar>,
+    envelope_ts: Option<Scalar>,
+) -> (String, DateTime<Utc>) {
     claimed_time(
-        Scalar::read(data.current_time),
+        current_time,
         Scalar::read(data.current_time_unix),
         envelope_ts,
     )

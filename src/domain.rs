@@ -157,6 +157,11 @@ impl SubjectKind {
 const OWNER_PREFIX: &str = "owner:";
 /// The prefix of an end user's own wallet.
 const END_USER_PREFIX: &str = "eu_";
+/// The prefix of an end user's sandbox wallet (pymthouse #470,
+/// `src/lib/openmeter/customer-key.ts`: `sbx_eu_{id}` beside `eu_{id}`, so
+/// test-card grants never share the production customer); like pymthouse's
+/// `isSandboxEndUserCustomerKey`, only with something after it.
+const SANDBOX_END_USER_PREFIX: &str = "sbx_eu_";
 
 /// Who is billed for a ticket, and the dimensions that say who used it.
 ///
@@ -231,9 +236,7 @@ impl Identity {
                 }
                 (SubjectKind::OwnerWallet, bare, bare)
             }
-            None if payer.starts_with(END_USER_PREFIX) => {
-                (SubjectKind::AppUserWallet, payer, payer)
-            }
+            None if is_end_user_wallet(payer) => (SubjectKind::AppUserWallet, payer, payer),
             None if actor.is_some() => (SubjectKind::LegacyCompound, payer, payer),
             None => (SubjectKind::LegacyCompound, auth_id.as_str(), payer),
         };
@@ -321,6 +324,15 @@ impl Identity {
     pub fn billing_key(&self) -> &CustomerKey {
         &self.billing_subject
     }
+}
+
+/// A payer that is an end user's own wallet: `eu_…`, or its sandbox twin
+/// `sbx_eu_…`.
+fn is_end_user_wallet(payer: &str) -> bool {
+    payer.starts_with(END_USER_PREFIX)
+        || payer
+            .strip_prefix(SANDBOX_END_USER_PREFIX)
+            .is_some_and(|id| !id.is_empty())
 }
 
 /// Splits a usage subject at its first `#` when it is neither first nor
@@ -837,6 +849,39 @@ mod tests {
             parts(&upstream("acme:bob#ci-runner").unwrap()),
             ("bob".into(), "acme", "bob", "ci-runner", "legacy_compound")
         );
+    }
+
+    #[test]
+    fn a_sandbox_end_user_wallet_bills_as_the_wallet_it_is() {
+        let wallet = upstream("app_abc:sbx_eu_123#actor-9").unwrap();
+        assert_eq!(
+            parts(&wallet),
+            (
+                "sbx_eu_123".into(),
+                "app_abc",
+                "sbx_eu_123",
+                "actor-9",
+                "app_user_wallet"
+            )
+        );
+        assert_eq!(wallet.actor_end_user_id(), "sbx_eu_123");
+        assert_eq!(
+            parts(&upstream("app_abc:sbx_eu_7").unwrap()),
+            (
+                "sbx_eu_7".into(),
+                "app_abc",
+                "sbx_eu_7",
+                "sbx_eu_7",
+                "app_user_wallet"
+            )
+        );
+    }
+
+    #[test]
+    fn a_bare_sandbox_prefix_is_no_wallet() {
+        let id = upstream("app_abc:sbx_eu_").unwrap();
+        assert_eq!(id.customer_key().as_str(), "app_abc:sbx_eu_");
+        assert_eq!(id.kind(), SubjectKind::LegacyCompound);
     }
 
     #[test]

@@ -166,6 +166,13 @@ impl Health {
         self.with(|s| s.brokers_down = None);
     }
 
+    /// Nothing holds the pipeline, no partition is stalled and the brokers
+    /// answer, right now (for the chain tracker; reports nothing, unlike
+    /// [`Self::problems`]).
+    pub(crate) fn flowing(&self) -> bool {
+        self.with(|s| s.stalls.is_empty() && s.hold.is_none() && s.brokers_down.is_none())
+    }
+
     /// Why billing is not progressing, or cannot: the brokers unreachable,
     /// each stalled partition, and a hold older than `stall_after`. Empty when all is well. The first time a hold is
     /// reported it is also logged as an error.

@@ -18,6 +18,7 @@ mod app;
 mod audit;
 mod billing;
 pub mod bootstrap;
+mod chain;
 mod cli;
 mod commit;
 mod contract;
@@ -28,6 +29,7 @@ mod domain;
 mod ensure;
 mod health;
 mod kafka;
+mod link;
 mod map;
 mod metrics;
 mod openmeter;
@@ -67,6 +69,12 @@ pub use openmeter::model::{CreateSubscription, CustomerById};
 pub use openmeter::{
     ApiError, ClientConfig, Endpoint, ErrorClass, OpenMeterClient, CLOUDEVENT_BATCH,
 };
+
+/// Session chains: what the collector tracks per event, for the benchmark
+/// that measures its cost.
+pub use chain::record::Chained;
+pub use chain::tracker::{ChainSettings, Seen, Tracker as ChainTracker};
+pub use link::Link;
 
 pub use metrics::metrics;
 pub use secret::Secret;

@@ -86,6 +86,8 @@ pub struct Metrics {
     pub dimensions_unreadable: Family<Field, Counter>,
     /// The continuous audit's figures (see `audit::continuous`).
     pub audit: AuditGauges,
+    /// The running collector's session chains (see `chain::tracker`).
+    pub chain: ChainMetrics,
 }
 
 impl Metrics {
@@ -115,6 +117,7 @@ impl Metrics {
             dead_letters_spilled: Family::default(),
             dimensions_unreadable: Family::default(),
             audit: Default::default(),
+            chain: Default::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -229,6 +232,7 @@ impl Metrics {
             m.dead_letters_spilled.clone(),
         );
         m.audit.register(r);
+        m.chain.register(r);
         Self { registry, ..m }
     }
 
@@ -267,6 +271,7 @@ pub struct AuditGauges {
     pub unexpected_events: Gauge,
     pub last_run_timestamp: Gauge,
     pub last_result: Gauge,
+    pub chain_gaps: Gauge,
 }
 
 impl AuditGauges {
@@ -317,10 +322,66 @@ impl AuditGauges {
                 "Last audit: 0 clean, 1 discrepancies, 2 could not run",
                 &self.last_result,
             ),
+            (
+                "audit_chain_gaps",
+                "Gaps in the signer's session chains: calls signed and never published to Kafka (last audit)",
+                &self.chain_gaps,
+            ),
         ];
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
         }
+    }
+}
+
+/// What the running collector finds in the signer's session chains.
+#[derive(Debug, Default)]
+pub struct ChainMetrics {
+    pub gaps: Counter,
+    pub missing_calls: Counter,
+    pub estimated_unbilled_usd_micros: Counter,
+    pub unchained_events: Counter,
+    pub sessions: Gauge,
+    pub watching: Gauge,
+}
+
+impl ChainMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let counters = [
+            (
+                "chain_gaps",
+                "Gaps in signer session chains: signed calls that never reached Kafka, one per missing run of calls",
+                &self.gaps,
+            ),
+            (
+                "chain_missing_calls",
+                "Signing calls missing from session chains (each call is 1 to 100 tickets)",
+                &self.missing_calls,
+            ),
+            (
+                "chain_estimated_unbilled_usd_micros",
+                "Estimate (session fee rate over the uncovered time) of what the missing calls would have billed; never billed",
+                &self.estimated_unbilled_usd_micros,
+            ),
+            (
+                "chain_unchained_events",
+                "Billable events without session_id, sequence_number and previous_time: their losses cannot be seen",
+                &self.unchained_events,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "chain_sessions",
+            "Signer sessions whose chains are tracked (active within CHAIN_IDLE)",
+            self.sessions.clone(),
+        );
+        registry.register(
+            "chain_watching",
+            "1 while this member owns every partition and tracks chains; 0 otherwise (the audit still finds gaps)",
+            self.watching.clone(),
+        );
     }
 }
 

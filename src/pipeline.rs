@@ -16,10 +16,13 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use crate::billing::BillingPolicy;
+use crate::chain::record::Chained;
+use crate::chain::tracker::{Seen, Tracker};
 use crate::contract::Contract;
 use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 use crate::deliver::{Deliverer, DeliveryConfig, InFlightBounds, Pending, Slot};
 use crate::domain::{EthUsdPrice, Identity};
+use crate::link::Link;
 use crate::map::{map, UsageEvent};
 use crate::metrics::{metrics, Field};
 use crate::price::PriceFeed;
@@ -95,6 +98,8 @@ pub(crate) enum Fate {
         event: Box<UsageEvent>,
         /// The event's `time`, parsed.
         signed_at: DateTime<Utc>,
+        /// Its place in its session's chain.
+        link: Option<Link>,
     },
     /// Settled unsent: skipped, or dead-lettered.
     Settle(Outcome),
@@ -109,7 +114,8 @@ pub(crate) fn judge(
 ) -> Fate {
     match decode(payload, max_bytes, contract) {
         Ok(Decoded::Skip(reason)) => Fate::Settle(Outcome::Skipped(reason)),
-        Ok(Decoded::Ticket(ticket)) => {
+        Ok(Decoded::Ticket(mut ticket)) => {
+            let link = ticket.link.take();
             let mapped = map(*ticket, price, contract);
             for field in &mapped.unreadable {
                 metrics()
@@ -121,6 +127,7 @@ pub(crate) fn judge(
                 identity: mapped.identity,
                 event: Box::new(mapped.event),
                 signed_at: mapped.signed_at,
+                link,
             }
         }
         Err(rejection) => Fate::Settle(Outcome::dead_letter(
@@ -136,6 +143,9 @@ struct Judge {
     price: EthUsdPrice,
     max_event_bytes: usize,
     contract: Contract,
+    /// Where billable records (sent or dead-lettered) are told, when the
+    /// collector tracks session chains.
+    chain: Option<Tracker>,
 }
 
 impl Judge {
@@ -150,6 +160,8 @@ impl Judge {
         cancel: &CancellationToken,
     ) -> Vec<Pending> {
         let mut events = Vec::with_capacity(records.len());
+        // Each chain link seen, and which event (if sent) it is.
+        let (mut seen, mut sent_as) = (Vec::new(), Vec::new());
         for record in records {
             let outcome = match judge(
                 &record.payload,
@@ -161,7 +173,12 @@ impl Judge {
                     identity,
                     event,
                     signed_at,
+                    link,
                 } => {
+                    if self.chain.is_some() {
+                        seen.push(seen_of(&record, link));
+                        sent_as.push(Some(events.len()));
+                    }
                     events.push(Pending {
                         record,
                         identity,
@@ -172,13 +189,35 @@ impl Judge {
                 }
                 Fate::Settle(outcome) => outcome,
             };
+            if self.chain.is_some() && matches!(outcome, Outcome::DeadLettered { .. }) {
+                if let Chained::Link(link) = Chained::of(&record.payload) {
+                    seen.push(seen_of(&record, Some(link)));
+                    sent_as.push(None);
+                }
+            }
             tokio::select! {
                 biased;
                 _ = settler.settle([&record], &outcome) => {}
                 _ = cancel.cancelled() => {}
             }
         }
+        if let Some(chain) = &self.chain {
+            chain.observe(&seen, |i| {
+                let event = sent_as.get(i).copied().flatten()?;
+                let pending: &Pending = events.get(event)?;
+                Some(pending.identity.billing_key().as_str())
+            });
+        }
         events
+    }
+}
+
+/// A billable record as the chain tracker is told of it.
+fn seen_of(record: &Record, link: Option<Link>) -> Seen {
+    Seen {
+        partition: record.origin.position.partition,
+        link,
+        payload: record.payload.clone(),
     }
 }
 
@@ -187,6 +226,8 @@ pub struct Pipeline {
     pub(crate) deliverer: Arc<Deliverer>,
     pub(crate) price: PriceFeed,
     pub(crate) config: PipelineConfig,
+    /// The collector's session-chain tracking, when on.
+    pub(crate) chain: Option<Tracker>,
 }
 
 /// Records waiting for their batch to fill, as read.
@@ -344,6 +385,7 @@ impl Pipeline {
             price: self.price.current().price,
             max_event_bytes: self.config.max_event_bytes,
             contract: self.config.contract,
+            chain: self.chain.clone(),
         };
         let deliverer = self.deliverer.clone();
         let cancel = in_flight.cancel.clone();
@@ -434,6 +476,7 @@ mod tests {
             deliverer: Arc::new(deliverer),
             price: PriceFeed::fixed("3500".parse().unwrap()),
             config,
+            chain: None,
         }
     }
 

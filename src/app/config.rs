@@ -22,6 +22,8 @@ pub struct Config {
     pub(crate) api: ApiSettings,
     /// The continuous audit; off unless `AUDIT_INTERVAL` is set.
     pub(crate) audit: Option<ContinuousAuditSettings>,
+    /// Gaps in the signer's session chains, found while running.
+    pub(crate) chain: crate::chain::tracker::ChainSettings,
 }
 
 /// What every pipeline needs (`run`, `replay`, `dlq replay`).

@@ -104,7 +104,7 @@ impl Application {
         let dlq = kafka_dead_letters(&config.kafka, max_event_bytes)?;
         let tracker = Arc::new(OffsetTracker::default());
         let health = Health::default();
-        let pipeline = parts::pipeline_for(
+        let mut pipeline = parts::pipeline_for(
             Role::Pipeline,
             &config.pipeline,
             price,
@@ -113,6 +113,10 @@ impl Application {
             health.clone(),
         )?;
         let source = connect_kafka(&config.kafka.consumer, tracker, health.clone())?;
+        let chain = parts::chain_tracker(config.chain, &pipeline);
+        pipeline.chain = Some(chain.clone());
+        source.listen(Arc::new(chain.clone()));
+        tokio::spawn(chain.run(health.clone(), cancel.clone()));
         let provisioner = provisioner_for(&pipeline.deliverer.provisioner, Role::OneShot);
         let ready = parts::readiness(
             source.clone(),

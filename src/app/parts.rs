@@ -15,6 +15,7 @@ use crate::audit::continuous::ContinuousAudit;
 use crate::audit::range::TimeRange;
 use crate::audit::source::SourceSpec;
 use crate::audit::{Audit, AuditConfig};
+use crate::chain::tracker::{ChainSettings, Tracker as ChainTracker};
 use crate::commit::OffsetTracker;
 use crate::deliver::Deliverer;
 use crate::dlq::DeadLetterSink;
@@ -26,7 +27,7 @@ use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::price::PriceFeed;
 use crate::retry::{Backoff, RetryPolicy};
 use crate::settle::Settler;
-use crate::source::kafka::KafkaSource;
+use crate::source::kafka::{KafkaSource, PartitionListener};
 
 /// Whom an OpenMeter client serves, and so how its calls are retried: the
 /// one place a retry policy is chosen.
@@ -181,6 +182,7 @@ fn assemble(
         deliverer: Arc::new(deliverer),
         price,
         config,
+        chain: None,
     }
 }
 
@@ -254,6 +256,32 @@ pub(super) fn continuous_audit(
         window: settings.window,
         repair: settings.repair.then_some(provisioner),
         price: pipeline.price.clone(),
+    }
+}
+
+/// The collector's session-chain tracking, reading names under the
+/// pipeline's contract and estimating at its price.
+pub(super) fn chain_tracker(settings: ChainSettings, pipeline: &Pipeline) -> ChainTracker {
+    ChainTracker::new(
+        settings,
+        pipeline.config.contract,
+        pipeline.config.max_event_bytes,
+        pipeline.price.clone(),
+    )
+}
+
+/// The Kafka source tells the chain tracker what it owns.
+impl PartitionListener for ChainTracker {
+    fn ownership(&self, owned: usize, total: usize) {
+        ChainTracker::ownership(self, owned, total);
+    }
+
+    fn caught_up(&self, partition: i32) {
+        ChainTracker::caught_up(self, partition);
+    }
+
+    fn revoked(&self) {
+        ChainTracker::revoked(self);
     }
 }
 

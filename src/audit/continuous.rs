@@ -87,6 +87,9 @@ fn log(report: &Report) {
             tracing::warn!(customer = %c.customer, id = %u.id, reason = %u.reason, "audit: stored event will not be invoiced");
         }
     }
+    for g in &report.chain.gaps {
+        tracing::warn!(customer = %g.customer, session = %g.session, missing_calls = g.missing_calls, estimated_usd_micros = %g.estimate.usd_micros, "audit: calls signed and never published to Kafka (a gap in the session's chain)");
+    }
     for r in &report.repairs {
         tracing::info!(id = %r.id, sent_as = %r.sent_as, action = %r.action, "audit repair");
     }
@@ -117,6 +120,7 @@ fn record(gauges: &AuditGauges, report: &Report) {
     gauges.duplicate_events.set(n(t.duplicate_events));
     gauges.dead_lettered_events.set(n(t.dead_lettered_events));
     gauges.unexpected_events.set(n(t.unexpected_events));
+    gauges.chain_gaps.set(n(report.chain.count()));
     gauges.last_result.set(if report.discrepancies() == 0 {
         CLEAN
     } else {

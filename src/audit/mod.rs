@@ -16,6 +16,7 @@
 //! per signed event is kept, and stored events are streamed page by page.
 
 pub(crate) mod continuous;
+pub(crate) mod gaps;
 pub(crate) mod ledger;
 pub(crate) mod range;
 mod repair;
@@ -110,6 +111,7 @@ pub(crate) struct Audit {
 /// The audit's findings, kept so a repair can build on them.
 pub(crate) struct Findings {
     pub(crate) ledger: Ledger,
+    gaps: gaps::AuditGaps,
     terms: HashMap<String, Arc<[BillingTerms]>>,
     notes: Notes,
 }
@@ -133,6 +135,7 @@ impl Audit {
     pub(crate) async fn run(&self) -> Result<(Report, Findings), AuditError> {
         let mut findings = Findings {
             ledger: Ledger::default(),
+            gaps: gaps::AuditGaps::new(&self.config),
             terms: HashMap::new(),
             notes: Notes {
                 source: self.source.describe(),
@@ -146,7 +149,8 @@ impl Audit {
             },
         };
         let started = std::time::Instant::now();
-        self.read_signed(&mut findings.ledger).await?;
+        self.read_signed(&mut findings.ledger, &mut findings.gaps)
+            .await?;
         let signed = findings.ledger.entries.len();
         tracing::debug!(signed, elapsed = ?started.elapsed(), "audit: source read");
         self.read_dead_letters(&mut findings.ledger).await?;
@@ -168,13 +172,16 @@ impl Audit {
     /// The report of `findings` as they stand now.
     pub(crate) fn report(&self, findings: &Findings) -> Report {
         let settled_before = Utc::now() - to_delta(self.config.settle);
-        Report::build(
+        let settled_before = settled_before.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let mut report = Report::build(
             &findings.ledger,
             &self.price,
             self.config.range,
-            settled_before.timestamp_nanos_opt().unwrap_or(i64::MAX),
+            settled_before,
             findings.notes.clone(),
-        )
+        );
+        report.chain = (findings.gaps).report(self.config.range, settled_before, &self.price);
+        report
     }
 
     fn progress(&self, what: &str) -> ProgressBar {
@@ -259,9 +266,14 @@ impl Audit {
         Some((mapped, entry))
     }
 
-    async fn read_signed(&self, ledger: &mut Ledger) -> Result<(), AuditError> {
+    async fn read_signed(
+        &self,
+        ledger: &mut Ledger,
+        gaps: &mut gaps::AuditGaps,
+    ) -> Result<(), AuditError> {
         let read = self
             .each_record(&self.source, true, false, "signed events", |record| {
+                gaps.observe(&record.payload);
                 if let Some((mapped, entry)) = self.signed(&record.payload) {
                     let key = mapped.identity.customer_key();
                     ledger.sign(&mapped.event.id, &mapped.other_id, key.as_str(), entry);

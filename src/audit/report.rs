@@ -34,6 +34,8 @@ pub(crate) struct Report {
     pub(crate) totals: Totals,
     pub(crate) customers: Vec<CustomerReport>,
     pub(crate) repairs: Vec<RepairAction>,
+    /// Calls the signer made and never published (`audit::gaps`).
+    pub(crate) chain: super::gaps::GapReport,
     #[serde(skip)]
     pub(crate) notes: Notes,
 }
@@ -200,13 +202,18 @@ impl Report {
             totals,
             customers,
             repairs: Vec::new(),
+            chain: Default::default(),
             notes,
         }
     }
 
-    /// Missing, unbillable or double-billed events: anything but 0 fails.
+    /// Missing, unbillable or double-billed events, and gaps in the
+    /// signer's chains: anything but 0 fails.
     pub(crate) fn discrepancies(&self) -> u64 {
-        self.totals.missing_events + self.totals.unbillable_events + self.totals.duplicate_events
+        self.totals.missing_events
+            + self.totals.unbillable_events
+            + self.totals.duplicate_events
+            + self.chain.count()
     }
 
     pub(crate) fn render(&self, format: Format) -> String {
@@ -258,7 +265,7 @@ impl Report {
             let _ = writer.write_record(row.csv());
         }
         let bytes = writer.into_inner().unwrap_or_default();
-        String::from_utf8(bytes).unwrap_or_default()
+        String::from_utf8(bytes).unwrap_or_default() + &self.chain.csv()
     }
 
     fn table(&self) -> String {
@@ -283,6 +290,7 @@ impl Report {
             t.unexpected_events, t.duplicate_events, self.notes.settle, self.notes.in_flight
         );
         self.details(&mut out);
+        self.chain.table(&mut out);
         let verdict = if self.discrepancies() == 0 {
             "clean: every signed event is stored and billable, or dead-lettered with its reason"
                 .to_owned()

@@ -375,6 +375,23 @@ pub(crate) struct RunArgs {
     pub(crate) kafka: KafkaArgs,
     #[command(flatten)]
     pub(crate) audit: ContinuousAuditArgs,
+    #[command(flatten)]
+    pub(crate) chain: ChainArgs,
+}
+
+fn chain() -> crate::chain::tracker::ChainSettings {
+    crate::chain::tracker::ChainSettings::default()
+}
+
+/// Gaps in the signer's session chains, while running.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ChainArgs {
+    /// How long a call whose previous call is missing waits for it (events of a session arrive over every partition, out of order) before it is a gap.
+    #[arg(long, env = "CHAIN_SETTLE", default_value = shown(chain().settle), value_parser = duration)]
+    pub(crate) chain_settle: Duration,
+    /// A session with no call for this long (signed time) is forgotten; memory is one entry per session active within it.
+    #[arg(long, env = "CHAIN_IDLE", default_value = shown(chain().idle), value_parser = duration)]
+    pub(crate) chain_idle: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -35,6 +35,10 @@ pub(super) fn collector(args: &RunArgs) -> anyhow::Result<Config> {
         kafka: kafka(&args.kafka),
         api: api(&args.api),
         audit: continuous_audit(&args.audit),
+        chain: crate::chain::tracker::ChainSettings {
+            settle: args.chain.chain_settle,
+            idle: args.chain.chain_idle,
+        },
     })
 }
 

@@ -29,7 +29,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -84,6 +84,17 @@ impl KafkaConfig {
     }
 }
 
+/// Told, from librdkafka's statistics (every `STALL_AFTER`/4, at most 5 s),
+/// how many of the topic's partitions this member owns and which have
+/// nothing beyond our position (the collector's chain tracking).
+pub(crate) trait PartitionListener: Send + Sync {
+    fn ownership(&self, owned: usize, total: usize);
+    fn caught_up(&self, partition: i32);
+    /// Partitions were revoked (a rebalance): what was owned may have been
+    /// read by another member meanwhile.
+    fn revoked(&self);
+}
+
 /// What the source and its librdkafka callbacks share.
 struct Shared {
     topic: String,
@@ -96,6 +107,8 @@ struct Shared {
     paused: AtomicBool,
     gap: PollGap,
     watchdog: Watchdog,
+    /// Told which partitions we own of how many, and which are caught up.
+    listener: OnceLock<Arc<dyn PartitionListener>>,
 }
 
 impl Shared {
@@ -111,9 +124,10 @@ impl Shared {
             .collect()
     }
 
-    /// Hands librdkafka's statistics to the watchdog, and tells health a
-    /// broker is up when one is (librdkafka says when all are down, in
-    /// its error callback, but never when one is back).
+    /// Hands librdkafka's statistics to the watchdog, and to the chain
+    /// tracker when there is one (they list every partition of the topic);
+    /// tells health a broker is up when one is (librdkafka says when all
+    /// are down, in its error callback, but never when one is back).
     fn watch(&self, stats: &Statistics) {
         if stats.brokers.values().any(|b| b.state == "UP") {
             self.watchdog.health.brokers_up();
@@ -125,7 +139,13 @@ impl Shared {
             return;
         };
         let paused = self.paused.load(Ordering::Relaxed);
-        self.owned(|owned| self.watchdog.watch(owned, topic, paused));
+        let (caught_up, owned) =
+            self.owned(|owned| (self.watchdog.watch(owned, topic, paused), owned.len()));
+        if let Some(listener) = self.listener.get() {
+            let total = topic.partitions.keys().filter(|p| **p >= 0).count();
+            listener.ownership(owned, total);
+            caught_up.into_iter().for_each(|p| listener.caught_up(p));
+        }
     }
 
     /// Forgets partitions we no longer own: their lag and stall state too.
@@ -211,6 +231,9 @@ impl ConsumerContext for TrackingContext {
         }
         self.shared.tracker.revoke(&partitions);
         self.shared.disown(&partitions);
+        if let Some(listener) = self.shared.listener.get() {
+            listener.revoked();
+        }
         tracing::info!(?partitions, ?offsets, "partitions revoked");
         self.shared.gap.record(started.elapsed());
     }
@@ -301,6 +324,7 @@ impl KafkaSource {
                 stall_after: config.stall_after,
                 health,
             },
+            listener: OnceLock::new(),
         });
         let context = TrackingContext {
             shared: shared.clone(),
@@ -459,6 +483,12 @@ impl KafkaSource {
                 tracing::warn!(error = %e, "storing offsets failed; will retry");
             }
         }
+    }
+
+    /// Tells `listener` which partitions this member owns, from
+    /// librdkafka's statistics.
+    pub(crate) fn listen(&self, listener: Arc<dyn PartitionListener>) {
+        let _ = self.shared.listener.set(listener);
     }
 
     /// Whether this member currently owns any partition.

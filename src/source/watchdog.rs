@@ -60,26 +60,43 @@ pub(super) struct Watchdog {
 impl Watchdog {
     /// Checks every owned partition against the topic's statistics:
     /// refreshes its lag, and reports it stalled or flowing. While `paused`
-    /// (back-pressure) no partition can stall.
-    pub(super) fn watch(&self, owned: &mut HashMap<i32, Watch>, stats: &TopicStats, paused: bool) {
+    /// (back-pressure) no partition can stall. Returns the partitions with
+    /// nothing beyond our position.
+    pub(super) fn watch(
+        &self,
+        owned: &mut HashMap<i32, Watch>,
+        stats: &TopicStats,
+        paused: bool,
+    ) -> Vec<i32> {
+        let mut caught_up = Vec::new();
         for (partition, watch) in owned.iter_mut() {
             if let Some(p) = stats.partitions.get(partition) {
-                self.watch_one(*partition, watch, p, paused);
+                if self.watch_one(*partition, watch, p, paused) {
+                    caught_up.push(*partition);
+                }
             }
         }
+        caught_up
     }
 
-    fn watch_one(&self, partition: i32, watch: &mut Watch, stats: &PartitionStats, paused: bool) {
+    /// Whether the partition has nothing beyond our position.
+    fn watch_one(
+        &self,
+        partition: i32,
+        watch: &mut Watch,
+        stats: &PartitionStats,
+        paused: bool,
+    ) -> bool {
         // Our position: the next record we would hand on; before the first
         // one, where fetching starts.
         let position = [stats.app_offset, stats.committed_offset, stats.next_offset]
             .into_iter()
             .find(|o| *o >= 0);
         let (Some(position), end) = (position, stats.hi_offset) else {
-            return;
+            return false;
         };
         if end < 0 {
-            return;
+            return false;
         }
         if end < position {
             if !watch.anomaly {
@@ -107,6 +124,7 @@ impl Watchdog {
         } else {
             self.health.partition_flowing(partition);
         }
+        end <= position
     }
 
     /// Forgets partitions we no longer own: their lag and stall state.

@@ -1,8 +1,11 @@
 //! Golden tests: the shared fixtures through the real pipeline give exactly
 //! their expected results — the fields sent, the skips and the dead
-//! letters. Today's contract (`upstream-events.jsonl`) under the default
-//! settings; the seed's (`signer-events.jsonl`) under the settings that keep
-//! its ids, subjects and rounding.
+//! letters. Today's contract (`upstream-events.jsonl`, and ticketmeter's
+//! own `tests/fixtures/events.jsonl` for what upstream's files do not have
+//! yet) under the default settings; the seed's (`signer-events.jsonl`)
+//! under the settings that keep its ids, subjects and rounding.
+
+use std::path::Path;
 
 use serde_json::Value;
 use ticketmeter::{BillingPolicy, Contract, DeadLetterSink, EventTime, PipelineConfig, Tally};
@@ -10,7 +13,8 @@ use ticketmeter::{BillingPolicy, Contract, DeadLetterSink, EventTime, PipelineCo
 use crate::support;
 use crate::support::double::OpenMeter;
 use crate::support::fixtures::{
-    assert_subset, fixtures, fixtures_dir, seed_fixtures, SEED_EVENTS, UPSTREAM_EVENTS,
+    assert_subset, fixtures, fixtures_dir, own_fixtures, own_fixtures_dir, seed_fixtures,
+    OWN_EVENTS, SEED_EVENTS, UPSTREAM_EVENTS,
 };
 use crate::support::pipeline::{run_fixtures, run_fixtures_with};
 
@@ -43,7 +47,7 @@ fn signed_times(contract: Contract) -> PipelineConfig {
 /// Runs `events` under `config` and checks every sent event, skip and dead
 /// letter against `cases`.
 async fn assert_fixtures(
-    events: &str,
+    events: &Path,
     cases: &[(String, Value)],
     config: PipelineConfig,
 ) -> Vec<Value> {
@@ -83,7 +87,7 @@ async fn assert_fixtures(
 #[tokio::test]
 async fn todays_fixtures_give_exactly_the_expected_results_by_default() {
     let sent = assert_fixtures(
-        UPSTREAM_EVENTS,
+        &fixtures_dir().join(UPSTREAM_EVENTS),
         &fixtures(),
         signed_times(Contract::default()),
     )
@@ -98,7 +102,7 @@ async fn todays_fixtures_give_exactly_the_expected_results_by_default() {
 #[tokio::test]
 async fn the_seed_fixtures_give_exactly_the_expected_results_under_the_seed_settings() {
     let sent = assert_fixtures(
-        SEED_EVENTS,
+        &fixtures_dir().join(SEED_EVENTS),
         &seed_fixtures(),
         signed_times(Contract::seed()),
     )
@@ -106,6 +110,16 @@ async fn the_seed_fixtures_give_exactly_the_expected_results_under_the_seed_sett
     for event in &sent {
         assert_eq!(event["data"]["eth_usd_price"], "3500");
     }
+}
+
+#[tokio::test]
+async fn our_own_fixtures_give_exactly_the_expected_results_by_default() {
+    assert_fixtures(
+        &own_fixtures_dir().join(OWN_EVENTS),
+        &own_fixtures(),
+        signed_times(Contract::default()),
+    )
+    .await;
 }
 
 /// The fixtures were signed before their customers' subscriptions exist:
@@ -177,10 +191,10 @@ async fn every_fixture_event_reaches_openmeter_after_its_customer_exists() {
 }
 
 /// `replay --dry-run` over `events` with `env` prints `cases`' lines.
-fn assert_dry_run(events: &str, cases: &[(String, Value)], env: &[(&str, &str)]) {
+fn assert_dry_run(events: &Path, cases: &[(String, Value)], env: &[(&str, &str)]) {
     let output = std::process::Command::new(support::binary::binary_path())
         .args(["replay", "--dry-run"])
-        .arg(fixtures_dir().join(events))
+        .arg(events)
         .env_clear()
         .env("ETH_USD_PRICE", "3500")
         .envs(env.iter().copied())
@@ -200,13 +214,14 @@ fn assert_dry_run(events: &str, cases: &[(String, Value)], env: &[(&str, &str)])
 
 #[test]
 fn dry_run_prints_todays_expected_lines_without_network() {
-    assert_dry_run(UPSTREAM_EVENTS, &fixtures(), &[]);
+    assert_dry_run(&fixtures_dir().join(UPSTREAM_EVENTS), &fixtures(), &[]);
+    assert_dry_run(&own_fixtures_dir().join(OWN_EVENTS), &own_fixtures(), &[]);
 }
 
 #[test]
 fn dry_run_prints_the_seeds_expected_lines_under_the_seed_settings() {
     assert_dry_run(
-        SEED_EVENTS,
+        &fixtures_dir().join(SEED_EVENTS),
         &seed_fixtures(),
         &[
             ("EVENT_ID", "request_id"),

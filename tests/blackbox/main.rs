@@ -16,6 +16,7 @@ mod contract;
 mod deploy;
 mod docs;
 mod fixtures;
+mod gaps;
 mod kafka;
 mod layout;
 mod operator;

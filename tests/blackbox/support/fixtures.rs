@@ -1,8 +1,9 @@
 //! The shared fixture files (`../shared/fixtures`, read-only upstream
-//! copies): event lines, their expected outcomes, and how an expectation is
-//! compared with what was sent.
+//! copies) and ticketmeter's own (`tests/fixtures`, cases upstream's files
+//! do not have yet): event lines, their expected outcomes, and how an
+//! expectation is compared with what was sent.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use ticketmeter::UsdMicros;
@@ -18,10 +19,22 @@ pub(crate) const UPSTREAM_EVENTS: &str = "upstream-events.jsonl";
 /// subjects and rounding ([`Contract::seed`]).
 pub(crate) const SEED_EVENTS: &str = "signer-events.jsonl";
 
+/// ticketmeter's own fixture lines, in the shared files' format.
+pub(crate) fn own_fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// ticketmeter's own events (`tests/fixtures/events.jsonl` →
+/// `expected.jsonl`), under the default settings.
+pub(crate) const OWN_EVENTS: &str = "events.jsonl";
+
 fn fixture_cases(events: &str, expected: &str) -> Vec<(String, Value)> {
-    let read = |name: &str| {
-        std::fs::read_to_string(fixtures_dir().join(name)).expect("fixtures beside the repo")
-    };
+    cases_in(&fixtures_dir(), events, expected)
+}
+
+fn cases_in(dir: &Path, events: &str, expected: &str) -> Vec<(String, Value)> {
+    let read =
+        |name: &str| std::fs::read_to_string(dir.join(name)).expect("fixtures beside the repo");
     read(events)
         .lines()
         .zip(read(expected).lines())
@@ -50,6 +63,12 @@ pub(crate) fn assert_subset(expected: &Value, actual: &Value, path: &str) {
 /// Today's fixture lines: (event payload, expected outcome by default).
 pub(crate) fn fixtures() -> Vec<(String, Value)> {
     fixture_cases(UPSTREAM_EVENTS, "upstream-expected.jsonl")
+}
+
+/// ticketmeter's own fixture lines: (event payload, expected outcome by
+/// default).
+pub(crate) fn own_fixtures() -> Vec<(String, Value)> {
+    cases_in(&own_fixtures_dir(), OWN_EVENTS, "expected.jsonl")
 }
 
 /// The seed's fixture lines: (event payload, expected outcome under

@@ -5,7 +5,8 @@
 //! - `broker`: a real Kafka-protocol broker (tansu) on a loopback port;
 //! - `double`: the OpenMeter double, started and bootstrapped;
 //! - `fixtures`: the shared fixture files and how their expectations compare;
-//! - `pipeline`: ticketmeter's pipeline run in-process over JSON lines.
+//! - `pipeline`: ticketmeter's pipeline run in-process over JSON lines;
+//! - `signer`: go-livepeer's remote signer's session chains, call by call.
 //!
 //! Here: what every concern uses (a free port, waiting for a condition).
 
@@ -17,6 +18,7 @@ pub(crate) mod broker;
 pub(crate) mod double;
 pub(crate) mod fixtures;
 pub(crate) mod pipeline;
+pub(crate) mod signer;
 
 /// A free loopback port (racy in theory, fine on a test machine).
 pub(crate) fn free_port() -> u16 {

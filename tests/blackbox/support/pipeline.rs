@@ -1,6 +1,7 @@
 //! ticketmeter's pipeline in-process: at a fixed ETH/USD price, over JSON
 //! lines, ensuring and delivering through a given OpenMeter client.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use ticketmeter::{
@@ -16,7 +17,8 @@ use super::fixtures::{fixtures_dir, UPSTREAM_EVENTS};
 /// the default settings, ensuring and delivering through `client`; returns
 /// the pipeline (for its tally) and whether every record settled.
 pub(crate) async fn run_fixtures(client: OpenMeterClient, dlq: DeadLetterSink) -> (Pipeline, bool) {
-    run_fixtures_with(client, dlq, UPSTREAM_EVENTS, PipelineConfig::default()).await
+    let events = fixtures_dir().join(UPSTREAM_EVENTS);
+    run_fixtures_with(client, dlq, &events, PipelineConfig::default()).await
 }
 
 /// A pipeline at ETH/USD 3500 that ensures the default plan through
@@ -37,17 +39,15 @@ pub(crate) fn test_pipeline(
     )
 }
 
-/// Runs fixture file `events` with the given pipeline settings.
+/// Runs the fixture file `events` with the given pipeline settings.
 pub(crate) async fn run_fixtures_with(
     client: OpenMeterClient,
     dlq: DeadLetterSink,
-    events: &str,
+    events: &Path,
     config: PipelineConfig,
 ) -> (Pipeline, bool) {
     let pipeline = test_pipeline(client, dlq, EnsureConfig::default(), config);
-    let file = tokio::fs::File::open(fixtures_dir().join(events))
-        .await
-        .unwrap();
+    let file = tokio::fs::File::open(events).await.unwrap();
     let settled = pipeline
         .run_lines(
             tokio::io::BufReader::new(file),
