@@ -17,9 +17,12 @@ use crate::state::{MeterQueryBody, UsageRow};
 use crate::store::Store;
 use crate::validate::{self, Schema};
 
+/// The value as the v3 API writes it: the float64's shortest decimal
+/// (`api/v3/handlers/meters/convert.go`, `ToAPIMeterQueryRow`), never in
+/// exponent form (Rust's `Display` for `f64` is the same shortest decimal).
 fn row(r: UsageRow) -> Value {
     json!({
-        "value": r.value.normalize().to_string(),
+        "value": r.reported.to_string(),
         "from": r.from,
         "to": r.to,
         "dimensions": r.dimensions,
@@ -39,7 +42,8 @@ pub(crate) async fn query(
             .meter_by_id_or_key(&id)
             .ok_or_else(|| missing("meter", &id))?;
         let q = req.resolve(meter)?;
-        (state.query_meter(meter, &q)?, q.from, q.to)
+        let decimal = store.config.decimal_precision;
+        (state.query_meter(meter, &q, decimal)?, q.from, q.to)
     };
     let mut body = json!({"data": rows.into_iter().map(row).collect::<Vec<_>>()});
     if let Some(from) = from {

@@ -57,6 +57,11 @@ pub(crate) struct EventStore {
     pub(crate) by_time: BTreeSet<(i64, usize)>,
     /// `unique` by event id (one per source), for `filter[id]` lookups.
     pub(crate) by_id: HashMap<String, Vec<usize>>,
+    /// `unique` by subject, ordered like `by_time`: a meter query or a
+    /// listing filtered by subject reads only that subject's events (the
+    /// server's events table is ordered by subject and time for the same
+    /// reason: `streaming/clickhouse/event_query.go`, `createEventsTable`).
+    pub(crate) by_subject: HashMap<String, BTreeSet<(i64, usize)>>,
     seen: HashSet<(String, String)>,
 }
 
@@ -65,6 +70,10 @@ impl State {
     pub(crate) fn ingest(&mut self, batch: Vec<StoredEvent>, now: DateTime<Utc>) {
         self.events.deliveries.reserve(batch.len());
         for event in batch {
+            if self.lost_event_ids.remove(&event.id) {
+                self.claim_only(std::slice::from_ref(&event));
+                continue;
+            }
             let customer = self.subject_owner(&event.subject);
             let fresh = self
                 .events
@@ -85,6 +94,11 @@ impl State {
                     .entry(delivery.event.id.clone())
                     .or_default()
                     .push(index);
+                self.events
+                    .by_subject
+                    .entry(delivery.event.subject.clone())
+                    .or_default()
+                    .insert((delivery.sort_ns(), index));
             }
             self.events.deliveries.push(delivery);
         }
