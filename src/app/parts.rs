@@ -14,7 +14,7 @@ use crate::api::{Readiness, ReadyCheck};
 use crate::audit::continuous::ContinuousAudit;
 use crate::audit::range::TimeRange;
 use crate::audit::source::SourceSpec;
-use crate::audit::{Audit, AuditConfig};
+use crate::audit::{Audit, AuditConfig, Mode};
 use crate::commit::OffsetTracker;
 use crate::deliver::Deliverer;
 use crate::dlq::DeadLetterSink;
@@ -185,6 +185,9 @@ pub(super) fn continuous_audit(
         dead_letters: Some(dead_letters),
         config: AuditConfig {
             range: TimeRange::settled_window(Utc::now(), settings.window, settings.settle),
+            mode: Mode::Totals,
+            fingerprints: true,
+            event_time: pipeline.config.billing.event_time,
             settle: settings.settle,
             collection_window: pipeline.config.billing.collection_window,
             max_event_bytes: pipeline.config.max_event_bytes,

@@ -12,16 +12,26 @@
 //! its signed time in `data.signed_at`, and a repair copy names the event it
 //! stands in for in `data.original_id`.
 //!
-//! Memory: the source is streamed; only a compact [`ledger::Ledger`] entry
-//! per signed event is kept, and stored events are streamed page by page.
+//! Two modes ([`Mode`]). By default ([`descent`]) the audit compares totals
+//! first: per customer and calendar month, the source's count, µUSD and id
+//! fingerprints against OpenMeter's meters, and reads events only in the
+//! windows that differ, descending day → hour → minute → events; memory
+//! and calls grow with customers and windows, not with events. The
+//! event-by-event mode reads back every stored event of the range and keeps
+//! a compact [`ledger::Ledger`] entry per signed event. Either way the
+//! events it does match one by one are matched and judged by the same code.
 
+pub(crate) mod accounts;
 pub(crate) mod continuous;
+mod descent;
 pub(crate) mod ledger;
 pub(crate) mod range;
 mod repair;
 pub(crate) mod report;
 pub(crate) mod source;
+pub(crate) mod totals;
 pub(crate) mod verdict;
+pub(crate) mod windows;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,7 +43,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::billing::BillingTerms;
+use crate::billing::{BillingTerms, EventTime};
 use crate::contract::Contract;
 use crate::decode::{
     claimed_time, decode, event_id, raw_auth_id, request_id, resolve_identity, Decoded, Scalar,
@@ -46,7 +56,7 @@ use crate::openmeter::model::IngestedEvent;
 use crate::openmeter::{ApiError, EventQuery, OpenMeterClient};
 use ledger::{Entry, Ledger, StoredCopy};
 use range::{parse_time, rfc3339, TimeRange};
-use report::{Notes, Report};
+use report::{Notes, Proof, Report};
 use source::{KafkaWindow, RawRecord, SourceSpec, KAFKA_SKEW};
 use verdict::Unbillable;
 
@@ -77,12 +87,33 @@ pub(crate) enum AuditError {
     Source(String),
     #[error("reading back from OpenMeter: {0}")]
     OpenMeter(#[from] ApiError),
+    #[error("OpenMeter's {meter} meter answered {value:?}, which is not a decimal amount")]
+    Meter { meter: &'static str, value: String },
+}
+
+/// How the audit proves the range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub(crate) enum Mode {
+    /// Totals per customer and window from OpenMeter's meters; events read
+    /// only where they differ.
+    #[default]
+    Totals,
+    /// Every stored event of the range read back and matched (the mode
+    /// before totals; its cost grows with every event).
+    Events,
 }
 
 /// What to audit and how.
 #[derive(Debug, Clone)]
 pub(crate) struct AuditConfig {
     pub(crate) range: TimeRange,
+    pub(crate) mode: Mode,
+    /// Compare the `id_fingerprint` meter too (off for ranges sent before
+    /// events carried one, or by a collector that sends none).
+    pub(crate) fingerprints: bool,
+    /// The collector's `EVENT_TIME`: where it sent events older than their
+    /// subscription.
+    pub(crate) event_time: EventTime,
     /// Events younger than this may still be on their way to OpenMeter.
     pub(crate) settle: Duration,
     /// OpenMeter's `collection.interval`: usage arriving this long after its
@@ -112,6 +143,9 @@ pub(crate) struct Findings {
     pub(crate) ledger: Ledger,
     terms: HashMap<String, Arc<[BillingTerms]>>,
     notes: Notes,
+    proof: Option<Proof>,
+    /// Pages of stored events read (listings and lookups by id).
+    pages: u64,
 }
 
 /// One stored copy found by id, with its verdict.
@@ -131,7 +165,14 @@ pub(crate) const NO_IDENTITY: &str = "(no identity)";
 impl Audit {
     /// Runs the audit; the report says what it found.
     pub(crate) async fn run(&self) -> Result<(Report, Findings), AuditError> {
-        let mut findings = Findings {
+        match self.config.mode {
+            Mode::Totals => self.run_totals().await,
+            Mode::Events => self.run_events().await,
+        }
+    }
+
+    fn findings(&self) -> Findings {
+        Findings {
             ledger: Ledger::default(),
             terms: HashMap::new(),
             notes: Notes {
@@ -144,15 +185,31 @@ impl Audit {
                 price: self.price.to_string(),
                 ..Notes::default()
             },
-        };
+            proof: None,
+            pages: 0,
+        }
+    }
+
+    /// Every stored event of the range read back and matched.
+    async fn run_events(&self) -> Result<(Report, Findings), AuditError> {
+        let mut findings = self.findings();
         let started = std::time::Instant::now();
         self.read_signed(&mut findings.ledger).await?;
         let signed = findings.ledger.entries.len();
         tracing::debug!(signed, elapsed = ?started.elapsed(), "audit: source read");
-        self.read_dead_letters(&mut findings.ledger).await?;
+        for (id, customer, reason) in self.read_dead_letters().await? {
+            findings.ledger.dead_letter(&id, &customer, reason);
+        }
         tracing::debug!(letters = findings.ledger.letters.len(), elapsed = ?started.elapsed(), "audit: dead letters read");
         self.scan_stored(&mut findings).await?;
         tracing::debug!(customers = findings.terms.len(), elapsed = ?started.elapsed(), "audit: stored events read");
+        self.refresh_unbilled(&mut findings).await?;
+        tracing::debug!(elapsed = ?started.elapsed(), "audit: looked up by id");
+        Ok((self.report(&findings), findings))
+    }
+
+    /// Looks up by id every signed event with no billable copy found yet.
+    async fn refresh_unbilled(&self, findings: &mut Findings) -> Result<(), AuditError> {
         let pending: Vec<String> = findings
             .ledger
             .entries
@@ -160,21 +217,22 @@ impl Audit {
             .filter(|(_, e)| e.billable_copies == 0)
             .map(|(id, _)| id.to_string())
             .collect();
-        self.refresh(&mut findings, &pending).await?;
-        tracing::debug!(looked_up = pending.len(), elapsed = ?started.elapsed(), "audit: looked up by id");
-        Ok((self.report(&findings), findings))
+        self.refresh(findings, &pending).await?;
+        Ok(())
     }
 
     /// The report of `findings` as they stand now.
     pub(crate) fn report(&self, findings: &Findings) -> Report {
         let settled_before = Utc::now() - to_delta(self.config.settle);
-        Report::build(
+        let mut report = Report::build(
             &findings.ledger,
             &self.price,
             self.config.range,
             settled_before.timestamp_nanos_opt().unwrap_or(i64::MAX),
             findings.notes.clone(),
-        )
+        );
+        report.proof.clone_from(&findings.proof);
+        report
     }
 
     fn progress(&self, what: &str) -> ProgressBar {
@@ -231,15 +289,15 @@ impl Audit {
     }
 
     /// Decodes and maps a record as the pipeline does; `Some` for a ticket
-    /// signed inside the range.
-    fn signed(&self, payload: &[u8]) -> Option<(Mapped, Entry)> {
+    /// signed inside `range`.
+    fn signed(&self, payload: &[u8], range: &TimeRange) -> Option<(Mapped, Entry)> {
         let contract = &self.config.contract;
         let Ok(Decoded::Ticket(ticket)) = decode(payload, self.config.max_event_bytes, contract)
         else {
             return None;
         };
         let signed = parse_time(&ticket.time)?;
-        if !self.config.range.contains(signed) {
+        if !range.contains(signed) {
             return None;
         }
         let fee_wei = ticket.fee.get();
@@ -259,24 +317,44 @@ impl Audit {
         Some((mapped, entry))
     }
 
+    /// Every signed ticket of the source range, decoded and mapped as the
+    /// pipeline does, in order. Each pass over the source reads its records
+    /// here and nowhere else; the first pass of a mode
+    /// (`read_signed`, `descent`'s totals) sees every record once.
+    /// Returns the records read.
+    async fn each_signed(
+        &self,
+        range: &TimeRange,
+        what: &str,
+        mut each: impl FnMut(Mapped, Entry),
+    ) -> Result<u64, AuditError> {
+        self.each_record(&self.source, true, false, what, |record| {
+            if let Some((mapped, entry)) = self.signed(&record.payload, range) {
+                each(mapped, entry);
+            }
+        })
+        .await
+    }
+
     async fn read_signed(&self, ledger: &mut Ledger) -> Result<(), AuditError> {
         let read = self
-            .each_record(&self.source, true, false, "signed events", |record| {
-                if let Some((mapped, entry)) = self.signed(&record.payload) {
-                    let key = mapped.identity.customer_key();
-                    ledger.sign(&mapped.event.id, &mapped.other_id, key.as_str(), entry);
-                }
+            .each_signed(&self.config.range, "signed events", |mapped, entry| {
+                let key = mapped.identity.customer_key();
+                ledger.sign(&mapped.event.id, &mapped.other_id, key.as_str(), entry);
             })
             .await?;
         ledger.records_read = read;
         Ok(())
     }
 
-    async fn read_dead_letters(&self, ledger: &mut Ledger) -> Result<(), AuditError> {
+    /// The dead letters whose events were signed (or, unreadable, written)
+    /// in the range: id, customer and reason. Bounded by what failed.
+    async fn read_dead_letters(&self) -> Result<Vec<(String, String, String)>, AuditError> {
         let Some(spec) = &self.dead_letters else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let file = matches!(spec, SourceSpec::File(_));
+        let mut letters = Vec::new();
         self.each_record(spec, false, true, "dead letters", |record| {
             let Some((letter, reason, position)) = read_letter(&record, file) else {
                 return;
@@ -289,12 +367,12 @@ impl Audit {
             let signed = who.signed.or(letter.written);
             if signed.is_some_and(|t| self.config.range.contains(t)) {
                 let id = who.id.unwrap_or(position);
-                let customer = who.customer.as_deref().unwrap_or(NO_IDENTITY);
-                ledger.dead_letter(&id, customer, reason);
+                let customer = who.customer.unwrap_or_else(|| NO_IDENTITY.to_owned());
+                letters.push((id, customer, reason));
             }
         })
-        .await
-        .map(drop)
+        .await?;
+        Ok(letters)
     }
 
     /// Pages through our stored events whose `time` is in the range.
@@ -335,7 +413,12 @@ impl Audit {
         let mut all = Vec::new();
         for chunk in ids.chunks(LOOKUP_CHUNK) {
             let found = self
-                .lookup(&mut findings.terms, &findings.ledger, chunk)
+                .lookup(
+                    &mut findings.terms,
+                    &findings.ledger,
+                    chunk,
+                    &mut findings.pages,
+                )
                 .await?;
             for id in chunk {
                 if let Some(entry) = findings.ledger.entries.get_mut(id.as_str()) {
@@ -357,6 +440,7 @@ impl Audit {
         terms: &mut HashMap<String, Arc<[BillingTerms]>>,
         ledger: &Ledger,
         ids: &[String],
+        pages_read: &mut u64,
     ) -> Result<Vec<Found>, AuditError> {
         let wanted: Vec<String> = ids
             .iter()
@@ -383,6 +467,7 @@ impl Audit {
             };
             let mut pages = self.client.event_pages(&query);
             while let Some(events) = pages.next().await? {
+                *pages_read += 1;
                 for event in events {
                     let key = ledger.resolve(original(&event).0);
                     found.push(self.judge(terms, key, event).await?);
@@ -456,7 +541,14 @@ fn record(ledger: &mut Ledger, found: &Found) {
             .map_err(|r| (r.kind(), r.to_string())),
     };
     if !ledger.stored(&found.key, copy) && !ledger.is_letter(&found.key) {
-        ledger.unexpected.add(&found.key);
+        let source = &found.event.event.source;
+        if source.is_empty() || source == SOURCE {
+            ledger.unexpected.add(&found.key);
+        } else {
+            ledger
+                .unexpected
+                .add(&format!("{} (source {source})", found.key));
+        }
     }
 }
 

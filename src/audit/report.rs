@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use ethnum::U256;
 use serde::{Serialize, Serializer};
 
-use super::ledger::{add, add_micros, Entry, Ledger};
+use super::ledger::{add, add_micros, Entry, Ledger, Sums};
 use super::range::{rfc3339, TimeRange};
 use crate::domain::{EthUsdPrice, UsdMicros};
 
@@ -34,8 +34,40 @@ pub(crate) struct Report {
     pub(crate) totals: Totals,
     pub(crate) customers: Vec<CustomerReport>,
     pub(crate) repairs: Vec<RepairAction>,
+    /// How the totals proved the range (absent in the event-by-event mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) proof: Option<Proof>,
     #[serde(skip)]
     pub(crate) notes: Notes,
+}
+
+/// How the totals mode proved what it did not read event by event.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Proof {
+    /// The meters compared per customer and window.
+    pub(crate) meters: Vec<&'static str>,
+    /// Per window size, coarsest first: windows compared, those whose
+    /// totals differed (read at the next size, or event by event below a
+    /// minute), and the meter queries it took.
+    pub(crate) windows: Vec<Level>,
+    /// Signed events in windows the totals proved.
+    pub(crate) events_proven: u64,
+    /// Signed events matched one by one (windows that differed, dead
+    /// letters, events billed after the range).
+    pub(crate) events_matched: u64,
+    /// Pages of stored events read: the differing minutes listed, and the
+    /// lookups by id.
+    pub(crate) event_pages: u64,
+    /// What the totals cannot rule out, in numbers.
+    pub(crate) residual_risk: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Level {
+    pub(crate) window: &'static str,
+    pub(crate) compared: u64,
+    pub(crate) differing: u64,
+    pub(crate) queries: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -182,6 +214,19 @@ impl Report {
             });
             totals.dead_lettered_events += 1;
         }
+        for (&index, sums) in &ledger.proven {
+            let row = by_customer
+                .entry(customer(index))
+                .or_insert_with_key(|key| CustomerReport::new(key));
+            add_proven(row, &mut totals, sums);
+        }
+        for (&index, sums) in &ledger.in_flight {
+            let row = by_customer
+                .entry(customer(index))
+                .or_insert_with_key(|key| CustomerReport::new(key));
+            add_signed(row, &mut totals, sums);
+            notes.in_flight += sums.events;
+        }
         totals.unexpected_events = ledger.unexpected.count;
         notes.unexpected_sample = ledger.unexpected.sample.clone();
         let mut customers: Vec<CustomerReport> = by_customer.into_values().collect();
@@ -200,6 +245,7 @@ impl Report {
             totals,
             customers,
             repairs: Vec::new(),
+            proof: None,
             notes,
         }
     }
@@ -283,6 +329,9 @@ impl Report {
             t.unexpected_events, t.duplicate_events, self.notes.settle, self.notes.in_flight
         );
         self.details(&mut out);
+        if let Some(proof) = &self.proof {
+            proof.lines(&mut out);
+        }
         let verdict = if self.discrepancies() == 0 {
             "clean: every signed event is stored and billable, or dead-lettered with its reason"
                 .to_owned()
@@ -361,6 +410,29 @@ impl Report {
     }
 }
 
+impl Proof {
+    fn lines(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\nproof by totals (meters: {}):",
+            self.meters.join(", ")
+        );
+        for level in &self.windows {
+            let _ = writeln!(
+                out,
+                "  {:<7} windows compared {:>9}   differing {:>7}   meter queries {:>5}",
+                level.window, level.compared, level.differing, level.queries
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  events proven by totals: {}   matched one by one: {}   pages of stored events read: {}",
+            self.events_proven, self.events_matched, self.event_pages
+        );
+        let _ = writeln!(out, "  residual risk: {}", self.residual_risk);
+    }
+}
+
 impl CustomerReport {
     fn new(customer: &str) -> Self {
         Self {
@@ -384,6 +456,33 @@ fn drift(sent: UsdMicros, wei: U256, price: &EthUsdPrice) -> String {
     match sent.difference(exact) {
         (true, magnitude) => format!("-{magnitude}"),
         (false, magnitude) => magnitude.to_string(),
+    }
+}
+
+/// Signed events counted as a sum, not one by one.
+fn add_signed(row: &mut CustomerReport, totals: &mut Totals, sums: &Sums) {
+    row.signed_events += sums.events;
+    totals.signed_events += sums.events;
+    for (wei, micros) in [
+        (
+            &mut row.money.signed_fee_wei,
+            &mut row.money.signed_usd_micros,
+        ),
+        (&mut totals.signed_fee_wei, &mut totals.signed_usd_micros),
+    ] {
+        *wei = wei.saturating_add(sums.fee_wei);
+        add_micros(micros, sums.usd_micros);
+    }
+}
+
+/// Events the totals proved stored: signed, and stored as signed.
+fn add_proven(row: &mut CustomerReport, totals: &mut Totals, sums: &Sums) {
+    add_signed(row, totals, sums);
+    row.stored_events += sums.events;
+    totals.stored_events += sums.events;
+    for money in [&mut row.money.stored, &mut totals.money] {
+        money.stored_fee_wei = money.stored_fee_wei.saturating_add(sums.fee_wei);
+        add_micros(&mut money.stored_usd_micros, sums.usd_micros);
     }
 }
 

@@ -152,6 +152,7 @@ mod tests {
         IngestedEvent {
             event: StoredEvent {
                 id: "e".into(),
+                source: "go-livepeer-remote-signer".into(),
                 subject: "a:b".into(),
                 time: Some(time.into()),
                 data: None,

@@ -458,6 +458,12 @@ pub(crate) struct AuditArgs {
     /// Read the source from a JSON-lines file (a backfill) instead of Kafka.
     #[arg(long)]
     pub(crate) file: Option<PathBuf>,
+    /// totals: compare OpenMeter's meter totals per customer and window and read events only where they differ; events: read back every stored event (cost grows with every event).
+    #[arg(long, value_enum, default_value = "totals")]
+    pub(crate) mode: crate::audit::Mode,
+    /// Totals mode: do not compare the id_fingerprint meter (for ranges sent before events carried data.id_fingerprint, or by another collector).
+    #[arg(long)]
+    pub(crate) no_fingerprints: bool,
     /// With --file: the dead-letter file `replay` wrote.
     #[arg(long, env = "DLQ_FILE", default_value = DLQ_FILE)]
     pub(crate) dlq_file: PathBuf,
