@@ -267,6 +267,7 @@ pub struct AuditGauges {
     pub unexpected_events: Gauge,
     pub last_run_timestamp: Gauge,
     pub last_result: Gauge,
+    pub unproven_usd_micros: Gauge,
 }
 
 impl AuditGauges {
@@ -316,6 +317,11 @@ impl AuditGauges {
                 "audit_last_result",
                 "Last audit: 0 clean, 1 discrepancies, 2 could not run",
                 &self.last_result,
+            ),
+            (
+                "audit_unproven_usd_micros",
+                "USD micros signed in the last audited window not proven billed: missing, unbillable or in flight",
+                &self.unproven_usd_micros,
             ),
         ];
         for (name, help, gauge) in gauges {

@@ -86,6 +86,10 @@ pub(crate) struct Totals {
     pub(crate) duplicate_events: u64,
     pub(crate) unbillable_events: u64,
     pub(crate) dead_lettered_events: u64,
+    /// µUSD of signed events not proven billed: missing (as signed),
+    /// unbillable (as stored) and in flight; dead letters have their reasons.
+    #[serde(serialize_with = "as_decimal")]
+    pub(crate) unproven_usd_micros: UsdMicros,
     #[serde(skip)]
     pub(crate) money: StoredMoney,
 }
@@ -126,6 +130,7 @@ pub(crate) struct StoredMoney {
     pub(crate) stored_usd_micros: UsdMicros,
     pub(crate) unbillable_usd_micros: UsdMicros,
     pub(crate) missing_usd_micros: UsdMicros,
+    pub(crate) in_flight_usd_micros: UsdMicros,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -225,6 +230,7 @@ impl Report {
                 .entry(customer(index))
                 .or_insert_with_key(|key| CustomerReport::new(key));
             add_signed(row, &mut totals, sums);
+            add_micros(&mut totals.money.in_flight_usd_micros, sums.usd_micros);
             notes.in_flight += sums.events;
         }
         totals.unexpected_events = ledger.unexpected.count;
@@ -232,6 +238,14 @@ impl Report {
         let mut customers: Vec<CustomerReport> = by_customer.into_values().collect();
         totals.rounding_drift_usd_micros =
             drift(totals.signed_usd_micros, totals.signed_fee_wei, price);
+        let money = &totals.money;
+        for m in [
+            money.missing_usd_micros,
+            money.unbillable_usd_micros,
+            money.in_flight_usd_micros,
+        ] {
+            add_micros(&mut totals.unproven_usd_micros, m);
+        }
         for c in &mut customers {
             c.rounding_drift_usd_micros =
                 drift(c.money.signed_usd_micros, c.money.signed_fee_wei, price);
@@ -533,7 +547,10 @@ fn tally(
                 add_micros(&mut money.unbillable_usd_micros, entry.stored_usd_micros);
             }
         }
-        Status::InFlight => notes.in_flight += 1,
+        Status::InFlight => {
+            notes.in_flight += 1;
+            add_micros(&mut totals.money.in_flight_usd_micros, entry.usd_micros);
+        }
         Status::Missing => {
             row.missing.push(id.to_owned());
             totals.missing_events += 1;

@@ -98,6 +98,17 @@ pub(crate) fn duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration like 5m or 250ms: {e}"))
 }
 
+/// A period, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Every(pub(crate) Option<Duration>);
+
+pub(crate) fn interval_or_off(s: &str) -> Result<Every, String> {
+    match s.trim() {
+        "off" | "0" => Ok(Every(None)),
+        other => duration(other).map(|d| Every((!d.is_zero()).then_some(d))),
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub(crate) struct OpenMeterArgs {
     /// OpenMeter / Konnect API URL (e.g. https://us.api.konghq.com/v3/openmeter or http://host:8888/api/v3).
@@ -473,14 +484,14 @@ pub(crate) struct AuditArgs {
     pub(crate) kafka: KafkaArgs,
 }
 
-/// The audit `run` repeats on its own (off unless AUDIT_INTERVAL is set).
+/// The audit `run` repeats on its own (every closed hour unless AUDIT_INTERVAL=off).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ContinuousAuditArgs {
-    /// Audit the settled window this often (e.g. 15m); off when unset.
-    #[arg(long, env = "AUDIT_INTERVAL", value_parser = duration)]
-    pub(crate) audit_interval: Option<Duration>,
-    /// Length of the audited window, ending AUDIT_SETTLE before now.
-    #[arg(long, env = "AUDIT_WINDOW", default_value = "2h", value_parser = duration)]
+    /// Audit the windows closed this often (by totals: a few meter queries each); `off` turns it off.
+    #[arg(long, env = "AUDIT_INTERVAL", default_value = "1h", value_parser = interval_or_off)]
+    pub(crate) audit_interval: Every,
+    /// Length of the audited window, ending at the last interval boundary AUDIT_SETTLE before now.
+    #[arg(long, env = "AUDIT_WINDOW", default_value = "1h", value_parser = duration)]
     pub(crate) audit_window: Duration,
     /// How long events may take to be stored before they count as missing.
     #[arg(long, env = "AUDIT_SETTLE", default_value = AUDIT_SETTLE, value_parser = duration)]

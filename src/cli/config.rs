@@ -218,7 +218,7 @@ pub(super) fn api(args: &ApiArgs) -> ApiSettings {
 
 fn continuous_audit(args: &ContinuousAuditArgs) -> Option<ContinuousAuditSettings> {
     Some(ContinuousAuditSettings {
-        interval: args.audit_interval?,
+        interval: args.audit_interval.0?,
         window: args.audit_window,
         settle: args.audit_settle,
         repair: args.audit_repair,
