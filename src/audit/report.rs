@@ -102,6 +102,8 @@ pub(crate) struct CustomerReport {
     pub(crate) missing: Vec<String>,
     pub(crate) unbillable: Vec<IdReason>,
     pub(crate) dead_lettered: Vec<IdReason>,
+    /// Signed events with more than one billable copy.
+    pub(crate) duplicates: Vec<String>,
     /// As in [`Totals`], for this customer.
     pub(crate) rounding_drift_usd_micros: String,
     #[serde(skip)]
@@ -250,6 +252,7 @@ impl Report {
             c.rounding_drift_usd_micros =
                 drift(c.money.signed_usd_micros, c.money.signed_fee_wei, price);
             c.missing.sort();
+            c.duplicates.sort();
             c.unbillable.sort_by(|a, b| a.id.cmp(&b.id));
             c.dead_lettered.sort_by(|a, b| a.id.cmp(&b.id));
         }
@@ -387,6 +390,15 @@ impl Report {
             }),
         );
         section(
+            "billed twice",
+            each(&|c| {
+                c.duplicates
+                    .iter()
+                    .map(|id| format!("{}  {id}", c.customer))
+                    .collect()
+            }),
+        );
+        section(
             "dead letters (never sent)",
             each(&|c| {
                 c.dead_lettered
@@ -456,6 +468,7 @@ impl CustomerReport {
             missing: Vec::new(),
             unbillable: Vec::new(),
             dead_lettered: Vec::new(),
+            duplicates: Vec::new(),
             rounding_drift_usd_micros: "0".to_owned(),
             money: CustomerMoney::default(),
         }
@@ -527,6 +540,7 @@ fn tally(
     match status(entry, settled_before_ns) {
         Status::Billed { duplicates: true } => {
             row.money.duplicates += 1;
+            row.duplicates.push(id.to_owned());
             totals.duplicate_events += 1;
         }
         Status::Billed { .. } => {}

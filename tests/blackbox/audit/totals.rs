@@ -316,6 +316,7 @@ async fn a_lost_ticket_and_another_stored_twice_cancel_in_count_and_sum_but_not_
     let (code, report) = range.audit(FROM, TO, &[]).await;
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(named(&report, "missing"), ["a"]);
+    assert_eq!(named(&report, "duplicates"), ["b"]);
     assert_eq!(report["totals"]["duplicate_events"], 1);
 
     let (code, blind) = range.audit(FROM, TO, &["--no-fingerprints"]).await;
