@@ -74,9 +74,12 @@ fn split_body(shape: Shape, body: Value) -> ApiResult<Vec<Value>> {
 /// what is wrong with it.
 type Refused = (String, Vec<InvalidParam>);
 
+/// An accepted event, with its `data` parsed.
+type Accepted = (StoredEvent, Option<Value>);
+
 /// Check one event against the spec's `MeteringEvent` and read it; its
 /// problems are named under `[i]`, the event by its id (else `#i`).
-fn to_event(check: &Checker, i: usize, v: Value) -> Result<StoredEvent, Refused> {
+fn to_event(check: &Checker, i: usize, v: Value) -> Result<Accepted, Refused> {
     if !check.is_valid(&v) {
         let name = match v.get("id").and_then(Value::as_str) {
             Some(id) if !id.is_empty() => id.to_string(),
@@ -105,12 +108,15 @@ fn to_event(check: &Checker, i: usize, v: Value) -> Result<StoredEvent, Refused>
         };
         ev.time_ns = time.timestamp_nanos_opt();
     }
-    ev.data = data;
-    Ok(ev)
+    ev.data = match &data {
+        Some(d) => Some(serde_json::value::to_raw_value(d).map_err(|e| unreadable(e.to_string()))?),
+        None => None,
+    };
+    Ok((ev, data))
 }
 
 /// Validate a whole batch; any invalid event fails the request.
-fn validate_batch(items: Vec<Value>) -> ApiResult<Vec<StoredEvent>> {
+fn validate_batch(items: Vec<Value>) -> ApiResult<Vec<Accepted>> {
     let check = checker(Schema::MeteringEvent)?;
     let mut errs = Vec::new();
     let mut bad_ids = Vec::new();
@@ -134,15 +140,15 @@ fn validate_batch(items: Vec<Value>) -> ApiResult<Vec<StoredEvent>> {
 }
 
 /// 400 when the batch holds an id the test asked to reject.
-fn rejected(state: &Data, batch: &[StoredEvent]) -> Option<Problem> {
+fn rejected(state: &Data, batch: &[Accepted]) -> Option<Problem> {
     if state.rejected_event_ids.is_empty() {
         return None;
     }
     let hits: Vec<(usize, &str)> = batch
         .iter()
         .enumerate()
-        .filter(|(_, e)| state.rejected_event_ids.contains(&e.id))
-        .map(|(i, e)| (i, e.id.as_str()))
+        .filter(|(_, (e, _))| state.rejected_event_ids.contains(&e.id))
+        .map(|(i, (e, _))| (i, e.id.as_str()))
         .collect();
     if hits.is_empty() {
         return None;
@@ -173,7 +179,7 @@ pub(crate) async fn ingest(
             return Err(p);
         }
         if store.faults.take_swallow() {
-            state.claim_only(&batch);
+            state.claim_only(batch.iter().map(|(e, _)| e));
             return Err(Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "writing the events failed after their ids were claimed (fault injected: openmeter#5118)",

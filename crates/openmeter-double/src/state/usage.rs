@@ -328,6 +328,7 @@ impl State {
         .map(|t| t.timestamp());
         let to = q.to.map(|t| t.timestamp());
         let value_path = meter.value_property.as_deref().unwrap_or("");
+        let meter_index = self.meters.iter().position(|m| m.id == meter.id);
         let mut groups: BTreeMap<(i64, Vec<String>), Group> = BTreeMap::new();
         for i in self.candidates(q, &attribution, from, to) {
             let d = &self.events.deliveries[i];
@@ -356,9 +357,17 @@ impl State {
             });
             group.first = group.first.min(secs);
             group.last = group.last.max(secs);
-            group
-                .acc
-                .add(&json_value(e.data.as_ref(), value_path), time_ns)?;
+            let cached = meter_index
+                .and_then(|m| d.meter_values.get(m))
+                .and_then(|v| v.as_deref());
+            let value = match (cached, &group.acc) {
+                (_, Acc::Count(_)) => std::borrow::Cow::Borrowed(""),
+                (Some(v), _) => std::borrow::Cow::Borrowed(v),
+                (None, _) => {
+                    std::borrow::Cow::Owned(json_value(e.data_value().as_ref(), value_path))
+                }
+            };
+            group.acc.add(&value, time_ns)?;
         }
         Ok(groups
             .into_iter()
@@ -398,7 +407,7 @@ impl State {
                 .and_then(|m| m.get(name))
                 .map(String::as_str)
                 .unwrap_or("");
-            f.matches(&json_value(d.event.data.as_ref(), path))
+            f.matches(&json_value(d.event.data_value().as_ref(), path))
         })
     }
 
@@ -421,7 +430,7 @@ impl State {
                         .and_then(|m| m.get(dim))
                         .map(String::as_str)
                         .unwrap_or("");
-                    json_value(d.event.data.as_ref(), path)
+                    json_value(d.event.data_value().as_ref(), path)
                 }
             })
             .collect()
