@@ -89,9 +89,11 @@ struct Scope<'a> {
     letters: &'a HashSet<String>,
 }
 
-/// The meters compared, and why the fingerprints are not (when not).
+/// The meters compared (each with its id), and why the fingerprints are
+/// not (when not).
 struct Meters {
     measures: Vec<Measure>,
+    ids: HashMap<Measure, String>,
     without_fingerprints: Option<String>,
 }
 
@@ -128,19 +130,11 @@ impl Audit {
             }
         }
         tracing::debug!(months = months.len(), elapsed = ?started.elapsed(), "audit: source totals");
-        let mut meters = Meters {
-            measures: vec![Measure::Count, Measure::Micros],
-            without_fingerprints: None,
-        };
-        if self.config.fingerprints {
-            meters.measures.push(Measure::Fingerprints);
-        } else {
-            meters.without_fingerprints = Some("turned off (--no-fingerprints)".to_owned());
-        }
+        let meters = self.meters().await?;
         let mut levels: BTreeMap<Grain, Ledgers> = BTreeMap::new();
         levels.entry(Grain::Month).or_default().tallies = months;
         let (leaf, windows) = self
-            .descend(&scope, &mut meters, &mut levels, &mut findings.ledger)
+            .descend(&scope, &meters, &mut levels, &mut findings.ledger)
             .await?;
         tracing::debug!(leaf = leaf.len(), elapsed = ?started.elapsed(), "audit: totals compared");
         if leaf.is_empty() {
@@ -153,6 +147,37 @@ impl Audit {
         tracing::debug!(elapsed = ?started.elapsed(), "audit: events matched");
         findings.proof = Some(proof(&findings, &meters, windows));
         Ok((self.report(&findings), findings))
+    }
+
+    /// The meters to compare, by id: count and µUSD, which the audit cannot
+    /// do without, and the fingerprints unless turned off or absent.
+    async fn meters(&self) -> Result<Meters, AuditError> {
+        let mut ids = self.client.meter_ids().await?;
+        let mut meters = Meters {
+            measures: Vec::new(),
+            ids: HashMap::new(),
+            without_fingerprints: None,
+        };
+        for measure in [Measure::Count, Measure::Micros, Measure::Fingerprints] {
+            match ids.remove(measure.meter()) {
+                Some(_) if measure == Measure::Fingerprints && !self.config.fingerprints => {
+                    meters.without_fingerprints = Some("turned off (--no-fingerprints)".to_owned());
+                }
+                Some(id) => {
+                    meters.measures.push(measure);
+                    meters.ids.insert(measure, id);
+                }
+                None if measure == Measure::Fingerprints => {
+                    meters.without_fingerprints = Some(format!(
+                        "OpenMeter has no {} meter (upstream's catalog has none; \
+                         `ticketmeter bootstrap` creates it)",
+                        measure.meter()
+                    ));
+                }
+                None => return Err(AuditError::NoMeter(measure.meter())),
+            }
+        }
+        Ok(meters)
     }
 
     /// The range in whole seconds (as the meter query reads it): from the
@@ -267,7 +292,7 @@ impl Audit {
     async fn descend(
         &self,
         scope: &Scope<'_>,
-        meters: &mut Meters,
+        meters: &Meters,
         levels: &mut BTreeMap<Grain, Ledgers>,
         ledger: &mut Ledger,
     ) -> Result<(HashSet<Cell>, Vec<Level>), AuditError> {
@@ -363,39 +388,32 @@ impl Audit {
     }
 
     /// Each measure's meter for `asks` at `grain`, into `readings`; returns
-    /// the queries made. A fingerprint meter OpenMeter does not have turns
-    /// the fingerprints off, saying so.
+    /// the queries made.
     async fn read_meters(
         &self,
         grain: Grain,
         asks: &[Ask],
-        meters: &mut Meters,
+        meters: &Meters,
         subjects: &mut Interner<Box<str>>,
         readings: &mut HashMap<Cell, Reading>,
     ) -> Result<u64, AuditError> {
-        let jobs: Vec<(Measure, &Ask)> = asks
+        let jobs: Vec<(Measure, &str, &Ask)> = asks
             .iter()
-            .flat_map(|ask| meters.measures.iter().map(move |m| (*m, ask)))
+            .flat_map(|ask| {
+                meters
+                    .measures
+                    .iter()
+                    .filter_map(move |m| Some((*m, meters.ids.get(m)?.as_str(), ask)))
+            })
             .collect();
         let queries = jobs.len() as u64;
         let asked: Vec<_> = jobs
             .into_iter()
-            .map(|(measure, ask)| self.query_one(grain, measure, ask))
+            .map(|(measure, id, ask)| self.query_one(grain, measure, id, ask))
             .collect();
         let mut answers = futures::stream::iter(asked).buffer_unordered(CONCURRENCY);
         while let Some((measure, answer)) = answers.next().await {
-            let rows = match answer {
-                Err(e) if measure == Measure::Fingerprints && e.status() == Some(404) => {
-                    meters.measures.retain(|m| *m != Measure::Fingerprints);
-                    meters.without_fingerprints = Some(format!(
-                        "OpenMeter has no {} meter (upstream's catalog has none; \
-                         `ticketmeter bootstrap` creates it)",
-                        Measure::Fingerprints.meter()
-                    ));
-                    continue;
-                }
-                other => other?,
-            };
+            let rows = answer?;
             for row in rows {
                 let Some(subject) = row.dimensions.get("subject") else {
                     continue;
@@ -420,6 +438,7 @@ impl Audit {
         &self,
         grain: Grain,
         measure: Measure,
+        meter_id: &str,
         ask: &Ask,
     ) -> (Measure, Result<Vec<MeterQueryRow>, ApiError>) {
         let names: Vec<&str> = ask.subjects.iter().flatten().map(|s| &**s).collect();
@@ -434,10 +453,7 @@ impl Audit {
                 },
             }),
         };
-        (
-            measure,
-            self.client.query_meter(measure.meter(), &query).await,
-        )
+        (measure, self.client.query_meter(meter_id, &query).await)
     }
 
     /// Every stored event `query` lists, and the pages it took.

@@ -89,6 +89,8 @@ pub(crate) enum AuditError {
     OpenMeter(#[from] ApiError),
     #[error("OpenMeter's {meter} meter answered {value:?}, which is not a decimal amount")]
     Meter { meter: &'static str, value: String },
+    #[error("OpenMeter has no {0} meter: run `ticketmeter bootstrap` (or `--mode events`)")]
+    NoMeter(&'static str),
 }
 
 /// How the audit proves the range.

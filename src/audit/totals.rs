@@ -77,7 +77,7 @@ pub(crate) struct Reading {
 }
 
 /// Which meter a value was read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Measure {
     Count,
     Micros,

@@ -14,7 +14,7 @@ use super::endpoint::Endpoint;
 use super::error::{ApiError, Problem};
 use super::model::{
     CreateCustomer, CreateSubscription, CursorPage, Customer, IngestedEvent, MeterQuery,
-    MeterQueryResult, MeterQueryRow, Page, Plan, Subscription, UsageAttribution,
+    MeterQueryResult, MeterQueryRow, MeterRef, Page, Plan, Subscription, UsageAttribution,
 };
 use crate::domain::{CustomerKey, PlanKey};
 use crate::metrics::{metrics, CallStatus};
@@ -265,7 +265,22 @@ impl OpenMeterClient {
         Ok(())
     }
 
-    /// `POST /openmeter/meters/{meter}/query` (by the meter's key or id).
+    /// The id of each live meter, by key (a query's path takes the id: the
+    /// spec types it a ULID and the server checks requests against it).
+    pub(crate) async fn meter_ids(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, ApiError> {
+        let meters: Vec<MeterRef> = self
+            .list_all("list meters", "/openmeter/meters", &[])
+            .await?;
+        Ok(meters
+            .into_iter()
+            .filter(|m| m.deleted_at.is_none())
+            .map(|m| (m.key, m.id))
+            .collect())
+    }
+
+    /// `POST /openmeter/meters/{meter}/query`, `meter` being its id.
     pub(crate) async fn query_meter(
         &self,
         meter: &str,

@@ -319,6 +319,15 @@ pub(crate) struct StoredEventData {
 
 // ---- meter queries, read by the audit's totals ---------------------------
 
+/// `Meter`, as much as a query needs: the path takes its id, never its key.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct MeterRef {
+    pub(crate) id: String,
+    pub(crate) key: String,
+    #[serde(default)]
+    pub(crate) deleted_at: Option<String>,
+}
+
 /// `MeterQueryRequest`: a meter grouped by subject in windows of
 /// `granularity` (UTC, OpenMeter's default time zone), optionally for some
 /// subjects only.

@@ -12,7 +12,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::missing;
-use crate::problem::ApiResult;
+use crate::problem::{ApiResult, InvalidParam, Problem};
 use crate::state::{MeterQueryBody, UsageRow};
 use crate::store::Store;
 use crate::validate::{self, Schema};
@@ -29,11 +29,30 @@ fn row(r: UsageRow) -> Value {
     })
 }
 
+/// The spec's `ULID` pattern, `^[0-7][0-9A-HJKMNP-TV-Z]{25}$`.
+fn is_ulid(id: &str) -> bool {
+    id.len() == 26
+        && id.starts_with(|c: char| ('0'..='7').contains(&c))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b.is_ascii_uppercase() && !b"ILOU".contains(&b)))
+}
+
 pub(crate) async fn query(
     State(store): State<Arc<Store>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
+    // The path's `meterId` is a `ULID` in the spec, and the server checks
+    // every request against it before any handler runs (kin-openapi,
+    // `api/v3/server/server.go`): a meter key is refused here, though the
+    // handler behind would resolve one (`GetMeterByIDOrSlug`).
+    if !is_ulid(&id) {
+        return Err(Problem::bad_request(
+            "invalid path parameter meterId",
+            vec![InvalidParam::invalid("meterId", "must be a ULID").from_source("path")],
+        ));
+    }
     let body: MeterQueryBody = validate::body(&body, Schema::MeterQuery, "meter query")?;
     let req = body.into_request()?;
     let (rows, from, to) = {

@@ -282,8 +282,10 @@ async fn query_errors_name_what_is_wrong() {
     let neq = json!({"filters": {"dimensions": {"customer_id": {"neq": "x"}}}});
     problem(env.post(&url, neq).await, 400).await;
     problem(env.post(&url, json!({"bogus": 1})).await, 400).await;
-    let unknown_meter = "/openmeter/meters/nope/query";
+    let unknown_meter = "/openmeter/meters/01ARZ3NDEKTSV4RRFFQ69G5FAV/query";
     problem(env.post(unknown_meter, json!({})).await, 404).await;
+    let by_key = format!("/openmeter/meters/{METER}/query");
+    problem(env.post(&by_key, json!({})).await, 400).await;
 }
 
 #[tokio::test]
