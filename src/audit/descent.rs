@@ -121,20 +121,35 @@ impl Audit {
             accounts: &accounts,
             letters: &letter_ids,
         };
-        let (months, sums) = self
-            .first_pass(&scope, &mut findings.ledger, &mut letters)
-            .await?;
+        let meters = self.meters().await?;
+        let top = [Ask {
+            from: second_of(scope.range.from),
+            to: second_of(scope.range.to),
+            subjects: None,
+        }];
+        // The month totals are asked for while the source is read.
+        let (read, month_rows) = tokio::join!(
+            self.first_pass(&scope, &mut findings.ledger, &mut letters),
+            self.fetch_meters(Grain::Month, &top, &meters),
+        );
+        let (months, sums) = read?;
+        let month_rows = month_rows?;
         for (id, found) in letters {
             for (customer, reason) in found {
                 findings.ledger.dead_letter(&id, &customer, reason);
             }
         }
         tracing::debug!(months = months.len(), elapsed = ?started.elapsed(), "audit: source totals");
-        let meters = self.meters().await?;
         let mut levels: BTreeMap<Grain, Ledgers> = BTreeMap::new();
         levels.entry(Grain::Month).or_default().tallies = months;
         let (leaf, windows) = self
-            .descend(&scope, &meters, &mut levels, &mut findings.ledger)
+            .descend(
+                &scope,
+                &meters,
+                month_rows,
+                &mut levels,
+                &mut findings.ledger,
+            )
             .await?;
         tracing::debug!(leaf = leaf.len(), elapsed = ?started.elapsed(), "audit: totals compared");
         if leaf.is_empty() {
@@ -293,29 +308,19 @@ impl Audit {
         &self,
         scope: &Scope<'_>,
         meters: &Meters,
+        month_rows: (Fetched, u64),
         levels: &mut BTreeMap<Grain, Ledgers>,
         ledger: &mut Ledger,
     ) -> Result<(HashSet<Cell>, Vec<Level>), AuditError> {
         let (from, to) = (second_of(scope.range.from), second_of(scope.range.to));
-        let mut asks = vec![Ask {
-            from,
-            to,
-            subjects: None,
-        }];
+        let mut fetched = month_rows;
         let mut parents: Option<HashSet<Cell>> = None;
         let mut windows = Vec::new();
         let mut grain = Grain::Month;
         loop {
             let level = levels.entry(grain).or_default();
-            let queries = self
-                .read_meters(
-                    grain,
-                    &asks,
-                    meters,
-                    &mut ledger.customers,
-                    &mut level.readings,
-                )
-                .await?;
+            let (rows, queries) = fetched;
+            record_rows(grain, rows, &mut ledger.customers, &mut level.readings)?;
             let fingerprints = meters.measures.contains(&Measure::Fingerprints);
             let compared = compared(level, grain, parents.as_ref());
             let differing: HashSet<Cell> = level
@@ -338,7 +343,8 @@ impl Audit {
             if grain == Grain::Month {
                 self.finer_pass(scope, &differing, levels, ledger).await?;
             }
-            asks = asks_for(&differing, from, to, &ledger.customers);
+            let asks = asks_for(&differing, from, to, &ledger.customers);
+            fetched = self.fetch_meters(finer, &asks, meters).await?;
             parents = Some(differing);
             grain = finer;
         }
@@ -387,16 +393,13 @@ impl Audit {
         Ok(())
     }
 
-    /// Each measure's meter for `asks` at `grain`, into `readings`; returns
-    /// the queries made.
-    async fn read_meters(
+    /// Each measure's rows for `asks` at `grain`, and the queries made.
+    async fn fetch_meters(
         &self,
         grain: Grain,
         asks: &[Ask],
         meters: &Meters,
-        subjects: &mut Interner<Box<str>>,
-        readings: &mut HashMap<Cell, Reading>,
-    ) -> Result<u64, AuditError> {
+    ) -> Result<(Fetched, u64), AuditError> {
         let jobs: Vec<(Measure, &str, &Ask)> = asks
             .iter()
             .flat_map(|ask| {
@@ -412,25 +415,11 @@ impl Audit {
             .map(|(measure, id, ask)| self.query_one(grain, measure, id, ask))
             .collect();
         let mut answers = futures::stream::iter(asked).buffer_unordered(CONCURRENCY);
+        let mut fetched = Vec::new();
         while let Some((measure, answer)) = answers.next().await {
-            let rows = answer?;
-            for row in rows {
-                let Some(subject) = row.dimensions.get("subject") else {
-                    continue;
-                };
-                let value = row.value.trim().parse().map_err(|_| AuditError::Meter {
-                    meter: measure.meter(),
-                    value: row.value.clone(),
-                })?;
-                let cell = Cell {
-                    subject: subjects.intern_str(subject),
-                    grain,
-                    start: row.from.timestamp(),
-                };
-                readings.entry(cell).or_default().set(measure, value);
-            }
+            fetched.push((measure, answer?));
         }
-        Ok(queries)
+        Ok((fetched, queries))
     }
 
     /// One meter's rows for one [`Ask`].
@@ -536,6 +525,36 @@ impl Audit {
         }
         Ok(())
     }
+}
+
+/// Meter rows as answered, by measure.
+type Fetched = Vec<(Measure, Vec<MeterQueryRow>)>;
+
+/// Adds `rows` (of windows of `grain`) to `readings`.
+fn record_rows(
+    grain: Grain,
+    rows: Fetched,
+    subjects: &mut Interner<Box<str>>,
+    readings: &mut HashMap<Cell, Reading>,
+) -> Result<(), AuditError> {
+    for (measure, rows) in rows {
+        for row in rows {
+            let Some(subject) = row.dimensions.get("subject") else {
+                continue;
+            };
+            let value = row.value.trim().parse().map_err(|_| AuditError::Meter {
+                meter: measure.meter(),
+                value: row.value.clone(),
+            })?;
+            let cell = Cell {
+                subject: subjects.intern_str(subject),
+                grain,
+                start: row.from.timestamp(),
+            };
+            readings.entry(cell).or_default().set(measure, value);
+        }
+    }
+    Ok(())
 }
 
 /// One meter query's windows and subjects (`None`: every subject).

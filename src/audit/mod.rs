@@ -161,6 +161,8 @@ struct Found {
 
 /// Ids per by-id lookup (each also asks for its derived id).
 const LOOKUP_CHUNK: usize = 40;
+/// Records a decoder takes at once.
+const DECODE_BATCH: usize = 256;
 /// Placeholder customer of a dead letter without a readable `auth_id`.
 pub(crate) const NO_IDENTITY: &str = "(no identity)";
 
@@ -320,22 +322,62 @@ impl Audit {
     }
 
     /// Every signed ticket of the source range, decoded and mapped as the
-    /// pipeline does, in order. Each pass over the source reads its records
-    /// here and nowhere else; the first pass of a mode
-    /// (`read_signed`, `descent`'s totals) sees every record once.
-    /// Returns the records read.
+    /// pipeline does. Each pass over the source reads its records here and
+    /// nowhere else; the first pass of a mode (`read_signed`, `descent`'s
+    /// totals) sees every record once. Records are decoded on every core,
+    /// in batches, and handed to `each` on this task, in no particular
+    /// order. Returns the records read.
     async fn each_signed(
         &self,
         range: &TimeRange,
         what: &str,
         mut each: impl FnMut(Mapped, Entry),
     ) -> Result<u64, AuditError> {
-        self.each_record(&self.source, true, false, what, |record| {
-            if let Some((mapped, entry)) = self.signed(&record.payload, range) {
-                each(mapped, entry);
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+        let (records, queue) = mpsc::channel::<RawRecord>(4 * DECODE_BATCH);
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let (decoded, mut signed) = mpsc::channel::<Vec<(Mapped, Entry)>>(4 * workers);
+        let (audit, range) = (Arc::new(self.clone()), *range);
+        let mut decoders = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let (queue, decoded, audit) = (queue.clone(), decoded.clone(), audit.clone());
+            decoders.spawn(async move {
+                let mut batch = Vec::with_capacity(DECODE_BATCH);
+                loop {
+                    batch.clear();
+                    if queue.lock().await.recv_many(&mut batch, DECODE_BATCH).await == 0 {
+                        return;
+                    }
+                    let tickets: Vec<(Mapped, Entry)> = batch
+                        .iter()
+                        .filter_map(|r| audit.signed(&r.payload, &range))
+                        .collect();
+                    if !tickets.is_empty() && decoded.send(tickets).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(decoded);
+        let progress = self.progress(what);
+        let reading = source::stream(
+            &self.source,
+            self.kafka_window(true),
+            false,
+            records,
+            progress.clone(),
+        );
+        let consuming = async {
+            while let Some(tickets) = signed.recv().await {
+                for (mapped, entry) in tickets {
+                    each(mapped, entry);
+                }
             }
-        })
-        .await
+        };
+        let (read, ()) = tokio::join!(reading, consuming);
+        progress.finish_and_clear();
+        while decoders.join_next().await.is_some() {}
+        read
     }
 
     async fn read_signed(&self, ledger: &mut Ledger) -> Result<(), AuditError> {

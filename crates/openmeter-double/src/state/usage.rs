@@ -38,6 +38,7 @@
 //! phaseiterator.go`, `truncateItemsIfNeeded`). An event older than its
 //! subscription is therefore accepted and metered but never billed.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
@@ -329,7 +330,7 @@ impl State {
         let to = q.to.map(|t| t.timestamp());
         let value_path = meter.value_property.as_deref().unwrap_or("");
         let meter_index = self.meters.iter().position(|m| m.id == meter.id);
-        let mut groups: BTreeMap<(i64, Vec<String>), Group> = BTreeMap::new();
+        let mut groups: HashMap<(i64, Vec<Cow<'_, str>>), Group> = HashMap::new();
         for i in self.candidates(q, &attribution, from, to) {
             let d = &self.events.deliveries[i];
             let e = &d.event;
@@ -369,6 +370,8 @@ impl State {
             };
             group.acc.add(&value, time_ns)?;
         }
+        let mut groups: Vec<_> = groups.into_iter().collect();
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(groups
             .into_iter()
             .filter_map(|((window, values), g)| {
@@ -382,6 +385,7 @@ impl State {
                         window_of(Window::Minute, g.last).1,
                     ),
                 };
+                let values = values.into_iter().map(Cow::into_owned);
                 let dimensions = q.group_by.iter().cloned().zip(values).collect();
                 Some(UsageRow {
                     from: at(start),
@@ -411,18 +415,20 @@ impl State {
         })
     }
 
-    fn group_values(
+    /// The values `d` groups by (borrowed for `subject` and `customer_id`:
+    /// a query over millions of events makes a key for each).
+    fn group_values<'s>(
         &self,
         meter: &Meter,
-        d: &DeliveryRec,
-        customer: Option<&str>,
+        d: &'s DeliveryRec,
+        customer: Option<&'s str>,
         group_by: &[String],
-    ) -> Vec<String> {
+    ) -> Vec<Cow<'s, str>> {
         group_by
             .iter()
             .map(|name| match name.as_str() {
-                SUBJECT => d.event.subject.clone(),
-                CUSTOMER_ID => customer.unwrap_or_default().to_string(),
+                SUBJECT => Cow::Borrowed(d.event.subject.as_str()),
+                CUSTOMER_ID => Cow::Borrowed(customer.unwrap_or_default()),
                 dim => {
                     let path = meter
                         .dimensions
@@ -430,7 +436,7 @@ impl State {
                         .and_then(|m| m.get(dim))
                         .map(String::as_str)
                         .unwrap_or("");
-                    json_value(d.event.data_value().as_ref(), path)
+                    Cow::Owned(json_value(d.event.data_value().as_ref(), path))
                 }
             })
             .collect()
