@@ -89,12 +89,19 @@ struct Scope<'a> {
     letters: &'a HashSet<String>,
 }
 
-/// The meters compared (each with its id), and why the fingerprints are
-/// not (when not).
+/// The meters compared, each with its id, and why the fingerprints are not
+/// (when not).
 struct Meters {
-    measures: Vec<Measure>,
-    ids: HashMap<Measure, String>,
+    compared: Vec<(Measure, String)>,
     without_fingerprints: Option<String>,
+}
+
+impl Meters {
+    fn fingerprints(&self) -> bool {
+        self.compared
+            .iter()
+            .any(|(m, _)| *m == Measure::Fingerprints)
+    }
 }
 
 impl Audit {
@@ -106,10 +113,7 @@ impl Audit {
         for (id, terms) in accounts.terms() {
             findings.terms.insert(id.to_owned(), terms.clone());
         }
-        let mut letters: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        for (id, customer, reason) in self.read_dead_letters().await? {
-            letters.entry(id).or_default().push((customer, reason));
-        }
+        let mut letters = self.letters_by_id().await?;
         let letter_ids: HashSet<String> = letters.keys().cloned().collect();
         let range = self.settled_range();
         let scope = Scope {
@@ -123,8 +127,8 @@ impl Audit {
         };
         let meters = self.meters().await?;
         let top = [Ask {
-            from: second_of(scope.range.from),
-            to: second_of(scope.range.to),
+            from: second_of(range.from),
+            to: second_of(range.to),
             subjects: None,
         }];
         // The month totals are asked for while the source is read.
@@ -133,20 +137,18 @@ impl Audit {
             self.fetch_meters(Grain::Month, &top, &meters),
         );
         let (months, sums) = read?;
-        let month_rows = month_rows?;
         for (id, found) in letters {
             for (customer, reason) in found {
                 findings.ledger.dead_letter(&id, &customer, reason);
             }
         }
         tracing::debug!(months = months.len(), elapsed = ?started.elapsed(), "audit: source totals");
-        let mut levels: BTreeMap<Grain, Ledgers> = BTreeMap::new();
-        levels.entry(Grain::Month).or_default().tallies = months;
+        let mut levels = BTreeMap::from([(Grain::Month, Ledgers::from(months))]);
         let (leaf, windows) = self
             .descend(
                 &scope,
                 &meters,
-                month_rows,
+                month_rows?,
                 &mut levels,
                 &mut findings.ledger,
             )
@@ -164,32 +166,38 @@ impl Audit {
         Ok((self.report(&findings), findings))
     }
 
+    /// The range's dead letters, by the id they name: customer and reason.
+    async fn letters_by_id(&self) -> Result<HashMap<String, Vec<(String, String)>>, AuditError> {
+        let mut letters: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for (id, customer, reason) in self.read_dead_letters().await? {
+            letters.entry(id).or_default().push((customer, reason));
+        }
+        Ok(letters)
+    }
+
     /// The meters to compare, by id: count and µUSD, which the audit cannot
     /// do without, and the fingerprints unless turned off or absent.
     async fn meters(&self) -> Result<Meters, AuditError> {
         let mut ids = self.client.meter_ids().await?;
         let mut meters = Meters {
-            measures: Vec::new(),
-            ids: HashMap::new(),
+            compared: Vec::new(),
             without_fingerprints: None,
         };
         for measure in [Measure::Count, Measure::Micros, Measure::Fingerprints] {
-            match ids.remove(measure.meter()) {
-                Some(_) if measure == Measure::Fingerprints && !self.config.fingerprints => {
-                    meters.without_fingerprints = Some("turned off (--no-fingerprints)".to_owned());
-                }
-                Some(id) => {
-                    meters.measures.push(measure);
-                    meters.ids.insert(measure, id);
-                }
-                None if measure == Measure::Fingerprints => {
-                    meters.without_fingerprints = Some(format!(
-                        "OpenMeter has no {} meter (upstream's catalog has none; \
-                         `ticketmeter bootstrap` creates it)",
-                        measure.meter()
-                    ));
-                }
-                None => return Err(AuditError::NoMeter(measure.meter())),
+            let id = ids.remove(measure.meter());
+            if measure != Measure::Fingerprints {
+                let id = id.ok_or(AuditError::NoMeter(measure.meter()))?;
+                meters.compared.push((measure, id));
+            } else if !self.config.fingerprints {
+                meters.without_fingerprints = Some("turned off (--no-fingerprints)".to_owned());
+            } else if let Some(id) = id {
+                meters.compared.push((measure, id));
+            } else {
+                meters.without_fingerprints = Some(format!(
+                    "OpenMeter has no {} meter (upstream's catalog has none; \
+                     `ticketmeter bootstrap` creates it)",
+                    measure.meter()
+                ));
             }
         }
         Ok(meters)
@@ -321,10 +329,9 @@ impl Audit {
             let level = levels.entry(grain).or_default();
             let (rows, queries) = fetched;
             record_rows(grain, rows, &mut ledger.customers, &mut level.readings)?;
-            let fingerprints = meters.measures.contains(&Measure::Fingerprints);
             let compared = compared(level, grain, parents.as_ref());
             let differing: HashSet<Cell> = level
-                .differing(fingerprints)
+                .differing(meters.fingerprints())
                 .into_iter()
                 .filter(|c| in_parents(c, grain, parents.as_ref()))
                 .collect();
@@ -404,9 +411,9 @@ impl Audit {
             .iter()
             .flat_map(|ask| {
                 meters
-                    .measures
+                    .compared
                     .iter()
-                    .filter_map(move |m| Some((*m, meters.ids.get(m)?.as_str(), ask)))
+                    .map(move |(m, id)| (*m, id.as_str(), ask))
             })
             .collect();
         let queries = jobs.len() as u64;
@@ -636,7 +643,7 @@ fn proof(findings: &Findings, meters: &Meters, windows: Vec<Level>) -> Proof {
         ),
     };
     Proof {
-        meters: meters.measures.iter().map(|m| m.meter()).collect(),
+        meters: meters.compared.iter().map(|(m, _)| m.meter()).collect(),
         windows,
         events_proven,
         events_matched: findings.ledger.entries.len() as u64,

@@ -77,7 +77,7 @@ pub(crate) struct Reading {
 }
 
 /// Which meter a value was read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Measure {
     Count,
     Micros,
@@ -140,6 +140,15 @@ pub(crate) fn sums_agree(exact: UsdMicros, reported: UsdMicros, n: u64) -> bool 
 pub(crate) struct Ledgers {
     pub(crate) tallies: HashMap<Cell, Tally>,
     pub(crate) readings: HashMap<Cell, Reading>,
+}
+
+impl From<HashMap<Cell, Tally>> for Ledgers {
+    fn from(tallies: HashMap<Cell, Tally>) -> Self {
+        Self {
+            tallies,
+            readings: HashMap::new(),
+        }
+    }
 }
 
 impl Ledgers {
