@@ -546,7 +546,7 @@ fn record_rows(
 ) -> Result<(), AuditError> {
     for (measure, rows) in rows {
         for row in rows {
-            let Some(subject) = row.dimensions.get("subject") else {
+            let Some(subject) = &row.dimensions.subject else {
                 continue;
             };
             let value = row.value.trim().parse().map_err(|_| AuditError::Meter {

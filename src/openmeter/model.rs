@@ -366,13 +366,21 @@ pub(crate) struct MeterQueryResult {
 }
 
 /// `MeterQueryRow`: `value` is a decimal string (a float64's, see the
-/// audit's `totals`).
+/// audit's `totals`); of its dimensions only the subject is kept (a month's
+/// query holds a row per customer).
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct MeterQueryRow {
     pub(crate) value: String,
     pub(crate) from: chrono::DateTime<chrono::Utc>,
     #[serde(default)]
-    pub(crate) dimensions: std::collections::HashMap<String, String>,
+    pub(crate) dimensions: RowDimensions,
+}
+
+/// The `subject` of `MeterQueryRow.dimensions`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct RowDimensions {
+    #[serde(default)]
+    pub(crate) subject: Option<String>,
 }
 
 /// `CustomerReference`.
