@@ -183,6 +183,7 @@ pub(super) fn continuous_audit(
         price: pipeline.price.current().price,
         source,
         dead_letters: Some(dead_letters),
+        accounts: None,
         config: AuditConfig {
             range: TimeRange::settled_window(Utc::now(), settings.window, settings.settle),
             mode: Mode::Totals,
@@ -207,6 +208,7 @@ pub(super) fn continuous_audit(
         window: settings.window,
         repair: settings.repair.then_some(provisioner),
         price: pipeline.price.clone(),
+        accounts: None,
     }
 }
 

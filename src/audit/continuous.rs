@@ -4,14 +4,16 @@
 //! meter query per meter when it is clean), exports the result as gauges,
 //! logs each discrepancy and, with `AUDIT_REPAIR`, repairs.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::accounts::Accounts;
 use super::range::TimeRange;
 use super::report::Report;
-use super::{Audit, RepairMode};
+use super::{Audit, AuditError, RepairMode};
 use crate::ensure::Provisioner;
 use crate::metrics::{metrics, AuditGauges};
 use crate::price::PriceFeed;
@@ -31,7 +33,15 @@ pub(crate) struct ContinuousAudit {
     pub(crate) repair: Option<Provisioner>,
     /// Signed micros are computed at the collector's current price.
     pub(crate) price: PriceFeed,
+    /// Customers and subscriptions, and when they were read.
+    pub(crate) accounts: Option<(Instant, Arc<Accounts>)>,
 }
+
+/// How long the continuous audit reuses the customers and subscriptions it
+/// read. A customer or subscription newer than that only makes its windows
+/// differ (read event by event, where OpenMeter's own attribution and
+/// terms judge them), never a wrong verdict.
+const ACCOUNTS_FOR: Duration = Duration::from_secs(6 * 3600);
 
 impl ContinuousAudit {
     /// Audits `AUDIT_SETTLE` after every interval boundary until `cancel`
@@ -50,25 +60,22 @@ impl ContinuousAudit {
         }
     }
 
+    /// The accounts to audit with: those read less than [`ACCOUNTS_FOR`]
+    /// ago, else read now.
+    async fn accounts(&mut self) -> Result<Arc<Accounts>, AuditError> {
+        if let Some((read, accounts)) = &self.accounts {
+            if read.elapsed() < ACCOUNTS_FOR {
+                return Ok(accounts.clone());
+            }
+        }
+        let accounts = Arc::new(Accounts::load(&self.audit.client).await?);
+        self.accounts = Some((Instant::now(), accounts.clone()));
+        Ok(accounts)
+    }
+
     async fn once(&mut self) {
         let gauges = &metrics().audit;
-        self.audit.price = self.price.current().price;
-        self.audit.config.range = closed_window(
-            Utc::now(),
-            self.interval,
-            self.window,
-            self.audit.config.settle,
-        );
-        let result = match self.audit.run().await {
-            Ok((report, mut findings)) => match &self.repair {
-                Some(p) if report.discrepancies() > 0 => {
-                    self.audit.repair(&mut findings, p, RepairMode::Apply).await
-                }
-                _ => Ok(report),
-            },
-            Err(e) => Err(e),
-        };
-        match result {
+        match self.audited().await {
             Ok(report) => {
                 record(gauges, &report);
                 log(&report);
@@ -78,6 +85,25 @@ impl ContinuousAudit {
                 gauges.last_run_timestamp.set(Utc::now().timestamp());
                 tracing::error!(error = %e, "audit could not run");
             }
+        }
+    }
+
+    /// The window closed last, audited (and repaired when asked).
+    async fn audited(&mut self) -> Result<Report, AuditError> {
+        self.audit.accounts = Some(self.accounts().await?);
+        self.audit.price = self.price.current().price;
+        self.audit.config.range = closed_window(
+            Utc::now(),
+            self.interval,
+            self.window,
+            self.audit.config.settle,
+        );
+        let (report, mut findings) = self.audit.run().await?;
+        match &self.repair {
+            Some(p) if report.discrepancies() > 0 => {
+                self.audit.repair(&mut findings, p, RepairMode::Apply).await
+            }
+            _ => Ok(report),
         }
     }
 }

@@ -27,6 +27,7 @@
 //! later) is looked up by id.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{SubsecRound, Utc};
 use futures::StreamExt;
@@ -109,7 +110,10 @@ impl Audit {
     pub(super) async fn run_totals(&self) -> Result<(Report, Findings), AuditError> {
         let mut findings = self.findings();
         let started = std::time::Instant::now();
-        let accounts = Accounts::load(&self.client).await?;
+        let accounts = match &self.accounts {
+            Some(accounts) => accounts.clone(),
+            None => Arc::new(Accounts::load(&self.client).await?),
+        };
         for (id, terms) in accounts.terms() {
             findings.terms.insert(id.to_owned(), terms.clone());
         }

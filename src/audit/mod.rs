@@ -138,6 +138,9 @@ pub(crate) struct Audit {
     /// A dead-letter file or the DLQ topic.
     pub(crate) dead_letters: Option<SourceSpec>,
     pub(crate) config: AuditConfig,
+    /// Customers and subscriptions read earlier (the continuous audit's),
+    /// else read by each totals audit.
+    pub(crate) accounts: Option<Arc<accounts::Accounts>>,
 }
 
 /// The audit's findings, kept so a repair can build on them.

@@ -50,6 +50,7 @@ async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         price,
         source,
         dead_letters: Some(dead_letters),
+        accounts: None,
         config: AuditConfig {
             range,
             mode: args.mode,
