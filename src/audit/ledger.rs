@@ -197,6 +197,12 @@ impl Ledger {
         }
     }
 
+    /// The customer key (billing subject) signed event `id` bills.
+    pub(crate) fn customer_of(&self, id: &str) -> Option<&str> {
+        let entry = self.entries.get(id)?;
+        Some(self.customers.get(entry.customer))
+    }
+
     /// The id the other scheme gives signed event `id`.
     pub(crate) fn other_id(&self, id: &str) -> Option<&str> {
         self.others.get(id).map(|o| &**o)

@@ -58,7 +58,7 @@ use ledger::{Entry, Ledger, StoredCopy};
 use range::{parse_time, rfc3339, TimeRange};
 use report::{Notes, Proof, Report};
 use source::{KafkaWindow, RawRecord, SourceSpec, KAFKA_SKEW};
-use verdict::Unbillable;
+use verdict::{Unbillable, UnbillableKind, MISATTRIBUTED};
 
 pub(crate) use repair::{derived_id, RepairMode};
 
@@ -581,11 +581,18 @@ fn record(ledger: &mut Ledger, found: &Found) {
         usd_micros: data
             .and_then(|d| d.network_fee_usd_micros)
             .unwrap_or_default(),
-        verdict: found
-            .verdict
-            .as_ref()
-            .map(|_| ())
-            .map_err(|r| (r.kind(), r.to_string())),
+        verdict: match (&found.verdict, ledger.customer_of(&found.key)) {
+            (Err(r), _) => Err((r.kind(), r.to_string())),
+            // Billed, but to another customer than the one who signed.
+            (Ok(()), Some(signer)) if signer != found.event.event.subject => Err((
+                UnbillableKind::Other,
+                format!(
+                    "{MISATTRIBUTED} {} (signed for {signer})",
+                    found.event.event.subject
+                ),
+            )),
+            (Ok(()), _) => Ok(()),
+        },
     };
     if !ledger.stored(&found.key, copy) && !ledger.is_letter(&found.key) {
         let source = &found.event.event.source;

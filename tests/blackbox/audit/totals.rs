@@ -328,3 +328,44 @@ async fn a_lost_ticket_and_another_stored_twice_cancel_in_count_and_sum_but_not_
         "{risk}"
     );
 }
+
+/// Alice's ticket stored under Bob's subject bills Bob: both windows
+/// differ, and the ticket is named, with whom it billed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_billed_to_another_customer_is_named_with_whom_it_billed() {
+    let alice = ticket("alice-1", "acme:alice", "2026-11-07T08:30:10Z");
+    let bob = ticket("bob-1", "acme:bob", "2026-11-07T09:00:00Z");
+    let range = Range::new(&[alice.clone(), bob.clone()]).await;
+    range.send(&[bob], &[]).await;
+    let rules = ticketmeter::Contract::default();
+    let Ok(ticketmeter::Decoded::Ticket(signed)) =
+        ticketmeter::decode(alice.as_bytes(), 1 << 20, &rules)
+    else {
+        panic!("a ticket");
+    };
+    let mut event = ticketmeter::map(*signed, &"3500".parse().unwrap(), &rules).event;
+    event.subject = "acme:bob".to_owned();
+    range
+        .om
+        .client(None)
+        .ingest_batch(serde_json::to_vec(&[event]).unwrap().into())
+        .await
+        .unwrap();
+
+    for mode in ["totals", "events"] {
+        let (code, report) = range.audit(FROM, TO, &["--mode", mode]).await;
+        assert_eq!(code, 1, "{mode}: {report:#}");
+        let unbillable = report["customers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["unbillable"].as_array().unwrap().clone())
+            .collect::<Vec<_>>();
+        assert_eq!(
+            unbillable,
+            [json!({"id": "alice-1",
+                    "reason": "billed to subject acme:bob (signed for acme:alice)"})],
+            "{mode}"
+        );
+    }
+}
