@@ -1,8 +1,9 @@
 //! The totals mode: prove a range by OpenMeter's own meter totals, and read
 //! events only where they differ.
 //!
-//! 1. Every customer and subscription is read once ([`Accounts`]), and the
-//!    dead letters of the range.
+//! 1. Every customer and subscription is read once ([`Accounts`]; the
+//!    continuous audit reuses them for six hours), and the dead letters of
+//!    the range.
 //! 2. The source is streamed once: each signed ticket is placed where the
 //!    collector sent it (its signed time, or its subscription's start when
 //!    it was signed before it: `billing`'s rule) and added to its
@@ -18,8 +19,8 @@
 //!    as the event-by-event mode matches them: the source's (a third read,
 //!    of those minutes only) against the stored ones listed by subject and
 //!    time, then by id where a copy was not found there. What is named
-//!    missing, unbillable, duplicated or unexpected is named exactly as
-//!    before.
+//!    missing, unbillable (mis-attributed included), duplicated or
+//!    unexpected is named exactly as in the event-by-event mode.
 //!
 //! Events are selected by signed time in whole seconds and placed by the
 //! time they were sent; events signed after `now − settle` are in flight
