@@ -38,9 +38,11 @@ pub(crate) struct ContinuousAudit {
 }
 
 /// How long the continuous audit reuses the customers and subscriptions it
-/// read. A customer or subscription newer than that only makes its windows
-/// differ (read event by event, where OpenMeter's own attribution and
-/// terms judge them), never a wrong verdict.
+/// read, unless an audit met a subject they lack (a new customer): read
+/// again for the next one. A customer or subscription newer than what was
+/// read only makes its windows differ (read event by event, where
+/// OpenMeter's own attribution and terms judge them), never a wrong
+/// verdict.
 const ACCOUNTS_FOR: Duration = Duration::from_secs(6 * 3600);
 
 impl ContinuousAudit {
@@ -99,6 +101,13 @@ impl ContinuousAudit {
             self.audit.config.settle,
         );
         let (report, mut findings) = self.audit.run().await?;
+        if report
+            .proof
+            .as_ref()
+            .is_some_and(|p| p.subjects_without_customer > 0)
+        {
+            self.accounts = None;
+        }
         match &self.repair {
             Some(p) if report.discrepancies() > 0 => {
                 self.audit.repair(&mut findings, p, RepairMode::Apply).await

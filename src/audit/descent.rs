@@ -148,6 +148,11 @@ impl Audit {
             }
         }
         tracing::debug!(months = months.len(), elapsed = ?started.elapsed(), "audit: source totals");
+        let strangers: HashSet<u32> = months
+            .keys()
+            .map(|c| c.subject)
+            .filter(|&s| accounts.of(findings.ledger.customers.get(s)).is_none())
+            .collect();
         let mut levels = BTreeMap::from([(Grain::Month, Ledgers::from(months))]);
         let (leaf, windows) = self
             .descend(
@@ -167,7 +172,9 @@ impl Audit {
         }
         self.refresh_unbilled(&mut findings).await?;
         tracing::debug!(elapsed = ?started.elapsed(), "audit: events matched");
-        findings.proof = Some(proof(&findings, &meters, windows));
+        let mut proven = proof(&findings, &meters, windows);
+        proven.subjects_without_customer = strangers.len() as u64;
+        findings.proof = Some(proven);
         Ok((self.report(&findings), findings))
     }
 
@@ -653,6 +660,7 @@ fn proof(findings: &Findings, meters: &Meters, windows: Vec<Level>) -> Proof {
         events_proven,
         events_matched: findings.ledger.entries.len() as u64,
         event_pages: findings.pages,
+        subjects_without_customer: 0,
         residual_risk,
     }
 }

@@ -58,6 +58,9 @@ pub(crate) struct Proof {
     /// Pages of stored events read: the differing minutes listed, and the
     /// lookups by id.
     pub(crate) event_pages: u64,
+    /// Subjects of signed tickets that no live customer has (their windows
+    /// are read event by event).
+    pub(crate) subjects_without_customer: u64,
     /// What the totals cannot rule out, in numbers.
     pub(crate) residual_risk: String,
 }
