@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use openmeter_double::Route;
 use serde_json::{json, Value};
 
+use super::ids_of;
 use crate::support::double::OpenMeter;
 
 /// Every customer's subscription starts here, long before the tickets.
@@ -143,21 +144,6 @@ fn levels(report: &Value) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
-fn named(report: &Value, list: &str) -> Vec<String> {
-    let mut ids: Vec<String> = report["customers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|c| c[list].as_array().unwrap().clone())
-        .map(|v| {
-            v.as_str()
-                .map_or_else(|| v["id"].as_str().unwrap().to_owned(), str::to_owned)
-        })
-        .collect();
-    ids.sort();
-    ids
-}
-
 /// Tickets either side of a month's and a day's edge, for two customers.
 fn edges() -> Vec<String> {
     vec![
@@ -200,7 +186,7 @@ async fn a_lost_ticket_is_found_month_day_hour_minute_and_named_missing() {
     let (code, report) = range.audit(FROM, TO, &[]).await;
 
     assert_eq!(code, 1, "{report:#}");
-    assert_eq!(named(&report, "missing"), ["day-first"]);
+    assert_eq!(ids_of(&report, "missing"), ["day-first"]);
     // Alice's November differs (her October and Bob's November do not);
     // of its three days with tickets only the 11th, of that day's hours
     // only midnight, of that hour's minutes only the first.
@@ -229,7 +215,7 @@ async fn the_last_second_of_a_month_is_told_from_the_first_of_the_next() {
     let (code, report) = range.audit(FROM, TO, &[]).await;
 
     assert_eq!(code, 1);
-    assert_eq!(named(&report, "missing"), ["oct-last"]);
+    assert_eq!(ids_of(&report, "missing"), ["oct-last"]);
     let months = &levels(&report)[0];
     assert_eq!(months, &("month".to_owned(), 3, 1), "October only");
     assert_eq!(report["proof"]["events_matched"], 1, "{report:#}");
@@ -245,7 +231,7 @@ async fn the_last_second_of_a_day_is_told_from_the_first_of_the_next() {
     let (code, report) = range.audit(FROM, TO, &[]).await;
 
     assert_eq!(code, 1);
-    assert_eq!(named(&report, "missing"), ["day-last"]);
+    assert_eq!(ids_of(&report, "missing"), ["day-last"]);
     assert_eq!(
         levels(&report)[1],
         ("day".to_owned(), 3, 1),
@@ -294,7 +280,7 @@ async fn a_ticket_moved_across_a_minute_edge_is_matched_where_it_was_billed() {
         .await;
     let (code, report) = signed_time.audit(FROM, TO, &[]).await;
     assert_eq!(code, 1, "{report:#}");
-    assert_eq!(named(&report, "unbillable"), ["early"]);
+    assert_eq!(ids_of(&report, "unbillable"), ["early"]);
 }
 
 /// Dan's ticket `a` is lost in ingest, and his ticket `b`, of the same
@@ -315,8 +301,8 @@ async fn a_lost_ticket_and_another_stored_twice_cancel_in_count_and_sum_but_not_
 
     let (code, report) = range.audit(FROM, TO, &[]).await;
     assert_eq!(code, 1, "{report:#}");
-    assert_eq!(named(&report, "missing"), ["a"]);
-    assert_eq!(named(&report, "duplicates"), ["b"]);
+    assert_eq!(ids_of(&report, "missing"), ["a"]);
+    assert_eq!(ids_of(&report, "duplicates"), ["b"]);
     assert_eq!(report["totals"]["duplicate_events"], 1);
 
     let (code, blind) = range.audit(FROM, TO, &["--no-fingerprints"]).await;
