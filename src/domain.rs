@@ -533,6 +533,13 @@ impl UsdMicros {
     }
 }
 
+/// A whole number of micros (or of anything else an exact decimal counts).
+impl From<u64> for UsdMicros {
+    fn from(n: u64) -> Self {
+        Self::new(U256::from(n), 0)
+    }
+}
+
 fn pow10(exp: u32) -> U256 {
     U256::from(10u8).pow(exp)
 }

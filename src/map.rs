@@ -5,8 +5,9 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Number;
+use sha2::{Digest, Sha256};
 
-use crate::contract::Contract;
+use crate::contract::{Contract, IdScheme};
 use crate::decode::{SignedTicket, BILLABLE_TYPE};
 use crate::domain::{json_number, Amounts, EthUsdPrice, Identity, UsdMicros};
 
@@ -88,6 +89,19 @@ pub struct UsageData {
     /// it again under a derived id (the first copy was proven lost).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub original_id: Option<String>,
+    /// [`id_fingerprint`] of the ticket's envelope id: the built-in
+    /// catalog's `id_fingerprint` meter sums it, so the audit's totals see
+    /// a lost ticket and another one stored twice even when their fees are
+    /// equal. The same under either `EVENT_ID` and on a repair copy.
+    pub id_fingerprint: u32,
+}
+
+/// A ticket's fingerprint: the first four bytes of the SHA-256 of its
+/// envelope id, big-endian. Below 2^32, so a float64 sum of up to 2^21 of
+/// them (what OpenMeter's meter query computes) is exact.
+pub(crate) fn id_fingerprint(envelope_id: &str) -> u32 {
+    let digest = Sha256::digest(envelope_id.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
 impl UsageEvent {
@@ -149,6 +163,7 @@ pub(crate) const DATA_FIELDS: &[&str] = &[
     "eth_usd_price",
     "signed_at",
     "original_id",
+    "id_fingerprint",
 ];
 
 /// Converts a ticket into its CloudEvent at `price`.
@@ -166,6 +181,11 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Ma
             Figure::Text(price.to_string()),
         ),
     };
+    let envelope_id = match contract.ids {
+        IdScheme::Envelope => &ticket.event_id,
+        IdScheme::RequestId => &ticket.other_id,
+    };
+    let fingerprint = id_fingerprint(envelope_id);
     let identity = ticket.identity;
     let subject = identity.customer_key().to_string();
     let dims = ticket.dimensions;
@@ -204,6 +224,7 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Ma
             eth_usd_price,
             signed_at: None,
             original_id: None,
+            id_fingerprint: fingerprint,
         },
     };
     Mapped {

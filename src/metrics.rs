@@ -272,6 +272,7 @@ pub struct AuditGauges {
     pub last_run_timestamp: Gauge,
     pub last_result: Gauge,
     pub chain_gaps: Gauge,
+    pub unproven_usd_micros: Gauge,
 }
 
 impl AuditGauges {
@@ -326,6 +327,11 @@ impl AuditGauges {
                 "audit_chain_gaps",
                 "Gaps in the signer's session chains: calls signed and never published to Kafka (last audit)",
                 &self.chain_gaps,
+            ),
+            (
+                "audit_unproven_usd_micros",
+                "USD micros signed in the last audited window not proven billed: missing, unbillable or in flight",
+                &self.unproven_usd_micros,
             ),
         ];
         for (name, help, gauge) in gauges {

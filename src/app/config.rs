@@ -20,7 +20,7 @@ pub struct Config {
     pub(crate) pipeline: PipelineSettings,
     pub(crate) kafka: KafkaSettings,
     pub(crate) api: ApiSettings,
-    /// The continuous audit; off unless `AUDIT_INTERVAL` is set.
+    /// The continuous audit; on (hourly) unless `AUDIT_INTERVAL=off`.
     pub(crate) audit: Option<ContinuousAuditSettings>,
     /// Gaps in the signer's session chains, found while running.
     pub(crate) chain: crate::chain::tracker::ChainSettings,

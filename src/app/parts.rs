@@ -14,7 +14,7 @@ use crate::api::{Readiness, ReadyCheck};
 use crate::audit::continuous::ContinuousAudit;
 use crate::audit::range::TimeRange;
 use crate::audit::source::SourceSpec;
-use crate::audit::{Audit, AuditConfig};
+use crate::audit::{Audit, AuditConfig, Mode};
 use crate::chain::tracker::{ChainSettings, Tracker as ChainTracker};
 use crate::commit::OffsetTracker;
 use crate::deliver::Deliverer;
@@ -235,8 +235,12 @@ pub(super) fn continuous_audit(
         price: pipeline.price.current().price,
         source,
         dead_letters: Some(dead_letters),
+        accounts: None,
         config: AuditConfig {
             range: TimeRange::settled_window(Utc::now(), settings.window, settings.settle),
+            mode: Mode::Totals,
+            fingerprints: true,
+            event_time: pipeline.config.billing.event_time,
             settle: settings.settle,
             collection_window: pipeline.config.billing.collection_window,
             max_event_bytes: pipeline.config.max_event_bytes,
@@ -256,6 +260,7 @@ pub(super) fn continuous_audit(
         window: settings.window,
         repair: settings.repair.then_some(provisioner),
         price: pipeline.price.clone(),
+        accounts: None,
     }
 }
 

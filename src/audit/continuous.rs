@@ -1,16 +1,19 @@
-//! The continuous audit inside `run` (`AUDIT_INTERVAL`, off by default):
-//! every interval it audits the window that has settled, `AUDIT_WINDOW`
-//! back from `now - AUDIT_SETTLE`, exports the result as gauges, logs each
-//! discrepancy and, with `AUDIT_REPAIR`, repairs.
+//! The continuous audit inside `run` (`AUDIT_INTERVAL`, hourly by default,
+//! `off` to turn it off): `AUDIT_SETTLE` after each interval boundary (the
+//! hour) it audits the `AUDIT_WINDOW` that closed there, by totals (one
+//! meter query per meter when it is clean), exports the result as gauges,
+//! logs each discrepancy and, with `AUDIT_REPAIR`, repairs.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::accounts::Accounts;
 use super::range::TimeRange;
 use super::report::Report;
-use super::{Audit, RepairMode};
+use super::{Audit, AuditError, RepairMode};
 use crate::ensure::Provisioner;
 use crate::metrics::{metrics, AuditGauges};
 use crate::price::PriceFeed;
@@ -30,17 +33,27 @@ pub(crate) struct ContinuousAudit {
     pub(crate) repair: Option<Provisioner>,
     /// Signed micros are computed at the collector's current price.
     pub(crate) price: PriceFeed,
+    /// Customers and subscriptions, and when they were read.
+    pub(crate) accounts: Option<(Instant, Arc<Accounts>)>,
 }
 
+/// How long the continuous audit reuses the customers and subscriptions it
+/// read, unless an audit met a subject they lack (a new customer): read
+/// again for the next one. A customer or subscription newer than what was
+/// read only makes its windows differ (read event by event, where
+/// OpenMeter's own attribution and terms judge them), never a wrong
+/// verdict.
+const ACCOUNTS_FOR: Duration = Duration::from_secs(6 * 3600);
+
 impl ContinuousAudit {
-    /// Audits every interval until `cancel` fires.
+    /// Audits `AUDIT_SETTLE` after every interval boundary until `cancel`
+    /// fires.
     pub(crate) async fn run(mut self, cancel: CancellationToken) {
-        let mut ticker = tokio::time::interval(self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let wait = until_next(Utc::now(), self.interval, self.audit.config.settle);
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = ticker.tick() => {}
+                () = tokio::time::sleep(wait) => {}
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -49,21 +62,22 @@ impl ContinuousAudit {
         }
     }
 
+    /// The accounts to audit with: those read less than [`ACCOUNTS_FOR`]
+    /// ago, else read now.
+    async fn accounts(&mut self) -> Result<Arc<Accounts>, AuditError> {
+        if let Some((read, accounts)) = &self.accounts {
+            if read.elapsed() < ACCOUNTS_FOR {
+                return Ok(accounts.clone());
+            }
+        }
+        let accounts = Arc::new(Accounts::load(&self.audit.client).await?);
+        self.accounts = Some((Instant::now(), accounts.clone()));
+        Ok(accounts)
+    }
+
     async fn once(&mut self) {
         let gauges = &metrics().audit;
-        self.audit.price = self.price.current().price;
-        self.audit.config.range =
-            TimeRange::settled_window(Utc::now(), self.window, self.audit.config.settle);
-        let result = match self.audit.run().await {
-            Ok((report, mut findings)) => match &self.repair {
-                Some(p) if report.discrepancies() > 0 => {
-                    self.audit.repair(&mut findings, p, RepairMode::Apply).await
-                }
-                _ => Ok(report),
-            },
-            Err(e) => Err(e),
-        };
-        match result {
+        match self.audited().await {
             Ok(report) => {
                 record(gauges, &report);
                 log(&report);
@@ -73,6 +87,32 @@ impl ContinuousAudit {
                 gauges.last_run_timestamp.set(Utc::now().timestamp());
                 tracing::error!(error = %e, "audit could not run");
             }
+        }
+    }
+
+    /// The window closed last, audited (and repaired when asked).
+    async fn audited(&mut self) -> Result<Report, AuditError> {
+        self.audit.accounts = Some(self.accounts().await?);
+        self.audit.price = self.price.current().price;
+        self.audit.config.range = closed_window(
+            Utc::now(),
+            self.interval,
+            self.window,
+            self.audit.config.settle,
+        );
+        let (report, mut findings) = self.audit.run().await?;
+        if report
+            .proof
+            .as_ref()
+            .is_some_and(|p| p.subjects_without_customer > 0)
+        {
+            self.accounts = None;
+        }
+        match &self.repair {
+            Some(p) if report.discrepancies() > 0 => {
+                self.audit.repair(&mut findings, p, RepairMode::Apply).await
+            }
+            _ => Ok(report),
         }
     }
 }
@@ -121,10 +161,65 @@ fn record(gauges: &AuditGauges, report: &Report) {
     gauges.dead_lettered_events.set(n(t.dead_lettered_events));
     gauges.unexpected_events.set(n(t.unexpected_events));
     gauges.chain_gaps.set(n(report.chain.count()));
+    gauges
+        .unproven_usd_micros
+        .set(i64::try_from(t.unproven_usd_micros.whole_u64()).unwrap_or(i64::MAX));
     gauges.last_result.set(if report.discrepancies() == 0 {
         CLEAN
     } else {
         DISCREPANCIES
     });
     gauges.last_run_timestamp.set(Utc::now().timestamp());
+}
+
+/// How long from `now` until `settle` after the next multiple of
+/// `interval` (counted from the epoch, so hourly audits run at `:10`).
+fn until_next(now: DateTime<Utc>, interval: Duration, settle: Duration) -> Duration {
+    let period = interval.as_millis().max(1) as i64;
+    let shifted = now.timestamp_millis() - settle.as_millis() as i64;
+    let next = (shifted.div_euclid(period) + 1) * period;
+    Duration::from_millis(u64::try_from(next - shifted).unwrap_or(0))
+}
+
+/// The `window` that ends at the last multiple of `interval` at least
+/// `settle` before `now`.
+fn closed_window(
+    now: DateTime<Utc>,
+    interval: Duration,
+    window: Duration,
+    settle: Duration,
+) -> TimeRange {
+    let period = interval.as_millis().max(1) as i64;
+    let settled = now.timestamp_millis() - settle.as_millis() as i64;
+    let end_ms = settled.div_euclid(period) * period;
+    let to = DateTime::from_timestamp_millis(end_ms).unwrap_or(now);
+    let from = to - TimeDelta::from_std(window).unwrap_or(TimeDelta::hours(1));
+    TimeRange { from, to }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::range::{parse_time, rfc3339};
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const SETTLE: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn hourly_audits_run_settle_after_each_hour() {
+        let now = parse_time("2026-11-24T09:55:00Z").unwrap();
+        assert_eq!(until_next(now, HOUR, SETTLE), Duration::from_secs(15 * 60));
+        let just_after = parse_time("2026-11-24T10:10:00Z").unwrap();
+        assert_eq!(until_next(just_after, HOUR, SETTLE), HOUR);
+    }
+
+    #[test]
+    fn each_audit_covers_the_hour_that_closed_before_it() {
+        let at = |s| closed_window(parse_time(s).unwrap(), HOUR, HOUR, SETTLE);
+        let w = at("2026-11-24T10:10:00.004Z");
+        assert_eq!(rfc3339(w.from), "2026-11-24T09:00:00Z");
+        assert_eq!(rfc3339(w.to), "2026-11-24T10:00:00Z");
+        let early = at("2026-11-24T10:09:59Z");
+        assert_eq!(rfc3339(early.to), "2026-11-24T09:00:00Z");
+    }
 }

@@ -297,6 +297,9 @@ mod tests {
         AuditConfig {
             range: TimeRange::new(T0.parse().unwrap(), "2026-11-24T10:00:00Z".parse().unwrap())
                 .unwrap(),
+            mode: crate::audit::Mode::Events,
+            fingerprints: false,
+            event_time: crate::billing::EventTime::default(),
             settle: std::time::Duration::ZERO,
             collection_window: std::time::Duration::ZERO,
             max_event_bytes: 1 << 20,

@@ -1,8 +1,10 @@
-//! The audit's working memory: one compact entry per signed event in the
-//! range (about 150 bytes with its id, plus its id under the other
-//! `EVENT_ID` scheme both ways), customers and reasons interned.
-//! Payloads are never kept: a repair reads the source again for the few
-//! events it resends.
+//! The audit's working memory: one compact entry per signed event it
+//! matches one by one (about 150 bytes with its id, plus its id under the
+//! other `EVENT_ID` scheme both ways; every event of the range in the
+//! event-by-event mode, only those of the windows whose totals differ in
+//! the totals mode), and per customer the sums of the events its totals
+//! proved; customers and reasons interned. Payloads are never kept: a
+//! repair reads the source again for the few events it resends.
 
 use std::collections::{HashMap, HashSet};
 
@@ -75,6 +77,33 @@ impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
     }
 }
 
+impl Interner<Box<str>> {
+    /// Like [`Interner::intern`], allocating only for a new string.
+    pub(crate) fn intern_str(&mut self, value: &str) -> u32 {
+        match self.index.get(value) {
+            Some(&i) => i,
+            None => self.intern(Box::from(value)),
+        }
+    }
+}
+
+/// Sums of signed events the audit did not match one by one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Sums {
+    pub(crate) events: u64,
+    pub(crate) fee_wei: U256,
+    /// As sent.
+    pub(crate) usd_micros: UsdMicros,
+}
+
+impl Sums {
+    pub(crate) fn add(&mut self, fee_wei: u128, usd_micros: UsdMicros) {
+        self.events += 1;
+        add(&mut self.fee_wei, fee_wei);
+        add_micros(&mut self.usd_micros, usd_micros);
+    }
+}
+
 /// Stored events of our source that match no signed event in the range.
 #[derive(Debug, Default)]
 pub(crate) struct Unexpected {
@@ -112,6 +141,12 @@ pub(crate) struct Ledger {
     /// Source records read, and signed events seen twice in the source.
     pub(crate) records_read: u64,
     pub(crate) redelivered: u64,
+    /// Per customer: events the meters' totals proved stored, and billed
+    /// by their subscriptions (totals mode).
+    pub(crate) proven: HashMap<u32, Sums>,
+    /// Per customer: events younger than the settle time, not audited yet
+    /// (totals mode; the event-by-event mode keeps them as entries).
+    pub(crate) in_flight: HashMap<u32, Sums>,
 }
 
 impl Ledger {
@@ -160,6 +195,12 @@ impl Ledger {
             Some(primary) => primary.to_string(),
             None => id,
         }
+    }
+
+    /// The customer key (billing subject) signed event `id` bills.
+    pub(crate) fn customer_of(&self, id: &str) -> Option<&str> {
+        let entry = self.entries.get(id)?;
+        Some(self.customers.get(entry.customer))
     }
 
     /// The id the other scheme gives signed event `id`.

@@ -12,17 +12,27 @@
 //! its signed time in `data.signed_at`, and a repair copy names the event it
 //! stands in for in `data.original_id`.
 //!
-//! Memory: the source is streamed; only a compact [`ledger::Ledger`] entry
-//! per signed event is kept, and stored events are streamed page by page.
+//! Two modes ([`Mode`]). By default ([`descent`]) the audit compares totals
+//! first: per customer and calendar month, the source's count, µUSD and id
+//! fingerprints against OpenMeter's meters, and reads events only in the
+//! windows that differ, descending day → hour → minute → events; memory
+//! and calls grow with customers and windows, not with events. The
+//! event-by-event mode reads back every stored event of the range and keeps
+//! a compact [`ledger::Ledger`] entry per signed event. Either way the
+//! events it does match one by one are matched and judged by the same code.
 
+pub(crate) mod accounts;
 pub(crate) mod continuous;
+mod descent;
 pub(crate) mod gaps;
 pub(crate) mod ledger;
 pub(crate) mod range;
 mod repair;
 pub(crate) mod report;
 pub(crate) mod source;
+pub(crate) mod totals;
 pub(crate) mod verdict;
+pub(crate) mod windows;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,7 +44,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::billing::BillingTerms;
+use crate::billing::{BillingTerms, EventTime};
 use crate::contract::Contract;
 use crate::decode::{
     claimed_time, decode, event_id, raw_auth_id, request_id, resolve_identity, Decoded, Scalar,
@@ -47,9 +57,9 @@ use crate::openmeter::model::IngestedEvent;
 use crate::openmeter::{ApiError, EventQuery, OpenMeterClient};
 use ledger::{Entry, Ledger, StoredCopy};
 use range::{parse_time, rfc3339, TimeRange};
-use report::{Notes, Report};
+use report::{Notes, Proof, Report};
 use source::{KafkaWindow, RawRecord, SourceSpec, KAFKA_SKEW};
-use verdict::Unbillable;
+use verdict::{Unbillable, UnbillableKind, MISATTRIBUTED};
 
 pub(crate) use repair::{derived_id, RepairMode};
 
@@ -78,12 +88,35 @@ pub(crate) enum AuditError {
     Source(String),
     #[error("reading back from OpenMeter: {0}")]
     OpenMeter(#[from] ApiError),
+    #[error("OpenMeter's {meter} meter answered {value:?}, which is not a decimal amount")]
+    Meter { meter: &'static str, value: String },
+    #[error("OpenMeter has no {0} meter: run `ticketmeter bootstrap` (or `--mode events`)")]
+    NoMeter(&'static str),
+}
+
+/// How the audit proves the range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub(crate) enum Mode {
+    /// Totals per customer and window from OpenMeter's meters; events read
+    /// only where they differ.
+    #[default]
+    Totals,
+    /// Every stored event of the range read back and matched (the mode
+    /// before totals; its cost grows with every event).
+    Events,
 }
 
 /// What to audit and how.
 #[derive(Debug, Clone)]
 pub(crate) struct AuditConfig {
     pub(crate) range: TimeRange,
+    pub(crate) mode: Mode,
+    /// Compare the `id_fingerprint` meter too (off for ranges sent before
+    /// events carried one, or by a collector that sends none).
+    pub(crate) fingerprints: bool,
+    /// The collector's `EVENT_TIME`: where it sent events older than their
+    /// subscription.
+    pub(crate) event_time: EventTime,
     /// Events younger than this may still be on their way to OpenMeter.
     pub(crate) settle: Duration,
     /// OpenMeter's `collection.interval`: usage arriving this long after its
@@ -106,6 +139,9 @@ pub(crate) struct Audit {
     /// A dead-letter file or the DLQ topic.
     pub(crate) dead_letters: Option<SourceSpec>,
     pub(crate) config: AuditConfig,
+    /// Customers and subscriptions read earlier (the continuous audit's),
+    /// else read by each totals audit.
+    pub(crate) accounts: Option<Arc<accounts::Accounts>>,
 }
 
 /// The audit's findings, kept so a repair can build on them.
@@ -114,6 +150,9 @@ pub(crate) struct Findings {
     gaps: gaps::AuditGaps,
     terms: HashMap<String, Arc<[BillingTerms]>>,
     notes: Notes,
+    proof: Option<Proof>,
+    /// Pages of stored events read (listings and lookups by id).
+    pages: u64,
 }
 
 /// One stored copy found by id, with its verdict.
@@ -127,13 +166,22 @@ struct Found {
 
 /// Ids per by-id lookup (each also asks for its derived id).
 const LOOKUP_CHUNK: usize = 40;
+/// Records a decoder takes at once.
+const DECODE_BATCH: usize = 256;
 /// Placeholder customer of a dead letter without a readable `auth_id`.
 pub(crate) const NO_IDENTITY: &str = "(no identity)";
 
 impl Audit {
     /// Runs the audit; the report says what it found.
     pub(crate) async fn run(&self) -> Result<(Report, Findings), AuditError> {
-        let mut findings = Findings {
+        match self.config.mode {
+            Mode::Totals => self.run_totals().await,
+            Mode::Events => self.run_events().await,
+        }
+    }
+
+    fn findings(&self) -> Findings {
+        Findings {
             ledger: Ledger::default(),
             gaps: gaps::AuditGaps::new(&self.config),
             terms: HashMap::new(),
@@ -147,16 +195,32 @@ impl Audit {
                 price: self.price.to_string(),
                 ..Notes::default()
             },
-        };
+            proof: None,
+            pages: 0,
+        }
+    }
+
+    /// Every stored event of the range read back and matched.
+    async fn run_events(&self) -> Result<(Report, Findings), AuditError> {
+        let mut findings = self.findings();
         let started = std::time::Instant::now();
         self.read_signed(&mut findings.ledger, &mut findings.gaps)
             .await?;
         let signed = findings.ledger.entries.len();
         tracing::debug!(signed, elapsed = ?started.elapsed(), "audit: source read");
-        self.read_dead_letters(&mut findings.ledger).await?;
+        for (id, customer, reason) in self.read_dead_letters().await? {
+            findings.ledger.dead_letter(&id, &customer, reason);
+        }
         tracing::debug!(letters = findings.ledger.letters.len(), elapsed = ?started.elapsed(), "audit: dead letters read");
         self.scan_stored(&mut findings).await?;
         tracing::debug!(customers = findings.terms.len(), elapsed = ?started.elapsed(), "audit: stored events read");
+        self.refresh_unbilled(&mut findings).await?;
+        tracing::debug!(elapsed = ?started.elapsed(), "audit: looked up by id");
+        Ok((self.report(&findings), findings))
+    }
+
+    /// Looks up by id every signed event with no billable copy found yet.
+    async fn refresh_unbilled(&self, findings: &mut Findings) -> Result<(), AuditError> {
         let pending: Vec<String> = findings
             .ledger
             .entries
@@ -164,23 +228,23 @@ impl Audit {
             .filter(|(_, e)| e.billable_copies == 0)
             .map(|(id, _)| id.to_string())
             .collect();
-        self.refresh(&mut findings, &pending).await?;
-        tracing::debug!(looked_up = pending.len(), elapsed = ?started.elapsed(), "audit: looked up by id");
-        Ok((self.report(&findings), findings))
+        self.refresh(findings, &pending).await?;
+        Ok(())
     }
 
     /// The report of `findings` as they stand now.
     pub(crate) fn report(&self, findings: &Findings) -> Report {
         let settled_before = Utc::now() - to_delta(self.config.settle);
-        let settled_before = settled_before.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let settled_before_ns = settled_before.timestamp_nanos_opt().unwrap_or(i64::MAX);
         let mut report = Report::build(
             &findings.ledger,
             &self.price,
             self.config.range,
-            settled_before,
+            settled_before_ns,
             findings.notes.clone(),
         );
-        report.chain = (findings.gaps).report(self.config.range, settled_before, &self.price);
+        report.chain = (findings.gaps).report(self.config.range, settled_before_ns, &self.price);
+        report.proof.clone_from(&findings.proof);
         report
     }
 
@@ -238,15 +302,15 @@ impl Audit {
     }
 
     /// Decodes and maps a record as the pipeline does; `Some` for a ticket
-    /// signed inside the range.
-    fn signed(&self, payload: &[u8]) -> Option<(Mapped, Entry)> {
+    /// signed inside `range`.
+    fn signed(&self, payload: &[u8], range: &TimeRange) -> Option<(Mapped, Entry)> {
         let contract = &self.config.contract;
         let Ok(Decoded::Ticket(ticket)) = decode(payload, self.config.max_event_bytes, contract)
         else {
             return None;
         };
         let signed = parse_time(&ticket.time)?;
-        if !self.config.range.contains(signed) {
+        if !range.contains(signed) {
             return None;
         }
         let fee_wei = ticket.fee.get();
@@ -266,29 +330,113 @@ impl Audit {
         Some((mapped, entry))
     }
 
+    /// Every signed ticket of the source range, decoded and mapped as the
+    /// pipeline does. Each pass over the source reads its records here and
+    /// nowhere else; the first pass of a mode (`read_signed`, `descent`'s
+    /// totals) sees every record once. Records are decoded on every core,
+    /// in batches, and handed to `each` on this task, in no particular
+    /// order. With `gaps`, every record is also shown to the session
+    /// chains, in the source's order, before it is decoded. Returns the
+    /// records read.
+    async fn each_signed(
+        &self,
+        range: &TimeRange,
+        what: &str,
+        gaps: Option<&mut gaps::AuditGaps>,
+        mut each: impl FnMut(Mapped, Entry),
+    ) -> Result<u64, AuditError> {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+        let (records, queue) = mpsc::channel::<RawRecord>(4 * DECODE_BATCH);
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let (decoded, mut signed) = mpsc::channel::<Vec<(Mapped, Entry)>>(4 * workers);
+        let (audit, range) = (Arc::new(self.clone()), *range);
+        let mut decoders = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let (queue, decoded, audit) = (queue.clone(), decoded.clone(), audit.clone());
+            decoders.spawn(async move {
+                let mut batch = Vec::with_capacity(DECODE_BATCH);
+                loop {
+                    batch.clear();
+                    if queue.lock().await.recv_many(&mut batch, DECODE_BATCH).await == 0 {
+                        return;
+                    }
+                    let tickets: Vec<(Mapped, Entry)> = batch
+                        .iter()
+                        .filter_map(|r| audit.signed(&r.payload, &range))
+                        .collect();
+                    if !tickets.is_empty() && decoded.send(tickets).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(decoded);
+        let progress = self.progress(what);
+        let (read_into, tapped) = match gaps {
+            Some(gaps) => {
+                let (tx, rx) = mpsc::channel::<RawRecord>(4 * DECODE_BATCH);
+                (tx, Some((gaps, rx)))
+            }
+            None => (records.clone(), None),
+        };
+        let reading = source::stream(
+            &self.source,
+            self.kafka_window(true),
+            false,
+            read_into,
+            progress.clone(),
+        );
+        let watching = async move {
+            if let Some((gaps, mut rx)) = tapped {
+                while let Some(record) = rx.recv().await {
+                    gaps.observe(&record.payload);
+                    if records.send(record).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        };
+        let consuming = async {
+            while let Some(tickets) = signed.recv().await {
+                for (mapped, entry) in tickets {
+                    each(mapped, entry);
+                }
+            }
+        };
+        let (read, (), ()) = tokio::join!(reading, watching, consuming);
+        progress.finish_and_clear();
+        while decoders.join_next().await.is_some() {}
+        read
+    }
+
     async fn read_signed(
         &self,
         ledger: &mut Ledger,
         gaps: &mut gaps::AuditGaps,
     ) -> Result<(), AuditError> {
         let read = self
-            .each_record(&self.source, true, false, "signed events", |record| {
-                gaps.observe(&record.payload);
-                if let Some((mapped, entry)) = self.signed(&record.payload) {
+            .each_signed(
+                &self.config.range,
+                "signed events",
+                Some(gaps),
+                |mapped, entry| {
                     let key = mapped.identity.customer_key();
                     ledger.sign(&mapped.event.id, &mapped.other_id, key.as_str(), entry);
-                }
-            })
+                },
+            )
             .await?;
         ledger.records_read = read;
         Ok(())
     }
 
-    async fn read_dead_letters(&self, ledger: &mut Ledger) -> Result<(), AuditError> {
+    /// The dead letters whose events were signed (or, unreadable, written)
+    /// in the range: id, customer and reason. Bounded by what failed.
+    async fn read_dead_letters(&self) -> Result<Vec<(String, String, String)>, AuditError> {
         let Some(spec) = &self.dead_letters else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let file = matches!(spec, SourceSpec::File(_));
+        let mut letters = Vec::new();
         self.each_record(spec, false, true, "dead letters", |record| {
             let Some((letter, reason, position)) = read_letter(&record, file) else {
                 return;
@@ -301,12 +449,12 @@ impl Audit {
             let signed = who.signed.or(letter.written);
             if signed.is_some_and(|t| self.config.range.contains(t)) {
                 let id = who.id.unwrap_or(position);
-                let customer = who.customer.as_deref().unwrap_or(NO_IDENTITY);
-                ledger.dead_letter(&id, customer, reason);
+                let customer = who.customer.unwrap_or_else(|| NO_IDENTITY.to_owned());
+                letters.push((id, customer, reason));
             }
         })
-        .await
-        .map(drop)
+        .await?;
+        Ok(letters)
     }
 
     /// Pages through our stored events whose `time` is in the range.
@@ -347,7 +495,12 @@ impl Audit {
         let mut all = Vec::new();
         for chunk in ids.chunks(LOOKUP_CHUNK) {
             let found = self
-                .lookup(&mut findings.terms, &findings.ledger, chunk)
+                .lookup(
+                    &mut findings.terms,
+                    &findings.ledger,
+                    chunk,
+                    &mut findings.pages,
+                )
                 .await?;
             for id in chunk {
                 if let Some(entry) = findings.ledger.entries.get_mut(id.as_str()) {
@@ -369,6 +522,7 @@ impl Audit {
         terms: &mut HashMap<String, Arc<[BillingTerms]>>,
         ledger: &Ledger,
         ids: &[String],
+        pages_read: &mut u64,
     ) -> Result<Vec<Found>, AuditError> {
         let wanted: Vec<String> = ids
             .iter()
@@ -395,6 +549,7 @@ impl Audit {
             };
             let mut pages = self.client.event_pages(&query);
             while let Some(events) = pages.next().await? {
+                *pages_read += 1;
                 for event in events {
                     let key = ledger.resolve(original(&event).0);
                     found.push(self.judge(terms, key, event).await?);
@@ -461,14 +616,28 @@ fn record(ledger: &mut Ledger, found: &Found) {
         usd_micros: data
             .and_then(|d| d.network_fee_usd_micros)
             .unwrap_or_default(),
-        verdict: found
-            .verdict
-            .as_ref()
-            .map(|_| ())
-            .map_err(|r| (r.kind(), r.to_string())),
+        verdict: match (&found.verdict, ledger.customer_of(&found.key)) {
+            (Err(r), _) => Err((r.kind(), r.to_string())),
+            // Billed, but to another customer than the one who signed.
+            (Ok(()), Some(signer)) if signer != found.event.event.subject => Err((
+                UnbillableKind::Other,
+                format!(
+                    "{MISATTRIBUTED} {} (signed for {signer})",
+                    found.event.event.subject
+                ),
+            )),
+            (Ok(()), _) => Ok(()),
+        },
     };
     if !ledger.stored(&found.key, copy) && !ledger.is_letter(&found.key) {
-        ledger.unexpected.add(&found.key);
+        let source = &found.event.event.source;
+        if source.is_empty() || source == SOURCE {
+            ledger.unexpected.add(&found.key);
+        } else {
+            ledger
+                .unexpected
+                .add(&format!("{} (source {source})", found.key));
+        }
     }
 }
 

@@ -192,10 +192,7 @@ impl Audit {
     ) -> Result<HashMap<String, (Identity, UsageEvent)>, AuditError> {
         let wanted: HashSet<&str> = targets.iter().map(|(id, _)| id.as_str()).collect();
         let mut events = HashMap::new();
-        self.each_record(&self.source, true, false, "re-reading", |record| {
-            let Some((mapped, _)) = self.signed(&record.payload) else {
-                return;
-            };
+        self.each_signed(&self.config.range, "re-reading", None, |mapped, _| {
             if wanted.contains(mapped.event.id.as_str()) && !events.contains_key(&mapped.event.id) {
                 events.insert(mapped.event.id.clone(), (mapped.identity, mapped.event));
             }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use ethnum::U256;
 use serde::{Serialize, Serializer};
 
-use super::ledger::{add, add_micros, Entry, Ledger};
+use super::ledger::{add, add_micros, Entry, Ledger, Sums};
 use super::range::{rfc3339, TimeRange};
 use crate::domain::{EthUsdPrice, UsdMicros};
 
@@ -36,8 +36,43 @@ pub(crate) struct Report {
     pub(crate) repairs: Vec<RepairAction>,
     /// Calls the signer made and never published (`audit::gaps`).
     pub(crate) chain: super::gaps::GapReport,
+    /// How the totals proved the range (absent in the event-by-event mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) proof: Option<Proof>,
     #[serde(skip)]
     pub(crate) notes: Notes,
+}
+
+/// How the totals mode proved what it did not read event by event.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Proof {
+    /// The meters compared per customer and window.
+    pub(crate) meters: Vec<&'static str>,
+    /// Per window size, coarsest first: windows compared, those whose
+    /// totals differed (read at the next size, or event by event below a
+    /// minute), and the meter queries it took.
+    pub(crate) windows: Vec<Level>,
+    /// Signed events in windows the totals proved.
+    pub(crate) events_proven: u64,
+    /// Signed events matched one by one (windows that differed, dead
+    /// letters, events billed after the range).
+    pub(crate) events_matched: u64,
+    /// Pages of stored events read: the differing minutes listed, and the
+    /// lookups by id.
+    pub(crate) event_pages: u64,
+    /// Subjects of signed tickets that no live customer has (their windows
+    /// are read event by event).
+    pub(crate) subjects_without_customer: u64,
+    /// What the totals cannot rule out, in numbers.
+    pub(crate) residual_risk: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Level {
+    pub(crate) window: &'static str,
+    pub(crate) compared: u64,
+    pub(crate) differing: u64,
+    pub(crate) queries: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -56,6 +91,10 @@ pub(crate) struct Totals {
     pub(crate) duplicate_events: u64,
     pub(crate) unbillable_events: u64,
     pub(crate) dead_lettered_events: u64,
+    /// µUSD of signed events not proven billed: missing (as signed),
+    /// unbillable (as stored) and in flight; dead letters have their reasons.
+    #[serde(serialize_with = "as_decimal")]
+    pub(crate) unproven_usd_micros: UsdMicros,
     #[serde(skip)]
     pub(crate) money: StoredMoney,
 }
@@ -68,6 +107,8 @@ pub(crate) struct CustomerReport {
     pub(crate) missing: Vec<String>,
     pub(crate) unbillable: Vec<IdReason>,
     pub(crate) dead_lettered: Vec<IdReason>,
+    /// Signed events with more than one billable copy.
+    pub(crate) duplicates: Vec<String>,
     /// As in [`Totals`], for this customer.
     pub(crate) rounding_drift_usd_micros: String,
     #[serde(skip)]
@@ -96,6 +137,7 @@ pub(crate) struct StoredMoney {
     pub(crate) stored_usd_micros: UsdMicros,
     pub(crate) unbillable_usd_micros: UsdMicros,
     pub(crate) missing_usd_micros: UsdMicros,
+    pub(crate) in_flight_usd_micros: UsdMicros,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -184,15 +226,38 @@ impl Report {
             });
             totals.dead_lettered_events += 1;
         }
+        for (&index, sums) in &ledger.proven {
+            let row = by_customer
+                .entry(customer(index))
+                .or_insert_with_key(|key| CustomerReport::new(key));
+            add_proven(row, &mut totals, sums);
+        }
+        for (&index, sums) in &ledger.in_flight {
+            let row = by_customer
+                .entry(customer(index))
+                .or_insert_with_key(|key| CustomerReport::new(key));
+            add_signed(row, &mut totals, sums);
+            add_micros(&mut totals.money.in_flight_usd_micros, sums.usd_micros);
+            notes.in_flight += sums.events;
+        }
         totals.unexpected_events = ledger.unexpected.count;
         notes.unexpected_sample = ledger.unexpected.sample.clone();
         let mut customers: Vec<CustomerReport> = by_customer.into_values().collect();
         totals.rounding_drift_usd_micros =
             drift(totals.signed_usd_micros, totals.signed_fee_wei, price);
+        let money = &totals.money;
+        for m in [
+            money.missing_usd_micros,
+            money.unbillable_usd_micros,
+            money.in_flight_usd_micros,
+        ] {
+            add_micros(&mut totals.unproven_usd_micros, m);
+        }
         for c in &mut customers {
             c.rounding_drift_usd_micros =
                 drift(c.money.signed_usd_micros, c.money.signed_fee_wei, price);
             c.missing.sort();
+            c.duplicates.sort();
             c.unbillable.sort_by(|a, b| a.id.cmp(&b.id));
             c.dead_lettered.sort_by(|a, b| a.id.cmp(&b.id));
         }
@@ -203,6 +268,7 @@ impl Report {
             customers,
             repairs: Vec::new(),
             chain: Default::default(),
+            proof: None,
             notes,
         }
     }
@@ -291,6 +357,9 @@ impl Report {
         );
         self.details(&mut out);
         self.chain.table(&mut out);
+        if let Some(proof) = &self.proof {
+            proof.lines(&mut out);
+        }
         let verdict = if self.discrepancies() == 0 {
             "clean: every signed event is stored and billable, or dead-lettered with its reason"
                 .to_owned()
@@ -332,6 +401,15 @@ impl Report {
             }),
         );
         section(
+            "billed twice",
+            each(&|c| {
+                c.duplicates
+                    .iter()
+                    .map(|id| format!("{}  {id}", c.customer))
+                    .collect()
+            }),
+        );
+        section(
             "dead letters (never sent)",
             each(&|c| {
                 c.dead_lettered
@@ -369,6 +447,29 @@ impl Report {
     }
 }
 
+impl Proof {
+    fn lines(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\nproof by totals (meters: {}):",
+            self.meters.join(", ")
+        );
+        for level in &self.windows {
+            let _ = writeln!(
+                out,
+                "  {:<7} windows compared {:>9}   differing {:>7}   meter queries {:>5}",
+                level.window, level.compared, level.differing, level.queries
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  events proven by totals: {}   matched one by one: {}   pages of stored events read: {}",
+            self.events_proven, self.events_matched, self.event_pages
+        );
+        let _ = writeln!(out, "  residual risk: {}", self.residual_risk);
+    }
+}
+
 impl CustomerReport {
     fn new(customer: &str) -> Self {
         Self {
@@ -378,6 +479,7 @@ impl CustomerReport {
             missing: Vec::new(),
             unbillable: Vec::new(),
             dead_lettered: Vec::new(),
+            duplicates: Vec::new(),
             rounding_drift_usd_micros: "0".to_owned(),
             money: CustomerMoney::default(),
         }
@@ -392,6 +494,33 @@ fn drift(sent: UsdMicros, wei: U256, price: &EthUsdPrice) -> String {
     match sent.difference(exact) {
         (true, magnitude) => format!("-{magnitude}"),
         (false, magnitude) => magnitude.to_string(),
+    }
+}
+
+/// Signed events counted as a sum, not one by one.
+fn add_signed(row: &mut CustomerReport, totals: &mut Totals, sums: &Sums) {
+    row.signed_events += sums.events;
+    totals.signed_events += sums.events;
+    for (wei, micros) in [
+        (
+            &mut row.money.signed_fee_wei,
+            &mut row.money.signed_usd_micros,
+        ),
+        (&mut totals.signed_fee_wei, &mut totals.signed_usd_micros),
+    ] {
+        *wei = wei.saturating_add(sums.fee_wei);
+        add_micros(micros, sums.usd_micros);
+    }
+}
+
+/// Events the totals proved stored: signed, and stored as signed.
+fn add_proven(row: &mut CustomerReport, totals: &mut Totals, sums: &Sums) {
+    add_signed(row, totals, sums);
+    row.stored_events += sums.events;
+    totals.stored_events += sums.events;
+    for money in [&mut row.money.stored, &mut totals.money] {
+        money.stored_fee_wei = money.stored_fee_wei.saturating_add(sums.fee_wei);
+        add_micros(&mut money.stored_usd_micros, sums.usd_micros);
     }
 }
 
@@ -422,6 +551,7 @@ fn tally(
     match status(entry, settled_before_ns) {
         Status::Billed { duplicates: true } => {
             row.money.duplicates += 1;
+            row.duplicates.push(id.to_owned());
             totals.duplicate_events += 1;
         }
         Status::Billed { .. } => {}
@@ -442,7 +572,10 @@ fn tally(
                 add_micros(&mut money.unbillable_usd_micros, entry.stored_usd_micros);
             }
         }
-        Status::InFlight => notes.in_flight += 1,
+        Status::InFlight => {
+            notes.in_flight += 1;
+            add_micros(&mut totals.money.in_flight_usd_micros, entry.usd_micros);
+        }
         Status::Missing => {
             row.missing.push(id.to_owned());
             totals.missing_events += 1;

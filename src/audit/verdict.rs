@@ -24,6 +24,9 @@ use crate::openmeter::model::IngestedEvent;
 /// (`openmeter/meterevent/adapter/event.go`).
 pub(crate) const NO_CUSTOMER: &str = "no customer found for event subject";
 const BEFORE_ACTIVE_FROM: &str = "time before the subscription's active_from";
+/// A copy stored under another subject than its ticket's: it bills that
+/// subject's customer, not the signer's.
+pub(crate) const MISATTRIBUTED: &str = "billed to subject";
 
 /// What a repair can do about an unbillable event, decided once, here, from
 /// the verdict (never from its rendered text).
@@ -152,6 +155,7 @@ mod tests {
         IngestedEvent {
             event: StoredEvent {
                 id: "e".into(),
+                source: "go-livepeer-remote-signer".into(),
                 subject: "a:b".into(),
                 time: Some(time.into()),
                 data: None,

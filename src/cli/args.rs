@@ -152,6 +152,17 @@ pub(crate) fn duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration like 5m or 250ms: {e}"))
 }
 
+/// A period, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Every(pub(crate) Option<Duration>);
+
+pub(crate) fn interval_or_off(s: &str) -> Result<Every, String> {
+    match s.trim() {
+        "off" | "0" => Ok(Every(None)),
+        other => duration(other).map(|d| Every((!d.is_zero()).then_some(d))),
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "OpenMeter")]
 pub(crate) struct OpenMeterArgs {
@@ -551,6 +562,12 @@ pub(crate) struct AuditArgs {
     /// Read the source from a JSON-lines file (a backfill) instead of Kafka.
     #[arg(long)]
     pub(crate) file: Option<PathBuf>,
+    /// totals: compare OpenMeter's meter totals per customer and window and read events only where they differ; events: read back every stored event (cost grows with every event).
+    #[arg(long, value_enum, default_value = "totals")]
+    pub(crate) mode: crate::audit::Mode,
+    /// Totals mode: do not compare the id_fingerprint meter (for ranges sent before events carried data.id_fingerprint, or by another collector).
+    #[arg(long)]
+    pub(crate) no_fingerprints: bool,
     /// With --file: the dead-letter file `replay` wrote.
     #[arg(long, env = "DLQ_FILE", default_value = DLQ_FILE)]
     pub(crate) dlq_file: PathBuf,
@@ -560,15 +577,15 @@ pub(crate) struct AuditArgs {
     pub(crate) kafka: KafkaArgs,
 }
 
-/// The audit `run` repeats on its own (off unless AUDIT_INTERVAL is set).
+/// The audit `run` repeats on its own (every closed hour unless AUDIT_INTERVAL=off).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Continuous audit")]
 pub(crate) struct ContinuousAuditArgs {
-    /// Audit the settled window this often (e.g. 15m); off when unset.
-    #[arg(long, env = "AUDIT_INTERVAL", value_parser = duration)]
-    pub(crate) audit_interval: Option<Duration>,
-    /// Length of the audited window, ending AUDIT_SETTLE before now.
-    #[arg(long, env = "AUDIT_WINDOW", default_value = "2h", value_parser = duration)]
+    /// Audit the windows closed this often (by totals: a few meter queries each); `off` turns it off.
+    #[arg(long, env = "AUDIT_INTERVAL", default_value = "1h", value_parser = interval_or_off)]
+    pub(crate) audit_interval: Every,
+    /// Length of the audited window, ending at the last interval boundary AUDIT_SETTLE before now.
+    #[arg(long, env = "AUDIT_WINDOW", default_value = "1h", value_parser = duration)]
     pub(crate) audit_window: Duration,
     /// How long events may take to be stored before they count as missing.
     #[arg(long, env = "AUDIT_SETTLE", default_value = AUDIT_SETTLE, value_parser = duration)]

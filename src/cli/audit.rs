@@ -97,8 +97,12 @@ async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         price,
         source,
         dead_letters: Some(dead_letters),
+        accounts: None,
         config: AuditConfig {
             range,
+            mode: args.mode,
+            fingerprints: !args.no_fingerprints,
+            event_time: settings.batch.billing.event_time,
             settle: args.settle,
             collection_window: settings.batch.billing.collection_window,
             max_event_bytes: settings.batch.max_event_bytes,

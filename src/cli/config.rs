@@ -222,7 +222,7 @@ pub(super) fn api(args: &ApiArgs) -> ApiSettings {
 
 fn continuous_audit(args: &ContinuousAuditArgs) -> Option<ContinuousAuditSettings> {
     Some(ContinuousAuditSettings {
-        interval: args.audit_interval?,
+        interval: args.audit_interval.0?,
         window: args.audit_window,
         settle: args.audit_settle,
         repair: args.audit_repair,
@@ -231,8 +231,26 @@ fn continuous_audit(args: &ContinuousAuditArgs) -> Option<ContinuousAuditSetting
 
 #[cfg(test)]
 mod tests {
-    use super::{collection_window, kafka_passthrough};
+    use super::{collection_window, continuous_audit, kafka_passthrough};
+    use crate::cli::args::ContinuousAuditArgs;
+    use clap::Parser;
     use std::time::Duration;
+
+    #[derive(Parser)]
+    struct Audit {
+        #[command(flatten)]
+        audit: ContinuousAuditArgs,
+    }
+
+    #[test]
+    fn run_audits_every_closed_hour_unless_turned_off() {
+        let hour = Duration::from_secs(3600);
+        let default = Audit::try_parse_from(["run"]).unwrap();
+        let on = continuous_audit(&default.audit).unwrap();
+        assert_eq!((on.interval, on.window), (hour, hour));
+        let off = Audit::try_parse_from(["run", "--audit-interval", "off"]).unwrap();
+        assert!(continuous_audit(&off.audit).is_none());
+    }
 
     #[test]
     fn kafka_opt_variables_become_librdkafka_settings() {

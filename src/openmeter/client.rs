@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::endpoint::Endpoint;
 use super::error::{ApiError, Problem};
 use super::model::{
-    CreateCustomer, CreateSubscription, CursorPage, Customer, IngestedEvent, Page, Plan,
-    Subscription, UsageAttribution,
+    CreateCustomer, CreateSubscription, CursorPage, Customer, IngestedEvent, MeterQuery,
+    MeterQueryResult, MeterQueryRow, MeterRef, Page, Plan, Subscription, UsageAttribution,
 };
 use crate::domain::{CustomerKey, PlanKey};
 use crate::metrics::{metrics, CallStatus};
@@ -41,9 +41,11 @@ pub(crate) struct EventQuery {
     pub source: Option<String>,
     pub kind: Option<String>,
     pub subject: Option<String>,
-    /// RFC 3339 bounds on the event `time`, both inclusive.
+    /// RFC 3339 bounds on the event `time`: `time_from` and `time_to`
+    /// inclusive, `time_before` exclusive.
     pub time_from: Option<String>,
     pub time_to: Option<String>,
+    pub time_before: Option<String>,
     /// Any of these ids (`oeq`; ids must not contain a comma).
     pub ids: Vec<String>,
 }
@@ -57,6 +59,7 @@ impl EventQuery {
             ("filter[subject][eq]", &self.subject),
             ("filter[time][gte]", &self.time_from),
             ("filter[time][lte]", &self.time_to),
+            ("filter[time][lt]", &self.time_before),
         ];
         for (name, value) in optional {
             if let Some(value) = value {
@@ -260,6 +263,34 @@ impl OpenMeterClient {
             .await?;
         drop(response);
         Ok(())
+    }
+
+    /// The id of each live meter, by key (a query's path takes the id: the
+    /// spec types it a ULID and the server checks requests against it).
+    pub(crate) async fn meter_ids(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, ApiError> {
+        let meters: Vec<MeterRef> = self
+            .list_all("list meters", "/openmeter/meters", &[])
+            .await?;
+        Ok(meters
+            .into_iter()
+            .filter(|m| m.deleted_at.is_none())
+            .map(|m| (m.key, m.id))
+            .collect())
+    }
+
+    /// `POST /openmeter/meters/{meter}/query`, `meter` being its id.
+    pub(crate) async fn query_meter(
+        &self,
+        meter: &str,
+        query: &MeterQuery<'_>,
+    ) -> Result<Vec<MeterQueryRow>, ApiError> {
+        let path = format!("/openmeter/meters/{meter}/query");
+        let result: MeterQueryResult = self
+            .send_json("query meter", Method::POST, &path, &[], Some(query))
+            .await?;
+        Ok(result.data)
     }
 
     /// Every stored event matching `query`, a page at a time.

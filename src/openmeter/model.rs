@@ -292,6 +292,8 @@ pub(crate) struct IngestedEvent {
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct StoredEvent {
     pub id: String,
+    #[serde(default)]
+    pub source: String,
     pub subject: String,
     #[serde(default)]
     pub time: Option<String>,
@@ -313,6 +315,72 @@ pub(crate) struct StoredEventData {
     /// The id this event stands in for (an audit repair under a derived id).
     #[serde(default, deserialize_with = "lenient::text")]
     pub original_id: Option<String>,
+}
+
+// ---- meter queries, read by the audit's totals ---------------------------
+
+/// `Meter`, as much as a query needs: the path takes its id, never its key.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct MeterRef {
+    pub(crate) id: String,
+    pub(crate) key: String,
+    #[serde(default)]
+    pub(crate) deleted_at: Option<String>,
+}
+
+/// `MeterQueryRequest`: a meter grouped by subject in windows of
+/// `granularity` (UTC, OpenMeter's default time zone), optionally for some
+/// subjects only.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct MeterQuery<'a> {
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) granularity: &'static str,
+    pub(crate) group_by_dimensions: [&'static str; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) filters: Option<MeterQueryFilters<'a>>,
+}
+
+/// `MeterQueryFilters` with the one filter the audit uses.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct MeterQueryFilters<'a> {
+    pub(crate) dimensions: SubjectFilter<'a>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SubjectFilter<'a> {
+    pub(crate) subject: AnyOf<'a>,
+}
+
+/// `QueryFilterStringMapItem` with `in` (at most 100 values).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AnyOf<'a> {
+    #[serde(rename = "in")]
+    pub(crate) any_of: &'a [&'a str],
+}
+
+/// `MeterQueryResult`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MeterQueryResult {
+    pub(crate) data: Vec<MeterQueryRow>,
+}
+
+/// `MeterQueryRow`: `value` is a decimal string (a float64's, see the
+/// audit's `totals`); of its dimensions only the subject is kept (a month's
+/// query holds a row per customer).
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct MeterQueryRow {
+    pub(crate) value: String,
+    pub(crate) from: chrono::DateTime<chrono::Utc>,
+    #[serde(default)]
+    pub(crate) dimensions: RowDimensions,
+}
+
+/// The `subject` of `MeterQueryRow.dimensions`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct RowDimensions {
+    #[serde(default)]
+    pub(crate) subject: Option<String>,
 }
 
 /// `CustomerReference`.

@@ -3,6 +3,7 @@
 //! the OpenMeter double.
 
 mod kafka;
+mod totals;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

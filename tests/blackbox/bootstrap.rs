@@ -111,7 +111,7 @@ async fn fresh_double_gets_everything_created_and_the_plan_active() -> TestResul
         report.lines.iter().all(|l| l.outcome == Outcome::Created),
         "{report}"
     );
-    assert_eq!(report.lines.len(), 9, "{report}");
+    assert_eq!(report.lines.len(), 10, "{report}");
     let mut meters: Vec<String> = env.double.meters().into_iter().map(|m| m.key).collect();
     meters.sort();
     assert_eq!(
@@ -120,6 +120,7 @@ async fn fresh_double_gets_everything_created_and_the_plan_active() -> TestResul
             "billable_secs",
             "billable_usd_micros",
             "fee_wei",
+            "id_fingerprint",
             "network_fee_usd_micros",
             "network_fee_usd_micros_by_manifest",
             "signed_ticket_count"
@@ -178,7 +179,7 @@ async fn dry_run_calls_no_write_endpoint() -> TestResult {
             .all(|l| l.outcome == Outcome::WouldCreate),
         "{report}"
     );
-    assert_eq!(report.lines.len(), 9);
+    assert_eq!(report.lines.len(), 10);
     Ok(())
 }
 
@@ -214,7 +215,7 @@ async fn existing_meter_with_another_aggregation_is_drift_left_unchanged_and_fai
     assert_eq!(meter.aggregation, "max");
     assert_eq!(
         env.double.meters().len(),
-        6,
+        7,
         "the other meters are still created"
     );
     assert!(
@@ -497,12 +498,13 @@ async fn report_prints_one_line_per_object() -> TestResult {
     let text = run(&env, &builtin(), APPLY).await?.to_string();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "meter network_fee_usd_micros: created");
-    assert_eq!(lines[6], "feature network_spend: created");
+    assert_eq!(lines[6], "meter id_fingerprint: created");
+    assert_eq!(lines[7], "feature network_spend: created");
     assert_eq!(
-        lines[8],
+        lines[9],
         "plan clearinghouse_default_ppu: created and published (version 1, active)"
     );
-    assert_eq!(lines.len(), 10, "nine objects and a summary:\n{text}");
+    assert_eq!(lines.len(), 11, "ten objects and a summary:\n{text}");
     Ok(())
 }
 

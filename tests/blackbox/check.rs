@@ -35,8 +35,8 @@ async fn check_passes_when_broker_topic_token_plan_and_meters_are_in_place() {
     assert!(!out.contains('✗'), "{out}");
     assert_eq!(
         out.matches('✓').count(),
-        9,
-        "broker, price, plan and the six meters: {out}"
+        10,
+        "broker, price, plan and the seven meters: {out}"
     );
 }
 

@@ -1137,6 +1137,79 @@ async fn a_meter_query_by_customer_passes_the_proxy_with_no_violation() {
     contract.assert_no_violation();
 }
 
+/// Every call of an audit by totals that descends to events: customers and
+/// subscriptions in pages, meter queries over every subject and over some,
+/// a minute's events listed by subject and time, and a lookup by id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_by_totals_down_to_a_minutes_events_passes_the_proxy_with_no_violation() {
+    let contract = Contract::bootstrapped().await;
+    let provisioner = Provisioner::new(
+        contract.direct_client(),
+        plan_key(),
+        EnsureConfig::default(),
+    );
+    let price = "3500".parse().expect("price");
+    let rules = ticketmeter::Contract::default();
+    let customer_of = |line: &str| match decode(line.as_bytes(), DEFAULT_MAX_BYTES, &rules) {
+        Ok(Decoded::Ticket(ticket)) => *ticket,
+        other => panic!("a ticket: {other:?}"),
+    };
+    let signed = |id: &str| {
+        json!({"id": id, "type": "create_signed_ticket", "data": {"request_id": format!("r-{id}"),
+            "auth_id": "app-1:user-1", "computed_fee": "1200000000000",
+            "current_time": chrono::Utc::now().to_rfc3339()}})
+        .to_string()
+    };
+    provisioner
+        .ensure(&customer_of(&signed("x")).identity)
+        .await
+        .expect("ensure");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let lines = [signed("kept"), signed("lost")];
+    let kept = map(customer_of(&lines[0]), &price, &rules).event;
+    contract
+        .direct_client()
+        .ingest_batch(Bytes::from(json!([kept]).to_string()))
+        .await
+        .expect("ingest directly");
+    let dir = tempfile::tempdir().expect("dir");
+    let source = dir.path().join("signed.jsonl");
+    std::fs::write(&source, lines.join("\n") + "\n").expect("source");
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketmeter"))
+        .args(["audit", "--file"])
+        .arg(&source)
+        .args(["--dlq-file"])
+        .arg(dir.path().join("none.jsonl"))
+        .args(["--from", "10m", "--settle", "0s", "--format", "json"])
+        .env_clear()
+        .env(
+            "OPENMETER_URL",
+            format!("http://{}/api/v3", contract.tap.addr),
+        )
+        .env("OPENMETER_API_KEY", TOKEN)
+        .env("ETH_USD_PRICE", "3500")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run the audit");
+
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    assert_eq!(report["customers"][0]["missing"], json!(["lost"]));
+    let summaries = contract.summaries();
+    for call in [
+        "GET /openmeter/customers 200",
+        "GET /openmeter/subscriptions 200",
+        "POST /openmeter/meters/{id}/query 200",
+        "GET /openmeter/events 200",
+    ] {
+        assert!(summaries.iter().any(|s| s == call), "{call}: {summaries:?}");
+    }
+    contract.assert_no_violation();
+}
+
 #[tokio::test]
 async fn cancel_and_unschedule_cancelation_pass_the_proxy_with_no_violation() {
     let contract = Contract::start().await;

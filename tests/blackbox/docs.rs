@@ -460,6 +460,10 @@ async fn the_quickstart_runs_as_written() {
         .lines()
         .take_while(|l| l.starts_with('✓') || l.starts_with('✗'))
         .collect();
-    assert_eq!(items.len(), 9, "price, plan, six meters, broker:\n{said}");
+    assert_eq!(
+        items.len(),
+        10,
+        "price, plan, seven meters, broker:\n{said}"
+    );
     assert!(items.iter().all(|l| l.starts_with('✓')), "{said}");
 }

@@ -229,7 +229,7 @@ async fn bootstrap_against_a_wrong_url_path_points_at_openmeter_url_and_counts_w
             && bootstrap.stdout.contains("(check OPENMETER_URL")
             && bootstrap
                 .stdout
-                .ends_with("9 of 9 catalog objects not checked or created\n"),
+                .ends_with("10 of 10 catalog objects not checked or created\n"),
         "{}",
         bootstrap.all()
     );

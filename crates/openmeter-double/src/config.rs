@@ -11,6 +11,13 @@ pub struct DoubleConfig {
     pub retry_after_secs: u64,
     /// Largest accepted request body (ingest batches can be big).
     pub max_body_bytes: usize,
+    /// The server's `aggregation.enableDecimalPrecision` (default false,
+    /// `app/config/aggregation.go`): when false a meter query sums each
+    /// value as a float64 (`toFloat64OrNull`), when true as a
+    /// `Decimal128(19)` (`toDecimal128OrNull`,
+    /// `openmeter/streaming/clickhouse/meter_query.go`). Either way the
+    /// answer is a float64 by then (`scanRows`, `InexactFloat64`).
+    pub decimal_precision: bool,
 }
 
 impl Default for DoubleConfig {
@@ -19,6 +26,7 @@ impl Default for DoubleConfig {
             token: None,
             retry_after_secs: 1,
             max_body_bytes: 64 * 1024 * 1024,
+            decimal_precision: false,
         }
     }
 }

@@ -19,7 +19,9 @@ const MANIFEST: &str = "manifest_id";
 impl Catalog {
     /// The catalog ticketmeter needs to bill: upstream's meters (the three
     /// billing ones, and three analytics ones by manifest), all reading
-    /// fields the collector sends; the plan (keyed `plan_key`) prices
+    /// fields the collector sends, and `id_fingerprint`, the sum the
+    /// audit's totals check tickets by (`map::id_fingerprint`; upstream's
+    /// catalog has no such meter); the plan (keyed `plan_key`) prices
     /// billable spend at one USD micro per unit.
     pub fn builtin(plan_key: &PlanKey) -> Catalog {
         let sum = Aggregation::Sum;
@@ -35,6 +37,7 @@ impl Catalog {
                     name: "Network fee by manifest (USD micros)".to_owned(),
                     ..builtin_meter("network_fee_usd_micros", "", sum)
                 }),
+                builtin_meter("id_fingerprint", "Ticket id fingerprints (audit)", sum),
             ],
             features: vec![
                 builtin_feature("network_spend", "Network spend", "network_fee_usd_micros"),

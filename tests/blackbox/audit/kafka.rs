@@ -1,7 +1,7 @@
 //! The audit over a real Kafka-protocol broker (tansu): `ticketmeter audit`
 //! reads the gateway topic and the dead-letter topic by time, without
 //! touching the collector's consumer group; `ticketmeter run` audits itself
-//! when `AUDIT_INTERVAL` is set and exports the result as gauges.
+//! (every `AUDIT_INTERVAL`, here a second) and exports the result as gauges.
 
 use std::time::Duration;
 

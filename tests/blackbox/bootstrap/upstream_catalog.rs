@@ -133,13 +133,20 @@ fn the_upstream_catalog_written_as_yaml_reads_the_same() -> TestResult {
     Ok(())
 }
 
+/// Upstream's six meters, as upstream writes them, then the audit's
+/// `id_fingerprint`, which upstream's catalog lacks.
 #[test]
-fn the_builtin_catalog_has_upstreams_meters() -> TestResult {
+fn the_builtin_catalog_has_upstreams_meters_and_the_fingerprint_meter() -> TestResult {
     let key: PlanKey = "clearinghouse_default_ppu".parse()?;
     let builtin = Catalog::builtin(&key);
     let upstream = upstream()?;
 
-    assert_eq!(builtin.meters.len(), upstream.meters.len());
+    assert_eq!(builtin.meters.len(), upstream.meters.len() + 1);
+    let last = builtin.meters.last().map(|m| {
+        let value = serde_json::to_value(m).unwrap_or_default();
+        (value["key"].clone(), value["aggregation"].clone())
+    });
+    assert_eq!(last, Some((json!("id_fingerprint"), json!("sum"))));
     for (ours, theirs) in builtin.meters.iter().zip(&upstream.meters) {
         assert_eq!(
             (

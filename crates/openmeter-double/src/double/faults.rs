@@ -14,6 +14,19 @@ impl Double {
         self.store.faults.swallow_next(n);
     }
 
+    /// The events with these ids are lost on their next ingest, one by one
+    /// rather than a batch at a time: each id is claimed and never stored,
+    /// and the request answers 202, as the retry after #5118's failed write
+    /// is answered (see [`Double::swallow_next_ingests`]). Later deliveries
+    /// of the ids are duplicates. For benchmarks that lose a few events at
+    /// random among millions.
+    pub fn lose_event_ids(&self, ids: &[&str]) {
+        let mut state = self.lock();
+        state
+            .lost_event_ids
+            .extend(ids.iter().map(|id| (*id).to_owned()));
+    }
+
     /// Deletes the customer keyed `key` behind every client's back (an
     /// operator, another tool), so clients that cached it keep sending its
     /// usage. Its subject keys stop attributing events at once: OpenMeter

@@ -260,6 +260,19 @@ impl Double {
             .cancel_subscription_at(subscription_id, active_to)
     }
 
+    /// Start subscription `subscription_id` at `active_from` (its billing
+    /// anchor too), as if created then: a v3 create always starts now, so
+    /// this is how a test or benchmark gets customers subscribed long
+    /// before the usage it sends. No checks.
+    pub fn start_subscription_at(
+        &self,
+        subscription_id: &str,
+        active_from: DateTime<Utc>,
+    ) -> Result<Subscription, Problem> {
+        self.lock()
+            .start_subscription_at(subscription_id, active_from)
+    }
+
     /// Create a meter from a `CreateMeterRequest` body, exactly as
     /// `POST /meters` would.
     ///

@@ -1,6 +1,6 @@
 //! `POST /events` (CloudEvents ingest) and `GET /events` (cursor-paged list).
 
-use std::ops::Bound::{Excluded, Unbounded};
+use std::ops::Bound::{Excluded, Included};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -74,9 +74,12 @@ fn split_body(shape: Shape, body: Value) -> ApiResult<Vec<Value>> {
 /// what is wrong with it.
 type Refused = (String, Vec<InvalidParam>);
 
+/// An accepted event, with its `data` parsed.
+type Accepted = (StoredEvent, Option<Value>);
+
 /// Check one event against the spec's `MeteringEvent` and read it; its
 /// problems are named under `[i]`, the event by its id (else `#i`).
-fn to_event(check: &Checker, i: usize, v: Value) -> Result<StoredEvent, Refused> {
+fn to_event(check: &Checker, i: usize, v: Value) -> Result<Accepted, Refused> {
     if !check.is_valid(&v) {
         let name = match v.get("id").and_then(Value::as_str) {
             Some(id) if !id.is_empty() => id.to_string(),
@@ -105,12 +108,15 @@ fn to_event(check: &Checker, i: usize, v: Value) -> Result<StoredEvent, Refused>
         };
         ev.time_ns = time.timestamp_nanos_opt();
     }
-    ev.data = data;
-    Ok(ev)
+    ev.data = match &data {
+        Some(d) => Some(serde_json::value::to_raw_value(d).map_err(|e| unreadable(e.to_string()))?),
+        None => None,
+    };
+    Ok((ev, data))
 }
 
 /// Validate a whole batch; any invalid event fails the request.
-fn validate_batch(items: Vec<Value>) -> ApiResult<Vec<StoredEvent>> {
+fn validate_batch(items: Vec<Value>) -> ApiResult<Vec<Accepted>> {
     let check = checker(Schema::MeteringEvent)?;
     let mut errs = Vec::new();
     let mut bad_ids = Vec::new();
@@ -134,15 +140,15 @@ fn validate_batch(items: Vec<Value>) -> ApiResult<Vec<StoredEvent>> {
 }
 
 /// 400 when the batch holds an id the test asked to reject.
-fn rejected(state: &Data, batch: &[StoredEvent]) -> Option<Problem> {
+fn rejected(state: &Data, batch: &[Accepted]) -> Option<Problem> {
     if state.rejected_event_ids.is_empty() {
         return None;
     }
     let hits: Vec<(usize, &str)> = batch
         .iter()
         .enumerate()
-        .filter(|(_, e)| state.rejected_event_ids.contains(&e.id))
-        .map(|(i, e)| (i, e.id.as_str()))
+        .filter(|(_, (e, _))| state.rejected_event_ids.contains(&e.id))
+        .map(|(i, (e, _))| (i, e.id.as_str()))
         .collect();
     if hits.is_empty() {
         return None;
@@ -173,7 +179,7 @@ pub(crate) async fn ingest(
             return Err(p);
         }
         if store.faults.take_swallow() {
-            state.claim_only(&batch);
+            state.claim_only(batch.iter().map(|(e, _)| e));
             return Err(Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "writing the events failed after their ids were claimed (fault injected: openmeter#5118)",
@@ -373,22 +379,66 @@ fn id_candidates(state: &Data, filters: &[Filter]) -> Option<Vec<(i64, usize)>> 
     Some(keys)
 }
 
-/// Walks the time index from the cursor: a page costs what it skips.
+/// The `[lo, hi]` of event times (ns) the filters allow, for seeking.
+fn time_bounds(tests: &[Test<'_>]) -> (i64, i64) {
+    let (mut lo, mut hi) = (i64::MIN, i64::MAX);
+    for t in tests {
+        if let Test::Time(TimeField::Event, op, bound) = t {
+            match op {
+                Op::Eq(_) => (lo, hi) = (lo.max(*bound), hi.min(*bound)),
+                Op::Gt(_) => lo = lo.max(bound.saturating_add(1)),
+                Op::Gte(_) => lo = lo.max(*bound),
+                Op::Lt(_) => hi = hi.min(bound.saturating_sub(1)),
+                _ => hi = hi.min(*bound),
+            }
+        }
+    }
+    (lo, hi)
+}
+
+/// Walks the time index (or one subject's, when the filters name one)
+/// from the cursor, within the filters' time bounds: a page costs what it
+/// skips inside them.
 fn walk(
     state: &Data,
+    filters: &[Filter],
+    tests: &[Test<'_>],
     after: Option<(i64, usize)>,
     desc: bool,
-    keep: impl Fn(&(i64, usize)) -> bool,
     size: usize,
 ) -> Vec<(i64, usize)> {
-    let index = &state.events.by_time;
-    let range: Box<dyn Iterator<Item = &(i64, usize)>> = match (after, desc) {
-        (None, true) => Box::new(index.iter().rev()),
-        (None, false) => Box::new(index.iter()),
-        (Some(c), true) => Box::new(index.range(..c).rev()),
-        (Some(c), false) => Box::new(index.range((Excluded(c), Unbounded))),
+    let empty = std::collections::BTreeSet::new();
+    let index = match query::eq_value(filters, "subject") {
+        Some(subject) => state.events.by_subject.get(subject).unwrap_or(&empty),
+        None => &state.events.by_time,
     };
-    range.filter(|k| keep(k)).take(size).copied().collect()
+    let (lo, hi) = time_bounds(tests);
+    if lo > hi {
+        return Vec::new();
+    }
+    let mut lower = Included((lo, 0));
+    let mut upper = Included((hi, usize::MAX));
+    match (after, desc) {
+        (Some(c), true) if c < (hi, usize::MAX) => upper = Excluded(c),
+        (Some(c), false) if c >= (lo, 0) => lower = Excluded(c),
+        _ => {}
+    }
+    if after.is_some_and(|c| {
+        if desc {
+            c <= (lo, 0)
+        } else {
+            c >= (hi, usize::MAX)
+        }
+    }) {
+        return Vec::new();
+    }
+    let range = index.range((lower, upper));
+    let keep = |k: &&(i64, usize)| matches(state, k.1, tests);
+    if desc {
+        range.rev().filter(keep).take(size).copied().collect()
+    } else {
+        range.filter(keep).take(size).copied().collect()
+    }
 }
 
 pub(crate) async fn list(
@@ -418,7 +468,7 @@ pub(crate) async fn list(
             candidates.truncate(size);
             candidates
         }
-        None => walk(&state, after, desc, |k| matches(&state, k.1, &tests), size),
+        None => walk(&state, &q.filters, &tests, after, desc, size),
     };
     let page = &keys[..];
     // Like the server, a full page always carries a cursor, even when no

@@ -42,6 +42,9 @@ pub(crate) struct State {
     pub(crate) events: EventStore,
     /// Ingest requests containing one of these event ids are rejected.
     pub(crate) rejected_event_ids: HashSet<String>,
+    /// Events with these ids are lost on their next ingest as #5118 loses
+    /// them: the id is claimed, nothing is stored, the request succeeds.
+    pub(crate) lost_event_ids: HashSet<String>,
     /// Customer keys or ids whose billing setup the invoicing app refuses.
     pub(crate) billing_refused: HashSet<String>,
 }

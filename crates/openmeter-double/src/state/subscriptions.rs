@@ -380,6 +380,26 @@ impl State {
     }
 }
 
+impl State {
+    /// Moves subscription `id`'s start (its `active_from`, billing anchor,
+    /// creation time and first phase) to `active_from`, as if it had been
+    /// created then; no checks.
+    pub(crate) fn start_subscription_at(
+        &mut self,
+        id: &str,
+        active_from: DateTime<Utc>,
+    ) -> ApiResult<Subscription> {
+        let sub = self.subscription_mut(id)?;
+        sub.active_from = active_from;
+        sub.billing_anchor = active_from;
+        sub.created_at = active_from;
+        if let Some(first) = sub.phases.first_mut() {
+            first.active_from = active_from;
+        }
+        Ok(sub.clone().observed_at(started_now()))
+    }
+}
+
 fn end_at(sub: &mut Subscription, active_to: Option<DateTime<Utc>>) -> Subscription {
     let now = started_now();
     sub.active_to = active_to;

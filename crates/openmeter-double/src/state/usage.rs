@@ -10,11 +10,26 @@
 //!   one of its usage-attribution subject keys, at query time
 //!   (`streaming/usageattribution.go`, `GetValues`), whoever owned the subject
 //!   when the event arrived;
-//! - values are `JSON_VALUE(data, value_property)` read as `Decimal128(19)`
-//!   (`toDecimal128OrNull`): numbers and numeric strings count, anything else
-//!   is NULL and skipped. Sums here are exact `Decimal`s, never floats (the
-//!   server turns the final value into a float64 before answering, exact up to
-//!   2^53, which billing amounts in micros stay well below).
+//! - values are `JSON_VALUE(data, value_property)` read as numbers: numbers
+//!   and numeric strings count, anything else is NULL and skipped. By
+//!   default (`aggregation.enableDecimalPrecision: false`,
+//!   `app/config/aggregation.go`) each is read with `toFloat64OrNull` and
+//!   summed as a float64; with decimal precision on, as `Decimal128(19)`
+//!   (`toDecimal128OrNull`). Either way the row's value becomes a float64
+//!   (`scanRows`, `InexactFloat64`) and the v3 API writes that float's
+//!   shortest decimal (`api/v3/handlers/meters/convert.go`,
+//!   `ToAPIMeterQueryRow`: `alpacadecimal.NewFromFloat(row.Value).String()`).
+//!   [`UsageRow::value`] keeps the exact sum (what the façade's
+//!   `billable_total` answers); [`UsageRow::reported`] is what the API says;
+//! - a row's `from`/`to` are its window's (`tumbleStart`/`tumbleEnd` in UTC;
+//!   a day's end is its start plus a day); without a granularity they are
+//!   the minutes the data spans (`tumbleStart(min(time))`,
+//!   `tumbleEnd(max(time))`);
+//! - the events are those stored, which ingest's dedupe already reduced to
+//!   one per `(source, id)` (`openmeter/ingest/dedupe.go`; the events table
+//!   is a plain `MergeTree`, `streaming/clickhouse/event_query.go`, so a
+//!   second copy that passed the dedupe would count twice). The double's
+//!   dedupe never expires (the server's keeps ids 32 days by default).
 //!
 //! Invoicing queries the same way, once per line, with `from`/`to` = the line's
 //! service period (`billing/lineengine/quantitysnapshot.go`), and the service
@@ -23,6 +38,7 @@
 //! phaseiterator.go`, `truncateItemsIfNeeded`). An event older than its
 //! subscription is therefore accepted and metered but never billed.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
@@ -41,7 +57,10 @@ const NANOS_PER_SECOND: i64 = 1_000_000_000;
 pub(crate) struct UsageRow {
     pub(crate) from: DateTime<Utc>,
     pub(crate) to: DateTime<Utc>,
+    /// The exact aggregate.
     pub(crate) value: Decimal,
+    /// The float64 the server answers with.
+    pub(crate) reported: f64,
     pub(crate) dimensions: BTreeMap<String, String>,
 }
 
@@ -49,8 +68,9 @@ pub(crate) struct UsageRow {
 #[derive(Debug, Clone)]
 enum Acc {
     Count(u64),
-    Sum(Option<Decimal>),
-    Avg(Decimal, u64),
+    /// The exact sum and the float64 one (`toFloat64OrNull` summed).
+    Sum(Option<Decimal>, f64),
+    Avg(Decimal, u64, f64),
     Min(Option<Decimal>),
     Max(Option<Decimal>),
     Unique(HashSet<String>),
@@ -62,12 +82,12 @@ impl Acc {
     fn new(aggregation: &str) -> Acc {
         match aggregation {
             "count" => Acc::Count(0),
-            "avg" => Acc::Avg(Decimal::ZERO, 0),
+            "avg" => Acc::Avg(Decimal::ZERO, 0, 0.0),
             "min" => Acc::Min(None),
             "max" => Acc::Max(None),
             "unique_count" => Acc::Unique(HashSet::new()),
             "latest" => Acc::Latest(None),
-            _ => Acc::Sum(None),
+            _ => Acc::Sum(None, 0.0),
         }
     }
 
@@ -85,11 +105,16 @@ impl Acc {
         let Some(v) = numeric(raw) else {
             return Ok(());
         };
+        let float = raw.trim().parse::<f64>().ok().filter(|f| f.is_finite());
         match self {
-            Acc::Sum(total) => *total = Some(checked_add(total.unwrap_or_default(), v)?),
-            Acc::Avg(total, n) => {
+            Acc::Sum(total, sum) => {
+                *total = Some(checked_add(total.unwrap_or_default(), v)?);
+                *sum += float.unwrap_or_default();
+            }
+            Acc::Avg(total, n, sum) => {
                 *total = checked_add(*total, v)?;
                 *n += 1;
+                *sum += float.unwrap_or_default();
             }
             Acc::Min(m) => *m = Some(m.map_or(v, |m| m.min(v))),
             Acc::Max(m) => *m = Some(m.map_or(v, |m| m.max(v))),
@@ -108,9 +133,20 @@ impl Acc {
         match self {
             Acc::Count(n) => Some(Decimal::from(*n)),
             Acc::Unique(seen) => Some(Decimal::from(seen.len())),
-            Acc::Sum(v) | Acc::Min(v) | Acc::Max(v) => *v,
-            Acc::Avg(total, n) => (*n > 0).then(|| *total / Decimal::from(*n)),
+            Acc::Sum(v, _) | Acc::Min(v) | Acc::Max(v) => *v,
+            Acc::Avg(total, n, _) => (*n > 0).then(|| *total / Decimal::from(*n)),
             Acc::Latest(l) => l.map(|(_, v)| v),
+        }
+    }
+
+    /// The float64 the server answers with: the float sum (or mean) when
+    /// it summed floats, else the exact aggregate made a float.
+    fn reported(&self, exact: Decimal, decimal_precision: bool) -> f64 {
+        use rust_decimal::prelude::ToPrimitive;
+        match self {
+            Acc::Sum(_, sum) if !decimal_precision => *sum,
+            Acc::Avg(_, n, sum) if !decimal_precision && *n > 0 => *sum / *n as f64,
+            _ => exact.to_f64().unwrap_or_default(),
         }
     }
 }
@@ -241,8 +277,50 @@ impl State {
         Ok(Attribution { by_subject })
     }
 
-    /// Run `q` against `meter` over the deduplicated events.
-    pub(crate) fn query_meter(&self, meter: &Meter, q: &MeterQuery) -> ApiResult<Vec<UsageRow>> {
+    /// The stored events a query can count, in time order: those of the
+    /// filtered subjects (and the filtered customers' subjects) when it is
+    /// filtered, else all; within `[from, to)` in whole seconds.
+    fn candidates(
+        &self,
+        q: &MeterQuery,
+        attribution: &Attribution<'_>,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Vec<usize> {
+        let lo = from.map_or(i64::MIN, |f| f.saturating_mul(NANOS_PER_SECOND));
+        let hi = to.map_or(i64::MAX, |t| t.saturating_mul(NANOS_PER_SECOND));
+        if lo >= hi {
+            return Vec::new();
+        }
+        let span = (lo, 0)..(hi, 0);
+        let events = &self.events;
+        if q.subjects.is_empty() && q.customers.is_empty() {
+            return events.by_time.range(span).map(|&(_, i)| i).collect();
+        }
+        let mut subjects: Vec<&str> = if q.subjects.is_empty() {
+            attribution.by_subject.keys().copied().collect()
+        } else {
+            q.subjects.iter().map(String::as_str).collect()
+        };
+        subjects.sort_unstable();
+        subjects.dedup();
+        let mut keys: Vec<(i64, usize)> = subjects
+            .iter()
+            .filter_map(|s| events.by_subject.get(*s))
+            .flat_map(|index| index.range(span.clone()).copied())
+            .collect();
+        keys.sort_unstable();
+        keys.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// Run `q` against `meter` over the deduplicated events;
+    /// `decimal_precision` is the server's setting of that name.
+    pub(crate) fn query_meter(
+        &self,
+        meter: &Meter,
+        q: &MeterQuery,
+        decimal_precision: bool,
+    ) -> ApiResult<Vec<UsageRow>> {
         let attribution = self.attribution(&q.customers)?;
         let from = match (q.from, meter.events_from) {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -251,14 +329,14 @@ impl State {
         .map(|t| t.timestamp());
         let to = q.to.map(|t| t.timestamp());
         let value_path = meter.value_property.as_deref().unwrap_or("");
-        let mut groups: BTreeMap<(i64, Vec<String>), Group> = BTreeMap::new();
-        for &i in &self.events.unique {
+        let meter_index = self.meters.iter().position(|m| m.id == meter.id);
+        let mut groups: HashMap<(i64, Vec<Cow<'_, str>>), Group> = HashMap::new();
+        for i in self.candidates(q, &attribution, from, to) {
             let d = &self.events.deliveries[i];
             let e = &d.event;
             let time_ns = d.sort_ns();
             let secs = time_ns.div_euclid(NANOS_PER_SECOND);
-            let in_time = from.is_none_or(|f| secs >= f) && to.is_none_or(|t| secs < t);
-            if e.ty != meter.event_type || !in_time {
+            if e.ty != meter.event_type {
                 continue;
             }
             if !q.subjects.is_empty() && !q.subjects.contains(&e.subject) {
@@ -280,10 +358,20 @@ impl State {
             });
             group.first = group.first.min(secs);
             group.last = group.last.max(secs);
-            group
-                .acc
-                .add(&json_value(e.data.as_ref(), value_path), time_ns)?;
+            let cached = meter_index
+                .and_then(|m| d.meter_values.get(m))
+                .and_then(|v| v.as_deref());
+            let value = match (cached, &group.acc) {
+                (_, Acc::Count(_)) => std::borrow::Cow::Borrowed(""),
+                (Some(v), _) => std::borrow::Cow::Borrowed(v),
+                (None, _) => {
+                    std::borrow::Cow::Owned(json_value(e.data_value().as_ref(), value_path))
+                }
+            };
+            group.acc.add(&value, time_ns)?;
         }
+        let mut groups: Vec<_> = groups.into_iter().collect();
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(groups
             .into_iter()
             .filter_map(|((window, values), g)| {
@@ -297,11 +385,13 @@ impl State {
                         window_of(Window::Minute, g.last).1,
                     ),
                 };
+                let values = values.into_iter().map(Cow::into_owned);
                 let dimensions = q.group_by.iter().cloned().zip(values).collect();
                 Some(UsageRow {
                     from: at(start),
                     to: at(end),
                     value,
+                    reported: g.acc.reported(value, decimal_precision),
                     dimensions,
                 })
             })
@@ -321,22 +411,24 @@ impl State {
                 .and_then(|m| m.get(name))
                 .map(String::as_str)
                 .unwrap_or("");
-            f.matches(&json_value(d.event.data.as_ref(), path))
+            f.matches(&json_value(d.event.data_value().as_ref(), path))
         })
     }
 
-    fn group_values(
+    /// The values `d` groups by (borrowed for `subject` and `customer_id`:
+    /// a query over millions of events makes a key for each).
+    fn group_values<'s>(
         &self,
         meter: &Meter,
-        d: &DeliveryRec,
-        customer: Option<&str>,
+        d: &'s DeliveryRec,
+        customer: Option<&'s str>,
         group_by: &[String],
-    ) -> Vec<String> {
+    ) -> Vec<Cow<'s, str>> {
         group_by
             .iter()
             .map(|name| match name.as_str() {
-                SUBJECT => d.event.subject.clone(),
-                CUSTOMER_ID => customer.unwrap_or_default().to_string(),
+                SUBJECT => Cow::Borrowed(d.event.subject.as_str()),
+                CUSTOMER_ID => Cow::Borrowed(customer.unwrap_or_default()),
                 dim => {
                     let path = meter
                         .dimensions
@@ -344,7 +436,7 @@ impl State {
                         .and_then(|m| m.get(dim))
                         .map(String::as_str)
                         .unwrap_or("");
-                    json_value(d.event.data.as_ref(), path)
+                    Cow::Owned(json_value(d.event.data_value().as_ref(), path))
                 }
             })
             .collect()
@@ -365,7 +457,7 @@ impl State {
             group_by: vec![CUSTOMER_ID.to_string()],
             ..MeterQuery::default()
         };
-        self.query_meter(meter, &q)
+        self.query_meter(meter, &q, true)
             .map(|rows| rows.iter().map(|r| r.value).sum())
             .unwrap_or_default()
     }

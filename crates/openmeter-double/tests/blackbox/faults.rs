@@ -1,7 +1,7 @@
 use std::time::{Duration, Instant};
 
 use openmeter_double::{DoubleConfig, Network, RateLimit, RetryAfterForm, Route};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::support::spec::problem;
 use crate::support::{event, start, start_with};
@@ -181,6 +181,29 @@ async fn a_swallowed_ingest_fails_then_its_retry_is_accepted_but_never_stored() 
         202
     );
     assert_eq!(env.double.unique_events().len(), 1);
+}
+
+/// #5118 one event at a time: the lost id is claimed, the batch answers
+/// 202, the others are stored, and a later delivery of the id is a
+/// duplicate.
+#[tokio::test]
+async fn a_lost_event_is_claimed_and_never_stored_while_its_batch_is() {
+    let env = start().await;
+    env.double.lose_event_ids(&["b"]);
+    let batch = json!([event("a", "s"), event("b", "s"), event("c", "s")]);
+    assert_eq!(env.ingest(batch).await.status().as_u16(), 202);
+    let ids: Vec<Value> = env
+        .double
+        .unique_events()
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("a"), json!("c")]);
+    assert_eq!(
+        env.ingest(json!([event("b", "s")])).await.status().as_u16(),
+        202
+    );
+    assert_eq!(env.double.unique_events().len(), 2, "b's id stays claimed");
 }
 
 #[tokio::test]

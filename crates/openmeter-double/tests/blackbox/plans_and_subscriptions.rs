@@ -211,3 +211,25 @@ async fn deleted_plans_are_listed_with_deleted_at() {
     .await;
     assert!(list["data"][0]["deleted_at"].is_string());
 }
+
+/// A v3 create always starts now; `start_subscription_at` is how a test
+/// gets a customer subscribed long ago, anchor and all.
+#[tokio::test]
+async fn a_subscription_started_in_the_past_reads_back_active_from_then() {
+    let env = start().await;
+    let customer = env.double.seed_customer("acme", &[]);
+    let plan = env.double.seed_plan(PlanSeed::new("ppu", 1, "active"));
+    let sub = env.double.seed_subscription(&customer, &plan, "active");
+    let then = "2026-09-01T00:00:00Z".parse().expect("time");
+    env.double
+        .start_subscription_at(&sub, then)
+        .expect("subscription");
+    let (_, read) = json_of(
+        env.get(&format!("/openmeter/subscriptions/{sub}")).await,
+        "BillingSubscription",
+    )
+    .await;
+    assert_eq!(read["active_from"], "2026-09-01T00:00:00Z");
+    assert_eq!(read["billing_anchor"], "2026-09-01T00:00:00Z");
+    assert_eq!(read["status"], "active");
+}
