@@ -20,6 +20,7 @@ mod billing;
 pub mod bootstrap;
 mod cli;
 mod commit;
+mod concurrency;
 mod contract;
 mod decode;
 mod deliver;

@@ -28,10 +28,11 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tracing::Instrument;
 
-mod concurrency;
-
 use crate::billing::BillingPolicy;
 use crate::commit::Position;
+pub use crate::concurrency::InFlightBounds;
+pub(crate) use crate::concurrency::Slot;
+use crate::concurrency::{AdaptiveLimit, Growth, Signal};
 use crate::dlq::DeadLetterKind;
 use crate::domain::{CustomerKey, Identity};
 use crate::ensure::{EnsureError, Ensured, Provisioner};
@@ -42,9 +43,6 @@ use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
 use crate::retry::RetryPolicy;
 use crate::settle::{Outcome, Settler};
 use crate::source::Record;
-pub use concurrency::InFlightBounds;
-pub(crate) use concurrency::Slot;
-use concurrency::{AdaptiveLimit, Signal};
 
 /// How many subjects of one batch are ensured concurrently.
 const ENSURE_CONCURRENCY: usize = 16;
@@ -172,7 +170,11 @@ impl Deliverer {
             billing: config.billing,
             noted: Noted::default(),
             health,
-            in_flight: Arc::new(AdaptiveLimit::new(config.in_flight)),
+            in_flight: Arc::new(AdaptiveLimit::new(
+                config.in_flight,
+                Growth::DELIVERY,
+                metrics().in_flight_limit.clone(),
+            )),
             max_body_bytes: config.max_body_bytes,
         }
     }
