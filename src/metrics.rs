@@ -86,6 +86,8 @@ pub struct Metrics {
     pub dimensions_unreadable: Family<Field, Counter>,
     /// The continuous audit's figures (see `audit::continuous`).
     pub audit: AuditGauges,
+    /// How ensure copes with the organisation's size (see `ensure`).
+    pub ensure: EnsureGauges,
 }
 
 impl Metrics {
@@ -115,6 +117,7 @@ impl Metrics {
             dead_letters_spilled: Family::default(),
             dimensions_unreadable: Family::default(),
             audit: Default::default(),
+            ensure: Default::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -229,6 +232,7 @@ impl Metrics {
             m.dead_letters_spilled.clone(),
         );
         m.audit.register(r);
+        m.ensure.register(r);
         Self { registry, ..m }
     }
 
@@ -316,6 +320,39 @@ impl AuditGauges {
                 "audit_last_result",
                 "Last audit: 0 clean, 1 discrepancies, 2 could not run",
                 &self.last_result,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+    }
+}
+
+/// Ensure's limit and the organisation's size against the cache's.
+#[derive(Debug, Default)]
+pub struct EnsureGauges {
+    pub concurrency_limit: Gauge,
+    pub organisation_customers: Gauge,
+    pub cache_capacity: Gauge,
+}
+
+impl EnsureGauges {
+    pub fn register(&self, registry: &mut Registry) {
+        let gauges = [
+            (
+                "ensure_concurrency_limit",
+                "Ensure calls that may be in flight now, across batches (adapted to OpenMeter's round trip and push-back)",
+                &self.concurrency_limit,
+            ),
+            (
+                "ensure_organisation_customers",
+                "Live customers the last warm-up listed",
+                &self.organisation_customers,
+            ),
+            (
+                "ensure_cache_capacity",
+                "Identities the ensure cache holds at most (ENSURE_CACHE_CAPACITY)",
+                &self.cache_capacity,
             ),
         ];
         for (name, help, gauge) in gauges {

@@ -44,9 +44,6 @@ use crate::retry::RetryPolicy;
 use crate::settle::{Outcome, Settler};
 use crate::source::Record;
 
-/// How many subjects of one batch are ensured concurrently.
-const ENSURE_CONCURRENCY: usize = 16;
-
 /// An event to send, and the original record in case it must be
 /// dead-lettered. Its CloudEvent is serialised once, straight into the
 /// request body, after its time is placed in its subscription's period.
@@ -111,6 +108,8 @@ pub(crate) struct Deliverer {
     pub(crate) in_flight: Arc<AdaptiveLimit>,
     /// Bytes per ingest request: a larger batch is sent in parts.
     pub(crate) max_body_bytes: usize,
+    /// When a rate-limited hold was last logged.
+    pub(crate) rate_limited: Throttled,
 }
 
 /// How a deliverer bills, how many batches it keeps in flight, and how
@@ -135,6 +134,41 @@ struct Hold {
     retry_after: Option<Duration>,
     /// OpenMeter's error, for the logs and `/ready`.
     reason: String,
+    /// OpenMeter (or a gateway in front of it) answered 429: flow control,
+    /// not an outage.
+    rate_limited: bool,
+}
+
+/// Whether an OpenMeter answer was a 429.
+fn rate_limited(e: Option<&ApiError>) -> bool {
+    e.and_then(ApiError::status) == Some(429)
+}
+
+/// Rate-limited holds are logged at most once per [`Throttled::EVERY`]:
+/// under a gateway's limit, delivery and ensure slow down and push-backs
+/// keep coming, which is the limit working, not an outage to log each time.
+#[derive(Debug, Default)]
+pub(crate) struct Throttled {
+    last: Mutex<Option<Instant>>,
+    /// Holds since the last line.
+    since: std::sync::atomic::AtomicU64,
+}
+
+impl Throttled {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// `Some(holds since the last line)` when a line is due.
+    fn due(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let held = self.since.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < Self::EVERY) {
+            return None;
+        }
+        *last = Some(Instant::now());
+        self.since.store(0, Ordering::Relaxed);
+        Some(held)
+    }
 }
 
 /// One attempt's leftovers: events to retry after a backoff.
@@ -176,6 +210,7 @@ impl Deliverer {
                 metrics().in_flight_limit.clone(),
             )),
             max_body_bytes: config.max_body_bytes,
+            rate_limited: Throttled::default(),
         }
     }
 
@@ -211,6 +246,13 @@ impl Deliverer {
                     events, ?delay, error,
                     "OpenMeter refuses the configuration (token, URL or plan): holding events until an operator fixes it"
                 ),
+                _ if hold.rate_limited => match self.rate_limited.due() {
+                    Some(holds) => tracing::warn!(
+                        events, ?delay, error, holds,
+                        "OpenMeter is rate-limiting us (429): holding events and slowing down (logged at most once a minute; ticketmeter_upstream_calls_total counts them by status)"
+                    ),
+                    None => tracing::debug!(events, ?delay, error, "rate-limited: holding events"),
+                },
                 _ => tracing::warn!(events, ?delay, error, "OpenMeter unavailable: holding events"),
             }
             tokio::time::sleep(delay).await;
@@ -258,6 +300,7 @@ impl Deliverer {
                     class,
                     retry_after: e.retry_after(),
                     reason: e.to_string(),
+                    rate_limited: rate_limited(Some(&e)),
                 },
             ),
         }
@@ -292,6 +335,7 @@ impl Deliverer {
                                 class,
                                 retry_after: e.upstream().and_then(ApiError::retry_after),
                                 reason: e.to_string(),
+                                rate_limited: rate_limited(e.upstream()),
                             };
                             (Vec::new(), hold)
                         });
@@ -331,7 +375,9 @@ impl Deliverer {
         let ensures = misses
             .into_iter()
             .map(|identity| ensure_one(&self.provisioner, identity));
-        let mut ensured = futures::stream::iter(ensures).buffer_unordered(ENSURE_CONCURRENCY);
+        // The provisioner's shared limit decides how many of these run.
+        let at_once = self.provisioner.max_concurrency();
+        let mut ensured = futures::stream::iter(ensures).buffer_unordered(at_once);
         while let Some((identity, result)) = ensured.next().await {
             if let Err(e) = &result {
                 log_ensure_failure(&identity.customer_key(), e);
@@ -445,7 +491,8 @@ fn log_ensure_failure(key: &CustomerKey, e: &EnsureError) {
             tracing::warn!(customer = %key, kind = %e.dead_letter_kind(), error = %e, "OpenMeter refused this customer; dead-lettering its events, billing everyone else");
         }
         ErrorClass::Transient => {
-            tracing::warn!(customer = %key, error = %e, "ensure failed; holding this customer's events");
+            // The batch's hold says it once for all its customers.
+            tracing::debug!(customer = %key, error = %e, "ensure failed; holding this customer's events");
         }
         ErrorClass::Configuration => {
             tracing::error!(error = %e, "ensure cannot succeed until the configuration is fixed; holding events");

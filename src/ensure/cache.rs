@@ -14,6 +14,7 @@
 //! without evicting.
 
 use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -557,6 +558,38 @@ impl EnsuredCache {
 
     pub(super) fn remove(&self, key: &CustomerKey) {
         self.lock().remove(key.as_str());
+    }
+
+    /// What `key` holds, if fresh, without counting as a use.
+    pub(super) fn peek(&self, key: &str) -> Option<Ensured> {
+        let mut table = self.lock();
+        let now_ms = table.stamp(Instant::now());
+        let slot = table.find(key)?;
+        table
+            .is_fresh(&table.store.slots[slot as usize], now_ms, Utc::now())
+            .then(|| table.ensured(slot))
+    }
+
+    /// Forgets every identity that bills one of these customers (by id);
+    /// returns how many. One pass over every slot.
+    pub(super) fn forget_customers(&self, ids: &HashSet<String>) -> usize {
+        let mut table = self.lock();
+        let keys: Vec<String> = table
+            .store
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_free())
+            .filter(|(_, s)| {
+                let text = s.flags & CUSTOMER_ID_TEXT != 0;
+                ids.contains(&table.store.expand_id(&s.customer_id, text))
+            })
+            .map(|(i, _)| table.store.key(i as u32).to_owned())
+            .collect();
+        for key in &keys {
+            table.remove(key);
+        }
+        keys.len()
     }
 }
 
