@@ -82,8 +82,9 @@ struct Run {
     secs: f64,
     calls: u64,
     peak_kb: u64,
-    /// Lines the collector logged at warn or error.
+    /// Lines the collector logged at warn or error, and the first.
     warnings: usize,
+    first_warning: Option<String>,
     rate_limited: u64,
     dead_letters: usize,
     customers_created: usize,
@@ -129,13 +130,24 @@ async fn run(
     let lines = |path: &PathBuf| {
         std::fs::read_to_string(path).map_or(0, |t| t.lines().filter(|l| !l.is_empty()).count())
     };
+    // Log lines at warn or error (the text format names the level).
+    let warnings: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .map(str::to_owned)
+        .collect();
+    if let Ok(keep) = std::env::var("BENCH_KEEP_LOGS") {
+        let _ = std::fs::copy(&log, Path::new(&keep).join(log.file_name().unwrap()));
+    }
     Run {
         delivered: double.delivery_count() - before,
         first,
         secs,
         calls: double.total_calls(),
         peak_kb: collector.peak_kb,
-        warnings: lines(&log),
+        warnings: warnings.len(),
+        first_warning: warnings.into_iter().next(),
         rate_limited: double.rate_limited() - limited0,
         dead_letters: lines(&dlq),
         customers_created: double.customer_count() - customers0,
@@ -157,10 +169,7 @@ fn confine(collector: &Collector) {
 /// A double 80 ms away holding `customers` existing customers (keys
 /// `client-<first + i>:user-<first + i>`), each with an active
 /// subscription.
-async fn organisation(
-    first: usize,
-    customers: usize,
-) -> (Double, openmeter_double::RunningDouble) {
+async fn organisation(first: usize, customers: usize) -> (Double, openmeter_double::RunningDouble) {
     let (double, running) = start_double().await;
     let seeded = Instant::now();
     seed_customers(&double, first, customers);
@@ -218,6 +227,9 @@ pub(crate) async fn restart(dir: &Path, sizes: &[usize]) {
                 )),
                 if r.warnings > 0 { format!(", {} warnings", r.warnings) } else { String::new() },
             );
+            if let Some(line) = &r.first_warning {
+                println!("    first warning: {line}");
+            }
         }
     }
 }
@@ -284,5 +296,8 @@ pub(crate) async fn new_customers(dir: &Path, customers: usize, limited: Option<
             r.warnings,
             r.peak_kb as f64 / 1024.0,
         );
+        if let Some(line) = &r.first_warning {
+            println!("    first warning: {line}");
+        }
     }
 }

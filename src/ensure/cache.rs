@@ -1,10 +1,13 @@
 //! The positive cache of ensured identities, compact enough to hold an
-//! organisation of a million customers: one 80-byte slot per identity in
-//! one vector (ULIDs as 16 bytes, times as nanoseconds, plan keys and
-//! billing cadences interned), its key's bytes in one arena, and a hash
-//! index of slot numbers (about 5 bytes per identity) — no allocation per
-//! entry. About 115 bytes per identity with keys of 27 characters; the
-//! sizing table in `docs/operations.md` has what a whole collector needs.
+//! organisation of a million customers: one 56-byte slot per identity in
+//! one vector (ULIDs as 16 bytes, `active_from` as nanoseconds, the plan
+//! key and billing cadence interned as one pair), a record per identity in
+//! one arena (its key, and only what most identities lack: a customer key
+//! other than its own, `active_to`, a billing anchor other than
+//! `active_from`, ids that are not ULIDs), and a hash index of slot numbers
+//! (about 10 bytes per identity). No allocation per identity: about 95
+//! bytes each with keys of 29 characters; the sizing table in
+//! `docs/operations.md` has what a whole collector needs.
 //!
 //! An entry never outlives its subscription's `active_to`. When the cache
 //! is full, a new identity takes the slot of one not used since the clock
@@ -33,86 +36,100 @@ use crate::openmeter::model::SubscriptionStatus;
 const REBASE_AFTER_MS: u64 = 1 << 31;
 /// The arena is compacted when this much of it, and half of it, is garbage.
 const COMPACT_GARBAGE: usize = 1 << 20;
-/// `active_to` absent.
-const NO_TIME: i64 = i64::MIN;
 
-/// Slot flags.
-const CUSTOMER_ID_TEXT: u8 = 1;
-const SUBSCRIPTION_ID_TEXT: u8 = 1 << 1;
+/// Slot flags: what the record holds besides the key and owner.
+const ACTIVE_TO: u8 = 1;
+const ANCHOR: u8 = 1 << 1;
+const CUSTOMER_ID_TEXT: u8 = 1 << 2;
+const SUBSCRIPTION_ID_TEXT: u8 = 1 << 3;
 /// Read since the clock hand last passed.
-const USED: u8 = 1 << 2;
-const FREE: u8 = 1 << 3;
+const USED: u8 = 1 << 4;
+const FREE: u8 = 1 << 5;
 
-/// A place in the arena.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Span {
-    at: u32,
-    len: u16,
-}
-
-/// What is remembered of one ensured identity.
+/// What is remembered of one ensured identity; the rest is its record in
+/// the arena, at `at`: key, owner key, then `active_to`, the anchor and
+/// the ids' text, each only when its flag says so.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
-    key_at: u32,
-    /// The customer's key, when it is not the identity's own (`owner_len`
-    /// 0: it is).
-    owner_at: u32,
+    at: u32,
     key_len: u16,
+    /// The customer's key, when it is not the identity's own (0: it is).
     owner_len: u16,
-    /// Index into the interned plan keys.
-    plan: u16,
-    /// 0: no cadence; else 1 + index into the interned cadences.
-    cadence: u16,
-    /// A ULID's 16 bytes, or (with `CUSTOMER_ID_TEXT`) the text's span.
-    customer_id: [u8; 16],
-    subscription_id: [u8; 16],
-    active_from: i64,
-    active_to: i64,
-    anchor: i64,
-    /// Milliseconds after the epoch.
-    expires: u32,
+    /// Index into the interned (plan key, cadence) pairs.
+    terms: u16,
     status: SubscriptionStatus,
     flags: u8,
+    /// Milliseconds after the epoch.
+    expires: u32,
+    active_from: i64,
+    /// A ULID's 16 bytes, or (with `CUSTOMER_ID_TEXT`) the text's length
+    /// in the first two.
+    customer_id: [u8; 16],
+    subscription_id: [u8; 16],
 }
 
 impl Slot {
-    fn key(&self) -> Span {
-        Span {
-            at: self.key_at,
-            len: self.key_len,
-        }
-    }
+    const VACANT: Self = Self {
+        at: 0,
+        key_len: 0,
+        owner_len: 0,
+        terms: 0,
+        status: SubscriptionStatus::Unknown,
+        flags: FREE,
+        expires: 0,
+        active_from: 0,
+        customer_id: [0; 16],
+        subscription_id: [0; 16],
+    };
 
     fn is_free(&self) -> bool {
         self.flags & FREE != 0
     }
-}
 
-/// An id as stored: a ULID's bytes, or text kept in the arena.
-fn id_span(id: &[u8; 16]) -> Span {
-    let [a, b, c, d, e, f, ..] = *id;
-    Span {
-        at: u32::from_le_bytes([a, b, c, d]),
-        len: u16::from_le_bytes([e, f]),
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// The record's length in the arena.
+    fn record_len(&self) -> usize {
+        let mut len = usize::from(self.key_len) + usize::from(self.owner_len);
+        len += 8 * usize::from(self.has(ACTIVE_TO)) + 8 * usize::from(self.has(ANCHOR));
+        if self.has(CUSTOMER_ID_TEXT) {
+            len += text_len(&self.customer_id);
+        }
+        if self.has(SUBSCRIPTION_ID_TEXT) {
+            len += text_len(&self.subscription_id);
+        }
+        len
     }
 }
 
-fn span_id(span: Span) -> [u8; 16] {
-    let mut id = [0; 16];
-    id[..4].copy_from_slice(&span.at.to_le_bytes());
-    id[4..6].copy_from_slice(&span.len.to_le_bytes());
-    id
+fn text_len(id: &[u8; 16]) -> usize {
+    usize::from(u16::from_le_bytes([id[0], id[1]]))
 }
 
 fn nanos(at: DateTime<Utc>) -> Option<i64> {
-    at.timestamp_nanos_opt().filter(|n| *n != NO_TIME)
+    at.timestamp_nanos_opt()
 }
 
 fn time(nanos: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_nanos(nanos)
 }
 
-/// The slots and the bytes their spans point into.
+/// An id as a slot holds it: a ULID's bytes, or its text's length (the
+/// text goes in the record); `None` when even that does not fit.
+fn compact_id(id: &str) -> Option<([u8; 16], bool)> {
+    match Ulid::from_string(id) {
+        Ok(ulid) if ulid.to_string() == id => Some((ulid.to_bytes(), false)),
+        _ => {
+            let mut bytes = [0; 16];
+            bytes[..2].copy_from_slice(&u16::try_from(id.len()).ok()?.to_le_bytes());
+            Some((bytes, true))
+        }
+    }
+}
+
+/// The slots and the records they point into.
 #[derive(Debug, Default)]
 struct Store {
     slots: Vec<Slot>,
@@ -123,96 +140,94 @@ struct Store {
 }
 
 impl Store {
-    fn text(&self, span: Span) -> &str {
-        let start = span.at as usize;
-        let bytes = &self.arena[start..start + usize::from(span.len)];
-        // Only whole `&str`s are ever written to the arena.
-        std::str::from_utf8(bytes).unwrap_or_default()
+    fn bytes(&self, at: usize, len: usize) -> &[u8] {
+        &self.arena[at..at + len]
+    }
+
+    fn text(&self, at: usize, len: usize) -> &str {
+        // Only whole `&str`s are written where text is read back.
+        std::str::from_utf8(self.bytes(at, len)).unwrap_or_default()
     }
 
     fn key(&self, slot: u32) -> &str {
-        self.text(self.slots[slot as usize].key())
+        let s = &self.slots[slot as usize];
+        self.text(s.at as usize, usize::from(s.key_len))
     }
 
-    /// Appends `text`; `None` when it does not fit a span.
-    fn push(&mut self, text: &str) -> Option<Span> {
-        let at = u32::try_from(self.arena.len()).ok()?;
-        let len = u16::try_from(text.len()).ok()?;
-        at.checked_add(u32::from(len))?;
-        self.arena.extend_from_slice(text.as_bytes());
-        Some(Span { at, len })
-    }
-
-    /// Stores `id` as a ULID when it is one (in its canonical text), else
-    /// as text; `Some(true)` when it is text.
-    fn id(&mut self, id: &str) -> Option<([u8; 16], bool)> {
-        match Ulid::from_string(id) {
-            Ok(ulid) if ulid.to_string() == id => Some((ulid.to_bytes(), false)),
-            _ => Some((span_id(self.push(id)?), true)),
+    /// Reads a slot's record back: owner key, `active_to`, anchor, ids.
+    fn record(&self, slot: &Slot) -> Record<'_> {
+        let mut at = slot.at as usize + usize::from(slot.key_len);
+        let mut take = |len: usize| {
+            let start = at;
+            at += len;
+            start
+        };
+        let owner = take(usize::from(slot.owner_len));
+        let owner = self.text(owner, usize::from(slot.owner_len));
+        let mut time_at = |flag: u8| {
+            slot.has(flag).then(|| {
+                let start = take(8);
+                let mut bytes = [0; 8];
+                bytes.copy_from_slice(self.bytes(start, 8));
+                i64::from_le_bytes(bytes)
+            })
+        };
+        let active_to = time_at(ACTIVE_TO);
+        let anchor = time_at(ANCHOR);
+        let mut id = |bytes: &[u8; 16], flag: u8| {
+            if slot.has(flag) {
+                let len = text_len(bytes);
+                self.text(take(len), len).to_owned()
+            } else {
+                Ulid::from_bytes(*bytes).to_string()
+            }
+        };
+        let customer_id = id(&slot.customer_id, CUSTOMER_ID_TEXT);
+        let subscription_id = id(&slot.subscription_id, SUBSCRIPTION_ID_TEXT);
+        Record {
+            owner,
+            active_to,
+            anchor,
+            customer_id,
+            subscription_id,
         }
     }
 
-    fn expand_id(&self, id: &[u8; 16], text: bool) -> String {
-        if text {
-            self.text(id_span(id)).to_owned()
-        } else {
-            Ulid::from_bytes(*id).to_string()
+    /// A slot's `active_to`, read from its record without the rest.
+    fn active_to(&self, slot: &Slot) -> Option<i64> {
+        if !slot.has(ACTIVE_TO) {
+            return None;
         }
+        let at = slot.at as usize + usize::from(slot.key_len) + usize::from(slot.owner_len);
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(self.bytes(at, 8));
+        Some(i64::from_le_bytes(bytes))
     }
 
-    /// The arena spans a slot holds besides its key.
-    fn spans_of(slot: &Slot) -> impl Iterator<Item = Span> {
-        let owner = (slot.owner_len > 0).then_some(Span {
-            at: slot.owner_at,
-            len: slot.owner_len,
-        });
-        let customer = (slot.flags & CUSTOMER_ID_TEXT != 0).then(|| id_span(&slot.customer_id));
-        let subscription =
-            (slot.flags & SUBSCRIPTION_ID_TEXT != 0).then(|| id_span(&slot.subscription_id));
-        owner.into_iter().chain(customer).chain(subscription)
-    }
-
-    /// Counts the arena bytes of a slot's data (not its key) as garbage.
-    fn discard_data(&mut self, slot: u32) {
-        let spans: usize = Self::spans_of(&self.slots[slot as usize])
-            .map(|s| usize::from(s.len))
-            .sum();
-        self.garbage += spans;
-    }
-
-    /// Copies every live span into a fresh arena once garbage dominates.
+    /// Copies every live record into a fresh arena once garbage dominates.
     fn compact_if_wasteful(&mut self) {
         if self.garbage < COMPACT_GARBAGE || self.garbage * 2 < self.arena.len() {
             return;
         }
         let old = std::mem::take(&mut self.arena);
         let mut arena = Vec::with_capacity(old.len() - self.garbage);
-        let mut moved = |span: Span| {
-            let start = span.at as usize;
-            let at = arena.len() as u32;
-            arena.extend_from_slice(&old[start..start + usize::from(span.len)]);
-            Span { at, len: span.len }
-        };
         for slot in self.slots.iter_mut().filter(|s| !s.is_free()) {
-            let key = moved(slot.key());
-            slot.key_at = key.at;
-            if slot.owner_len > 0 {
-                slot.owner_at = moved(Span {
-                    at: slot.owner_at,
-                    len: slot.owner_len,
-                })
-                .at;
-            }
-            if slot.flags & CUSTOMER_ID_TEXT != 0 {
-                slot.customer_id = span_id(moved(id_span(&slot.customer_id)));
-            }
-            if slot.flags & SUBSCRIPTION_ID_TEXT != 0 {
-                slot.subscription_id = span_id(moved(id_span(&slot.subscription_id)));
-            }
+            let start = slot.at as usize;
+            slot.at = arena.len() as u32;
+            arena.extend_from_slice(&old[start..start + slot.record_len()]);
         }
         self.arena = arena;
         self.garbage = 0;
     }
+}
+
+/// What a slot's record holds, read back.
+struct Record<'a> {
+    owner: &'a str,
+    active_to: Option<i64>,
+    anchor: Option<i64>,
+    customer_id: String,
+    subscription_id: String,
 }
 
 /// The table behind the cache's lock.
@@ -222,8 +237,8 @@ struct Table {
     index: HashTable<u32>,
     store: Store,
     hasher: RandomState,
-    plans: Vec<Arc<str>>,
-    cadences: Vec<Cadence>,
+    /// Interned (plan key, billing cadence) pairs.
+    terms: Vec<(Arc<str>, Option<Cadence>)>,
     epoch: Instant,
     /// The clock hand: the next slot eviction looks at.
     hand: usize,
@@ -235,8 +250,7 @@ impl Table {
             index: HashTable::new(),
             store: Store::default(),
             hasher: RandomState::new(),
-            plans: Vec::new(),
-            cadences: Vec::new(),
+            terms: Vec::new(),
             epoch: Instant::now(),
             hand: 0,
         }
@@ -263,62 +277,47 @@ impl Table {
         ms - u64::from(shift)
     }
 
-    fn is_fresh(&self, slot: &Slot, now_ms: u64, now: DateTime<Utc>) -> bool {
-        u64::from(slot.expires) > now_ms
-            && (slot.active_to == NO_TIME || time(slot.active_to) > now)
+    /// Fresh: within its TTL, and its subscription (if canceled) not ended.
+    fn is_fresh(&self, slot: u32, now_ms: u64, now: DateTime<Utc>) -> bool {
+        let s = &self.store.slots[slot as usize];
+        u64::from(s.expires) > now_ms && self.store.active_to(s).is_none_or(|to| time(to) > now)
     }
 
-    fn intern_plan(&mut self, plan: &str) -> Option<u16> {
-        if let Some(i) = self.plans.iter().position(|p| &**p == plan) {
-            return u16::try_from(i).ok();
-        }
-        let i = u16::try_from(self.plans.len()).ok()?;
-        self.plans.push(Arc::from(plan));
-        Some(i)
-    }
-
-    fn intern_cadence(&mut self, cadence: Option<Cadence>) -> Option<u16> {
-        let Some(cadence) = cadence else {
-            return Some(0);
-        };
-        let i = match self.cadences.iter().position(|c| *c == cadence) {
+    fn intern(&mut self, plan: &str, cadence: Option<Cadence>) -> Option<u16> {
+        let found = self
+            .terms
+            .iter()
+            .position(|(p, c)| &**p == plan && *c == cadence);
+        let i = match found {
             Some(i) => i,
             None => {
-                self.cadences.push(cadence);
-                self.cadences.len() - 1
+                self.terms.push((Arc::from(plan), cadence));
+                self.terms.len() - 1
             }
         };
-        u16::try_from(i + 1).ok()
+        u16::try_from(i).ok()
     }
 
     fn ensured(&self, slot: u32) -> Ensured {
         let s = &self.store.slots[slot as usize];
-        let key = if s.owner_len > 0 {
-            Span {
-                at: s.owner_at,
-                len: s.owner_len,
-            }
+        let record = self.store.record(s);
+        let (plan, cadence) = &self.terms[usize::from(s.terms)];
+        let customer_key = if s.owner_len > 0 {
+            record.owner
         } else {
-            s.key()
+            self.store.key(slot)
         };
         Ensured {
-            customer_key: self.store.text(key).to_owned(),
-            customer_id: self
-                .store
-                .expand_id(&s.customer_id, s.flags & CUSTOMER_ID_TEXT != 0),
-            subscription_id: self
-                .store
-                .expand_id(&s.subscription_id, s.flags & SUBSCRIPTION_ID_TEXT != 0),
-            plan_key: self.plans[usize::from(s.plan)].to_string(),
+            customer_key: customer_key.to_owned(),
+            customer_id: record.customer_id,
+            subscription_id: record.subscription_id,
+            plan_key: plan.to_string(),
             status: s.status,
             terms: BillingTerms {
                 active_from: time(s.active_from),
-                active_to: (s.active_to != NO_TIME).then(|| time(s.active_to)),
-                anchor: time(s.anchor),
-                cadence: s
-                    .cadence
-                    .checked_sub(1)
-                    .map(|i| self.cadences[usize::from(i)]),
+                active_to: record.active_to.map(time),
+                anchor: time(record.anchor.unwrap_or(s.active_from)),
+                cadence: *cadence,
             },
             created: Created {
                 customer: false,
@@ -333,22 +332,7 @@ impl Table {
             return Some(slot);
         }
         let slot = u32::try_from(self.store.slots.len()).ok()?;
-        self.store.slots.push(Slot {
-            key_at: 0,
-            owner_at: 0,
-            key_len: 0,
-            owner_len: 0,
-            plan: 0,
-            cadence: 0,
-            customer_id: [0; 16],
-            subscription_id: [0; 16],
-            active_from: 0,
-            active_to: NO_TIME,
-            anchor: 0,
-            expires: 0,
-            status: SubscriptionStatus::Unknown,
-            flags: FREE,
-        });
+        self.store.slots.push(Slot::VACANT);
         Some(slot)
     }
 
@@ -359,17 +343,9 @@ impl Table {
             return;
         };
         let (slot, _) = entry.remove();
-        self.release(slot);
-    }
-
-    /// Frees a slot already out of the index.
-    fn release(&mut self, slot: u32) {
-        self.store.discard_data(slot);
         let s = &mut self.store.slots[slot as usize];
-        self.store.garbage += usize::from(s.key_len);
-        s.flags = FREE;
-        s.key_len = 0;
-        s.owner_len = 0;
+        self.store.garbage += s.record_len();
+        *s = Slot::VACANT;
         self.store.free.push(slot);
         self.store.compact_if_wasteful();
     }
@@ -388,7 +364,7 @@ impl Table {
             if slot.is_free() {
                 continue;
             }
-            if slot.flags & USED != 0 && self.is_fresh(&slot, now_ms, now) {
+            if slot.has(USED) && self.is_fresh(i as u32, now_ms, now) {
                 self.store.slots[i].flags &= !USED;
                 continue;
             }
@@ -398,44 +374,88 @@ impl Table {
         }
     }
 
-    /// Writes `ensured` into `slot` (its key already in place).
-    fn write(&mut self, slot: u32, key: &str, ensured: &Ensured, expires: u32) -> Option<()> {
-        let plan = self.intern_plan(&ensured.plan_key)?;
-        let cadence = self.intern_cadence(ensured.terms.cadence)?;
-        let terms = &ensured.terms;
-        let active_from = nanos(terms.active_from)?;
-        let anchor = nanos(terms.anchor)?;
-        let active_to = match terms.active_to {
-            Some(to) => nanos(to)?,
-            None => NO_TIME,
-        };
-        self.store.discard_data(slot);
+    /// The slot and record that remember `ensured` under `key`, the
+    /// record appended to the arena; `None` when something does not fit.
+    fn slot_for(&mut self, key: &str, ensured: &Ensured, expires: u32) -> Option<Slot> {
+        let t = &ensured.terms;
+        let terms = self.intern(&ensured.plan_key, t.cadence)?;
+        let active_from = nanos(t.active_from)?;
+        let active_to = t
+            .active_to
+            .map(nanos)
+            .map(|n| n.ok_or(()))
+            .transpose()
+            .ok()?;
+        let anchor = nanos(t.anchor)?;
+        let anchor = (anchor != active_from).then_some(anchor);
         let owner = if ensured.customer_key == key {
-            Span::default()
+            ""
         } else {
-            self.store.push(&ensured.customer_key)?
+            ensured.customer_key.as_str()
         };
-        let (customer_id, customer_text) = self.store.id(&ensured.customer_id)?;
-        let (subscription_id, subscription_text) = self.store.id(&ensured.subscription_id)?;
-        let s = &mut self.store.slots[slot as usize];
-        s.owner_at = owner.at;
-        s.owner_len = owner.len;
-        s.plan = plan;
-        s.cadence = cadence;
-        s.customer_id = customer_id;
-        s.subscription_id = subscription_id;
-        s.active_from = active_from;
-        s.active_to = active_to;
-        s.anchor = anchor;
-        s.expires = expires;
-        s.status = ensured.status;
-        s.flags = (s.flags & USED)
-            | if customer_text { CUSTOMER_ID_TEXT } else { 0 }
-            | if subscription_text {
-                SUBSCRIPTION_ID_TEXT
-            } else {
-                0
-            };
+        let (customer_id, customer_text) = compact_id(&ensured.customer_id)?;
+        let (subscription_id, subscription_text) = compact_id(&ensured.subscription_id)?;
+        let at = u32::try_from(self.store.arena.len()).ok()?;
+        let mut slot = Slot {
+            at,
+            key_len: u16::try_from(key.len()).ok()?,
+            owner_len: u16::try_from(owner.len()).ok()?,
+            terms,
+            status: ensured.status,
+            flags: 0,
+            expires,
+            active_from,
+            customer_id,
+            subscription_id,
+        };
+        let flag = |on: bool, flag: u8| if on { flag } else { 0 };
+        slot.flags = flag(active_to.is_some(), ACTIVE_TO)
+            | flag(anchor.is_some(), ANCHOR)
+            | flag(customer_text, CUSTOMER_ID_TEXT)
+            | flag(subscription_text, SUBSCRIPTION_ID_TEXT);
+        u32::try_from(at as usize + slot.record_len()).ok()?;
+        let arena = &mut self.store.arena;
+        arena.extend_from_slice(key.as_bytes());
+        arena.extend_from_slice(owner.as_bytes());
+        for time in [active_to, anchor].into_iter().flatten() {
+            arena.extend_from_slice(&time.to_le_bytes());
+        }
+        if customer_text {
+            arena.extend_from_slice(ensured.customer_id.as_bytes());
+        }
+        if subscription_text {
+            arena.extend_from_slice(ensured.subscription_id.as_bytes());
+        }
+        Some(slot)
+    }
+
+    /// Remembers `ensured` under `key` in a slot of its own (a new key) or
+    /// the key's (an update).
+    fn write(&mut self, key: &str, ensured: &Ensured, expires: u32) -> Option<()> {
+        let existing = self.find(key);
+        let slot = self.slot_for(key, ensured, expires)?;
+        match existing {
+            Some(i) => {
+                let old = &mut self.store.slots[i as usize];
+                self.store.garbage += old.record_len();
+                *old = Slot {
+                    flags: slot.flags | (old.flags & USED),
+                    ..slot
+                };
+            }
+            None => {
+                let Some(i) = self.vacant_slot() else {
+                    self.store.garbage += slot.record_len();
+                    return None;
+                };
+                self.store.slots[i as usize] = slot;
+                let hash = self.hasher.hash_one(key);
+                let (store, hasher) = (&self.store, &self.hasher);
+                self.index
+                    .insert_unique(hash, i, |&s| hasher.hash_one(store.key(s)));
+            }
+        }
+        self.store.compact_if_wasteful();
         Some(())
     }
 }
@@ -471,13 +491,16 @@ impl EnsuredCache {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The slot of `key` if it is fresh.
+    fn fresh(table: &mut Table, key: &str) -> Option<u32> {
+        let now_ms = table.stamp(Instant::now());
+        let slot = table.find(key)?;
+        table.is_fresh(slot, now_ms, Utc::now()).then_some(slot)
+    }
+
     /// Whether `key` is cached and fresh (no copy made).
     pub(super) fn contains(&self, key: &CustomerKey) -> bool {
-        let mut table = self.lock();
-        let now_ms = table.stamp(Instant::now());
-        table
-            .find(key.as_str())
-            .is_some_and(|s| table.is_fresh(&table.store.slots[s as usize], now_ms, Utc::now()))
+        Self::fresh(&mut self.lock(), key.as_str()).is_some()
     }
 
     /// Whether `key` was ensured or listed, even if no longer fresh: its
@@ -499,12 +522,15 @@ impl EnsuredCache {
     /// The cached result for `key`, if still fresh.
     pub(super) fn get(&self, key: &CustomerKey) -> Option<Ensured> {
         let mut table = self.lock();
-        let now_ms = table.stamp(Instant::now());
-        let slot = table.find(key.as_str())?;
-        if !table.is_fresh(&table.store.slots[slot as usize], now_ms, Utc::now()) {
-            return None;
-        }
+        let slot = Self::fresh(&mut table, key.as_str())?;
         table.store.slots[slot as usize].flags |= USED;
+        Some(table.ensured(slot))
+    }
+
+    /// What `key` holds, if fresh, without counting as a use.
+    pub(super) fn peek(&self, key: &str) -> Option<Ensured> {
+        let mut table = self.lock();
+        let slot = Self::fresh(&mut table, key)?;
         Some(table.ensured(slot))
     }
 
@@ -526,100 +552,48 @@ impl EnsuredCache {
                 | SubscriptionStatus::Scheduled
                 | SubscriptionStatus::Canceled
         );
-        if !cacheable || self.capacity == 0 || self.ttl.is_zero() {
-            return false;
-        }
-        let at = Instant::now();
         let now = Utc::now();
-        if ensured.terms.active_to.is_some_and(|to| to <= now) {
+        let ended = ensured.terms.active_to.is_some_and(|to| to <= now);
+        if !cacheable || ended || self.capacity == 0 || self.ttl.is_zero() {
             return false;
         }
         let mut table = self.lock();
-        let now_ms = table.stamp(at);
-        let expires =
-            u32::try_from(now_ms + self.ttl.as_millis().min(REBASE_AFTER_MS.into()) as u64)
-                .unwrap_or(u32::MAX);
-        if let Some(slot) = table.find(key) {
-            let written = table.write(slot, key, ensured, expires).is_some();
-            if !written {
-                table.remove(key);
-            }
-            table.store.compact_if_wasteful();
-            return written;
-        }
-        if table.index.len() >= self.capacity {
+        let now_ms = table.stamp(Instant::now());
+        let ttl_ms = self.ttl.as_millis().min(u128::from(REBASE_AFTER_MS)) as u64;
+        let expires = u32::try_from(now_ms + ttl_ms).unwrap_or(u32::MAX);
+        if table.find(key).is_none() && table.index.len() >= self.capacity {
             match when_full {
                 WhenFull::Keep => return false,
                 WhenFull::Evict => table.evict_one(now_ms, now),
             }
         }
-        table.add(key, ensured, expires).is_some()
+        let written = table.write(key, ensured, expires).is_some();
+        if !written {
+            table.remove(key);
+        }
+        written
     }
 
     pub(super) fn remove(&self, key: &CustomerKey) {
         self.lock().remove(key.as_str());
     }
 
-    /// What `key` holds, if fresh, without counting as a use.
-    pub(super) fn peek(&self, key: &str) -> Option<Ensured> {
-        let mut table = self.lock();
-        let now_ms = table.stamp(Instant::now());
-        let slot = table.find(key)?;
-        table
-            .is_fresh(&table.store.slots[slot as usize], now_ms, Utc::now())
-            .then(|| table.ensured(slot))
-    }
-
     /// Forgets every identity that bills one of these customers (by id);
-    /// returns how many. One pass over every slot.
-    pub(super) fn forget_customers(&self, ids: &HashSet<String>) -> usize {
+    /// returns the keys forgotten. One pass over every slot.
+    pub(super) fn forget_customers(&self, ids: &HashSet<String>) -> Vec<String> {
         let mut table = self.lock();
-        let keys: Vec<String> = table
-            .store
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.is_free())
-            .filter(|(_, s)| {
-                let text = s.flags & CUSTOMER_ID_TEXT != 0;
-                ids.contains(&table.store.expand_id(&s.customer_id, text))
+        let keys: Vec<String> = (0..table.store.slots.len() as u32)
+            .filter(|&i| !table.store.slots[i as usize].is_free())
+            .filter(|&i| {
+                let slot = &table.store.slots[i as usize];
+                ids.contains(&table.store.record(slot).customer_id)
             })
-            .map(|(i, _)| table.store.key(i as u32).to_owned())
+            .map(|i| table.store.key(i).to_owned())
             .collect();
         for key in &keys {
             table.remove(key);
         }
-        keys.len()
-    }
-}
-
-impl Table {
-    /// A new slot for `key` holding `ensured`, indexed.
-    fn add(&mut self, key: &str, ensured: &Ensured, expires: u32) -> Option<()> {
-        let slot = self.vacant_slot()?;
-        let Some(span) = self.store.push(key) else {
-            self.store.free.push(slot);
-            return None;
-        };
-        {
-            let s = &mut self.store.slots[slot as usize];
-            s.key_at = span.at;
-            s.key_len = span.len;
-            s.owner_len = 0;
-            s.flags = 0;
-        }
-        if self.write(slot, key, ensured, expires).is_none() {
-            self.store.garbage += usize::from(span.len);
-            self.store.slots[slot as usize].flags = FREE;
-            self.store.slots[slot as usize].key_len = 0;
-            self.store.free.push(slot);
-            return None;
-        }
-        let hash = self.hasher.hash_one(key);
-        let (store, hasher) = (&self.store, &self.hasher);
-        self.index
-            .insert_unique(hash, slot, |&s| hasher.hash_one(store.key(s)));
-        Some(())
+        keys
     }
 }
 
@@ -656,8 +630,32 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_eighty_bytes() {
-        assert_eq!(std::mem::size_of::<Slot>(), 80);
+    fn a_slot_is_fifty_six_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 56);
+    }
+
+    #[test]
+    fn what_most_identities_lack_reads_back_when_one_has_it() {
+        let cache = EnsuredCache::new(10, Duration::from_secs(60));
+        let mut e = ensured("a:b", "cus_text");
+        e.subscription_id = "sub_text".into();
+        e.customer_key = "owner".into();
+        e.status = SubscriptionStatus::Canceled;
+        e.terms = BillingTerms {
+            active_from: Utc::now() - chrono::Duration::days(3),
+            active_to: Some(Utc::now() + chrono::Duration::days(9)),
+            anchor: Utc::now() - chrono::Duration::days(40),
+            cadence: Cadence::parse("P1W"),
+        };
+        cache.insert(&key("a:b"), &e);
+        let hit = cache.get(&key("a:b")).unwrap();
+        assert_eq!(
+            hit,
+            Ensured {
+                created: hit.created,
+                ..e
+            }
+        );
     }
 
     #[test]

@@ -319,8 +319,8 @@ impl Provisioner {
     }
 
     /// Whether the last complete warm-up proved that no customer has `key`
-    /// as its key or subject: the census does not list it, it was not
-    /// ensured since, and the census is younger than `ENSURE_CACHE_TTL`.
+    /// as its key or subject: neither its census nor the cache holds it,
+    /// and the census is younger than `ENSURE_CACHE_TTL`.
     fn proven_absent(&self, key: &str) -> bool {
         let census = self
             .census

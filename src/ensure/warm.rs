@@ -18,8 +18,10 @@
 //! waiting sets stay a few pages small.
 //!
 //! What was listed is also kept as a [`Census`]: one 64-bit fingerprint
-//! per key (8 bytes a customer), so an identity absent from it is proven
-//! new and ensure creates it outright (see `Provisioner::ensure_upstream`).
+//! per key the cache does not hold (customers without a current
+//! subscription, and in an organisation larger than the cache every key: 8
+//! bytes a customer), so an identity neither holds is proven new and ensure
+//! creates it outright (see `Provisioner::ensure_upstream`).
 //!
 //! An organisation larger than `ENSURE_CACHE_CAPACITY`: the cache takes
 //! customers until it is full and keeps them (no eviction while warming),
@@ -81,9 +83,12 @@ pub struct Warmed {
     pub took: Duration,
 }
 
-/// Every key OpenMeter held when a warm-up listed them all: a fingerprint
-/// each, sorted. A key it does not list did not exist then (a fingerprint
-/// shared by two keys only makes ensure look the second one up).
+/// The keys OpenMeter held when a warm-up listed them all, together with
+/// the cache: a fingerprint each (sorted) of those the cache does not hold,
+/// of all of them when the organisation is larger than the cache. A key
+/// neither lists did not exist then (a fingerprint shared by two keys only
+/// makes ensure look the second one up; a cached key forgotten since, after
+/// OpenMeter rejected its events, costs one conflicting create).
 #[derive(Debug)]
 pub(super) struct Census {
     fingerprints: Vec<u64>,
@@ -129,7 +134,7 @@ impl Provisioner {
         let (customer_pages, subscription_pages) = (pages(&customers), pages(&subscriptions));
         let total = customers.meta.page.total.as_u64().unwrap_or(0);
         let oversize = usize::try_from(total).map_or(true, |t| t > self.ensured.capacity());
-        let mut join = Join::new(self, Utc::now());
+        let mut join = Join::new(self, Utc::now(), oversize);
         join.customers(customers.data);
         join.subscriptions(subscriptions.data);
         let mut calls = 2;
@@ -292,10 +297,13 @@ struct Join<'a> {
     /// Current subscriptions whose customer was not read yet, by customer
     /// id: the one that bills now ([`billing_now`]).
     subscriptions: HashMap<String, Subscription>,
-    /// Fingerprints of customers' own keys, and of their other subject keys.
+    /// The census: fingerprints of the listed keys the cache does not
+    /// hold (it knows the others exactly). Of every key when the
+    /// organisation is larger than the cache, whose entries then get
+    /// evicted.
     hasher: RandomState,
-    customer_keys: Vec<u64>,
-    subject_keys: Vec<u64>,
+    uncached: Vec<u64>,
+    oversize: bool,
     /// Other subject keys, with the key of the customer that owns them.
     aliases: Vec<(String, String)>,
     listed: usize,
@@ -303,31 +311,34 @@ struct Join<'a> {
 }
 
 impl<'a> Join<'a> {
-    fn new(provisioner: &'a Provisioner, now: DateTime<Utc>) -> Self {
+    fn new(provisioner: &'a Provisioner, now: DateTime<Utc>, oversize: bool) -> Self {
         Self {
             provisioner,
             now,
             customers: HashMap::new(),
             subscriptions: HashMap::new(),
             hasher: RandomState::new(),
-            customer_keys: Vec::new(),
-            subject_keys: Vec::new(),
+            uncached: Vec::new(),
+            oversize,
             aliases: Vec::new(),
             listed: 0,
             identities: 0,
         }
     }
 
+    /// Counts `key` in the census.
+    fn census(&mut self, key: &str) {
+        self.uncached.push(self.hasher.hash_one(key));
+    }
+
     fn customers(&mut self, page: Vec<Customer>) {
         for customer in page.into_iter().filter(|c| c.deleted_at.is_none()) {
             self.listed += 1;
-            self.customer_keys.push(self.hasher.hash_one(&customer.key));
             let subjects = customer
                 .usage_attribution
                 .iter()
                 .flat_map(|u| &u.subject_keys);
             for subject in subjects.filter(|s| **s != customer.key) {
-                self.subject_keys.push(self.hasher.hash_one(subject));
                 self.aliases.push((subject.clone(), customer.key.clone()));
             }
             match self.subscriptions.remove(&customer.id) {
@@ -364,38 +375,50 @@ impl<'a> Join<'a> {
             subscription,
             self.provisioner.plan_key(),
         );
-        if self.provisioner.ensured.put(key, &ensured, WhenFull::Keep) {
-            self.identities += 1;
+        let cached = self.provisioner.ensured.put(key, &ensured, WhenFull::Keep);
+        self.identities += usize::from(cached);
+        if !cached || self.oversize {
+            self.census(key);
         }
     }
 
-    /// Caches the aliases that are no customer's own key, forgets the
-    /// customers of subscriptions still waiting (a customer not listed, or
-    /// a second current subscription read after its customer was joined:
-    /// ensure then picks between them), and publishes the census. Returns
-    /// the live customers listed and the identities cached.
+    /// Forgets the customers of subscriptions still waiting (a customer
+    /// not listed, or a second current subscription read after its
+    /// customer was joined: ensure then picks between them), caches the
+    /// aliases that are no customer's own key, and publishes the census.
+    /// Returns the live customers listed and the identities cached.
     fn finish(mut self) -> (usize, usize) {
         let cache = &self.provisioner.ensured;
-        self.customer_keys.sort_unstable();
-        for (alias, owner) in std::mem::take(&mut self.aliases) {
-            let fingerprint = self.hasher.hash_one(&alias);
-            if self.customer_keys.binary_search(&fingerprint).is_ok() {
-                continue;
-            }
-            let Some(ensured) = cache.peek(&owner) else {
-                continue;
-            };
-            if cache.put(&alias, &ensured, WhenFull::Keep) {
-                self.identities += 1;
-            }
+        for (_, waiting) in std::mem::take(&mut self.customers) {
+            self.census(&waiting.key);
         }
         if !self.subscriptions.is_empty() {
             let ids: HashSet<String> = self.subscriptions.drain().map(|(id, _)| id).collect();
             let forgotten = cache.forget_customers(&ids);
-            self.identities = self.identities.saturating_sub(forgotten);
+            self.identities = self.identities.saturating_sub(forgotten.len());
+            for key in &forgotten {
+                self.census(key);
+            }
         }
-        let mut fingerprints = std::mem::take(&mut self.customer_keys);
-        fingerprints.append(&mut self.subject_keys);
+        self.uncached.sort_unstable();
+        let mut aliases_uncached = Vec::new();
+        for (alias, owner) in std::mem::take(&mut self.aliases) {
+            let fingerprint = self.hasher.hash_one(&alias);
+            let a_customers_key =
+                cache.knows(&alias) || self.uncached.binary_search(&fingerprint).is_ok();
+            if a_customers_key {
+                continue;
+            }
+            let cached = cache
+                .peek(&owner)
+                .is_some_and(|ensured| cache.put(&alias, &ensured, WhenFull::Keep));
+            self.identities += usize::from(cached);
+            if !cached || self.oversize {
+                aliases_uncached.push(fingerprint);
+            }
+        }
+        let mut fingerprints = std::mem::take(&mut self.uncached);
+        fingerprints.append(&mut aliases_uncached);
         fingerprints.sort_unstable();
         fingerprints.dedup();
         fingerprints.shrink_to_fit();
@@ -488,7 +511,7 @@ mod tests {
         subscriptions: Vec<Subscription>,
         customers_first: bool,
     ) -> (usize, usize) {
-        let mut join = Join::new(p, Utc::now());
+        let mut join = Join::new(p, Utc::now(), false);
         if customers_first {
             join.customers(customers);
             join.subscriptions(subscriptions);
@@ -614,7 +637,7 @@ mod tests {
         );
         assert_eq!(answer(&p, "alice"), owned("alice", "c1", "s1"));
         let p = provisioner(10);
-        let mut join = Join::new(&p, Utc::now());
+        let mut join = Join::new(&p, Utc::now(), false);
         join.customers(vec![customer("c1", "alice", &["alice"])]);
         join.subscriptions(vec![next]);
         join.subscriptions(vec![running]);

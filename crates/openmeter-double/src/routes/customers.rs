@@ -102,7 +102,7 @@ pub(crate) async fn list(
     let page = q.page()?;
     let state = store.lock();
     if q.filters.is_empty() && state.deleted_customers == 0 {
-        return Ok(paged_slice(&state.customers, page, Customer::clone));
+        return Ok(paged_slice(&state.customers, page, |c| c));
     }
     let candidates: Box<dyn Iterator<Item = &Customer>> = match query::eq_value(&q.filters, "key") {
         Some(key) => Box::new(state.customer_by_key(key).into_iter()),
