@@ -273,6 +273,13 @@ impl AdaptiveLimit {
                 }
             });
         }
+        tracing::trace!(
+            limit = state.limit,
+            round_trip = ?mean.map(Duration::from_secs_f64),
+            congested,
+            pushed_back = period.pushed_back,
+            "adaptive limit adjusted"
+        );
         self.gauge.set(state.limit as i64);
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use openmeter_double::{Double, Network, RateLimit, RetryAfterForm, Route};
 
 use crate::distance::{seed_customers, Feed, Load};
-use crate::harness::{start_double, Collector};
+use crate::harness::{cpu_secs, start_double, status_kb, Collector};
 
 /// OpenMeter's distance in every run here.
 const LATENCY: Duration = Duration::from_millis(80);
@@ -82,6 +82,9 @@ struct Run {
     secs: f64,
     calls: u64,
     peak_kb: u64,
+    /// Peak RSS when the first event was billed (the warm-up's, before the
+    /// backlog flows).
+    first_peak_kb: u64,
     /// Lines the collector logged at warn or error, and the first.
     warnings: usize,
     first_warning: Option<String>,
@@ -89,6 +92,9 @@ struct Run {
     dead_letters: usize,
     customers_created: usize,
     subscriptions_created: usize,
+    /// CPU seconds of the collector, and of this process (the double).
+    cpu: f64,
+    double_cpu: f64,
 }
 
 /// Runs `build` over `load` against `double` until every event is
@@ -110,14 +116,17 @@ async fn run(
     let mut env = env.to_vec();
     env.push(("DLQ_FILE", dlq.display().to_string()));
     let feed = Feed::start(dir, load);
+    let double_cpu0 = cpu_secs("/proc/self/stat").unwrap_or(0.0);
     let started = Instant::now();
     let bin = build.bin().expect("a binary to run");
     let mut collector = Collector::spawn_logging(&bin, &["replay", &feed.path()], &env, &log);
     confine(&collector);
     let mut first = None;
+    let mut first_peak_kb = 0;
     while double.delivery_count() < before + load.events && started.elapsed() < budget {
         if first.is_none() && double.delivery_count() > before {
             first = Some(started.elapsed().as_secs_f64());
+            first_peak_kb = status_kb(collector.child.id(), "VmHWM").unwrap_or(0);
         }
         if collector.exited() {
             break;
@@ -125,6 +134,7 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let secs = started.elapsed().as_secs_f64();
+    let double_cpu = cpu_secs("/proc/self/stat").unwrap_or(0.0) - double_cpu0;
     collector.stop();
     feed.stop();
     let lines = |path: &PathBuf| {
@@ -146,12 +156,15 @@ async fn run(
         secs,
         calls: double.total_calls(),
         peak_kb: collector.peak_kb,
+        first_peak_kb,
         warnings: warnings.len(),
         first_warning: warnings.into_iter().next(),
         rate_limited: double.rate_limited() - limited0,
         dead_letters: lines(&dlq),
         customers_created: double.customer_count() - customers0,
         subscriptions_created: double.subscription_count() - subscriptions0,
+        cpu: collector.cpu,
+        double_cpu,
     }
 }
 
@@ -213,13 +226,16 @@ pub(crate) async fn restart(dir: &Path, sizes: &[usize]) {
             let r = run(&double, &env, dir, build, load, budget).await;
             let peak_mib = r.peak_kb as f64 / 1024.0;
             println!(
-                "  {:<18} first event billed after {:>6.1} s, {:>8} of {customers} in {:>6.1} s ({:>6.0} events/s), {:>6} calls, peak RSS {:>6.1} MiB{}{}",
+                "  {:<18} first event billed after {:>6.1} s (peak RSS by then {:>6.1} MiB), {:>8} of {customers} in {:>6.1} s ({:>6.0} events/s), {:>6} calls, CPU s: collector {:.1}, bench process (double, feed) {:.1}; peak RSS {:>6.1} MiB{}{}",
                 build.label(),
                 r.first.unwrap_or(f64::NAN),
+                r.first_peak_kb as f64 / 1024.0,
                 r.delivered,
                 r.secs,
                 r.delivered as f64 / r.secs,
                 r.calls,
+                r.cpu,
+                r.double_cpu,
                 peak_mib,
                 limit.map_or(String::new(), |l| format!(
                     " ({} the manifest's {l} MiB)",
@@ -280,7 +296,7 @@ pub(crate) async fn new_customers(dir: &Path, customers: usize, limited: Option<
         let r = run(&double, &env, dir, build, load, budget).await;
         let creates = double.calls(Route::CreateCustomer);
         println!(
-            "  {:<18} {:>7} of {customers} billed in {:>7.1} s: {:>6.0} new customers/s, first after {:>5.1} s; {:>7} calls ({:.2}/customer), {} answered 429; customers created {} (create requests {}), subscriptions {}; dead letters {}; warnings/errors logged {}; peak RSS {:.1} MiB",
+            "  {:<18} {:>7} of {customers} billed in {:>7.1} s: {:>6.0} new customers/s, first after {:>5.1} s; {:>7} calls ({:.2}/customer), {} answered 429; customers created {} (create requests {}), subscriptions {}; dead letters {}; warnings/errors logged {}; peak RSS {:.1} MiB; CPU s: collector {:.1}, bench process (double, feed) {:.1}",
             build.label(),
             r.delivered,
             r.secs,
@@ -295,6 +311,8 @@ pub(crate) async fn new_customers(dir: &Path, customers: usize, limited: Option<
             r.dead_letters,
             r.warnings,
             r.peak_kb as f64 / 1024.0,
+            r.cpu,
+            r.double_cpu,
         );
         if let Some(line) = &r.first_warning {
             println!("    first warning: {line}");

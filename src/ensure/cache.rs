@@ -514,6 +514,22 @@ impl EnsuredCache {
         self.capacity
     }
 
+    /// Makes room for `more` identities at once (up to the capacity), so a
+    /// warm-up that knows the organisation's size neither regrows the slots
+    /// nor rehashes the index as it fills them.
+    pub(super) fn reserve(&self, more: usize) {
+        let mut table = self.lock();
+        let more = more.min(self.capacity.saturating_sub(table.index.len()));
+        let Table {
+            index,
+            store,
+            hasher,
+            ..
+        } = &mut *table;
+        store.slots.reserve(more.saturating_sub(store.free.len()));
+        index.reserve(more, |&s| hasher.hash_one(store.key(s)));
+    }
+
     /// How many identities it holds.
     pub(super) fn len(&self) -> usize {
         self.lock().index.len()

@@ -134,6 +134,8 @@ impl Provisioner {
         let (customer_pages, subscription_pages) = (pages(&customers), pages(&subscriptions));
         let total = customers.meta.page.total.as_u64().unwrap_or(0);
         let oversize = usize::try_from(total).map_or(true, |t| t > self.ensured.capacity());
+        self.ensured
+            .reserve(usize::try_from(total).unwrap_or(usize::MAX));
         let mut join = Join::new(self, Utc::now(), oversize);
         join.customers(customers.data);
         join.subscriptions(subscriptions.data);
