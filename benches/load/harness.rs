@@ -265,6 +265,28 @@ pub(crate) fn tansu() -> Broker {
     }
 }
 
+/// Creates `topic` with `partitions` partitions, and its `.dlq` with one.
+pub(crate) async fn create_topics(brokers: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = RdConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let dlq = format!("{topic}.dlq");
+    let new = [
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(&dlq, 1, TopicReplication::Fixed(1)),
+    ];
+    for r in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+}
+
 /// A producer that batches (5 ms linger) and queues a whole load.
 pub(crate) fn producer(brokers: &str) -> FutureProducer {
     RdConfig::new()

@@ -1,9 +1,10 @@
 //! An organisation's size, OpenMeter 80 ms away (issue 27):
-//! - `restart`: a collector starts against 100k, 300k and 1M existing
-//!   customers, each with an active subscription, and a backlog of one
-//!   event for each: when the first event is billed, when the whole backlog
-//!   is, the calls it took and the collector's peak RSS (the memory curve
-//!   against customers), beside the manifest's memory limit;
+//! - `restart`: `ticketmeter run`, as the Kubernetes manifest runs it,
+//!   starts against 100k, 300k and 1M existing customers, each with an
+//!   active subscription, with 20,000 tickets of distinct customers waiting
+//!   on Kafka (tansu): when the first event is billed, when the whole
+//!   backlog is, the calls it took and the collector's peak RSS (the memory
+//!   curve against customers), beside the manifest's memory limit;
 //! - `new`: 100,000 events, each a customer OpenMeter does not know;
 //! - `limited`: the same behind a gateway allowing 100 requests/s that
 //!   answers 429 with `Retry-After`: whether it converges under the limit,
@@ -24,7 +25,10 @@ use std::time::{Duration, Instant};
 use openmeter_double::{Double, Network, RateLimit, RetryAfterForm, Route};
 
 use crate::distance::{seed_customers, Feed, Load};
-use crate::harness::{cpu_secs, start_double, status_kb, Collector};
+use crate::harness::{
+    cpu_secs, create_topics, event, produce, producer, start_double, status_kb, tansu, Broker,
+    Collector,
+};
 
 /// OpenMeter's distance in every run here.
 const LATENCY: Duration = Duration::from_millis(80);
@@ -97,33 +101,67 @@ struct Run {
     double_cpu: f64,
 }
 
-/// Runs `build` over `load` against `double` until every event is
+/// Where the collector reads its events.
+enum Input<'a> {
+    /// `replay` of a FIFO the bench writes `Load` into.
+    Fifo(Load),
+    /// `run` over a topic holding `events` events.
+    Kafka {
+        broker: &'a Broker,
+        topic: &'a str,
+        events: usize,
+    },
+}
+
+/// Runs `build` over `input` against `double` until every event is
 /// delivered or `budget` passes.
 async fn run(
     double: &Double,
     env: &[(&'static str, String)],
     dir: &Path,
     build: Build,
-    load: Load,
+    input: Input<'_>,
     budget: Duration,
 ) -> Run {
     double.reset_counters();
     let (customers0, subscriptions0) = (double.customer_count(), double.subscription_count());
     let before = double.delivery_count();
     let limited0 = double.rate_limited();
-    let dlq = dir.join(format!("organisation-{}.dlq.jsonl", load.id_base));
-    let log = dir.join(format!("organisation-{}.log", load.id_base));
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dlq = dir.join(format!("organisation-{n}.dlq.jsonl"));
+    let log = dir.join(format!("organisation-{n}.log"));
     let mut env = env.to_vec();
     env.push(("DLQ_FILE", dlq.display().to_string()));
-    let feed = Feed::start(dir, load);
+    let (feed, events, args) = match input {
+        Input::Fifo(load) => {
+            let feed = Feed::start(dir, load);
+            let args = vec!["replay".to_owned(), feed.path()];
+            (Some(feed), load.events, args)
+        }
+        Input::Kafka {
+            broker,
+            topic,
+            events,
+        } => {
+            env.extend([
+                ("KAFKA_BROKERS", broker.brokers.clone()),
+                ("KAFKA_GATEWAY_TOPIC", topic.to_owned()),
+                ("KAFKA_COMMIT_INTERVAL", "500ms".to_owned()),
+                ("DLQ_SPILL_DIR", dir.join("spill").display().to_string()),
+            ]);
+            (None, events, vec!["run".to_owned()])
+        }
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let double_cpu0 = cpu_secs("/proc/self/stat").unwrap_or(0.0);
     let started = Instant::now();
     let bin = build.bin().expect("a binary to run");
-    let mut collector = Collector::spawn_logging(&bin, &["replay", &feed.path()], &env, &log);
+    let mut collector = Collector::spawn_logging(&bin, &args, &env, &log);
     confine(&collector);
     let mut first = None;
     let mut first_peak_kb = 0;
-    while double.delivery_count() < before + load.events && started.elapsed() < budget {
+    while double.delivery_count() < before + events && started.elapsed() < budget {
         if first.is_none() && double.delivery_count() > before {
             first = Some(started.elapsed().as_secs_f64());
             first_peak_kb = status_kb(collector.child.id(), "VmHWM").unwrap_or(0);
@@ -136,7 +174,9 @@ async fn run(
     let secs = started.elapsed().as_secs_f64();
     let double_cpu = cpu_secs("/proc/self/stat").unwrap_or(0.0) - double_cpu0;
     collector.stop();
-    feed.stop();
+    if let Some(feed) = feed {
+        feed.stop();
+    }
     let lines = |path: &PathBuf| {
         std::fs::read_to_string(path).map_or(0, |t| t.lines().filter(|l| !l.is_empty()).count())
     };
@@ -197,12 +237,13 @@ async fn organisation(first: usize, customers: usize) -> (Double, openmeter_doub
     (double, running)
 }
 
-/// The restart: `sizes` existing customers, one event each.
-pub(crate) async fn restart(dir: &Path, sizes: &[usize]) {
+/// The restart: `run` against `sizes` existing customers, with `backlog`
+/// tickets of distinct customers waiting on Kafka.
+pub(crate) async fn restart(dir: &Path, sizes: &[usize], backlog: usize) {
     let limit = manifest_limit_mib();
     let confined = std::env::var("BENCH_MEMORY_CGROUP").ok();
     println!(
-        "restart: existing customers with active subscriptions, OpenMeter 80 ms away, a backlog of one event each; manifest memory limit {} ({})",
+        "restart: `run` against existing customers with active subscriptions, OpenMeter 80 ms away, {backlog} tickets of distinct customers waiting on Kafka (tansu, 4 partitions); manifest memory limit {} ({})",
         limit.map_or("unknown".to_owned(), |l| format!("{l} MiB")),
         confined.map_or(
             "no cgroup limit here: peak RSS printed beside it".to_owned(),
@@ -212,27 +253,33 @@ pub(crate) async fn restart(dir: &Path, sizes: &[usize]) {
     let first = 10_000_000;
     for &customers in sizes {
         println!(" {customers} customers:");
-        for (i, build) in builds().into_iter().enumerate() {
+        for build in builds() {
+            let broker = tansu();
+            let topic = "restart-events";
+            create_topics(&broker.brokers, topic, 4).await;
+            let every = (customers / backlog.max(1)).max(1);
+            let tickets = (0..backlog).map(|i| {
+                let customer = first + (i * every) % customers;
+                event(3_000_000_000 + i, customer, "2026-09-09T00:00:00Z")
+            });
+            produce(&producer(&broker.brokers), topic, tickets).await;
             let (double, running) = organisation(first, customers).await;
             let env = crate::base_env(&running.base_url());
-            let load = Load {
-                events: customers,
-                rate: None,
-                first,
-                customers,
-                id_base: 1_000_000_000 + i * 10_000_000 + customers,
+            let input = Input::Kafka {
+                broker: &broker,
+                topic,
+                events: backlog,
             };
             let budget = Duration::from_secs(300);
-            let r = run(&double, &env, dir, build, load, budget).await;
+            let r = run(&double, &env, dir, build, input, budget).await;
             let peak_mib = r.peak_kb as f64 / 1024.0;
             println!(
-                "  {:<18} first event billed after {:>6.1} s (peak RSS by then {:>6.1} MiB), {:>8} of {customers} in {:>6.1} s ({:>6.0} events/s), {:>6} calls, CPU s: collector {:.1}, bench process (double, feed) {:.1}; peak RSS {:>6.1} MiB{}{}",
+                "  {:<18} first event billed after {:>6.1} s (peak RSS by then {:>6.1} MiB), {:>6} of {backlog} in {:>6.1} s, {:>6} calls, CPU s: collector {:.1}, bench process (double) {:.1}; peak RSS {:>6.1} MiB{}{}",
                 build.label(),
                 r.first.unwrap_or(f64::NAN),
                 r.first_peak_kb as f64 / 1024.0,
                 r.delivered,
                 r.secs,
-                r.delivered as f64 / r.secs,
                 r.calls,
                 r.cpu,
                 r.double_cpu,
@@ -293,7 +340,7 @@ pub(crate) async fn new_customers(dir: &Path, customers: usize, limited: Option<
             }
             (Build::Previous, _) => Duration::from_secs(300),
         };
-        let r = run(&double, &env, dir, build, load, budget).await;
+        let r = run(&double, &env, dir, build, Input::Fifo(load), budget).await;
         let creates = double.calls(Route::CreateCustomer);
         println!(
             "  {:<18} {:>7} of {customers} billed in {:>7.1} s: {:>6.0} new customers/s, first after {:>5.1} s; {:>7} calls ({:.2}/customer), {} answered 429; customers created {} (create requests {}), subscriptions {}; dead letters {}; warnings/errors logged {}; peak RSS {:.1} MiB; CPU s: collector {:.1}, bench process (double, feed) {:.1}",
