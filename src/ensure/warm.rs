@@ -1,7 +1,7 @@
 //! Knowing the customers without asking one by one.
 //!
-//! An unknown identity costs up to four sequential calls (find customer,
-//! create, find subscriptions, subscribe). After a restart every identity
+//! An unknown identity costs two to four sequential calls (find customer,
+//! then find its subscriptions, or create it and subscribe it). After a restart every identity
 //! is unknown to the cache, though nearly all exist upstream: a mature
 //! organisation of 100k customers 80 ms away would spend most of an hour
 //! asking about customers it already has while their events wait. So the
@@ -65,7 +65,8 @@ pub(crate) const BACKLOG_MISSES: usize = 64;
 pub(crate) const REWARM_AFTER: Duration = Duration::from_secs(300);
 /// Pairs of pages (customers, subscriptions) fetched at once.
 const PAGE_PAIRS_AT_ONCE: usize = 8;
-/// Pages of one listing read at most: 100M customers.
+/// Pages of one listing read at most: 100M customers (a larger listing is
+/// read no further, and proves nobody absent).
 const MAX_PAGES: u64 = 100_000;
 
 /// What one warm-up learnt.
@@ -137,6 +138,7 @@ impl Provisioner {
         self.ensured
             .reserve(usize::try_from(total).unwrap_or(usize::MAX));
         let mut join = Join::new(self, Utc::now(), oversize);
+        join.complete = total <= MAX_PAGES * u64::from(BULK_PAGE_SIZE);
         join.customers(customers.data);
         join.subscriptions(subscriptions.data);
         let mut calls = 2;
@@ -306,6 +308,9 @@ struct Join<'a> {
     hasher: RandomState,
     uncached: Vec<u64>,
     oversize: bool,
+    /// Whether every page was read: only then does the census prove anyone
+    /// absent.
+    complete: bool,
     /// Other subject keys, with the key of the customer that owns them.
     aliases: Vec<(String, String)>,
     listed: usize,
@@ -322,6 +327,7 @@ impl<'a> Join<'a> {
             hasher: RandomState::new(),
             uncached: Vec::new(),
             oversize,
+            complete: true,
             aliases: Vec::new(),
             listed: 0,
             identities: 0,
@@ -424,11 +430,12 @@ impl<'a> Join<'a> {
         fingerprints.sort_unstable();
         fingerprints.dedup();
         fingerprints.shrink_to_fit();
-        self.provisioner.set_census(Census {
+        let census = Census {
             fingerprints,
             hasher: self.hasher,
             taken: Instant::now(),
-        });
+        };
+        self.provisioner.set_census(self.complete.then_some(census));
         (self.listed, self.identities)
     }
 }
@@ -450,8 +457,8 @@ fn listed(key: &str, customer_id: String, subscription: Subscription, plan: &Pla
 }
 
 impl Provisioner {
-    fn set_census(&self, census: Census) {
-        *self.census.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(census));
+    fn set_census(&self, census: Option<Census>) {
+        *self.census.write().unwrap_or_else(|e| e.into_inner()) = census.map(Arc::new);
     }
 }
 
