@@ -4,7 +4,10 @@
 //!   active subscription, with 20,000 tickets of distinct customers waiting
 //!   on Kafka (tansu): when the first event is billed, when the whole
 //!   backlog is, the calls it took and the collector's peak RSS (the memory
-//!   curve against customers), beside the manifest's memory limit;
+//!   curve against customers), beside the manifest's memory limit; then
+//!   this build again with a ticket for every customer waiting (`replay`
+//!   of a FIFO: a backlog that keeps every batch slot busy, the peak an
+//!   outage leaves);
 //! - `new`: 100,000 events, each a customer OpenMeter does not know;
 //! - `limited`: the same behind a gateway allowing 100 requests/s that
 //!   answers 429 with `Retry-After`: whether it converges under the limit,
@@ -294,7 +297,48 @@ pub(crate) async fn restart(dir: &Path, sizes: &[usize], backlog: usize) {
                 println!("    first warning: {line}");
             }
         }
+        every_customer_waiting(dir, first, customers, limit).await;
     }
+}
+
+/// This build's restart with a ticket for every customer waiting.
+async fn every_customer_waiting(dir: &Path, first: usize, customers: usize, limit: Option<u64>) {
+    let (double, running) = organisation(first, customers).await;
+    let env = crate::base_env(&running.base_url());
+    let load = Load {
+        events: customers,
+        rate: None,
+        first,
+        customers,
+        id_base: 1_000_000_000 + customers,
+    };
+    let r = run(
+        &double,
+        &env,
+        dir,
+        Build::This,
+        Input::Fifo(load),
+        Duration::from_secs(300),
+    )
+    .await;
+    let peak_mib = r.peak_kb as f64 / 1024.0;
+    println!(
+        "  {:<18} a ticket per customer waiting (replay): first event billed after {:>6.1} s (peak RSS by then {:>6.1} MiB), {:>8} of {customers} in {:>6.1} s ({:>6.0} events/s), {:>6} calls, CPU s: collector {:.1}, bench process (double, feed) {:.1}; peak RSS {:>6.1} MiB{}",
+        Build::This.label(),
+        r.first.unwrap_or(f64::NAN),
+        r.first_peak_kb as f64 / 1024.0,
+        r.delivered,
+        r.secs,
+        r.delivered as f64 / r.secs,
+        r.calls,
+        r.cpu,
+        r.double_cpu,
+        peak_mib,
+        limit.map_or(String::new(), |l| format!(
+            " ({} the manifest's {l} MiB)",
+            if peak_mib <= l as f64 { "within" } else { "OVER" }
+        )),
+    );
 }
 
 /// `customers` new customers, one event each, with and without a gateway

@@ -212,7 +212,8 @@ impl Provisioner {
     /// than re-reading every page costs calls (and at least
     /// [`BACKLOG_MISSES`]), the organisation fits the cache, and the last
     /// warm-up is older than [`REWARM_AFTER`]; concurrent callers wait for
-    /// one warm-up.
+    /// one warm-up. Identities the census proves new do not count: the
+    /// pages cannot hold them (a flood of new customers re-reads nothing).
     pub(crate) async fn warm_for<'a>(&self, identities: impl Iterator<Item = &'a Identity>) {
         if !self.warm_up {
             return;
@@ -224,7 +225,8 @@ impl Provisioner {
             return;
         }
         let misses = identities
-            .filter(|i| !self.ensured.contains(&i.customer_key()))
+            .map(Identity::customer_key)
+            .filter(|key| !self.ensured.contains(key) && !self.proven_absent(key.as_str()))
             .take(worth)
             .count();
         if misses < worth {
@@ -678,6 +680,31 @@ mod tests {
         assert_eq!((listed, identities), (5, 2));
         assert!((0..5).all(|i| !p.proven_absent(&format!("user-{i}"))));
         assert!(p.proven_absent("user-5"));
+    }
+
+    fn new_identities(n: usize) -> Vec<Identity> {
+        (0..n)
+            .map(|i| {
+                let auth = format!("app:new-{i}");
+                Identity::from_compound("auth_id", &auth, crate::domain::SubjectRule::Upstream)
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn identities_the_census_proves_new_do_not_make_a_batch_re_read_the_pages() {
+        let p = provisioner(10);
+        warmed(&p, Vec::new(), Vec::new(), true);
+        p.warm_for(new_identities(100).iter()).await;
+        assert!(p.warmed.lock().await.at.is_none(), "no warm-up ran");
+    }
+
+    #[tokio::test]
+    async fn without_a_census_a_batch_of_unknown_identities_reads_the_pages() {
+        let p = provisioner(10);
+        p.warm_for(new_identities(100).iter()).await;
+        assert!(p.warmed.lock().await.at.is_some(), "a warm-up was tried");
     }
 
     #[test]
