@@ -41,30 +41,47 @@ impl InFlightBounds {
     }
 }
 
-/// How a limit starts and grows while OpenMeter keeps up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Growth {
-    /// Starts at `start` and grows by one a round trip.
-    Additive { start: usize },
-    /// Starts at `start`, doubles each round trip until the first push-back
-    /// or slow answer, then grows by one.
-    SlowStart { start: usize },
+/// How a limit starts, grows while OpenMeter keeps up, and what it reads
+/// as a slow answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Growth {
+    start: usize,
+    /// Doubles each round trip until the first push-back or slow answer,
+    /// then grows by one (else by one from the start).
+    slow_start: bool,
+    /// A round trip this fraction above the usual one (and beyond its
+    /// usual spread) is slow: a queue is building up upstream.
+    slower_by: f64,
 }
 
 impl Growth {
     /// Delivery's: the former fixed four batches, one more a round trip.
-    pub(crate) const DELIVERY: Self = Self::Additive { start: 4 };
+    pub(crate) const DELIVERY: Self = Self {
+        start: 4,
+        slow_start: false,
+        slower_by: 0.1,
+    };
+
+    /// Ensure's: the former 16 per batch, doubling. A batch hands over
+    /// hundreds of identities at once, so even a server that keeps up
+    /// answers the last of such a burst a little later than the first; a
+    /// quarter above the usual round trip, not a tenth, is a queue.
+    pub(crate) const ENSURE: Self = Self {
+        start: 16,
+        slow_start: true,
+        slower_by: 0.25,
+    };
 
     fn start(self, bounds: InFlightBounds) -> usize {
-        let (Self::Additive { start } | Self::SlowStart { start }) = self;
-        start.clamp(bounds.min, bounds.max)
+        self.start.clamp(bounds.min, bounds.max)
     }
 
     /// Below this limit a busy, fast period doubles it.
     fn doubling_below(self) -> usize {
-        match self {
-            Self::Additive { .. } => 0,
-            Self::SlowStart { .. } => usize::MAX,
+        if self.slow_start {
+            usize::MAX
+        } else {
+            0
         }
     }
 }
@@ -84,12 +101,11 @@ pub(crate) enum Signal {
     PushedBack,
 }
 
-/// A round trip this much above its usual mean, beyond its usual spread,
-/// means a queue is building up upstream.
+/// A round trip this many deviations above its usual mean (or the
+/// limit's `slower_by` fraction above it, whichever is larger, so a steady
+/// round trip with no spread does not read noise as congestion) means a
+/// queue is building up upstream.
 const DEVIATION_SCALE: f64 = 2.5;
-/// …or this fraction above the mean, whichever is larger (so a steady
-/// round trip with no spread does not read noise as congestion).
-const MIN_GROWTH: f64 = 0.1;
 /// The share of the limit kept after a push-back.
 const DECREASE: f64 = 0.9;
 /// Weight of the newest period in the usual round trip's mean.
@@ -102,6 +118,8 @@ pub(crate) struct AdaptiveLimit {
     bounds: InFlightBounds,
     state: Mutex<State>,
     freed: Notify,
+    /// What a slow answer is (`Growth::slower_by`).
+    slower_by: f64,
     /// Where the limit is shown (`ticketmeter_delivery_in_flight_limit`,
     /// `ticketmeter_ensure_concurrency_limit`).
     gauge: Gauge,
@@ -169,6 +187,7 @@ impl AdaptiveLimit {
                 doubling_below: growth.doubling_below(),
             }),
             freed: Notify::new(),
+            slower_by: growth.slower_by,
             gauge,
         }
     }
@@ -244,7 +263,7 @@ impl AdaptiveLimit {
         let mean = (period.answers > 0).then(|| period.rtt_sum / f64::from(period.answers));
         let congested = match (mean, state.usual) {
             (Some(now), Some((usual, variance))) => {
-                now > usual + (DEVIATION_SCALE * variance.sqrt()).max(MIN_GROWTH * usual)
+                now > usual + (DEVIATION_SCALE * variance.sqrt()).max(self.slower_by * usual)
             }
             _ => false,
         };
@@ -390,7 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_start_doubles_the_limit_each_busy_round_trip() {
-        let limit = growing(1, 512, Growth::SlowStart { start: 16 });
+        let limit = growing(1, 512, Growth::ENSURE);
         for expected in [32, 64, 128] {
             busy_period(&limit, RTT).await;
             assert_eq!(limit.limit(), expected);
@@ -399,13 +418,30 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_push_back_a_slow_start_grows_by_one() {
-        let limit = growing(1, 512, Growth::SlowStart { start: 16 });
+        let limit = growing(1, 512, Growth::ENSURE);
         busy_period(&limit, RTT).await;
         limit.observe(Signal::PushedBack);
         let shrunk = limit.limit();
         assert_eq!(shrunk, 28);
         busy_period(&limit, RTT).await;
         assert_eq!(limit.limit(), shrunk + 1);
+    }
+
+    #[tokio::test]
+    async fn a_round_trip_a_fifth_above_the_usual_slows_delivery_but_not_ensure() {
+        let usual = RTT * 4;
+        for (growth, shrinks) in [(Growth::DELIVERY, true), (Growth::ENSURE, false)] {
+            let limit = growing(1, 512, growth);
+            for _ in 0..3 {
+                busy_period(&limit, usual).await;
+            }
+            // A period's answers are read as the next one ends: the first
+            // slow period only primes the second.
+            busy_period(&limit, usual * 6 / 5).await;
+            let before = limit.limit();
+            busy_period(&limit, usual * 6 / 5).await;
+            assert_eq!(limit.limit() < before, shrinks, "{growth:?}");
+        }
     }
 
     #[tokio::test]

@@ -61,11 +61,6 @@ pub struct EnsureConfig {
     pub concurrency: InFlightBounds,
 }
 
-impl EnsureConfig {
-    /// Ensure calls in flight at first: the former fixed 16 per batch.
-    const START_CONCURRENCY: usize = 16;
-}
-
 impl Default for EnsureConfig {
     fn default() -> Self {
         Self {
@@ -238,11 +233,11 @@ impl Provisioner {
         gauges
             .cache_capacity
             .set(i64::try_from(config.cache_capacity).unwrap_or(i64::MAX));
-        let growth = Growth::SlowStart {
-            start: EnsureConfig::START_CONCURRENCY,
-        };
-        let limit =
-            AdaptiveLimit::new(config.concurrency, growth, gauges.concurrency_limit.clone());
+        let limit = AdaptiveLimit::new(
+            config.concurrency,
+            Growth::ENSURE,
+            gauges.concurrency_limit.clone(),
+        );
         Self {
             client,
             plan_key,
