@@ -21,6 +21,7 @@ pub mod bootstrap;
 mod chain;
 mod cli;
 mod commit;
+mod concurrency;
 mod contract;
 mod decode;
 mod deliver;

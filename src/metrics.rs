@@ -88,6 +88,8 @@ pub struct Metrics {
     pub audit: AuditGauges,
     /// The running collector's session chains (see `chain::tracker`).
     pub chain: ChainMetrics,
+    /// How ensure copes with the organisation's size (see `ensure`).
+    pub ensure: EnsureGauges,
 }
 
 impl Metrics {
@@ -118,6 +120,7 @@ impl Metrics {
             dimensions_unreadable: Family::default(),
             audit: Default::default(),
             chain: Default::default(),
+            ensure: Default::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -233,6 +236,7 @@ impl Metrics {
         );
         m.audit.register(r);
         m.chain.register(r);
+        m.ensure.register(r);
         Self { registry, ..m }
     }
 
@@ -388,6 +392,39 @@ impl ChainMetrics {
             "1 while this member owns every partition and tracks chains; 0 otherwise (the audit still finds gaps)",
             self.watching.clone(),
         );
+    }
+}
+
+/// Ensure's limit and the organisation's size against the cache's.
+#[derive(Debug, Default)]
+pub struct EnsureGauges {
+    pub concurrency_limit: Gauge,
+    pub organisation_customers: Gauge,
+    pub cache_capacity: Gauge,
+}
+
+impl EnsureGauges {
+    pub fn register(&self, registry: &mut Registry) {
+        let gauges = [
+            (
+                "ensure_concurrency_limit",
+                "Ensure calls that may be in flight now, across batches (adapted to OpenMeter's round trip and push-back)",
+                &self.concurrency_limit,
+            ),
+            (
+                "ensure_organisation_customers",
+                "Live customers the last warm-up listed",
+                &self.organisation_customers,
+            ),
+            (
+                "ensure_cache_capacity",
+                "Identities the ensure cache holds at most (ENSURE_CACHE_CAPACITY)",
+                &self.cache_capacity,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
     }
 }
 

@@ -127,6 +127,22 @@ impl Collector {
         // BENCH_COLLECTOR_BIN runs another build (a long soak keeps its own copy).
         let bin = std::env::var("BENCH_COLLECTOR_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ticketmeter").to_owned());
+        Self::start(Self::command(&bin, args, env).stderr(Stdio::inherit()))
+    }
+
+    /// `bin` (a `ticketmeter` build), its log written to `log` rather than
+    /// shown.
+    pub(crate) fn spawn_logging(
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+        log: &std::path::Path,
+    ) -> Self {
+        let log = std::fs::File::create(log).unwrap();
+        Self::start(Self::command(bin, args, env).stderr(log))
+    }
+
+    fn command(bin: &str, args: &[&str], env: &[(&str, String)]) -> Command {
         let mut cmd = Command::new(bin);
         let log = std::env::var("BENCH_COLLECTOR_LOG").unwrap_or_else(|_| "warn".to_owned());
         cmd.args(args).env_clear().env("RUST_LOG", log);
@@ -138,13 +154,13 @@ impl Collector {
         for (k, v) in extra.split(',').filter_map(|kv| kv.split_once('=')) {
             cmd.env(k, v);
         }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        cmd.stdout(Stdio::null());
+        cmd
+    }
+
+    fn start(cmd: &mut Command) -> Self {
         Self {
-            child,
+            child: cmd.spawn().unwrap(),
             peak_kb: 0,
             cpu: 0.0,
         }
@@ -246,6 +262,28 @@ pub(crate) fn tansu() -> Broker {
         child,
         brokers,
         _dir: dir,
+    }
+}
+
+/// Creates `topic` with `partitions` partitions, and its `.dlq` with one.
+pub(crate) async fn create_topics(brokers: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = RdConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let dlq = format!("{topic}.dlq");
+    let new = [
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(&dlq, 1, TopicReplication::Fixed(1)),
+    ];
+    for r in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
     }
 }
 

@@ -3,9 +3,14 @@
 //! `cargo bench --bench load` (options after `--`: `--events N`,
 //! `--customers M`, `--latency-rate R`, `--latency-secs S`, `--wide W`,
 //! `--parts` (e.g. `--parts base` to skip the Kafka part), and for the distance matrix `--latencies`,
-//! `--scenarios`, `--modes`; `BENCH_COLLECTOR_LOG` sets the child's `RUST_LOG`,
+//! `--scenarios`, `--modes`; `--restart-customers 100000,300000,1000000`,
+//! `--restart-backlog N`,
+//! `--new-customers N`, `--limited-customers N`, `--limited-rate R`;
+//! `BENCH_COLLECTOR_LOG` sets the child's `RUST_LOG`,
 //! `BENCH_COLLECTOR_BIN` runs another `ticketmeter` build, `BENCH_COLLECTOR_ENV="K=V,…"`
-//! overrides its settings).
+//! overrides its settings, `BENCH_PREVIOUS_BIN` adds the previous release's
+//! binary beside this build in the `restart`, `new` and `limited` parts,
+//! `BENCH_MEMORY_CGROUP` runs their collector inside a cgroup).
 //!
 //! The real `ticketmeter` binary runs as a child process against an
 //! in-process OpenMeter double on loopback, so the collector's peak RSS
@@ -19,6 +24,7 @@
 
 mod distance;
 mod harness;
+mod organisation;
 mod scale;
 mod soak;
 
@@ -28,14 +34,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use openmeter_double::{Double, Route};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use harness::{
-    cpu_secs, event, free_port, percentile, print_threads, produce, producer, start_double, tansu,
-    thread_cpu, threads_line, Collector, ThreadCpu,
+    cpu_secs, create_topics, event, free_port, percentile, print_threads, produce, producer,
+    start_double, tansu, thread_cpu, threads_line, Collector, ThreadCpu,
 };
 
 struct Options {
@@ -46,10 +49,17 @@ struct Options {
     wide: usize,
     /// Which parts run: `base` (file source on loopback), `kafka` (the
     /// Kafka source through tansu, throughput then latency), `distance` (0/20/80 ms
-    /// matrix), `restart` (100k existing customers at 80 ms), `scale`
-    /// (1, 2, 4 collectors on 12 partitions), `soak` (30 min at 2k/s).
+    /// matrix), `restart` (`run` over Kafka against 100k, 300k and 1M
+    /// existing customers at 80 ms),
+    /// `new` (100k new customers at 80 ms), `limited` (the same behind a
+    /// gateway's 100 requests/s), `scale` (1, 2, 4 collectors on 12
+    /// partitions), `soak` (30 min at 2k/s).
     parts: Vec<String>,
-    restart_customers: usize,
+    restart_customers: Vec<usize>,
+    restart_backlog: usize,
+    new_customers: usize,
+    limited_customers: usize,
+    limited_rate: u32,
     soak_minutes: u64,
     /// Which cells of the distance matrix run (all by default).
     cells: distance::Cells,
@@ -85,8 +95,15 @@ fn options() -> Options {
         latency_rate: value("--latency-rate", 10_000),
         latency_secs: value("--latency-secs", 10) as u64,
         wide: value("--wide", 100_000),
-        parts: list("--parts", "base,kafka,distance,restart,scale"),
-        restart_customers: value("--restart-customers", 100_000),
+        parts: list("--parts", "base,kafka,distance,restart,new,limited,scale"),
+        restart_customers: list("--restart-customers", "100000,300000,1000000")
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect(),
+        restart_backlog: value("--restart-backlog", 20_000),
+        new_customers: value("--new-customers", 100_000),
+        limited_customers: value("--limited-customers", 100_000),
+        limited_rate: value("--limited-rate", 100) as u32,
         soak_minutes: value("--soak-minutes", 30) as u64,
         cells: distance::Cells {
             latencies: list("--latencies", "0,20,80")
@@ -193,21 +210,7 @@ async fn file_run(
 async fn kafka_runs(double: &Double, url: &str, opts: &Options) {
     let broker = tansu();
     let topic = "bench-events";
-    let admin: AdminClient<DefaultClientContext> = RdConfig::new()
-        .set("bootstrap.servers", &broker.brokers)
-        .create()
-        .unwrap();
-    let new = [
-        NewTopic::new(topic, 4, TopicReplication::Fixed(1)),
-        NewTopic::new("bench-events.dlq", 1, TopicReplication::Fixed(1)),
-    ];
-    for r in admin
-        .create_topics(&new, &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
+    create_topics(&broker.brokers, topic, 4).await;
     let producer = producer(&broker.brokers);
     let n = opts.events;
     let produced = Instant::now();
@@ -392,15 +395,14 @@ fn main() {
             distance::matrix(dir.path(), &matrix).await;
         }
         if opts.runs("restart") {
-            distance::restart(
-                &double,
-                &env,
-                dir.path(),
-                opts.restart_customers,
-                80,
-                &opts.cells,
-            )
-            .await;
+            organisation::restart(dir.path(), &opts.restart_customers, opts.restart_backlog).await;
+        }
+        if opts.runs("new") {
+            organisation::new_customers(dir.path(), opts.new_customers, None).await;
+        }
+        if opts.runs("limited") {
+            let (n, rate) = (opts.limited_customers, opts.limited_rate);
+            organisation::new_customers(dir.path(), n, Some(rate)).await;
         }
         if opts.runs("scale") {
             scale::run(&double, &url, &opts).await;

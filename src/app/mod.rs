@@ -170,7 +170,11 @@ impl Application {
             _stop_on_drop,
         } = self;
         tokio::spawn(probes.run());
-        pipeline.deliverer.provisioner.warm_in_background().await;
+        pipeline
+            .deliverer
+            .provisioner
+            .warm_in_background(cancel.clone())
+            .await;
         let api = tokio::spawn(api.serve(cancel.clone().cancelled_owned()));
         let auditor = audit.map(|audit| tokio::spawn(audit.run(cancel.clone())));
         let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);

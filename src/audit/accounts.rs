@@ -5,7 +5,7 @@
 //! usage-attribution subject key it is (`streaming/usageattribution.go`,
 //! `GetValues`); deleted customers and subscriptions bill nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -44,49 +44,55 @@ pub(crate) enum Placement {
 }
 
 impl Accounts {
-    /// Reads every customer and subscription.
-    pub(crate) async fn load(client: &OpenMeterClient) -> Result<Self, ApiError> {
-        let mut customers: Vec<Customer> = Vec::new();
+    /// Reads every customer and subscription, or with `only` those of the
+    /// customers these subjects attribute to. Pages are joined as they
+    /// arrive, keeping an id and terms per customer kept, never a page:
+    /// the continuous audit inside `run` reads only the subjects of its
+    /// window, so its memory follows the customers active in an hour, not
+    /// the organisation (which the ensure cache's budget is sized for).
+    pub(crate) async fn load(
+        client: &OpenMeterClient,
+        only: Option<&HashSet<Box<str>>>,
+    ) -> Result<Self, ApiError> {
+        let mut accounts = Self::default();
+        let mut by_id: HashMap<String, u32> = HashMap::new();
         client
             .each_customer_page(|page| {
-                customers.extend(page.into_iter().filter(|c| c.deleted_at.is_none()));
-            })
-            .await?;
-        let mut subscriptions: HashMap<String, Vec<BillingTerms>> = HashMap::new();
-        client
-            .each_subscription_page(|page: Vec<Subscription>| {
-                for s in page.into_iter().filter(|s| s.deleted_at.is_none()) {
-                    let terms = BillingTerms::of(&s);
-                    subscriptions.entry(s.customer_id).or_default().push(terms);
+                for customer in page.into_iter().filter(|c| c.deleted_at.is_none()) {
+                    if only.is_none_or(|only| subjects_of(&customer).any(|s| only.contains(s))) {
+                        let index = accounts.add(&customer);
+                        by_id.insert(customer.id, index);
+                    }
                 }
             })
             .await?;
-        Ok(Self::new(customers, &mut subscriptions))
+        let mut terms: Vec<Vec<BillingTerms>> = vec![Vec::new(); accounts.accounts.len()];
+        client
+            .each_subscription_page(|page: Vec<Subscription>| {
+                for s in page.into_iter().filter(|s| s.deleted_at.is_none()) {
+                    if let Some(&index) = by_id.get(&s.customer_id) {
+                        terms[index as usize].push(BillingTerms::of(&s));
+                    }
+                }
+            })
+            .await?;
+        for (account, terms) in accounts.accounts.iter_mut().zip(terms) {
+            account.set_terms(terms);
+        }
+        Ok(accounts)
     }
 
-    fn new(
-        customers: Vec<Customer>,
-        subscriptions: &mut HashMap<String, Vec<BillingTerms>>,
-    ) -> Self {
-        let mut accounts = Self::default();
-        for customer in customers {
-            let index = u32::try_from(accounts.accounts.len()).unwrap_or(u32::MAX);
-            let subjects = customer
-                .usage_attribution
-                .iter()
-                .flat_map(|u| u.subject_keys.iter().cloned())
-                .chain(std::iter::once(customer.key.clone()));
-            for subject in subjects {
-                accounts.by_subject.entry(subject).or_insert(index);
-            }
-            let mut terms = subscriptions.remove(&customer.id).unwrap_or_default();
-            terms.sort_by_key(|t| t.active_from);
-            accounts.accounts.push(Account {
-                id: customer.id,
-                terms: Arc::from(terms),
-            });
+    /// Adds a live customer without terms; returns its index.
+    fn add(&mut self, customer: &Customer) -> u32 {
+        let index = u32::try_from(self.accounts.len()).unwrap_or(u32::MAX);
+        for subject in subjects_of(customer) {
+            self.by_subject.entry(subject.to_owned()).or_insert(index);
         }
-        accounts
+        self.accounts.push(Account {
+            id: customer.id.clone(),
+            terms: Arc::from([]),
+        });
+        index
     }
 
     /// The customer `subject` attributes to.
@@ -130,6 +136,23 @@ impl Accounts {
     }
 }
 
+impl Account {
+    fn set_terms(&mut self, mut terms: Vec<BillingTerms>) {
+        terms.sort_by_key(|t| t.active_from);
+        self.terms = Arc::from(terms);
+    }
+}
+
+/// The subjects a customer bills: its usage-attribution subject keys, then
+/// its key.
+fn subjects_of(customer: &Customer) -> impl Iterator<Item = &str> {
+    customer
+        .usage_attribution
+        .iter()
+        .flat_map(|u| u.subject_keys.iter().map(String::as_str))
+        .chain(std::iter::once(customer.key.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,8 +174,10 @@ mod tests {
             anchor: t(active_from),
             cadence: None,
         };
-        let mut subscriptions = HashMap::from([("c1".to_owned(), vec![terms])]);
-        Accounts::new(vec![customer], &mut subscriptions)
+        let mut accounts = Accounts::default();
+        let index = accounts.add(&customer);
+        accounts.accounts[index as usize].set_terms(vec![terms]);
+        accounts
     }
 
     #[test]

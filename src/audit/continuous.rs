@@ -4,6 +4,7 @@
 //! meter query per meter when it is clean), exports the result as gauges,
 //! logs each discrepancy and, with `AUDIT_REPAIR`, repairs.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,13 +34,14 @@ pub(crate) struct ContinuousAudit {
     pub(crate) repair: Option<Provisioner>,
     /// Signed micros are computed at the collector's current price.
     pub(crate) price: PriceFeed,
-    /// Customers and subscriptions, and when they were read.
-    pub(crate) accounts: Option<(Instant, Arc<Accounts>)>,
+    /// Customers and subscriptions, when they were read, and the subjects
+    /// they were read for.
+    pub(crate) accounts: Option<(Instant, Arc<Accounts>, HashSet<Box<str>>)>,
 }
 
 /// How long the continuous audit reuses the customers and subscriptions it
-/// read, unless an audit met a subject they lack (a new customer): read
-/// again for the next one. A customer or subscription newer than what was
+/// read, unless a window bills a subject they were not read for, or an
+/// audit met a subject without a customer (a new customer): read again. A customer or subscription newer than what was
 /// read only makes its windows differ (read event by event, where
 /// OpenMeter's own attribution and terms judge them), never a wrong
 /// verdict.
@@ -62,16 +64,20 @@ impl ContinuousAudit {
         }
     }
 
-    /// The accounts to audit with: those read less than [`ACCOUNTS_FOR`]
-    /// ago, else read now.
+    /// The accounts to audit the window with: those read less than
+    /// [`ACCOUNTS_FOR`] ago for every subject the window's tickets bill,
+    /// else read now for these subjects only (one more read of the
+    /// window's source; memory per customer active in it, not per customer
+    /// of the organisation).
     async fn accounts(&mut self) -> Result<Arc<Accounts>, AuditError> {
-        if let Some((read, accounts)) = &self.accounts {
-            if read.elapsed() < ACCOUNTS_FOR {
+        let subjects = self.audit.subjects().await?;
+        if let Some((read, accounts, read_for)) = &self.accounts {
+            if read.elapsed() < ACCOUNTS_FOR && subjects.is_subset(read_for) {
                 return Ok(accounts.clone());
             }
         }
-        let accounts = Arc::new(Accounts::load(&self.audit.client).await?);
-        self.accounts = Some((Instant::now(), accounts.clone()));
+        let accounts = Arc::new(Accounts::load(&self.audit.client, Some(&subjects)).await?);
+        self.accounts = Some((Instant::now(), accounts.clone(), subjects));
         Ok(accounts)
     }
 
@@ -92,7 +98,6 @@ impl ContinuousAudit {
 
     /// The window closed last, audited (and repaired when asked).
     async fn audited(&mut self) -> Result<Report, AuditError> {
-        self.audit.accounts = Some(self.accounts().await?);
         self.audit.price = self.price.current().price;
         self.audit.config.range = closed_window(
             Utc::now(),
@@ -100,6 +105,7 @@ impl ContinuousAudit {
             self.window,
             self.audit.config.settle,
         );
+        self.audit.accounts = Some(self.accounts().await?);
         let (report, mut findings) = self.audit.run().await?;
         if report
             .proof

@@ -113,7 +113,7 @@ impl Audit {
         let started = std::time::Instant::now();
         let accounts = match &self.accounts {
             Some(accounts) => accounts.clone(),
-            None => Arc::new(Accounts::load(&self.client).await?),
+            None => Arc::new(Accounts::load(&self.client, None).await?),
         };
         for (id, terms) in accounts.terms() {
             findings.terms.insert(id.to_owned(), terms.clone());

@@ -34,7 +34,7 @@ pub(crate) mod totals;
 pub(crate) mod verdict;
 pub(crate) mod windows;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -407,6 +407,16 @@ impl Audit {
         progress.finish_and_clear();
         while decoders.join_next().await.is_some() {}
         read
+    }
+
+    /// The billing subjects of the tickets signed in the range.
+    pub(crate) async fn subjects(&self) -> Result<HashSet<Box<str>>, AuditError> {
+        let mut subjects = HashSet::new();
+        self.each_signed(&self.config.range, "subjects", None, |mapped, _| {
+            subjects.insert(Box::from(mapped.event.subject.as_str()));
+        })
+        .await?;
+        Ok(subjects)
     }
 
     async fn read_signed(

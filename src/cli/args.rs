@@ -224,6 +224,15 @@ pub(crate) struct EnsureArgs {
     /// ensures each identity on its own, as the original did.
     #[arg(long, env = "ENSURE_WARM_UP", default_value_t = ensure().warm_up, action = clap::ArgAction::Set)]
     pub(crate) ensure_warm_up: bool,
+    /// Most ensure calls in flight at once, across every batch; the number
+    /// adapts to OpenMeter's round trip and push-back (429, 5xx) below it,
+    /// starting at 16.
+    #[arg(long, env = "ENSURE_MAX_CONCURRENCY", default_value_t = ensure().concurrency.max)]
+    pub(crate) ensure_max_concurrency: usize,
+    /// Fewest ensure calls in flight once there is work; equal to
+    /// `ENSURE_MAX_CONCURRENCY`, it pins the number.
+    #[arg(long, env = "ENSURE_MIN_CONCURRENCY", default_value_t = ensure().concurrency.min)]
+    pub(crate) ensure_min_concurrency: usize,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -65,6 +65,10 @@ pub(super) fn openmeter(
             plan_ttl: ensure.plan_cache_ttl,
             refusal_ttl: ensure.ensure_refusal_ttl,
             warm_up: ensure.ensure_warm_up,
+            concurrency: InFlightBounds::new(
+                ensure.ensure_min_concurrency,
+                ensure.ensure_max_concurrency,
+            ),
         },
     })
 }

@@ -28,10 +28,11 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tracing::Instrument;
 
-mod concurrency;
-
 use crate::billing::BillingPolicy;
 use crate::commit::Position;
+pub use crate::concurrency::InFlightBounds;
+pub(crate) use crate::concurrency::Slot;
+use crate::concurrency::{AdaptiveLimit, Growth, Signal};
 use crate::dlq::DeadLetterKind;
 use crate::domain::{CustomerKey, Identity};
 use crate::ensure::{EnsureError, Ensured, Provisioner};
@@ -42,12 +43,6 @@ use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
 use crate::retry::RetryPolicy;
 use crate::settle::{Outcome, Settler};
 use crate::source::Record;
-pub use concurrency::InFlightBounds;
-pub(crate) use concurrency::Slot;
-use concurrency::{AdaptiveLimit, Signal};
-
-/// How many subjects of one batch are ensured concurrently.
-const ENSURE_CONCURRENCY: usize = 16;
 
 /// An event to send, and the original record in case it must be
 /// dead-lettered. Its CloudEvent is serialised once, straight into the
@@ -116,6 +111,8 @@ pub(crate) struct Deliverer {
     /// Why delivery gave up, once `retry` (a one-shot command's) ran out on
     /// a failure that concerns every event: no batch is tried after that.
     gave_up: Mutex<Option<String>>,
+    /// When a rate-limited hold was last logged.
+    pub(crate) rate_limited: Throttled,
 }
 
 /// How a deliverer bills, how many batches it keeps in flight, and how
@@ -140,6 +137,41 @@ struct Hold {
     retry_after: Option<Duration>,
     /// OpenMeter's error, for the logs and `/ready`.
     reason: String,
+    /// OpenMeter (or a gateway in front of it) answered 429: flow control,
+    /// not an outage.
+    rate_limited: bool,
+}
+
+/// Whether an OpenMeter answer was a 429.
+fn rate_limited(e: Option<&ApiError>) -> bool {
+    e.and_then(ApiError::status) == Some(429)
+}
+
+/// Rate-limited holds are logged at most once per [`Throttled::EVERY`]:
+/// under a gateway's limit, delivery and ensure slow down and push-backs
+/// keep coming, which is the limit working, not an outage to log each time.
+#[derive(Debug, Default)]
+pub(crate) struct Throttled {
+    last: Mutex<Option<Instant>>,
+    /// Holds since the last line.
+    since: std::sync::atomic::AtomicU64,
+}
+
+impl Throttled {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// `Some(holds since the last line)` when a line is due.
+    fn due(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let held = self.since.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < Self::EVERY) {
+            return None;
+        }
+        *last = Some(Instant::now());
+        self.since.store(0, Ordering::Relaxed);
+        Some(held)
+    }
 }
 
 /// One attempt's leftovers: events to retry after a backoff.
@@ -175,9 +207,14 @@ impl Deliverer {
             billing: config.billing,
             noted: Noted::default(),
             health,
-            in_flight: Arc::new(AdaptiveLimit::new(config.in_flight)),
+            in_flight: Arc::new(AdaptiveLimit::new(
+                config.in_flight,
+                Growth::DELIVERY,
+                metrics().in_flight_limit.clone(),
+            )),
             max_body_bytes: config.max_body_bytes,
             gave_up: Mutex::default(),
+            rate_limited: Throttled::default(),
         }
     }
 
@@ -187,6 +224,35 @@ impl Deliverer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Events held: said when the hold is news (it began, or its reason
+    /// changed) and the caller retries until stopped (the collector; a
+    /// one-shot command's summary says why it stopped), else at debug
+    /// level, so an outage is named once, not once per batch and attempt.
+    /// Under a gateway's rate limit push-backs keep coming and their
+    /// reasons alternate (ensure's calls, ingest): that is the limit
+    /// working, said at most once a minute with the holds since. `/ready`
+    /// names a hold for as long as it lasts.
+    fn log_hold(&self, hold: &Hold, events: usize, delay: Duration, news: bool) {
+        let error = &hold.reason;
+        let delay = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
+        let delay = delay.to_string();
+        match (news, hold.class) {
+            (false, _) => tracing::debug!(events, delay, error, "holding events"),
+            (true, ErrorClass::Configuration) => tracing::error!(
+                error,
+                "OpenMeter refuses the configuration (token, URL or plan): holding events until an operator fixes it"
+            ),
+            (true, _) if hold.rate_limited => match self.rate_limited.due() {
+                Some(holds) => tracing::warn!(
+                    events, delay, error, holds,
+                    "OpenMeter is rate-limiting us (429): holding events and slowing down (logged at most once a minute; ticketmeter_upstream_calls_total counts them by status)"
+                ),
+                None => tracing::debug!(events, delay, error, "rate-limited: holding events"),
+            },
+            (true, _) => tracing::warn!(error, "OpenMeter unavailable: holding events until it answers"),
+        }
     }
 
     /// Records the first reason delivery gave up for.
@@ -231,7 +297,7 @@ impl Deliverer {
             }
             let news = self.health.held(&hold.reason);
             let delay = self.retry.delay(attempt, hold.retry_after);
-            log_hold(&hold, events, delay, news && self.retry.until_stopped());
+            self.log_hold(&hold, events, delay, news && self.retry.until_stopped());
             tokio::time::sleep(delay).await;
             todo = held.chunks;
             attempt += 1;
@@ -277,6 +343,7 @@ impl Deliverer {
                     class,
                     retry_after: e.retry_after(),
                     reason: e.to_string(),
+                    rate_limited: rate_limited(Some(&e)),
                 },
             ),
         }
@@ -311,6 +378,7 @@ impl Deliverer {
                                 class,
                                 retry_after: e.upstream().and_then(ApiError::retry_after),
                                 reason: e.to_string(),
+                                rate_limited: rate_limited(e.upstream()),
                             };
                             (Vec::new(), hold)
                         });
@@ -350,7 +418,9 @@ impl Deliverer {
         let ensures = misses
             .into_iter()
             .map(|identity| ensure_one(&self.provisioner, identity));
-        let mut ensured = futures::stream::iter(ensures).buffer_unordered(ENSURE_CONCURRENCY);
+        // The provisioner's shared limit decides how many of these run.
+        let at_once = self.provisioner.max_concurrency();
+        let mut ensured = futures::stream::iter(ensures).buffer_unordered(at_once);
         while let Some((identity, result)) = ensured.next().await {
             if let Err(e) = &result {
                 log_ensure_failure(&identity.customer_key(), e);
@@ -461,34 +531,16 @@ impl Deliverer {
 }
 
 /// A refused customer is logged with its key; a failure that holds events
-/// is logged once per hold by [`log_hold`], not once per customer.
+/// is logged once per hold by [`Deliverer::log_hold`], not once per customer.
 fn log_ensure_failure(key: &CustomerKey, e: &EnsureError) {
     match e.class() {
         ErrorClass::Customer | ErrorClass::Rejected | ErrorClass::Conflict => {
             tracing::warn!(customer = %key, kind = %e.dead_letter_kind(), error = %e, "OpenMeter refused this customer; dead-lettering its events, billing everyone else");
         }
         ErrorClass::Transient | ErrorClass::Configuration => {
+            // The batch's hold says it once for all its customers.
             tracing::debug!(customer = %key, error = %e, "ensure failed; holding this customer's events");
         }
-    }
-}
-
-/// Events held: said when the hold is news (it began, or its reason
-/// changed) and the caller retries until stopped (the collector; a
-/// one-shot command's summary says why it stopped), else at debug level,
-/// so an outage is named once, not once per batch and attempt. `/ready`
-/// names it for as long as it lasts.
-fn log_hold(hold: &Hold, events: usize, delay: Duration, news: bool) {
-    let error = &hold.reason;
-    let delay = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
-    let delay = delay.to_string();
-    match (news, hold.class) {
-        (false, _) => tracing::debug!(events, delay, error, "holding events"),
-        (true, ErrorClass::Configuration) => tracing::error!(
-            error,
-            "OpenMeter refuses the configuration (token, URL or plan): holding events until an operator fixes it"
-        ),
-        (true, _) => tracing::warn!(error, "OpenMeter unavailable: holding events until it answers"),
     }
 }
 

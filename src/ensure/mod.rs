@@ -7,13 +7,21 @@
 //! exists) falls back to lookup.
 //! Only successes are cached ([`cache::EnsuredCache`]), so a failure is
 //! retried on the next call.
+//!
+//! Flights share one adaptive limit on the calls in flight
+//! ([`crate::concurrency`], slow start), across every batch and the API:
+//! it grows while OpenMeter answers fast and backs off when it pushes back
+//! (429, 5xx, slow answers), so new customers arrive as fast as OpenMeter
+//! allows rather than 16 at a time per batch.
 
 mod cache;
 mod warm;
 pub use warm::Warmed;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::future::Future;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use moka::future::Cache;
@@ -21,6 +29,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::billing::BillingTerms;
+use crate::concurrency::{AdaptiveLimit, Growth, InFlightBounds, Signal};
 use crate::dlq::DeadLetterKind;
 use crate::domain::{CustomerKey, Identity, PlanKey, SubjectKind, SubjectRule};
 use crate::metrics::metrics;
@@ -29,6 +38,7 @@ use crate::openmeter::model::{
 };
 use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
 use cache::EnsuredCache;
+use warm::{Census, LastWarmUp, BACKLOG_MISSES};
 
 /// Cache sizes and lifetimes.
 #[derive(Debug, Clone, Copy)]
@@ -46,16 +56,20 @@ pub struct EnsureConfig {
     /// subscription pages at start-up and on a backlog of unknown
     /// identities (`warm`), rather than one identity at a time.
     pub warm_up: bool,
+    /// Bounds of the ensure calls in flight at once, across every batch
+    /// (`ENSURE_MIN_CONCURRENCY`, `ENSURE_MAX_CONCURRENCY`).
+    pub concurrency: InFlightBounds,
 }
 
 impl Default for EnsureConfig {
     fn default() -> Self {
         Self {
             cache_ttl: Duration::from_secs(3600),
-            cache_capacity: 200_000,
+            cache_capacity: 1_000_000,
             plan_ttl: Duration::from_secs(60),
             refusal_ttl: Duration::from_secs(30),
             warm_up: true,
+            concurrency: InFlightBounds::new(1, 512),
         }
     }
 }
@@ -202,12 +216,30 @@ pub struct Provisioner {
     plans: Cache<PlanKey, PlanRef>,
     /// Whether to warm the cache from pages ([`warm`]).
     warm_up: bool,
-    /// When the cache was last warmed; held while a warm-up runs.
-    warmed: Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
+    /// How long a cached answer, and the census, are trusted.
+    ttl: Duration,
+    /// The last warm-up; held while one runs.
+    warmed: Arc<tokio::sync::Mutex<LastWarmUp>>,
+    /// Unknown identities in one batch that make a warm-up worth its pages
+    /// (`usize::MAX`: never, the organisation does not fit the cache).
+    rewarm_threshold: Arc<AtomicUsize>,
+    /// Every key the last complete warm-up listed.
+    census: Arc<RwLock<Option<Arc<Census>>>>,
+    /// Ensure calls in flight, shared by every flight.
+    limit: Arc<AdaptiveLimit>,
 }
 
 impl Provisioner {
     pub fn new(client: OpenMeterClient, plan_key: PlanKey, config: EnsureConfig) -> Self {
+        let gauges = &metrics().ensure;
+        gauges
+            .cache_capacity
+            .set(i64::try_from(config.cache_capacity).unwrap_or(i64::MAX));
+        let limit = AdaptiveLimit::new(
+            config.concurrency,
+            Growth::ENSURE,
+            gauges.concurrency_limit.clone(),
+        );
         Self {
             client,
             plan_key,
@@ -224,7 +256,11 @@ impl Provisioner {
                 .time_to_live(config.plan_ttl)
                 .build(),
             warm_up: config.warm_up && config.cache_capacity > 0,
+            ttl: config.cache_ttl,
             warmed: Arc::default(),
+            rewarm_threshold: Arc::new(AtomicUsize::new(BACKLOG_MISSES)),
+            census: Arc::default(),
+            limit: Arc::new(limit),
         }
     }
 
@@ -272,6 +308,46 @@ impl Provisioner {
         &self.client
     }
 
+    /// The most ensures that may be in flight at once: how many of its
+    /// identities a batch hands over at a time (the shared limit decides
+    /// how many of those run).
+    pub(crate) fn max_concurrency(&self) -> usize {
+        self.limit.max()
+    }
+
+    /// Whether the last complete warm-up proved that no customer has `key`
+    /// as its key or subject: neither its census nor the cache holds it,
+    /// and the census is younger than `ENSURE_CACHE_TTL`.
+    fn proven_absent(&self, key: &str) -> bool {
+        let census = self
+            .census
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        census.is_some_and(|c| c.is_fresh(self.ttl) && !c.lists(key)) && !self.ensured.knows(key)
+    }
+
+    /// One OpenMeter call of a flight, its answer told to the shared limit.
+    async fn call<T>(
+        &self,
+        step: Call,
+        request: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, EnsureError> {
+        let sent = Instant::now();
+        let result = request.await;
+        self.observe(&result, sent);
+        result.map_err(at(step))
+    }
+
+    /// Tells the shared limit what a call sent at `sent` said: its round
+    /// trip, or a push-back (429, 5xx, no answer).
+    fn observe<T>(&self, result: &Result<T, ApiError>, sent: Instant) {
+        self.limit.observe(match result {
+            Err(e) if e.is_transient() => Signal::PushedBack,
+            _ => Signal::Answered(sent.elapsed()),
+        });
+    }
+
     /// What the cache holds for `identity`, without a call: a batch looks
     /// every identity up here first and awaits [`Self::ensure`] only for the
     /// misses.
@@ -295,8 +371,10 @@ impl Provisioner {
         let flight: Result<Arc<Ensured>, Arc<EnsureError>> = self
             .flights
             .try_get_with(key.clone(), async {
+                let _slot = self.limit.acquire().await;
                 let plan = self.plan_for(identity.kind());
-                let ensured = self.ensure_upstream(&key, plan).await?;
+                // Boxed: a flight waiting for its slot stays small.
+                let ensured = Box::pin(self.ensure_upstream(&key, plan)).await?;
                 let cached = self.ensured.insert(&key, &ensured);
                 metrics()
                     .ensure_cached
@@ -322,16 +400,37 @@ impl Provisioner {
         self.ensured.remove(key);
     }
 
-    /// Its log lines share one `ensure` span naming the customer.
+    /// Finds or makes the customer and its subscription. A customer the
+    /// last warm-up proved absent is created outright, and a customer just
+    /// created is subscribed outright: two calls instead of four.
+    ///
+    /// That is safe because the warm-up listed every customer and every
+    /// subject key (its census), so a key missing from it was new then; and
+    /// where it is not new any more (another instance, or an identity
+    /// service, created it since; or the listing missed it while customers
+    /// were added), OpenMeter refuses the create with a conflict, since
+    /// keys and subject keys are unique (`customer/adapter/customer.go`),
+    /// and ensure falls back to the lookup. It never makes a second
+    /// customer: a wrong guess costs one call. A customer we just created
+    /// has no subscription unless another instance raced to subscribe it,
+    /// which the subscription's conflict (one at a time) reveals the same
+    /// way. Its log lines share one `ensure` span naming the customer.
     #[tracing::instrument(name = "ensure", skip_all, fields(customer = %key))]
     async fn ensure_upstream(
         &self,
         key: &CustomerKey,
         plan: &PlanKey,
     ) -> Result<Ensured, EnsureError> {
-        let (customer, customer_created) = self.find_or_create_customer(key).await?;
-        let (subscription, subscription_created) =
-            self.find_or_create_subscription(&customer, plan).await?;
+        let (customer, customer_created) = if self.proven_absent(key.as_str()) {
+            self.create_customer(key).await?
+        } else {
+            self.find_or_create_customer(key).await?
+        };
+        let (subscription, subscription_created) = if customer_created {
+            self.create_subscription(&customer, plan).await?
+        } else {
+            self.find_or_create_subscription(&customer, plan).await?
+        };
         if customer_created || subscription_created {
             tracing::info!(
                 customer = %key,
@@ -357,10 +456,8 @@ impl Provisioner {
 
     async fn find_customer(&self, key: &CustomerKey) -> Result<Option<Customer>, EnsureError> {
         let found = self
-            .client
-            .find_customers(key)
-            .await
-            .map_err(at(Call::FindCustomer))?;
+            .call(Call::FindCustomer, self.client.find_customers(key))
+            .await?;
         Ok(found.into_iter().next())
     }
 
@@ -368,10 +465,11 @@ impl Provisioner {
     /// made by an earlier identity tool, under another key).
     async fn find_subject_owner(&self, key: &CustomerKey) -> Result<Option<Customer>, EnsureError> {
         let found = self
-            .client
-            .find_subject_owners(key.as_str())
-            .await
-            .map_err(at(Call::FindCustomer))?;
+            .call(
+                Call::FindCustomer,
+                self.client.find_subject_owners(key.as_str()),
+            )
+            .await?;
         Ok(found.into_iter().next())
     }
 
@@ -389,7 +487,17 @@ impl Provisioner {
         if let Some(existing) = self.find_customer(key).await? {
             return Ok((existing, false));
         }
-        match self.client.create_customer(key).await {
+        self.create_customer(key).await
+    }
+
+    /// Creates the customer; on a conflict, uses the customer that holds
+    /// the key (or has it as a subject), as [`Self::find_or_create_customer`]
+    /// says.
+    async fn create_customer(&self, key: &CustomerKey) -> Result<(Customer, bool), EnsureError> {
+        let sent = Instant::now();
+        let created = self.client.create_customer(key).await;
+        self.observe(&created, sent);
+        match created {
             Ok(created) => Ok((created, true)),
             Err(e) if classify(Call::CreateCustomer, &e) == ErrorClass::Conflict => {
                 tracing::debug!(customer = %key, error = %e, "customer create conflicted; looking it up");
@@ -412,10 +520,11 @@ impl Provisioner {
         customer_id: &str,
     ) -> Result<Option<Subscription>, EnsureError> {
         let subscriptions = self
-            .client
-            .customer_subscriptions(customer_id)
-            .await
-            .map_err(at(Call::FindSubscriptions))?;
+            .call(
+                Call::FindSubscriptions,
+                self.client.customer_subscriptions(customer_id),
+            )
+            .await?;
         Ok(billing_now(subscriptions, customer_id, Utc::now()))
     }
 
@@ -430,12 +539,25 @@ impl Provisioner {
         if let Some(current) = self.current_subscription(&customer.id).await? {
             return Ok((current, false));
         }
+        self.create_subscription(customer, plan_key).await
+    }
+
+    /// Subscribes the customer to the plan; on a conflict, uses the
+    /// subscription that won, as [`Self::find_or_create_subscription`] says.
+    async fn create_subscription(
+        &self,
+        customer: &Customer,
+        plan_key: &PlanKey,
+    ) -> Result<(Subscription, bool), EnsureError> {
         let plan = self.plan(plan_key).await?;
         let body = CreateSubscription {
             customer: CustomerById { id: &customer.id },
             plan: &plan,
         };
-        match self.client.create_subscription(&body).await {
+        let sent = Instant::now();
+        let created = self.client.create_subscription(&body).await;
+        self.observe(&created, sent);
+        match created {
             Ok(created) => Ok((created, true)),
             Err(e) if classify(Call::CreateSubscription, &e) == ErrorClass::Conflict => {
                 match self.current_subscription(&customer.id).await? {
@@ -469,10 +591,8 @@ impl Provisioner {
 
     async fn resolve_plan(&self, key: &PlanKey) -> Result<PlanRef, EnsureError> {
         let versions = self
-            .client
-            .plan_versions(key)
-            .await
-            .map_err(at(Call::ResolvePlan))?;
+            .call(Call::ResolvePlan, self.client.plan_versions(key))
+            .await?;
         versions
             .iter()
             .filter(|p| p.is_subscribable())

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -27,9 +26,7 @@ const PAGE_SIZE: u32 = 100;
 const MAX_PAGES: u32 = 1000;
 /// Page size when reading a whole collection: the server's maximum
 /// (`pkg/framework/commonhttp/pagination.go`, `MaxPageSize`).
-const BULK_PAGE_SIZE: u32 = 1000;
-/// Pages of one collection fetched at once.
-const BULK_CONCURRENCY: usize = 8;
+pub(crate) const BULK_PAGE_SIZE: u32 = 1000;
 
 /// Events per page when listing them: the server's maximum
 /// (`meterevent.MaximumLimit`).
@@ -356,63 +353,82 @@ impl OpenMeterClient {
         Ok(items)
     }
 
-    /// Every item of a collection, in pages of the server's maximum size,
-    /// each handed to `visit` as it arrives (in no particular order), so a
-    /// caller folds 100k items without holding every page at once: the
-    /// first page says how many there are, and the rest are fetched
-    /// [`BULK_CONCURRENCY`] at a time, so 100k items cost 100 calls and a
-    /// few round trips rather than a round trip per page.
-    pub(crate) async fn each_page<T: DeserializeOwned>(
+    /// Page `number` of every customer of the organisation, 1,000 a page
+    /// in id order (the ensure cache's warm-up).
+    pub(crate) async fn customer_page(&self, number: u32) -> Result<Page<Customer>, ApiError> {
+        self.bulk_page("list customers", "/openmeter/customers", number)
+            .await
+    }
+
+    /// Page `number` of every subscription of the organisation, 1,000 a
+    /// page in id order (the ensure cache's warm-up).
+    pub(crate) async fn subscription_page(
+        &self,
+        number: u32,
+    ) -> Result<Page<Subscription>, ApiError> {
+        self.bulk_page("list subscriptions", "/openmeter/subscriptions", number)
+            .await
+    }
+
+    /// Every customer of the organisation, a page at a time, in id order
+    /// (the audit's accounts).
+    pub(crate) async fn each_customer_page(
+        &self,
+        visit: impl FnMut(Vec<Customer>),
+    ) -> Result<(), ApiError> {
+        self.each_bulk_page("list customers", "/openmeter/customers", visit)
+            .await
+    }
+
+    /// Every subscription of the organisation, a page at a time, in id
+    /// order (the audit's accounts).
+    pub(crate) async fn each_subscription_page(
+        &self,
+        visit: impl FnMut(Vec<Subscription>),
+    ) -> Result<(), ApiError> {
+        self.each_bulk_page("list subscriptions", "/openmeter/subscriptions", visit)
+            .await
+    }
+
+    /// Every page of a whole collection, one after another, until the
+    /// server's total is reached or a page comes back empty.
+    async fn each_bulk_page<T: DeserializeOwned>(
         &self,
         operation: &'static str,
         path: &str,
         mut visit: impl FnMut(Vec<T>),
     ) -> Result<(), ApiError> {
-        let first: Page<T> = self.page(operation, path, 1).await?;
-        let total = first.meta.page.total.as_u64().unwrap_or(0);
-        let pages = total
-            .div_ceil(u64::from(BULK_PAGE_SIZE))
-            .min(u64::from(MAX_PAGES)) as u32;
-        visit(first.data);
-        let mut rest = futures::stream::iter(2..=pages)
-            .map(|number| self.page(operation, path, number))
-            .buffer_unordered(BULK_CONCURRENCY);
-        while let Some(page) = rest.next().await {
-            let page: Page<T> = page?;
+        let mut fetched = 0u64;
+        for number in 1.. {
+            let page: Page<T> = self.bulk_page(operation, path, number).await?;
+            let count = page.data.len() as u64;
+            fetched += count;
             visit(page.data);
+            if count == 0 || !page.meta.page.has_more(fetched) {
+                break;
+            }
         }
         Ok(())
     }
 
-    async fn page<T: DeserializeOwned>(
+    /// A page of a whole collection, of the server's maximum size, sorted
+    /// by id: new items (ULIDs grow with time) then land after every page
+    /// already read rather than shifting later pages by one, as the
+    /// default orders (customers by name, subscriptions by `active_from`)
+    /// would while a listing runs.
+    async fn bulk_page<T: DeserializeOwned>(
         &self,
         operation: &'static str,
         path: &str,
         number: u32,
     ) -> Result<Page<T>, ApiError> {
         let (n, s) = (number.to_string(), BULK_PAGE_SIZE.to_string());
-        let query = [("page[number]", n.as_str()), ("page[size]", s.as_str())];
+        let query = [
+            ("page[number]", n.as_str()),
+            ("page[size]", s.as_str()),
+            ("sort", "id"),
+        ];
         self.send_json::<_, ()>(operation, Method::GET, path, &query, None)
-            .await
-    }
-
-    /// Every customer of the organisation, a page at a time (the ensure
-    /// cache's warm-up).
-    pub(crate) async fn each_customer_page(
-        &self,
-        visit: impl FnMut(Vec<Customer>),
-    ) -> Result<(), ApiError> {
-        self.each_page("list customers", "/openmeter/customers", visit)
-            .await
-    }
-
-    /// Every subscription of the organisation, a page at a time (the ensure
-    /// cache's warm-up).
-    pub(crate) async fn each_subscription_page(
-        &self,
-        visit: impl FnMut(Vec<Subscription>),
-    ) -> Result<(), ApiError> {
-        self.each_page("list subscriptions", "/openmeter/subscriptions", visit)
             .await
     }
 

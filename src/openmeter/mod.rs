@@ -5,8 +5,8 @@ mod endpoint;
 mod error;
 pub(crate) mod model;
 
-pub(crate) use client::EventQuery;
 pub use client::{ClientConfig, OpenMeterClient, CLOUDEVENT_BATCH};
+pub(crate) use client::{EventQuery, BULK_PAGE_SIZE};
 pub use endpoint::Endpoint;
 pub(crate) use error::{classify, Call};
 pub use error::{ApiError, ErrorClass};

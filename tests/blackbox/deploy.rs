@@ -243,8 +243,39 @@ fn the_tokens_come_from_the_secret_and_nothing_secret_from_the_configmap() {
     }
 }
 
+/// The sizing table of `docs/operations.md` ("Sizing"): customers, and the
+/// collector's largest measured peak RSS at a restart against that many
+/// (of the table's backlogs), in MiB.
+fn sizing_table() -> Vec<(u64, f64)> {
+    let doc = std::fs::read_to_string(repo().join("docs/operations.md")).expect("operations.md");
+    let section = doc
+        .split("\n### Sizing\n")
+        .nth(1)
+        .expect("a Sizing section in docs/operations.md");
+    let rows: Vec<(u64, f64)> = section
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let customers = cells.get(1)?.replace(',', "").parse().ok()?;
+            let peaks = cells[2..].iter().filter_map(|c| c.strip_suffix(" MiB"));
+            let mib = peaks
+                .map(|m| m.parse::<f64>().expect("a figure in MiB"))
+                .reduce(f64::max)?;
+            Some((customers, mib))
+        })
+        .collect();
+    assert!(rows.len() >= 3, "the sizing table has its rows: {rows:?}");
+    rows
+}
+
 #[test]
-fn the_deployment_requests_the_memory_the_collector_was_measured_to_need() {
+fn the_deployment_gives_the_collector_the_memory_measured_for_the_largest_organisation_sized() {
+    let (customers, peak_mib) = sizing_table()
+        .into_iter()
+        .max_by_key(|(customers, _)| *customers)
+        .unwrap();
     let deployment = manifest("deployment.yaml");
     let resources = &container(&deployment)["resources"];
     let mebibytes = |q: &str| -> u64 {
@@ -253,15 +284,31 @@ fn the_deployment_requests_the_memory_the_collector_was_measured_to_need() {
             .parse()
             .unwrap()
     };
+    // The rule docs/operations.md states: the peak plus a quarter, rounded
+    // up to a multiple of 32 MiB; request = limit.
+    let sized = ((peak_mib * 1.25 / 32.0).ceil() as u64) * 32;
     let request = mebibytes(str_at(resources, &["requests", "memory"]));
     let limit = mebibytes(str_at(resources, &["limits", "memory"]));
-    // BENCHMARKS.md: peak RSS 81.5 MB with 100,000 customers cached.
-    assert!(
-        request * 1_048_576 > 81_500_000,
-        "request {request}Mi below the measured peak"
+    assert_eq!(
+        (request, limit),
+        (sized, sized),
+        "docs/operations.md sizes {customers} customers at {peak_mib} MiB"
     );
-    assert!(limit >= request);
+    assert_eq!(
+        ticketmeter::EnsureConfig::default().cache_capacity,
+        customers,
+        "ENSURE_CACHE_CAPACITY's default is the largest organisation sized"
+    );
     assert!(resources["requests"]["cpu"].is_string());
+}
+
+#[test]
+fn the_sizing_table_grows_with_customers() {
+    let rows = sizing_table();
+    assert!(
+        rows.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1),
+        "{rows:?}"
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openmeter_double::Route;
+use openmeter_double::{Network, RateLimit, RetryAfterForm, Route};
 use serde_json::json;
 use ticketmeter::{
     pipeline, Backoff, DeadLetterSink, EnsureConfig, OffsetTracker, Pipeline, PipelineConfig,
@@ -93,4 +93,42 @@ async fn a_rejected_event_is_isolated_and_dead_lettered_the_rest_delivered() {
     let dead = dlq.kept();
     assert_eq!(dead.len(), 1);
     assert!(dead[0].reason.contains("env-17"), "{}", dead[0].reason);
+}
+
+#[tokio::test]
+async fn behind_a_rate_limit_every_new_customer_is_created_once_and_nothing_is_dead_lettered() {
+    let om = OpenMeter::bootstrapped(None).await;
+    om.double.set_network(Network {
+        rate_limit: Some(RateLimit {
+            per_second: 200,
+            burst: 20,
+            retry_after: RetryAfterForm::Seconds,
+        }),
+        ..Network::default()
+    });
+    let dlq = DeadLetterSink::memory();
+    let pipeline = build(&om, dlq.clone());
+    let input: String = (0..300)
+        .map(|i| {
+            json!({"id": format!("env-new-{i}"), "type": "create_signed_ticket",
+                   "data": {"request_id": format!("req-new-{i}"), "auth_id": format!("app:user-{i}"),
+                            "computed_fee": "1000000000000", "current_time": "2026-09-09T00:00:00Z"}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let settled = pipeline
+        .run_lines(
+            std::io::Cursor::new(input.into_bytes()),
+            "rate-limited",
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(settled);
+    assert!(om.double.rate_limited() > 0, "the limit was reached");
+    assert_eq!(om.double.unique_events().len(), 300);
+    assert_eq!(om.double.customers().len(), 300);
+    assert_eq!(om.double.subscriptions().len(), 300, "one each");
+    assert!(dlq.kept().is_empty());
 }

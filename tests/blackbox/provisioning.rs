@@ -334,6 +334,90 @@ async fn a_customer_without_a_subscription_is_still_subscribed_after_a_warm_up()
 }
 
 #[tokio::test]
+async fn after_a_warm_up_a_new_identity_is_created_and_subscribed_without_a_lookup() {
+    let om = OpenMeter::start(None).await;
+    let plan = seed_active_plan(&om);
+    seed_customers(&om, &plan, 3);
+    let p = provisioner(&om, None);
+    p.warm().await.unwrap();
+    p.default_plan().await.unwrap();
+    om.double.reset_counters();
+    let ensured = p.ensure(&id("acme:newcomer")).await.unwrap();
+    assert!(ensured.created.customer && ensured.created.subscription);
+    assert_eq!(
+        (
+            om.double.calls(Route::CreateCustomer),
+            om.double.calls(Route::CreateSubscription),
+            om.double.total_calls()
+        ),
+        (1, 1, 2),
+        "create, subscribe: no lookup"
+    );
+}
+
+#[tokio::test]
+async fn without_a_warm_up_a_new_identity_is_looked_up_before_it_is_created() {
+    let om = OpenMeter::start(None).await;
+    seed_active_plan(&om);
+    let p = provisioner(&om, None);
+    p.ensure(&id("acme:newcomer")).await.unwrap();
+    assert_eq!(om.double.calls(Route::ListCustomers), 1);
+    assert_eq!(
+        om.double.calls(Route::ListSubscriptions),
+        0,
+        "a customer just created has no subscription to look for"
+    );
+}
+
+#[tokio::test]
+async fn a_customer_created_elsewhere_after_the_warm_up_is_used_once_the_create_conflicts() {
+    let om = OpenMeter::start(None).await;
+    let plan = seed_active_plan(&om);
+    let p = provisioner(&om, None);
+    p.warm().await.unwrap();
+    let late = om.double.seed_customer("acme:late", &["acme:late"]);
+    om.double.seed_subscription(&late, &plan, "active");
+    let ensured = p.ensure(&id("acme:late")).await.unwrap();
+    assert_eq!(ensured.customer_id, late);
+    assert!(!ensured.created.customer && !ensured.created.subscription);
+    assert_eq!(om.double.customers().len(), 1);
+    assert_eq!(om.double.subscriptions().len(), 1);
+}
+
+#[tokio::test]
+async fn a_subject_claimed_elsewhere_after_the_warm_up_bills_the_customer_that_claimed_it() {
+    let om = OpenMeter::start(None).await;
+    let plan = seed_active_plan(&om);
+    let p = provisioner(&om, None);
+    p.warm().await.unwrap();
+    let owner = om.double.seed_customer("acme", &["acme", "acme:legacy"]);
+    om.double.seed_subscription(&owner, &plan, "active");
+    let ensured = p.ensure(&id("acme:legacy")).await.unwrap();
+    assert_eq!(
+        (ensured.customer_key.as_str(), ensured.customer_id.as_str()),
+        ("acme", owner.as_str())
+    );
+    assert_eq!(om.double.customers().len(), 1);
+}
+
+#[tokio::test]
+async fn a_customer_subscribed_elsewhere_just_after_we_created_it_keeps_that_one_subscription() {
+    let om = OpenMeter::start(None).await;
+    seed_active_plan(&om);
+    let p = provisioner(&om, None);
+    p.warm().await.unwrap();
+    let other = provisioner(&om, None);
+    let identity = id("acme:raced");
+    let (ours, theirs) = tokio::join!(p.ensure(&identity), other.ensure(&identity));
+    assert_eq!(
+        ours.unwrap().subscription_id,
+        theirs.unwrap().subscription_id
+    );
+    assert_eq!(om.double.customers().len(), 1);
+    assert_eq!(om.double.subscriptions().len(), 1);
+}
+
+#[tokio::test]
 async fn a_batch_of_many_unknown_existing_customers_warms_the_cache_instead_of_asking_each() {
     let om = OpenMeter::start(None).await;
     let plan = seed_active_plan(&om);

@@ -12,9 +12,17 @@ use serde_json::Value;
 
 pub type Labels = BTreeMap<String, String>;
 
-/// A fresh spec-valid ULID (`^[0-7][0-9A-HJKMNP-TV-Z]{25}$`).
+/// A fresh spec-valid ULID (`^[0-7][0-9A-HJKMNP-TV-Z]{25}$`), greater than
+/// every id made before it (a monotonic generator: within one millisecond
+/// the random part counts up), so the order things were made in is their
+/// id order, the order `sort=id` asks for.
 pub(crate) fn new_id() -> String {
-    ulid::Ulid::new().to_string()
+    static IDS: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
+    let mut ids = IDS.lock().unwrap_or_else(|e| e.into_inner());
+    // Only 2^80 ids in one millisecond exhaust it; then a fresh one.
+    ids.generate()
+        .unwrap_or_else(|_| ulid::Ulid::new())
+        .to_string()
 }
 
 /// `BillingCustomerUsageAttribution`.

@@ -39,6 +39,9 @@ impl Double {
             return false;
         };
         state.subject_owner.retain(|_, owner| *owner != idx);
+        if state.customers[idx].deleted_at.is_none() {
+            state.deleted_customers += 1;
+        }
         state.customers[idx].deleted_at = Some(chrono::Utc::now());
         true
     }

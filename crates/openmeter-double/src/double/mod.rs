@@ -102,6 +102,16 @@ impl Double {
             .collect()
     }
 
+    /// How many customers it holds (deleted ones too), without copying them.
+    pub fn customer_count(&self) -> usize {
+        self.lock().customers.len()
+    }
+
+    /// How many subscriptions it holds, without copying them.
+    pub fn subscription_count(&self) -> usize {
+        self.lock().subscriptions.len()
+    }
+
     /// Every plan version, each `status` computed now.
     pub fn plans(&self) -> Vec<Plan> {
         let now = Utc::now();

@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{created, missing, paged};
+use super::{created, missing, paged, paged_slice};
 use crate::model::{Customer, Labels};
 use crate::problem::ApiResult;
 use crate::query::{self, Kind};
@@ -92,6 +92,8 @@ fn field<'a>(s: &'a Data, c: &'a Customer, name: &str) -> Vec<&'a str> {
     }
 }
 
+/// Customers in the order they were made, which is id order (`new_id`):
+/// `sort=id`, as the warm-up asks. Other sort fields are not modelled.
 pub(crate) async fn list(
     State(store): State<Arc<Store>>,
     RawQuery(raw): RawQuery,
@@ -99,6 +101,9 @@ pub(crate) async fn list(
     let q = query::parse(raw.as_deref(), FILTERS)?;
     let page = q.page()?;
     let state = store.lock();
+    if q.filters.is_empty() && state.deleted_customers == 0 {
+        return Ok(paged_slice(&state.customers, page, |c| c));
+    }
     let candidates: Box<dyn Iterator<Item = &Customer>> = match query::eq_value(&q.filters, "key") {
         Some(key) => Box::new(state.customer_by_key(key).into_iter()),
         None => Box::new(state.customers.iter()),

@@ -90,6 +90,45 @@ pub(crate) fn paged_with<T, U: Serialize>(
     Json(body).into_response()
 }
 
+/// One page of a whole collection read in order (no filter: the page is a
+/// slice, serialised straight from it, so reading 1M items a page at a
+/// time stays linear).
+pub(crate) fn paged_slice<'a, T, U: Serialize>(
+    items: &'a [T],
+    page: Page,
+    view: impl Fn(&'a T) -> U,
+) -> Response {
+    #[derive(Serialize)]
+    struct Body<U> {
+        data: Vec<U>,
+        meta: Meta,
+    }
+    #[derive(Serialize)]
+    struct Meta {
+        page: PageMeta,
+    }
+    #[derive(Serialize)]
+    struct PageMeta {
+        number: usize,
+        size: usize,
+        total: usize,
+    }
+    let total = items.len();
+    let start = (page.number - 1).saturating_mul(page.size).min(total);
+    let end = start.saturating_add(page.size).min(total);
+    let body = Body {
+        data: items[start..end].iter().map(view).collect(),
+        meta: Meta {
+            page: PageMeta {
+                number: page.number,
+                size: page.size,
+                total,
+            },
+        },
+    };
+    Json(body).into_response()
+}
+
 /// The shared 404 for `GET /{resource}/{id}`.
 pub(crate) fn missing(what: &str, id: &str) -> Problem {
     Problem::not_found(format!("{what} {id} not found"))

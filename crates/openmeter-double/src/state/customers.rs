@@ -88,7 +88,9 @@ impl State {
     pub(crate) fn insert_customer(&mut self, customer: Customer) -> usize {
         let idx = self.customers.len();
         self.customer_by_id.insert(customer.id.clone(), idx);
-        if customer.deleted_at.is_none() {
+        if customer.deleted_at.is_some() {
+            self.deleted_customers += 1;
+        } else {
             self.customer_by_key
                 .entry(customer.key.clone())
                 .or_insert(idx);

@@ -26,6 +26,8 @@ pub(crate) use usage::UsageRow;
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) customers: Vec<Customer>,
+    /// How many of `customers` are deleted (none: a page of them is a slice).
+    pub(crate) deleted_customers: usize,
     /// Customer id → index into `customers`.
     pub(crate) customer_by_id: HashMap<String, usize>,
     /// Non-deleted customer key → index.

@@ -1,23 +1,27 @@
-//! How many batches are in flight at once, adapted to OpenMeter's round
-//! trip and answers (after Vector's adaptive request concurrency,
-//! `src/sinks/util/adaptive_concurrency/controller.rs`).
+//! How many requests of one kind are in flight to OpenMeter at once,
+//! adapted to its round trip and answers (after Vector's adaptive request
+//! concurrency, `src/sinks/util/adaptive_concurrency/controller.rs`). Two
+//! limits use it: delivery's batches in flight and ensure's calls.
 //!
 //! Delivery is bounded by in-flight batches × batch size ÷ round trip: a
 //! fixed four batches of 500 against a server 80 ms away cap a backlog's
-//! replay at 25k events/s however fast everything else is. So the limit
-//! grows by one each round trip while ingest answers as fast as before
+//! replay at 25k events/s however fast everything else is; new customers
+//! are bounded by ensure calls in flight ÷ round trip in the same way. So
+//! a limit grows each round trip while OpenMeter answers as fast as before
 //! and every slot was used, and shrinks by a tenth when OpenMeter pushes
 //! back (429, 5xx, no answer) or its round trip grows well past its usual
-//! one (a queue building up on its side). It stays within
-//! `[min, max]` (`BATCH_MIN_IN_FLIGHT`, `BATCH_MAX_IN_FLIGHT`); equal
-//! bounds pin it, as the fixed limit did before.
+//! one (a queue building up on its side). Delivery's grows by one a round
+//! trip; ensure's doubles until the first push-back and then grows by one
+//! (TCP's slow start), because a flood of new customers needs hundreds of
+//! calls in flight within seconds, not minutes. A limit stays within
+//! `[min, max]` (`BATCH_MIN_IN_FLIGHT`/`BATCH_MAX_IN_FLIGHT`,
+//! `ENSURE_MIN_CONCURRENCY`/`ENSURE_MAX_CONCURRENCY`); equal bounds pin it.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
-
-use crate::metrics::metrics;
 
 /// The bounds the limit adapts within.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +31,6 @@ pub struct InFlightBounds {
 }
 
 impl InFlightBounds {
-    /// The limit a pipeline starts at: the former fixed limit, within bounds.
-    const START: usize = 4;
-
     /// Bounds with `1 ≤ min ≤ max`.
     pub fn new(min: usize, max: usize) -> Self {
         let max = max.max(1);
@@ -38,9 +39,50 @@ impl InFlightBounds {
             max,
         }
     }
+}
 
-    fn start(self) -> usize {
-        Self::START.clamp(self.min, self.max)
+/// How a limit starts, grows while OpenMeter keeps up, and what it reads
+/// as a slow answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Growth {
+    start: usize,
+    /// Doubles each round trip until the first push-back or slow answer,
+    /// then grows by one (else by one from the start).
+    slow_start: bool,
+    /// A round trip this fraction above the usual one (and beyond its
+    /// usual spread) is slow: a queue is building up upstream.
+    slower_by: f64,
+}
+
+impl Growth {
+    /// Delivery's: the former fixed four batches, one more a round trip.
+    pub(crate) const DELIVERY: Self = Self {
+        start: 4,
+        slow_start: false,
+        slower_by: 0.1,
+    };
+
+    /// Ensure's: the former 16 per batch, doubling. A batch hands over
+    /// hundreds of identities at once, so even a server that keeps up
+    /// answers the last of such a burst a little later than the first; a
+    /// quarter above the usual round trip, not a tenth, is a queue.
+    pub(crate) const ENSURE: Self = Self {
+        start: 16,
+        slow_start: true,
+        slower_by: 0.25,
+    };
+
+    fn start(self, bounds: InFlightBounds) -> usize {
+        self.start.clamp(bounds.min, bounds.max)
+    }
+
+    /// Below this limit a busy, fast period doubles it.
+    fn doubling_below(self) -> usize {
+        if self.slow_start {
+            usize::MAX
+        } else {
+            0
+        }
     }
 }
 
@@ -50,7 +92,7 @@ impl Default for InFlightBounds {
     }
 }
 
-/// What one ingest request said about OpenMeter's capacity.
+/// What one request said about OpenMeter's capacity.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Signal {
     /// Accepted after this round trip.
@@ -59,24 +101,28 @@ pub(crate) enum Signal {
     PushedBack,
 }
 
-/// A round trip this much above its usual mean, beyond its usual spread,
-/// means a queue is building up upstream.
+/// A round trip this many deviations above its usual mean (or the
+/// limit's `slower_by` fraction above it, whichever is larger, so a steady
+/// round trip with no spread does not read noise as congestion) means a
+/// queue is building up upstream.
 const DEVIATION_SCALE: f64 = 2.5;
-/// …or this fraction above the mean, whichever is larger (so a steady
-/// round trip with no spread does not read noise as congestion).
-const MIN_GROWTH: f64 = 0.1;
 /// The share of the limit kept after a push-back.
 const DECREASE: f64 = 0.9;
 /// Weight of the newest period in the usual round trip's mean.
 const EWMA_WEIGHT: f64 = 0.4;
 
-/// The adaptive limit, shared by the pipeline (which takes slots) and
-/// delivery (which reports each ingest's signal).
+/// An adaptive limit, shared by whoever takes slots (the pipeline for
+/// batches, ensure for calls) and whoever reports each request's signal.
 #[derive(Debug)]
 pub(crate) struct AdaptiveLimit {
     bounds: InFlightBounds,
     state: Mutex<State>,
     freed: Notify,
+    /// What a slow answer is (`Growth::slower_by`).
+    slower_by: f64,
+    /// Where the limit is shown (`ticketmeter_delivery_in_flight_limit`,
+    /// `ticketmeter_ensure_concurrency_limit`).
+    gauge: Gauge,
 }
 
 #[derive(Debug)]
@@ -86,6 +132,9 @@ struct State {
     period: Period,
     /// The usual round trip: mean and variance, in seconds.
     usual: Option<(f64, f64)>,
+    /// Below this the limit doubles rather than growing by one; set to the
+    /// limit at each decrease.
+    doubling_below: usize,
 }
 
 /// What was seen since the limit last changed.
@@ -125,9 +174,9 @@ impl Drop for Slot {
 }
 
 impl AdaptiveLimit {
-    pub(crate) fn new(bounds: InFlightBounds) -> Self {
-        let limit = bounds.start();
-        metrics().in_flight_limit.set(limit as i64);
+    pub(crate) fn new(bounds: InFlightBounds, growth: Growth, gauge: Gauge) -> Self {
+        let limit = growth.start(bounds);
+        gauge.set(limit as i64);
         Self {
             bounds,
             state: Mutex::new(State {
@@ -135,9 +184,17 @@ impl AdaptiveLimit {
                 in_use: 0,
                 period: Period::new(),
                 usual: None,
+                doubling_below: growth.doubling_below(),
             }),
             freed: Notify::new(),
+            slower_by: growth.slower_by,
+            gauge,
         }
+    }
+
+    /// The most slots it may ever hand out.
+    pub(crate) fn max(&self) -> usize {
+        self.bounds.max
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -195,7 +252,7 @@ impl AdaptiveLimit {
         if due && (state.period.pushed_back || state.period.answers > 0) {
             let before = state.limit;
             self.adjust(&mut state);
-            if state.limit > before {
+            for _ in before..state.limit {
                 self.freed.notify_one();
             }
         }
@@ -206,15 +263,21 @@ impl AdaptiveLimit {
         let mean = (period.answers > 0).then(|| period.rtt_sum / f64::from(period.answers));
         let congested = match (mean, state.usual) {
             (Some(now), Some((usual, variance))) => {
-                now > usual + (DEVIATION_SCALE * variance.sqrt()).max(MIN_GROWTH * usual)
+                now > usual + (DEVIATION_SCALE * variance.sqrt()).max(self.slower_by * usual)
             }
             _ => false,
         };
         if period.pushed_back || congested {
             let shrunk = (state.limit as f64 * DECREASE).floor() as usize;
             state.limit = shrunk.min(state.limit - 1).max(self.bounds.min);
+            state.doubling_below = state.limit;
         } else if period.full {
-            state.limit = (state.limit + 1).min(self.bounds.max);
+            let grown = if state.limit < state.doubling_below {
+                state.limit * 2
+            } else {
+                state.limit + 1
+            };
+            state.limit = grown.min(self.bounds.max);
         }
         if let Some(now) = mean {
             state.usual = Some(match state.usual {
@@ -229,7 +292,14 @@ impl AdaptiveLimit {
                 }
             });
         }
-        metrics().in_flight_limit.set(state.limit as i64);
+        tracing::trace!(
+            limit = state.limit,
+            round_trip = ?mean.map(Duration::from_secs_f64),
+            congested,
+            pushed_back = period.pushed_back,
+            "adaptive limit adjusted"
+        );
+        self.gauge.set(state.limit as i64);
     }
 }
 
@@ -240,7 +310,12 @@ mod tests {
     const RTT: Duration = Duration::from_millis(5);
 
     fn limit(min: usize, max: usize) -> Arc<AdaptiveLimit> {
-        Arc::new(AdaptiveLimit::new(InFlightBounds::new(min, max)))
+        growing(min, max, Growth::DELIVERY)
+    }
+
+    fn growing(min: usize, max: usize, growth: Growth) -> Arc<AdaptiveLimit> {
+        let bounds = InFlightBounds::new(min, max);
+        Arc::new(AdaptiveLimit::new(bounds, growth, Gauge::default()))
     }
 
     /// Takes every slot, waits out a round trip, answers them all in `rtt`.
@@ -330,6 +405,43 @@ mod tests {
         }
         limit.observe(Signal::PushedBack);
         assert_eq!(limit.limit(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_slow_start_doubles_the_limit_each_busy_round_trip() {
+        let limit = growing(1, 512, Growth::ENSURE);
+        for expected in [32, 64, 128] {
+            busy_period(&limit, RTT).await;
+            assert_eq!(limit.limit(), expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_push_back_a_slow_start_grows_by_one() {
+        let limit = growing(1, 512, Growth::ENSURE);
+        busy_period(&limit, RTT).await;
+        limit.observe(Signal::PushedBack);
+        let shrunk = limit.limit();
+        assert_eq!(shrunk, 28);
+        busy_period(&limit, RTT).await;
+        assert_eq!(limit.limit(), shrunk + 1);
+    }
+
+    #[tokio::test]
+    async fn a_round_trip_a_fifth_above_the_usual_slows_delivery_but_not_ensure() {
+        let usual = RTT * 4;
+        for (growth, shrinks) in [(Growth::DELIVERY, true), (Growth::ENSURE, false)] {
+            let limit = growing(1, 512, growth);
+            for _ in 0..3 {
+                busy_period(&limit, usual).await;
+            }
+            // A period's answers are read as the next one ends: the first
+            // slow period only primes the second.
+            busy_period(&limit, usual * 6 / 5).await;
+            let before = limit.limit();
+            busy_period(&limit, usual * 6 / 5).await;
+            assert_eq!(limit.limit() < before, shrinks, "{growth:?}");
+        }
     }
 
     #[tokio::test]
