@@ -102,18 +102,24 @@ fn auth_id(customer: usize) -> String {
     format!("client-{customer}:user-{customer}")
 }
 
-/// One signed ticket as the signer puts it on Kafka.
+/// One signed ticket as the signer puts it on Kafka. Each customer's
+/// tickets are one signer session (`s-<customer>`), a call each, chained as
+/// go-livepeer chains them: `sequence_number` from 0, `previous_time` the
+/// previous call's `current_time` (its own on the first call).
 struct Ticket {
     customer: usize,
     time: DateTime<Utc>,
     fee_wei: u64,
+    sequence: u32,
+    previous: DateTime<Utc>,
 }
 
 impl Ticket {
     fn line(&self, i: usize) -> String {
         let (time, who, fee) = (rfc3339(self.time), auth_id(self.customer), self.fee_wei);
+        let (previous, sequence) = (rfc3339(self.previous), self.sequence);
         format!(
-            r#"{{"id":"env-{i}","type":"create_signed_ticket","timestamp":"{ms}","gateway":"","data":{{"session_id":"s-{c}","session_status":"continuing","pipeline":"live-video-to-video","request_id":"req-{i}","orch_address":"0xabababababababababababababababababababab","orch_url":"https://orch.example:8935","manifest_id":"m","pm_session_id":"pm","current_time":"{time}","previous_time":"{time}","billable_secs":10.5,"pixels":0,"session_balance":"100","computed_fee":"{fee}","cost":"1.0","sequence_number":{i},"num_tickets":1,"auth_id":"{who}"}}}}"#,
+            r#"{{"id":"env-{i}","type":"create_signed_ticket","timestamp":"{ms}","gateway":"","data":{{"session_id":"s-{c}","session_status":"continuing","pipeline":"live-video-to-video","request_id":"req-{i}","orch_address":"0xabababababababababababababababababababab","orch_url":"https://orch.example:8935","manifest_id":"m","pm_session_id":"pm","current_time":"{time}","previous_time":"{previous}","billable_secs":10.5,"pixels":0,"session_balance":"100","computed_fee":"{fee}","cost":"1.0","sequence_number":{sequence},"num_tickets":1,"auth_id":"{who}"}}}}"#,
             ms = self.time.timestamp_millis(),
             c = self.customer,
         )
@@ -142,13 +148,20 @@ struct Month {
 fn tickets(opts: &Options, from: DateTime<Utc>, rng: &mut Rng) -> Vec<Ticket> {
     let span_ns = opts.days * 86_400 * 1_000_000_000;
     let step = span_ns / opts.events as i64;
+    let mut last: Vec<Option<(u32, DateTime<Utc>)>> = vec![None; opts.customers];
     (0..opts.events)
         .map(|i| {
             let offset = i as i64 * step + (rng.next() % step.max(1) as u64) as i64;
+            let customer = rng.below(opts.customers);
+            let time = from + TimeDelta::nanoseconds(offset);
+            let (sequence, previous) = last[customer].map_or((0, time), |(n, t)| (n + 1, t));
+            last[customer] = Some((sequence, time));
             Ticket {
-                customer: rng.below(opts.customers),
-                time: from + TimeDelta::nanoseconds(offset),
+                customer,
+                time,
                 fee_wei: 1_200_000_000_000 + (rng.next() % 1_000) * 1_000_000_000,
+                sequence,
+                previous,
             }
         })
         .collect()
@@ -418,7 +431,7 @@ fn print(scenario: &str, mode: &str, a: &Audited, faults: &Faults) {
     let t = &a.report["totals"];
     let routes: Vec<String> = a.routes.iter().map(|(r, n)| format!("{r:?} {n}")).collect();
     println!(
-        "  {scenario:<6} {mode:<6} {:>8.1} s  peak RSS {:>7.1} MB  {:>6} OpenMeter calls ({})  signed {} stored {} missing {} unbillable {} duplicates {}",
+        "  {scenario:<6} {mode:<6} {:>8.1} s  peak RSS {:>7.1} MB  {:>6} OpenMeter calls ({})  signed {} stored {} missing {} unbillable {} duplicates {}; sessions {} chain gaps {}",
         a.took.as_secs_f64(),
         a.peak_kb as f64 / 1024.0,
         a.calls,
@@ -428,6 +441,8 @@ fn print(scenario: &str, mode: &str, a: &Audited, faults: &Faults) {
         t["missing_events"],
         t["unbillable_events"],
         t["duplicate_events"],
+        a.report["chain"]["sessions"],
+        a.report["chain"]["gaps"].as_array().map_or(0, Vec::len),
     );
     if scenario == "faulty" {
         println!(

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use chrono::Utc;
+use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 use super::args::AuditArgs;
@@ -46,22 +47,35 @@ async fn dead_letters_present(
     if tokio::fs::try_exists(letters).await.unwrap_or(true) {
         return Ok(());
     }
-    let bytes = tokio::fs::read(source)
+    let file = tokio::fs::File::open(source)
         .await
         .with_context(|| format!("reading {}", source.display()))?;
-    let expected = bytes
-        .split(|b| *b == b'\n')
-        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-        .filter(|line| {
-            let fate = judge(
-                line,
-                settings.batch.max_event_bytes,
-                price,
-                &settings.batch.contract,
-            );
-            matches!(fate, Fate::Settle(Outcome::DeadLettered { .. }))
-        })
-        .count();
+    let mut reader = tokio::io::BufReader::new(file);
+    let (mut line, mut expected) = (Vec::new(), 0usize);
+    // Line by line: the source may be a month of tickets.
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .await
+            .with_context(|| format!("reading {}", source.display()))?;
+        if read == 0 {
+            break;
+        }
+        let record = line.strip_suffix(b"\n").unwrap_or(&line);
+        if record.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let fate = judge(
+            record,
+            settings.batch.max_event_bytes,
+            price,
+            &settings.batch.contract,
+        );
+        if matches!(fate, Fate::Settle(Outcome::DeadLettered { .. })) {
+            expected += 1;
+        }
+    }
     if expected > 0 {
         bail!(
             "the dead-letter file {} does not exist, but {expected} record(s) of {} decode to a \
