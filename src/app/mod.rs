@@ -81,7 +81,7 @@ impl Application {
         let dlq = kafka_dead_letters(&config.kafka, max_event_bytes)?;
         let tracker = Arc::new(OffsetTracker::default());
         let health = Health::default();
-        let mut pipeline = parts::pipeline_for(
+        let mut pipeline = pipeline_for(
             Role::Pipeline,
             &config.pipeline,
             price,
