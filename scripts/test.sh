@@ -2,8 +2,8 @@
 # The whole test suite. Installs what the tests need when it is missing:
 # tansu (a Kafka-protocol broker, from crates.io), Prism (npm, for the
 # OpenAPI contract test), Prometheus and promtool (Debian) and the
-# Kubernetes and Compose schema validators (PyPI). Then runs every test of
-# the workspace.
+# Kubernetes and Compose schema validators (PyPI). Then lints the workspace
+# (clippy, every warning an error) and runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +37,8 @@ if ! python3 -c 'import kubernetes_validate, check_jsonschema' >/dev/null 2>&1; 
     kubernetes-validate==1.37.0 check-jsonschema==0.39.0
 fi
 
+# Lints first: any warning (dead code included) fails the suite.
+cargo clippy --workspace --all-targets --locked -- -D warnings
 # Benchmarks print figures (see BENCHMARKS.md) and are not run here; they
 # must still build.
 cargo check --workspace --benches --locked

@@ -152,6 +152,13 @@ mod tests {
     #[test]
     fn nothing_read_means_nothing_to_commit() {
         let t = OffsetTracker::default();
+        assert!(t.to_commit().is_empty());
+        assert!(t.committable(&[0]).is_empty());
+    }
+
+    #[test]
+    fn a_record_read_and_not_finished_is_not_committed() {
+        let t = OffsetTracker::default();
         t.read(at(0));
         assert!(t.to_commit().is_empty());
     }

@@ -12,7 +12,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Number, Value};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::contract::{Contract, IdScheme};
@@ -406,9 +405,7 @@ pub(crate) fn event_id(
 }
 
 fn payload_digest(payload: &[u8]) -> String {
-    let digest = Sha256::digest(payload);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", crate::encoding::sha256_hex(payload))
 }
 
 /// `request_id` as text: a string (trimmed) or a number's digits; empty

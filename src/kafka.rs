@@ -39,7 +39,31 @@ pub struct KafkaConfig {
     pub stall_after: Duration,
 }
 
+impl Default for KafkaConfig {
+    /// The original stack's: a local broker, go-livepeer's topic, the
+    /// original consumer group (so offsets carry over), no SASL, no TLS.
+    fn default() -> Self {
+        Self {
+            brokers: "localhost:9092".to_owned(),
+            topic: "livepeer-gateway-events".to_owned(),
+            group: "openmeter-collector".to_owned(),
+            sasl_username: None,
+            sasl_password: None,
+            sasl_mechanism: "PLAIN".to_owned(),
+            tls: false,
+            extra: Vec::new(),
+            commit_interval: Duration::from_secs(1),
+            stall_after: Duration::from_secs(60),
+        }
+    }
+}
+
 impl KafkaConfig {
+    /// The dead-letter topic's default: `<topic>.dlq`.
+    pub(crate) fn default_dlq_topic(&self) -> String {
+        format!("{}.dlq", self.topic)
+    }
+
     /// librdkafka settings shared by the consumer and the DLQ producer.
     pub fn client_config(&self) -> RdConfig {
         let mut c = RdConfig::new();

@@ -27,6 +27,7 @@ mod decode;
 mod deliver;
 mod dlq;
 mod domain;
+mod encoding;
 mod ensure;
 mod health;
 mod kafka;
@@ -42,7 +43,7 @@ mod settle;
 mod source;
 
 /// The binary's edge: the parsed command line, and running it.
-pub use cli::{collector_config, error_text, note, run, Cli};
+pub use cli::{collector_config, error_text, init_logging, note, run, Cli};
 
 /// Assembly: the collector from its configuration, run until a shutdown
 /// its caller controls; and a pipeline from its parts.

@@ -1,10 +1,8 @@
 //! The `ticketmeter` binary: loads `.env`, sets up logging, runs the command.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use ticketmeter::Cli;
 
@@ -13,7 +11,7 @@ fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
     drop_empty_variables();
     let cli = Cli::parse();
-    init_logging(cli.quiet_by_default());
+    ticketmeter::init_logging(cli.quiet_by_default());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -43,22 +41,5 @@ fn drop_empty_variables() {
         if value.is_empty() {
             std::env::remove_var(name);
         }
-    }
-}
-
-/// `RUST_LOG` sets the level (default info, or warn for `quiet`);
-/// `LOG_FORMAT=json` for JSON. Colours only on a terminal, so a log file
-/// or a collector's log shipper gets plain text.
-fn init_logging(quiet: bool) {
-    let default = if quiet { "warn" } else { "info" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

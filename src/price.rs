@@ -19,6 +19,9 @@ use crate::metrics::metrics;
 /// Coinbase's ETH-USD spot price, the original's default oracle.
 pub(crate) const DEFAULT_ORACLE_URL: &str = "https://api.coinbase.com/v2/prices/ETH-USD/spot";
 
+/// How often the oracle is asked again.
+pub(crate) const DEFAULT_ORACLE_REFRESH: Duration = Duration::from_secs(5 * 60);
+
 /// Where the price comes from.
 #[derive(Debug, Clone)]
 pub enum PriceSource {

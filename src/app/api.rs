@@ -8,7 +8,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use super::config::ApiSettings;
-use super::AppError;
+use super::error::AppError;
 use crate::api::{self, ApiState, ReadyCheck};
 use crate::ensure::Provisioner;
 

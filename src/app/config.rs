@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::dlq::DEFAULT_SPILL_DIR;
 use crate::domain::{PlanKey, SubjectRule};
 use crate::ensure::EnsureConfig;
 use crate::kafka::KafkaConfig;
@@ -58,6 +59,17 @@ pub(crate) struct KafkaSettings {
     pub(crate) spill_dir: PathBuf,
 }
 
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        let consumer = KafkaConfig::default();
+        Self {
+            dlq_topic: consumer.default_dlq_topic(),
+            consumer,
+            spill_dir: PathBuf::from(DEFAULT_SPILL_DIR),
+        }
+    }
+}
+
 /// The provisioning API.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiSettings {
@@ -65,6 +77,16 @@ pub(crate) struct ApiSettings {
     pub(crate) addr: SocketAddr,
     /// When set, `/ensure` demands it; required off loopback.
     pub(crate) token: Option<Secret>,
+}
+
+impl Default for ApiSettings {
+    /// The original sidecar's: loopback, port 8091, no token.
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8091)),
+            token: None,
+        }
+    }
 }
 
 /// The audit `run` repeats on its own.
@@ -75,4 +97,17 @@ pub(crate) struct ContinuousAuditSettings {
     pub(crate) window: Duration,
     pub(crate) settle: Duration,
     pub(crate) repair: bool,
+}
+
+impl Default for ContinuousAuditSettings {
+    /// Every closed hour, ten minutes after it closed, reporting only.
+    fn default() -> Self {
+        let hour = Duration::from_secs(3600);
+        Self {
+            interval: hour,
+            window: hour,
+            settle: Duration::from_secs(10 * 60),
+            repair: false,
+        }
+    }
 }

@@ -7,14 +7,14 @@
 
 mod api;
 mod config;
+mod error;
 mod parts;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -23,44 +23,21 @@ pub use config::Config;
 pub(crate) use config::{
     ApiSettings, ContinuousAuditSettings, KafkaSettings, OpenMeterSettings, PipelineSettings,
 };
+pub use error::AppError;
 pub use parts::pipeline;
 pub(crate) use parts::{
-    audit_sources, client, connect_kafka, kafka_dead_letters, openmeter_readiness, provisioner,
-    provisioner_for, start_pipeline, Role,
+    audit, audit_sources, client, connect_kafka, dlq_replay_consumer, kafka_dead_letters,
+    openmeter_readiness, pipeline_for, provisioner, provisioner_for, start_pipeline, Role,
 };
 
 use crate::audit::continuous::ContinuousAudit;
 use crate::commit::OffsetTracker;
-use crate::dlq::DlqError;
 use crate::ensure::Provisioner;
 use crate::health::Health;
 use crate::kafka::{KafkaConfig, ProbeError};
-use crate::openmeter::ApiError;
 use crate::pipeline::Pipeline;
-use crate::price::OracleError;
 use crate::settle::Tally;
 use crate::source::kafka::KafkaSource;
-
-/// Why the collector, or one of its parts, could not be built.
-#[derive(Debug, Error)]
-pub enum AppError {
-    #[error("cannot start without an ETH/USD price (set ETH_USD_PRICE or fix PRICE_ORACLE_URL)")]
-    Price(#[source] OracleError),
-    #[error(transparent)]
-    OpenMeter(#[from] ApiError),
-    #[error(transparent)]
-    DeadLetters(#[from] DlqError),
-    #[error("connecting to Kafka")]
-    Kafka(#[source] rdkafka::error::KafkaError),
-    #[error("PROVISION_BIND={bind} is not a loopback address: set PROVISION_TOKEN so /ensure is not open to the network")]
-    UnguardedApi { bind: IpAddr },
-    #[error("binding the provisioning API to {addr}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// The collector, built and connected, not yet running.
 pub struct Application {
@@ -104,7 +81,7 @@ impl Application {
         let dlq = kafka_dead_letters(&config.kafka, max_event_bytes)?;
         let tracker = Arc::new(OffsetTracker::default());
         let health = Health::default();
-        let mut pipeline = parts::pipeline_for(
+        let mut pipeline = pipeline_for(
             Role::Pipeline,
             &config.pipeline,
             price,

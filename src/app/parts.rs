@@ -9,7 +9,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{ContinuousAuditSettings, KafkaSettings, OpenMeterSettings, PipelineSettings};
-use super::AppError;
+use super::error::AppError;
 use crate::api::{Readiness, ReadyCheck};
 use crate::audit::continuous::ContinuousAudit;
 use crate::audit::range::TimeRange;
@@ -19,6 +19,7 @@ use crate::chain::tracker::{ChainSettings, Tracker as ChainTracker};
 use crate::commit::OffsetTracker;
 use crate::deliver::Deliverer;
 use crate::dlq::DeadLetterSink;
+use crate::domain::EthUsdPrice;
 use crate::ensure::Provisioner;
 use crate::health::Health;
 use crate::kafka::KafkaConfig;
@@ -210,6 +211,16 @@ pub(crate) fn connect_kafka(
     Ok(Arc::new(source))
 }
 
+/// `dlq replay`'s consumer of the dead-letter topic, in a group of its own
+/// (`<group>.dlq-replay`) so each replay goes on from where the last one
+/// stopped.
+pub(crate) fn dlq_replay_consumer(settings: &KafkaSettings) -> KafkaConfig {
+    let mut letters = settings.consumer.clone();
+    letters.topic = settings.dlq_topic.clone();
+    letters.group = format!("{}.dlq-replay", letters.group);
+    letters
+}
+
 /// What an audit reads: the gateway topic and its dead-letter topic.
 pub(crate) fn audit_sources(settings: &KafkaSettings) -> (SourceSpec, SourceSpec) {
     let mut dlq = settings.consumer.clone();
@@ -220,6 +231,38 @@ pub(crate) fn audit_sources(settings: &KafkaSettings) -> (SourceSpec, SourceSpec
     )
 }
 
+/// An audit by totals of `range` of `sources` (the records, the dead
+/// letters) against what a pipeline configured as `batch` sent (its
+/// contract, event time, collection window and size limit), at `price`,
+/// reading OpenMeter through `client`.
+pub(crate) fn audit(
+    client: OpenMeterClient,
+    price: EthUsdPrice,
+    (source, dead_letters): (SourceSpec, SourceSpec),
+    batch: &PipelineConfig,
+    range: TimeRange,
+    settle: Duration,
+) -> Audit {
+    Audit {
+        client,
+        price,
+        source,
+        dead_letters: Some(dead_letters),
+        accounts: None,
+        config: AuditConfig {
+            range,
+            mode: Mode::Totals,
+            fingerprints: true,
+            event_time: batch.billing.event_time,
+            settle,
+            collection_window: batch.billing.collection_window,
+            max_event_bytes: batch.max_event_bytes,
+            contract: batch.contract,
+            progress: false,
+        },
+    }
+}
+
 /// The continuous audit of `run`, at the pipeline's price and sharing its
 /// provisioner's caches; its calls (reads, ensures and resends of a repair)
 /// are retried like a one-shot command's.
@@ -228,26 +271,15 @@ pub(super) fn continuous_audit(
     kafka: &KafkaSettings,
     pipeline: &Pipeline,
 ) -> ContinuousAudit {
-    let (source, dead_letters) = audit_sources(kafka);
     let provisioner = provisioner_for(&pipeline.deliverer.provisioner, Role::OneShot);
-    let audit = Audit {
-        client: provisioner.client().clone(),
-        price: pipeline.price.current().price,
-        source,
-        dead_letters: Some(dead_letters),
-        accounts: None,
-        config: AuditConfig {
-            range: TimeRange::settled_window(Utc::now(), settings.window, settings.settle),
-            mode: Mode::Totals,
-            fingerprints: true,
-            event_time: pipeline.config.billing.event_time,
-            settle: settings.settle,
-            collection_window: pipeline.config.billing.collection_window,
-            max_event_bytes: pipeline.config.max_event_bytes,
-            contract: pipeline.config.contract,
-            progress: false,
-        },
-    };
+    let audit = audit(
+        provisioner.client().clone(),
+        pipeline.price.current().price,
+        audit_sources(kafka),
+        &pipeline.config,
+        TimeRange::settled_window(Utc::now(), settings.window, settings.settle),
+        settings.settle,
+    );
     tracing::info!(
         every = %humantime::format_duration(settings.interval),
         window = %humantime::format_duration(settings.window),

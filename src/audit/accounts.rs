@@ -156,10 +156,10 @@ fn subjects_of(customer: &Customer) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::range::parse_time;
+    use crate::encoding::parse_rfc3339;
 
     fn t(s: &str) -> DateTime<Utc> {
-        parse_time(s).unwrap()
+        parse_rfc3339(s).unwrap()
     }
 
     fn accounts(active_from: &str, active_to: Option<&str>) -> Accounts {

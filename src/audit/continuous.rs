@@ -12,9 +12,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::accounts::Accounts;
+use super::config::Audit;
+use super::error::AuditError;
 use super::range::TimeRange;
+use super::repair::RepairMode;
 use super::report::Report;
-use super::{Audit, AuditError, RepairMode};
 use crate::ensure::Provisioner;
 use crate::metrics::{metrics, AuditGauges};
 use crate::price::PriceFeed;
@@ -206,22 +208,23 @@ fn closed_window(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::range::{parse_time, rfc3339};
+    use crate::audit::range::rfc3339;
+    use crate::encoding::parse_rfc3339;
 
     const HOUR: Duration = Duration::from_secs(3600);
     const SETTLE: Duration = Duration::from_secs(600);
 
     #[test]
     fn hourly_audits_run_settle_after_each_hour() {
-        let now = parse_time("2026-11-24T09:55:00Z").unwrap();
+        let now = parse_rfc3339("2026-11-24T09:55:00Z").unwrap();
         assert_eq!(until_next(now, HOUR, SETTLE), Duration::from_secs(15 * 60));
-        let just_after = parse_time("2026-11-24T10:10:00Z").unwrap();
+        let just_after = parse_rfc3339("2026-11-24T10:10:00Z").unwrap();
         assert_eq!(until_next(just_after, HOUR, SETTLE), HOUR);
     }
 
     #[test]
     fn each_audit_covers_the_hour_that_closed_before_it() {
-        let at = |s| closed_window(parse_time(s).unwrap(), HOUR, HOUR, SETTLE);
+        let at = |s| closed_window(parse_rfc3339(s).unwrap(), HOUR, HOUR, SETTLE);
         let w = at("2026-11-24T10:10:00.004Z");
         assert_eq!(rfc3339(w.from), "2026-11-24T09:00:00Z");
         assert_eq!(rfc3339(w.to), "2026-11-24T10:00:00Z");

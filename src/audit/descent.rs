@@ -34,12 +34,16 @@ use chrono::{SubsecRound, Utc};
 use futures::StreamExt;
 
 use super::accounts::{Accounts, Placement};
+use super::config::Audit;
+use super::error::AuditError;
+use super::findings::Findings;
 use super::ledger::{Entry, Interner, Ledger, Sums};
+use super::range::to_delta;
 use super::range::{rfc3339, TimeRange};
 use super::report::{Level, Proof, Report};
 use super::totals::{Cell, Ledgers, Measure, Reading, Tally};
 use super::windows::{at, second_of, Grain};
-use super::{original, record, signed_time, to_delta, Audit, AuditError, Findings};
+use super::{original, record, signed_time};
 use crate::decode::BILLABLE_TYPE;
 use crate::map::Mapped;
 use crate::openmeter::model::{

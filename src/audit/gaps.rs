@@ -13,8 +13,8 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::config::AuditConfig;
 use super::range::TimeRange;
-use super::AuditConfig;
 use crate::chain::record::Chained;
 use crate::chain::{missing_text, time_text, Chains, Found, Names, Verdict};
 use crate::contract::Contract;

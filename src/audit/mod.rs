@@ -22,8 +22,11 @@
 //! events it does match one by one are matched and judged by the same code.
 
 pub(crate) mod accounts;
+mod config;
 pub(crate) mod continuous;
 mod descent;
+mod error;
+mod findings;
 pub(crate) mod gaps;
 pub(crate) mod ledger;
 pub(crate) mod range;
@@ -35,134 +38,34 @@ pub(crate) mod verdict;
 pub(crate) mod windows;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::billing::{BillingTerms, EventTime};
+use crate::billing::BillingTerms;
 use crate::contract::Contract;
 use crate::decode::{
     claimed_time, decode, event_id, raw_auth_id, request_id, resolve_identity, Decoded, Scalar,
     BILLABLE_TYPE,
 };
 use crate::dlq::Letter;
-use crate::domain::{EthUsdPrice, UsdMicros};
+use crate::domain::UsdMicros;
+use crate::encoding::parse_rfc3339;
 use crate::map::{map, Mapped, SOURCE};
 use crate::openmeter::model::IngestedEvent;
-use crate::openmeter::{ApiError, EventQuery, OpenMeterClient};
+use crate::openmeter::EventQuery;
 use ledger::{Entry, Ledger, StoredCopy};
-use range::{parse_time, rfc3339, TimeRange};
-use report::{Notes, Proof, Report};
+use range::{rfc3339, to_delta, TimeRange};
+use report::{Notes, Report};
 use source::{KafkaWindow, RawRecord, SourceSpec, KAFKA_SKEW};
-use verdict::{Unbillable, UnbillableKind, MISATTRIBUTED};
+use verdict::{UnbillableKind, MISATTRIBUTED};
 
+pub(crate) use config::{Audit, AuditConfig, Mode};
+pub(crate) use error::AuditError;
+use findings::{Findings, Found};
 pub(crate) use repair::{derived_id, RepairMode};
-
-/// Why the audit itself could not run (exit 2).
-#[derive(Debug, Error)]
-pub(crate) enum AuditError {
-    #[error("reading {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("Kafka topic {topic}: {message}")]
-    Kafka { topic: String, message: String },
-    #[error(
-        "Kafka topic {topic} partition {partition} yielded nothing at offset {offset} before \
-         the end of the range ({end}): the range was not fully read"
-    )]
-    Stalled {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        end: i64,
-    },
-    #[error("reading the source: {0}")]
-    Source(String),
-    #[error("reading back from OpenMeter: {0}")]
-    OpenMeter(#[from] ApiError),
-    #[error("OpenMeter's {meter} meter answered {value:?}, which is not a decimal amount")]
-    Meter { meter: &'static str, value: String },
-    #[error("OpenMeter has no {0} meter: run `ticketmeter bootstrap` (or `--mode events`)")]
-    NoMeter(&'static str),
-}
-
-/// How the audit proves the range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub(crate) enum Mode {
-    /// Totals per customer and window from OpenMeter's meters; events read
-    /// only where they differ.
-    #[default]
-    Totals,
-    /// Every stored event of the range read back and matched (the mode
-    /// before totals; its cost grows with every event).
-    Events,
-}
-
-/// What to audit and how.
-#[derive(Debug, Clone)]
-pub(crate) struct AuditConfig {
-    pub(crate) range: TimeRange,
-    pub(crate) mode: Mode,
-    /// Compare the `id_fingerprint` meter too (off for ranges sent before
-    /// events carried one, or by a collector that sends none).
-    pub(crate) fingerprints: bool,
-    /// The collector's `EVENT_TIME`: where it sent events older than their
-    /// subscription.
-    pub(crate) event_time: EventTime,
-    /// Events younger than this may still be on their way to OpenMeter.
-    pub(crate) settle: Duration,
-    /// OpenMeter's `collection.interval`: usage arriving this long after its
-    /// period ended is never invoiced.
-    pub(crate) collection_window: Duration,
-    pub(crate) max_event_bytes: usize,
-    /// The pipeline's contract, so records map as they were sent.
-    pub(crate) contract: Contract,
-    /// Draw a progress bar when stderr is a terminal.
-    pub(crate) progress: bool,
-}
-
-/// An audit: the source, the dead letters and OpenMeter.
-#[derive(Debug, Clone)]
-pub(crate) struct Audit {
-    pub(crate) client: OpenMeterClient,
-    /// The price signed micros are computed at (stored events keep theirs).
-    pub(crate) price: EthUsdPrice,
-    pub(crate) source: SourceSpec,
-    /// A dead-letter file or the DLQ topic.
-    pub(crate) dead_letters: Option<SourceSpec>,
-    pub(crate) config: AuditConfig,
-    /// Customers and subscriptions read earlier (the continuous audit's),
-    /// else read by each totals audit.
-    pub(crate) accounts: Option<Arc<accounts::Accounts>>,
-}
-
-/// The audit's findings, kept so a repair can build on them.
-pub(crate) struct Findings {
-    pub(crate) ledger: Ledger,
-    gaps: gaps::AuditGaps,
-    terms: HashMap<String, Arc<[BillingTerms]>>,
-    notes: Notes,
-    proof: Option<Proof>,
-    /// Pages of stored events read (listings and lookups by id).
-    pages: u64,
-}
-
-/// One stored copy found by id, with its verdict.
-struct Found {
-    /// The signed event it is a copy of.
-    key: String,
-    derived: bool,
-    event: IngestedEvent,
-    verdict: Result<(), Unbillable>,
-}
 
 /// Ids per by-id lookup (each also asks for its derived id).
 const LOOKUP_CHUNK: usize = 40;
@@ -309,7 +212,7 @@ impl Audit {
         else {
             return None;
         };
-        let signed = parse_time(&ticket.time)?;
+        let signed = parse_rfc3339(&ticket.time)?;
         if !range.contains(signed) {
             return None;
         }
@@ -672,11 +575,7 @@ fn signed_time(event: &IngestedEvent) -> Option<DateTime<Utc>> {
         .as_ref()
         .and_then(|d| d.signed_at.as_deref())
         .or(event.event.time.as_deref())
-        .and_then(parse_time)
-}
-
-fn to_delta(d: Duration) -> TimeDelta {
-    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+        .and_then(parse_rfc3339)
 }
 
 /// A dead letter read from a file line or a topic record (a topic record
@@ -711,7 +610,7 @@ struct Identified {
 fn identify(payload: &[u8], max_bytes: usize, contract: &Contract) -> Identified {
     if let Ok(Decoded::Ticket(t)) = decode(payload, max_bytes, contract) {
         return Identified {
-            signed: parse_time(&t.time),
+            signed: parse_rfc3339(&t.time),
             customer: Some(t.identity.customer_key().to_string()),
             id: Some(t.event_id),
         };
@@ -758,7 +657,7 @@ mod tests {
         let who = identify(payload, 1 << 20, &Contract::default());
         assert_eq!(who.id.as_deref(), Some("env"));
         assert_eq!(who.customer.as_deref(), Some("a:b"));
-        assert_eq!(who.signed, parse_time("2026-11-24T09:00:00Z"));
+        assert_eq!(who.signed, parse_rfc3339("2026-11-24T09:00:00Z"));
     }
 
     #[test]

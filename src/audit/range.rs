@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use thiserror::Error;
+
+use crate::encoding::parse_rfc3339;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub(crate) enum RangeError {
@@ -64,19 +66,12 @@ pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-/// Parses an RFC 3339 time.
-pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s.trim())
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
 fn instant(
     flag: &'static str,
     value: &str,
     now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, RangeError> {
-    if let Some(t) = parse_time(value) {
+    if let Some(t) = parse_rfc3339(value) {
         return Ok(t);
     }
     humantime::parse_duration(value.trim())
@@ -89,12 +84,18 @@ fn instant(
         })
 }
 
+/// `d` as a chrono delta (saturating: a setting past chrono's range is
+/// for ever).
+pub(crate) fn to_delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn now() -> DateTime<Utc> {
-        parse_time("2026-11-25T12:00:00Z").unwrap()
+        parse_rfc3339("2026-11-25T12:00:00Z").unwrap()
     }
 
     #[test]

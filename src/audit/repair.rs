@@ -21,9 +21,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 
-use super::report::{status, RepairAction, Report, Status};
+use super::config::Audit;
+use super::error::AuditError;
+use super::findings::{Findings, Found};
+use super::range::to_delta;
+use super::report::{status, Action, RepairAction, Report, Status};
 use super::verdict::{Unbillable, UnbillableKind};
-use super::{to_delta, Audit, AuditError, Findings, Found};
 use crate::billing::BillingTerms;
 use crate::domain::Identity;
 use crate::ensure::Provisioner;
@@ -145,7 +148,7 @@ impl Audit {
         let mut derived = Vec::new();
         for id in &ids {
             if billable(findings, id) {
-                actions.insert(id.clone(), action(id, id, "resent"));
+                actions.insert(id.clone(), action(id, id, Action::Resent));
                 continue;
             }
             let copies: Vec<&Found> = found.iter().filter(|f| &f.key == id).collect();
@@ -156,7 +159,7 @@ impl Audit {
             match derive(id, event, &copies, current) {
                 Some(copy) => derived.push(copy),
                 None => {
-                    actions.insert(id.clone(), action(id, id, "not_recovered"));
+                    actions.insert(id.clone(), action(id, id, Action::NotRecovered));
                 }
             }
         }
@@ -174,9 +177,9 @@ impl Audit {
         self.settle(findings, &pending, !derived.is_empty()).await?;
         for id in pending {
             let verdict = if billable(findings, &id) {
-                "resent_derived"
+                Action::ResentDerived
             } else {
-                "not_recovered"
+                Action::NotRecovered
             };
             actions.insert(id.clone(), action(&id, &derived_id(&id), verdict));
         }
@@ -271,7 +274,7 @@ fn fail(
     why: String,
 ) {
     findings.notes.repair_errors.push((id.to_owned(), why));
-    actions.insert(id.to_owned(), action(id, id, "failed"));
+    actions.insert(id.to_owned(), action(id, id, Action::Failed));
 }
 
 fn billable(findings: &Findings, id: &str) -> bool {
@@ -282,11 +285,11 @@ fn billable(findings: &Findings, id: &str) -> bool {
         .is_some_and(|e| e.billable_copies > 0)
 }
 
-fn action(id: &str, sent_as: &str, action: &str) -> RepairAction {
+fn action(id: &str, sent_as: &str, action: Action) -> RepairAction {
     RepairAction {
         id: id.to_owned(),
         sent_as: sent_as.to_owned(),
-        action: action.to_owned(),
+        action,
     }
 }
 
@@ -294,9 +297,9 @@ fn dry_run(targets: &[(String, Need)]) -> Vec<RepairAction> {
     targets
         .iter()
         .map(|(id, need)| match need {
-            Need::Resend => action(id, id, "would_resend"),
-            Need::Customer => action(id, id, "would_ensure_and_resend"),
-            Need::MoveTime => action(id, &derived_id(id), "would_resend_derived"),
+            Need::Resend => action(id, id, Action::WouldResend),
+            Need::Customer => action(id, id, Action::WouldEnsureAndResend),
+            Need::MoveTime => action(id, &derived_id(id), Action::WouldResendDerived),
         })
         .collect()
 }
@@ -319,7 +322,7 @@ fn derive(
         Some(Err(Unbillable::BeforeActiveFrom { terms })) => Some(terms),
         Some(_) => return None,
     };
-    let signed = super::range::parse_time(&event.time);
+    let signed = crate::encoding::parse_rfc3339(&event.time);
     if let Some(to) = terms
         .zip(signed)
         .and_then(|(t, signed)| t.bill_time(signed))
@@ -364,7 +367,7 @@ mod tests {
 
     #[test]
     fn a_derived_copy_never_predates_the_current_subscription() {
-        let start = super::super::range::parse_time("2026-11-25T00:00:00.300Z").unwrap();
+        let start = crate::encoding::parse_rfc3339("2026-11-25T00:00:00.300Z").unwrap();
         let terms = BillingTerms {
             active_from: start,
             active_to: None,

@@ -15,7 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use super::AuditError;
+use super::error::AuditError;
 use crate::kafka::{owned_headers, KafkaConfig};
 
 /// Where signed events (or dead letters) are read from.

@@ -123,7 +123,7 @@ pub(crate) fn verdict(
         .event
         .time
         .as_deref()
-        .and_then(super::range::parse_time)
+        .and_then(crate::encoding::parse_rfc3339)
         .ok_or(Unbillable::NoTime)?;
     let Some(term) = terms.iter().find(|t| t.covers(time)) else {
         return Err(terms
@@ -148,7 +148,7 @@ mod tests {
     use crate::openmeter::model::{CustomerReference, EventValidationError, StoredEvent};
 
     fn t(s: &str) -> DateTime<Utc> {
-        super::super::range::parse_time(s).unwrap()
+        crate::encoding::parse_rfc3339(s).unwrap()
     }
 
     fn stored(time: &str, ingested: &str) -> IngestedEvent {

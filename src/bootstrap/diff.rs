@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 
+use super::catalog::SettlementMode;
 use super::catalog::{Aggregation, MeterSpec, PlanSpec, Price, RateCardSpec};
-use super::plan_meta::SettlementMode;
 use super::wire::{Feature, Meter, PhaseRead, RateCardRead};
 use crate::openmeter::model::Plan;
 

@@ -7,8 +7,16 @@ use std::collections::HashMap;
 
 use super::catalog::Catalog;
 use super::report::{Kind, Line, Outcome};
-use super::BootstrapOptions;
 use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
+
+/// How a run may act.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BootstrapOptions {
+    /// Look only: report what would be created, call no write endpoint.
+    pub dry_run: bool,
+    /// Replace a drifted plan by creating and publishing a new version.
+    pub publish_new_version: bool,
+}
 
 /// What one run works with.
 pub(super) struct Ctx<'a> {

@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::{ApiSettings, ContinuousAuditSettings, KafkaSettings};
 use crate::billing::EventTime;
 use crate::contract::IdScheme;
+use crate::dlq::{DEFAULT_DLQ_FILE, DEFAULT_SPILL_DIR};
 use crate::domain::{Amounts, EthUsdPrice, PlanKey, SubjectRule, DEFAULT_PLAN_KEY};
 use crate::ensure::EnsureConfig;
 use crate::openmeter::ClientConfig;
 use crate::pipeline::PipelineConfig;
-use crate::price::DEFAULT_ORACLE_URL;
+use crate::price::{DEFAULT_ORACLE_REFRESH, DEFAULT_ORACLE_URL};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -127,13 +129,17 @@ pub(crate) enum Command {
     Audit(AuditArgs),
 }
 
-/// Defaults only the command line knows, each used by two commands.
-const PROVISION_PORT: u16 = 8091;
-const DLQ_FILE: &str = "ticketmeter-dlq.jsonl";
-const AUDIT_SETTLE: &str = "10m";
+/// The variables two commands read, each with a flag of its own (a name
+/// and help fitting the command): declared here once, so the two cannot
+/// part (`each_environment_variable_is_declared_once`).
+const OPENMETER_DEFAULT_PLAN_KEY: &str = "OPENMETER_DEFAULT_PLAN_KEY";
+const CATALOG_FILE: &str = "CATALOG_FILE";
+const PROVISION_PORT: &str = "PROVISION_PORT";
+const DLQ_FILE: &str = "DLQ_FILE";
+const AUDIT_SETTLE: &str = "AUDIT_SETTLE";
 
-/// Every other default is read from the `Default` impl or constant that
-/// owns it, so each is written once; durations are rendered for `--help`.
+/// Every default is read from the `Default` impl or constant that owns it,
+/// so each is written once; durations are rendered for `--help`.
 fn shown(duration: Duration) -> String {
     humantime::format_duration(duration).to_string()
 }
@@ -144,6 +150,18 @@ fn batch() -> PipelineConfig {
 
 fn ensure() -> EnsureConfig {
     EnsureConfig::default()
+}
+
+fn kafka() -> KafkaSettings {
+    KafkaSettings::default()
+}
+
+fn api() -> ApiSettings {
+    ApiSettings::default()
+}
+
+fn continuous_audit() -> ContinuousAuditSettings {
+    ContinuousAuditSettings::default()
 }
 
 /// Parses durations like `5m`, `250ms`, `1h 30m`.
@@ -188,7 +206,7 @@ pub(crate) struct OpenMeterArgs {
 pub(crate) struct EnsureArgs {
     /// Plan every new customer is subscribed to (but app owners, when
     /// OPENMETER_OWNER_PLAN_KEY is set).
-    #[arg(long, env = "OPENMETER_DEFAULT_PLAN_KEY", default_value = DEFAULT_PLAN_KEY)]
+    #[arg(long, env = OPENMETER_DEFAULT_PLAN_KEY, default_value = DEFAULT_PLAN_KEY)]
     pub(crate) default_plan_key: PlanKey,
     /// Plan new app-owner customers (`<client>:owner:<id>`) are subscribed
     /// to, e.g. the upstream catalog's `clearinghouse_owner_starter`;
@@ -198,7 +216,7 @@ pub(crate) struct EnsureArgs {
     /// The catalog `bootstrap --catalog` created: without
     /// OPENMETER_OWNER_PLAN_KEY, app owners get its `subscribe_role: owner`
     /// plan.
-    #[arg(long, env = "CATALOG_FILE")]
+    #[arg(long, env = CATALOG_FILE)]
     pub(crate) catalog: Option<PathBuf>,
     /// Who an event bills. `upstream`: today's collectors' rules (an
     /// `owner:` payer is the bare owner, `eu_` an end-user wallet,
@@ -239,10 +257,10 @@ pub(crate) struct EnsureArgs {
 #[command(next_help_heading = "Provisioning API")]
 pub(crate) struct ApiArgs {
     /// Port of the provisioning API.
-    #[arg(long, env = "PROVISION_PORT", default_value_t = PROVISION_PORT)]
+    #[arg(long, env = PROVISION_PORT, default_value_t = api().addr.port())]
     pub(crate) provision_port: u16,
     /// Address the API binds to; anything but loopback requires PROVISION_TOKEN.
-    #[arg(long, env = "PROVISION_BIND", default_value = "127.0.0.1")]
+    #[arg(long, env = "PROVISION_BIND", default_value_t = api().addr.ip())]
     pub(crate) provision_bind: IpAddr,
     /// Bearer token /ensure demands (required off loopback).
     #[arg(long, env = "PROVISION_TOKEN", hide_env_values = true)]
@@ -259,7 +277,7 @@ pub(crate) struct PriceArgs {
     #[arg(long, env = "PRICE_ORACLE_URL", default_value = DEFAULT_ORACLE_URL)]
     pub(crate) price_oracle_url: String,
     /// How often the oracle is asked again.
-    #[arg(long, env = "PRICE_ORACLE_REFRESH", default_value = "5m", value_parser = duration)]
+    #[arg(long, env = "PRICE_ORACLE_REFRESH", default_value = shown(DEFAULT_ORACLE_REFRESH), value_parser = duration)]
     pub(crate) price_oracle_refresh: Duration,
 }
 
@@ -319,21 +337,13 @@ pub(crate) struct BatchArgs {
 #[command(next_help_heading = "Kafka")]
 pub(crate) struct KafkaArgs {
     /// Comma-separated bootstrap brokers.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "localhost:9092")]
+    #[arg(long, env = "KAFKA_BROKERS", default_value = kafka().consumer.brokers)]
     pub(crate) kafka_brokers: String,
     /// Topic go-livepeer publishes gateway events to.
-    #[arg(
-        long,
-        env = "KAFKA_GATEWAY_TOPIC",
-        default_value = "livepeer-gateway-events"
-    )]
+    #[arg(long, env = "KAFKA_GATEWAY_TOPIC", default_value = kafka().consumer.topic)]
     pub(crate) kafka_gateway_topic: String,
     /// Consumer group shared by every ticketmeter instance.
-    #[arg(
-        long,
-        env = "KAFKA_CONSUMER_GROUP",
-        default_value = "openmeter-collector"
-    )]
+    #[arg(long, env = "KAFKA_CONSUMER_GROUP", default_value = kafka().consumer.group)]
     pub(crate) kafka_consumer_group: String,
     /// Dead-letter topic (default: <topic>.dlq).
     #[arg(long, env = "KAFKA_DLQ_TOPIC")]
@@ -345,21 +355,21 @@ pub(crate) struct KafkaArgs {
     #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
     pub(crate) kafka_sasl_password: Option<String>,
     /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
-    #[arg(long, env = "KAFKA_SASL_MECHANISM", default_value = "PLAIN")]
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", default_value = kafka().consumer.sasl_mechanism)]
     pub(crate) kafka_sasl_mechanism: String,
     /// Use TLS to the brokers.
-    #[arg(long, env = "KAFKA_TLS", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "KAFKA_TLS", default_value_t = kafka().consumer.tls, action = clap::ArgAction::Set)]
     pub(crate) kafka_tls: bool,
     /// How often progress is committed.
-    #[arg(long, env = "KAFKA_COMMIT_INTERVAL", default_value = "1s", value_parser = duration)]
+    #[arg(long, env = "KAFKA_COMMIT_INTERVAL", default_value = shown(kafka().consumer.commit_interval), value_parser = duration)]
     pub(crate) kafka_commit_interval: Duration,
     /// How long a partition with records behind our position may read nothing (while not
     /// paused), or every batch may wait on one failure, before /ready reports a stall.
-    #[arg(long, env = "STALL_AFTER", default_value = "60s", value_parser = duration)]
+    #[arg(long, env = "STALL_AFTER", default_value = shown(kafka().consumer.stall_after), value_parser = duration)]
     pub(crate) stall_after: Duration,
     /// Where dead letters the DLQ topic refuses (too large: the full original; topic
     /// unwritable: the whole letter) are kept, as JSON lines `dlq replay --file` reads.
-    #[arg(long, env = "DLQ_SPILL_DIR", default_value = "ticketmeter-dlq-spill")]
+    #[arg(long, env = "DLQ_SPILL_DIR", default_value = DEFAULT_SPILL_DIR)]
     pub(crate) dlq_spill_dir: PathBuf,
 }
 
@@ -374,15 +384,6 @@ pub(crate) struct PipelineArgs {
     pub(crate) price: PriceArgs,
     #[command(flatten)]
     pub(crate) batch: BatchArgs,
-}
-
-impl KafkaArgs {
-    /// `KAFKA_DLQ_TOPIC`, or `<topic>.dlq`.
-    pub(crate) fn dlq_topic(&self) -> String {
-        self.kafka_dlq_topic
-            .clone()
-            .unwrap_or_else(|| format!("{}.dlq", self.kafka_gateway_topic))
-    }
 }
 
 #[derive(Debug, Args)]
@@ -449,7 +450,7 @@ pub(crate) struct ReplayArgs {
     #[arg(long)]
     pub(crate) dry_run: bool,
     /// Where dead letters are appended.
-    #[arg(long, env = "DLQ_FILE", default_value = DLQ_FILE)]
+    #[arg(long, env = DLQ_FILE, default_value = DEFAULT_DLQ_FILE)]
     pub(crate) dlq_file: PathBuf,
     #[command(flatten)]
     pub(crate) pipeline: PipelineArgs,
@@ -486,7 +487,7 @@ pub(crate) struct DlqReplayArgs {
 #[derive(Debug, Args)]
 pub(crate) struct BootstrapArgs {
     /// A JSON or YAML catalog replacing the built-in one.
-    #[arg(long, env = "CATALOG_FILE")]
+    #[arg(long, env = CATALOG_FILE)]
     pub(crate) catalog: Option<PathBuf>,
     /// Print what would be done; write nothing.
     #[arg(long)]
@@ -500,7 +501,7 @@ pub(crate) struct BootstrapArgs {
     #[command(flatten)]
     pub(crate) openmeter: OpenMeterArgs,
     /// The plan the catalog defines.
-    #[arg(long, env = "OPENMETER_DEFAULT_PLAN_KEY", default_value = DEFAULT_PLAN_KEY)]
+    #[arg(long, env = OPENMETER_DEFAULT_PLAN_KEY, default_value = DEFAULT_PLAN_KEY)]
     pub(crate) default_plan_key: PlanKey,
 }
 
@@ -532,7 +533,7 @@ pub(crate) struct DoubleArgs {
 #[derive(Debug, Args)]
 pub(crate) struct HealthcheckArgs {
     /// Port of the provisioning API to probe.
-    #[arg(long, env = "PROVISION_PORT", default_value_t = PROVISION_PORT)]
+    #[arg(long, env = PROVISION_PORT, default_value_t = api().addr.port())]
     pub(crate) port: u16,
 }
 
@@ -557,10 +558,10 @@ pub(crate) struct AuditArgs {
     #[arg(long)]
     pub(crate) to: Option<String>,
     /// Events younger than this may still be on their way: not counted missing, not repaired; a repair waits this long for resent events.
-    #[arg(long, env = "AUDIT_SETTLE", default_value = AUDIT_SETTLE, value_parser = duration)]
+    #[arg(long, env = AUDIT_SETTLE, default_value = shown(continuous_audit().settle), value_parser = duration)]
     pub(crate) settle: Duration,
     /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, value_enum, default_value_t)]
     pub(crate) format: crate::audit::report::Format,
     /// Re-ensure customers and resend what is missing or unbillable (a derived id only when absence is proven).
     #[arg(long)]
@@ -572,13 +573,13 @@ pub(crate) struct AuditArgs {
     #[arg(long)]
     pub(crate) file: Option<PathBuf>,
     /// totals: compare OpenMeter's meter totals per customer and window and read events only where they differ; events: read back every stored event (cost grows with every event).
-    #[arg(long, value_enum, default_value = "totals")]
+    #[arg(long, value_enum, default_value_t)]
     pub(crate) mode: crate::audit::Mode,
     /// Totals mode: do not compare the id_fingerprint meter (for ranges sent before events carried data.id_fingerprint, or by another collector).
     #[arg(long)]
     pub(crate) no_fingerprints: bool,
     /// With --file: the dead-letter file `replay` wrote.
-    #[arg(long, env = "DLQ_FILE", default_value = DLQ_FILE)]
+    #[arg(long, env = DLQ_FILE, default_value = DEFAULT_DLQ_FILE)]
     pub(crate) dlq_file: PathBuf,
     #[command(flatten)]
     pub(crate) pipeline: PipelineArgs,
@@ -591,24 +592,69 @@ pub(crate) struct AuditArgs {
 #[command(next_help_heading = "Continuous audit")]
 pub(crate) struct ContinuousAuditArgs {
     /// Audit the windows closed this often (by totals: a few meter queries each); `off` turns it off.
-    #[arg(long, env = "AUDIT_INTERVAL", default_value = "1h", value_parser = interval_or_off)]
+    #[arg(long, env = "AUDIT_INTERVAL", default_value = shown(continuous_audit().interval), value_parser = interval_or_off)]
     pub(crate) audit_interval: Every,
     /// Length of the audited window, ending at the last interval boundary AUDIT_SETTLE before now.
-    #[arg(long, env = "AUDIT_WINDOW", default_value = "1h", value_parser = duration)]
+    #[arg(long, env = "AUDIT_WINDOW", default_value = shown(continuous_audit().window), value_parser = duration)]
     pub(crate) audit_window: Duration,
     /// How long events may take to be stored before they count as missing.
-    #[arg(long, env = "AUDIT_SETTLE", default_value = AUDIT_SETTLE, value_parser = duration)]
+    #[arg(long, env = AUDIT_SETTLE, default_value = shown(continuous_audit().settle), value_parser = duration)]
     pub(crate) audit_settle: Duration,
     /// Repair what each audit finds.
-    #[arg(long, env = "AUDIT_REPAIR", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "AUDIT_REPAIR", default_value_t = continuous_audit().repair, action = clap::ArgAction::Set)]
     pub(crate) audit_repair: bool,
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use clap::CommandFactory;
 
     use super::Cli;
+    use crate::cli::config::{KAFKA_OPT_PREFIX, LEGACY_COLLECTION_WINDOW};
+    use crate::cli::logging::{LOG_FORMAT, LOG_LEVEL};
+
+    const ENV_EXAMPLE: &str = include_str!("../../.env.example");
+
+    /// The variables the code reads besides the flags' (and every
+    /// `KAFKA_OPT_*`).
+    const READ_BESIDES_FLAGS: [&str; 3] = [LEGACY_COLLECTION_WINDOW, LOG_FORMAT, LOG_LEVEL];
+
+    /// Every flag's variable, with the defaults of the flags that read it.
+    fn flag_variables() -> BTreeMap<String, BTreeSet<Vec<String>>> {
+        let cli = Cli::command();
+        let mut variables: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
+        for cmd in commands(&cli) {
+            for arg in cmd.get_arguments() {
+                let Some(name) = arg.get_env().and_then(|e| e.to_str()) else {
+                    continue;
+                };
+                let defaults = arg
+                    .get_default_values()
+                    .iter()
+                    .map(|d| d.to_string_lossy().into_owned())
+                    .collect();
+                variables
+                    .entry(name.to_owned())
+                    .or_default()
+                    .insert(defaults);
+            }
+        }
+        variables
+    }
+
+    /// The variables `.env.example` sets, commented out or not (`NAME=`).
+    fn example_variables() -> BTreeSet<&'static str> {
+        ENV_EXAMPLE
+            .lines()
+            .filter_map(|l| {
+                let (name, _) = l.trim_start_matches('#').trim_start().split_once('=')?;
+                let upper = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_';
+                (!name.is_empty() && name.chars().all(upper)).then_some(name)
+            })
+            .collect()
+    }
 
     /// Every command under `cmd`, itself included.
     fn commands(cmd: &clap::Command) -> Vec<&clap::Command> {
@@ -644,6 +690,55 @@ mod tests {
                     arg.get_id()
                 );
             }
+        }
+    }
+
+    #[test]
+    fn env_example_sets_no_variable_the_code_does_not_read() {
+        let flags = flag_variables();
+        for name in example_variables() {
+            assert!(
+                flags.contains_key(name)
+                    || READ_BESIDES_FLAGS.contains(&name)
+                    || name.starts_with(KAFKA_OPT_PREFIX),
+                "{name} is in .env.example, but nothing reads it"
+            );
+        }
+    }
+
+    #[test]
+    fn every_variable_read_besides_the_flags_is_named_in_env_example() {
+        let words: BTreeSet<&str> = ENV_EXAMPLE
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        for name in READ_BESIDES_FLAGS {
+            assert!(words.contains(name), "{name} is not in .env.example");
+        }
+        assert!(
+            example_variables()
+                .iter()
+                .any(|name| name.starts_with(KAFKA_OPT_PREFIX)),
+            "no {KAFKA_OPT_PREFIX}* example in .env.example"
+        );
+    }
+
+    #[test]
+    fn each_environment_variable_is_declared_once() {
+        let source = include_str!("args.rs");
+        let mut declared = BTreeSet::new();
+        for (at, _) in source.match_indices("env = \"") {
+            let name = source[at + 7..].split('"').next().unwrap_or_default();
+            assert!(
+                declared.insert(name),
+                "{name} is declared twice: name it once, in a const"
+            );
+        }
+        for (name, defaults) in flag_variables() {
+            assert_eq!(
+                defaults.len(),
+                1,
+                "the flags reading {name} have different defaults: {defaults:?}"
+            );
         }
     }
 

@@ -15,7 +15,7 @@ use super::config;
 use crate::app::{self, PipelineSettings, Role};
 use crate::audit::range::TimeRange;
 use crate::audit::source::SourceSpec;
-use crate::audit::{Audit, AuditConfig, RepairMode};
+use crate::audit::RepairMode;
 use crate::domain::EthUsdPrice;
 use crate::pipeline::{judge, Fate};
 use crate::price::PriceFeed;
@@ -106,24 +106,17 @@ async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         ),
         None => app::audit_sources(&config::kafka(&args.kafka)),
     };
-    let audit = Audit {
-        client: app::client(&openmeter.client, Role::OneShot)?,
+    let mut audit = app::audit(
+        app::client(&openmeter.client, Role::OneShot)?,
         price,
-        source,
-        dead_letters: Some(dead_letters),
-        accounts: None,
-        config: AuditConfig {
-            range,
-            mode: args.mode,
-            fingerprints: !args.no_fingerprints,
-            event_time: settings.batch.billing.event_time,
-            settle: args.settle,
-            collection_window: settings.batch.billing.collection_window,
-            max_event_bytes: settings.batch.max_event_bytes,
-            contract: settings.batch.contract,
-            progress: true,
-        },
-    };
+        (source, dead_letters),
+        &settings.batch,
+        range,
+        args.settle,
+    );
+    audit.config.mode = args.mode;
+    audit.config.fingerprints = !args.no_fingerprints;
+    audit.config.progress = true;
     let (mut report, mut findings) = audit.run().await?;
     if args.repair {
         let mode = if args.dry_run {

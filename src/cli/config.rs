@@ -1,7 +1,7 @@
 //! Arguments → the typed configuration [`crate::app`] builds from. What can
 //! be checked without the network is checked here (a URL is given, the token
-//! file reads), and this is the one place beyond clap that reads the
-//! environment (`KAFKA_OPT_*`).
+//! file reads), and this is the one place beyond clap and the logger that
+//! reads the environment (`KAFKA_OPT_*`, `AUDIT_COLLECTION_WINDOW`).
 
 use std::net::SocketAddr;
 
@@ -16,7 +16,7 @@ use crate::app::{
     PipelineSettings,
 };
 use crate::billing::BillingPolicy;
-use crate::bootstrap::{Catalog, SubscribeRole};
+use crate::bootstrap::owner_plan;
 use crate::contract::Contract;
 use crate::deliver::InFlightBounds;
 use crate::domain::PlanKey;
@@ -80,18 +80,8 @@ fn owner_plan_key(ensure: &EnsureArgs) -> anyhow::Result<Option<PlanKey>> {
     let Some(path) = &ensure.catalog else {
         return Ok(ensure.owner_plan_key.clone());
     };
-    let catalog = Catalog::from_file(path)?;
-    if catalog.plan_key() != &ensure.default_plan_key {
-        tracing::warn!(
-            catalog = %catalog.plan_key(),
-            configured = %ensure.default_plan_key,
-            "the catalog's default plan is not OPENMETER_DEFAULT_PLAN_KEY: new customers other than app owners get OPENMETER_DEFAULT_PLAN_KEY"
-        );
-    }
-    Ok(ensure
-        .owner_plan_key
-        .clone()
-        .or_else(|| catalog.plan_for(SubscribeRole::Owner).cloned()))
+    let from_catalog = owner_plan(path, &ensure.default_plan_key)?;
+    Ok(ensure.owner_plan_key.clone().or(from_catalog))
 }
 
 /// The client's settings from `OPENMETER_*`.
@@ -168,7 +158,10 @@ fn batch(args: &BatchArgs, contract: Contract) -> anyhow::Result<PipelineConfig>
 
 /// The audit's own name for the collection window before there was one
 /// setting for it; an operator's `.env` may still set it.
-const LEGACY_COLLECTION_WINDOW: &str = "AUDIT_COLLECTION_WINDOW";
+pub(super) const LEGACY_COLLECTION_WINDOW: &str = "AUDIT_COLLECTION_WINDOW";
+
+/// The prefix of the librdkafka settings passed through.
+pub(super) const KAFKA_OPT_PREFIX: &str = "KAFKA_OPT_";
 
 /// OpenMeter's collection interval: `BILLING_COLLECTION_WINDOW`, else the
 /// legacy `AUDIT_COLLECTION_WINDOW`, else OpenMeter's default.
@@ -186,20 +179,24 @@ fn collection_window(
 }
 
 pub(super) fn kafka(args: &KafkaArgs) -> KafkaSettings {
+    let consumer = KafkaConfig {
+        brokers: args.kafka_brokers.clone(),
+        topic: args.kafka_gateway_topic.clone(),
+        group: args.kafka_consumer_group.clone(),
+        sasl_username: args.kafka_sasl_username.clone().filter(|u| !u.is_empty()),
+        sasl_password: args.kafka_sasl_password.clone().map(Secret::from),
+        sasl_mechanism: args.kafka_sasl_mechanism.clone(),
+        tls: args.kafka_tls,
+        extra: kafka_passthrough(std::env::vars()),
+        commit_interval: args.kafka_commit_interval,
+        stall_after: args.stall_after,
+    };
     KafkaSettings {
-        consumer: KafkaConfig {
-            brokers: args.kafka_brokers.clone(),
-            topic: args.kafka_gateway_topic.clone(),
-            group: args.kafka_consumer_group.clone(),
-            sasl_username: args.kafka_sasl_username.clone().filter(|u| !u.is_empty()),
-            sasl_password: args.kafka_sasl_password.clone().map(Secret::from),
-            sasl_mechanism: args.kafka_sasl_mechanism.clone(),
-            tls: args.kafka_tls,
-            extra: kafka_passthrough(std::env::vars()),
-            commit_interval: args.kafka_commit_interval,
-            stall_after: args.stall_after,
-        },
-        dlq_topic: args.dlq_topic(),
+        dlq_topic: args
+            .kafka_dlq_topic
+            .clone()
+            .unwrap_or_else(|| consumer.default_dlq_topic()),
+        consumer,
         spill_dir: args.dlq_spill_dir.clone(),
     }
 }
@@ -207,7 +204,7 @@ pub(super) fn kafka(args: &KafkaArgs) -> KafkaSettings {
 /// `KAFKA_OPT_SESSION_TIMEOUT_MS=6000` → `session.timeout.ms=6000`.
 fn kafka_passthrough(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
     vars.filter_map(|(k, v)| {
-        let name = k.strip_prefix("KAFKA_OPT_")?;
+        let name = k.strip_prefix(KAFKA_OPT_PREFIX)?;
         Some((name.to_ascii_lowercase().replace('_', "."), v))
     })
     .collect()

@@ -12,18 +12,19 @@ use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
 use super::args::DemoArgs;
-use crate::app::pipeline;
+use crate::app::{self, OpenMeterSettings, PipelineSettings, Role};
 use crate::bootstrap::{bootstrap, BootstrapOptions, Catalog};
 use crate::commit::OffsetTracker;
 use crate::contract::Contract;
 use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 use crate::dlq::DeadLetterSink;
-use crate::domain::{EthUsdPrice, PlanKey, UsdMicros, DEFAULT_PLAN_KEY};
-use crate::ensure::{EnsureConfig, Provisioner};
+use crate::domain::{EthUsdPrice, SubjectRule, UsdMicros, DEFAULT_PLAN_KEY};
+use crate::ensure::EnsureConfig;
+use crate::health::Health;
 use crate::map::map;
-use crate::openmeter::{ClientConfig, Endpoint, OpenMeterClient};
+use crate::openmeter::{ClientConfig, Endpoint};
 use crate::pipeline::PipelineConfig;
-use crate::price::PriceFeed;
+use crate::price::{PriceFeed, PriceSource};
 use crate::settle::Tally;
 
 /// The meter the default plan's rate card prices.
@@ -35,29 +36,36 @@ const SAMPLE: &str = include_str!("../../examples/sample-events.jsonl");
 pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let double = Double::new(DoubleConfig::default());
     let running = double.spawn(([127, 0, 0, 1], 0).into()).await?;
-    let endpoint = Endpoint::parse(&running.base_url(), None)?;
-    let client = OpenMeterClient::new(ClientConfig::new(endpoint, None))?;
-    let plan_key: PlanKey = DEFAULT_PLAN_KEY.parse()?;
+    let settings = PipelineSettings {
+        openmeter: OpenMeterSettings {
+            client: ClientConfig::new(Endpoint::parse(&running.base_url(), None)?, None),
+            plan_key: DEFAULT_PLAN_KEY.parse()?,
+            owner_plan_key: None,
+            subjects: SubjectRule::default(),
+            ensure: EnsureConfig::default(),
+        },
+        price: PriceSource::Fixed(args.eth_usd_price),
+        batch: PipelineConfig::default(),
+    };
+    let client = app::client(&settings.openmeter.client, Role::OneShot)?;
     say!("OpenMeter double at {}", running.base_url());
 
-    let catalog = Catalog::builtin(&plan_key);
+    let catalog = Catalog::builtin(&settings.openmeter.plan_key);
     let report = bootstrap(&client, &catalog, &BootstrapOptions::default())
         .await
         .context("bootstrapping the catalog")?;
     say!("\n== bootstrap\n{report}");
     double.reset_counters();
 
-    let provisioner = Provisioner::new(client, plan_key, EnsureConfig::default());
-    let tracker = Arc::new(OffsetTracker::default());
     let dlq = DeadLetterSink::memory();
-    let price = PriceFeed::fixed(args.eth_usd_price);
-    let pipeline = pipeline(
-        provisioner,
+    let pipeline = app::pipeline_for(
+        Role::Pipeline,
+        &settings,
+        PriceFeed::fixed(args.eth_usd_price),
         dlq.clone(),
-        tracker.clone(),
-        price,
-        PipelineConfig::default(),
-    );
+        Arc::new(OffsetTracker::default()),
+        Health::default(),
+    )?;
     let (text, name) = match &args.events {
         Some(path) => (
             tokio::fs::read_to_string(path)

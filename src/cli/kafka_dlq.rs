@@ -18,8 +18,9 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 
 use super::args::DlqReplayArgs;
+use super::config;
 use super::replay::Replayed;
-use super::{config, shutdown_signal};
+use super::signal::shutdown_signal;
 use crate::app;
 use crate::commit::OffsetTracker;
 use crate::decode::SkipReason;
@@ -48,14 +49,12 @@ pub(super) async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode
         Err(e) => return Err(e.into()),
     }
     let dlq = app::kafka_dead_letters(&kafka, settings.batch.max_event_bytes)?;
-    let mut letters = kafka.consumer.clone();
-    letters.topic = dlq_topic.clone();
-    letters.group = format!("{}.dlq-replay", letters.group);
     let tracker = Arc::new(OffsetTracker::default());
     // One health for the replay's pipeline and consumer; no `/ready` serves it.
     let health = Health::default();
     let pipeline =
         app::start_pipeline(&settings, dlq, tracker.clone(), health.clone(), &cancel).await?;
+    let letters = app::dlq_replay_consumer(&kafka);
     let source = app::connect_kafka(&letters, tracker.clone(), health)?;
 
     let started = Utc::now();

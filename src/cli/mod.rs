@@ -11,30 +11,28 @@ mod config;
 #[cfg(feature = "double")]
 mod demo;
 mod kafka_dlq;
+mod logging;
 mod replay;
+mod signal;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::bail;
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 pub use args::Cli;
 use args::Command;
+pub use logging::init_logging;
 pub use out::{error_text, note};
+use signal::shutdown_signal;
 
 use crate::app::{self, Application, Config, ProvisioningApi, Role};
 use crate::bootstrap::{
-    bootstrap, check_catalog_against_collector, BootstrapError, BootstrapOptions, Catalog, Report,
+    bootstrap, catalog_to_create, BootstrapError, BootstrapOptions, Catalog, Report,
 };
-use crate::commit::OffsetTracker;
-use crate::dlq::DeadLetterSink;
 use crate::domain::Identity;
 use crate::ensure::Provisioner;
-use crate::health::Health;
 use crate::openmeter::ApiError;
-use crate::pipeline::Pipeline;
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -43,7 +41,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(a) => serve(a).await,
         Command::Ensure(a) => ensure_one(a).await,
         Command::Replay(a) => replay::replay(a).await,
-        Command::Dlq(args::DlqCommand::Replay(a)) => replay::dlq_replay(a).await,
+        Command::Dlq(args::DlqCommand::Replay(a)) => match a.file.clone() {
+            Some(file) => replay::dlq_replay(file, a).await,
+            None => kafka_dlq::replay_topic(a).await,
+        },
         Command::Bootstrap(a) => bootstrap_catalog(a).await,
         #[cfg(feature = "double")]
         Command::Demo(a) => demo::demo(a).await,
@@ -53,36 +54,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Healthcheck(a) => healthcheck(a).await,
         Command::Audit(a) => audit::audit(a).await,
     }
-}
-
-/// Cancelled on SIGINT or SIGTERM.
-pub(crate) fn shutdown_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(term) => term,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        cancel.cancel();
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        tracing::info!("shutting down: flushing in-flight batches");
-        cancel.cancel();
-    });
-    token
 }
 
 /// `serve`: the API alone; `/ready` answers for OpenMeter, which is
@@ -125,19 +96,6 @@ fn one_shot_provisioner(
     Ok(app::provisioner(client, &settings))
 }
 
-/// The pipeline of `replay` and `dlq replay --file`, from their arguments;
-/// no `/ready` serves its health.
-async fn start_pipeline(
-    args: &args::PipelineArgs,
-    dlq: DeadLetterSink,
-    tracker: Arc<OffsetTracker>,
-    cancel: &CancellationToken,
-) -> anyhow::Result<Pipeline> {
-    let settings = config::pipeline(args)?;
-    let health = Health::default();
-    Ok(app::start_pipeline(&settings, dlq, tracker, health, cancel).await?)
-}
-
 /// The collector's configuration from a `ticketmeter run …` command line,
 /// exactly as `run` builds it (the environment fills in what `argv` leaves
 /// out): for running the collector in-process, under a shutdown the caller
@@ -168,23 +126,7 @@ async fn run_collector(args: args::RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn bootstrap_catalog(args: args::BootstrapArgs) -> anyhow::Result<ExitCode> {
-    let catalog = match &args.catalog {
-        Some(path) => Catalog::from_file(path)?,
-        None => Catalog::builtin(&args.default_plan_key),
-    };
-    if let Err(problems) = check_catalog_against_collector(&catalog) {
-        bail!(
-            "the catalog does not match what the collector sends:\n  {}",
-            problems.join("\n  ")
-        );
-    }
-    if catalog.plan_key() != &args.default_plan_key {
-        tracing::warn!(
-            catalog = %catalog.plan_key(),
-            configured = %args.default_plan_key,
-            "the catalog's default plan is not OPENMETER_DEFAULT_PLAN_KEY: new customers will not be subscribed to it"
-        );
-    }
+    let catalog = catalog_to_create(args.catalog.as_deref(), &args.default_plan_key)?;
     let client = app::client(&config::client(&args.openmeter)?, Role::OneShot)?;
     let options = BootstrapOptions {
         dry_run: args.dry_run,

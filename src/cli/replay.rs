@@ -12,11 +12,15 @@ use tokio::io::{AsyncBufRead, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::args::{DlqReplayArgs, ReplayArgs};
-use super::{shutdown_signal, start_pipeline};
+use super::args::{DlqReplayArgs, PipelineArgs, ReplayArgs};
+use super::config;
+use super::signal::shutdown_signal;
+use crate::app;
+use crate::commit::OffsetTracker;
 use crate::contract::Contract;
 use crate::dlq::{letter_line, DeadLetterSink};
 use crate::domain::EthUsdPrice;
+use crate::health::Health;
 use crate::pipeline::Pipeline;
 use crate::pipeline::{judge, Fate};
 use crate::settle::{Outcome, Tally};
@@ -27,7 +31,7 @@ pub(super) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let Some(price) = args.pipeline.price.eth_usd_price else {
             bail!("--dry-run uses no network: set ETH_USD_PRICE (or --eth-usd-price)");
         };
-        let contract = super::config::contract(&args.pipeline);
+        let contract = config::contract(&args.pipeline);
         let max_bytes = args.pipeline.batch.max_event_bytes;
         return dry_run(&args.file, &price, max_bytes, &contract).await;
     }
@@ -135,10 +139,8 @@ async fn dry_run(
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn dlq_replay(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
-    let Some(file) = args.file.clone() else {
-        return super::kafka_dlq::replay_topic(args).await;
-    };
+/// `dlq replay --file`.
+pub(super) async fn dlq_replay(file: PathBuf, args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
     let out = args.dlq_out.clone().unwrap_or_else(|| again_path(&file));
     if out == file {
         bail!("--dlq-out must differ from --file, or letters that fail again would be replayed for ever");
@@ -216,6 +218,19 @@ impl Replayed {
         }
         text
     }
+}
+
+/// The pipeline of `replay` and `dlq replay --file`, from their arguments;
+/// no `/ready` serves its health.
+async fn start_pipeline(
+    args: &PipelineArgs,
+    dlq: DeadLetterSink,
+    tracker: Arc<OffsetTracker>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Pipeline> {
+    let settings = config::pipeline(args)?;
+    let health = Health::default();
+    Ok(app::start_pipeline(&settings, dlq, tracker, health, cancel).await?)
 }
 
 fn again_path(file: &Path) -> PathBuf {

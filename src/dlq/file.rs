@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::AsyncWriteExt;
 
+use super::dead_letter::DeadLetter;
+use super::error::DlqError;
 use super::letter::{fingerprint, FileEntry};
-use super::{DeadLetter, DlqError};
 
 /// The spill file's name inside `DLQ_SPILL_DIR`.
 const SPILL_FILE: &str = "dead-letters.jsonl";

@@ -13,11 +13,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sha2::{Digest, Sha256};
 
+use super::dead_letter::DeadLetter;
+use super::error::DlqError;
 use super::file::LetterFile;
 use super::letter::{meta_headers, original_headers, topic_headers, Truncation, HEADER_PREFIX};
-use super::{DeadLetter, DlqError};
+use crate::encoding::sha256_hex;
 use crate::kafka::{KafkaConfig, Quiet};
 use crate::metrics::{metrics, Cause};
 
@@ -94,6 +95,7 @@ impl KafkaDlq {
                 return Err(DlqError::Inconsistent {
                     configured,
                     max_event_bytes,
+                    header_allowance: HEADER_ALLOWANCE,
                     needed,
                 })
             }
@@ -228,13 +230,6 @@ fn smaller_fit(keep: usize, overhead: usize) -> Option<usize> {
     std::iter::once(stock)
         .chain(SMALL_FITS)
         .find(|size| *size < keep)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::message::{Header, OwnedHeaders};
 use serde::{Deserialize, Serialize};
 
-use super::DeadLetter;
+use super::dead_letter::DeadLetter;
+use crate::encoding::{hex, parse_rfc3339};
 
 /// Header names on dead letters in the DLQ topic.
 pub(super) const HEADER_PREFIX: &str = "ticketmeter.dlq.";
@@ -155,9 +156,7 @@ impl From<&DeadLetter> for FileEntry {
             source: letter.record.origin.source.to_string(),
             partition: letter.record.origin.position.partition,
             offset: letter.record.origin.position.offset,
-            payload_hex: text
-                .is_none()
-                .then(|| bytes.iter().map(|b| format!("{b:02x}")).collect()),
+            payload_hex: text.is_none().then(|| hex(bytes)),
             payload: text,
         }
     }
@@ -251,7 +250,7 @@ impl Letter {
         Self {
             payload: payload.clone(),
             reason: header(REASON),
-            written: header(TIME).as_deref().and_then(parse_written),
+            written: header(TIME).as_deref().and_then(parse_rfc3339),
             origin,
             truncated: header(TRUNCATED).map(|_| header(SPILL).unwrap_or_default()),
         }
@@ -262,7 +261,7 @@ impl Letter {
         let entry: FileEntry = serde_json::from_slice(line).ok()?;
         Some(Self {
             payload: entry.payload_bytes()?,
-            written: parse_written(&entry.time),
+            written: parse_rfc3339(&entry.time),
             origin: Some(LetterOrigin {
                 source: entry.source,
                 partition: entry.partition,
@@ -272,12 +271,6 @@ impl Letter {
             truncated: None,
         })
     }
-}
-
-fn parse_written(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text.trim())
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The original payload of one line of a dead-letter file, for
@@ -317,7 +310,7 @@ mod tests {
         Letter {
             payload: sent.record.payload.clone(),
             reason: Some(sent.reason.clone()),
-            written: parse_written(&written(sent)),
+            written: parse_rfc3339(&written(sent)),
             origin: Some(LetterOrigin {
                 source: "t".into(),
                 partition: 2,

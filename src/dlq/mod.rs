@@ -12,117 +12,31 @@
 //! - [`mod@file`]: files of letters (the `File` sink, and the spill file in
 //!   `DLQ_SPILL_DIR`, which `dlq replay --file` reads).
 
+mod dead_letter;
+mod error;
 mod file;
 mod kafka;
 mod letter;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-
-use chrono::{DateTime, Utc};
-use rdkafka::error::KafkaError;
-use thiserror::Error;
 
 use crate::health::Health;
 use crate::kafka::KafkaConfig;
 use crate::retry::{Backoff, RetryPolicy};
-use crate::source::Record;
 use file::LetterFile;
-use kafka::{KafkaDlq, HEADER_ALLOWANCE};
+use kafka::KafkaDlq;
+
+pub(crate) use dead_letter::{DeadLetter, DeadLetterKind};
+pub(crate) use error::DlqError;
 
 pub(crate) use letter::{letter_line, Letter};
 
-/// Why a record was dead-lettered, as a low-cardinality class: the
-/// `ticketmeter.dlq.kind` header, the dead-letter file's `kind` and the
-/// `reason` label of `events_dead_lettered_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeadLetterKind {
-    /// Not a readable event envelope (empty, too large, too deep, no type).
-    Malformed,
-    /// A ticket whose data cannot be billed as sent.
-    InvalidData,
-    /// No usable `auth_id`.
-    Identity,
-    /// A fee that is not a non-negative integer of wei, or overflows.
-    Fee,
-    /// OpenMeter rejected the event itself.
-    Rejected,
-    /// OpenMeter refused to find or create the customer.
-    CustomerRejected,
-    /// OpenMeter refused the customer's subscription or billing setup.
-    SubscriptionRefused,
-}
+/// Where `replay` appends its dead letters, and `audit --file` reads them.
+pub(crate) const DEFAULT_DLQ_FILE: &str = "ticketmeter-dlq.jsonl";
 
-impl DeadLetterKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Malformed => "malformed",
-            Self::InvalidData => "invalid_data",
-            Self::Identity => "identity",
-            Self::Fee => "fee",
-            Self::Rejected => "rejected",
-            Self::CustomerRejected => "customer_rejected",
-            Self::SubscriptionRefused => "subscription_refused",
-        }
-    }
-}
-
-impl fmt::Display for DeadLetterKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A record that will not be billed, and why.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub record: Record,
-    pub reason: String,
-    pub kind: DeadLetterKind,
-    pub at: DateTime<Utc>,
-}
-
-impl DeadLetter {
-    pub fn new(record: Record, kind: DeadLetterKind, reason: impl Into<String>) -> Self {
-        Self {
-            record,
-            reason: reason.into(),
-            kind,
-            at: Utc::now(),
-        }
-    }
-}
-
-#[derive(Debug, Error)]
-pub enum DlqError {
-    #[error("dead-letter topic {topic}: {error}")]
-    Kafka {
-        topic: String,
-        #[source]
-        error: KafkaError,
-    },
-    #[error("cannot create the dead-letter producer: {0}")]
-    Producer(#[source] KafkaError),
-    #[error("KAFKA_OPT_MESSAGE_MAX_BYTES={configured} is below MAX_EVENT_BYTES ({max_event_bytes}) plus {HEADER_ALLOWANCE} bytes for headers: dead letters of records MAX_EVENT_BYTES allows would be truncated; raise it to at least {needed} or lower MAX_EVENT_BYTES")]
-    Inconsistent {
-        configured: usize,
-        max_event_bytes: usize,
-        needed: usize,
-    },
-    #[error("DLQ_SPILL_DIR {path} is not usable: {source}")]
-    SpillDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("dead-letter file {path}: {source}")]
-    File {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
+/// Where dead letters the DLQ topic refuses are kept.
+pub(crate) const DEFAULT_SPILL_DIR: &str = "ticketmeter-dlq-spill";
 
 /// Where dead letters go, and the health told while writing them holds
 /// the pipeline up. A new sink reports to a health of its own, and waits
@@ -250,7 +164,7 @@ pub(super) mod tests {
     use super::letter::FileEntry;
     use super::*;
     use crate::commit::Position;
-    use crate::source::Origin;
+    use crate::source::{Origin, Record};
 
     pub(crate) fn letter(payload: &[u8]) -> DeadLetter {
         let record = Record {

@@ -1,5 +1,6 @@
 //! The provisioning API, served by the real binary on a random port.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use openmeter_double::{PlanSeed, Route};
@@ -215,4 +216,75 @@ async fn empty_variables_in_the_environment_count_as_unset() {
     .await;
     let (status, body) = api.post(r#"{"auth_id": "a:b"}"#).await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// `docs/provisioning-api.openapi.yaml`'s operations: each path, and its
+/// methods.
+fn documented_operations() -> BTreeMap<String, BTreeSet<String>> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/provisioning-api.openapi.yaml"
+    ))
+    .expect("the provisioning API's OpenAPI document");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+    let paths = doc["paths"].as_mapping().expect("paths");
+    paths
+        .iter()
+        .map(|(path, operations)| {
+            let methods = operations
+                .as_mapping()
+                .expect("a path item")
+                .keys()
+                .filter_map(|k| k.as_str())
+                .filter(|k| METHODS.contains(k))
+                .map(str::to_owned)
+                .collect();
+            (path.as_str().expect("a path").to_owned(), methods)
+        })
+        .collect()
+}
+
+/// The methods an OpenAPI path item may describe that the API could serve.
+const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+/// The paths the API routes, as its router declares them (`src/api.rs`).
+fn routed_paths() -> BTreeSet<String> {
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/api.rs"))
+        .expect("the API's source");
+    regex::Regex::new(r#"\.route\(\s*"([^"]+)""#)
+        .expect("regex")
+        .captures_iter(&source)
+        .map(|c| c[1].to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_exactly_the_paths_and_methods_the_api_serves() {
+    let documented = documented_operations();
+    assert_eq!(
+        documented.keys().cloned().collect::<BTreeSet<_>>(),
+        routed_paths(),
+        "the document's paths are the router's"
+    );
+    let (_om, api) = started().await;
+    for (path, methods) in &documented {
+        for method in METHODS {
+            let status = api
+                .http
+                .request(
+                    reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+                    format!("{}{path}", api.base),
+                )
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            assert_eq!(
+                status != 404 && status != 405,
+                methods.contains(method),
+                "{method} {path} answers {status}"
+            );
+        }
+    }
 }

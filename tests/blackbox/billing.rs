@@ -110,20 +110,6 @@ fn billed(om: &OpenMeter, signer: &Signer) -> BTreeMap<String, Decimal> {
         .collect()
 }
 
-fn report(scenario: &str, om: &OpenMeter, signer: &Signer) {
-    let billed = billed(om, signer);
-    let total: Decimal = billed.values().sum();
-    eprintln!(
-        "{scenario}: billed {total} / signed {} USD micros over {} customers",
-        signer.total(),
-        signer.signed.len()
-    );
-    assert_eq!(
-        billed, signer.signed,
-        "{scenario}: billed = signed, per customer"
-    );
-}
-
 #[tokio::test]
 async fn live_usage_of_new_customers_is_billed_in_full() {
     let om = OpenMeter::bootstrapped(None).await;
@@ -159,7 +145,11 @@ async fn live_usage_of_new_customers_is_billed_in_full() {
         .unwrap();
     feed.await.unwrap();
     assert!(settled);
-    report("live", &om, &signer);
+    assert_eq!(
+        billed(&om, &signer),
+        signer.signed,
+        "live: billed = signed, per customer"
+    );
 }
 
 #[tokio::test]
@@ -175,7 +165,11 @@ async fn a_three_hour_backlog_of_new_customers_is_billed_in_full() {
         })
         .collect();
     run_lines(&pipeline, &lines).await;
-    report("backlog", &om, &signer);
+    assert_eq!(
+        billed(&om, &signer),
+        signer.signed,
+        "backlog: billed = signed, per customer"
+    );
 }
 
 #[tokio::test]
@@ -359,7 +353,11 @@ async fn a_refused_customer_is_dead_lettered_while_the_others_are_billed_and_a_r
     om.double.refuse_billing_setup("acme:refused", false);
     let summary = dlq_replay(&om, &letters, &dir.path().join("again.jsonl"));
     assert!(summary.contains("read 11"), "{summary}");
-    report("refused then replayed", &om, &signer);
+    assert_eq!(
+        billed(&om, &signer),
+        signer.signed,
+        "refused then replayed: billed = signed, per customer"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,7 +377,11 @@ async fn a_dlq_replay_of_week_old_events_is_billed_in_full() {
 
     om.double.refuse_billing_setup("acme:refused", false);
     dlq_replay(&om, &letters, &dir.path().join("again.jsonl"));
-    report("week-old replay", &om, &signer);
+    assert_eq!(
+        billed(&om, &signer),
+        signer.signed,
+        "week-old replay: billed = signed, per customer"
+    );
 }
 
 #[tokio::test]
@@ -404,7 +406,11 @@ async fn a_customer_canceled_at_period_end_keeps_being_billed_and_is_subscribed_
         .collect();
     run_lines(&billing_pipeline(&om, DeadLetterSink::memory()), &lines).await;
     assert_eq!(om.double.subscriptions().len(), 1, "no second subscription");
-    report("canceled, still running", &om, &signer);
+    assert_eq!(
+        billed(&om, &signer),
+        signer.signed,
+        "canceled, still running: billed = signed, per customer"
+    );
 
     tokio::time::sleep((active_to - Utc::now()).to_std().unwrap_or_default()).await;
     let lines: Vec<String> = (0..5)
@@ -413,7 +419,11 @@ async fn a_customer_canceled_at_period_end_keeps_being_billed_and_is_subscribed_
     run_lines(&billing_pipeline(&om, DeadLetterSink::memory()), &lines).await;
     let subscriptions = om.double.subscriptions();
     assert_eq!(subscriptions.len(), 2, "subscribed again after active_to");
-    report("canceled, then subscribed again", &om, &signer);
+    assert_eq!(
+        billed(&om, &signer),
+        signer.signed,
+        "canceled, then subscribed again: billed = signed, per customer"
+    );
 }
 
 /// A cancellation made after an identity was cached is learnt within
@@ -448,7 +458,11 @@ async fn a_cached_customer_is_subscribed_again_as_soon_as_its_canceled_subscript
     tokio::time::sleep((active_to - Utc::now()).to_std().unwrap_or_default()).await;
     run_lines(&pipeline, &[signer.ticket("acme:cached", Utc::now())]).await;
     assert_eq!(om.double.subscriptions().len(), 2, "subscribed again");
-    report("cached across the end", &om, &signer);
+    assert_eq!(
+        billed(&om, &signer),
+        signer.signed,
+        "cached across the end: billed = signed, per customer"
+    );
 }
 
 /// Tickets whose per-ticket rounding would drift: 0.4999999999995 µUSD
@@ -471,7 +485,11 @@ async fn ten_thousand_tickets_that_rounding_would_drift_bill_their_exact_sum() {
         })
         .collect();
     run_lines(&pipeline, &lines).await;
-    report("dense", &om, &signer);
+    assert_eq!(
+        billed(&om, &signer),
+        signer.signed,
+        "dense: billed = signed, per customer"
+    );
     let rounded_away = Decimal::from(lines.len() as u64) * Decimal::new(5, 1);
     eprintln!(
         "dense: {} tickets billed {} µUSD exactly; per-ticket rounding could drift by up to {rounded_away}",
@@ -539,7 +557,11 @@ async fn owners_and_payers_are_billed_with_the_actor_kept_as_a_dimension() {
         .to_string(),
     ];
     run_lines(&pipeline, &lines).await;
-    report("owners and payers", &om, &signer);
+    assert_eq!(
+        billed(&om, &signer),
+        signer.signed,
+        "owners and payers: billed = signed, per customer"
+    );
 
     let mut keys: Vec<String> = om.double.customers().into_iter().map(|c| c.key).collect();
     keys.sort();

@@ -62,7 +62,8 @@ pub fn billing_period(
 }
 
 pub use config::DoubleConfig;
-pub use double::{Double, RunningDouble};
+pub use double::running::RunningDouble;
+pub use double::Double;
 pub use model::{
     Customer, Delivery, Feature, Labels, Meter, Plan, PlanRef, PlanSeed, Subscription,
     SubscriptionItem, SubscriptionPhase, UsageAttribution,

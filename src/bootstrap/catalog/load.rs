@@ -24,6 +24,21 @@ pub(super) struct CatalogFile {
     plans: Option<Vec<PlanSpec>>,
 }
 
+/// A catalog is read as a [`CatalogFile`], then checked.
+impl<'de> Deserialize<'de> for Catalog {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let file = CatalogFile::deserialize(deserializer)?;
+        Catalog::try_from(file).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A catalog is written as a [`CatalogFile`].
+impl Serialize for Catalog {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        CatalogFile::from(self.clone()).serialize(serializer)
+    }
+}
+
 impl TryFrom<CatalogFile> for Catalog {
     type Error = Problem;
 

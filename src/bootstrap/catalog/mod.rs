@@ -28,18 +28,15 @@ mod rules;
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use super::lines::Lines;
-use super::plan_meta::{self, SubscribeRole};
+use super::plan_meta;
 use crate::domain::PlanKey;
-use load::CatalogFile;
 
 pub(super) use error::joined;
 pub(crate) use error::Problem;
 pub use error::{CatalogError, Notice};
-pub use model::PlanSpec;
 pub(super) use model::{Aggregation, FeatureSpec, MeterSpec, PhaseSpec, Price, RateCardSpec};
+pub use model::{PlanSpec, SettlementMode, SubscribeRole};
 pub(crate) use newtypes::JsonPath;
 use newtypes::Key;
 pub(super) use newtypes::{DimensionName, Duration, Numeric};
@@ -49,8 +46,10 @@ pub(super) use newtypes::{DimensionName, Duration, Numeric};
 /// A file writes one `plan`, or a `plans` list; `plan` is the default plan
 /// either way (see [`Catalog::plan_key`]), and a list's other plans are
 /// kept in the order written, so a problem names the field as written.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(try_from = "CatalogFile", into = "CatalogFile")]
+///
+/// It is read and written as a [`load::CatalogFile`] (the serde impls sit
+/// there).
+#[derive(Debug, Clone)]
 pub struct Catalog {
     pub meters: Vec<MeterSpec>,
     pub features: Vec<FeatureSpec>,

@@ -7,7 +7,6 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::newtypes::{DimensionName, Duration, JsonPath, Key, Numeric};
-use crate::bootstrap::plan_meta::{SettlementMode, SubscribeRole};
 use crate::domain::PlanKey;
 
 /// `MeterAggregation`.
@@ -234,6 +233,63 @@ impl PlanSpec {
 fn plan_key<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PlanKey, D::Error> {
     let raw = String::deserialize(deserializer)?;
     raw.parse().map_err(serde::de::Error::custom)
+}
+
+/// Which customers a plan is for. New owner customers are subscribed to
+/// the `owner` plan, everyone else to the default plan (the `m2m` one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum SubscribeRole {
+    /// An app owner, billed on a shared owner wallet.
+    #[serde(rename = "owner")]
+    Owner,
+    /// A machine-to-machine client or a managed end user.
+    #[serde(rename = "m2m")]
+    M2m,
+}
+
+impl SubscribeRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::M2m => "m2m",
+        }
+    }
+}
+
+impl fmt::Display for SubscribeRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `BillingSettlementMode`: how a subscription's usage is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SettlementMode {
+    /// Credits first, the rest invoiced; what OpenMeter gives a plan
+    /// created without a mode.
+    CreditThenInvoice,
+    /// Against credits only, never invoiced.
+    CreditOnly,
+}
+
+impl SettlementMode {
+    /// What OpenMeter sets on a plan created without a mode (see
+    /// [`crate::bootstrap::plan_meta`]), and so what a catalog without one means.
+    pub const SERVER_DEFAULT: Self = Self::CreditThenInvoice;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreditThenInvoice => "credit_then_invoice",
+            Self::CreditOnly => "credit_only",
+        }
+    }
+}
+
+impl fmt::Display for SettlementMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,8 @@
 //! The test-facing handle: configuration, snapshots, seeding and faults.
 
 mod faults;
-mod running;
+pub(crate) mod running;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
@@ -18,8 +17,6 @@ use crate::problem::Problem;
 use crate::route::Route;
 use crate::state::State;
 use crate::store::Store;
-
-pub use running::RunningDouble;
 
 /// An in-memory OpenMeter. Cheap to clone: clones share one state, so a test
 /// keeps a handle while the server task serves requests.
@@ -54,13 +51,6 @@ impl Double {
     /// socket: through this router they surface as a bare 503.
     pub fn router(&self) -> Router {
         crate::server::router(self.store.clone())
-    }
-
-    /// Bind `addr` (port 0 picks a free port) and serve in a tokio task until
-    /// the returned handle is dropped or shut down.
-    pub async fn spawn(&self, addr: SocketAddr) -> std::io::Result<RunningDouble> {
-        let serving = crate::server::spawn(self.store.clone(), addr).await?;
-        Ok(RunningDouble::new(self.clone(), serving))
     }
 
     // ---- counters -------------------------------------------------------

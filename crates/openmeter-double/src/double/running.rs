@@ -13,15 +13,20 @@ pub struct RunningDouble {
     serving: Serving,
 }
 
-impl RunningDouble {
-    pub(super) fn new(double: Double, serving: Serving) -> Self {
-        Self {
+impl Double {
+    /// Bind `addr` (port 0 picks a free port) and serve in a tokio task until
+    /// the returned handle is dropped or shut down.
+    pub async fn spawn(&self, addr: SocketAddr) -> std::io::Result<RunningDouble> {
+        let serving = crate::server::spawn(self.store.clone(), addr).await?;
+        Ok(RunningDouble {
             addr: serving.addr,
-            double,
+            double: self.clone(),
             serving,
-        }
+        })
     }
+}
 
+impl RunningDouble {
     /// `http://127.0.0.1:PORT/api/v3` (the self-hosted OpenMeter base).
     pub fn base_url(&self) -> String {
         format!("http://{}/api/v3", self.addr)

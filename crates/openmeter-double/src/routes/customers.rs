@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{created, missing, paged, paged_slice};
+use super::respond::{created, missing, paged, paged_slice};
 use crate::model::{Customer, Labels};
 use crate::problem::ApiResult;
 use crate::query::{self, Kind};

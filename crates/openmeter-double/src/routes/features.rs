@@ -5,7 +5,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{created, missing, paged};
+use super::respond::{created, missing, paged};
 use crate::model::Feature;
 use crate::problem::ApiResult;
 use crate::query::{self, Kind};

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::missing;
+use super::respond::missing;
 use crate::problem::{ApiResult, InvalidParam, Problem};
 use crate::state::{MeterQueryBody, UsageRow};
 use crate::store::Store;

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 
-use super::{created, missing, paged_with};
+use super::respond::{created, missing, paged_with};
 use crate::model::Plan;
 use crate::problem::ApiResult;
 use crate::query::{self, Kind};

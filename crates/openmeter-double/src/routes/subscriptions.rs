@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{created, missing, paged_slice, paged_with};
+use super::respond::{created, missing, paged_slice, paged_with};
 use crate::model::{Labels, Subscription};
 use crate::problem::{ApiResult, InvalidParam};
 use crate::query::{self, Kind};

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::State;
+use super::tables::State;
 use crate::model::{new_id, Feature, Labels, Meter};
 use crate::problem::{ApiResult, InvalidParam, Problem};
 

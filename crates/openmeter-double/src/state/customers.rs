@@ -1,7 +1,7 @@
 use chrono::Utc;
 use serde_json::Value;
 
-use super::State;
+use super::tables::State;
 use crate::model::{new_id, Customer, Labels, UsageAttribution};
 use crate::problem::{ApiResult, Problem};
 

@@ -21,8 +21,8 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+use super::tables::State;
 use super::usage::is_usage_price;
-use super::State;
 use crate::cadence::Cadence;
 use crate::model::Plan;
 use crate::problem::{ApiResult, InvalidParam, Problem};

@@ -2,7 +2,7 @@ use chrono::{Duration, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::State;
+use super::tables::State;
 use crate::model::{new_id, Labels, Plan, PlanSeed, DEFAULT_SETTLEMENT_MODE};
 use crate::problem::{ApiResult, InvalidParam, Problem};
 use crate::validate;

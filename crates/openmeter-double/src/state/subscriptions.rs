@@ -2,7 +2,8 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde_json::Value;
 
-use super::{PlanSelector, State};
+use super::tables::State;
+use super::PlanSelector;
 use crate::cadence::Cadence;
 use crate::model::{
     new_id, Labels, Plan, PlanRef, Subscription, SubscriptionItem, SubscriptionPhase,

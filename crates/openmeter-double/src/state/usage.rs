@@ -45,10 +45,10 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use super::State;
+use super::tables::State;
 use crate::model::{Meter, Subscription};
 use crate::problem::{ApiResult, InvalidParam, Problem};
-use crate::state::events::DeliveryRec;
+use crate::state::event_store::DeliveryRec;
 use crate::state::meter_query::{MeterQuery, StringFilter, Window, CUSTOMER_ID, SUBJECT};
 
 const NANOS_PER_SECOND: i64 = 1_000_000_000;

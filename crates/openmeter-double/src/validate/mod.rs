@@ -48,15 +48,6 @@ pub(crate) fn decode<T: DeserializeOwned>(value: Value, field: &str, what: &str)
     })
 }
 
-/// Join a parent path and a field name.
-pub(crate) fn join(prefix: &str, field: &str) -> String {
-    if prefix.is_empty() {
-        field.to_string()
-    } else {
-        format!("{prefix}.{field}")
-    }
-}
-
 pub(crate) fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()

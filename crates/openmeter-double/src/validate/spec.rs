@@ -18,7 +18,6 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{JsonType, ValidationError, Validator};
 use serde_json::{json, Value};
 
-use super::join;
 use crate::problem::{InvalidParam, Problem};
 
 const SPEC: &str = include_str!("../../openapi/openmeter-v3-openapi.yaml");
@@ -271,6 +270,15 @@ fn to_params(e: &ValidationError<'_>, root: &Value, prefix: &str) -> Vec<Invalid
         _ => InvalidParam::invalid(at(field), e.to_string()),
     };
     vec![param]
+}
+
+/// Join a parent path and a field name.
+fn join(prefix: &str, field: &str) -> String {
+    if prefix.is_empty() {
+        field.to_string()
+    } else {
+        format!("{prefix}.{field}")
+    }
 }
 
 #[cfg(test)]
