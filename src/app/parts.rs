@@ -173,13 +173,13 @@ fn assemble(
     let deliverer = Deliverer::new(
         provisioner.client().clone(),
         provisioner,
-        Arc::new(Settler::new(dlq, tracker)),
         hold,
         config.delivery(),
         health,
     );
     Pipeline {
         deliverer: Arc::new(deliverer),
+        settler: Arc::new(Settler::new(dlq, tracker)),
         price,
         config,
         chain: None,

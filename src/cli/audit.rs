@@ -16,9 +16,8 @@ use crate::audit::range::TimeRange;
 use crate::audit::source::SourceSpec;
 use crate::audit::{Audit, AuditConfig, RepairMode};
 use crate::domain::EthUsdPrice;
-use crate::pipeline::{judge, Fate};
+use crate::pipeline::{judge, Unsent};
 use crate::price::PriceFeed;
-use crate::settle::Outcome;
 
 /// The audit could not run.
 const CANNOT_RUN: u8 = 2;
@@ -59,7 +58,7 @@ async fn dead_letters_present(
                 price,
                 &settings.batch.contract,
             );
-            matches!(fate, Fate::Settle(Outcome::DeadLettered { .. }))
+            matches!(fate, Err(Unsent::DeadLetter { .. }))
         })
         .count();
     if expected > 0 {

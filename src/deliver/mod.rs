@@ -1,9 +1,9 @@
 //! Deliver: ensure the customers of a batch, bill each event from its
-//! subscription's start, send the batch to OpenMeter's ingest API, and hand
-//! every event's outcome — delivered or dead-lettered — to
-//! [`crate::settle`]. Nothing is dropped, and one customer never stops the
-//! others. What an
-//! OpenMeter failure concerns is decided by [`crate::openmeter::classify`]:
+//! subscription's start, send the batch to OpenMeter's ingest API, and
+//! return every event's outcome — delivered or dead-lettered — after each
+//! attempt, for the pipeline to settle. Nothing is dropped, and one
+//! customer never stops the others. What an OpenMeter failure concerns is
+//! decided by [`crate::openmeter::classify`]:
 //!
 //! - transient (network, 408/429/5xx) and configuration (token, URL, no
 //!   plan) failures hold the events they concern and retry them with
@@ -20,6 +20,7 @@
 //!   lone event gets one retry after that.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,7 +42,7 @@ use crate::map::UsageEvent;
 use crate::metrics::metrics;
 use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
 use crate::retry::RetryPolicy;
-use crate::settle::{Outcome, Settler};
+use crate::settle::{Outcome, Settlement};
 use crate::source::Record;
 
 /// An event to send, and the original record in case it must be
@@ -55,12 +56,6 @@ pub(crate) struct Pending {
     pub(crate) event: Box<UsageEvent>,
     /// The event's `time`.
     pub(crate) time: DateTime<Utc>,
-}
-
-impl Pending {
-    fn record(&self) -> &Record {
-        &self.record
-    }
 }
 
 /// The span that ties one batch's log lines (ensure, send, split, dead
@@ -95,7 +90,6 @@ where
 pub(crate) struct Deliverer {
     pub(crate) client: OpenMeterClient,
     pub(crate) provisioner: Provisioner,
-    pub(crate) settler: Arc<Settler>,
     /// [`RetryPolicy::pipeline`]: held events are retried until stopped.
     pub(crate) retry: RetryPolicy,
     pub(crate) billing: BillingPolicy,
@@ -181,6 +175,29 @@ struct Held {
     hold: Option<Hold>,
 }
 
+/// What one attempt at a batch made of its events: the outcomes to settle
+/// (delivered, dead-lettered), and the events held for the next attempt.
+#[derive(Default)]
+struct Round {
+    settled: Settlement,
+    held: Held,
+}
+
+impl Round {
+    /// `events` end dead-lettered with `kind` and `reason`.
+    fn dead_letter(
+        &mut self,
+        events: impl IntoIterator<Item = Pending>,
+        kind: DeadLetterKind,
+        reason: &str,
+    ) {
+        for pending in events {
+            let outcome = Outcome::dead_letter(kind, reason);
+            self.settled.add(pending.record, outcome);
+        }
+    }
+}
+
 impl Held {
     fn push(&mut self, chunk: Chunk, hold: Hold) {
         if !chunk.events.is_empty() {
@@ -194,7 +211,6 @@ impl Deliverer {
     pub(crate) fn new(
         client: OpenMeterClient,
         provisioner: Provisioner,
-        settler: Arc<Settler>,
         retry: RetryPolicy,
         config: DeliveryConfig,
         health: Health,
@@ -202,7 +218,6 @@ impl Deliverer {
         Self {
             client,
             provisioner,
-            settler,
             retry,
             billing: config.billing,
             noted: Noted::default(),
@@ -261,33 +276,44 @@ impl Deliverer {
         gave_up.get_or_insert_with(|| reason.to_owned());
     }
 
-    /// Ensures, sends and settles one batch, whose first record was read at
-    /// `opened`. Returns true once every event in it is delivered or
-    /// dead-lettered; false when `retry` ran out on a failure that
-    /// concerns every event (a one-shot command's policy; the collector's
-    /// never does), or another batch gave up already: the events still
-    /// held are left unsettled, and [`Deliverer::gave_up`] says why. Its
-    /// log lines share one `batch` span.
-    pub(crate) async fn flush(&self, batch: Vec<Pending>, opened: Instant) -> bool {
+    /// Ensures and sends one batch, whose first record was read at
+    /// `opened`, handing what each attempt delivered or dead-lettered to
+    /// `settle` before the next. Returns true once every event in it is
+    /// delivered or dead-lettered; false when `retry` ran out on a failure
+    /// that concerns every event (a one-shot command's policy; the
+    /// collector's never does), or another batch gave up already: the
+    /// events still held are left unsettled, and [`Deliverer::gave_up`]
+    /// says why. Its log lines share one `batch` span.
+    pub(crate) async fn flush<S, F>(&self, batch: Vec<Pending>, opened: Instant, settle: S) -> bool
+    where
+        S: FnMut(Settlement) -> F,
+        F: Future<Output = ()>,
+    {
         let span = batch_span(batch.len(), batch.iter().map(|p| p.record.origin.position));
-        let settled = self.flush_batch(batch).instrument(span).await;
+        let settled = self.flush_batch(batch, settle).instrument(span).await;
         metrics()
             .batch_latency
             .observe(opened.elapsed().as_secs_f64());
         settled
     }
 
-    async fn flush_batch(&self, batch: Vec<Pending>) -> bool {
+    async fn flush_batch<S, F>(&self, batch: Vec<Pending>, mut settle: S) -> bool
+    where
+        S: FnMut(Settlement) -> F,
+        F: Future<Output = ()>,
+    {
         let mut todo = vec![Chunk {
             events: batch,
             healed: false,
         }];
         let mut attempt = 1;
         loop {
-            let mut held = Held::default();
+            let mut round = Round::default();
             while let Some(chunk) = todo.pop() {
-                self.attempt(chunk, &mut todo, &mut held).await;
+                self.attempt(chunk, &mut todo, &mut round).await;
             }
+            let Round { settled, held } = round;
+            settle(settled).await;
             let Some(hold) = held.hold else { return true };
             let events: usize = held.chunks.iter().map(|c| c.events.len()).sum();
             if !self.retry.retries_after(attempt) || self.gave_up().is_some() {
@@ -306,17 +332,17 @@ impl Deliverer {
 
     /// One attempt at a chunk: ensure its customers, send what can be sent
     /// (in parts of at most `max_body_bytes`). Rejected halves go back on
-    /// `todo`; what must wait goes to `held`.
-    async fn attempt(&self, chunk: Chunk, todo: &mut Vec<Chunk>, held: &mut Held) {
+    /// `todo`; outcomes and what must wait go to `round`.
+    async fn attempt(&self, chunk: Chunk, todo: &mut Vec<Chunk>, round: &mut Round) {
         let healed = chunk.healed;
-        let ready = self.ensure_customers(chunk, held).await;
-        for part in self.bodies(ready).await {
-            self.send(part, healed, todo, held).await;
+        let ready = self.ensure_customers(chunk, round).await;
+        for part in self.bodies(ready, round) {
+            self.send(part, healed, todo, round).await;
         }
     }
 
-    /// Sends one part; settles it, or puts it back on `todo` or `held`.
-    async fn send(&self, part: Part, healed: bool, todo: &mut Vec<Chunk>, held: &mut Held) {
+    /// Sends one part: delivered, or put back on `todo` or held.
+    async fn send(&self, part: Part, healed: bool, todo: &mut Vec<Chunk>, round: &mut Round) {
         let Part {
             events: ready,
             body,
@@ -324,7 +350,7 @@ impl Deliverer {
         let sent = Instant::now();
         let Err(e) = self.client.ingest_batch(body).await else {
             self.in_flight.observe(Signal::Answered(sent.elapsed()));
-            self.accepted(&ready).await;
+            self.accepted(ready, round);
             return;
         };
         let class = classify(Call::Ingest, &e);
@@ -336,8 +362,8 @@ impl Deliverer {
             healed,
         };
         match class {
-            ErrorClass::Rejected => self.rejected(chunk, &e, todo).await,
-            _ => held.push(
+            ErrorClass::Rejected => self.rejected(chunk, &e, todo, round),
+            _ => round.held.push(
                 chunk,
                 Hold {
                     class,
@@ -352,7 +378,7 @@ impl Deliverer {
     /// Ensures every distinct customer of the chunk. Returns the events
     /// whose customer is ensured, their time set to what will be billed;
     /// refused customers' events are dead-lettered, the others held.
-    async fn ensure_customers(&self, chunk: Chunk, held: &mut Held) -> Vec<Pending> {
+    async fn ensure_customers(&self, chunk: Chunk, round: &mut Round) -> Vec<Pending> {
         let outcomes = self.ensure_round(&chunk.events).await;
         let now = Utc::now();
         let mut ready = Vec::with_capacity(chunk.events.len());
@@ -369,8 +395,7 @@ impl Deliverer {
                             "OpenMeter refused customer {}: {e}",
                             pending.identity.customer_key()
                         );
-                        let outcome = Outcome::dead_letter(e.dead_letter_kind(), reason);
-                        self.settler.settle([&pending.record], &outcome).await;
+                        round.dead_letter([pending], e.dead_letter_kind(), &reason);
                     }
                     class => {
                         let slot = waiting.entry(class).or_insert_with(|| {
@@ -392,7 +417,7 @@ impl Deliverer {
                 events,
                 healed: chunk.healed,
             };
-            held.push(chunk, hold);
+            round.held.push(chunk, hold);
         }
         ready
     }
@@ -468,7 +493,7 @@ impl Deliverer {
 
     /// A chunk OpenMeter refused: ensure its customers afresh once, then
     /// split it until the refused events stand alone, and dead-letter those.
-    async fn rejected(&self, chunk: Chunk, e: &ApiError, todo: &mut Vec<Chunk>) {
+    fn rejected(&self, chunk: Chunk, e: &ApiError, todo: &mut Vec<Chunk>, round: &mut Round) {
         if !chunk.healed {
             let keys: HashSet<CustomerKey> = chunk
                 .events
@@ -483,10 +508,7 @@ impl Deliverer {
         match (left.len(), chunk.healed) {
             (1, true) => {
                 let reason = format!("OpenMeter rejected the event: {}", e.detail());
-                let outcome = Outcome::dead_letter(DeadLetterKind::Rejected, reason);
-                self.settler
-                    .settle(left.iter().map(Pending::record), &outcome)
-                    .await;
+                round.dead_letter(left, DeadLetterKind::Rejected, &reason);
             }
             (1, false) => todo.push(Chunk {
                 events: left,
@@ -508,25 +530,24 @@ impl Deliverer {
 
     /// The request bodies of `ready`; an event that cannot be serialised
     /// (a bug, never its data) is dead-lettered with the reason.
-    async fn bodies(&self, ready: Vec<Pending>) -> Vec<Part> {
+    fn bodies(&self, ready: Vec<Pending>, round: &mut Round) -> Vec<Part> {
         if ready.is_empty() {
             return Vec::new();
         }
         let Bodies { parts, failed } = batch_bodies(ready, self.max_body_bytes);
         for (pending, e) in failed {
             let reason = format!("the CloudEvent could not be serialised: {e}");
-            let outcome = Outcome::dead_letter(DeadLetterKind::InvalidData, reason);
-            self.settler.settle([&pending.record], &outcome).await;
+            round.dead_letter([pending], DeadLetterKind::InvalidData, &reason);
         }
         parts
     }
 
-    async fn accepted(&self, chunk: &[Pending]) {
+    fn accepted(&self, chunk: Vec<Pending>, round: &mut Round) {
         self.health.progressed();
         metrics().batches.inc();
-        self.settler
-            .settle(chunk.iter().map(Pending::record), &Outcome::Delivered)
-            .await;
+        for pending in chunk {
+            round.settled.add(pending.record, Outcome::Delivered);
+        }
     }
 }
 
