@@ -24,6 +24,7 @@ use crate::decode::{decode, Decoded, SkipReason, DEFAULT_MAX_BYTES};
 use crate::deliver::{Deliverer, DeliveryConfig, InFlightBounds, Pending, Slot};
 use crate::dlq::DeadLetterKind;
 use crate::domain::{EthUsdPrice, Identity};
+use crate::ensure::Provisioner;
 use crate::link::Link;
 use crate::map::{map, UsageEvent};
 use crate::metrics::{metrics, Field};
@@ -290,6 +291,19 @@ impl Pipeline {
         self.settler().tally().clone()
     }
 
+    /// The provisioner this pipeline ensures customers through: its ensure
+    /// cache and in-flight ensures, for the parts of `run` that share them.
+    pub(crate) fn provisioner(&self) -> &Provisioner {
+        self.deliverer.provisioner()
+    }
+
+    /// Starts filling the ensure cache from OpenMeter's pages, and keeping
+    /// it filled, in the background until `stop` (when `ENSURE_WARM_UP` is
+    /// on).
+    pub(crate) async fn start_warm_up(&self, stop: CancellationToken) {
+        self.deliverer.provisioner().warm_in_background(stop).await;
+    }
+
     /// Why delivery gave up, when a one-shot pipeline did (a failure that
     /// concerns every event outlasted its retries); see `Deliverer::flush`.
     pub fn gave_up(&self) -> Option<String> {
@@ -496,7 +510,6 @@ mod tests {
         let settler = Settler::new(DeadLetterSink::memory(), Arc::new(OffsetTracker::default()));
         let config = PipelineConfig::default();
         let deliverer = Deliverer::new(
-            provisioner.client().clone(),
             provisioner,
             crate::retry::RetryPolicy::pipeline(config.backoff),
             config.delivery(),

@@ -170,13 +170,7 @@ fn assemble(
     hold: RetryPolicy,
 ) -> Pipeline {
     let dlq = dlq.in_pipeline(health.clone(), RetryPolicy::pipeline(config.backoff));
-    let deliverer = Deliverer::new(
-        provisioner.client().clone(),
-        provisioner,
-        hold,
-        config.delivery(),
-        health,
-    );
+    let deliverer = Deliverer::new(provisioner, hold, config.delivery(), health);
     Pipeline {
         deliverer: Arc::new(deliverer),
         settler: Arc::new(Settler::new(dlq, tracker)),
@@ -229,7 +223,7 @@ pub(super) fn continuous_audit(
     pipeline: &Pipeline,
 ) -> ContinuousAudit {
     let (source, dead_letters) = audit_sources(kafka);
-    let provisioner = provisioner_for(&pipeline.deliverer.provisioner, Role::OneShot);
+    let provisioner = provisioner_for(pipeline.provisioner(), Role::OneShot);
     let audit = Audit {
         client: provisioner.client().clone(),
         price: pipeline.price.current().price,

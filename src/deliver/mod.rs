@@ -40,7 +40,7 @@ use crate::ensure::{EnsureError, Ensured, Provisioner};
 use crate::health::Health;
 use crate::map::UsageEvent;
 use crate::metrics::metrics;
-use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
+use crate::openmeter::{classify, ApiError, Call, ErrorClass};
 use crate::retry::RetryPolicy;
 use crate::settle::{Outcome, Settlement};
 use crate::source::Record;
@@ -88,8 +88,9 @@ where
 
 /// The ensure-then-ingest stage, shared by all in-flight batches.
 pub(crate) struct Deliverer {
-    pub(crate) client: OpenMeterClient,
-    pub(crate) provisioner: Provisioner,
+    /// Its one OpenMeter handle: ensures go through it, and ingest through
+    /// its client (the same organisation and retry policy).
+    provisioner: Provisioner,
     /// [`RetryPolicy::pipeline`]: held events are retried until stopped.
     pub(crate) retry: RetryPolicy,
     pub(crate) billing: BillingPolicy,
@@ -209,14 +210,12 @@ impl Held {
 
 impl Deliverer {
     pub(crate) fn new(
-        client: OpenMeterClient,
         provisioner: Provisioner,
         retry: RetryPolicy,
         config: DeliveryConfig,
         health: Health,
     ) -> Self {
         Self {
-            client,
             provisioner,
             retry,
             billing: config.billing,
@@ -231,6 +230,12 @@ impl Deliverer {
             gave_up: Mutex::default(),
             rate_limited: Throttled::default(),
         }
+    }
+
+    /// The provisioner ensures go through: its caches and in-flight ensures
+    /// are what `/ensure` and the continuous audit share under `run`.
+    pub(crate) fn provisioner(&self) -> &Provisioner {
+        &self.provisioner
     }
 
     /// Why delivery gave up, if it did (see [`Deliverer::flush`]).
@@ -348,7 +353,7 @@ impl Deliverer {
             body,
         } = part;
         let sent = Instant::now();
-        let Err(e) = self.client.ingest_batch(body).await else {
+        let Err(e) = self.provisioner.client().ingest_batch(body).await else {
             self.in_flight.observe(Signal::Answered(sent.elapsed()));
             self.accepted(ready, round);
             return;
