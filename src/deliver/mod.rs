@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use tracing::Instrument;
 
 use crate::billing::BillingPolicy;
@@ -384,37 +383,44 @@ impl Deliverer {
     /// whose customer is ensured, their time set to what will be billed;
     /// refused customers' events are dead-lettered, the others held.
     async fn ensure_customers(&self, chunk: Chunk, round: &mut Round) -> Vec<Pending> {
-        let outcomes = self.ensure_round(&chunk.events).await;
+        let answers = self
+            .provisioner
+            .ensure_each(chunk.events.iter().map(|p| &p.identity))
+            .await;
+        for (identity, answer) in &answers {
+            if let Err(e) = answer {
+                log_ensure_failure(&identity.customer_key(), e);
+            }
+        }
         let now = Utc::now();
         let mut ready = Vec::with_capacity(chunk.events.len());
         let mut waiting: HashMap<ErrorClass, (Vec<Pending>, Hold)> = HashMap::new();
         for mut pending in chunk.events {
-            match &outcomes[&pending.identity] {
+            match &answers[&pending.identity] {
                 Ok(ensured) => {
                     self.place_in_period(&mut pending, ensured, now);
                     ready.push(pending);
                 }
-                Err(e) => match e.class() {
-                    ErrorClass::Customer | ErrorClass::Rejected | ErrorClass::Conflict => {
-                        let reason = format!(
-                            "OpenMeter refused customer {}: {e}",
-                            pending.identity.customer_key()
-                        );
-                        round.dead_letter([pending], e.dead_letter_kind(), &reason);
-                    }
-                    class => {
-                        let slot = waiting.entry(class).or_insert_with(|| {
-                            let hold = Hold {
-                                class,
-                                retry_after: e.upstream().and_then(ApiError::retry_after),
-                                reason: e.to_string(),
-                                rate_limited: rate_limited(e.upstream()),
-                            };
-                            (Vec::new(), hold)
-                        });
-                        slot.0.push(pending);
-                    }
-                },
+                Err(e) if e.concerns_customer() => {
+                    let reason = format!(
+                        "OpenMeter refused customer {}: {e}",
+                        pending.identity.customer_key()
+                    );
+                    round.dead_letter([pending], e.dead_letter_kind(), &reason);
+                }
+                Err(e) => {
+                    let class = e.class();
+                    let slot = waiting.entry(class).or_insert_with(|| {
+                        let hold = Hold {
+                            class,
+                            retry_after: e.upstream().and_then(ApiError::retry_after),
+                            reason: e.to_string(),
+                            rate_limited: rate_limited(e.upstream()),
+                        };
+                        (Vec::new(), hold)
+                    });
+                    slot.0.push(pending);
+                }
             }
         }
         for (events, hold) in waiting.into_values() {
@@ -425,39 +431,6 @@ impl Deliverer {
             round.held.push(chunk, hold);
         }
         ready
-    }
-
-    /// One ensure per distinct identity of the batch, logged by class.
-    async fn ensure_round(
-        &self,
-        batch: &[Pending],
-    ) -> HashMap<Identity, Result<Ensured, EnsureError>> {
-        // De-duplicate by reference first: only distinct identities are cloned.
-        let distinct: HashSet<&Identity> = batch.iter().map(|p| &p.identity).collect();
-        self.provisioner.warm_for(distinct.iter().copied()).await;
-        let mut results = HashMap::with_capacity(distinct.len());
-        let mut misses = Vec::new();
-        for identity in distinct {
-            match self.provisioner.cached(identity) {
-                Some(hit) => {
-                    results.insert(identity.clone(), Ok(hit));
-                }
-                None => misses.push(identity.clone()),
-            }
-        }
-        let ensures = misses
-            .into_iter()
-            .map(|identity| ensure_one(&self.provisioner, identity));
-        // The provisioner's shared limit decides how many of these run.
-        let at_once = self.provisioner.max_concurrency();
-        let mut ensured = futures::stream::iter(ensures).buffer_unordered(at_once);
-        while let Some((identity, result)) = ensured.next().await {
-            if let Err(e) = &result {
-                log_ensure_failure(&identity.customer_key(), e);
-            }
-            results.insert(identity, result);
-        }
-        results
     }
 
     /// Sets the event's time to the one its subscription bills (the rule
@@ -559,23 +532,12 @@ impl Deliverer {
 /// A refused customer is logged with its key; a failure that holds events
 /// is logged once per hold by [`Deliverer::log_hold`], not once per customer.
 fn log_ensure_failure(key: &CustomerKey, e: &EnsureError) {
-    match e.class() {
-        ErrorClass::Customer | ErrorClass::Rejected | ErrorClass::Conflict => {
-            tracing::warn!(customer = %key, kind = %e.dead_letter_kind(), error = %e, "OpenMeter refused this customer; dead-lettering its events, billing everyone else");
-        }
-        ErrorClass::Transient | ErrorClass::Configuration => {
-            // The batch's hold says it once for all its customers.
-            tracing::debug!(customer = %key, error = %e, "ensure failed; holding this customer's events");
-        }
+    if e.concerns_customer() {
+        tracing::warn!(customer = %key, kind = %e.dead_letter_kind(), error = %e, "OpenMeter refused this customer; dead-lettering its events, billing everyone else");
+    } else {
+        // The batch's hold says it once for all its customers.
+        tracing::debug!(customer = %key, error = %e, "ensure failed; holding this customer's events");
     }
-}
-
-async fn ensure_one(
-    provisioner: &Provisioner,
-    identity: Identity,
-) -> (Identity, Result<Ensured, EnsureError>) {
-    let result = provisioner.ensure(&identity).await;
-    (identity, result)
 }
 
 /// Events sent in one ingest request, and its body.
