@@ -239,12 +239,12 @@ fn identity_error(e: IdentityError) -> ApiFailure {
 /// this customer (its creation, subscription or billing setup), 502 when it
 /// refuses our configuration (token, URL, plan), 503 when it is unavailable.
 fn upstream_failure(e: EnsureError) -> ApiFailure {
-    let status = match e.class() {
-        ErrorClass::Transient => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorClass::Customer | ErrorClass::Rejected | ErrorClass::Conflict => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
-        ErrorClass::Configuration => StatusCode::BAD_GATEWAY,
+    let status = if e.concerns_customer() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else if e.class() == ErrorClass::Transient {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_GATEWAY
     };
     tracing::warn!(error = %e, "ensure failed");
     ApiFailure(status, e.to_string())

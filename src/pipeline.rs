@@ -2,8 +2,9 @@
 //! bytes and linger) in the order they are read, and each batch is decoded,
 //! mapped, ensured and delivered by one of a bounded number of concurrent
 //! flush tasks, so the per-event work spreads over every core instead of
-//! queueing behind one loop. Skips and dead letters settle as soon as their
-//! batch is judged; events settle when their batch is delivered (both in
+//! queueing behind one loop. A batch's outcomes are settled in one place,
+//! its task ([`run_batch`]): what judge skipped or dead-lettered at once,
+//! then what each delivery attempt delivered or dead-lettered (acted on by
 //! [`crate::settle`]).
 
 use std::sync::Arc;
@@ -19,15 +20,17 @@ use crate::billing::BillingPolicy;
 use crate::chain::record::Chained;
 use crate::chain::tracker::{Seen, Tracker};
 use crate::contract::Contract;
-use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
+use crate::decode::{decode, Decoded, SkipReason, DEFAULT_MAX_BYTES};
 use crate::deliver::{Deliverer, DeliveryConfig, InFlightBounds, Pending, Slot};
+use crate::dlq::DeadLetterKind;
 use crate::domain::{EthUsdPrice, Identity};
+use crate::ensure::Provisioner;
 use crate::link::Link;
 use crate::map::{map, UsageEvent};
 use crate::metrics::{metrics, Field};
 use crate::price::PriceFeed;
 use crate::retry::Backoff;
-use crate::settle::{Outcome, Settler, Tally};
+use crate::settle::{Outcome, Settlement, Settler, Tally};
 use crate::source::file::{payload_line, read_lines, LineReader, LinesRead};
 use crate::source::Record;
 use tokio::io::AsyncBufRead;
@@ -87,33 +90,43 @@ impl Default for PipelineConfig {
     }
 }
 
-/// What decode → map makes of one record's bytes. `run`, `replay` and
-/// `replay --dry-run` all judge records here, so a dry run shows exactly
-/// what a real run would do.
+/// What decode → map makes of a billable record: a CloudEvent to send,
+/// for this identity.
 #[derive(Debug)]
-pub(crate) enum Fate {
-    /// A CloudEvent to send, for this identity.
-    Event {
-        identity: Identity,
-        event: Box<UsageEvent>,
-        /// The event's `time`, parsed.
-        signed_at: DateTime<Utc>,
-        /// Its place in its session's chain.
-        link: Option<Link>,
-    },
-    /// Settled unsent: skipped, or dead-lettered.
-    Settle(Outcome),
+pub(crate) struct ToSend {
+    pub(crate) identity: Identity,
+    pub(crate) event: Box<UsageEvent>,
+    /// The event's `time`, parsed.
+    pub(crate) signed_at: DateTime<Utc>,
+    /// Its place in its session's chain.
+    pub(crate) link: Option<Link>,
 }
 
-/// Decodes and maps one payload at `price` under `contract`.
+/// Why decode → map settles a record unsent. Only OpenMeter delivers, so
+/// judge has no `Delivered`.
+#[derive(Debug)]
+pub(crate) enum Unsent {
+    /// Not billable.
+    Skip(SkipReason),
+    /// Never sent: dead-lettered with why.
+    DeadLetter {
+        kind: DeadLetterKind,
+        reason: String,
+    },
+}
+
+/// Decodes and maps one payload at `price` under `contract`: the event to
+/// send, or why the record settles unsent. `run`, `replay` and `replay
+/// --dry-run` all judge records here, so a dry run shows exactly what a
+/// real run would do.
 pub(crate) fn judge(
     payload: &[u8],
     max_bytes: usize,
     price: &EthUsdPrice,
     contract: &Contract,
-) -> Fate {
+) -> Result<ToSend, Unsent> {
     match decode(payload, max_bytes, contract) {
-        Ok(Decoded::Skip(reason)) => Fate::Settle(Outcome::Skipped(reason)),
+        Ok(Decoded::Skip(reason)) => Err(Unsent::Skip(reason)),
         Ok(Decoded::Ticket(mut ticket)) => {
             let link = ticket.link.take();
             let mapped = map(*ticket, price, contract);
@@ -123,17 +136,17 @@ pub(crate) fn judge(
                     .get_or_create(&Field { field })
                     .inc();
             }
-            Fate::Event {
+            Ok(ToSend {
                 identity: mapped.identity,
                 event: Box::new(mapped.event),
                 signed_at: mapped.signed_at,
                 link,
-            }
+            })
         }
-        Err(rejection) => Fate::Settle(Outcome::dead_letter(
-            rejection.kind(),
-            rejection.to_string(),
-        )),
+        Err(rejection) => Err(Unsent::DeadLetter {
+            kind: rejection.kind(),
+            reason: rejection.to_string(),
+        }),
     }
 }
 
@@ -149,32 +162,27 @@ struct Judge {
 }
 
 impl Judge {
-    /// Decodes and maps every record of a batch; settles skips and dead
-    /// letters at once and returns the events to send. After `cancel`, a
-    /// dead letter that cannot be written is abandoned unsettled (its
-    /// offset stays uncommitted).
-    async fn batch(
-        &self,
-        records: Vec<Record>,
-        settler: &Settler,
-        cancel: &CancellationToken,
-    ) -> Vec<Pending> {
+    /// Decodes and maps every record of a batch: the events to send, and
+    /// the outcomes of the others (skipped, dead-lettered) to settle.
+    fn batch(&self, records: Vec<Record>) -> (Vec<Pending>, Settlement) {
         let mut events = Vec::with_capacity(records.len());
+        let mut unsent = Settlement::default();
         // Each chain link seen, and which event (if sent) it is.
         let (mut seen, mut sent_as) = (Vec::new(), Vec::new());
         for record in records {
-            let outcome = match judge(
+            let judged = judge(
                 &record.payload,
                 self.max_event_bytes,
                 &self.price,
                 &self.contract,
-            ) {
-                Fate::Event {
+            );
+            let outcome = match judged {
+                Ok(ToSend {
                     identity,
                     event,
                     signed_at,
                     link,
-                } => {
+                }) => {
                     if self.chain.is_some() {
                         seen.push(seen_of(&record, link));
                         sent_as.push(Some(events.len()));
@@ -187,19 +195,18 @@ impl Judge {
                     });
                     continue;
                 }
-                Fate::Settle(outcome) => outcome,
-            };
-            if self.chain.is_some() && matches!(outcome, Outcome::DeadLettered { .. }) {
-                if let Chained::Link(link) = Chained::of(&record.payload) {
-                    seen.push(seen_of(&record, Some(link)));
-                    sent_as.push(None);
+                Err(Unsent::Skip(reason)) => Outcome::Skipped(reason),
+                Err(Unsent::DeadLetter { kind, reason }) => {
+                    if self.chain.is_some() {
+                        if let Chained::Link(link) = Chained::of(&record.payload) {
+                            seen.push(seen_of(&record, Some(link)));
+                            sent_as.push(None);
+                        }
+                    }
+                    Outcome::DeadLettered { kind, reason }
                 }
-            }
-            tokio::select! {
-                biased;
-                _ = settler.settle([&record], &outcome) => {}
-                _ = cancel.cancelled() => {}
-            }
+            };
+            unsent.add(record, outcome);
         }
         if let Some(chain) = &self.chain {
             chain.observe(&seen, |i| {
@@ -208,7 +215,36 @@ impl Judge {
                 Some(pending.identity.billing_key().as_str())
             });
         }
-        events
+        (events, unsent)
+    }
+}
+
+/// One batch, from records read to every event settled: judge's outcomes
+/// settle at once, then each delivery attempt's, all here. After
+/// `cancel`, a dead letter of judge's that cannot be written is abandoned
+/// unsettled (its offset stays uncommitted). When delivery gives up (a
+/// one-shot command's), the pipeline stops.
+async fn run_batch(
+    judge: Judge,
+    records: Vec<Record>,
+    opened: Instant,
+    deliverer: &Deliverer,
+    settler: &Settler,
+    cancel: &CancellationToken,
+) {
+    let (events, unsent) = judge.batch(records);
+    tokio::select! {
+        biased;
+        () = settler.settle(unsent) => {}
+        () = cancel.cancelled() => {}
+    }
+    if deliverer
+        .flush(events, opened, |settled| settler.settle(settled))
+        .await
+    {
+        deliverer.health.progressed();
+    } else {
+        cancel.cancel();
     }
 }
 
@@ -221,9 +257,12 @@ fn seen_of(record: &Record, link: Option<Link>) -> Seen {
     }
 }
 
-/// Decode → map → batch → ensure → deliver, over one record channel.
+/// Batch → decode → map → ensure → deliver → settle, over one record
+/// channel.
 pub struct Pipeline {
     pub(crate) deliverer: Arc<Deliverer>,
+    /// Where every outcome of every batch takes effect.
+    pub(crate) settler: Arc<Settler>,
     pub(crate) price: PriceFeed,
     pub(crate) config: PipelineConfig,
     /// The collector's session-chain tracking, when on.
@@ -252,6 +291,19 @@ impl Pipeline {
         self.settler().tally().clone()
     }
 
+    /// The provisioner this pipeline ensures customers through: its ensure
+    /// cache and in-flight ensures, for the parts of `run` that share them.
+    pub(crate) fn provisioner(&self) -> &Provisioner {
+        self.deliverer.provisioner()
+    }
+
+    /// Starts filling the ensure cache from OpenMeter's pages, and keeping
+    /// it filled, in the background until `stop` (when `ENSURE_WARM_UP` is
+    /// on).
+    pub(crate) async fn start_warm_up(&self, stop: CancellationToken) {
+        self.deliverer.provisioner().warm_in_background(stop).await;
+    }
+
     /// Why delivery gave up, when a one-shot pipeline did (a failure that
     /// concerns every event outlasted its retries); see `Deliverer::flush`.
     pub fn gave_up(&self) -> Option<String> {
@@ -260,7 +312,7 @@ impl Pipeline {
 
     /// Where every record this pipeline takes in is settled.
     pub fn settler(&self) -> &Arc<Settler> {
-        &self.deliverer.settler
+        &self.settler
     }
 
     /// Runs until `records` closes (the source ended or was cancelled),
@@ -387,18 +439,11 @@ impl Pipeline {
             contract: self.config.contract,
             chain: self.chain.clone(),
         };
-        let deliverer = self.deliverer.clone();
+        let (deliverer, settler) = (self.deliverer.clone(), self.settler.clone());
         let cancel = in_flight.cancel.clone();
         in_flight.tasks.spawn(async move {
             let opened = opened.unwrap_or_else(Instant::now);
-            let events = judge
-                .batch(records, deliverer.settler.as_ref(), &cancel)
-                .await;
-            if deliverer.flush(events, opened).await {
-                deliverer.health.progressed();
-            } else {
-                cancel.cancel();
-            }
+            run_batch(judge, records, opened, &deliverer, &settler, &cancel).await;
             drop(slot);
         });
     }
@@ -465,15 +510,14 @@ mod tests {
         let settler = Settler::new(DeadLetterSink::memory(), Arc::new(OffsetTracker::default()));
         let config = PipelineConfig::default();
         let deliverer = Deliverer::new(
-            provisioner.client().clone(),
             provisioner,
-            Arc::new(settler),
             crate::retry::RetryPolicy::pipeline(config.backoff),
             config.delivery(),
             Health::default(),
         );
         Pipeline {
             deliverer: Arc::new(deliverer),
+            settler: Arc::new(settler),
             price: PriceFeed::fixed("3500".parse().unwrap()),
             config,
             chain: None,

@@ -1,14 +1,15 @@
 //! Settle: the one place an event's outcome takes effect. Every record read
 //! ends here once — delivered, skipped or dead-lettered — and only here is
 //! its offset marked finished, its dead letter written, and it counted in
-//! the tally and the metrics. Stages decide outcomes; they never act on
-//! them (after Vector's finalization: one status per event, one place that
-//! acts on it).
+//! the tally and the metrics. Stages decide outcomes and return them, a
+//! batch's gathered in a [`Settlement`]; they never act on them (after
+//! Vector's finalization: one status per event, one place that acts on
+//! it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::commit::OffsetTracker;
+use crate::commit::{OffsetTracker, Position};
 use crate::decode::SkipReason;
 use crate::dlq::{DeadLetter, DeadLetterKind, DeadLetterSink};
 use crate::metrics::metrics;
@@ -16,7 +17,7 @@ use crate::source::Record;
 
 /// What became of an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// OpenMeter accepted it.
     Delivered,
     /// Not billable; settled unsent.
@@ -29,7 +30,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn dead_letter(kind: DeadLetterKind, reason: impl Into<String>) -> Self {
+    pub(crate) fn dead_letter(kind: DeadLetterKind, reason: impl Into<String>) -> Self {
         Self::DeadLettered {
             kind,
             reason: reason.into(),
@@ -63,6 +64,30 @@ impl Tally {
 
     pub(crate) fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// The outcomes of one batch (or of one delivery attempt at it), settled
+/// together by [`Settler::settle`]: the stages fill it, never act on it.
+#[derive(Debug, Default)]
+pub(crate) struct Settlement {
+    delivered: Vec<Position>,
+    skipped: Vec<Position>,
+    /// Each record whole, with its dead letter's kind and reason.
+    dead_letters: Vec<(Record, DeadLetterKind, String)>,
+}
+
+impl Settlement {
+    /// `record` ends with `outcome`.
+    pub(crate) fn add(&mut self, record: Record, outcome: Outcome) {
+        let at = record.origin.position;
+        match outcome {
+            Outcome::Delivered => self.delivered.push(at),
+            Outcome::Skipped(_) => self.skipped.push(at),
+            Outcome::DeadLettered { kind, reason } => {
+                self.dead_letters.push((record, kind, reason));
+            }
+        }
     }
 }
 
@@ -102,45 +127,32 @@ impl Settler {
         Tally::add(&self.tally.crashed_batches, 1);
     }
 
-    /// Settles `records`, which share one outcome. A dead letter is written
-    /// (retried until it is durable) before its offset counts as finished.
-    pub async fn settle<'a>(
-        &self,
-        records: impl IntoIterator<Item = &'a Record>,
-        outcome: &Outcome,
-    ) {
-        let records = records.into_iter();
-        match outcome {
-            Outcome::Delivered => {
-                let n = self.finish(records);
-                Tally::add(&self.tally.delivered, n);
-                metrics().events_delivered.inc_by(n as u64);
-            }
-            Outcome::Skipped(_) => {
-                let n = self.finish(records);
-                Tally::add(&self.tally.skipped, n);
-                metrics().events_skipped.inc_by(n as u64);
-            }
-            Outcome::DeadLettered { kind, reason } => {
-                for record in records {
-                    let letter = DeadLetter::new(record.clone(), *kind, reason.clone());
-                    self.dlq.put(&letter).await;
-                    self.tracker.finished([record.origin.position]);
-                    Tally::add(&self.tally.dead_lettered, 1);
-                    metrics().dead_lettered(kind.as_str());
-                }
-            }
+    /// Settles `settled`: the one place an offset is marked finished. The
+    /// delivered and skipped are finished at once; each dead letter is
+    /// written (retried until it is durable) before its offset counts as
+    /// finished, so a settlement dropped mid-way (at shutdown) leaves only
+    /// unwritten letters unsettled.
+    pub(crate) async fn settle(&self, settled: Settlement) {
+        let Settlement {
+            delivered,
+            skipped,
+            dead_letters,
+        } = settled;
+        if !delivered.is_empty() || !skipped.is_empty() {
+            self.tracker
+                .finished(delivered.iter().chain(&skipped).copied());
+            Tally::add(&self.tally.delivered, delivered.len());
+            metrics().events_delivered.inc_by(delivered.len() as u64);
+            Tally::add(&self.tally.skipped, skipped.len());
+            metrics().events_skipped.inc_by(skipped.len() as u64);
         }
-    }
-
-    /// Marks the records' offsets finished; returns how many there were.
-    fn finish<'a>(&self, records: impl Iterator<Item = &'a Record>) -> usize {
-        let mut n = 0;
-        self.tracker.finished(records.map(|r| {
-            n += 1;
-            r.origin.position
-        }));
-        n
+        for (record, kind, reason) in dead_letters {
+            let at = record.origin.position;
+            self.dlq.put(&DeadLetter::new(record, kind, reason)).await;
+            self.tracker.finished([at]);
+            Tally::add(&self.tally.dead_lettered, 1);
+            metrics().dead_lettered(kind.as_str());
+        }
     }
 }
 
@@ -184,11 +196,11 @@ mod tests {
     #[tokio::test]
     async fn every_outcome_finishes_its_offsets_and_is_counted_once() {
         let (settler, _, tracker) = settler();
-        let (a, b, c) = (record(0), record(1), record(2));
-        settler.settle([&a, &b], &Outcome::Delivered).await;
-        settler
-            .settle([&c], &Outcome::Skipped(SkipReason::OtherType))
-            .await;
+        let mut settled = Settlement::default();
+        settled.add(record(0), Outcome::Delivered);
+        settled.add(record(1), Outcome::Delivered);
+        settled.add(record(2), Outcome::Skipped(SkipReason::OtherType));
+        settler.settle(settled).await;
         assert_eq!(tracker.pending(&[]), 0);
         let tally = settler.tally();
         assert_eq!(Tally::get(&tally.delivered), 2);
@@ -200,7 +212,9 @@ mod tests {
     async fn a_dead_letter_keeps_the_record_whole_with_its_kind_and_reason() {
         let (settler, dlq, tracker) = settler();
         let outcome = Outcome::dead_letter(DeadLetterKind::Fee, "computed_fee is negative");
-        settler.settle([&record(1)], &outcome).await;
+        let mut settled = Settlement::default();
+        settled.add(record(1), outcome);
+        settler.settle(settled).await;
         let kept = dlq.kept();
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].kind, DeadLetterKind::Fee);

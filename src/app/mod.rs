@@ -94,7 +94,7 @@ impl Application {
         pipeline.chain = Some(chain.clone());
         source.listen(Arc::new(chain.clone()));
         tokio::spawn(chain.run(health.clone(), cancel.clone()));
-        let provisioner = provisioner_for(&pipeline.deliverer.provisioner, Role::OneShot);
+        let provisioner = provisioner_for(pipeline.provisioner(), Role::OneShot);
         let ready = parts::readiness(
             source.clone(),
             provisioner.clone(),
@@ -147,11 +147,7 @@ impl Application {
             _stop_on_drop,
         } = self;
         tokio::spawn(probes.run());
-        pipeline
-            .deliverer
-            .provisioner
-            .warm_in_background(cancel.clone())
-            .await;
+        pipeline.start_warm_up(cancel.clone()).await;
         let api = tokio::spawn(api.serve(cancel.clone().cancelled_owned()));
         let auditor = audit.map(|audit| tokio::spawn(audit.run(cancel.clone())));
         let (tx, rx) = mpsc::channel(pipeline.config.batch_max_events * 2);

@@ -171,16 +171,10 @@ fn assemble(
     hold: RetryPolicy,
 ) -> Pipeline {
     let dlq = dlq.in_pipeline(health.clone(), RetryPolicy::pipeline(config.backoff));
-    let deliverer = Deliverer::new(
-        provisioner.client().clone(),
-        provisioner,
-        Arc::new(Settler::new(dlq, tracker)),
-        hold,
-        config.delivery(),
-        health,
-    );
+    let deliverer = Deliverer::new(provisioner, hold, config.delivery(), health);
     Pipeline {
         deliverer: Arc::new(deliverer),
+        settler: Arc::new(Settler::new(dlq, tracker)),
         price,
         config,
         chain: None,
@@ -271,7 +265,7 @@ pub(super) fn continuous_audit(
     kafka: &KafkaSettings,
     pipeline: &Pipeline,
 ) -> ContinuousAudit {
-    let provisioner = provisioner_for(&pipeline.deliverer.provisioner, Role::OneShot);
+    let provisioner = provisioner_for(pipeline.provisioner(), Role::OneShot);
     let audit = audit(
         provisioner.client().clone(),
         pipeline.price.current().price,

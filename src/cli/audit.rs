@@ -17,9 +17,8 @@ use crate::audit::range::TimeRange;
 use crate::audit::source::SourceSpec;
 use crate::audit::RepairMode;
 use crate::domain::EthUsdPrice;
-use crate::pipeline::{judge, Fate};
+use crate::pipeline::{judge, Unsent};
 use crate::price::PriceFeed;
-use crate::settle::Outcome;
 
 /// The audit could not run.
 const CANNOT_RUN: u8 = 2;
@@ -72,7 +71,7 @@ async fn dead_letters_present(
             price,
             &settings.batch.contract,
         );
-        if matches!(fate, Fate::Settle(Outcome::DeadLettered { .. })) {
+        if matches!(fate, Err(Unsent::DeadLetter { .. })) {
             expected += 1;
         }
     }

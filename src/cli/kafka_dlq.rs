@@ -27,7 +27,7 @@ use crate::decode::SkipReason;
 use crate::dlq::Letter;
 use crate::health::Health;
 use crate::kafka::ProbeError;
-use crate::settle::Outcome;
+use crate::settle::{Outcome, Settlement};
 use crate::source::Record;
 
 /// How long an empty DLQ topic is waited on before the replay ends.
@@ -90,8 +90,12 @@ pub(super) async fn replay_topic(args: DlqReplayArgs) -> anyhow::Result<ExitCode
                     "a truncated dead letter cannot be replayed from the topic: replay its full original from the spill file with `ticketmeter dlq replay --file`"
                 );
                 settler.received(1);
-                let outcome = Outcome::Skipped(SkipReason::TruncatedLetter { spill });
-                settler.settle([&record], &outcome).await;
+                let mut skipped = Settlement::default();
+                skipped.add(
+                    record,
+                    Outcome::Skipped(SkipReason::TruncatedLetter { spill }),
+                );
+                settler.settle(skipped).await;
                 continue;
             }
             if tx.send(record).await.is_err() {

@@ -22,8 +22,8 @@ use crate::dlq::{letter_line, DeadLetterSink};
 use crate::domain::EthUsdPrice;
 use crate::health::Health;
 use crate::pipeline::Pipeline;
-use crate::pipeline::{judge, Fate};
-use crate::settle::{Outcome, Tally};
+use crate::pipeline::{judge, ToSend, Unsent};
+use crate::settle::Tally;
 use crate::source::file::{payload_line, read_lines};
 
 pub(super) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -124,14 +124,9 @@ async fn dry_run(
     ));
     while let Some(record) = rx.recv().await {
         let line = match judge(&record.payload, max_bytes, price, contract) {
-            Fate::Event { event, .. } => serde_json::to_string(&event)?,
-            Fate::Settle(Outcome::Skipped(reason)) => {
-                json!({ "skip": reason.to_string() }).to_string()
-            }
-            Fate::Settle(Outcome::DeadLettered { reason, .. }) => {
-                json!({ "dead_letter": reason }).to_string()
-            }
-            Fate::Settle(Outcome::Delivered) => json!({ "delivered": true }).to_string(),
+            Ok(ToSend { event, .. }) => serde_json::to_string(&event)?,
+            Err(Unsent::Skip(reason)) => json!({ "skip": reason.to_string() }).to_string(),
+            Err(Unsent::DeadLetter { reason, .. }) => json!({ "dead_letter": reason }).to_string(),
         };
         say!("{line}");
     }

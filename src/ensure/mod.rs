@@ -14,6 +14,7 @@
 //! (429, 5xx, slow answers), so new customers arrive as fast as OpenMeter
 //! allows rather than 16 at a time per batch.
 
+mod batch;
 mod cache;
 mod warm;
 pub use warm::Warmed;
@@ -156,6 +157,15 @@ impl EnsureError {
             },
             Self::NoSubscribablePlan(_) => ErrorClass::Configuration,
         }
+    }
+
+    /// Whether the failure concerns this customer alone (its creation, its
+    /// subscription, its billing setup): its events are dead-lettered,
+    /// `/ensure` answers 422, everyone else is billed, and the refusal is
+    /// remembered for `ENSURE_REFUSAL_TTL`. The one test of it: the other
+    /// classes concern everyone.
+    pub fn concerns_customer(&self) -> bool {
+        self.class() == ErrorClass::Customer
     }
 
     /// OpenMeter's own words, when the error came from it.
@@ -308,13 +318,6 @@ impl Provisioner {
         &self.client
     }
 
-    /// The most ensures that may be in flight at once: how many of its
-    /// identities a batch hands over at a time (the shared limit decides
-    /// how many of those run).
-    pub(crate) fn max_concurrency(&self) -> usize {
-        self.limit.max()
-    }
-
     /// Whether the last complete warm-up proved that no customer has `key`
     /// as its key or subject: neither its census nor the cache holds it,
     /// and the census is younger than `ENSURE_CACHE_TTL`.
@@ -351,7 +354,7 @@ impl Provisioner {
     /// What the cache holds for `identity`, without a call: a batch looks
     /// every identity up here first and awaits [`Self::ensure`] only for the
     /// misses.
-    pub(crate) fn cached(&self, identity: &Identity) -> Option<Ensured> {
+    fn cached(&self, identity: &Identity) -> Option<Ensured> {
         let hit = self.ensured.get(identity.billing_key())?;
         metrics().ensure_cache_hits.inc();
         Some(hit)
@@ -386,7 +389,7 @@ impl Provisioner {
         match flight {
             Ok(ensured) => Ok((*ensured).clone()),
             Err(e) => {
-                if e.class() == ErrorClass::Customer {
+                if e.concerns_customer() {
                     self.refused.insert(key, e.clone()).await;
                 }
                 Err((*e).clone())
@@ -605,6 +608,23 @@ impl Provisioner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_refusal_of_the_customer_concerns_the_customer_alone() {
+        let status = |code: u16| ApiError::Status {
+            operation: "create customer",
+            status: code,
+            title: "t".into(),
+            detail: String::new(),
+            invalid_parameters: None,
+            retry_after: None,
+        };
+        assert!(at(Call::CreateCustomer)(status(422)).concerns_customer());
+        assert!(!at(Call::CreateCustomer)(status(503)).concerns_customer());
+        assert!(!at(Call::FindCustomer)(status(401)).concerns_customer());
+        let plan: PlanKey = "p".parse().unwrap();
+        assert!(!EnsureError::NoSubscribablePlan(plan).concerns_customer());
+    }
 
     #[test]
     fn a_conflict_ensure_could_not_read_back_concerns_that_customer() {

@@ -124,19 +124,36 @@ impl ApiError {
     pub fn is_conflict(&self) -> bool {
         self.status() == Some(409)
     }
+}
 
-    /// A create refused because the object exists: 409, or a 400 saying
-    /// so (some servers and proxies answer a unique-key violation that way).
-    fn says_it_exists(&self) -> bool {
-        match self.status() {
-            Some(409) => true,
-            Some(400) => {
-                let text = self.detail().to_ascii_lowercase();
-                text.contains("already exists")
-                    || text.contains("conflict")
-                    || text.contains("duplicate")
-            }
-            _ => false,
+/// What a refusal's detail says that its status does not: the one place
+/// OpenMeter's English is read. OpenMeter's problem `type` is one per
+/// status (`api/v3/apierrors/errors_ctors.go`: every 400 is
+/// `.../bad-request`, every 409 `.../resource-conflict`), so where two
+/// refusals share a status their words are all that tells them apart.
+struct Said {
+    /// The object exists already. OpenMeter itself answers a duplicate key
+    /// 409 (`openmeter/customer/errors.go`'s `KeyConflictError` is a
+    /// `models.GenericConflictError`, which
+    /// `pkg/framework/commonhttp/encoder.go` answers 409); some servers and
+    /// proxies answer a unique-key violation 400 with these words.
+    exists: bool,
+    /// The refusal is about the plan: a subscription create refused
+    /// because the plan version is not active now or deleted is a 400
+    /// `models.NewGenericValidationError` ("plan %s@%d is not active at
+    /// %s", `openmeter/productcatalog/subscription/service/create.go`), as
+    /// a refusal of the customer would be.
+    names_the_plan: bool,
+}
+
+impl Said {
+    fn of(e: &ApiError) -> Self {
+        let text = e.detail().to_ascii_lowercase();
+        Self {
+            exists: ["already exists", "conflict", "duplicate"]
+                .iter()
+                .any(|words| text.contains(words)),
+            names_the_plan: text.contains("plan"),
         }
     }
 }
@@ -188,7 +205,8 @@ pub enum ErrorClass {
     Conflict,
 }
 
-/// Classifies a failed call, by status, call and OpenMeter's detail.
+/// Classifies a failed call, by status, call and what OpenMeter's detail
+/// says ([`Said`]).
 ///
 /// - Transport failures, 408/425/429/5xx and unreadable success bodies are
 ///   transient ([`ApiError::is_transient`]).
@@ -207,15 +225,16 @@ pub(crate) fn classify(call: Call, e: &ApiError) -> ErrorClass {
     if e.is_transient() {
         return ErrorClass::Transient;
     }
-    if call.creates() && e.says_it_exists() {
-        return ErrorClass::Conflict;
-    }
     let status = match e {
         ApiError::Status { status, .. } => *status,
         ApiError::Unauthorized { .. } | ApiError::Transport { .. } | ApiError::Decode { .. } => {
             return ErrorClass::Configuration
         }
     };
+    let said = Said::of(e);
+    if call.creates() && (status == 409 || (status == 400 && said.exists)) {
+        return ErrorClass::Conflict;
+    }
     if matches!(status, 401 | 403)
         || (matches!(status, 404 | 405) && call != Call::CreateSubscription)
     {
@@ -224,16 +243,12 @@ pub(crate) fn classify(call: Call, e: &ApiError) -> ErrorClass {
     match call {
         Call::Ingest | Call::Catalog => ErrorClass::Rejected,
         Call::ResolvePlan => ErrorClass::Configuration,
-        Call::CreateSubscription if matches!(status, 400 | 404) && names_the_plan(e) => {
+        Call::CreateSubscription if matches!(status, 400 | 404) && said.names_the_plan => {
             ErrorClass::Configuration
         }
         Call::FindCustomer | Call::CreateCustomer | Call::FindSubscriptions => ErrorClass::Customer,
         Call::CreateSubscription => ErrorClass::Customer,
     }
-}
-
-fn names_the_plan(e: &ApiError) -> bool {
-    e.detail().to_ascii_lowercase().contains("plan")
 }
 
 /// 408, 425, 429 and 5xx are worth retrying; other statuses are final.
@@ -307,6 +322,29 @@ mod tests {
         };
         assert!(e.is_transient());
         assert_eq!(classify(Call::FindCustomer, &e), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn a_duplicate_key_as_openmeter_words_it_is_a_conflict_to_read_back() {
+        // `openmeter/customer/errors.go`: a `GenericConflictError`, so 409.
+        let taken = with_detail(
+            409,
+            "key \"k\" is already used by an another customer in the namespace default",
+        );
+        assert_eq!(classify(Call::CreateCustomer, &taken), ErrorClass::Conflict);
+    }
+
+    #[test]
+    fn a_plan_version_openmeter_says_is_not_active_concerns_everyone() {
+        // `openmeter/productcatalog/subscription/service/create.go`.
+        let e = with_detail(
+            400,
+            "plan p@2 is not active at 2026-09-09 00:00:00 +0000 UTC",
+        );
+        assert_eq!(
+            classify(Call::CreateSubscription, &e),
+            ErrorClass::Configuration
+        );
     }
 
     #[test]

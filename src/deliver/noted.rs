@@ -1,0 +1,66 @@
+//! What is logged once: a customer's moved or late events once per
+//! customer, a rate-limited hold at most once a minute.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::domain::Identity;
+
+/// Rate-limited holds are logged at most once per [`Throttled::EVERY`]:
+/// under a gateway's limit, delivery and ensure slow down and push-backs
+/// keep coming, which is the limit working, not an outage to log each time.
+#[derive(Debug, Default)]
+pub(super) struct Throttled {
+    last: Mutex<Option<Instant>>,
+    /// Holds since the last line.
+    since: std::sync::atomic::AtomicU64,
+}
+
+impl Throttled {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// `Some(holds since the last line)` when a line is due.
+    pub(super) fn due(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let held = self.since.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < Self::EVERY) {
+            return None;
+        }
+        *last = Some(Instant::now());
+        self.since.store(0, Ordering::Relaxed);
+        Some(held)
+    }
+}
+
+/// What is logged once per customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Note {
+    Moved,
+    Late,
+}
+
+/// Customers already logged, so a backlog logs one line per customer, not
+/// one per event. Bounded: forgotten wholesale past [`Noted::LIMIT`] (a
+/// customer may then be logged once more).
+#[derive(Debug, Default)]
+pub(super) struct Noted(Mutex<HashMap<Note, HashSet<Identity>>>);
+
+impl Noted {
+    const LIMIT: usize = 10_000;
+
+    /// True the first time `identity` is noted for `note`; no allocation
+    /// once it was.
+    pub(super) fn first(&self, note: Note, identity: &Identity) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = seen.entry(note).or_default();
+        if seen.contains(identity) {
+            return false;
+        }
+        if seen.len() >= Self::LIMIT {
+            seen.clear();
+        }
+        seen.insert(identity.clone())
+    }
+}
