@@ -15,9 +15,9 @@ use serde_json::{Number, Value};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::contract::{Contract, IdScheme};
+use crate::contract::{Contract, IdScheme, SubjectRule};
 use crate::dlq::DeadLetterKind;
-use crate::domain::{AuthId, FeeError, FeeWei, Identity, IdentityError, SubjectRule};
+use crate::domain::{split_inside, FeeError, FeeWei, Identity, IdentityClaim, IdentityError};
 use crate::link::{Fields, Link};
 
 /// The one billable event type.
@@ -417,43 +417,18 @@ pub(crate) fn request_id(value: Option<Scalar>) -> String {
     lenient_text(value).ok().flatten().unwrap_or_default()
 }
 
-/// `auth_id`, else `client_id:usage_subject`, resolved by `rule`.
+/// The ticket's identity ([`IdentityClaim::Event`]), resolved by `rule`.
 fn identity(data: &TicketData, rule: SubjectRule) -> Result<Identity, Rejection> {
-    let Some(raw) = raw_auth_id(
+    let claim = IdentityClaim::event(
         data.auth_id.as_deref(),
         data.client_id.as_deref(),
         data.usage_subject.as_deref(),
-    ) else {
-        return Err(missing_identity(rule, data.auth_id.is_some()));
-    };
-    resolve_identity(&raw, rule)
-}
-
-/// The `auth_id` a ticket names: `auth_id`, else `client_id:usage_subject`
-/// (each trimmed; blank is absent).
-pub(crate) fn raw_auth_id<'a>(
-    auth_id: Option<&'a str>,
-    client_id: Option<&str>,
-    usage_subject: Option<&str>,
-) -> Option<Cow<'a, str>> {
-    if let Some(auth) = blank_to_none(auth_id) {
-        return Some(Cow::Borrowed(auth));
-    }
-    let (client, subject) = (blank_to_none(client_id)?, blank_to_none(usage_subject)?);
-    Some(Cow::Owned(format!("{client}:{subject}")))
-}
-
-/// An `auth_id` resolved by `rule` into whom it bills.
-pub(crate) fn resolve_identity(raw: &str, rule: SubjectRule) -> Result<Identity, Rejection> {
-    let auth_id = AuthId::parse("auth_id", raw).map_err(Rejection::Identity)?;
-    Identity::resolve(auth_id, rule).map_err(|e| match e {
+    );
+    Identity::resolve(claim, rule).map_err(|e| match e {
+        IdentityError::Missing => missing_identity(rule, data.auth_id.is_some()),
         IdentityError::EmptyOwner => Rejection::EmptyOwner,
         e => Rejection::Identity(e),
     })
-}
-
-fn blank_to_none(value: Option<&str>) -> Option<&str> {
-    value.map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// Today's wording, or the seed's under its subject rule.
@@ -535,11 +510,9 @@ fn pipeline_and_model(pipeline: &str, model: &str) -> (String, String) {
     if !model.is_empty() {
         return (or_unknown(pipeline), model.to_owned());
     }
-    match pipeline.find(':') {
-        Some(i) if i > 0 && i < pipeline.len() - 1 => {
-            (pipeline[..i].to_owned(), pipeline[i + 1..].to_owned())
-        }
-        _ => (or_unknown(pipeline), UNKNOWN.to_owned()),
+    match split_inside(pipeline, ':') {
+        Some((base, model)) => (base.to_owned(), model.to_owned()),
+        None => (or_unknown(pipeline), UNKNOWN.to_owned()),
     }
 }
 

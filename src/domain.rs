@@ -1,6 +1,7 @@
 //! Domain newtypes, each parsed once at the edge so the rest of the code
 //! cannot hold an invalid one.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -8,6 +9,8 @@ use ethnum::U256;
 use rust_decimal::Decimal;
 use serde::{Serialize, Serializer};
 use thiserror::Error;
+
+use crate::contract::SubjectRule;
 
 /// OpenMeter's limit on customer keys (`ExternalResourceKey`, maxLength 256).
 pub(crate) const MAX_KEY_CHARS: usize = 256;
@@ -31,6 +34,9 @@ pub enum IdentityError {
     /// `<client>:owner:` with nothing after the prefix.
     #[error("empty owner id")]
     EmptyOwner,
+    /// The input names no identity at all.
+    #[error("missing identity")]
+    Missing,
 }
 
 /// The signer's `auth_id`: trimmed, non-empty, at most 256 characters, no
@@ -70,8 +76,7 @@ impl AuthId {
     /// Splits at the first colon when it is neither the first nor the last
     /// character (the original's rule); `None` when the id is not compound.
     fn split(&self) -> Option<(&str, &str)> {
-        let idx = self.0.find(':')?;
-        (idx > 0 && idx < self.0.len() - 1).then(|| (&self.0[..idx], &self.0[idx + 1..]))
+        split_inside(&self.0, ':')
     }
 }
 
@@ -117,21 +122,6 @@ impl fmt::Display for CustomerKey {
     }
 }
 
-/// Which rule picks the billing subject (`BILLING_SUBJECT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum SubjectRule {
-    /// Today's collectors (livepeer/clearinghouse and pymthouse/pymthouse
-    /// `collector.yaml`): an `owner:` payer is the bare owner, an `eu_` payer
-    /// its end-user wallet, `payer#actor` bills the payer; else the whole
-    /// `auth_id`.
-    #[default]
-    Upstream,
-    /// The seed's: the whole `auth_id` is always the subject, for operators
-    /// whose customers were made that way.
-    #[value(name = "auth_id", alias = "auth-id")]
-    AuthId,
-}
-
 /// What kind of payer the billing subject is (`data.billing_subject_kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SubjectKind {
@@ -162,6 +152,65 @@ const END_USER_PREFIX: &str = "eu_";
 /// test-card grants never share the production customer); like pymthouse's
 /// `isSandboxEndUserCustomerKey`, only with something after it.
 const SANDBOX_END_USER_PREFIX: &str = "sbx_eu_";
+
+/// What an input says about who it is for. Each kind of input names an
+/// identity its own way, and upstream gave each its own precedence, which
+/// [`Identity::resolve`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityClaim<'a> {
+    /// A ticket's `data` (today's collectors, pymthouse `collector.yaml`):
+    /// `auth_id`, in any form, else `client_id:usage_subject`. Blank fields
+    /// are absent ([`IdentityClaim::event`]).
+    Event {
+        auth_id: Option<&'a str>,
+        client_id: Option<&'a str>,
+        usage_subject: Option<&'a str>,
+    },
+    /// A provisioning request (`POST /ensure`, the `ensure` command; the
+    /// original sidecar's `parseIdentity`): `client_id` and
+    /// `external_user_id`, each checked on its own, when both are given;
+    /// else a `client_id:external_user_id` id in the field it names
+    /// (`auth_id` or `subject`), which must be compound.
+    Request {
+        client_id: Option<&'a str>,
+        external_user_id: Option<&'a str>,
+        compound: Option<(&'static str, &'a str)>,
+    },
+}
+
+impl<'a> IdentityClaim<'a> {
+    /// A ticket's identity fields as read, each trimmed, a blank one absent.
+    pub fn event(
+        auth_id: Option<&'a str>,
+        client_id: Option<&'a str>,
+        usage_subject: Option<&'a str>,
+    ) -> Self {
+        let given = |v: Option<&'a str>| v.map(str::trim).filter(|s| !s.is_empty());
+        Self::Event {
+            auth_id: given(auth_id),
+            client_id: given(client_id),
+            usage_subject: given(usage_subject),
+        }
+    }
+
+    /// The `auth_id` an event names, as text (what a dead letter that does
+    /// not resolve is filed under); `None` when it names none. A request's
+    /// is only known once its halves are checked.
+    pub fn named(&self) -> Option<Cow<'a, str>> {
+        match *self {
+            Self::Event {
+                auth_id: Some(auth),
+                ..
+            } => Some(Cow::Borrowed(auth)),
+            Self::Event {
+                client_id: Some(client),
+                usage_subject: Some(user),
+                ..
+            } => Some(Cow::Owned(format!("{client}:{user}"))),
+            _ => None,
+        }
+    }
+}
 
 /// Who is billed for a ticket, and the dimensions that say who used it.
 ///
@@ -211,9 +260,42 @@ impl Identity {
         }
     }
 
-    /// Resolves `auth_id` by `rule`; the one place the identity rules live
-    /// (decode, `/ensure` and the audit all come here).
-    pub fn resolve(auth_id: AuthId, rule: SubjectRule) -> Result<Self, IdentityError> {
+    /// Resolves what `claim` names by `rule`: the one place the identity
+    /// rules live, and the one precedence per kind of input
+    /// ([`IdentityClaim`]). Decode, the audit, `/ensure` and the `ensure`
+    /// command all come here.
+    pub fn resolve(claim: IdentityClaim<'_>, rule: SubjectRule) -> Result<Self, IdentityError> {
+        let auth_id = match claim {
+            IdentityClaim::Event { .. } => {
+                let named = claim.named().ok_or(IdentityError::Missing)?;
+                AuthId::parse("auth_id", &named)?
+            }
+            IdentityClaim::Request {
+                client_id: Some(client),
+                external_user_id: Some(user),
+                ..
+            } => {
+                let client = AuthId::parse("client_id", client)?;
+                let user = AuthId::parse("external_user_id", user)?;
+                AuthId::parse("client_id:external_user_id", &format!("{client}:{user}"))?
+            }
+            IdentityClaim::Request {
+                compound: Some((field, raw)),
+                ..
+            } => {
+                let auth_id = AuthId::parse(field, raw)?;
+                if auth_id.split().is_none() {
+                    return Err(IdentityError::NotCompound { field });
+                }
+                auth_id
+            }
+            IdentityClaim::Request { .. } => return Err(IdentityError::Missing),
+        };
+        Self::by_rule(auth_id, rule)
+    }
+
+    /// A parsed `auth_id` by `rule`.
+    fn by_rule(auth_id: AuthId, rule: SubjectRule) -> Result<Self, IdentityError> {
         match rule {
             SubjectRule::AuthId => Ok(Self::from_auth_id(auth_id)),
             SubjectRule::Upstream => Self::upstream(auth_id),
@@ -255,31 +337,34 @@ impl Identity {
         })
     }
 
-    /// The `/ensure` rule: an `auth_id` must be compound there.
+    /// A request naming a compound id in `field` (`auth_id` or `subject`).
     pub fn from_compound(
         field: &'static str,
         raw: &str,
         rule: SubjectRule,
     ) -> Result<Self, IdentityError> {
-        let auth_id = AuthId::parse(field, raw)?;
-        if auth_id.split().is_none() {
-            return Err(IdentityError::NotCompound { field });
-        }
-        Self::resolve(auth_id, rule)
+        let claim = IdentityClaim::Request {
+            client_id: None,
+            external_user_id: None,
+            compound: Some((field, raw)),
+        };
+        Self::resolve(claim, rule)
     }
 
-    /// Builds the identity from its two halves (`client_id` and the usage
-    /// subject, `external_user_id` in the sidecar's API); the `auth_id` is
+    /// A request naming both halves (`client_id` and the usage subject,
+    /// `external_user_id` in the sidecar's API); the `auth_id` is
     /// `client:subject`.
     pub fn from_parts(
         client_id: &str,
         usage_subject: &str,
         rule: SubjectRule,
     ) -> Result<Self, IdentityError> {
-        let client = AuthId::parse("client_id", client_id)?;
-        let user = AuthId::parse("external_user_id", usage_subject)?;
-        let auth_id = AuthId::parse("client_id:external_user_id", &format!("{client}:{user}"))?;
-        Self::resolve(auth_id, rule)
+        let claim = IdentityClaim::Request {
+            client_id: Some(client_id),
+            external_user_id: Some(usage_subject),
+            compound: None,
+        };
+        Self::resolve(claim, rule)
     }
 
     pub fn auth_id(&self) -> &AuthId {
@@ -338,10 +423,18 @@ fn is_end_user_wallet(payer: &str) -> bool {
 /// Splits a usage subject at its first `#` when it is neither first nor
 /// last: the payer, and the actor who used the payer's credit.
 fn split_actor(usage: &str) -> (&str, Option<&str>) {
-    match usage.find('#') {
-        Some(i) if i > 0 && i < usage.len() - 1 => (&usage[..i], Some(&usage[i + 1..])),
-        _ => (usage, None),
+    match split_inside(usage, '#') {
+        Some((payer, actor)) => (payer, Some(actor)),
+        None => (usage, None),
     }
+}
+
+/// Splits `text` at the first `separator` when it is neither the first nor
+/// the last character: upstream's one rule for `client:subject`,
+/// `payer#actor` and `base:model`; `None` otherwise.
+pub(crate) fn split_inside(text: &str, separator: char) -> Option<(&str, &str)> {
+    let (before, after) = text.split_once(separator)?;
+    (!before.is_empty() && !after.is_empty()).then_some((before, after))
 }
 
 /// The plan new customers are subscribed to unless `OPENMETER_DEFAULT_PLAN_KEY`
@@ -440,19 +533,6 @@ impl fmt::Display for FeeWei {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
     }
-}
-
-/// How amounts are written (`USD_MICROS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Amounts {
-    /// Today's collectors: the exact fractional micros ("no per-ticket
-    /// ceil; read paths ceil once"), `fee_wei` and `eth_usd_price` as
-    /// numbers so meters can SUM them.
-    #[default]
-    Exact,
-    /// The seed's: whole micros rounded half-up per ticket, `fee_wei` and
-    /// `eth_usd_price` as strings.
-    Rounded,
 }
 
 /// An exact amount in millionths of a US dollar: `atoms / 10^scale`, kept
@@ -700,7 +780,10 @@ mod tests {
     }
 
     fn upstream(auth_id: &str) -> Result<Identity, IdentityError> {
-        Identity::resolve(AuthId::parse("auth_id", auth_id)?, SubjectRule::Upstream)
+        Identity::resolve(
+            IdentityClaim::event(Some(auth_id), None, None),
+            SubjectRule::Upstream,
+        )
     }
 
     /// (billing subject, client_id, usage_subject, external_user_id, kind)
@@ -946,8 +1029,8 @@ mod tests {
     #[test]
     fn the_auth_id_rule_always_bills_the_whole_auth_id() {
         for raw in ["app_abc:owner:U1", "app_abc:eu_1#a", "app_x:owner:"] {
-            let id = Identity::resolve(AuthId::parse("auth_id", raw).unwrap(), SubjectRule::AuthId)
-                .unwrap();
+            let claim = IdentityClaim::event(Some(raw), None, None);
+            let id = Identity::resolve(claim, SubjectRule::AuthId).unwrap();
             assert_eq!(id.customer_key().as_str(), raw);
             assert_eq!(id.kind(), SubjectKind::LegacyCompound);
         }
@@ -959,6 +1042,88 @@ mod tests {
         assert_eq!(id.usage_subject_type(Some(" oidc_user ")), "oidc_user");
         assert_eq!(id.usage_subject_type(Some("")), "external_user_id");
         assert_eq!(id.usage_subject_type(None), "external_user_id");
+    }
+
+    fn request<'a>(
+        client_id: Option<&'a str>,
+        external_user_id: Option<&'a str>,
+        auth_id: Option<&'a str>,
+    ) -> IdentityClaim<'a> {
+        IdentityClaim::Request {
+            client_id,
+            external_user_id,
+            compound: auth_id.map(|a| ("auth_id", a)),
+        }
+    }
+
+    fn key_of(claim: IdentityClaim) -> Result<String, IdentityError> {
+        Identity::resolve(claim, SubjectRule::Upstream).map(|id| id.customer_key().to_string())
+    }
+
+    #[test]
+    fn an_event_is_billed_by_its_auth_id_before_its_halves() {
+        let claim = IdentityClaim::event(Some("a:b"), Some("c"), Some("d"));
+        assert_eq!(key_of(claim), Ok("a:b".into()));
+    }
+
+    #[test]
+    fn an_event_without_auth_id_is_billed_by_its_joined_halves() {
+        let claim = IdentityClaim::event(Some("  "), Some(" app "), Some("owner:U2"));
+        assert_eq!(claim.named().as_deref(), Some("app:owner:U2"));
+        assert_eq!(key_of(claim), Ok("U2".into()));
+    }
+
+    #[test]
+    fn an_event_with_one_half_names_no_identity() {
+        let claim = IdentityClaim::event(None, Some("app"), Some(" "));
+        assert_eq!(claim.named(), None);
+        assert_eq!(key_of(claim), Err(IdentityError::Missing));
+    }
+
+    #[test]
+    fn a_request_is_ensured_by_its_halves_before_its_compound_id() {
+        let claim = request(Some("c"), Some("d"), Some("a:b"));
+        assert_eq!(key_of(claim), Ok("c:d".into()));
+    }
+
+    #[test]
+    fn a_request_with_one_half_is_ensured_by_its_compound_id() {
+        assert_eq!(
+            key_of(request(Some("c"), None, Some("a:b"))),
+            Ok("a:b".into())
+        );
+    }
+
+    #[test]
+    fn a_request_checks_each_half_under_its_own_name() {
+        assert_eq!(
+            key_of(request(Some(" "), Some("u"), None)),
+            Err(IdentityError::Empty { field: "client_id" })
+        );
+    }
+
+    #[test]
+    fn a_request_compound_id_must_be_compound() {
+        assert_eq!(
+            key_of(request(None, None, Some("session_1"))),
+            Err(IdentityError::NotCompound { field: "auth_id" })
+        );
+    }
+
+    #[test]
+    fn a_request_naming_nothing_is_a_missing_identity() {
+        assert_eq!(
+            key_of(request(None, Some("u"), None)),
+            Err(IdentityError::Missing)
+        );
+    }
+
+    #[test]
+    fn a_separator_splits_only_between_two_non_empty_parts() {
+        assert_eq!(split_inside("a:b:c", ':'), Some(("a", "b:c")));
+        for text in [":a", "a:", ":", "a"] {
+            assert_eq!(split_inside(text, ':'), None, "{text}");
+        }
     }
 
     #[test]

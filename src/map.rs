@@ -7,9 +7,9 @@ use serde::Serialize;
 use serde_json::Number;
 use sha2::{Digest, Sha256};
 
-use crate::contract::{Contract, IdScheme};
+use crate::contract::{Amounts, Contract, IdScheme};
 use crate::decode::{SignedTicket, BILLABLE_TYPE};
-use crate::domain::{json_number, Amounts, EthUsdPrice, Identity, UsdMicros};
+use crate::domain::{json_number, EthUsdPrice, Identity, UsdMicros};
 
 /// The CloudEvent `source` of every event we send.
 pub(crate) const SOURCE: &str = "go-livepeer-remote-signer";

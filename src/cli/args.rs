@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::billing::EventTime;
-use crate::contract::IdScheme;
-use crate::domain::{Amounts, EthUsdPrice, PlanKey, SubjectRule, DEFAULT_PLAN_KEY};
+use crate::contract::{Amounts, IdScheme, SubjectRule};
+use crate::domain::{EthUsdPrice, PlanKey, DEFAULT_PLAN_KEY};
 use crate::ensure::EnsureConfig;
 use crate::openmeter::ClientConfig;
 use crate::pipeline::PipelineConfig;

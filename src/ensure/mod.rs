@@ -31,7 +31,7 @@ use thiserror::Error;
 use crate::billing::BillingTerms;
 use crate::concurrency::{AdaptiveLimit, Growth, InFlightBounds, Signal};
 use crate::dlq::DeadLetterKind;
-use crate::domain::{CustomerKey, Identity, PlanKey, SubjectKind, SubjectRule};
+use crate::domain::{CustomerKey, Identity, PlanKey, SubjectKind};
 use crate::metrics::metrics;
 use crate::openmeter::model::{
     CreateSubscription, Customer, CustomerById, PlanRef, Subscription, SubscriptionStatus,
@@ -206,8 +206,6 @@ pub struct Provisioner {
     plan_key: PlanKey,
     /// The plan new app-owner customers get, when it is not the default.
     owner_plan_key: Option<PlanKey>,
-    /// How callers that hand in raw identities (`/ensure`) resolve them.
-    subjects: SubjectRule,
     ensured: Arc<EnsuredCache>,
     /// Ensures under way; an entry lives only while its flight does.
     flights: Cache<CustomerKey, Arc<Ensured>>,
@@ -244,7 +242,6 @@ impl Provisioner {
             client,
             plan_key,
             owner_plan_key: None,
-            subjects: SubjectRule::default(),
             ensured: Arc::new(EnsuredCache::new(config.cache_capacity, config.cache_ttl)),
             flights: Cache::builder().max_capacity(FLIGHTS).build(),
             refused: Cache::builder()
@@ -269,16 +266,6 @@ impl Provisioner {
     pub fn with_owner_plan(mut self, key: Option<PlanKey>) -> Self {
         self.owner_plan_key = key.filter(|k| *k != self.plan_key);
         self
-    }
-
-    /// The rule raw identities handed to this provisioner are read by.
-    pub fn with_subject_rule(mut self, rule: SubjectRule) -> Self {
-        self.subjects = rule;
-        self
-    }
-
-    pub fn subject_rule(&self) -> SubjectRule {
-        self.subjects
     }
 
     pub fn plan_key(&self) -> &PlanKey {

@@ -686,7 +686,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let auth = format!("app:new-{i}");
-                Identity::from_compound("auth_id", &auth, crate::domain::SubjectRule::Upstream)
+                Identity::from_compound("auth_id", &auth, crate::contract::SubjectRule::Upstream)
                     .unwrap()
             })
             .collect()
