@@ -8,7 +8,7 @@ use serde_json::Number;
 use sha2::{Digest, Sha256};
 
 use crate::contract::{Amounts, Contract, IdScheme};
-use crate::decode::{SignedTicket, BILLABLE_TYPE};
+use crate::decode::{Dimensions, SignedTicket, BILLABLE_TYPE};
 use crate::domain::{json_number, EthUsdPrice, Identity, UsdMicros};
 
 /// The CloudEvent `source` of every event we send.
@@ -63,19 +63,9 @@ pub struct UsageData {
     pub network_fee_usd_micros: UsdMicros,
     /// Equal to the network fee until markup rules exist.
     pub billable_usd_micros: UsdMicros,
-    pub pipeline: String,
-    pub model_id: String,
-    pub manifest_id: String,
-    pub app: String,
-    pub session_status: String,
-    pub orch_address: String,
-    /// Left out when the event's value could not be read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pixels: Option<Number>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub num_tickets: Option<Number>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub billable_secs: Option<Number>,
+    /// `pipeline` … `billable_secs`, as decode read them.
+    #[serde(flatten)]
+    pub dimensions: Dimensions,
     pub fee_wei: Figure,
     pub gateway_request_id: String,
     pub auth_id: String,
@@ -136,7 +126,8 @@ pub struct Mapped {
 /// bootstrap catalog is checked against this list. It includes the fields
 /// of today's collectors (see the reference's "Where the producers went
 /// after the seed"): `manifest_id`, `billable_secs` and `fee_wei` (numbers),
-/// which upstream's analytics meters read, and the identity fields.
+/// which upstream's analytics meters read, and the identity fields. A test
+/// holds it to the fields [`UsageData`] serialises.
 pub(crate) const DATA_FIELDS: &[&str] = &[
     "client_id",
     "external_user_id",
@@ -188,7 +179,8 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Ma
     let fingerprint = id_fingerprint(envelope_id);
     let identity = ticket.identity;
     let subject = identity.customer_key().to_string();
-    let dims = ticket.dimensions;
+    let mut dimensions = ticket.dimensions;
+    let unreadable = std::mem::take(&mut dimensions.unreadable);
     let event = UsageEvent {
         specversion: "1.0",
         id: ticket.event_id,
@@ -209,15 +201,7 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Ma
             openmeter_customer_key: subject,
             network_fee_usd_micros: fee,
             billable_usd_micros: fee,
-            pipeline: dims.pipeline,
-            model_id: dims.model_id,
-            manifest_id: dims.manifest_id,
-            app: dims.app,
-            session_status: dims.session_status,
-            orch_address: dims.orch_address,
-            pixels: dims.pixels,
-            num_tickets: dims.num_tickets,
-            billable_secs: dims.billable_secs,
+            dimensions,
             fee_wei,
             gateway_request_id: ticket.request_id,
             auth_id: identity.auth_id().to_string(),
@@ -233,6 +217,165 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Ma
         signed_at: ticket.signed_at,
         other_id: ticket.other_id,
         exact_usd_micros: exact,
-        unreadable: dims.unreadable,
+        unreadable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
+
+    /// A ticket of `app:owner:U1` signed at 2026-09-09T00:00:00Z.
+    const TICKET: &str = r#"{"request_id":"r1","auth_id":"app:owner:U1","computed_fee":"333333333333","current_time":"2026-09-09T00:00:00Z","pixels":7}"#;
+
+    fn mapped(data: &str, contract: &Contract) -> Mapped {
+        let payload = format!(r#"{{"id":"env-1","type":"create_signed_ticket","data":{data}}}"#);
+        let Ok(Decoded::Ticket(ticket)) = decode(payload.as_bytes(), DEFAULT_MAX_BYTES, contract)
+        else {
+            panic!("{payload} is a ticket");
+        };
+        map(*ticket, &"3500".parse().unwrap(), contract)
+    }
+
+    fn data(mapped: &Mapped) -> serde_json::Value {
+        serde_json::to_value(&mapped.event.data).unwrap()
+    }
+
+    fn rounded() -> Contract {
+        Contract {
+            amounts: Amounts::Rounded,
+            ..Contract::default()
+        }
+    }
+
+    fn at(time: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(time).unwrap().to_utc()
+    }
+
+    #[test]
+    fn exact_amounts_are_the_exact_micros_and_figures_as_json_numbers() {
+        let d = data(&mapped(TICKET, &Contract::default()));
+        assert_eq!(d["network_fee_usd_micros"].to_string(), "1166.6666666655");
+        assert_eq!(d["fee_wei"].to_string(), "333333333333");
+        assert_eq!(d["eth_usd_price"].to_string(), "3500");
+    }
+
+    #[test]
+    fn rounded_amounts_are_whole_micros_half_up_and_figures_as_text() {
+        let d = data(&mapped(TICKET, &rounded()));
+        assert_eq!(d["network_fee_usd_micros"].to_string(), "1167");
+        assert_eq!(d["fee_wei"], "333333333333");
+        assert_eq!(d["eth_usd_price"], "3500");
+    }
+
+    #[test]
+    fn a_rounded_fee_wei_is_the_fee_as_the_signer_wrote_it() {
+        let d = data(&mapped(
+            r#"{"auth_id":"c:u","computed_fee":"000120"}"#,
+            &rounded(),
+        ));
+        assert_eq!(d["fee_wei"], "000120");
+    }
+
+    #[test]
+    fn the_exact_fee_is_kept_whatever_the_amounts_written() {
+        let m = mapped(TICKET, &rounded());
+        assert_eq!(m.exact_usd_micros.to_string(), "1166.6666666655");
+    }
+
+    #[test]
+    fn the_billable_amount_is_the_network_fee() {
+        let m = mapped(TICKET, &Contract::default());
+        assert_eq!(
+            m.event.data.billable_usd_micros,
+            m.event.data.network_fee_usd_micros
+        );
+    }
+
+    #[test]
+    fn the_billing_subject_is_the_subject_and_the_customer_key() {
+        let m = mapped(TICKET, &Contract::default());
+        assert_eq!(m.event.subject, "U1");
+        let d = data(&m);
+        for field in ["billing_subject_key", "openmeter_customer_key"] {
+            assert_eq!(d[field], "U1", "{field}");
+        }
+        assert_eq!(d["billing_subject_kind"], "owner_wallet");
+        assert_eq!(d["auth_id"], "app:owner:U1");
+    }
+
+    #[test]
+    fn an_owner_is_an_app_owner_whatever_type_the_event_gives() {
+        let with_type = TICKET.replace(r#""pixels":7"#, r#""usage_subject_type":"oidc_user""#);
+        assert_eq!(
+            data(&mapped(&with_type, &Contract::default()))["usage_subject_type"],
+            "app_owner"
+        );
+    }
+
+    #[test]
+    fn the_event_is_a_create_signed_ticket_from_the_remote_signer() {
+        let e = mapped(TICKET, &Contract::default()).event;
+        assert_eq!(
+            (e.specversion, e.source, e.kind, e.id.as_str()),
+            ("1.0", SOURCE, BILLABLE_TYPE, "env-1")
+        );
+        assert_eq!(e.data.gateway_request_id, "r1");
+    }
+
+    #[test]
+    fn the_fingerprint_is_of_the_envelope_id_under_either_id_scheme() {
+        let default = mapped(TICKET, &Contract::default());
+        let seed = mapped(TICKET, &Contract::seed());
+        assert_eq!(seed.event.id, "r1");
+        assert_eq!(default.event.data.id_fingerprint, id_fingerprint("env-1"));
+        assert_eq!(seed.event.data.id_fingerprint, id_fingerprint("env-1"));
+    }
+
+    #[test]
+    fn a_fingerprint_is_the_first_four_bytes_of_the_ids_sha256() {
+        // SHA-256 of the empty string begins e3 b0 c4 42.
+        assert_eq!(id_fingerprint(""), 0xe3b0_c442);
+    }
+
+    #[test]
+    fn an_unreadable_dimension_is_left_out_of_data() {
+        let m = mapped(
+            r#"{"auth_id":"c:u","computed_fee":"1","pixels":"many"}"#,
+            &Contract::default(),
+        );
+        assert!(data(&m).get("pixels").is_none());
+        assert_eq!(m.unreadable, ["pixels"]);
+    }
+
+    #[test]
+    fn billing_from_a_start_moves_the_time_and_keeps_the_signed_time_once() {
+        let mut event = mapped(TICKET, &Contract::default()).event;
+        event.bill_from(at("2026-10-01T00:00:00Z"));
+        event.bill_from(at("2026-11-01T00:00:00Z"));
+        assert_eq!(event.time, "2026-11-01T00:00:00Z");
+        assert_eq!(
+            event.data.signed_at.as_deref(),
+            Some("2026-09-09T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn data_fields_are_the_fields_data_is_sent_with() {
+        let mut event = mapped(TICKET, &Contract::default()).event;
+        event.bill_from(at("2026-10-01T00:00:00Z"));
+        event.data.original_id = Some("env-0".into());
+        let sent = serde_json::to_value(&event.data).unwrap();
+        let mut sent: Vec<&str> = sent
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut listed = DATA_FIELDS.to_vec();
+        sent.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(sent, listed);
     }
 }
