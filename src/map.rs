@@ -3,7 +3,8 @@
 //! contract's [`Amounts`] decide how the amounts are written.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 use serde_json::Number;
 use sha2::{Digest, Sha256};
 
@@ -47,43 +48,89 @@ impl Figure {
     }
 }
 
-/// The event's `data`; the meters read these fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The event's `data`; the meters read these fields ([`DATA_FIELDS`]).
+/// The identity's are written from the shared [`Identity`], never copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageData {
-    pub client_id: String,
-    /// The actor of `payer#actor`, else the payer (group-by).
-    pub external_user_id: String,
-    pub usage_subject: String,
-    pub usage_subject_type: String,
-    pub billing_subject_key: String,
-    pub billing_subject_kind: &'static str,
-    pub actor_end_user_id: String,
-    /// The customer billed; equal to the CloudEvent `subject`.
-    pub openmeter_customer_key: String,
+    /// `client_id`, `external_user_id` (the actor of `payer#actor`, else
+    /// the payer), `usage_subject`, `billing_subject_key`,
+    /// `billing_subject_kind`, `actor_end_user_id`, `openmeter_customer_key`
+    /// (the customer billed, equal to the CloudEvent `subject`) and
+    /// `auth_id`.
+    pub identity: Identity,
+    /// The event's own `usage_subject_type`; `data` carries
+    /// [`Identity::usage_subject_type`] of it.
+    pub given_usage_subject_type: Option<String>,
     pub network_fee_usd_micros: UsdMicros,
     /// Equal to the network fee until markup rules exist.
     pub billable_usd_micros: UsdMicros,
     /// `pipeline` … `billable_secs`, as decode read them.
-    #[serde(flatten)]
     pub dimensions: Dimensions,
     pub fee_wei: Figure,
     pub gateway_request_id: String,
-    pub auth_id: String,
     /// The rate used, so every invoice line can be re-derived.
     pub eth_usd_price: Figure,
     /// The signed time, kept here when `time` was moved to the start of the
     /// subscription that bills the event ([`UsageEvent::bill_from`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub signed_at: Option<String>,
     /// The id this event was first sent under, when `audit --repair` sent
     /// it again under a derived id (the first copy was proven lost).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub original_id: Option<String>,
     /// [`id_fingerprint`] of the ticket's envelope id: the built-in
     /// catalog's `id_fingerprint` meter sums it, so the audit's totals see
     /// a lost ticket and another one stored twice even when their fees are
     /// equal. The same under either `EVENT_ID` and on a repair copy.
     pub id_fingerprint: u32,
+}
+
+/// `data` in the seed's field order; a dimension that could not be read,
+/// and `signed_at` and `original_id` when unset, are left out.
+impl Serialize for UsageData {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (id, dims) = (&self.identity, &self.dimensions);
+        let subject = id.billing_key().as_str();
+        let given = self.given_usage_subject_type.as_deref();
+        let mut data = serializer.serialize_struct("UsageData", DATA_FIELDS.len())?;
+        data.serialize_field("client_id", id.client_id())?;
+        data.serialize_field("external_user_id", id.external_user_id())?;
+        data.serialize_field("usage_subject", id.usage_subject())?;
+        data.serialize_field("usage_subject_type", id.usage_subject_type(given))?;
+        data.serialize_field("billing_subject_key", subject)?;
+        data.serialize_field("billing_subject_kind", id.kind().as_str())?;
+        data.serialize_field("actor_end_user_id", id.actor_end_user_id())?;
+        data.serialize_field("openmeter_customer_key", subject)?;
+        data.serialize_field("network_fee_usd_micros", &self.network_fee_usd_micros)?;
+        data.serialize_field("billable_usd_micros", &self.billable_usd_micros)?;
+        data.serialize_field("pipeline", &dims.pipeline)?;
+        data.serialize_field("model_id", &dims.model_id)?;
+        data.serialize_field("manifest_id", &dims.manifest_id)?;
+        data.serialize_field("app", &dims.app)?;
+        data.serialize_field("session_status", &dims.session_status)?;
+        data.serialize_field("orch_address", &dims.orch_address)?;
+        optional(&mut data, "pixels", &dims.pixels)?;
+        optional(&mut data, "num_tickets", &dims.num_tickets)?;
+        optional(&mut data, "billable_secs", &dims.billable_secs)?;
+        data.serialize_field("fee_wei", &self.fee_wei)?;
+        data.serialize_field("gateway_request_id", &self.gateway_request_id)?;
+        data.serialize_field("auth_id", id.auth_id().as_str())?;
+        data.serialize_field("eth_usd_price", &self.eth_usd_price)?;
+        optional(&mut data, "signed_at", &self.signed_at)?;
+        optional(&mut data, "original_id", &self.original_id)?;
+        data.serialize_field("id_fingerprint", &self.id_fingerprint)?;
+        data.end()
+    }
+}
+
+/// `value` under `key` when it is set; else the field is left out.
+fn optional<S: SerializeStruct, T: Serialize>(
+    data: &mut S,
+    key: &'static str,
+    value: &Option<T>,
+) -> Result<(), S::Error> {
+    match value {
+        Some(value) => data.serialize_field(key, value),
+        None => data.skip_field(key),
+    }
 }
 
 /// A ticket's fingerprint: the first four bytes of the SHA-256 of its
@@ -178,7 +225,6 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Ma
     };
     let fingerprint = id_fingerprint(envelope_id);
     let identity = ticket.identity;
-    let subject = identity.customer_key().to_string();
     let mut dimensions = ticket.dimensions;
     let unreadable = std::mem::take(&mut dimensions.unreadable);
     let event = UsageEvent {
@@ -186,25 +232,16 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Ma
         id: ticket.event_id,
         source: SOURCE,
         kind: BILLABLE_TYPE,
-        subject: subject.clone(),
+        subject: identity.billing_key().as_str().to_owned(),
         time: ticket.time,
         data: UsageData {
-            client_id: identity.client_id().to_owned(),
-            external_user_id: identity.external_user_id().to_owned(),
-            usage_subject: identity.usage_subject().to_owned(),
-            usage_subject_type: identity
-                .usage_subject_type(ticket.usage_subject_type.as_deref())
-                .to_owned(),
-            billing_subject_key: subject.clone(),
-            billing_subject_kind: identity.kind().as_str(),
-            actor_end_user_id: identity.actor_end_user_id().to_owned(),
-            openmeter_customer_key: subject,
+            identity: identity.clone(),
+            given_usage_subject_type: ticket.usage_subject_type,
             network_fee_usd_micros: fee,
             billable_usd_micros: fee,
             dimensions,
             fee_wei,
             gateway_request_id: ticket.request_id,
-            auth_id: identity.auth_id().to_string(),
             eth_usd_price,
             signed_at: None,
             original_id: None,

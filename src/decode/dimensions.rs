@@ -1,7 +1,6 @@
 //! Today's collectors' dimensions, read leniently: one that cannot be read
 //! is left out and named, never a dead letter.
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Number;
 
@@ -14,7 +13,7 @@ const UNKNOWN: &str = "unknown";
 
 /// The fields meters group by or sum besides the fee, read leniently; the
 /// CloudEvent's `data` carries them as they are ([`crate::map::UsageData`]).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Dimensions {
     pub pipeline: String,
     pub model_id: String,
@@ -24,14 +23,10 @@ pub struct Dimensions {
     pub orch_address: String,
     /// `None`, and left out of `data`, when the event's value could not
     /// be read as a number.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub pixels: Option<Number>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub num_tickets: Option<Number>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub billable_secs: Option<Number>,
     /// Dimensions left out because their value could not be read.
-    #[serde(skip)]
     pub unreadable: Vec<&'static str>,
 }
 

@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -12,9 +14,16 @@ use crate::contract::SubjectRule;
 
 /// The OpenMeter customer key (also its name and its one subject key): the
 /// identity's billing subject.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct CustomerKey(Box<str>);
+/// Shared: the identity, its event's `subject` and the ensure round hold one
+/// copy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CustomerKey(Arc<str>);
+
+impl Serialize for CustomerKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl CustomerKey {
     pub fn as_str(&self) -> &str {
@@ -129,19 +138,45 @@ impl<'a> IdentityClaim<'a> {
 ///
 /// Built from an `auth_id` (`client_id:usage_subject`) by one of the
 /// [`SubjectRule`]s; the billing subject is the CloudEvent `subject`, the
-/// customer key and its usage-attribution subject at once.
+/// customer key and its usage-attribution subject at once. Shared: a clone
+/// is a reference count, so the event's `data`, its batch and the ensure
+/// round hold the one identity decode built.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub struct Identity(Arc<Parts>);
+
+/// An identity's parts. All but the billing subject are stretches of the
+/// `auth_id`, kept as where they lie in it rather than as copies.
+#[derive(Debug, PartialEq, Eq)]
+struct Parts {
     auth_id: AuthId,
-    client_id: String,
+    client_id: Range<usize>,
     /// The payer: the bare owner id, the `eu_` wallet, or the usage subject.
-    usage_subject: String,
+    usage_subject: Range<usize>,
     /// The actor of `payer#actor`, else the payer (a group-by dimension).
-    external_user_id: String,
-    /// The `eu_` wallet that pays, when one does.
-    actor_end_user_id: String,
+    external_user_id: Range<usize>,
+    /// The `eu_` wallet that pays, when one does (else empty).
+    actor_end_user_id: Range<usize>,
     kind: SubjectKind,
     billing_subject: CustomerKey,
+}
+
+impl Parts {
+    fn part(&self, span: &Range<usize>) -> &str {
+        self.auth_id.as_str().get(span.clone()).unwrap_or_default()
+    }
+}
+
+/// Where `part`, a slice of `whole` or empty, lies in `whole`.
+fn span(whole: &str, part: &str) -> Range<usize> {
+    if part.is_empty() {
+        return 0..0;
+    }
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    debug_assert!(
+        start + part.len() <= whole.len(),
+        "{part:?} is not in {whole:?}"
+    );
+    start..start + part.len()
 }
 
 /// Hashes what tells identities apart (`auth_id` and the billing subject;
@@ -150,8 +185,8 @@ pub struct Identity {
 /// which still compares every field.
 impl std::hash::Hash for Identity {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.auth_id.hash(state);
-        self.billing_subject.hash(state);
+        self.0.auth_id.hash(state);
+        self.0.billing_subject.hash(state);
     }
 }
 
@@ -162,15 +197,9 @@ impl Identity {
         let (client, user) = auth_id
             .split()
             .unwrap_or((auth_id.as_str(), auth_id.as_str()));
-        Self {
-            client_id: client.to_owned(),
-            usage_subject: user.to_owned(),
-            external_user_id: user.to_owned(),
-            actor_end_user_id: String::new(),
-            kind: SubjectKind::LegacyCompound,
-            billing_subject: CustomerKey(auth_id.as_str().into()),
-            auth_id,
-        }
+        let spans = [client, user, user, ""].map(|part| span(auth_id.as_str(), part));
+        let subject = CustomerKey(auth_id.as_str().into());
+        Self::of(auth_id, spans, SubjectKind::LegacyCompound, subject)
     }
 
     /// Resolves what `claim` names by `rule`: the one place the identity
@@ -239,15 +268,34 @@ impl Identity {
             SubjectKind::AppUserWallet => payer,
             _ => "",
         };
-        Ok(Self {
-            client_id: client.to_owned(),
-            usage_subject: usage_subject.to_owned(),
-            external_user_id: actor.unwrap_or(usage_subject).to_owned(),
-            actor_end_user_id: actor_end_user_id.to_owned(),
-            kind,
-            billing_subject: CustomerKey(subject.into()),
+        let parts = [
+            client,
+            usage_subject,
+            actor.unwrap_or(usage_subject),
+            actor_end_user_id,
+        ];
+        let spans = parts.map(|part| span(auth_id.as_str(), part));
+        let subject = CustomerKey(subject.into());
+        Ok(Self::of(auth_id, spans, kind, subject))
+    }
+
+    /// An identity of `auth_id` whose `client_id`, `usage_subject`,
+    /// `external_user_id` and `actor_end_user_id` lie at `spans` in it.
+    fn of(
+        auth_id: AuthId,
+        [client_id, usage_subject, external_user_id, actor_end_user_id]: [Range<usize>; 4],
+        kind: SubjectKind,
+        billing_subject: CustomerKey,
+    ) -> Self {
+        Self(Arc::new(Parts {
             auth_id,
-        })
+            client_id,
+            usage_subject,
+            external_user_id,
+            actor_end_user_id,
+            kind,
+            billing_subject,
+        }))
     }
 
     /// A request naming a compound id in `field` (`auth_id` or `subject`).
@@ -281,33 +329,33 @@ impl Identity {
     }
 
     pub fn auth_id(&self) -> &AuthId {
-        &self.auth_id
+        &self.0.auth_id
     }
 
     pub fn client_id(&self) -> &str {
-        &self.client_id
+        self.0.part(&self.0.client_id)
     }
 
     pub fn usage_subject(&self) -> &str {
-        &self.usage_subject
+        self.0.part(&self.0.usage_subject)
     }
 
     pub fn external_user_id(&self) -> &str {
-        &self.external_user_id
+        self.0.part(&self.0.external_user_id)
     }
 
     pub fn actor_end_user_id(&self) -> &str {
-        &self.actor_end_user_id
+        self.0.part(&self.0.actor_end_user_id)
     }
 
     pub fn kind(&self) -> SubjectKind {
-        self.kind
+        self.0.kind
     }
 
     /// `data.usage_subject_type`: owners are always `app_owner`; otherwise
     /// the event's own type when it gives one (`oidc_user`, …).
     pub fn usage_subject_type<'a>(&self, given: Option<&'a str>) -> &'a str {
-        match (self.kind, given) {
+        match (self.0.kind, given) {
             (SubjectKind::OwnerWallet, _) => "app_owner",
             (_, Some(given)) if !given.trim().is_empty() => given.trim(),
             _ => "external_user_id",
@@ -315,12 +363,12 @@ impl Identity {
     }
 
     pub fn customer_key(&self) -> CustomerKey {
-        self.billing_subject.clone()
+        self.0.billing_subject.clone()
     }
 
     /// The customer key, borrowed (cache lookups on the hot path).
     pub fn billing_key(&self) -> &CustomerKey {
-        &self.billing_subject
+        &self.0.billing_subject
     }
 }
 
