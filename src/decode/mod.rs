@@ -43,7 +43,8 @@ pub const DEFAULT_MAX_BYTES: usize = 1 << 20;
 /// A billable ticket, every field parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedTicket {
-    /// The CloudEvent id under the contract's [`IdScheme`].
+    /// The CloudEvent id under the contract's
+    /// [`IdScheme`](crate::contract::IdScheme).
     pub event_id: String,
     /// The id the other scheme gives, so the audit matches events sent
     /// before a cut-over.

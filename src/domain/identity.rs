@@ -180,9 +180,9 @@ fn span(whole: &str, part: &str) -> Range<usize> {
 }
 
 /// Hashes what tells identities apart (`auth_id` and the billing subject;
-/// the other fields follow from them under one rule) rather than all six
-/// strings: batches hash every event's identity. Consistent with `Eq`,
-/// which still compares every field.
+/// the other parts follow from them under one rule) rather than every
+/// part: batches hash every event's identity. Consistent with `Eq`, which
+/// still compares every part.
 impl std::hash::Hash for Identity {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.0.auth_id.hash(state);
