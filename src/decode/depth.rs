@@ -39,3 +39,19 @@ fn nesting_walk_exceeds(bytes: &[u8], limit: usize) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_found() {
+        assert!(nesting_exceeds(b"[[[]]]", 2));
+        assert!(!nesting_exceeds(b"[[]][[]]", 2));
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_nest() {
+        assert!(!nesting_exceeds(br#"["[[[\"[[[", "]]]"]"#, 1));
+    }
+}

@@ -94,3 +94,28 @@ fn pipeline_and_model(pipeline: &str, model: &str) -> (String, String) {
         None => (or_unknown(pipeline), UNKNOWN.to_owned()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_base_colon_model_pipeline_splits_into_pipeline_and_model() {
+        let split = pipeline_and_model("live-video-to-video:comfyui", "");
+        assert_eq!(split, ("live-video-to-video".into(), "comfyui".into()));
+    }
+
+    #[test]
+    fn a_given_model_id_keeps_the_pipeline_whole() {
+        assert_eq!(pipeline_and_model("a:b", "m"), ("a:b".into(), "m".into()));
+    }
+
+    #[test]
+    fn a_missing_pipeline_or_model_is_unknown() {
+        assert_eq!(pipeline_and_model("", ""), (UNKNOWN.into(), UNKNOWN.into()));
+        assert_eq!(
+            pipeline_and_model("live:", ""),
+            ("live:".into(), UNKNOWN.into())
+        );
+    }
+}

@@ -35,3 +35,27 @@ fn payload_digest(payload: &[u8]) -> String {
 pub(crate) fn request_id(value: Option<Scalar>) -> String {
     lenient_text(value).ok().flatten().unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_scheme_takes_its_first_non_blank_id() {
+        let payload = b"{}";
+        assert_eq!(event_id(IdScheme::Envelope, "env", "req", payload), "env");
+        assert_eq!(event_id(IdScheme::RequestId, "env", "req", payload), "req");
+        assert_eq!(event_id(IdScheme::RequestId, "env", " ", payload), "env");
+    }
+
+    #[test]
+    fn without_either_id_both_schemes_take_the_records_digest() {
+        let payload = b"{}";
+        let digest = event_id(IdScheme::Envelope, "", " ", payload);
+        assert_eq!(digest, event_id(IdScheme::RequestId, " ", "", payload));
+        assert_eq!(
+            digest,
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+    }
+}

@@ -54,3 +54,37 @@ fn unix_millis(value: &Scalar) -> Option<DateTime<Utc>> {
         .then(|| DateTime::from_timestamp_millis(ms))
         .flatten()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    fn text(t: &str) -> Option<Scalar<'_>> {
+        Some(Scalar::Text(Cow::Borrowed(t)))
+    }
+
+    #[test]
+    fn a_valid_current_time_is_kept_verbatim() {
+        let (time, _) = claimed_time(text(" 2026-09-09T00:00:00.000000001Z "), None, None).unwrap();
+        assert_eq!(time, "2026-09-09T00:00:00.000000001Z");
+    }
+
+    #[test]
+    fn unix_millis_come_before_the_envelope_timestamp() {
+        let (time, _) = claimed_time(
+            text("yesterday"),
+            Some(Scalar::Number("1788912000123")),
+            Some(Scalar::Number("1")),
+        )
+        .unwrap();
+        assert_eq!(time, "2026-09-09T00:00:00.123Z");
+    }
+
+    #[test]
+    fn no_positive_time_is_no_claim() {
+        let zero = Some(Scalar::Number("0"));
+        assert_eq!(claimed_time(None, zero.clone(), zero), None);
+    }
+}
