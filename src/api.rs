@@ -12,7 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use crate::domain::{Identity, IdentityError, SubjectRule};
+use crate::contract::SubjectRule;
+use crate::domain::{Identity, IdentityClaim, IdentityError};
 use crate::ensure::{EnsureError, Provisioner};
 use crate::metrics::metrics;
 use crate::openmeter::ErrorClass;
@@ -38,6 +39,8 @@ pub(crate) struct Readiness {
 #[derive(Clone)]
 pub(crate) struct ApiState {
     pub(crate) provisioner: Provisioner,
+    /// The contract's `BILLING_SUBJECT`, which identities are read by.
+    pub(crate) subjects: SubjectRule,
     /// When set, `/ensure` demands `Authorization: Bearer <token>`.
     pub(crate) token: Option<Secret>,
     pub(crate) ready: Option<ReadyCheck>,
@@ -124,7 +127,7 @@ async fn ensure(
 ) -> Result<Response, ApiFailure> {
     authorize(&state, request.headers())?;
     let body = read_body(request.into_body()).await?;
-    let identity = identity_from_body(&body, state.provisioner.subject_rule())?;
+    let identity = identity_from_body(&body, state.subjects)?;
     let ensured = state
         .provisioner
         .ensure(&identity)
@@ -162,12 +165,13 @@ async fn read_body(body: Body) -> Result<Value, ApiFailure> {
         .map_err(|e| bad_request(format!("request body is not valid JSON: {e}")))
 }
 
-/// The sidecar's identity fields: `client_id`/`clientId` and
+/// The sidecar's identity fields, each the first non-blank of its aliases,
+/// top level, then `data`: `client_id`/`clientId`,
 /// `external_user_id`/`externalUserId` (or `usage_subject`/`usageSubject`),
-/// top level, then `data`; when either is missing, `auth_id`/`authId` (top
-/// level, then `data`), then `subject`, which must be
-/// `client_id:usage_subject`. The result is resolved by the same rule as
-/// events ([`Identity::resolve`]): `acme:owner:U1` ensures the owner `U1`.
+/// and the compound id, `auth_id`/`authId`, else `subject`. Which of them
+/// wins is a request's precedence ([`IdentityClaim::Request`]), and the
+/// identity is resolved by the same rule as events ([`Identity::resolve`]):
+/// `acme:owner:U1` ensures the owner `U1`.
 pub(crate) fn identity_from_body(body: &Value, rule: SubjectRule) -> Result<Identity, ApiFailure> {
     let top = body
         .as_object()
@@ -185,20 +189,24 @@ pub(crate) fn identity_from_body(body: &Value, rule: SubjectRule) -> Result<Iden
         "usage_subject",
         "usageSubject",
     ])?;
-    if let (Some(client), Some(user)) = (&client, &user) {
-        return Identity::from_parts(client, user, rule).map_err(identity_error);
-    }
-    let compound = match field(&["auth_id", "authId"])? {
-        Some(auth) => Some(("auth_id", auth)),
-        None => field(&["subject"])?.map(|s| ("subject", s)),
+    // Like the sidecar, the compound id is read only when a half is
+    // missing, so a malformed one beside both halves is no error.
+    let compound = match (&client, &user) {
+        (Some(_), Some(_)) => None,
+        _ => match field(&["auth_id", "authId"])? {
+            Some(auth) => Some(("auth_id", auth)),
+            None => field(&["subject"])?.map(|s| ("subject", s)),
+        },
     };
-    match compound {
-        Some((name, raw)) => Identity::from_compound(name, &raw, rule).map_err(identity_error),
-        None => Err(bad_request(missing_message(
-            client.is_some(),
-            user.is_some(),
-        ))),
-    }
+    let claim = IdentityClaim::Request {
+        client_id: client.as_deref(),
+        external_user_id: user.as_deref(),
+        compound: compound.as_ref().map(|(name, raw)| (*name, raw.as_str())),
+    };
+    Identity::resolve(claim, rule).map_err(|e| match e {
+        IdentityError::Missing => bad_request(missing_message(client.is_some(), user.is_some())),
+        e => bad_request(e.to_string()),
+    })
 }
 
 fn missing_message(has_client: bool, has_user: bool) -> String {
@@ -229,10 +237,6 @@ fn pick(
         }
     }
     Ok(None)
-}
-
-fn identity_error(e: IdentityError) -> ApiFailure {
-    bad_request(e.to_string())
 }
 
 /// Maps an ensure failure by whom it concerns: 422 when OpenMeter refuses

@@ -3,8 +3,6 @@
 //! README, "How an event is billed"); each setting keeps one of the seed's
 //! behaviours for operators whose OpenMeter data was made that way.
 
-use crate::domain::{Amounts, SubjectRule};
-
 /// Which id a ticket is sent under (`EVENT_ID`). OpenMeter dedupes on
 /// `(source, id)`, so the id decides what counts as the same ticket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -32,8 +30,37 @@ impl IdScheme {
     }
 }
 
-/// The three settings together; decode, map, `/ensure` and the audit read
-/// the same value.
+/// Which rule picks the billing subject (`BILLING_SUBJECT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SubjectRule {
+    /// Today's collectors (livepeer/clearinghouse and pymthouse/pymthouse
+    /// `collector.yaml`): an `owner:` payer is the bare owner, an `eu_` payer
+    /// its end-user wallet, `payer#actor` bills the payer; else the whole
+    /// `auth_id`.
+    #[default]
+    Upstream,
+    /// The seed's: the whole `auth_id` is always the subject, for operators
+    /// whose customers were made that way.
+    #[value(name = "auth_id", alias = "auth-id")]
+    AuthId,
+}
+
+/// How amounts are written (`USD_MICROS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Amounts {
+    /// Today's collectors: the exact fractional micros ("no per-ticket
+    /// ceil; read paths ceil once"), `fee_wei` and `eth_usd_price` as
+    /// numbers so meters can SUM them.
+    #[default]
+    Exact,
+    /// The seed's: whole micros rounded half-up per ticket, `fee_wei` and
+    /// `eth_usd_price` as strings.
+    Rounded,
+}
+
+/// The three settings together; decode, map and the audit read the same
+/// value, and `/ensure` its `subjects` (`serve` and the `ensure` command
+/// read only `BILLING_SUBJECT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Contract {
     pub ids: IdScheme,

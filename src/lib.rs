@@ -50,7 +50,7 @@ pub use cli::{collector_config, error_text, init_logging, note, run, Cli};
 pub use app::{pipeline, AppError, Application, Config, Stopped};
 pub use billing::{BillingPolicy, EventTime};
 pub use commit::OffsetTracker;
-pub use contract::{Contract, IdScheme};
+pub use contract::{Amounts, Contract, IdScheme, SubjectRule};
 pub use deliver::InFlightBounds;
 pub use dlq::DeadLetterSink;
 pub use pipeline::{Pipeline, PipelineConfig};
@@ -63,7 +63,7 @@ pub use decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 pub use map::map;
 
 /// Domain types, parsed once at the edge.
-pub use domain::{Amounts, AuthId, Identity, PlanKey, SubjectKind, SubjectRule, UsdMicros};
+pub use domain::{AuthId, Identity, IdentityClaim, PlanKey, SubjectKind, UsdMicros};
 
 /// OpenMeter: the client, its errors, and what ensure makes.
 pub use ensure::{EnsureConfig, EnsureError, Provisioner, Warmed};

@@ -3,13 +3,14 @@
 //! contract's [`Amounts`] decide how the amounts are written.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 use serde_json::Number;
 use sha2::{Digest, Sha256};
 
-use crate::contract::{Contract, IdScheme};
-use crate::decode::{SignedTicket, BILLABLE_TYPE};
-use crate::domain::{json_number, Amounts, EthUsdPrice, Identity, UsdMicros};
+use crate::contract::{Amounts, Contract, IdScheme};
+use crate::decode::{Dimensions, SignedTicket, BILLABLE_TYPE};
+use crate::domain::{json_number, EthUsdPrice, Identity, UsdMicros};
 
 /// The CloudEvent `source` of every event we send.
 pub(crate) const SOURCE: &str = "go-livepeer-remote-signer";
@@ -47,53 +48,89 @@ impl Figure {
     }
 }
 
-/// The event's `data`; the meters read these fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The event's `data`; the meters read these fields ([`DATA_FIELDS`]).
+/// The identity's are written from the shared [`Identity`], never copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageData {
-    pub client_id: String,
-    /// The actor of `payer#actor`, else the payer (group-by).
-    pub external_user_id: String,
-    pub usage_subject: String,
-    pub usage_subject_type: String,
-    pub billing_subject_key: String,
-    pub billing_subject_kind: &'static str,
-    pub actor_end_user_id: String,
-    /// The customer billed; equal to the CloudEvent `subject`.
-    pub openmeter_customer_key: String,
+    /// `client_id`, `external_user_id` (the actor of `payer#actor`, else
+    /// the payer), `usage_subject`, `billing_subject_key`,
+    /// `billing_subject_kind`, `actor_end_user_id`, `openmeter_customer_key`
+    /// (the customer billed, equal to the CloudEvent `subject`) and
+    /// `auth_id`.
+    pub identity: Identity,
+    /// The event's own `usage_subject_type`; `data` carries
+    /// [`Identity::usage_subject_type`] of it.
+    pub given_usage_subject_type: Option<String>,
     pub network_fee_usd_micros: UsdMicros,
     /// Equal to the network fee until markup rules exist.
     pub billable_usd_micros: UsdMicros,
-    pub pipeline: String,
-    pub model_id: String,
-    pub manifest_id: String,
-    pub app: String,
-    pub session_status: String,
-    pub orch_address: String,
-    /// Left out when the event's value could not be read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pixels: Option<Number>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub num_tickets: Option<Number>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub billable_secs: Option<Number>,
+    /// `pipeline` … `billable_secs`, as decode read them.
+    pub dimensions: Dimensions,
     pub fee_wei: Figure,
     pub gateway_request_id: String,
-    pub auth_id: String,
     /// The rate used, so every invoice line can be re-derived.
     pub eth_usd_price: Figure,
     /// The signed time, kept here when `time` was moved to the start of the
     /// subscription that bills the event ([`UsageEvent::bill_from`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub signed_at: Option<String>,
     /// The id this event was first sent under, when `audit --repair` sent
     /// it again under a derived id (the first copy was proven lost).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub original_id: Option<String>,
     /// [`id_fingerprint`] of the ticket's envelope id: the built-in
     /// catalog's `id_fingerprint` meter sums it, so the audit's totals see
     /// a lost ticket and another one stored twice even when their fees are
     /// equal. The same under either `EVENT_ID` and on a repair copy.
     pub id_fingerprint: u32,
+}
+
+/// `data` in the seed's field order; a dimension that could not be read,
+/// and `signed_at` and `original_id` when unset, are left out.
+impl Serialize for UsageData {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (id, dims) = (&self.identity, &self.dimensions);
+        let subject = id.billing_key().as_str();
+        let given = self.given_usage_subject_type.as_deref();
+        let mut data = serializer.serialize_struct("UsageData", DATA_FIELDS.len())?;
+        data.serialize_field("client_id", id.client_id())?;
+        data.serialize_field("external_user_id", id.external_user_id())?;
+        data.serialize_field("usage_subject", id.usage_subject())?;
+        data.serialize_field("usage_subject_type", id.usage_subject_type(given))?;
+        data.serialize_field("billing_subject_key", subject)?;
+        data.serialize_field("billing_subject_kind", id.kind().as_str())?;
+        data.serialize_field("actor_end_user_id", id.actor_end_user_id())?;
+        data.serialize_field("openmeter_customer_key", subject)?;
+        data.serialize_field("network_fee_usd_micros", &self.network_fee_usd_micros)?;
+        data.serialize_field("billable_usd_micros", &self.billable_usd_micros)?;
+        data.serialize_field("pipeline", &dims.pipeline)?;
+        data.serialize_field("model_id", &dims.model_id)?;
+        data.serialize_field("manifest_id", &dims.manifest_id)?;
+        data.serialize_field("app", &dims.app)?;
+        data.serialize_field("session_status", &dims.session_status)?;
+        data.serialize_field("orch_address", &dims.orch_address)?;
+        optional(&mut data, "pixels", &dims.pixels)?;
+        optional(&mut data, "num_tickets", &dims.num_tickets)?;
+        optional(&mut data, "billable_secs", &dims.billable_secs)?;
+        data.serialize_field("fee_wei", &self.fee_wei)?;
+        data.serialize_field("gateway_request_id", &self.gateway_request_id)?;
+        data.serialize_field("auth_id", id.auth_id().as_str())?;
+        data.serialize_field("eth_usd_price", &self.eth_usd_price)?;
+        optional(&mut data, "signed_at", &self.signed_at)?;
+        optional(&mut data, "original_id", &self.original_id)?;
+        data.serialize_field("id_fingerprint", &self.id_fingerprint)?;
+        data.end()
+    }
+}
+
+/// `value` under `key` when it is set; else the field is left out.
+fn optional<S: SerializeStruct, T: Serialize>(
+    data: &mut S,
+    key: &'static str,
+    value: &Option<T>,
+) -> Result<(), S::Error> {
+    match value {
+        Some(value) => data.serialize_field(key, value),
+        None => data.skip_field(key),
+    }
 }
 
 /// A ticket's fingerprint: the first four bytes of the SHA-256 of its
@@ -136,7 +173,8 @@ pub struct Mapped {
 /// bootstrap catalog is checked against this list. It includes the fields
 /// of today's collectors (see the reference's "Where the producers went
 /// after the seed"): `manifest_id`, `billable_secs` and `fee_wei` (numbers),
-/// which upstream's analytics meters read, and the identity fields.
+/// which upstream's analytics meters read, and the identity fields. A test
+/// holds it to the fields [`UsageData`] serialises.
 pub(crate) const DATA_FIELDS: &[&str] = &[
     "client_id",
     "external_user_id",
@@ -187,40 +225,23 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Ma
     };
     let fingerprint = id_fingerprint(envelope_id);
     let identity = ticket.identity;
-    let subject = identity.customer_key().to_string();
-    let dims = ticket.dimensions;
+    let mut dimensions = ticket.dimensions;
+    let unreadable = std::mem::take(&mut dimensions.unreadable);
     let event = UsageEvent {
         specversion: "1.0",
         id: ticket.event_id,
         source: SOURCE,
         kind: BILLABLE_TYPE,
-        subject: subject.clone(),
+        subject: identity.billing_key().as_str().to_owned(),
         time: ticket.time,
         data: UsageData {
-            client_id: identity.client_id().to_owned(),
-            external_user_id: identity.external_user_id().to_owned(),
-            usage_subject: identity.usage_subject().to_owned(),
-            usage_subject_type: identity
-                .usage_subject_type(ticket.usage_subject_type.as_deref())
-                .to_owned(),
-            billing_subject_key: subject.clone(),
-            billing_subject_kind: identity.kind().as_str(),
-            actor_end_user_id: identity.actor_end_user_id().to_owned(),
-            openmeter_customer_key: subject,
+            identity: identity.clone(),
+            given_usage_subject_type: ticket.usage_subject_type,
             network_fee_usd_micros: fee,
             billable_usd_micros: fee,
-            pipeline: dims.pipeline,
-            model_id: dims.model_id,
-            manifest_id: dims.manifest_id,
-            app: dims.app,
-            session_status: dims.session_status,
-            orch_address: dims.orch_address,
-            pixels: dims.pixels,
-            num_tickets: dims.num_tickets,
-            billable_secs: dims.billable_secs,
+            dimensions,
             fee_wei,
             gateway_request_id: ticket.request_id,
-            auth_id: identity.auth_id().to_string(),
             eth_usd_price,
             signed_at: None,
             original_id: None,
@@ -233,6 +254,165 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Ma
         signed_at: ticket.signed_at,
         other_id: ticket.other_id,
         exact_usd_micros: exact,
-        unreadable: dims.unreadable,
+        unreadable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
+
+    /// A ticket of `app:owner:U1` signed at 2026-09-09T00:00:00Z.
+    const TICKET: &str = r#"{"request_id":"r1","auth_id":"app:owner:U1","computed_fee":"333333333333","current_time":"2026-09-09T00:00:00Z","pixels":7}"#;
+
+    fn mapped(data: &str, contract: &Contract) -> Mapped {
+        let payload = format!(r#"{{"id":"env-1","type":"create_signed_ticket","data":{data}}}"#);
+        let Ok(Decoded::Ticket(ticket)) = decode(payload.as_bytes(), DEFAULT_MAX_BYTES, contract)
+        else {
+            panic!("{payload} is a ticket");
+        };
+        map(*ticket, &"3500".parse().unwrap(), contract)
+    }
+
+    fn data(mapped: &Mapped) -> serde_json::Value {
+        serde_json::to_value(&mapped.event.data).unwrap()
+    }
+
+    fn rounded() -> Contract {
+        Contract {
+            amounts: Amounts::Rounded,
+            ..Contract::default()
+        }
+    }
+
+    fn at(time: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(time).unwrap().to_utc()
+    }
+
+    #[test]
+    fn exact_amounts_are_the_exact_micros_and_figures_as_json_numbers() {
+        let d = data(&mapped(TICKET, &Contract::default()));
+        assert_eq!(d["network_fee_usd_micros"].to_string(), "1166.6666666655");
+        assert_eq!(d["fee_wei"].to_string(), "333333333333");
+        assert_eq!(d["eth_usd_price"].to_string(), "3500");
+    }
+
+    #[test]
+    fn rounded_amounts_are_whole_micros_half_up_and_figures_as_text() {
+        let d = data(&mapped(TICKET, &rounded()));
+        assert_eq!(d["network_fee_usd_micros"].to_string(), "1167");
+        assert_eq!(d["fee_wei"], "333333333333");
+        assert_eq!(d["eth_usd_price"], "3500");
+    }
+
+    #[test]
+    fn a_rounded_fee_wei_is_the_fee_as_the_signer_wrote_it() {
+        let d = data(&mapped(
+            r#"{"auth_id":"c:u","computed_fee":"000120"}"#,
+            &rounded(),
+        ));
+        assert_eq!(d["fee_wei"], "000120");
+    }
+
+    #[test]
+    fn the_exact_fee_is_kept_whatever_the_amounts_written() {
+        let m = mapped(TICKET, &rounded());
+        assert_eq!(m.exact_usd_micros.to_string(), "1166.6666666655");
+    }
+
+    #[test]
+    fn the_billable_amount_is_the_network_fee() {
+        let m = mapped(TICKET, &Contract::default());
+        assert_eq!(
+            m.event.data.billable_usd_micros,
+            m.event.data.network_fee_usd_micros
+        );
+    }
+
+    #[test]
+    fn the_billing_subject_is_the_subject_and_the_customer_key() {
+        let m = mapped(TICKET, &Contract::default());
+        assert_eq!(m.event.subject, "U1");
+        let d = data(&m);
+        for field in ["billing_subject_key", "openmeter_customer_key"] {
+            assert_eq!(d[field], "U1", "{field}");
+        }
+        assert_eq!(d["billing_subject_kind"], "owner_wallet");
+        assert_eq!(d["auth_id"], "app:owner:U1");
+    }
+
+    #[test]
+    fn an_owner_is_an_app_owner_whatever_type_the_event_gives() {
+        let with_type = TICKET.replace(r#""pixels":7"#, r#""usage_subject_type":"oidc_user""#);
+        assert_eq!(
+            data(&mapped(&with_type, &Contract::default()))["usage_subject_type"],
+            "app_owner"
+        );
+    }
+
+    #[test]
+    fn the_event_is_a_create_signed_ticket_from_the_remote_signer() {
+        let e = mapped(TICKET, &Contract::default()).event;
+        assert_eq!(
+            (e.specversion, e.source, e.kind, e.id.as_str()),
+            ("1.0", SOURCE, BILLABLE_TYPE, "env-1")
+        );
+        assert_eq!(e.data.gateway_request_id, "r1");
+    }
+
+    #[test]
+    fn the_fingerprint_is_of_the_envelope_id_under_either_id_scheme() {
+        let default = mapped(TICKET, &Contract::default());
+        let seed = mapped(TICKET, &Contract::seed());
+        assert_eq!(seed.event.id, "r1");
+        assert_eq!(default.event.data.id_fingerprint, id_fingerprint("env-1"));
+        assert_eq!(seed.event.data.id_fingerprint, id_fingerprint("env-1"));
+    }
+
+    #[test]
+    fn a_fingerprint_is_the_first_four_bytes_of_the_ids_sha256() {
+        // SHA-256 of the empty string begins e3 b0 c4 42.
+        assert_eq!(id_fingerprint(""), 0xe3b0_c442);
+    }
+
+    #[test]
+    fn an_unreadable_dimension_is_left_out_of_data() {
+        let m = mapped(
+            r#"{"auth_id":"c:u","computed_fee":"1","pixels":"many"}"#,
+            &Contract::default(),
+        );
+        assert!(data(&m).get("pixels").is_none());
+        assert_eq!(m.unreadable, ["pixels"]);
+    }
+
+    #[test]
+    fn billing_from_a_start_moves_the_time_and_keeps_the_signed_time_once() {
+        let mut event = mapped(TICKET, &Contract::default()).event;
+        event.bill_from(at("2026-10-01T00:00:00Z"));
+        event.bill_from(at("2026-11-01T00:00:00Z"));
+        assert_eq!(event.time, "2026-11-01T00:00:00Z");
+        assert_eq!(
+            event.data.signed_at.as_deref(),
+            Some("2026-09-09T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn data_fields_are_the_fields_data_is_sent_with() {
+        let mut event = mapped(TICKET, &Contract::default()).event;
+        event.bill_from(at("2026-10-01T00:00:00Z"));
+        event.data.original_id = Some("env-0".into());
+        let sent = serde_json::to_value(&event.data).unwrap();
+        let mut sent: Vec<&str> = sent
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut listed = DATA_FIELDS.to_vec();
+        sent.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(sent, listed);
     }
 }

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use super::config::ApiSettings;
 use super::error::AppError;
 use crate::api::{self, ApiState, ReadyCheck};
+use crate::contract::SubjectRule;
 use crate::ensure::Provisioner;
 
 impl ApiSettings {
@@ -34,10 +35,12 @@ pub(crate) struct ProvisioningApi {
 
 impl ProvisioningApi {
     /// Binds `settings.addr`. Off loopback a token is required, so `/ensure`
-    /// is never open to the network.
+    /// is never open to the network. `/ensure` reads identities by
+    /// `subjects`, the contract's `BILLING_SUBJECT`.
     pub(crate) async fn bind(
         settings: &ApiSettings,
         provisioner: Provisioner,
+        subjects: SubjectRule,
         ready: Option<ReadyCheck>,
     ) -> Result<Self, AppError> {
         settings.guard()?;
@@ -49,6 +52,7 @@ impl ProvisioningApi {
         let addr = listener.local_addr().map_err(bind_error)?;
         let router = api::router(ApiState {
             provisioner,
+            subjects,
             token: settings.token.clone(),
             ready,
         });

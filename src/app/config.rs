@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::dlq::DEFAULT_SPILL_DIR;
-use crate::domain::{PlanKey, SubjectRule};
+use crate::domain::PlanKey;
 use crate::ensure::EnsureConfig;
 use crate::kafka::KafkaConfig;
 use crate::openmeter::ClientConfig;
@@ -44,8 +44,6 @@ pub(crate) struct OpenMeterSettings {
     pub(crate) plan_key: PlanKey,
     /// The plan new app-owner customers get instead, when set.
     pub(crate) owner_plan_key: Option<PlanKey>,
-    /// How `/ensure` and the `ensure` command read an identity.
-    pub(crate) subjects: SubjectRule,
     pub(crate) ensure: EnsureConfig,
 }
 

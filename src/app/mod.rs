@@ -102,7 +102,9 @@ impl Application {
             config.kafka.consumer.stall_after,
             health.clone(),
         );
-        let api = ProvisioningApi::bind(&config.api, provisioner.clone(), Some(ready)).await?;
+        let subjects = config.pipeline.batch.contract.subjects;
+        let api =
+            ProvisioningApi::bind(&config.api, provisioner.clone(), subjects, Some(ready)).await?;
         let audit = config
             .audit
             .map(|settings| parts::continuous_audit(&settings, &config.kafka, &pipeline));

@@ -85,7 +85,6 @@ pub(crate) fn provisioner_for(provisioner: &Provisioner, role: Role) -> Provisio
 pub(crate) fn provisioner(client: OpenMeterClient, settings: &OpenMeterSettings) -> Provisioner {
     Provisioner::new(client, settings.plan_key.clone(), settings.ensure)
         .with_owner_plan(settings.owner_plan_key.clone())
-        .with_subject_rule(settings.subjects)
 }
 
 /// The price every pipeline bills at; there is no start without one. Its

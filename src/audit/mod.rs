@@ -46,12 +46,9 @@ use tokio::sync::mpsc;
 
 use crate::billing::BillingTerms;
 use crate::contract::Contract;
-use crate::decode::{
-    claimed_time, decode, event_id, raw_auth_id, request_id, resolve_identity, Decoded, Scalar,
-    BILLABLE_TYPE,
-};
+use crate::decode::{claimed_time, decode, event_id, request_id, Decoded, Scalar, BILLABLE_TYPE};
 use crate::dlq::Letter;
-use crate::domain::UsdMicros;
+use crate::domain::{Identity, IdentityClaim, UsdMicros};
 use crate::encoding::parse_rfc3339;
 use crate::map::{map, Mapped, SOURCE};
 use crate::openmeter::model::IngestedEvent;
@@ -631,15 +628,17 @@ fn identify(payload: &[u8], max_bytes: usize, contract: &Contract) -> Identified
         &request_id(Scalar::of(&data["request_id"])),
         payload,
     );
-    let customer = raw_auth_id(
+    let claim = IdentityClaim::event(
         data["auth_id"].as_str(),
         data["client_id"].as_str(),
         data["usage_subject"].as_str(),
-    )
-    .map(|raw| match resolve_identity(&raw, contract.subjects) {
-        Ok(identity) => identity.customer_key().to_string(),
-        Err(_) => raw.into_owned(),
-    });
+    );
+    let customer = claim
+        .named()
+        .map(|raw| match Identity::resolve(claim, contract.subjects) {
+            Ok(identity) => identity.customer_key().to_string(),
+            Err(_) => raw.into_owned(),
+        });
     Identified {
         id: Some(id),
         customer,

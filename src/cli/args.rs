@@ -10,9 +10,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::{ApiSettings, ContinuousAuditSettings, KafkaSettings};
 use crate::billing::EventTime;
-use crate::contract::IdScheme;
+use crate::contract::{Amounts, IdScheme, SubjectRule};
 use crate::dlq::{DEFAULT_DLQ_FILE, DEFAULT_SPILL_DIR};
-use crate::domain::{Amounts, EthUsdPrice, PlanKey, SubjectRule, DEFAULT_PLAN_KEY};
+use crate::domain::{EthUsdPrice, PlanKey, DEFAULT_PLAN_KEY};
 use crate::ensure::EnsureConfig;
 use crate::openmeter::ClientConfig;
 use crate::pipeline::PipelineConfig;

@@ -58,7 +58,6 @@ pub(super) fn openmeter(
         client: client(args)?,
         plan_key: ensure.default_plan_key.clone(),
         owner_plan_key: owner_plan_key(ensure)?,
-        subjects: ensure.billing_subject,
         ensure: EnsureConfig {
             cache_ttl: ensure.ensure_cache_ttl,
             cache_capacity: ensure.ensure_cache_capacity,

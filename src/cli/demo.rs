@@ -18,7 +18,7 @@ use crate::commit::OffsetTracker;
 use crate::contract::Contract;
 use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
 use crate::dlq::DeadLetterSink;
-use crate::domain::{EthUsdPrice, SubjectRule, UsdMicros, DEFAULT_PLAN_KEY};
+use crate::domain::{EthUsdPrice, UsdMicros, DEFAULT_PLAN_KEY};
 use crate::ensure::EnsureConfig;
 use crate::health::Health;
 use crate::map::map;
@@ -41,7 +41,6 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             client: ClientConfig::new(Endpoint::parse(&running.base_url(), None)?, None),
             plan_key: DEFAULT_PLAN_KEY.parse()?,
             owner_plan_key: None,
-            subjects: SubjectRule::default(),
             ensure: EnsureConfig::default(),
         },
         price: PriceSource::Fixed(args.eth_usd_price),

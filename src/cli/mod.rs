@@ -30,7 +30,7 @@ use crate::app::{self, Application, Config, ProvisioningApi, Role};
 use crate::bootstrap::{
     bootstrap, catalog_to_create, BootstrapError, BootstrapOptions, Catalog, Report,
 };
-use crate::domain::Identity;
+use crate::domain::{Identity, IdentityClaim, IdentityError};
 use crate::ensure::Provisioner;
 use crate::openmeter::ApiError;
 
@@ -62,8 +62,14 @@ async fn serve(args: args::ServeArgs) -> anyhow::Result<ExitCode> {
     let provisioner = one_shot_provisioner(&args.openmeter, &args.ensure)?;
     let cancel = shutdown_signal();
     let ready = app::openmeter_readiness(provisioner.clone());
-    let api =
-        ProvisioningApi::bind(&config::api(&args.api), provisioner.clone(), Some(ready)).await?;
+    let subjects = args.ensure.billing_subject;
+    let api = ProvisioningApi::bind(
+        &config::api(&args.api),
+        provisioner.clone(),
+        subjects,
+        Some(ready),
+    )
+    .await?;
     tokio::spawn(async move {
         if let Err(e) = provisioner.default_plan().await {
             tracing::error!(error = %e, "OpenMeter cannot ensure customers yet; /ensure answers with the error until it can");
@@ -74,11 +80,17 @@ async fn serve(args: args::ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn ensure_one(args: args::EnsureCmd) -> anyhow::Result<ExitCode> {
-    let rule = args.ensure.billing_subject;
-    let identity = match (&args.auth_id, &args.client_id, &args.external_user_id) {
-        (Some(auth), _, _) => Identity::from_compound("auth_id", auth, rule)?,
-        (None, Some(client), Some(user)) => Identity::from_parts(client, user, rule)?,
-        _ => bail!("give --auth-id client:user, or --client-id and --external-user-id"),
+    // clap lets through either the compound id or both halves, never both.
+    let claim = IdentityClaim::Request {
+        client_id: args.client_id.as_deref(),
+        external_user_id: args.external_user_id.as_deref(),
+        compound: args.auth_id.as_deref().map(|auth| ("auth_id", auth)),
+    };
+    let identity = match Identity::resolve(claim, args.ensure.billing_subject) {
+        Err(IdentityError::Missing) => {
+            bail!("give --auth-id client:user, or --client-id and --external-user-id")
+        }
+        resolved => resolved?,
     };
     let provisioner = one_shot_provisioner(&args.openmeter, &args.ensure)?;
     let ensured = provisioner.ensure(&identity).await?;

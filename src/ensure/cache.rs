@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use hashbrown::HashTable;
 use ulid::Ulid;
 
-use super::{Created, Ensured};
+use super::ensured::{Created, Ensured};
 use crate::billing::{BillingTerms, Cadence};
 use crate::domain::CustomerKey;
 use crate::openmeter::model::SubscriptionStatus;

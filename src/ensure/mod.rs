@@ -16,8 +16,11 @@
 
 mod batch;
 mod cache;
+mod census;
+mod ensured;
 mod warm;
-pub use warm::Warmed;
+pub use census::Warmed;
+pub(crate) use ensured::{Created, Ensured};
 
 use std::future::Future;
 use std::sync::atomic::AtomicUsize;
@@ -26,20 +29,16 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use moka::future::Cache;
-use serde::Serialize;
 use thiserror::Error;
 
-use crate::billing::BillingTerms;
 use crate::concurrency::{AdaptiveLimit, Growth, InFlightBounds, Signal};
 use crate::dlq::DeadLetterKind;
-use crate::domain::{CustomerKey, Identity, PlanKey, SubjectKind, SubjectRule};
+use crate::domain::{CustomerKey, Identity, PlanKey, SubjectKind};
 use crate::metrics::metrics;
-use crate::openmeter::model::{
-    CreateSubscription, Customer, CustomerById, PlanRef, Subscription, SubscriptionStatus,
-};
+use crate::openmeter::model::{CreateSubscription, Customer, CustomerById, PlanRef, Subscription};
 use crate::openmeter::{classify, ApiError, Call, ErrorClass, OpenMeterClient};
 use cache::EnsuredCache;
-use warm::{Census, LastWarmUp, BACKLOG_MISSES};
+use census::{Census, LastWarmUp, BACKLOG_MISSES};
 
 /// Cache sizes and lifetimes.
 #[derive(Debug, Clone, Copy)]
@@ -73,58 +72,6 @@ impl Default for EnsureConfig {
             concurrency: InFlightBounds::new(1, 512),
         }
     }
-}
-
-/// What `ensure` found or made; the `/ensure` response body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Ensured {
-    /// The OpenMeter customer's key: the identity's own, or that of the
-    /// customer that already owned the identity as a usage subject.
-    pub customer_key: String,
-    pub customer_id: String,
-    pub subscription_id: String,
-    /// The plan of the subscription that satisfied ensure (maybe not the default).
-    pub plan_key: String,
-    /// That subscription's status: `active`, `scheduled` or `canceled`
-    /// (still billing until `activeTo`).
-    pub status: SubscriptionStatus,
-    /// When that subscription bills usage from (and until).
-    #[serde(flatten)]
-    pub terms: BillingTerms,
-    pub created: Created,
-}
-
-impl Ensured {
-    /// What a customer and its current subscription ensure; `plan` names
-    /// the plan when the subscription does not say.
-    fn of(
-        customer: Customer,
-        subscription: Subscription,
-        plan: &PlanKey,
-        created: Created,
-    ) -> Self {
-        Self {
-            terms: BillingTerms::of(&subscription),
-            customer_key: customer.key,
-            customer_id: customer.id,
-            plan_key: subscription
-                .plan
-                .map(|p| p.key)
-                .unwrap_or_else(|| plan.to_string()),
-            subscription_id: subscription.id,
-            status: subscription.status,
-            created,
-        }
-    }
-}
-
-/// Whether the flight this call ran or joined created anything (always
-/// false for a cached answer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Created {
-    pub customer: bool,
-    pub subscription: bool,
 }
 
 #[derive(Debug, Clone, Error)]
@@ -216,8 +163,6 @@ pub struct Provisioner {
     plan_key: PlanKey,
     /// The plan new app-owner customers get, when it is not the default.
     owner_plan_key: Option<PlanKey>,
-    /// How callers that hand in raw identities (`/ensure`) resolve them.
-    subjects: SubjectRule,
     ensured: Arc<EnsuredCache>,
     /// Ensures under way; an entry lives only while its flight does.
     flights: Cache<CustomerKey, Arc<Ensured>>,
@@ -254,7 +199,6 @@ impl Provisioner {
             client,
             plan_key,
             owner_plan_key: None,
-            subjects: SubjectRule::default(),
             ensured: Arc::new(EnsuredCache::new(config.cache_capacity, config.cache_ttl)),
             flights: Cache::builder().max_capacity(FLIGHTS).build(),
             refused: Cache::builder()
@@ -279,16 +223,6 @@ impl Provisioner {
     pub fn with_owner_plan(mut self, key: Option<PlanKey>) -> Self {
         self.owner_plan_key = key.filter(|k| *k != self.plan_key);
         self
-    }
-
-    /// The rule raw identities handed to this provisioner are read by.
-    pub fn with_subject_rule(mut self, rule: SubjectRule) -> Self {
-        self.subjects = rule;
-        self
-    }
-
-    pub fn subject_rule(&self) -> SubjectRule {
-        self.subjects
     }
 
     pub fn plan_key(&self) -> &PlanKey {

@@ -43,7 +43,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -51,6 +51,7 @@ use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 
 use super::cache::WhenFull;
+use super::census::{Census, LastWarmUp, Warmed, BACKLOG_MISSES, REWARM_AFTER};
 use super::{billing_now, Created, EnsureError, Ensured, Provisioner};
 use crate::domain::{Identity, PlanKey};
 use crate::metrics::metrics;
@@ -58,66 +59,11 @@ use crate::openmeter::model::{Customer, Page, Subscription};
 use crate::openmeter::{ApiError, Call, BULK_PAGE_SIZE};
 use crate::retry::RetryPolicy;
 
-/// Unknown identities in one batch that make it worth reading every page,
-/// at the least (and never fewer than the pages cost).
-pub(crate) const BACKLOG_MISSES: usize = 64;
-/// A backlog warms the cache again at most this often.
-pub(crate) const REWARM_AFTER: Duration = Duration::from_secs(300);
 /// Pairs of pages (customers, subscriptions) fetched at once.
 const PAGE_PAIRS_AT_ONCE: usize = 8;
 /// Pages of one listing read at most: 100M customers (a larger listing is
 /// read no further, and proves nobody absent).
 const MAX_PAGES: u64 = 100_000;
-
-/// What one warm-up learnt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Warmed {
-    /// Live customers listed.
-    pub customers: usize,
-    /// Identities now cached: customers with a current subscription, and
-    /// the other subject keys they own.
-    pub identities: usize,
-    /// Page requests made.
-    pub pages: usize,
-    /// More customers than the cache holds.
-    pub oversize: bool,
-    pub took: Duration,
-}
-
-/// The keys OpenMeter held when a warm-up listed them all, together with
-/// the cache: a fingerprint each (sorted) of those the cache does not hold,
-/// of all of them when the organisation is larger than the cache. A key
-/// neither lists did not exist then (a fingerprint shared by two keys only
-/// makes ensure look the second one up; a cached key forgotten since, after
-/// OpenMeter rejected its events, costs one conflicting create).
-#[derive(Debug)]
-pub(super) struct Census {
-    fingerprints: Vec<u64>,
-    hasher: RandomState,
-    taken: Instant,
-}
-
-impl Census {
-    pub(super) fn lists(&self, key: &str) -> bool {
-        self.fingerprints
-            .binary_search(&self.hasher.hash_one(key))
-            .is_ok()
-    }
-
-    /// Whether it is younger than `ttl` (as long as a cached answer is
-    /// trusted).
-    pub(super) fn is_fresh(&self, ttl: Duration) -> bool {
-        self.taken.elapsed() < ttl
-    }
-}
-
-/// What the last warm-up costs and found, for deciding the next.
-#[derive(Debug, Default)]
-pub(super) struct LastWarmUp {
-    at: Option<Instant>,
-    pages: usize,
-    oversize: bool,
-}
 
 impl Provisioner {
     /// Fills the ensure cache with every customer that has a current
@@ -686,7 +632,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let auth = format!("app:new-{i}");
-                Identity::from_compound("auth_id", &auth, crate::domain::SubjectRule::Upstream)
+                Identity::from_compound("auth_id", &auth, crate::contract::SubjectRule::Upstream)
                     .unwrap()
             })
             .collect()

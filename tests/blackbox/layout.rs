@@ -345,22 +345,9 @@ fn read(src: &str) -> Crate {
     Crate::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join(src))
 }
 
-/// Modules whose files still import each other while issue 29's ensure
-/// branch (i29b: the ensure fan-out moved into `ensure`, `Provisioner`
-/// reshaped) rebuilds them; the entry goes when that branch is merged.
-const BEING_REBUILT: [&str; 1] = ["ensure/"];
-
 #[test]
 fn no_file_of_the_collector_imports_a_file_that_imports_it_back() {
-    let rebuilt = |cycle: &String| {
-        cycle
-            .split(" → ")
-            .all(|file| BEING_REBUILT.iter().any(|dir| file.starts_with(dir)))
-    };
-    let cycles: Vec<String> = cycles(&read("src").file_graph())
-        .into_iter()
-        .filter(|cycle| !rebuilt(cycle))
-        .collect();
+    let cycles: Vec<String> = cycles(&read("src").file_graph());
     assert_eq!(cycles, Vec::<String>::new());
 }
 

@@ -1,0 +1,85 @@
+//! Lenient scalars: a field's JSON text read where it is used, borrowed
+//! from the record unless escaped.
+
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
+use serde_json::{Number, Value};
+
+/// A field's JSON value read leniently: text borrowed from the record when
+/// it has no escapes, a number as its exact digits. `null` is absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Scalar<'a> {
+    Text(Cow<'a, str>),
+    Number(&'a str),
+    /// A boolean, an object or an array.
+    Other,
+}
+
+impl<'a> Scalar<'a> {
+    /// A field as the record wrote it (already validated JSON).
+    pub(crate) fn read(raw: Option<&'a RawValue>) -> Option<Self> {
+        let json = raw?.get();
+        match json.as_bytes().first()? {
+            b'n' => None,
+            b'"' => Some(Self::text(json)),
+            b'-' | b'0'..=b'9' => Some(Self::Number(json)),
+            _ => Some(Self::Other),
+        }
+    }
+
+    fn text(json: &'a str) -> Self {
+        // Valid JSON (a `RawValue`) without a backslash is its own text.
+        let inner = json.strip_prefix('"').and_then(|j| j.strip_suffix('"'));
+        if let Some(inner) = inner.filter(|i| !i.contains('\\')) {
+            return Self::Text(Cow::Borrowed(inner));
+        }
+        serde_json::from_str::<&str>(json)
+            .map(Cow::Borrowed)
+            .or_else(|_| serde_json::from_str::<String>(json).map(Cow::Owned))
+            .map_or(Self::Other, Self::Text)
+    }
+
+    /// Its text: a string's, or a number's digits.
+    pub(crate) fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::Text(t) => Some(t),
+            Self::Number(digits) => Some(digits),
+            Self::Other => None,
+        }
+    }
+
+    /// A field of an already parsed [`Value`] (the audit's fallback).
+    pub(crate) fn of(value: &'a Value) -> Option<Self> {
+        match value {
+            Value::Null => None,
+            Value::String(s) => Some(Self::Text(Cow::Borrowed(s))),
+            Value::Number(n) => Some(Self::Number(n.as_str())),
+            _ => Some(Self::Other),
+        }
+    }
+}
+
+/// A text dimension: a string (trimmed; blank is absent) or a number's
+/// text; anything else cannot be read.
+pub(super) fn lenient_text(value: Option<Scalar>) -> Result<Option<String>, ()> {
+    match value {
+        None => Ok(None),
+        Some(Scalar::Text(s)) => Ok(Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_owned)),
+        Some(Scalar::Number(digits)) => Ok(Some(digits.to_owned())),
+        Some(Scalar::Other) => Err(()),
+    }
+}
+
+/// A numeric dimension: a JSON number, or a string holding one (`"1000"`),
+/// kept with its exact digits; anything else cannot be read.
+pub(super) fn lenient_number(value: Option<Scalar>) -> Result<Option<Number>, ()> {
+    let digits = match &value {
+        None => return Ok(None),
+        Some(Scalar::Number(digits)) => *digits,
+        Some(Scalar::Text(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Scalar::Text(s)) => s.trim(),
+        Some(Scalar::Other) => return Err(()),
+    };
+    digits.parse::<Number>().map(Some).map_err(drop)
+}
