@@ -37,7 +37,12 @@ if ! python3 -c 'import kubernetes_validate, check_jsonschema' >/dev/null 2>&1; 
     kubernetes-validate==1.37.0 check-jsonschema==0.39.0
 fi
 
-# Lints first: any warning (dead code included) fails the suite.
+# Lints first: any warning (dead code included) fails the suite. A
+# toolchain installed with rustup's minimal profile lacks clippy.
+if ! cargo clippy --version >/dev/null 2>&1; then
+  echo "installing clippy (rustup component)"
+  rustup component add clippy
+fi
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Benchmarks print figures (see BENCHMARKS.md) and are not run here; they
 # must still build.
