@@ -114,18 +114,31 @@ impl Case {
     }
 
     async fn cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketmeter"))
-            .args(args)
-            .env_clear()
-            .envs(env.iter().copied())
-            .env("OPENMETER_URL", self.om.url())
-            .env("ETH_USD_PRICE", "3500")
-            .env("DLQ_FILE", self.dlq.display().to_string())
-            .env("RUST_LOG", "warn")
+        ticketmeter(&self.om, &self.dlq, args, env)
             .output()
             .await
             .unwrap()
     }
+}
+
+/// The real binary with `args`, in a clean environment but for `env`,
+/// against `om` at a price of 3500, its dead letters in `dlq`.
+fn ticketmeter(
+    om: &OpenMeter,
+    dlq: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketmeter"));
+    command
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .env("OPENMETER_URL", om.url())
+        .env("ETH_USD_PRICE", "3500")
+        .env("DLQ_FILE", dlq)
+        .env("RUST_LOG", "warn");
+    command
 }
 
 /// Longer than the `--settle 1s` the repair tests use, and than the

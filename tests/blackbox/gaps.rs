@@ -17,7 +17,7 @@ use crate::support::binary::{binary_path, collector_env, Binary};
 use crate::support::broker::Broker;
 use crate::support::double::{OpenMeter, TOKEN};
 use crate::support::signer::{Blob, Call, Signer};
-use crate::support::{eventually, free_port};
+use crate::support::{eventually, free_port, metric};
 
 /// A gap as the audit's JSON names it: session, first and last number.
 type Named = (String, u64, u64);
@@ -208,14 +208,6 @@ async fn the_audit_names_exactly_the_calls_removed_from_the_middle_of_sessions()
             "session fee rate × uncovered time"
         );
     }
-}
-
-/// The value of an unlabelled metric in a Prometheus text exposition.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
 }
 
 async fn metrics(port: u16) -> String {

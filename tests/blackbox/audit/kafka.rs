@@ -11,7 +11,7 @@ use crate::support::binary::{collector_env, Binary};
 use crate::support::broker::Broker;
 use crate::support::double::{OpenMeter, TOKEN};
 use crate::support::fixtures::{fixtures, signed_now};
-use crate::support::{eventually, free_port};
+use crate::support::{eventually, free_port, metric};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -83,14 +83,6 @@ async fn a_kafka_range_is_audited_with_its_dead_letter_topic_and_the_collectors_
         before,
         "the audit committed nothing for the collector's group"
     );
-}
-
-/// The value of an unlabelled metric in a Prometheus text exposition.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

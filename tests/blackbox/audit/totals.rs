@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use openmeter_double::Route;
 use serde_json::{json, Value};
 
-use super::ids_of;
+use super::{ids_of, ticketmeter};
 use crate::support::double::OpenMeter;
 
 /// Every customer's subscription starts here, long before the tickets.
@@ -106,14 +106,8 @@ impl Range {
     }
 
     async fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketmeter"))
-            .args(args)
-            .env_clear()
-            .envs(env.iter().copied())
-            .env("OPENMETER_URL", self.om.url())
-            .env("ETH_USD_PRICE", "3500")
-            .env("DLQ_FILE", self.dir.path().join("dlq.jsonl"))
-            .env("RUST_LOG", "warn")
+        let dlq = self.dir.path().join("dlq.jsonl");
+        ticketmeter(&self.om, &dlq, args, env)
             .env(COLLECTION.0, COLLECTION.1)
             .output()
             .await

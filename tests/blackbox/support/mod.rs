@@ -8,7 +8,8 @@
 //! - `pipeline`: ticketmeter's pipeline run in-process over JSON lines;
 //! - `signer`: go-livepeer's remote signer's session chains, call by call.
 //!
-//! Here: what every concern uses (a free port, waiting for a condition).
+//! Here: what every concern uses (a free port, waiting for a condition,
+//! reading a metric).
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -39,4 +40,12 @@ pub(crate) async fn eventually(timeout: Duration, mut check: impl FnMut() -> boo
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     check()
+}
+
+/// The value of an unlabelled metric in a Prometheus text exposition.
+pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }
