@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use openmeter_double::{Double, Network, Route};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig as RdConfig;
 
 use crate::distance::{seed_customers, Mode};
-use crate::harness::{cpu_secs, event, free_port, produce, producer, tansu, Collector};
+use crate::harness::{
+    cpu_secs, create_topics, event, free_port, produce, producer, tansu, Collector,
+};
 use crate::Options;
 
 const PARTITIONS: i32 = 12;
@@ -21,10 +20,6 @@ const LATENCY: Duration = Duration::from_millis(20);
 
 pub(crate) async fn run(double: &Double, url: &str, opts: &Options) {
     let broker = tansu();
-    let admin: AdminClient<DefaultClientContext> = RdConfig::new()
-        .set("bootstrap.servers", &broker.brokers)
-        .create()
-        .unwrap();
     let producer = producer(&broker.brokers);
     let first_customer = 7_000_000;
     seed_customers(double, first_customer, opts.customers);
@@ -44,18 +39,7 @@ pub(crate) async fn run(double: &Double, url: &str, opts: &Options) {
             _ => (opts.events, Duration::from_secs(300)),
         };
         let topic = format!("scale-{round}-{instances}");
-        let dlq = format!("{topic}.dlq");
-        let new = [
-            NewTopic::new(&topic, PARTITIONS, TopicReplication::Fixed(1)),
-            NewTopic::new(&dlq, 1, TopicReplication::Fixed(1)),
-        ];
-        for r in admin
-            .create_topics(&new, &AdminOptions::new())
-            .await
-            .unwrap()
-        {
-            r.unwrap();
-        }
+        create_topics(&broker.brokers, &topic, PARTITIONS).await;
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
         let id_base = 300_000_000 + round * opts.events;
         produce(
