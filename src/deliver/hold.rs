@@ -159,7 +159,8 @@ impl Deliverer {
     /// level, so an outage is named once, not once per batch and attempt.
     /// Under a gateway's rate limit push-backs keep coming and their
     /// reasons alternate (ensure's calls, ingest): that is the limit
-    /// working, said at most once a minute with the holds since. `/ready`
+    /// working, said at most once a minute with how many such holds began
+    /// since (`holds`). `/ready`
     /// names a hold for as long as it lasts.
     fn log_hold(&self, hold: &Hold, events: usize, delay: Duration, news: bool) {
         let error = &hold.reason;

@@ -13,7 +13,7 @@ use crate::domain::Identity;
 #[derive(Debug, Default)]
 pub(super) struct Throttled {
     last: Mutex<Option<Instant>>,
-    /// Holds since the last line.
+    /// Rate-limited holds that began since the last line.
     since: std::sync::atomic::AtomicU64,
 }
 
