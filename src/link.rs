@@ -9,7 +9,6 @@
 
 use std::hash::Hasher;
 
-use chrono::DateTime;
 use rustc_hash::FxHasher;
 
 /// Which chain a call belongs to. `StateID` is 4 random bytes in hex
@@ -101,11 +100,7 @@ impl Link {
 /// An RFC 3339 time to the nanosecond, as Go's `time.Time` writes it.
 pub(crate) fn nanos(text: &str) -> Option<i64> {
     let text = text.trim();
-    utc_nanos(text).or_else(|| {
-        DateTime::parse_from_rfc3339(text)
-            .ok()?
-            .timestamp_nanos_opt()
-    })
+    utc_nanos(text).or_else(|| crate::encoding::parse_rfc3339(text)?.timestamp_nanos_opt())
 }
 
 /// The form Go writes a UTC `time.Time` in, `YYYY-MM-DDTHH:MM:SS[.f…]Z`
@@ -172,6 +167,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::DateTime;
 
     fn fields<'a>(seq: &'a str, current: &'a str, previous: &'a str) -> Fields<'a> {
         Fields {

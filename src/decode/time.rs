@@ -33,8 +33,8 @@ pub(crate) fn claimed_time(
 ) -> Option<(String, DateTime<Utc>)> {
     if let Some(Scalar::Text(t)) = &current_time {
         let t = t.trim();
-        if let Ok(at) = DateTime::parse_from_rfc3339(t) {
-            return Some((t.to_owned(), at.to_utc()));
+        if let Some(at) = crate::encoding::parse_rfc3339(t) {
+            return Some((t.to_owned(), at));
         }
     }
     let at = [current_time_unix, timestamp]
