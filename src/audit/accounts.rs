@@ -1,7 +1,8 @@
 //! Who bills each subject, and under which terms, read once for the whole
 //! audit: every customer and every subscription in pages of the server's
-//! maximum (as the ensure cache's warm-up reads them), so the totals need no
-//! call per customer. A subject is attributed to the customer whose key or
+//! maximum (as the ensure cache's warm-up reads them), keeping all of them
+//! or (the continuous audit) those of the subjects its window bills, so the
+//! totals need no call per customer. A subject is attributed to the customer whose key or
 //! usage-attribution subject key it is (`streaming/usageattribution.go`,
 //! `GetValues`); deleted customers and subscriptions bill nothing.
 
