@@ -44,6 +44,7 @@ use super::report::{Level, Proof, Report};
 use super::totals::{Cell, Ledgers, Measure, Reading, Tally};
 use super::windows::{at, second_of, Grain};
 use super::{original, record, signed_time};
+use crate::contract::IdScheme;
 use crate::decode::BILLABLE_TYPE;
 use crate::map::Mapped;
 use crate::openmeter::model::{
@@ -280,6 +281,7 @@ impl Audit {
         let mut months: HashMap<Cell, Tally> = HashMap::new();
         let mut sums: HashMap<u32, Sums> = HashMap::new();
         let mut fates = [0u64; 4];
+        let ids = self.config.contract.ids;
         let read = self
             .each_signed(&scope.read, "signed events", Some(gaps), |mapped, entry| {
                 let fee_wei = entry.fee_wei;
@@ -289,7 +291,7 @@ impl Audit {
                 match fate {
                     Fate::Letter => {
                         let id = mapped.event.id.clone();
-                        sign(ledger, &mapped, entry);
+                        sign(ledger, &mapped, entry, ids);
                         for (customer, reason) in letters.remove(&id).unwrap_or_default() {
                             ledger.dead_letter(&id, &customer, reason);
                         }
@@ -302,7 +304,7 @@ impl Audit {
                             .or_default()
                             .add(fee_wei, micros);
                     }
-                    Fate::Out => sign(ledger, &mapped, entry),
+                    Fate::Out => sign(ledger, &mapped, entry, ids),
                     Fate::Window {
                         subject,
                         sent,
@@ -494,6 +496,7 @@ impl Audit {
         ledger: &mut Ledger,
     ) -> Result<(), AuditError> {
         let mut proven: HashMap<u32, Sums> = HashMap::new();
+        let ids = self.config.contract.ids;
         self.each_signed(&scope.read, "differing minutes", None, |mapped, entry| {
             let Fate::Window { subject, sent, .. } =
                 self.fate(scope, &mut ledger.customers, &mapped)
@@ -501,7 +504,7 @@ impl Audit {
                 return;
             };
             if leaf.contains(&Cell::at(subject, Grain::Minute, sent)) {
-                sign(ledger, &mapped, entry);
+                sign(ledger, &mapped, entry, ids);
             } else {
                 proven
                     .entry(subject)
@@ -640,10 +643,10 @@ fn compared(level: &Ledgers, grain: Grain, parents: Option<&HashSet<Cell>>) -> u
 }
 
 /// A ticket matched one by one.
-fn sign(ledger: &mut Ledger, mapped: &Mapped, entry: Entry) {
+fn sign(ledger: &mut Ledger, mapped: &Mapped, entry: Entry, ids: IdScheme) {
     ledger.sign(
         &mapped.event.id,
-        &mapped.other_id,
+        mapped.other_id(ids),
         &mapped.event.subject,
         entry,
     );

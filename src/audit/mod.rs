@@ -324,6 +324,7 @@ impl Audit {
         ledger: &mut Ledger,
         gaps: &mut gaps::AuditGaps,
     ) -> Result<(), AuditError> {
+        let ids = self.config.contract.ids;
         let read = self
             .each_signed(
                 &self.config.range,
@@ -331,7 +332,7 @@ impl Audit {
                 Some(gaps),
                 |mapped, entry| {
                     let key = mapped.identity.customer_key();
-                    ledger.sign(&mapped.event.id, &mapped.other_id, key.as_str(), entry);
+                    ledger.sign(&mapped.event.id, mapped.other_id(ids), key.as_str(), entry);
                 },
             )
             .await?;

@@ -1,29 +1,92 @@
-//! The ticket's ids: the CloudEvent id under each scheme, and `request_id`.
+//! The ticket's ids: the CloudEvent id under each scheme, its fingerprint,
+//! and `request_id`.
+
+use sha2::{Digest, Sha256};
 
 use super::scalar::{lenient_text, Scalar};
 use crate::contract::IdScheme;
 
-/// The CloudEvent id under `scheme`: the first non-blank of the envelope
-/// `id` and `request_id` in the scheme's order, else `sha256:` of the
-/// record's bytes (the same bytes on every redelivery).
+/// A ticket's ids, computed once in decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ids {
+    /// The CloudEvent id under the contract's scheme.
+    pub(crate) event: String,
+    /// The envelope `id` (trimmed), kept only under
+    /// [`IdScheme::RequestId`] when it is not blank: there `event` does not
+    /// show it, and the audit's [`other_id`] needs it. Under
+    /// [`IdScheme::Envelope`] it is `event` itself.
+    pub(crate) envelope: Option<String>,
+    /// [`id_fingerprint`] of the id the envelope scheme gives.
+    pub(crate) fingerprint: u32,
+}
+
+/// The ids of a ticket whose envelope `id` and `request_id` are these, under
+/// `scheme`. Each scheme takes the first non-blank of the envelope `id` and
+/// `request_id` in its order, else `sha256:` of the record's bytes (the
+/// same bytes on every redelivery).
+pub(crate) fn ids(scheme: IdScheme, envelope_id: &str, request_id: &str, payload: &[u8]) -> Ids {
+    let envelope_first = first_non_blank(envelope_id, request_id);
+    let event = match scheme {
+        IdScheme::Envelope => envelope_first,
+        IdScheme::RequestId => first_non_blank(request_id, envelope_id),
+    }
+    .map_or_else(|| payload_digest(payload), str::to_owned);
+    let envelope = match scheme {
+        IdScheme::Envelope => None,
+        IdScheme::RequestId => Some(envelope_id.trim())
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned),
+    };
+    let fingerprint = id_fingerprint(envelope_first.unwrap_or(&event));
+    Ids {
+        event,
+        envelope,
+        fingerprint,
+    }
+}
+
+/// The CloudEvent id under `scheme` (see [`ids`]).
 pub(crate) fn event_id(
     scheme: IdScheme,
     envelope_id: &str,
     request_id: &str,
     payload: &[u8],
 ) -> String {
-    let (first, second) = match scheme {
-        IdScheme::Envelope => (envelope_id, request_id),
-        IdScheme::RequestId => (request_id, envelope_id),
-    };
+    ids(scheme, envelope_id, request_id, payload).event
+}
+
+/// The id the scheme other than `scheme` gives a ticket sent under
+/// `event_id`, from what the event keeps: its `request_id` and, under
+/// [`IdScheme::RequestId`], [`Ids::envelope`]. When both ids are blank both
+/// schemes give the record's digest, which is `event_id`.
+pub(crate) fn other_id<'a>(
+    scheme: IdScheme,
+    event_id: &'a str,
+    request_id: &'a str,
+    envelope_id: Option<&'a str>,
+) -> &'a str {
+    match scheme {
+        IdScheme::Envelope => first_non_blank(request_id, event_id).unwrap_or(event_id),
+        IdScheme::RequestId => envelope_id.unwrap_or(event_id),
+    }
+}
+
+fn first_non_blank<'a>(first: &'a str, second: &'a str) -> Option<&'a str> {
     [first.trim(), second.trim()]
         .into_iter()
         .find(|id| !id.is_empty())
-        .map_or_else(|| payload_digest(payload), str::to_owned)
 }
 
 fn payload_digest(payload: &[u8]) -> String {
     format!("sha256:{}", crate::encoding::sha256_hex(payload))
+}
+
+/// A ticket's fingerprint: the first four bytes of the SHA-256 of its
+/// envelope id, big-endian. Below 2^32, so a float64 sum of up to 2^21 of
+/// them (what OpenMeter's meter query computes) is exact.
+pub(crate) fn id_fingerprint(envelope_id: &str) -> u32 {
+    let digest = Sha256::digest(envelope_id.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
 /// `request_id` as text: a string (trimmed) or a number's digits; empty
@@ -53,5 +116,46 @@ mod tests {
             digest,
             "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
         );
+    }
+
+    #[test]
+    fn the_other_id_is_what_the_other_scheme_gives() {
+        let cases = [("env", "req"), ("env", " "), (" ", "req"), ("", "")];
+        for (envelope_id, request_id) in cases {
+            for scheme in [IdScheme::Envelope, IdScheme::RequestId] {
+                let ids = ids(scheme, envelope_id, request_id, b"{}");
+                let other = other_id(
+                    scheme,
+                    &ids.event,
+                    request_id.trim(),
+                    ids.envelope.as_deref(),
+                );
+                let expected = event_id(scheme.other(), envelope_id, request_id, b"{}");
+                assert_eq!(
+                    other, expected,
+                    "{scheme:?} of {envelope_id:?}, {request_id:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_is_of_the_envelope_schemes_id_under_either_scheme() {
+        for scheme in [IdScheme::Envelope, IdScheme::RequestId] {
+            assert_eq!(
+                ids(scheme, "env", "req", b"{}").fingerprint,
+                id_fingerprint("env")
+            );
+            assert_eq!(
+                ids(scheme, " ", "req", b"{}").fingerprint,
+                id_fingerprint("req")
+            );
+        }
+    }
+
+    #[test]
+    fn a_fingerprint_is_the_first_four_bytes_of_the_ids_sha256() {
+        // SHA-256 of the empty string begins e3 b0 c4 42.
+        assert_eq!(id_fingerprint(""), 0xe3b0_c442);
     }
 }

@@ -32,7 +32,9 @@ use time::event_time;
 
 pub(crate) use dimensions::Dimensions;
 pub(crate) use envelope::BILLABLE_TYPE;
-pub(crate) use ids::{event_id, request_id};
+#[cfg(test)]
+pub(crate) use ids::id_fingerprint;
+pub(crate) use ids::{event_id, other_id, request_id};
 pub(crate) use rejection::Rejection;
 pub(crate) use scalar::Scalar;
 pub(crate) use time::claimed_time;
@@ -46,9 +48,11 @@ pub struct SignedTicket {
     /// The CloudEvent id under the contract's
     /// [`IdScheme`](crate::contract::IdScheme).
     pub event_id: String,
-    /// The id the other scheme gives, so the audit matches events sent
-    /// before a cut-over.
-    pub other_id: String,
+    /// The envelope `id` when `event_id` does not show it (see
+    /// [`ids::Ids::envelope`]): what the audit's other id is read from.
+    pub(crate) envelope_id: Option<String>,
+    /// The fingerprint of the envelope scheme's id (`data.id_fingerprint`).
+    pub id_fingerprint: u32,
     pub request_id: String,
     pub identity: Identity,
     /// `data.usage_subject_type` as the event gave it.
@@ -98,10 +102,15 @@ pub fn decode(payload: &[u8], max_bytes: usize, contract: &Contract) -> Result<D
         return Err(Rejection::TooDeep);
     }
     // One pass reads a well-formed ticket; anything else is read again in
-    // two steps, envelope then data, to say which part is wrong.
-    let envelope = match serde_json::from_slice::<Envelope<Object<TicketData>>>(payload) {
-        Ok(envelope) => envelope.map_data(|data| data.0),
-        Err(_) => two_step(payload)?,
+    // two steps, envelope then data, to say which part is wrong. The bytes
+    // are checked for UTF-8 once, as a whole, so the pass reads them as text
+    // instead of checking each string it meets again.
+    let one_pass = std::str::from_utf8(payload)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Envelope<Object<TicketData>>>(text).ok());
+    let envelope = match one_pass {
+        Some(envelope) => envelope.map_data(|data| data.0),
+        None => two_step(payload)?,
     };
     match envelope.kind.as_deref() {
         None | Some("") => Err(Rejection::NoType),
@@ -141,9 +150,11 @@ fn ticket(
         previous_time: previous_time.as_ref().and_then(Scalar::as_text),
     };
     let link = Link::read(fields, Some(fee.get()));
+    let ids = ids::ids(contract.ids, envelope_id, &request_id, payload);
     Ok(SignedTicket {
-        event_id: event_id(contract.ids, envelope_id, &request_id, payload),
-        other_id: event_id(contract.ids.other(), envelope_id, &request_id, payload),
+        event_id: ids.event,
+        envelope_id: ids.envelope,
+        id_fingerprint: ids.fingerprint,
         usage_subject_type: lenient_text(Scalar::read(data.usage_subject_type))
             .ok()
             .flatten(),
@@ -219,11 +230,11 @@ mod tests {
     #[test]
     fn the_envelope_id_is_the_event_id_and_request_id_the_seeds() {
         let t = ticket_of(OK);
-        assert_eq!((t.event_id.as_str(), t.other_id.as_str()), ("env-1", "r1"));
+        assert_eq!(t.event_id, "env-1");
         let seed = ticket_under(&event(OK), &Contract::seed());
         assert_eq!(
-            (seed.event_id.as_str(), seed.other_id.as_str()),
-            ("r1", "env-1")
+            (seed.event_id.as_str(), seed.envelope_id.as_deref()),
+            ("r1", Some("env-1"))
         );
     }
 

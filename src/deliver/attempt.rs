@@ -8,11 +8,10 @@ use std::time::Instant;
 
 use chrono::Utc;
 
-use super::body::{batch_bodies, Bodies, Part};
+use super::body::{batch_bodies, Part};
 use super::hold::{rate_limited, Hold, Round};
 use super::{Chunk, Deliverer, Pending};
 use crate::concurrency::Signal;
-use crate::dlq::DeadLetterKind;
 use crate::domain::CustomerKey;
 use crate::ensure::EnsureError;
 use crate::metrics::metrics;
@@ -26,7 +25,7 @@ impl Deliverer {
     pub(super) async fn attempt(&self, chunk: Chunk, todo: &mut Vec<Chunk>, round: &mut Round) {
         let healed = chunk.healed;
         let ready = self.ensure_customers(chunk, round).await;
-        for part in self.bodies(ready, round) {
+        for part in self.bodies(ready) {
             self.send(part, healed, todo, round).await;
         }
     }
@@ -119,18 +118,12 @@ impl Deliverer {
         ready
     }
 
-    /// The request bodies of `ready`; an event that cannot be serialised
-    /// (a bug, never its data) is dead-lettered with the reason.
-    fn bodies(&self, ready: Vec<Pending>, round: &mut Round) -> Vec<Part> {
+    /// The request bodies of `ready`.
+    fn bodies(&self, ready: Vec<Pending>) -> Vec<Part> {
         if ready.is_empty() {
             return Vec::new();
         }
-        let Bodies { parts, failed } = batch_bodies(ready, self.max_body_bytes);
-        for (pending, e) in failed {
-            let reason = format!("the CloudEvent could not be serialised: {e}");
-            round.dead_letter([pending], DeadLetterKind::InvalidData, &reason);
-        }
-        parts
+        batch_bodies(ready, self.max_body_bytes)
     }
 
     fn accepted(&self, chunk: Vec<Pending>, round: &mut Round) {

@@ -11,19 +11,12 @@ pub(super) struct Part {
     pub(super) body: Bytes,
 }
 
-/// A batch's ingest requests, and the events that could not be serialised.
-#[derive(Default)]
-pub(super) struct Bodies {
-    pub(super) parts: Vec<Part>,
-    pub(super) failed: Vec<(Pending, serde_json::Error)>,
-}
-
 /// Ingest request bodies, `[e1,e2,…]`, each event serialised straight into
 /// its body: a body is closed before the event that would take it past
 /// `max_bytes` (an event alone in its body may exceed it; OpenMeter then
 /// decides).
-pub(super) fn batch_bodies(ready: Vec<Pending>, max_bytes: usize) -> Bodies {
-    let mut out = Bodies::default();
+pub(super) fn batch_bodies(ready: Vec<Pending>, max_bytes: usize) -> Vec<Part> {
+    let mut parts = Vec::new();
     let mut part = Vec::with_capacity(ready.len());
     let mut body = BytesMut::with_capacity(max_bytes.min(ready.len() * 1024) + 2);
     body.put_u8(b'[');
@@ -32,15 +25,11 @@ pub(super) fn batch_bodies(ready: Vec<Pending>, max_bytes: usize) -> Bodies {
         if !part.is_empty() {
             body.put_u8(b',');
         }
-        if let Err(e) = serde_json::to_writer((&mut body).writer(), &pending.event) {
-            body.truncate(mark);
-            out.failed.push((pending, e));
-            continue;
-        }
+        pending.event.write_json(&mut body);
         if body.len() + 1 > max_bytes && !part.is_empty() {
             let event = body.split_off(mark);
             body.put_u8(b']');
-            out.parts.push(Part {
+            parts.push(Part {
                 events: std::mem::take(&mut part),
                 body: body.split().freeze(),
             });
@@ -51,12 +40,12 @@ pub(super) fn batch_bodies(ready: Vec<Pending>, max_bytes: usize) -> Bodies {
     }
     if !part.is_empty() {
         body.put_u8(b']');
-        out.parts.push(Part {
+        parts.push(Part {
             events: part,
             body: body.freeze(),
         });
     }
-    out
+    parts
 }
 
 #[cfg(test)]
@@ -108,20 +97,19 @@ mod tests {
     #[test]
     fn a_batch_within_the_byte_limit_is_one_request_of_every_event() {
         let bodies = batch_bodies((0..5).map(pending).collect(), 1 << 20);
-        assert_eq!(bodies.parts.len(), 1);
-        assert_eq!(ids(&bodies.parts[0].body).len(), 5);
-        assert!(bodies.failed.is_empty());
+        assert_eq!(bodies.len(), 1);
+        assert_eq!(ids(&bodies[0].body).len(), 5);
     }
 
     #[test]
     fn a_batch_past_the_byte_limit_is_split_into_requests_within_it_in_order() {
-        let one = batch_bodies(vec![pending(0)], 1 << 20).parts[0].body.len();
+        let one = batch_bodies(vec![pending(0)], 1 << 20)[0].body.len();
         let limit = one * 2 + 2;
         let bodies = batch_bodies((0..5).map(pending).collect(), limit);
-        let sizes: Vec<usize> = bodies.parts.iter().map(|p| p.events.len()).collect();
+        let sizes: Vec<usize> = bodies.iter().map(|p| p.events.len()).collect();
         assert_eq!(sizes, [2, 2, 1]);
         let mut sent = Vec::new();
-        for part in &bodies.parts {
+        for part in &bodies {
             assert!(part.body.len() <= limit, "{} > {limit}", part.body.len());
             let body_ids = ids(&part.body);
             let event_ids: Vec<String> = part.events.iter().map(|p| p.event.id.clone()).collect();
@@ -135,7 +123,7 @@ mod tests {
     #[test]
     fn an_event_larger_than_the_byte_limit_is_sent_alone() {
         let bodies = batch_bodies((0..3).map(pending).collect(), 10);
-        assert_eq!(bodies.parts.len(), 3);
-        assert!(bodies.parts.iter().all(|p| ids(&p.body).len() == 1));
+        assert_eq!(bodies.len(), 3);
+        assert!(bodies.iter().all(|p| ids(&p.body).len() == 1));
     }
 }

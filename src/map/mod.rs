@@ -2,14 +2,15 @@
 //! ingests. The arithmetic is exact (see [`FeeWei::to_usd_micros`]); the
 //! contract's [`Amounts`] decide how the amounts are written.
 
+mod json;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use serde_json::Number;
-use sha2::{Digest, Sha256};
 
 use crate::contract::{Amounts, Contract, IdScheme};
-use crate::decode::{Dimensions, SignedTicket, BILLABLE_TYPE};
+use crate::decode::{other_id, Dimensions, SignedTicket, BILLABLE_TYPE};
 use crate::domain::{json_number, EthUsdPrice, Identity, UsdMicros};
 
 /// The CloudEvent `source` of every event we send.
@@ -76,7 +77,7 @@ pub struct UsageData {
     /// The id this event was first sent under, when `audit --repair` sent
     /// it again under a derived id (the first copy was proven lost).
     pub original_id: Option<String>,
-    /// [`id_fingerprint`] of the ticket's envelope id: the built-in
+    /// [`SignedTicket::id_fingerprint`], of the ticket's envelope id: the built-in
     /// catalog's `id_fingerprint` meter sums it, so the audit's totals see
     /// a lost ticket and another one stored twice even when their fees are
     /// equal. The same under either `EVENT_ID` and on a repair copy.
@@ -133,14 +134,6 @@ fn optional<S: SerializeStruct, T: Serialize>(
     }
 }
 
-/// A ticket's fingerprint: the first four bytes of the SHA-256 of its
-/// envelope id, big-endian. Below 2^32, so a float64 sum of up to 2^21 of
-/// them (what OpenMeter's meter query computes) is exact.
-pub(crate) fn id_fingerprint(envelope_id: &str) -> u32 {
-    let digest = Sha256::digest(envelope_id.as_bytes());
-    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
-}
-
 impl UsageEvent {
     /// Moves `time` to `start`, keeping the signed time in `data.signed_at`:
     /// OpenMeter invoices an event only when its `time` falls inside its
@@ -161,12 +154,26 @@ pub struct Mapped {
     pub event: UsageEvent,
     /// The event's `time`, parsed.
     pub signed_at: DateTime<Utc>,
-    /// The id the other [`crate::contract::IdScheme`] gives.
-    pub other_id: String,
+    /// The envelope `id` when the event's id does not show it.
+    envelope_id: Option<String>,
     /// The exact network fee, whatever `amounts` wrote.
     pub exact_usd_micros: UsdMicros,
     /// Dimensions left out because their value could not be read.
     pub unreadable: Vec<&'static str>,
+}
+
+impl Mapped {
+    /// The id the scheme other than `scheme` (the one it was mapped under)
+    /// gives this ticket: the audit matches events sent before a cut-over
+    /// by it.
+    pub fn other_id(&self, scheme: IdScheme) -> &str {
+        other_id(
+            scheme,
+            &self.event.id,
+            &self.event.data.gateway_request_id,
+            self.envelope_id.as_deref(),
+        )
+    }
 }
 
 /// The names of the `data` fields a meter may aggregate or group by; the
@@ -210,7 +217,7 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Ma
     let (fee, fee_wei, eth_usd_price) = match contract.amounts {
         Amounts::Exact => (
             exact,
-            Figure::exact(ticket.fee.to_string()),
+            Figure::Number(Number::from(ticket.fee.get())),
             Figure::exact(price.to_string()),
         ),
         Amounts::Rounded => (
@@ -219,11 +226,6 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Ma
             Figure::Text(price.to_string()),
         ),
     };
-    let envelope_id = match contract.ids {
-        IdScheme::Envelope => &ticket.event_id,
-        IdScheme::RequestId => &ticket.other_id,
-    };
-    let fingerprint = id_fingerprint(envelope_id);
     let identity = ticket.identity;
     let mut dimensions = ticket.dimensions;
     let unreadable = std::mem::take(&mut dimensions.unreadable);
@@ -245,14 +247,14 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Ma
             eth_usd_price,
             signed_at: None,
             original_id: None,
-            id_fingerprint: fingerprint,
+            id_fingerprint: ticket.id_fingerprint,
         },
     };
     Mapped {
         identity,
         event,
         signed_at: ticket.signed_at,
-        other_id: ticket.other_id,
+        envelope_id: ticket.envelope_id,
         exact_usd_micros: exact,
         unreadable,
     }
@@ -261,7 +263,7 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Ma
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{decode, Decoded, DEFAULT_MAX_BYTES};
+    use crate::decode::{decode, id_fingerprint, Decoded, DEFAULT_MAX_BYTES};
 
     /// A ticket of `app:owner:U1` signed at 2026-09-09T00:00:00Z.
     const TICKET: &str = r#"{"request_id":"r1","auth_id":"app:owner:U1","computed_fee":"333333333333","current_time":"2026-09-09T00:00:00Z","pixels":7}"#;
@@ -371,9 +373,15 @@ mod tests {
     }
 
     #[test]
-    fn a_fingerprint_is_the_first_four_bytes_of_the_ids_sha256() {
-        // SHA-256 of the empty string begins e3 b0 c4 42.
-        assert_eq!(id_fingerprint(""), 0xe3b0_c442);
+    fn the_other_id_is_the_other_schemes() {
+        assert_eq!(
+            mapped(TICKET, &Contract::default()).other_id(IdScheme::Envelope),
+            "r1"
+        );
+        assert_eq!(
+            mapped(TICKET, &Contract::seed()).other_id(IdScheme::RequestId),
+            "env-1"
+        );
     }
 
     #[test]
