@@ -3,6 +3,10 @@
 
 use std::hint::black_box;
 
+/// The binary's allocator (`src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ticketmeter::{decode, map, Contract, Decoded, DEFAULT_MAX_BYTES};
 

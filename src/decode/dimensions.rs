@@ -1,6 +1,8 @@
 //! Today's collectors' dimensions, read leniently: one that cannot be read
 //! is left out and named, never a dead letter.
 
+use std::borrow::Cow;
+
 use serde_json::value::RawValue;
 use serde_json::Number;
 
@@ -32,9 +34,12 @@ pub struct Dimensions {
 
 /// Today's collectors' dimensions (pymthouse `collector.yaml`), and the
 /// session id read on the way (the chain's, and `manifest_id`'s fallback).
-pub(super) fn dimensions(data: &TicketData, request_id: &str) -> (Dimensions, String) {
+pub(super) fn dimensions<'a>(
+    data: &TicketData<'a>,
+    request_id: &str,
+) -> (Dimensions, Cow<'a, str>) {
     let mut dims = Dimensions::default();
-    let mut text = |name: &'static str, value: Option<&RawValue>| -> String {
+    let mut text = |name: &'static str, value: Option<&'a RawValue>| -> Cow<'a, str> {
         lenient_text(Scalar::read(value))
             .unwrap_or_else(|()| {
                 dims.unreadable.push(name);
@@ -46,11 +51,11 @@ pub(super) fn dimensions(data: &TicketData, request_id: &str) -> (Dimensions, St
     let model = text("model_id", data.model_id);
     let manifest = text("manifest_id", data.manifest_id);
     let session = text("session_id", data.session_id);
-    let app = text("app", data.app);
-    let session_status = text("session_status", data.session_status);
-    let orch_address = text("orch_address", data.orch_address);
+    let app = text("app", data.app).into_owned();
+    let session_status = text("session_status", data.session_status).into_owned();
+    let orch_address = text("orch_address", data.orch_address).into_owned();
     let (pipeline, model_id) = pipeline_and_model(&pipeline, &model);
-    let manifest_id = [manifest.as_str(), session.as_str(), request_id]
+    let manifest_id = [&*manifest, &*session, request_id]
         .into_iter()
         .find(|s| !s.is_empty())
         .unwrap_or(UNKNOWN)

@@ -1,6 +1,8 @@
 //! The ticket's ids: the CloudEvent id under each scheme, its fingerprint,
 //! and `request_id`.
 
+use std::borrow::Cow;
+
 use sha2::{Digest, Sha256};
 
 use super::scalar::{lenient_text, Scalar};
@@ -92,7 +94,11 @@ pub(crate) fn id_fingerprint(envelope_id: &str) -> u32 {
 /// `request_id` as text: a string (trimmed) or a number's digits; empty
 /// when absent or unreadable.
 pub(crate) fn request_id(value: Option<Scalar>) -> String {
-    lenient_text(value).ok().flatten().unwrap_or_default()
+    lenient_text(value)
+        .ok()
+        .flatten()
+        .map(Cow::into_owned)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ mod rejection;
 mod scalar;
 mod time;
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
@@ -143,7 +145,7 @@ fn ticket(
         Scalar::read(data.previous_time),
     );
     let fields = Fields {
-        session_id: Some(session_id.as_str()),
+        session_id: Some(&session_id),
         orch_address: Some(dimensions.orch_address.as_str()),
         sequence_number: sequence_number.as_ref().and_then(Scalar::as_text),
         current_ns,
@@ -157,7 +159,8 @@ fn ticket(
         id_fingerprint: ids.fingerprint,
         usage_subject_type: lenient_text(Scalar::read(data.usage_subject_type))
             .ok()
-            .flatten(),
+            .flatten()
+            .map(Cow::into_owned),
         dimensions,
         request_id,
         identity,

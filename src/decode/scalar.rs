@@ -62,13 +62,16 @@ impl<'a> Scalar<'a> {
 
 /// A text dimension: a string (trimmed; blank is absent) or a number's
 /// text; anything else cannot be read.
-pub(super) fn lenient_text(value: Option<Scalar>) -> Result<Option<String>, ()> {
-    match value {
-        None => Ok(None),
-        Some(Scalar::Text(s)) => Ok(Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_owned)),
-        Some(Scalar::Number(digits)) => Ok(Some(digits.to_owned())),
-        Some(Scalar::Other) => Err(()),
-    }
+/// Borrowed from the record unless the string was escaped.
+pub(super) fn lenient_text(value: Option<Scalar<'_>>) -> Result<Option<Cow<'_, str>>, ()> {
+    let text = match value {
+        None => return Ok(None),
+        Some(Scalar::Text(Cow::Borrowed(s))) => Cow::Borrowed(s.trim()),
+        Some(Scalar::Text(Cow::Owned(s))) => Cow::Owned(s.trim().to_owned()),
+        Some(Scalar::Number(digits)) => Cow::Borrowed(digits),
+        Some(Scalar::Other) => return Err(()),
+    };
+    Ok(Some(text).filter(|t| !t.is_empty()))
 }
 
 /// A numeric dimension: a JSON number, or a string holding one (`"1000"`),

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::noted::Note;
 use super::{Deliverer, Pending};
-use crate::ensure::Ensured;
+use crate::ensure::Billable;
 use crate::metrics::metrics;
 
 impl Deliverer {
@@ -16,17 +16,17 @@ impl Deliverer {
     pub(super) fn place_in_period(
         &self,
         pending: &mut Pending,
-        ensured: &Ensured,
+        billable: &Billable,
         now: DateTime<Utc>,
     ) {
-        let terms = &ensured.terms;
+        let terms = &billable.terms;
         if let Some(start) = self.billing.moved_time(terms, pending.time) {
             pending.event.bill_from(start);
             pending.time = start;
             metrics().events_time_moved.inc();
             if self.noted.first(Note::Moved, &pending.identity) {
                 tracing::info!(
-                    customer = %ensured.customer_key,
+                    customer = billable.customer_key(&pending.identity),
                     subscription_active_from = %terms.active_from,
                     signed_at = pending.event.data.signed_at.as_deref().unwrap_or_default(),
                     "events older than the customer's subscription are sent at its start so they are invoiced"
@@ -40,7 +40,7 @@ impl Deliverer {
                 .inc_by(pending.event.data.billable_usd_micros.whole_u64());
             if self.noted.first(Note::Late, &pending.identity) {
                 tracing::warn!(
-                    customer = %ensured.customer_key,
+                    customer = billable.customer_key(&pending.identity),
                     time = %pending.time,
                     period_end = %terms
                         .period_end(pending.time)

@@ -6,11 +6,11 @@ use std::collections::{HashMap, HashSet};
 
 use futures::StreamExt;
 
-use super::{EnsureError, Ensured, Provisioner};
+use super::{Billable, EnsureError, Provisioner};
 use crate::domain::Identity;
 
 /// What ensure answered for each distinct identity of a batch.
-pub(crate) type Answers = HashMap<Identity, Result<Ensured, EnsureError>>;
+pub(crate) type Answers = HashMap<Identity, Result<Billable, EnsureError>>;
 
 impl Provisioner {
     /// One ensure per distinct identity of `identities`: a warm-up first
@@ -26,7 +26,7 @@ impl Provisioner {
         let mut answers = HashMap::with_capacity(distinct.len());
         let mut misses = Vec::new();
         for identity in distinct {
-            match self.cached(identity) {
+            match self.cached_billable(identity) {
                 Some(hit) => {
                     answers.insert(identity.clone(), Ok(hit));
                 }
@@ -35,7 +35,8 @@ impl Provisioner {
         }
         let ensures = misses.into_iter().map(|identity| async move {
             let result = self.ensure(&identity).await;
-            (identity, result)
+            let billable = result.map(|ensured| ensured.billable(&identity));
+            (identity, billable)
         });
         // The shared limit decides how many of these run.
         let at_once = self.limit.max();

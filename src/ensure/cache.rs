@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use hashbrown::HashTable;
 use ulid::Ulid;
 
-use super::ensured::{Created, Ensured};
+use super::ensured::{Billable, Created, Ensured};
 use crate::billing::{BillingTerms, Cadence};
 use crate::domain::CustomerKey;
 use crate::openmeter::model::SubscriptionStatus;
@@ -156,24 +156,12 @@ impl Store {
 
     /// Reads a slot's record back: owner key, `active_to`, anchor, ids.
     fn record(&self, slot: &Slot) -> Record<'_> {
-        let mut at = slot.at as usize + usize::from(slot.key_len);
+        let (head, mut at) = self.head(slot);
         let mut take = |len: usize| {
             let start = at;
             at += len;
             start
         };
-        let owner = take(usize::from(slot.owner_len));
-        let owner = self.text(owner, usize::from(slot.owner_len));
-        let mut time_at = |flag: u8| {
-            slot.has(flag).then(|| {
-                let start = take(8);
-                let mut bytes = [0; 8];
-                bytes.copy_from_slice(self.bytes(start, 8));
-                i64::from_le_bytes(bytes)
-            })
-        };
-        let active_to = time_at(ACTIVE_TO);
-        let anchor = time_at(ANCHOR);
         let mut id = |bytes: &[u8; 16], flag: u8| {
             if slot.has(flag) {
                 let len = text_len(bytes);
@@ -185,12 +173,34 @@ impl Store {
         let customer_id = id(&slot.customer_id, CUSTOMER_ID_TEXT);
         let subscription_id = id(&slot.subscription_id, SUBSCRIPTION_ID_TEXT);
         Record {
-            owner,
-            active_to,
-            anchor,
+            head,
             customer_id,
             subscription_id,
         }
+    }
+
+    /// The part of a slot's record before its ids (what delivery needs),
+    /// and where the ids' text begins.
+    fn head(&self, slot: &Slot) -> (Head<'_>, usize) {
+        let mut at = slot.at as usize + usize::from(slot.key_len);
+        let owner = self.text(at, usize::from(slot.owner_len));
+        at += usize::from(slot.owner_len);
+        let mut time_at = |flag: u8| {
+            slot.has(flag).then(|| {
+                let mut bytes = [0; 8];
+                bytes.copy_from_slice(self.bytes(at, 8));
+                at += 8;
+                i64::from_le_bytes(bytes)
+            })
+        };
+        let active_to = time_at(ACTIVE_TO);
+        let anchor = time_at(ANCHOR);
+        let head = Head {
+            owner,
+            active_to,
+            anchor,
+        };
+        (head, at)
     }
 
     /// A slot's `active_to`, read from its record without the rest.
@@ -223,11 +233,16 @@ impl Store {
 
 /// What a slot's record holds, read back.
 struct Record<'a> {
+    head: Head<'a>,
+    customer_id: String,
+    subscription_id: String,
+}
+
+/// A record's owner key and times, read without its ids.
+struct Head<'a> {
     owner: &'a str,
     active_to: Option<i64>,
     anchor: Option<i64>,
-    customer_id: String,
-    subscription_id: String,
 }
 
 /// The table behind the cache's lock.
@@ -301,9 +316,9 @@ impl Table {
     fn ensured(&self, slot: u32) -> Ensured {
         let s = &self.store.slots[slot as usize];
         let record = self.store.record(s);
-        let (plan, cadence) = &self.terms[usize::from(s.terms)];
+        let (plan, _) = &self.terms[usize::from(s.terms)];
         let customer_key = if s.owner_len > 0 {
-            record.owner
+            record.head.owner
         } else {
             self.store.key(slot)
         };
@@ -313,16 +328,31 @@ impl Table {
             subscription_id: record.subscription_id,
             plan_key: plan.to_string(),
             status: s.status,
-            terms: BillingTerms {
-                active_from: time(s.active_from),
-                active_to: record.active_to.map(time),
-                anchor: time(record.anchor.unwrap_or(s.active_from)),
-                cadence: *cadence,
-            },
+            terms: self.terms_of(s, &record.head),
             created: Created {
                 customer: false,
                 subscription: false,
             },
+        }
+    }
+
+    /// What delivery needs of a slot, its ids left unread.
+    fn billable(&self, slot: u32) -> Billable {
+        let s = &self.store.slots[slot as usize];
+        let (head, _) = self.store.head(s);
+        Billable::new(
+            self.terms_of(s, &head),
+            Some(head.owner).filter(|o| !o.is_empty()),
+        )
+    }
+
+    fn terms_of(&self, s: &Slot, head: &Head<'_>) -> BillingTerms {
+        let (_, cadence) = &self.terms[usize::from(s.terms)];
+        BillingTerms {
+            active_from: time(s.active_from),
+            active_to: head.active_to.map(time),
+            anchor: time(head.anchor.unwrap_or(s.active_from)),
+            cadence: *cadence,
         }
     }
 
@@ -543,6 +573,15 @@ impl EnsuredCache {
         Some(table.ensured(slot))
     }
 
+    /// What delivery needs of `key`'s cached result, if still fresh: a
+    /// [`get`](Self::get) that copies no id.
+    pub(super) fn billable(&self, key: &CustomerKey) -> Option<Billable> {
+        let mut table = self.lock();
+        let slot = Self::fresh(&mut table, key.as_str())?;
+        table.store.slots[slot as usize].flags |= USED;
+        Some(table.billable(slot))
+    }
+
     /// What `key` holds, if fresh, without counting as a use.
     pub(super) fn peek(&self, key: &str) -> Option<Ensured> {
         let mut table = self.lock();
@@ -630,6 +669,16 @@ mod tests {
         }
     }
 
+    /// The identity of a compound `auth_id` under the whole-`auth_id` rule.
+    fn identity(auth_id: &str) -> crate::domain::Identity {
+        let claim = crate::domain::IdentityClaim::Event {
+            auth_id: Some(auth_id),
+            client_id: None,
+            usage_subject: None,
+        };
+        crate::domain::Identity::resolve(claim, crate::contract::SubjectRule::AuthId).unwrap()
+    }
+
     fn ensured(key: &str, customer_id: &str) -> Ensured {
         Ensured {
             customer_key: key.to_owned(),
@@ -698,6 +747,31 @@ mod tests {
         assert_eq!(
             cache.get(&key("a:b")).unwrap().customer_key,
             "legacy-customer"
+        );
+    }
+
+    #[test]
+    fn what_delivery_reads_is_the_answers_terms_and_its_owner_only_when_another() {
+        let cache = EnsuredCache::new(10, Duration::from_secs(60));
+        let mut owned = ensured("a:b", "x");
+        owned.customer_key = "legacy-customer".into();
+        owned.terms = BillingTerms {
+            active_to: Some(Utc::now() + chrono::Duration::days(9)),
+            anchor: Utc::now() - chrono::Duration::days(40),
+            ..terms(None)
+        };
+        cache.insert(&key("a:b"), &owned);
+        cache.insert(&key("c:d"), &ensured("c:d", "y"));
+        let (a, c) = (identity("a:b"), identity("c:d"));
+        let hit = cache.billable(a.billing_key()).unwrap();
+        assert_eq!(hit, owned.billable(&a));
+        assert_eq!(
+            (hit.terms, hit.customer_key(&a)),
+            (owned.terms, "legacy-customer")
+        );
+        assert_eq!(
+            cache.billable(c.billing_key()).unwrap().customer_key(&c),
+            "c:d"
         );
     }
 

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::billing::BillingTerms;
-use crate::domain::PlanKey;
+use crate::domain::{Identity, PlanKey};
 use crate::openmeter::model::{Customer, Subscription, SubscriptionStatus};
 
 /// What `ensure` found or made; the `/ensure` response body.
@@ -57,4 +57,38 @@ impl Ensured {
 pub struct Created {
     pub customer: bool,
     pub subscription: bool,
+}
+
+/// What delivering a batch needs of an ensured customer: the terms its
+/// events are placed by, and the key of the customer that owns the
+/// identity when it is not the identity's own (for the log). A cache hit
+/// builds it without reading the ids an [`Ensured`] expands into text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Billable {
+    pub(crate) terms: BillingTerms,
+    owner: Option<Box<str>>,
+}
+
+impl Billable {
+    pub(super) fn new(terms: BillingTerms, owner: Option<&str>) -> Self {
+        Self {
+            terms,
+            owner: owner.map(Box::from),
+        }
+    }
+
+    /// The key of the customer `identity`'s events bill.
+    pub(crate) fn customer_key<'a>(&'a self, identity: &'a Identity) -> &'a str {
+        self.owner
+            .as_deref()
+            .unwrap_or(identity.billing_key().as_str())
+    }
+}
+
+impl Ensured {
+    /// What delivery needs of this answer for `identity`.
+    pub(super) fn billable(&self, identity: &Identity) -> Billable {
+        let own = self.customer_key == identity.billing_key().as_str();
+        Billable::new(self.terms, (!own).then_some(self.customer_key.as_str()))
+    }
 }

@@ -20,7 +20,7 @@ mod census;
 mod ensured;
 mod warm;
 pub use census::Warmed;
-pub(crate) use ensured::{Created, Ensured};
+pub(crate) use ensured::{Billable, Created, Ensured};
 
 use std::future::Future;
 use std::sync::atomic::AtomicUsize;
@@ -288,6 +288,13 @@ impl Provisioner {
     /// What the cache holds for `identity`, without a call: a batch looks
     /// every identity up here first and awaits [`Self::ensure`] only for the
     /// misses.
+    fn cached_billable(&self, identity: &Identity) -> Option<Billable> {
+        let hit = self.ensured.billable(identity.billing_key())?;
+        metrics().ensure_cache_hits.inc();
+        Some(hit)
+    }
+
+    /// [`Self::cached_billable`], the whole answer (for `/ensure`).
     fn cached(&self, identity: &Identity) -> Option<Ensured> {
         let hit = self.ensured.get(identity.billing_key())?;
         metrics().ensure_cache_hits.inc();
