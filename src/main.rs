@@ -6,13 +6,6 @@ use clap::Parser;
 
 use ticketmeter::Cli;
 
-/// Every ticket makes about twenty short-lived allocations between decode
-/// and its request body; mimalloc serves them faster than glibc's malloc
-/// (BENCHMARKS.md, "Hot path, part 5"). `benches/decode_map.rs` uses it
-/// too, to measure what the binary runs.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     // An operator's existing .env keeps working; the real environment wins.
     let _ = dotenvy::dotenv();

@@ -2,14 +2,15 @@
 //! cached ones without a call, and the misses concurrently, as many at a
 //! time as the provisioner's shared adaptive limit lets run.
 
-use std::collections::{HashMap, HashSet};
-
 use futures::StreamExt;
+use hashbrown::{HashMap, HashSet};
 
 use super::{Billable, EnsureError, Provisioner};
 use crate::domain::Identity;
 
-/// What ensure answered for each distinct identity of a batch.
+/// What ensure answered for each distinct identity of a batch. hashbrown's
+/// default hasher (foldhash, seeded per process) instead of SipHash: every
+/// event of a batch is looked up here.
 pub(crate) type Answers = HashMap<Identity, Result<Billable, EnsureError>>;
 
 impl Provisioner {

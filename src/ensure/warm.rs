@@ -171,7 +171,7 @@ impl Provisioner {
             return;
         }
         let misses = identities
-            .map(Identity::customer_key)
+            .map(Identity::billing_key)
             .filter(|key| !self.ensured.contains(key) && !self.proven_absent(key.as_str()))
             .take(worth)
             .count();
