@@ -96,7 +96,11 @@ fn field<B: BufMut>(out: &mut B, name: &[u8], value: &str) {
 /// quote, a backslash, a control character: all serde_json escapes), else
 /// written by serde_json.
 fn text<B: BufMut>(out: &mut B, value: &str) {
-    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // Without an early exit, so the check runs over whole vectors.
+    let plain = value.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
         out.put_u8(b'"');
         out.put_slice(value.as_bytes());
         out.put_u8(b'"');
