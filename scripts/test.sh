@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 
 export PATH="$HOME/.cargo/bin:$PATH"
 # The tests run tansu on SQLite storage (durable across a broker restart, and
-# it serves fetches that start inside a record batch) and once on memory
-# storage. A tansu built without SQLite lacks its metric names: reinstall.
+# it serves fetches that start inside a record batch) and on memory storage
+# where a test needs that engine's mid-batch fetch fault. A tansu built
+# without SQLite lacks its metric names: reinstall.
 tansu_has_sqlite() {
   local bin
   bin="$(command -v tansu)" && grep -q tansu_sqlite_ "$bin"

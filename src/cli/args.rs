@@ -742,6 +742,126 @@ mod tests {
         }
     }
 
+    /// Each variable `.env.example` sets with the default its comment
+    /// states (`Default: X`, or `Defaults: X and Y` for a block of two).
+    fn example_defaults() -> Vec<(&'static str, &'static str)> {
+        let mut found = Vec::new();
+        for block in ENV_EXAMPLE.split("\n\n") {
+            let stated: Vec<&str> = block
+                .lines()
+                .filter_map(|l| {
+                    let (_, after) = l.split_once("Default: ").or(l.split_once("Defaults: "))?;
+                    Some(after)
+                })
+                .flat_map(|after| after.split(" and "))
+                .collect();
+            let names = block.lines().filter_map(|l| {
+                let (name, _) = l.trim_start_matches('#').trim_start().split_once('=')?;
+                example_variables().contains(name).then_some(name)
+            });
+            found.extend(names.zip(stated));
+        }
+        found
+    }
+
+    /// Each variable of README.md's configuration table with the default
+    /// its row states (`` `A` / `B` | `x` / `y` `` for a row of several).
+    fn readme_defaults() -> Vec<(&'static str, &'static str)> {
+        let readme = include_str!("../../README.md");
+        let mut found = Vec::new();
+        for row in readme.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let [names, defaults, ..] = cells.as_slice() else {
+                continue;
+            };
+            let names: Vec<&str> = names
+                .trim_start_matches("| ")
+                .split(" / ")
+                .map(|n| n.trim_matches('`'))
+                .collect();
+            let defaults: Vec<&str> = defaults.split(" / ").collect();
+            if names.len() == defaults.len() {
+                found.extend(names.into_iter().zip(defaults));
+            }
+        }
+        found
+    }
+
+    /// Whether `stated`, a default as a doc writes it, is what the code
+    /// has (`code`: clap's default, empty when it has none). A stated
+    /// default that describes rather than quotes is checked by what it
+    /// says.
+    fn stated_default_holds(name: &str, stated: &str, code: &[String]) -> bool {
+        let stated = stated.trim();
+        match name {
+            "KAFKA_DLQ_TOPIC" => {
+                return code.is_empty()
+                    && ["<KAFKA_GATEWAY_TOPIC>.dlq", "`<topic>.dlq`"].contains(&stated)
+            }
+            "OPENMETER_INGEST_URL" => return code.is_empty() && stated.contains("derived"),
+            "PRICE_ORACLE_URL" => {
+                return stated.starts_with("Coinbase ETH-USD")
+                    && matches!(code, [url] if url.contains("coinbase.com") && url.contains("ETH-USD"))
+            }
+            // Applied by `cli::config` after the legacy variable's turn.
+            "BILLING_COLLECTION_WINDOW" => {
+                return code.is_empty()
+                    && super::duration(stated.trim_matches('`')).ok()
+                        == Some(crate::billing::BillingPolicy::default().collection_window)
+            }
+            _ => {}
+        }
+        let value = match stated.strip_prefix('`') {
+            Some(quoted) => quoted.split('`').next().unwrap_or_default(),
+            None => stated.split_whitespace().next().unwrap_or_default(),
+        };
+        let value = match stated.split_once(" MiB") {
+            Some((mib, _)) => mib
+                .trim_matches('`')
+                .parse::<u64>()
+                .map_or_else(|_| value.to_owned(), |n| (n << 20).to_string()),
+            None => value.to_owned(),
+        };
+        match code {
+            [] => value == "none" || value == "–",
+            [one] => match (super::duration(one), super::duration(&value)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => *one == value,
+            },
+            _ => false,
+        }
+    }
+
+    /// `stated` defaults checked against the flags': how many were checked.
+    fn check_stated_defaults(doc: &str, stated: Vec<(&str, &str)>) -> usize {
+        let flags = flag_variables();
+        let mut checked = 0;
+        for (name, stated) in stated {
+            let Some(defaults) = flags.get(name) else {
+                continue;
+            };
+            let code: Vec<String> = defaults.iter().next().cloned().unwrap_or_default();
+            assert!(
+                stated_default_holds(name, stated, &code),
+                "{name}: {doc} says the default is {stated:?}, the code {code:?}"
+            );
+            checked += 1;
+        }
+        checked
+    }
+
+    #[test]
+    fn env_example_states_each_flag_variables_default_as_the_code_has_it() {
+        let checked = check_stated_defaults(".env.example", example_defaults());
+        assert!(checked > 40, "only {checked} stated defaults were found");
+    }
+
+    #[test]
+    fn the_readmes_configuration_table_states_each_default_as_the_code_has_it() {
+        let checked = check_stated_defaults("README.md", readme_defaults());
+        assert!(checked > 40, "only {checked} stated defaults were found");
+    }
+
     #[test]
     fn every_environment_variable_is_in_env_example_and_the_readme() {
         let example = include_str!("../../.env.example");

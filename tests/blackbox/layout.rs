@@ -237,6 +237,21 @@ impl Crate {
         graph
     }
 
+    /// Each file, and the names its code (tests left out) reaches in this
+    /// crate: every segment of each path it writes, from the crate root.
+    fn names_reached(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (at, module) in &self.modules {
+            let reached = names.entry(self.name(&module.file)).or_default();
+            for path in &module.paths {
+                if let Some(absolute) = self.absolute(at, path) {
+                    reached.extend(absolute);
+                }
+            }
+        }
+        names
+    }
+
     /// Each top-level module, and the top-level modules its files import.
     fn top_level_graph(&self) -> BTreeMap<String, BTreeSet<String>> {
         let top = |file: &str| file.split(['/', '.']).next().unwrap_or_default().to_owned();
@@ -392,4 +407,53 @@ fn a_child_importing_its_parents_own_item_is_a_cycle_and_a_re_export_is_not() {
     );
     assert_eq!(graph["a/d.rs"], BTreeSet::from(["a/c.rs".to_owned()]));
     assert_eq!(cycles(&graph), vec!["a/b.rs → a/mod.rs → a/b.rs"]);
+}
+
+/// The stages return outcomes; `settle` acts on them. So no stage holds
+/// the offset tracker, the dead-letter sink or the settler.
+#[test]
+fn the_stages_hold_neither_the_offset_tracker_nor_the_dead_letter_sink_nor_the_settler() {
+    let stages = ["decode/", "map/", "ensure/", "deliver/"];
+    let held = ["OffsetTracker", "DeadLetterSink", "Settler"];
+    let mut reached = Vec::new();
+    for (file, names) in read("src").names_reached() {
+        if stages.iter().any(|stage| file.starts_with(stage)) {
+            reached.extend(
+                held.iter()
+                    .filter(|name| names.contains(**name))
+                    .map(|name| format!("{file} → {name}")),
+            );
+        }
+    }
+    assert_eq!(reached, Vec::<String>::new());
+}
+
+/// ARCHITECTURE.md's module table names each top-level module of
+/// `src/lib.rs`, and nothing else.
+#[test]
+fn architecture_names_every_top_level_module_and_no_other() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let architecture =
+        std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let table = architecture
+        .split("## Modules")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a \"## Modules\" section");
+    let named: BTreeSet<String> = table
+        .lines()
+        .filter_map(|row| row.strip_prefix("| `"))
+        .filter_map(|row| row.split(" |").next())
+        .flat_map(|cell| cell.split(", "))
+        .map(|name| name.trim_matches('`').to_owned())
+        .collect();
+    let declared: BTreeSet<String> = parse(&root.join("src/lib.rs"))
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            syn::Item::Mod(m) => Some(m.ident.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(named, declared);
 }
