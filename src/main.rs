@@ -36,6 +36,7 @@ fn main() -> ExitCode {
 /// `ETH_USD_PRICE=` in a `.env` means "not set", as it did for the original
 /// stack; clap would otherwise take the empty string as the value. Done
 /// before any thread exists, so changing the environment is sound.
+#[allow(clippy::disallowed_methods)]
 fn drop_empty_variables() {
     for (name, value) in std::env::vars_os() {
         if value.is_empty() {

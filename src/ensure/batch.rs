@@ -7,6 +7,7 @@ use hashbrown::{HashMap, HashSet};
 
 use super::{Billable, EnsureError, Provisioner};
 use crate::domain::Identity;
+use crate::metrics::metrics;
 
 /// What ensure answered for each distinct identity of a batch. hashbrown's
 /// default hasher (foldhash, seeded per process) instead of SipHash: every
@@ -14,26 +15,22 @@ use crate::domain::Identity;
 pub(crate) type Answers = HashMap<Identity, Result<Billable, EnsureError>>;
 
 impl Provisioner {
-    /// One ensure per distinct identity of `identities`: a warm-up first
-    /// when they hold a backlog of unknown ones ([`Self::warm_for`]), then
-    /// the cache, then the misses concurrently.
+    /// One ensure per distinct identity of `identities`: the cache first,
+    /// all of them at once; a warm-up when the misses are a backlog of
+    /// unknown identities ([`Self::warm_for`]), then the cache again for
+    /// them; then the misses left, concurrently.
     pub(crate) async fn ensure_each<'a>(
         &self,
         identities: impl Iterator<Item = &'a Identity>,
     ) -> Answers {
         // De-duplicate by reference first: only distinct identities are cloned.
-        let distinct: HashSet<&Identity> = identities.collect();
-        self.warm_for(distinct.iter().copied()).await;
+        let distinct: Vec<&Identity> = identities.collect::<HashSet<_>>().into_iter().collect();
         let mut answers = HashMap::with_capacity(distinct.len());
-        let mut misses = Vec::new();
-        for identity in distinct {
-            match self.cached_billable(identity) {
-                Some(hit) => {
-                    answers.insert(identity.clone(), Ok(hit));
-                }
-                None => misses.push(identity.clone()),
-            }
+        let mut misses = self.take_cached(distinct, &mut answers);
+        if self.warm_for(misses.iter().copied()).await {
+            misses = self.take_cached(misses, &mut answers);
         }
+        let misses: Vec<Identity> = misses.into_iter().cloned().collect();
         let ensures = misses.into_iter().map(|identity| async move {
             let result = self.ensure(&identity).await;
             let billable = result.map(|ensured| ensured.billable(&identity));
@@ -46,5 +43,30 @@ impl Provisioner {
             answers.insert(identity, result);
         }
         answers
+    }
+
+    /// Answers each of `identities` the cache holds, without a call;
+    /// returns the others.
+    fn take_cached<'a>(
+        &self,
+        identities: Vec<&'a Identity>,
+        answers: &mut Answers,
+    ) -> Vec<&'a Identity> {
+        let cached = self
+            .ensured
+            .billable_each(identities.iter().map(|identity| identity.billing_key()));
+        let mut misses = Vec::new();
+        let mut hits = 0;
+        for (identity, hit) in identities.into_iter().zip(cached) {
+            match hit {
+                Some(billable) => {
+                    hits += 1;
+                    answers.insert(identity.clone(), Ok(billable));
+                }
+                None => misses.push(identity),
+            }
+        }
+        metrics().ensure_cache_hits.inc_by(hits);
+        misses
     }
 }

@@ -507,6 +507,22 @@ pub(super) struct EnsuredCache {
     capacity: usize,
 }
 
+/// Both clocks read once, for any number of lookups.
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    at: Instant,
+    utc: DateTime<Utc>,
+}
+
+impl Now {
+    fn read() -> Self {
+        Self {
+            at: Instant::now(),
+            utc: Utc::now(),
+        }
+    }
+}
+
 impl EnsuredCache {
     pub(super) fn new(capacity: u64, ttl: Duration) -> Self {
         Self {
@@ -521,16 +537,11 @@ impl EnsuredCache {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The slot of `key` if it is fresh.
-    fn fresh(table: &mut Table, key: &str) -> Option<u32> {
-        let now_ms = table.stamp(Instant::now());
+    /// The slot of `key` if it is fresh at `now`.
+    fn fresh(table: &mut Table, key: &str, now: Now) -> Option<u32> {
+        let now_ms = table.stamp(now.at);
         let slot = table.find(key)?;
-        table.is_fresh(slot, now_ms, Utc::now()).then_some(slot)
-    }
-
-    /// Whether `key` is cached and fresh (no copy made).
-    pub(super) fn contains(&self, key: &CustomerKey) -> bool {
-        Self::fresh(&mut self.lock(), key.as_str()).is_some()
+        table.is_fresh(slot, now_ms, now.utc).then_some(slot)
     }
 
     /// Whether `key` was ensured or listed, even if no longer fresh: its
@@ -568,24 +579,34 @@ impl EnsuredCache {
     /// The cached result for `key`, if still fresh.
     pub(super) fn get(&self, key: &CustomerKey) -> Option<Ensured> {
         let mut table = self.lock();
-        let slot = Self::fresh(&mut table, key.as_str())?;
+        let slot = Self::fresh(&mut table, key.as_str(), Now::read())?;
         table.store.slots[slot as usize].flags |= USED;
         Some(table.ensured(slot))
     }
 
-    /// What delivery needs of `key`'s cached result, if still fresh: a
-    /// [`get`](Self::get) that copies no id.
-    pub(super) fn billable(&self, key: &CustomerKey) -> Option<Billable> {
+    /// What delivery needs of each of `keys`' cached results, if still
+    /// fresh: a [`get`](Self::get) that copies no id, for a batch's keys
+    /// under one lock and one reading of the clocks (per key, those were
+    /// most of a cache hit's cost).
+    pub(super) fn billable_each<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k CustomerKey>,
+    ) -> Vec<Option<Billable>> {
+        let now = Now::read();
         let mut table = self.lock();
-        let slot = Self::fresh(&mut table, key.as_str())?;
-        table.store.slots[slot as usize].flags |= USED;
-        Some(table.billable(slot))
+        keys.into_iter()
+            .map(|key| {
+                let slot = Self::fresh(&mut table, key.as_str(), now)?;
+                table.store.slots[slot as usize].flags |= USED;
+                Some(table.billable(slot))
+            })
+            .collect()
     }
 
     /// What `key` holds, if fresh, without counting as a use.
     pub(super) fn peek(&self, key: &str) -> Option<Ensured> {
         let mut table = self.lock();
-        let slot = Self::fresh(&mut table, key)?;
+        let slot = Self::fresh(&mut table, key, Now::read())?;
         Some(table.ensured(slot))
     }
 
@@ -763,16 +784,14 @@ mod tests {
         cache.insert(&key("a:b"), &owned);
         cache.insert(&key("c:d"), &ensured("c:d", "y"));
         let (a, c) = (identity("a:b"), identity("c:d"));
-        let hit = cache.billable(a.billing_key()).unwrap();
+        let hits = cache.billable_each([a.billing_key(), c.billing_key()]);
+        let hit = hits[0].clone().unwrap();
         assert_eq!(hit, owned.billable(&a));
         assert_eq!(
             (hit.terms, hit.customer_key(&a)),
             (owned.terms, "legacy-customer")
         );
-        assert_eq!(
-            cache.billable(c.billing_key()).unwrap().customer_key(&c),
-            "c:d"
-        );
+        assert_eq!(hits[1].as_ref().unwrap().customer_key(&c), "c:d");
     }
 
     #[test]
@@ -835,7 +854,7 @@ mod tests {
         cache.insert(&key("a:b"), &ensured("a:b", "x"));
         std::thread::sleep(Duration::from_millis(5));
         assert!(cache.get(&key("a:b")).is_none());
-        assert!(!cache.contains(&key("a:b")));
+        assert_eq!(cache.billable_each([&key("a:b")]), vec![None]);
         assert!(cache.knows("a:b"));
     }
 

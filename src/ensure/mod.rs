@@ -285,16 +285,9 @@ impl Provisioner {
         });
     }
 
-    /// What the cache holds for `identity`, without a call: a batch looks
-    /// every identity up here first and awaits [`Self::ensure`] only for the
-    /// misses.
-    fn cached_billable(&self, identity: &Identity) -> Option<Billable> {
-        let hit = self.ensured.billable(identity.billing_key())?;
-        metrics().ensure_cache_hits.inc();
-        Some(hit)
-    }
-
-    /// [`Self::cached_billable`], the whole answer (for `/ensure`).
+    /// What the cache holds for `identity`, the whole answer, without a
+    /// call (a batch asks for what delivery needs of many at once:
+    /// `take_cached`).
     fn cached(&self, identity: &Identity) -> Option<Ensured> {
         let hit = self.ensured.get(identity.billing_key())?;
         metrics().ensure_cache_hits.inc();

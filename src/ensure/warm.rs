@@ -154,36 +154,36 @@ impl Provisioner {
         });
     }
 
-    /// Warms the cache first when `identities` hold more it does not know
-    /// than re-reading every page costs calls (and at least
-    /// [`BACKLOG_MISSES`]), the organisation fits the cache, and the last
-    /// warm-up is older than [`REWARM_AFTER`]; concurrent callers wait for
-    /// one warm-up. Identities the census proves new do not count: the
-    /// pages cannot hold them (a flood of new customers re-reads nothing).
-    pub(crate) async fn warm_for<'a>(&self, identities: impl Iterator<Item = &'a Identity>) {
+    /// Warms the cache when `misses` (identities it lacks) are more than
+    /// re-reading every page costs calls (and at least [`BACKLOG_MISSES`]),
+    /// the organisation fits the cache, and the last warm-up is older than
+    /// [`REWARM_AFTER`]; concurrent callers wait for one warm-up. Identities
+    /// the census proves new do not count: the pages cannot hold them (a
+    /// flood of new customers re-reads nothing). True when it warmed.
+    pub(crate) async fn warm_for<'a>(&self, misses: impl Iterator<Item = &'a Identity>) -> bool {
         if !self.warm_up {
-            return;
+            return false;
         }
         let worth = self
             .rewarm_threshold
             .load(std::sync::atomic::Ordering::Relaxed);
         if worth == usize::MAX {
-            return;
+            return false;
         }
-        let misses = identities
-            .map(Identity::billing_key)
-            .filter(|key| !self.ensured.contains(key) && !self.proven_absent(key.as_str()))
+        let unknown = misses
+            .filter(|identity| !self.proven_absent(identity.billing_key().as_str()))
             .take(worth)
             .count();
-        if misses < worth {
-            return;
+        if unknown < worth {
+            return false;
         }
         let last = self.warmed.clone().lock_owned().await;
         if last.at.is_some_and(|at| at.elapsed() < REWARM_AFTER) {
-            return;
+            return false;
         }
         self.warm_holding(last, "a batch brought many unknown identities")
             .await;
+        true
     }
 
     /// Warms the cache while holding `last` (so no one else warms it

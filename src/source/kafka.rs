@@ -45,7 +45,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::watchdog::{stats_interval, Watch, Watchdog};
+use super::watchdog::{stats_interval, Moment, Watch, Watchdog};
 use super::{Origin, Record};
 use crate::commit::{OffsetTracker, Position};
 use crate::health::Health;
@@ -379,8 +379,9 @@ impl KafkaSource {
                 }
                 message = self.consumer.recv(), if !waiting || paused => match message {
                     Ok(m) => {
-                        backlog.extend(self.take(&m, &mut payloads));
-                        self.take_ready(&mut backlog, &mut payloads);
+                        let now = Moment::now();
+                        backlog.extend(self.take(&m, &mut payloads, now));
+                        self.take_ready(&mut backlog, &mut payloads, now);
                     }
                     Err(e) => {
                         relay_error(&self.shared.brokers, &e, "consuming");
@@ -393,11 +394,12 @@ impl KafkaSource {
 
     /// Takes what librdkafka already holds, up to [`READY_RUN`] records,
     /// without waiting: records then reach the pipeline in runs, not one
-    /// wake-up of its task each. An error is left for the next `recv`.
-    fn take_ready(&self, backlog: &mut VecDeque<Record>, payloads: &mut BytesMut) {
+    /// wake-up of its task each. An error is left for the next `recv`. The
+    /// run is read at one `moment`.
+    fn take_ready(&self, backlog: &mut VecDeque<Record>, payloads: &mut BytesMut, now: Moment) {
         for _ in 1..READY_RUN {
             match self.consumer.recv().now_or_never() {
-                Some(Ok(m)) => backlog.extend(self.take(&m, payloads)),
+                Some(Ok(m)) => backlog.extend(self.take(&m, payloads, now)),
                 _ => return,
             }
         }
@@ -436,8 +438,14 @@ impl KafkaSource {
     }
 
     /// The record, registered with the tracker; `None` for a partition we
-    /// no longer own (a late message after a revoke).
-    fn take(&self, m: &BorrowedMessage<'_>, payloads: &mut BytesMut) -> Option<Record> {
+    /// no longer own (a late message after a revoke). Its partition
+    /// progressed at `now`.
+    fn take(
+        &self,
+        m: &BorrowedMessage<'_>,
+        payloads: &mut BytesMut,
+        now: Moment,
+    ) -> Option<Record> {
         let position = Position {
             partition: m.partition(),
             offset: m.offset(),
@@ -445,7 +453,7 @@ impl KafkaSource {
         let owned = self.shared.owned(|owned| {
             owned
                 .get_mut(&position.partition)
-                .map(Watch::progressed)
+                .map(|watch| watch.progressed_at(now))
                 .is_some()
         });
         if !owned {

@@ -77,6 +77,27 @@ async fn health_answers_ok() {
 }
 
 #[tokio::test]
+async fn healthcheck_exits_0_while_the_api_answers_and_1_when_nothing_listens() {
+    let (_om, api) = started().await;
+    let port = api.base.rsplit(':').next().unwrap().to_owned();
+    let mut answered = Binary::spawn(&["healthcheck"], &[("PROVISION_PORT", port)]);
+    let status = answered
+        .wait(Duration::from_secs(10))
+        .expect("healthcheck ends");
+    assert_eq!(status.code(), Some(0));
+    let nobody = free_port().to_string();
+    let mut unanswered = Binary::spawn(&["healthcheck"], &[("PROVISION_PORT", nobody)]);
+    let status = unanswered
+        .wait(Duration::from_secs(10))
+        .expect("healthcheck ends");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        unanswered.stderr().contains("/health"),
+        "it says what it asked"
+    );
+}
+
+#[tokio::test]
 async fn ensure_returns_the_sidecar_response_shape() {
     let (om, api) = started().await;
     let (status, body) = api
@@ -156,6 +177,19 @@ async fn openmeter_refusing_the_token_is_a_502_naming_the_token() {
         error.contains("OPENMETER_API_KEY") && !error.contains("kpat_wrong"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn openmeter_refusing_this_customer_is_a_422_naming_why() {
+    let om = OpenMeter::bootstrapped(Some(TOKEN)).await;
+    om.double.refuse_billing_setup("acme:refused", true);
+    let api = serve(&om, &[]).await;
+    let (status, body) = api.post(r#"{"auth_id": "acme:refused"}"#).await;
+    assert_eq!(status, 422, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("billing setup"), "{error}");
+    let (status, body) = api.post(r#"{"auth_id": "acme:accepted"}"#).await;
+    assert_eq!(status, 200, "another customer is ensured: {body}");
 }
 
 #[tokio::test]
