@@ -1,7 +1,6 @@
 //! What is logged once: a customer's moved or late events once per
 //! customer, a rate-limited hold at most once a minute.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,7 +34,7 @@ impl Throttled {
 }
 
 /// What is logged once per customer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Note {
     Moved,
     Late,
@@ -43,9 +42,10 @@ pub(super) enum Note {
 
 /// Customers already logged, so a backlog logs one line per customer, not
 /// one per event. Bounded: forgotten wholesale past [`Noted::LIMIT`] (a
-/// customer may then be logged once more).
+/// customer may then be logged once more). Asked for every moved event:
+/// hashed with foldhash (hashbrown's default), not SipHash.
 #[derive(Debug, Default)]
-pub(super) struct Noted(Mutex<HashMap<Note, HashSet<Identity>>>);
+pub(super) struct Noted(Mutex<[hashbrown::HashSet<Identity>; 2]>);
 
 impl Noted {
     const LIMIT: usize = 10_000;
@@ -54,7 +54,7 @@ impl Noted {
     /// once it was.
     pub(super) fn first(&self, note: Note, identity: &Identity) -> bool {
         let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let seen = seen.entry(note).or_default();
+        let seen = &mut seen[note as usize];
         if seen.contains(identity) {
             return false;
         }

@@ -115,6 +115,9 @@ struct Shared {
     owned: Mutex<HashMap<i32, Watch>>,
     /// Paused for back-pressure: no partition can stall meanwhile.
     paused: AtomicBool,
+    /// How many times partitions were disowned: the source drops a revoked
+    /// partition's records from its backlog when this moves.
+    revokes: AtomicU64,
     gap: PollGap,
     watchdog: Watchdog,
     /// Told which partitions we own of how many, and which are caught up.
@@ -161,6 +164,7 @@ impl Shared {
     /// Forgets partitions we no longer own: their lag and stall state too.
     fn disown(&self, partitions: &[i32]) {
         self.owned(|owned| owned.retain(|p, _| !partitions.contains(p)));
+        self.revokes.fetch_add(1, Ordering::Release);
         self.watchdog.forget(partitions);
     }
 }
@@ -328,6 +332,7 @@ impl KafkaSource {
             tracker,
             owned: Mutex::default(),
             paused: AtomicBool::new(false),
+            revokes: AtomicU64::new(0),
             gap: PollGap::default(),
             watchdog: Watchdog {
                 topic: config.topic.clone(),
@@ -355,8 +360,13 @@ impl KafkaSource {
         let mut backlog: VecDeque<Record> = VecDeque::new();
         let mut payloads = BytesMut::new();
         let mut paused = false;
+        let mut revokes = 0;
         loop {
-            backlog.retain(|r| self.owns(r.origin.position.partition));
+            let now_revoked = self.shared.revokes.load(Ordering::Acquire);
+            if now_revoked != revokes {
+                revokes = now_revoked;
+                backlog.retain(|r| self.owns(r.origin.position.partition));
+            }
             if backlog.is_empty() && paused {
                 paused = !self.set_paused(false);
             }
@@ -463,7 +473,7 @@ impl KafkaSource {
         let headers = owned_headers(m);
         Some(Record {
             payload: copy_payload(payloads, m.payload().unwrap_or_default()),
-            key: m.key().map(Bytes::copy_from_slice),
+            key: m.key().map(|key| copy_payload(payloads, key)),
             headers,
             origin: Origin {
                 source: self.topic.clone(),
@@ -532,10 +542,10 @@ impl KafkaSource {
     }
 }
 
-/// `payload` copied out of librdkafka into `payloads`, a buffer of
-/// [`PAYLOAD_CHUNK`] bytes that records share (each a slice of it, freed
-/// when the last is dropped): one allocation per chunk instead of one per
-/// record. A ticket's ~1.1 KiB is past glibc's per-thread cache, so each
+/// `payload` (a record's value or key) copied out of librdkafka into
+/// `payloads`, a buffer of [`PAYLOAD_CHUNK`] bytes that records share (each
+/// a slice of it, freed when the last is dropped): one allocation per chunk
+/// instead of one or two per record. A ticket's ~1.1 KiB is past glibc's per-thread cache, so each
 /// copy of its own was a trip through malloc's bins and back (~5% of the
 /// collector's CPU).
 fn copy_payload(payloads: &mut BytesMut, payload: &[u8]) -> Bytes {
