@@ -98,6 +98,43 @@ async fn healthcheck_exits_0_while_the_api_answers_and_1_when_nothing_listens() 
 }
 
 #[tokio::test]
+async fn a_dot_env_in_the_working_directory_is_read_and_the_environment_wins_over_it() {
+    let om = OpenMeter::start(Some(TOKEN)).await;
+    om.double.seed_plan(PlanSeed::new(PLAN, 1, "active"));
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (in_file, in_environment) = (free_port(), free_port());
+    let dot_env = format!(
+        "OPENMETER_URL={}\nOPENMETER_API_KEY={TOKEN}\nPROVISION_PORT={in_file}\n",
+        om.url()
+    );
+    std::fs::write(dir.path().join(".env"), dot_env).expect("a writable .env");
+    let _binary = Binary::spawn_in(
+        Some(dir.path()),
+        &["serve"],
+        &[("PROVISION_PORT", in_environment.to_string())],
+    );
+    let api = Api {
+        _binary,
+        base: format!("http://127.0.0.1:{in_environment}"),
+        http: reqwest::Client::new(),
+    };
+    let answering = crate::support::eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", in_environment)).is_ok()
+    })
+    .await;
+    assert!(
+        answering,
+        "the environment's PROVISION_PORT wins over .env's"
+    );
+    let (status, body) = api.post(r#"{"auth_id": "acme:dotenv"}"#).await;
+    assert_eq!(
+        status, 200,
+        ".env's OpenMeter URL and token are used: {body}"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", in_file)).is_err());
+}
+
+#[tokio::test]
 async fn ensure_returns_the_sidecar_response_shape() {
     let (om, api) = started().await;
     let (status, body) = api

@@ -177,6 +177,11 @@ fn the_deployment_outlasts_shutdown_timeout_and_runs_as_the_images_user() {
         c["securityContext"]["allowPrivilegeEscalation"].as_bool(),
         Some(false)
     );
+    assert_eq!(
+        c["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+        Some(true),
+        "README says the root filesystem is read-only"
+    );
 }
 
 #[test]

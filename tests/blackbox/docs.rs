@@ -467,3 +467,41 @@ async fn the_quickstart_runs_as_written() {
     );
     assert!(items.iter().all(|l| l.starts_with('✓')), "{said}");
 }
+
+/// Each section README.md and ARCHITECTURE.md name in another document
+/// (`` `docs/operations.md`, "Sizing" ``) is a heading of that document
+/// (which may go on after the name, `: …` or ` (…)`).
+#[test]
+fn every_section_the_docs_point_at_is_a_heading_there() {
+    let mut missing = Vec::new();
+    for from in ["README.md", "ARCHITECTURE.md"] {
+        let text = read(from);
+        for to in ["docs/operations.md", "BENCHMARKS.md", "README.md"] {
+            let headings: Vec<String> = read(to)
+                .lines()
+                .filter_map(|l| l.strip_prefix('#'))
+                .map(|h| h.trim_start_matches('#').trim().to_owned())
+                .collect();
+            for (at, _) in text.match_indices(&format!("{to}`")) {
+                let after = &text[at + to.len() + 1..];
+                let Some(section) = after
+                    .trim_start_matches([',', ' ', '('])
+                    .strip_prefix('"')
+                    .and_then(|rest| rest.split('"').next())
+                else {
+                    continue;
+                };
+                // A heading may go on after its name: "Audit: a month …".
+                let named = |h: &String| {
+                    h == section
+                        || h.strip_prefix(section)
+                            .is_some_and(|rest| rest.starts_with(": ") || rest.starts_with(" ("))
+                };
+                if !headings.iter().any(named) {
+                    missing.push(format!("{from} → {to} \"{section}\""));
+                }
+            }
+        }
+    }
+    assert_eq!(missing, Vec::<String>::new());
+}

@@ -75,6 +75,20 @@ async fn existing_customer_and_subscription_are_found_without_writes() {
     assert_eq!(ensured.customer_id, customer);
     assert!(!ensured.created.customer && !ensured.created.subscription);
     assert_eq!(om.double.write_calls(), 0);
+    assert_eq!(
+        calls(&om),
+        [(Route::ListCustomers, 1), (Route::ListSubscriptions, 1)],
+        "an existing customer costs a lookup of it and of its subscriptions"
+    );
+}
+
+/// The upstream calls made, by route, those made at all.
+fn calls(om: &OpenMeter) -> Vec<(Route, u64)> {
+    Route::ALL
+        .into_iter()
+        .map(|route| (route, om.double.calls(route)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 #[tokio::test]
@@ -356,16 +370,27 @@ async fn after_a_warm_up_a_new_identity_is_created_and_subscribed_without_a_look
 }
 
 #[tokio::test]
-async fn without_a_warm_up_a_new_identity_is_looked_up_before_it_is_created() {
+async fn without_a_warm_up_a_new_identity_costs_a_lookup_a_create_the_plan_and_a_subscribe() {
     let om = OpenMeter::start(None).await;
     seed_active_plan(&om);
     let p = provisioner(&om, None);
     p.ensure(&id("acme:newcomer")).await.unwrap();
-    assert_eq!(om.double.calls(Route::ListCustomers), 1);
     assert_eq!(
-        om.double.calls(Route::ListSubscriptions),
+        calls(&om),
+        [
+            (Route::ListCustomers, 1),
+            (Route::CreateCustomer, 1),
+            (Route::CreateSubscription, 1),
+            (Route::ListPlans, 1),
+        ],
+        "a lookup, a create, the plan, a subscribe; a customer just created has no subscription to look for"
+    );
+    om.double.reset_counters();
+    p.ensure(&id("acme:second")).await.unwrap();
+    assert_eq!(
+        om.double.calls(Route::ListPlans),
         0,
-        "a customer just created has no subscription to look for"
+        "the plan is cached (PLAN_CACHE_TTL)"
     );
 }
 

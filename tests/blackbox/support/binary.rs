@@ -1,6 +1,6 @@
 //! The real `ticketmeter` binary, run as a child process on random ports.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +27,16 @@ pub(crate) struct Binary {
 
 impl Binary {
     pub(crate) fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
+        Self::spawn_in(None, args, env)
+    }
+
+    /// [`Self::spawn`], in the working directory `dir` when given (where
+    /// the binary reads a `.env`); else in the test's.
+    pub(crate) fn spawn_in(dir: Option<&Path>, args: &[&str], env: &[(&str, String)]) -> Self {
         let mut cmd = Command::new(binary_path());
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
