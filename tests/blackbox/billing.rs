@@ -190,6 +190,74 @@ async fn usage_of_a_subject_owned_by_a_customer_of_another_key_is_billed_to_that
 }
 
 #[tokio::test]
+async fn usage_of_a_period_whose_invoice_was_collected_is_sent_and_counted() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let mut signer = Signer::default();
+    run_lines(
+        &billing_pipeline(&om, DeadLetterSink::memory()),
+        &[signer.ticket("acme:late", Utc::now())],
+    )
+    .await;
+    let subscription = om.double.subscriptions()[0].id.clone();
+    om.double
+        .start_subscription_at(&subscription, Utc::now() - chrono::Duration::days(90))
+        .unwrap();
+    let missed = || {
+        support::metric(
+            &ticketmeter::metrics().render(),
+            "ticketmeter_events_missed_invoice_total",
+        )
+        .unwrap_or(0.0)
+    };
+    let missed_before = missed();
+    // A collector that starts now learns the subscription began 90 days
+    // ago; this ticket's monthly period ended about a month ago.
+    let pipeline = billing_pipeline(&om, DeadLetterSink::memory());
+    let signed_at = Utc::now() - chrono::Duration::days(45);
+    run_lines(&pipeline, &[signer.ticket("acme:late", signed_at)]).await;
+    assert_eq!(
+        Tally::get(&pipeline.tally().delivered),
+        1,
+        "it is sent all the same"
+    );
+    assert!(
+        missed() >= missed_before + 1.0,
+        "it is counted (other tests may add to the process-wide count)"
+    );
+}
+
+#[tokio::test]
+async fn a_dimension_that_cannot_be_read_is_left_out_counted_and_the_event_billed() {
+    let om = OpenMeter::bootstrapped(None).await;
+    let pipeline = billing_pipeline(&om, DeadLetterSink::memory());
+    let mut signer = Signer::default();
+    let mut ticket: serde_json::Value =
+        serde_json::from_str(&signer.ticket("acme:odd", Utc::now())).unwrap();
+    ticket["data"]["pixels"] = json!({"width": 1920});
+    let unreadable = || {
+        let text = ticketmeter::metrics().render();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"ticketmeter_dimensions_unreadable_total{field="pixels"} "#)
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = unreadable();
+    run_lines(&pipeline, &[ticket.to_string()]).await;
+    let sent = om.double.unique_events();
+    assert_eq!(sent.len(), 1, "the event is billed");
+    assert!(
+        sent[0]["data"].get("pixels").is_none(),
+        "pixels is left out"
+    );
+    assert!(
+        unreadable() >= before + 1.0,
+        "it is counted by field (other tests may add to the process-wide count)"
+    );
+}
+
+#[tokio::test]
 async fn events_older_than_the_subscription_are_sent_at_its_start_and_counted() {
     let om = OpenMeter::bootstrapped(None).await;
     let pipeline = billing_pipeline(&om, DeadLetterSink::memory());
