@@ -134,6 +134,67 @@ async fn a_dot_env_in_the_working_directory_is_read_and_the_environment_wins_ove
     assert!(std::net::TcpStream::connect(("127.0.0.1", in_file)).is_err());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ensure_command_takes_a_client_and_end_user_and_exits_1_when_openmeter_refuses_the_customer(
+) {
+    let om = OpenMeter::bootstrapped(Some(TOKEN)).await;
+    om.double.refuse_billing_setup("acme:refused", true);
+    let env = [
+        ("OPENMETER_URL", om.url()),
+        ("OPENMETER_API_KEY", TOKEN.to_owned()),
+    ];
+    let ensure = |user: &str| {
+        Binary::spawn(
+            &["ensure", "--client-id", "acme", "--external-user-id", user],
+            &env,
+        )
+    };
+    let mut accepted = ensure("alice");
+    let status = accepted.wait(Duration::from_secs(30)).expect("ensure ends");
+    assert!(status.success(), "{}", accepted.stderr());
+    let answer: Value = serde_json::from_str(&accepted.stdout()).unwrap();
+    assert_eq!(answer["customerKey"], "acme:alice");
+    let mut refused = ensure("refused");
+    let status = refused.wait(Duration::from_secs(30)).expect("ensure ends");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        refused.stderr().contains("billing setup"),
+        "{}",
+        refused.stderr()
+    );
+}
+
+#[tokio::test]
+async fn the_double_command_demands_its_token() {
+    let port = free_port();
+    let _double = Binary::spawn(
+        &[
+            "double",
+            "--port",
+            &port.to_string(),
+            "--token",
+            "double-secret",
+        ],
+        &[],
+    );
+    let customers = format!("http://127.0.0.1:{port}/api/v3/openmeter/customers");
+    let http = reqwest::Client::new();
+    let answered = crate::support::eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    assert!(answered, "the double listens on --port");
+    let without = http.get(&customers).send().await.unwrap();
+    assert_eq!(without.status().as_u16(), 401);
+    let with = http
+        .get(&customers)
+        .bearer_auth("double-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with.status().as_u16(), 200);
+}
+
 #[tokio::test]
 async fn ensure_returns_the_sidecar_response_shape() {
     let (om, api) = started().await;
