@@ -294,6 +294,35 @@ async fn dlq_replay_delivers_dead_letters_once_the_cause_is_fixed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_replay_whose_letter_fails_again_ends_exits_1_and_writes_it_back_once() {
+    let (topic, partitions) = ("replay-again-events", 1);
+    let (broker, om) = stack(topic, partitions).await;
+    om.double.reject_event_ids(&["env-3"]);
+    let payloads: Vec<String> = (0..4).map(|i| ticket(i, i % 2)).collect();
+    broker.produce(topic, &payloads, partitions).await;
+    let mut collector = run_collector(&broker, topic, &om);
+    assert!(eventually(WAIT, || om.double.unique_events().len() == 3).await);
+    assert!(stops_cleanly(&mut collector));
+
+    // The cause is not fixed: the letter fails again and goes back to the
+    // topic the replay reads, which must not chase its own output.
+    let env = collector_env(&broker.brokers(), topic, &om.url(), free_port());
+    let mut replay = Binary::spawn(&["dlq", "replay"], &env);
+    let status = replay.wait(WAIT).expect("replay ends by itself");
+    assert_eq!(status.code(), Some(1), "{}", replay.stderr());
+    assert_eq!(
+        broker.records_in("replay-again-events.dlq"),
+        2,
+        "the first letter and one written back"
+    );
+    let letters = reasons_and_payloads(broker.read_letters("replay-again-events.dlq", 2).await);
+    assert!(
+        letters.iter().all(|(reason, _)| reason.contains("env-3")),
+        "{letters:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_collector_is_ready_and_exports_metrics() {
     let (topic, partitions) = ("ready-events", 1);
     let (broker, om) = stack(topic, partitions).await;

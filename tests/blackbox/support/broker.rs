@@ -132,6 +132,19 @@ impl Broker {
             .unwrap_or_default()
     }
 
+    /// How many records partition 0 of `topic` holds (its high watermark).
+    pub(crate) fn records_in(&self, topic: &str) -> i64 {
+        let consumer: BaseConsumer = RdConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("group.id", format!("watermark-reader-{}", free_port()))
+            .create()
+            .unwrap();
+        let (_, high) = consumer
+            .fetch_watermarks(topic, 0, Duration::from_secs(10))
+            .unwrap();
+        high
+    }
+
     /// Reads up to `expected` dead letters from the DLQ `topic`, waiting
     /// at most [`LETTER_WAIT`] for each.
     pub(crate) async fn read_letters(&self, topic: &str, expected: usize) -> Vec<Letter> {
