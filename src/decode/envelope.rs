@@ -15,9 +15,9 @@ pub(crate) const BILLABLE_TYPE: &str = "create_signed_ticket";
 /// `&RawValue`) or read as a ticket's fields in the same pass.
 #[derive(Deserialize)]
 pub(super) struct Envelope<'a, D> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     pub(super) id: Option<Cow<'a, str>>,
-    #[serde(rename = "type", borrow, default)]
+    #[serde(rename = "type", borrow, default, deserialize_with = "text")]
     pub(super) kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub(super) timestamp: Option<&'a RawValue>,
@@ -33,11 +33,11 @@ pub(super) struct Envelope<'a, D> {
 pub(super) struct TicketData<'a> {
     #[serde(borrow, default)]
     pub(super) request_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     pub(super) auth_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     pub(super) client_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     pub(super) usage_subject: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub(super) usage_subject_type: Option<&'a RawValue>,
@@ -71,6 +71,38 @@ pub(super) struct TicketData<'a> {
     pub(super) sequence_number: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pub(super) previous_time: Option<&'a RawValue>,
+}
+
+/// A string field, borrowed from the record unless it holds an escape.
+/// serde's own `Option<Cow<str>>` is always owned, `borrow` or not
+/// (serde-rs/serde#1497): three copies per ticket (its id, its type, its
+/// `auth_id`) that this avoids.
+fn text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct Text<'de>(Cow<'de, str>);
+    impl<'de> Deserialize<'de> for Text<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = Text<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                    Ok(Text(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                    Ok(Text(Cow::Owned(v.to_owned())))
+                }
+                fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                    Ok(Text(Cow::Owned(v)))
+                }
+            }
+            deserializer.deserialize_str(Visitor)
+        }
+    }
+    Ok(Option::<Text<'de>>::deserialize(deserializer)?.map(|Text(text)| text))
 }
 
 impl<'a, D> Envelope<'a, D> {

@@ -207,6 +207,18 @@ mod tests {
     const OK: &str = r#"{"request_id":"r1","auth_id":"c:u","computed_fee":"10","current_time":"2026-09-09T00:00:00.000000001Z"}"#;
 
     #[test]
+    fn escaped_envelope_and_identity_strings_read_as_their_text() {
+        let t = ticket_under(
+            r#"{"id":"env\u002d1","type":"create_signed\u005fticket","data":{"request_id":"r1","auth_id":"c\u003au","computed_fee":"10"}}"#,
+            &Contract::default(),
+        );
+        assert_eq!(
+            (t.event_id.as_str(), t.identity.auth_id().as_str()),
+            ("env-1", "c:u")
+        );
+    }
+
+    #[test]
     fn other_event_types_are_skipped() {
         let d = decode(
             br#"{"id":"x","type":"discovery_results","data":[]}"#,
