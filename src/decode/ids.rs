@@ -27,19 +27,14 @@ pub(crate) struct Ids {
 /// `request_id` in its order, else `sha256:` of the record's bytes (the
 /// same bytes on every redelivery).
 pub(crate) fn ids(scheme: IdScheme, envelope_id: &str, request_id: &str, payload: &[u8]) -> Ids {
-    let envelope_first = first_non_blank(envelope_id, request_id);
-    let event = match scheme {
-        IdScheme::Envelope => envelope_first,
-        IdScheme::RequestId => first_non_blank(request_id, envelope_id),
-    }
-    .map_or_else(|| payload_digest(payload), str::to_owned);
+    let event = event_id(scheme, envelope_id, request_id, payload);
     let envelope = match scheme {
         IdScheme::Envelope => None,
         IdScheme::RequestId => Some(envelope_id.trim())
             .filter(|id| !id.is_empty())
             .map(str::to_owned),
     };
-    let fingerprint = id_fingerprint(envelope_first.unwrap_or(&event));
+    let fingerprint = id_fingerprint(first_non_blank(envelope_id, request_id).unwrap_or(&event));
     Ids {
         event,
         envelope,
@@ -47,14 +42,19 @@ pub(crate) fn ids(scheme: IdScheme, envelope_id: &str, request_id: &str, payload
     }
 }
 
-/// The CloudEvent id under `scheme` (see [`ids`]).
+/// The CloudEvent id under `scheme` (see [`ids`]), without the rest of
+/// a ticket's ids (the audit asks it of dead letters).
 pub(crate) fn event_id(
     scheme: IdScheme,
     envelope_id: &str,
     request_id: &str,
     payload: &[u8],
 ) -> String {
-    ids(scheme, envelope_id, request_id, payload).event
+    let (first, second) = match scheme {
+        IdScheme::Envelope => (envelope_id, request_id),
+        IdScheme::RequestId => (request_id, envelope_id),
+    };
+    first_non_blank(first, second).map_or_else(|| payload_digest(payload), str::to_owned)
 }
 
 /// The id the scheme other than `scheme` gives a ticket sent under
