@@ -20,6 +20,7 @@ mod billing;
 pub mod bootstrap;
 mod chain;
 mod cli;
+mod clock;
 mod commit;
 mod concurrency;
 mod contract;

@@ -28,6 +28,7 @@ use ulid::Ulid;
 
 use super::ensured::{Billable, Created, Ensured};
 use crate::billing::{BillingTerms, Cadence};
+use crate::clock::Moment;
 use crate::domain::CustomerKey;
 use crate::openmeter::model::SubscriptionStatus;
 
@@ -507,22 +508,6 @@ pub(super) struct EnsuredCache {
     capacity: usize,
 }
 
-/// Both clocks read once, for any number of lookups.
-#[derive(Debug, Clone, Copy)]
-struct Now {
-    at: Instant,
-    utc: DateTime<Utc>,
-}
-
-impl Now {
-    fn read() -> Self {
-        Self {
-            at: Instant::now(),
-            utc: Utc::now(),
-        }
-    }
-}
-
 impl EnsuredCache {
     pub(super) fn new(capacity: u64, ttl: Duration) -> Self {
         Self {
@@ -538,7 +523,7 @@ impl EnsuredCache {
     }
 
     /// The slot of `key` if it is fresh at `now`.
-    fn fresh(table: &mut Table, key: &str, now: Now) -> Option<u32> {
+    fn fresh(table: &mut Table, key: &str, now: Moment) -> Option<u32> {
         let now_ms = table.stamp(now.at);
         let slot = table.find(key)?;
         table.is_fresh(slot, now_ms, now.utc).then_some(slot)
@@ -579,7 +564,7 @@ impl EnsuredCache {
     /// The cached result for `key`, if still fresh.
     pub(super) fn get(&self, key: &CustomerKey) -> Option<Ensured> {
         let mut table = self.lock();
-        let slot = Self::fresh(&mut table, key.as_str(), Now::read())?;
+        let slot = Self::fresh(&mut table, key.as_str(), Moment::now())?;
         table.store.slots[slot as usize].flags |= USED;
         Some(table.ensured(slot))
     }
@@ -592,7 +577,7 @@ impl EnsuredCache {
         &self,
         keys: impl IntoIterator<Item = &'k CustomerKey>,
     ) -> Vec<Option<Billable>> {
-        let now = Now::read();
+        let now = Moment::now();
         let mut table = self.lock();
         keys.into_iter()
             .map(|key| {
@@ -606,7 +591,7 @@ impl EnsuredCache {
     /// What `key` holds, if fresh, without counting as a use.
     pub(super) fn peek(&self, key: &str) -> Option<Ensured> {
         let mut table = self.lock();
-        let slot = Self::fresh(&mut table, key, Now::read())?;
+        let slot = Self::fresh(&mut table, key, Moment::now())?;
         Some(table.ensured(slot))
     }
 
@@ -628,19 +613,19 @@ impl EnsuredCache {
                 | SubscriptionStatus::Scheduled
                 | SubscriptionStatus::Canceled
         );
-        let now = Utc::now();
-        let ended = ensured.terms.active_to.is_some_and(|to| to <= now);
+        let now = Moment::now();
+        let ended = ensured.terms.active_to.is_some_and(|to| to <= now.utc);
         if !cacheable || ended || self.capacity == 0 || self.ttl.is_zero() {
             return false;
         }
         let mut table = self.lock();
-        let now_ms = table.stamp(Instant::now());
+        let now_ms = table.stamp(now.at);
         let ttl_ms = self.ttl.as_millis().min(u128::from(REBASE_AFTER_MS)) as u64;
         let expires = u32::try_from(now_ms + ttl_ms).unwrap_or(u32::MAX);
         if table.find(key).is_none() && table.index.len() >= self.capacity {
             match when_full {
                 WhenFull::Keep => return false,
-                WhenFull::Evict => table.evict_one(now_ms, now),
+                WhenFull::Evict => table.evict_one(now_ms, now.utc),
             }
         }
         let written = table.write(key, ensured, expires).is_some();

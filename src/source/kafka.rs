@@ -45,8 +45,9 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::watchdog::{stats_interval, Moment, Watch, Watchdog};
+use super::watchdog::{stats_interval, Watch, Watchdog};
 use super::{Origin, Record};
+use crate::clock::Moment;
 use crate::commit::{OffsetTracker, Position};
 use crate::health::Health;
 use crate::kafka::{owned_headers, relay_error, relay_log, KafkaConfig};

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rdkafka::statistics::{Partition as PartitionStats, Topic as TopicStats};
 
+use crate::clock::Moment;
 use crate::health::{Health, PartitionStall};
 use crate::metrics::{metrics, Partition};
 
@@ -35,29 +36,12 @@ pub(super) struct Watch {
     anomaly: bool,
 }
 
-/// A moment on both clocks, read once for a run of records: reading the
-/// clocks per record was a visible share of the source's CPU.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Moment {
-    at: Instant,
-    at_utc: DateTime<Utc>,
-}
-
-impl Moment {
-    pub(super) fn now() -> Self {
-        Self {
-            at: Instant::now(),
-            at_utc: Utc::now(),
-        }
-    }
-}
-
 impl Watch {
     pub(super) fn new() -> Self {
         let now = Moment::now();
         Self {
             progress: now.at,
-            progress_at: now.at_utc,
+            progress_at: now.utc,
             anomaly: false,
         }
     }
@@ -69,7 +53,7 @@ impl Watch {
     /// A record was read at `moment` (or the partition resumed then).
     pub(super) fn progressed_at(&mut self, moment: Moment) {
         self.progress = moment.at;
-        self.progress_at = moment.at_utc;
+        self.progress_at = moment.utc;
     }
 }
 
