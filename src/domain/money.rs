@@ -73,6 +73,20 @@ pub struct UsdMicros {
 /// price's 28).
 const MAX_SCALE: u32 = 80;
 
+/// `atoms` / 10^`scale` with its trailing zeros dropped, in `T`'s own
+/// arithmetic, widened back by `wide`.
+fn trim<T>(mut atoms: T, mut scale: u32, wide: impl Fn(T) -> U256) -> (U256, u32)
+where
+    T: Copy + PartialEq + From<u8> + std::ops::Rem<Output = T> + std::ops::DivAssign,
+{
+    let (zero, ten) = (T::from(0), T::from(10));
+    while scale > 0 && atoms % ten == zero {
+        atoms /= ten;
+        scale -= 1;
+    }
+    (wide(atoms), scale)
+}
+
 impl UsdMicros {
     pub const ZERO: Self = Self {
         atoms: U256::ZERO,
@@ -83,33 +97,14 @@ impl UsdMicros {
     /// fit in 64 or 128 bits (every real fee) are divided natively: a
     /// 256-bit division per digit was 2% of the collector's CPU, a 128-bit
     /// one still 2% of decode + map + serialise.
-    fn new(atoms: U256, mut scale: u32) -> Self {
-        let (high, mut low) = atoms.into_words();
-        if let (0, Ok(mut small)) = (high, u64::try_from(low)) {
-            while scale > 0 && small % 10 == 0 {
-                small /= 10;
-                scale -= 1;
-            }
-            return Self {
-                atoms: U256::from(small),
-                scale,
-            };
-        }
-        if high == 0 {
-            while scale > 0 && low % 10 == 0 {
-                low /= 10;
-                scale -= 1;
-            }
-            return Self {
-                atoms: U256::from(low),
-                scale,
-            };
-        }
-        let (mut atoms, ten) = (atoms, U256::from(10u8));
-        while scale > 0 && atoms % ten == 0 {
-            atoms /= ten;
-            scale -= 1;
-        }
+    fn new(atoms: U256, scale: u32) -> Self {
+        let (atoms, scale) = match atoms.into_words() {
+            (0, low) => match u64::try_from(low) {
+                Ok(small) => trim(small, scale, U256::from),
+                Err(_) => trim(low, scale, U256::from),
+            },
+            _ => trim(atoms, scale, |atoms| atoms),
+        };
         Self { atoms, scale }
     }
 
