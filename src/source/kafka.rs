@@ -546,9 +546,9 @@ impl KafkaSource {
 /// `payload` (a record's value or key) copied out of librdkafka into
 /// `payloads`, a buffer of [`PAYLOAD_CHUNK`] bytes that records share (each
 /// a slice of it, freed when the last is dropped): one allocation per chunk
-/// instead of one or two per record. A ticket's ~1.1 KiB is past glibc's per-thread cache, so each
-/// copy of its own was a trip through malloc's bins and back (~5% of the
-/// collector's CPU).
+/// instead of one or two per record. A ticket's ~1.1 KiB is past glibc's
+/// per-thread cache, so each copy of its own was a trip through malloc's
+/// bins and back (~5% of the collector's CPU).
 fn copy_payload(payloads: &mut BytesMut, payload: &[u8]) -> Bytes {
     if payloads.capacity() < payload.len() {
         *payloads = BytesMut::with_capacity(PAYLOAD_CHUNK.max(payload.len()));

@@ -87,6 +87,12 @@ fn quick() -> PipelineConfig {
     }
 }
 
+/// The process-wide value of a counter `series` (name and labels); 0
+/// before its first increment.
+fn counted(series: &str) -> f64 {
+    support::metric(&ticketmeter::metrics().render(), series).unwrap_or(0.0)
+}
+
 fn billing_pipeline(om: &OpenMeter, dlq: DeadLetterSink) -> Pipeline {
     test_pipeline(om.client(None), dlq, EnsureConfig::default(), quick())
 }
@@ -202,13 +208,7 @@ async fn usage_of_a_period_whose_invoice_was_collected_is_sent_and_counted() {
     om.double
         .start_subscription_at(&subscription, Utc::now() - chrono::Duration::days(90))
         .unwrap();
-    let missed = || {
-        support::metric(
-            &ticketmeter::metrics().render(),
-            "ticketmeter_events_missed_invoice_total",
-        )
-        .unwrap_or(0.0)
-    };
+    let missed = || counted("ticketmeter_events_missed_invoice_total");
     let missed_before = missed();
     // A collector that starts now learns the subscription began 90 days
     // ago; this ticket's monthly period ended about a month ago.
@@ -234,15 +234,7 @@ async fn a_dimension_that_cannot_be_read_is_left_out_counted_and_the_event_bille
     let mut ticket: serde_json::Value =
         serde_json::from_str(&signer.ticket("acme:odd", Utc::now())).unwrap();
     ticket["data"]["pixels"] = json!({"width": 1920});
-    let unreadable = || {
-        let text = ticketmeter::metrics().render();
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(r#"ticketmeter_dimensions_unreadable_total{field="pixels"} "#)
-            })
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let unreadable = || counted(r#"ticketmeter_dimensions_unreadable_total{field="pixels"}"#);
     let before = unreadable();
     run_lines(&pipeline, &[ticket.to_string()]).await;
     let sent = om.double.unique_events();
@@ -263,13 +255,7 @@ async fn events_older_than_the_subscription_are_sent_at_its_start_and_counted() 
     let pipeline = billing_pipeline(&om, DeadLetterSink::memory());
     let mut signer = Signer::default();
     let signed_at = Utc::now() - chrono::Duration::days(2);
-    let moved = || {
-        support::metric(
-            &ticketmeter::metrics().render(),
-            "ticketmeter_events_time_moved_total",
-        )
-        .unwrap_or(0.0)
-    };
+    let moved = || counted("ticketmeter_events_time_moved_total");
     let moved_before = moved();
     run_lines(&pipeline, &[signer.ticket("acme:old", signed_at)]).await;
     let sent = om.double.unique_events();

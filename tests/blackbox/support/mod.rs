@@ -42,7 +42,8 @@ pub(crate) async fn eventually(timeout: Duration, mut check: impl FnMut() -> boo
     check()
 }
 
-/// The value of an unlabelled metric in a Prometheus text exposition.
+/// The value of a series in a Prometheus text exposition: a metric's
+/// name, with its labels as rendered when it has any (no spaces in them).
 pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
