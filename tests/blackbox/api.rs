@@ -118,12 +118,8 @@ async fn a_dot_env_in_the_working_directory_is_read_and_the_environment_wins_ove
         base: format!("http://127.0.0.1:{in_environment}"),
         http: reqwest::Client::new(),
     };
-    let answering = crate::support::eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", in_environment)).is_ok()
-    })
-    .await;
     assert!(
-        answering,
+        listening(in_environment).await,
         "the environment's PROVISION_PORT wins over .env's"
     );
     let (status, body) = api.post(r#"{"auth_id": "acme:dotenv"}"#).await;
@@ -132,6 +128,14 @@ async fn a_dot_env_in_the_working_directory_is_read_and_the_environment_wins_ove
         ".env's OpenMeter URL and token are used: {body}"
     );
     assert!(std::net::TcpStream::connect(("127.0.0.1", in_file)).is_err());
+}
+
+/// Whether something listens on loopback `port` within 10 s.
+async fn listening(port: u16) -> bool {
+    crate::support::eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -179,11 +183,7 @@ async fn the_double_command_demands_its_token() {
     );
     let customers = format!("http://127.0.0.1:{port}/api/v3/openmeter/customers");
     let http = reqwest::Client::new();
-    let answered = crate::support::eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await;
-    assert!(answered, "the double listens on --port");
+    assert!(listening(port).await, "the double listens on --port");
     let without = http.get(&customers).send().await.unwrap();
     assert_eq!(without.status().as_u16(), 401);
     let with = http
