@@ -616,6 +616,7 @@ mod tests {
     use crate::cli::logging::{LOG_FORMAT, LOG_LEVEL};
 
     const ENV_EXAMPLE: &str = include_str!("../../.env.example");
+    const README: &str = include_str!("../../README.md");
 
     /// The variables the code reads besides the flags' (and every
     /// `KAFKA_OPT_*`).
@@ -646,14 +647,14 @@ mod tests {
 
     /// The variables `.env.example` sets, commented out or not (`NAME=`).
     fn example_variables() -> BTreeSet<&'static str> {
-        ENV_EXAMPLE
-            .lines()
-            .filter_map(|l| {
-                let (name, _) = l.trim_start_matches('#').trim_start().split_once('=')?;
-                let upper = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_';
-                (!name.is_empty() && name.chars().all(upper)).then_some(name)
-            })
-            .collect()
+        ENV_EXAMPLE.lines().filter_map(example_variable).collect()
+    }
+
+    /// The variable a line of `.env.example` sets, commented out or not.
+    fn example_variable(line: &str) -> Option<&str> {
+        let (name, _) = line.trim_start_matches('#').trim_start().split_once('=')?;
+        let upper = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_';
+        (!name.is_empty() && name.chars().all(upper)).then_some(name)
     }
 
     /// Every command under `cmd`, itself included.
@@ -755,11 +756,7 @@ mod tests {
                 })
                 .flat_map(|after| after.split(" and "))
                 .collect();
-            let names = block.lines().filter_map(|l| {
-                let (name, _) = l.trim_start_matches('#').trim_start().split_once('=')?;
-                example_variables().contains(name).then_some(name)
-            });
-            found.extend(names.zip(stated));
+            found.extend(block.lines().filter_map(example_variable).zip(stated));
         }
         found
     }
@@ -767,9 +764,8 @@ mod tests {
     /// Each variable of README.md's configuration table with the default
     /// its row states (`` `A` / `B` | `x` / `y` `` for a row of several).
     fn readme_defaults() -> Vec<(&'static str, &'static str)> {
-        let readme = include_str!("../../README.md");
         let mut found = Vec::new();
-        for row in readme.lines().filter(|l| l.starts_with("| `")) {
+        for row in README.lines().filter(|l| l.starts_with("| `")) {
             let cells: Vec<&str> = row.split(" | ").collect();
             let [names, defaults, ..] = cells.as_slice() else {
                 continue;
@@ -864,23 +860,16 @@ mod tests {
 
     #[test]
     fn every_environment_variable_is_in_env_example_and_the_readme() {
-        let example = include_str!("../../.env.example");
-        let readme = include_str!("../../README.md");
+        let example = example_variables();
         let cli = Cli::command();
         for cmd in commands(&cli) {
             for arg in cmd.get_arguments() {
                 let Some(name) = arg.get_env().and_then(|e| e.to_str()) else {
                     continue;
                 };
+                assert!(example.contains(name), "{name} is not in .env.example");
                 assert!(
-                    example.lines().any(|l| {
-                        let l = l.trim_start_matches('#').trim_start();
-                        l.starts_with(&format!("{name}="))
-                    }),
-                    "{name} is not in .env.example"
-                );
-                assert!(
-                    readme.contains(&format!("`{name}`")),
+                    README.contains(&format!("`{name}`")),
                     "{name} is not in README.md"
                 );
             }
