@@ -254,7 +254,7 @@ impl Audit {
             return Fate::InFlight;
         }
         let (sent, placement) = scope.accounts.place(
-            &mapped.event.subject,
+            mapped.event.subject(),
             mapped.signed_at,
             self.config.event_time,
         );
@@ -262,7 +262,7 @@ impl Audit {
             return Fate::Out;
         }
         Fate::Window {
-            subject: subjects.intern_str(&mapped.event.subject),
+            subject: subjects.intern_str(mapped.event.subject()),
             sent: second_of(sent),
             unsure: placement != Placement::Billed,
         }
@@ -297,7 +297,7 @@ impl Audit {
                         }
                     }
                     Fate::InFlight => {
-                        let subject = ledger.customers.intern_str(&mapped.event.subject);
+                        let subject = ledger.customers.intern_str(mapped.event.subject());
                         ledger
                             .in_flight
                             .entry(subject)
@@ -647,7 +647,7 @@ fn sign(ledger: &mut Ledger, mapped: &Mapped, entry: Entry, ids: IdScheme) {
     ledger.sign(
         &mapped.event.id,
         mapped.other_id(ids),
-        &mapped.event.subject,
+        mapped.event.subject(),
         entry,
     );
 }

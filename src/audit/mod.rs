@@ -313,7 +313,7 @@ impl Audit {
     pub(crate) async fn subjects(&self) -> Result<HashSet<Box<str>>, AuditError> {
         let mut subjects = HashSet::new();
         self.each_signed(&self.config.range, "subjects", None, |mapped, _| {
-            subjects.insert(Box::from(mapped.event.subject.as_str()));
+            subjects.insert(Box::from(mapped.event.subject()));
         })
         .await?;
         Ok(subjects)

@@ -108,7 +108,7 @@ fn signed_micros(text: &str, price: &EthUsdPrice) -> BTreeMap<String, UsdMicros>
             continue;
         };
         let mapped = map(*ticket, price, &contract);
-        let sum = signed.entry(mapped.event.subject.clone()).or_default();
+        let sum = signed.entry(mapped.event.subject().to_owned()).or_default();
         *sum = sum
             .checked_add(mapped.event.data.billable_usd_micros)
             .unwrap_or(*sum);

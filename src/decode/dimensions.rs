@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 
 use serde_json::value::RawValue;
-use serde_json::Number;
 
 use super::envelope::TicketData;
 use super::scalar::{lenient_number, lenient_text, Scalar};
@@ -15,21 +14,97 @@ const UNKNOWN: &str = "unknown";
 
 /// The fields meters group by or sum besides the fee, read leniently; the
 /// CloudEvent's `data` carries them as they are ([`crate::map::UsageData`]).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Their texts share one string, so a ticket's dimensions cost one
+/// allocation, not nine.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dimensions {
-    pub pipeline: String,
-    pub model_id: String,
-    pub manifest_id: String,
-    pub app: String,
-    pub session_status: String,
-    pub orch_address: String,
-    /// `None`, and left out of `data`, when the event's value could not
-    /// be read as a number.
-    pub pixels: Option<Number>,
-    pub num_tickets: Option<Number>,
-    pub billable_secs: Option<Number>,
+    /// Each field's text, one after another, in [`Field`] order. A number
+    /// is its exact JSON digits; empty when it could not be read.
+    text: String,
+    /// Where each field's text ends in `text`.
+    ends: [usize; FIELDS],
     /// Dimensions left out because their value could not be read.
     pub unreadable: Vec<&'static str>,
+}
+
+/// The dimensions, in the order `text` holds them.
+#[derive(Clone, Copy)]
+enum Field {
+    Pipeline,
+    ModelId,
+    ManifestId,
+    App,
+    SessionStatus,
+    OrchAddress,
+    Pixels,
+    NumTickets,
+    BillableSecs,
+}
+
+const FIELDS: usize = Field::BillableSecs as usize + 1;
+
+impl Dimensions {
+    /// `values` in [`Field`] order, copied into one string.
+    fn new(values: [&str; FIELDS], unreadable: Vec<&'static str>) -> Self {
+        let mut text = String::with_capacity(values.iter().map(|v| v.len()).sum());
+        let ends = values.map(|value| {
+            text.push_str(value);
+            text.len()
+        });
+        Self {
+            text,
+            ends,
+            unreadable,
+        }
+    }
+
+    fn get(&self, field: Field) -> &str {
+        let i = field as usize;
+        let start = i.checked_sub(1).map_or(0, |before| self.ends[before]);
+        self.text.get(start..self.ends[i]).unwrap_or_default()
+    }
+
+    /// A number's JSON digits; `None`, and left out of `data`, when the
+    /// event's value could not be read as a number.
+    fn number(&self, field: Field) -> Option<&str> {
+        Some(self.get(field)).filter(|digits| !digits.is_empty())
+    }
+
+    pub fn pipeline(&self) -> &str {
+        self.get(Field::Pipeline)
+    }
+
+    pub fn model_id(&self) -> &str {
+        self.get(Field::ModelId)
+    }
+
+    pub fn manifest_id(&self) -> &str {
+        self.get(Field::ManifestId)
+    }
+
+    pub fn app(&self) -> &str {
+        self.get(Field::App)
+    }
+
+    pub fn session_status(&self) -> &str {
+        self.get(Field::SessionStatus)
+    }
+
+    pub fn orch_address(&self) -> &str {
+        self.get(Field::OrchAddress)
+    }
+
+    pub fn pixels(&self) -> Option<&str> {
+        self.number(Field::Pixels)
+    }
+
+    pub fn num_tickets(&self) -> Option<&str> {
+        self.number(Field::NumTickets)
+    }
+
+    pub fn billable_secs(&self) -> Option<&str> {
+        self.number(Field::BillableSecs)
+    }
 }
 
 /// Today's collectors' dimensions (pymthouse `collector.yaml`), and the
@@ -38,11 +113,11 @@ pub(super) fn dimensions<'a>(
     data: &TicketData<'a>,
     request_id: &str,
 ) -> (Dimensions, Cow<'a, str>) {
-    let mut dims = Dimensions::default();
+    let mut unreadable = Vec::new();
     let mut text = |name: &'static str, value: Option<&'a RawValue>| -> Cow<'a, str> {
         lenient_text(Scalar::read(value))
             .unwrap_or_else(|()| {
-                dims.unreadable.push(name);
+                unreadable.push(name);
                 None
             })
             .unwrap_or_default()
@@ -51,53 +126,48 @@ pub(super) fn dimensions<'a>(
     let model = text("model_id", data.model_id);
     let manifest = text("manifest_id", data.manifest_id);
     let session = text("session_id", data.session_id);
-    let app = text("app", data.app).into_owned();
-    let session_status = text("session_status", data.session_status).into_owned();
-    let orch_address = text("orch_address", data.orch_address).into_owned();
+    let app = text("app", data.app);
+    let session_status = text("session_status", data.session_status);
+    let orch_address = text("orch_address", data.orch_address);
     let (pipeline, model_id) = pipeline_and_model(&pipeline, &model);
     let manifest_id = [&*manifest, &*session, request_id]
         .into_iter()
         .find(|s| !s.is_empty())
-        .unwrap_or(UNKNOWN)
-        .to_owned();
-    let mut number = |name: &'static str, value: Option<&RawValue>| -> Option<Number> {
+        .unwrap_or(UNKNOWN);
+    let mut number = |name: &'static str, value: Option<&'a RawValue>| -> Cow<'a, str> {
         match lenient_number(Scalar::read(value)) {
-            Ok(n) => Some(n.unwrap_or_else(|| Number::from(0u8))),
+            Ok(digits) => digits.unwrap_or(Cow::Borrowed("0")),
             Err(()) => {
-                dims.unreadable.push(name);
-                None
+                unreadable.push(name);
+                Cow::Borrowed("")
             }
         }
     };
     let pixels = number("pixels", data.pixels);
     let num_tickets = number("num_tickets", data.num_tickets);
     let billable_secs = number("billable_secs", data.billable_secs);
-    let dimensions = Dimensions {
+    let values = [
         pipeline,
         model_id,
         manifest_id,
-        app,
-        session_status,
-        orch_address,
-        pixels,
-        num_tickets,
-        billable_secs,
-        unreadable: dims.unreadable,
-    };
-    (dimensions, session)
+        &app,
+        &session_status,
+        &orch_address,
+        &pixels,
+        &num_tickets,
+        &billable_secs,
+    ];
+    (Dimensions::new(values, unreadable), session)
 }
 
 /// `pipeline` in go-livepeer's `base:model` form is split at its first
 /// colon (neither first nor last), unless the event names `model_id`.
-fn pipeline_and_model(pipeline: &str, model: &str) -> (String, String) {
-    let or_unknown = |s: &str| if s.is_empty() { UNKNOWN } else { s }.to_owned();
+fn pipeline_and_model<'a>(pipeline: &'a str, model: &'a str) -> (&'a str, &'a str) {
+    let or_unknown = |s: &'a str| if s.is_empty() { UNKNOWN } else { s };
     if !model.is_empty() {
-        return (or_unknown(pipeline), model.to_owned());
+        return (or_unknown(pipeline), model);
     }
-    match split_inside(pipeline, ':') {
-        Some((base, model)) => (base.to_owned(), model.to_owned()),
-        None => (or_unknown(pipeline), UNKNOWN.to_owned()),
-    }
+    split_inside(pipeline, ':').unwrap_or((or_unknown(pipeline), UNKNOWN))
 }
 
 #[cfg(test)]
@@ -107,20 +177,17 @@ mod tests {
     #[test]
     fn a_base_colon_model_pipeline_splits_into_pipeline_and_model() {
         let split = pipeline_and_model("live-video-to-video:comfyui", "");
-        assert_eq!(split, ("live-video-to-video".into(), "comfyui".into()));
+        assert_eq!(split, ("live-video-to-video", "comfyui"));
     }
 
     #[test]
     fn a_given_model_id_keeps_the_pipeline_whole() {
-        assert_eq!(pipeline_and_model("a:b", "m"), ("a:b".into(), "m".into()));
+        assert_eq!(pipeline_and_model("a:b", "m"), ("a:b", "m"));
     }
 
     #[test]
     fn a_missing_pipeline_or_model_is_unknown() {
-        assert_eq!(pipeline_and_model("", ""), (UNKNOWN.into(), UNKNOWN.into()));
-        assert_eq!(
-            pipeline_and_model("live:", ""),
-            ("live:".into(), UNKNOWN.into())
-        );
+        assert_eq!(pipeline_and_model("", ""), (UNKNOWN, UNKNOWN));
+        assert_eq!(pipeline_and_model("live:", ""), ("live:", UNKNOWN));
     }
 }

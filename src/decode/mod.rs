@@ -60,8 +60,9 @@ pub struct SignedTicket {
     /// `data.usage_subject_type` as the event gave it.
     pub usage_subject_type: Option<String>,
     pub fee: FeeWei,
-    /// `computed_fee` exactly as the signer wrote it (the seed sent it).
-    pub fee_text: String,
+    /// `computed_fee` exactly as the signer wrote it (the seed sent it),
+    /// when that is not [`FeeWei`]'s own digits.
+    pub fee_text: Option<String>,
     /// RFC 3339, as the signer wrote it when valid.
     pub time: String,
     /// `time` parsed: when the ticket was signed.
@@ -146,7 +147,7 @@ fn ticket(
     );
     let fields = Fields {
         session_id: Some(&session_id),
-        orch_address: Some(dimensions.orch_address.as_str()),
+        orch_address: Some(dimensions.orch_address()),
         sequence_number: sequence_number.as_ref().and_then(Scalar::as_text),
         current_ns,
         previous_time: previous_time.as_ref().and_then(Scalar::as_text),
@@ -177,7 +178,6 @@ mod tests {
     use super::*;
     use crate::dlq::DeadLetterKind;
     use crate::domain::FeeError;
-    use serde_json::Number;
 
     fn event(data: &str) -> String {
         format!(
@@ -234,10 +234,7 @@ mod tests {
         assert_eq!(t.time, "2026-09-09T00:00:00.000000001Z");
         assert_eq!(t.fee, FeeWei::new(10));
         assert_eq!(
-            (
-                t.dimensions.pipeline.as_str(),
-                t.dimensions.model_id.as_str()
-            ),
+            (t.dimensions.pipeline(), t.dimensions.model_id()),
             ("unknown", "unknown")
         );
     }
@@ -281,7 +278,10 @@ mod tests {
     #[test]
     fn fee_text_is_kept_as_written() {
         let t = ticket_of(r#"{"auth_id":"c:u","computed_fee":"000120"}"#);
-        assert_eq!((t.fee, t.fee_text.as_str()), (FeeWei::new(120), "000120"));
+        assert_eq!(
+            (t.fee, t.fee_text.as_deref()),
+            (FeeWei::new(120), Some("000120"))
+        );
     }
 
     #[test]
@@ -434,8 +434,8 @@ mod tests {
     fn an_unreadable_dimension_is_left_out_not_dead_lettered() {
         let t =
             ticket_of(r#"{"auth_id":"c:u","computed_fee":"1","pixels":"many","pipeline":{"a":1}}"#);
-        assert_eq!(t.dimensions.pixels, None);
-        assert_eq!(t.dimensions.pipeline, "unknown");
+        assert_eq!(t.dimensions.pixels(), None);
+        assert_eq!(t.dimensions.pipeline(), "unknown");
         assert_eq!(t.dimensions.unreadable, ["pipeline", "pixels"]);
     }
 
@@ -444,8 +444,8 @@ mod tests {
         let t = ticket_of(
             r#"{"auth_id":"c:u","computed_fee":"1","app":"caf\u00e9 \"x\"","session_status":true,"request_id":" r-1 "}"#,
         );
-        assert_eq!(t.dimensions.app, "café \"x\"");
-        assert_eq!(t.dimensions.session_status, "");
+        assert_eq!(t.dimensions.app(), "café \"x\"");
+        assert_eq!(t.dimensions.session_status(), "");
         assert_eq!(t.dimensions.unreadable, ["session_status"]);
         assert_eq!(t.request_id, "r-1");
     }
@@ -455,24 +455,23 @@ mod tests {
         let t = ticket_of(
             r#"{"auth_id":"c:u","computed_fee":"1","pixels":"1000","billable_secs":" 10.5 ","num_tickets":3}"#,
         );
-        assert_eq!(t.dimensions.pixels.unwrap().to_string(), "1000");
-        assert_eq!(t.dimensions.billable_secs.unwrap().to_string(), "10.5");
-        assert_eq!(t.dimensions.num_tickets.unwrap().to_string(), "3");
+        assert_eq!(t.dimensions.pixels(), Some("1000"));
+        assert_eq!(t.dimensions.billable_secs(), Some("10.5"));
+        assert_eq!(t.dimensions.num_tickets(), Some("3"));
         assert!(t.dimensions.unreadable.is_empty());
     }
 
     #[test]
     fn missing_numeric_dimensions_are_zero() {
         let t = ticket_of(r#"{"auth_id":"c:u","computed_fee":"1"}"#);
-        let zero = Some(Number::from(0u8));
-        assert_eq!(t.dimensions.pixels, zero);
-        assert_eq!(t.dimensions.billable_secs, zero);
-        assert_eq!(t.dimensions.num_tickets, zero);
+        assert_eq!(t.dimensions.pixels(), Some("0"));
+        assert_eq!(t.dimensions.billable_secs(), Some("0"));
+        assert_eq!(t.dimensions.num_tickets(), Some("0"));
     }
 
     #[test]
     fn manifest_id_falls_back_to_session_then_request_id() {
-        let manifest = |data: &str| ticket_of(data).dimensions.manifest_id;
+        let manifest = |data: &str| ticket_of(data).dimensions.manifest_id().to_owned();
         assert_eq!(
             manifest(
                 r#"{"auth_id":"c:u","computed_fee":"1","manifest_id":"m","session_id":"s","request_id":"r"}"#
@@ -499,7 +498,7 @@ mod tests {
     fn a_base_colon_model_pipeline_is_split_unless_model_id_is_given() {
         let dims = |data: &str| {
             let d = ticket_of(data).dimensions;
-            (d.pipeline, d.model_id)
+            (d.pipeline().to_owned(), d.model_id().to_owned())
         };
         assert_eq!(
             dims(

@@ -75,14 +75,16 @@ pub(super) fn lenient_text(value: Option<Scalar<'_>>) -> Result<Option<Cow<'_, s
 }
 
 /// A numeric dimension: a JSON number, or a string holding one (`"1000"`),
-/// kept with its exact digits; anything else cannot be read.
-pub(super) fn lenient_number(value: Option<Scalar>) -> Result<Option<Number>, ()> {
-    let digits = match &value {
-        None => return Ok(None),
-        Some(Scalar::Number(digits)) => *digits,
-        Some(Scalar::Text(s)) if s.trim().is_empty() => return Ok(None),
-        Some(Scalar::Text(s)) => s.trim(),
-        Some(Scalar::Other) => return Err(()),
-    };
-    digits.parse::<Number>().map(Some).map_err(drop)
+/// as its exact digits; anything else cannot be read.
+pub(super) fn lenient_number(value: Option<Scalar<'_>>) -> Result<Option<Cow<'_, str>>, ()> {
+    match value {
+        None => Ok(None),
+        // Already a JSON number: the record was parsed.
+        Some(Scalar::Number(digits)) => Ok(Some(Cow::Borrowed(digits))),
+        Some(text @ Scalar::Text(_)) => match lenient_text(Some(text))? {
+            Some(digits) if digits.parse::<Number>().is_err() => Err(()),
+            digits => Ok(digits),
+        },
+        Some(Scalar::Other) => Err(()),
+    }
 }

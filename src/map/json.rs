@@ -10,7 +10,6 @@
 use std::io::Write as _;
 
 use bytes::BufMut;
-use serde_json::Number;
 
 use super::{Figure, UsageData, UsageEvent};
 
@@ -32,7 +31,7 @@ fn write_event<B: BufMut>(out: &mut B, event: &UsageEvent) {
     out.put_slice(b",\"type\":");
     text(out, event.kind);
     out.put_slice(b",\"subject\":");
-    text(out, &event.subject);
+    text(out, event.subject());
     out.put_slice(b",\"time\":");
     text(out, &event.time);
     out.put_slice(b",\"data\":");
@@ -61,15 +60,15 @@ fn write_data<B: BufMut>(out: &mut B, data: &UsageData) {
     display(out, &data.network_fee_usd_micros);
     out.put_slice(b",\"billable_usd_micros\":");
     display(out, &data.billable_usd_micros);
-    field(out, b",\"pipeline\":", &dims.pipeline);
-    field(out, b",\"model_id\":", &dims.model_id);
-    field(out, b",\"manifest_id\":", &dims.manifest_id);
-    field(out, b",\"app\":", &dims.app);
-    field(out, b",\"session_status\":", &dims.session_status);
-    field(out, b",\"orch_address\":", &dims.orch_address);
-    number(out, b",\"pixels\":", dims.pixels.as_ref());
-    number(out, b",\"num_tickets\":", dims.num_tickets.as_ref());
-    number(out, b",\"billable_secs\":", dims.billable_secs.as_ref());
+    field(out, b",\"pipeline\":", dims.pipeline());
+    field(out, b",\"model_id\":", dims.model_id());
+    field(out, b",\"manifest_id\":", dims.manifest_id());
+    field(out, b",\"app\":", dims.app());
+    field(out, b",\"session_status\":", dims.session_status());
+    field(out, b",\"orch_address\":", dims.orch_address());
+    number(out, b",\"pixels\":", dims.pixels());
+    number(out, b",\"num_tickets\":", dims.num_tickets());
+    number(out, b",\"billable_secs\":", dims.billable_secs());
     out.put_slice(b",\"fee_wei\":");
     figure(out, &data.fee_wei);
     field(out, b",\"gateway_request_id\":", &data.gateway_request_id);
@@ -110,17 +109,18 @@ fn text<B: BufMut>(out: &mut B, value: &str) {
     }
 }
 
-/// A number given as its exact JSON text.
-fn number<B: BufMut>(out: &mut B, name: &[u8], value: Option<&Number>) {
-    if let Some(value) = value {
+/// A number given as its exact JSON digits.
+fn number<B: BufMut>(out: &mut B, name: &[u8], digits: Option<&str>) {
+    if let Some(digits) = digits {
         out.put_slice(name);
-        out.put_slice(value.as_str().as_bytes());
+        out.put_slice(digits.as_bytes());
     }
 }
 
 fn figure<B: BufMut>(out: &mut B, value: &Figure) {
     match value {
-        Figure::Number(n) => out.put_slice(n.as_str().as_bytes()),
+        Figure::Wei(fee) => display(out, fee),
+        Figure::Price(price) => display(out, price),
         Figure::Text(t) => text(out, t),
     }
 }

@@ -7,45 +7,75 @@ mod json;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
-use serde_json::Number;
 
 use crate::contract::{Amounts, Contract, IdScheme};
 use crate::decode::{other_id, Dimensions, SignedTicket, BILLABLE_TYPE};
-use crate::domain::{json_number, EthUsdPrice, Identity, UsdMicros};
+use crate::domain::{json_number, EthUsdPrice, FeeWei, Identity, UsdMicros};
 
 /// The CloudEvent `source` of every event we send.
 pub(crate) const SOURCE: &str = "go-livepeer-remote-signer";
 
-/// The CloudEvent sent to `POST /openmeter/events` (`MeteringEvent`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The CloudEvent sent to `POST /openmeter/events` (`MeteringEvent`). Its
+/// `subject` is the customer billed, read from the identity in `data`
+/// ([`UsageEvent::subject`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageEvent {
     pub specversion: &'static str,
     pub id: String,
     pub source: &'static str,
-    #[serde(rename = "type")]
     pub kind: &'static str,
-    pub subject: String,
     pub time: String,
     pub data: UsageData,
 }
 
+impl UsageEvent {
+    /// The CloudEvent `subject`: the billing key of the event's identity.
+    pub fn subject(&self) -> &str {
+        self.data.identity.billing_key().as_str()
+    }
+}
+
+impl Serialize for UsageEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut event = serializer.serialize_struct("UsageEvent", 7)?;
+        event.serialize_field("specversion", self.specversion)?;
+        event.serialize_field("id", &self.id)?;
+        event.serialize_field("source", self.source)?;
+        event.serialize_field("type", self.kind)?;
+        event.serialize_field("subject", self.subject())?;
+        event.serialize_field("time", &self.time)?;
+        event.serialize_field("data", &self.data)?;
+        event.end()
+    }
+}
+
 /// A figure meters may SUM: a JSON number with its exact digits, or (the
-/// seed's form, under [`Amounts::Rounded`]) a string.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
+/// seed's form, under [`Amounts::Rounded`]) a string. The numbers are kept
+/// as their values and written out only in the request body, so mapping a
+/// ticket formats neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Figure {
-    Number(Number),
+    Wei(FeeWei),
+    Price(EthUsdPrice),
     Text(String),
 }
 
-impl Figure {
-    /// `digits` as a JSON number; kept as text if they were ever not a
-    /// number's (never rounded, never zero).
-    fn exact(digits: String) -> Self {
-        match json_number(&digits) {
-            Some(number) => Self::Number(number),
-            None => Self::Text(digits),
+impl Serialize for Figure {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Wei(fee) => serializer.serialize_u128(fee.get()),
+            Self::Price(price) => exact_digits(&price.to_string(), serializer),
+            Self::Text(text) => serializer.serialize_str(text),
         }
+    }
+}
+
+/// `digits` as a JSON number; kept as text if they were ever not a
+/// number's (a price's never are).
+fn exact_digits<S: Serializer>(digits: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    match json_number(digits) {
+        Some(number) => number.serialize(serializer),
+        None => serializer.serialize_str(digits),
     }
 }
 
@@ -102,15 +132,15 @@ impl Serialize for UsageData {
         data.serialize_field("openmeter_customer_key", subject)?;
         data.serialize_field("network_fee_usd_micros", &self.network_fee_usd_micros)?;
         data.serialize_field("billable_usd_micros", &self.billable_usd_micros)?;
-        data.serialize_field("pipeline", &dims.pipeline)?;
-        data.serialize_field("model_id", &dims.model_id)?;
-        data.serialize_field("manifest_id", &dims.manifest_id)?;
-        data.serialize_field("app", &dims.app)?;
-        data.serialize_field("session_status", &dims.session_status)?;
-        data.serialize_field("orch_address", &dims.orch_address)?;
-        optional(&mut data, "pixels", &dims.pixels)?;
-        optional(&mut data, "num_tickets", &dims.num_tickets)?;
-        optional(&mut data, "billable_secs", &dims.billable_secs)?;
+        data.serialize_field("pipeline", dims.pipeline())?;
+        data.serialize_field("model_id", dims.model_id())?;
+        data.serialize_field("manifest_id", dims.manifest_id())?;
+        data.serialize_field("app", dims.app())?;
+        data.serialize_field("session_status", dims.session_status())?;
+        data.serialize_field("orch_address", dims.orch_address())?;
+        digits(&mut data, "pixels", dims.pixels())?;
+        digits(&mut data, "num_tickets", dims.num_tickets())?;
+        digits(&mut data, "billable_secs", dims.billable_secs())?;
         data.serialize_field("fee_wei", &self.fee_wei)?;
         data.serialize_field("gateway_request_id", &self.gateway_request_id)?;
         data.serialize_field("auth_id", id.auth_id().as_str())?;
@@ -130,6 +160,19 @@ fn optional<S: SerializeStruct, T: Serialize>(
 ) -> Result<(), S::Error> {
     match value {
         Some(value) => data.serialize_field(key, value),
+        None => data.skip_field(key),
+    }
+}
+
+/// A number's exact `digits` under `key` when it was read; else the field
+/// is left out.
+fn digits<S: SerializeStruct>(
+    data: &mut S,
+    key: &'static str,
+    digits: Option<&str>,
+) -> Result<(), S::Error> {
+    match digits.and_then(json_number) {
+        Some(number) => data.serialize_field(key, &number),
         None => data.skip_field(key),
     }
 }
@@ -215,14 +258,10 @@ pub(crate) const DATA_FIELDS: &[&str] = &[
 pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Mapped {
     let exact = ticket.fee.to_usd_micros(price);
     let (fee, fee_wei, eth_usd_price) = match contract.amounts {
-        Amounts::Exact => (
-            exact,
-            Figure::Number(Number::from(ticket.fee.get())),
-            Figure::exact(price.to_string()),
-        ),
+        Amounts::Exact => (exact, Figure::Wei(ticket.fee), Figure::Price(*price)),
         Amounts::Rounded => (
             exact.round_half_up(),
-            Figure::Text(ticket.fee_text),
+            Figure::Text(ticket.fee_text.unwrap_or_else(|| ticket.fee.to_string())),
             Figure::Text(price.to_string()),
         ),
     };
@@ -234,7 +273,6 @@ pub fn map(ticket: SignedTicket, price: &EthUsdPrice, contract: &Contract) -> Ma
         id: ticket.event_id,
         source: SOURCE,
         kind: BILLABLE_TYPE,
-        subject: identity.billing_key().as_str().to_owned(),
         time: ticket.time,
         data: UsageData {
             identity: identity.clone(),
@@ -335,7 +373,7 @@ mod tests {
     #[test]
     fn the_billing_subject_is_the_subject_and_the_customer_key() {
         let m = mapped(TICKET, &Contract::default());
-        assert_eq!(m.event.subject, "U1");
+        assert_eq!(m.event.subject(), "U1");
         let d = data(&m);
         for field in ["billing_subject_key", "openmeter_customer_key"] {
             assert_eq!(d[field], "U1", "{field}");
