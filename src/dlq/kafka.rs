@@ -8,18 +8,17 @@
 //!   letter is spilled.
 
 use std::path::Path;
-use std::time::Duration;
 
 use bytes::Bytes;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::dead_letter::DeadLetter;
 use super::error::DlqError;
 use super::file::LetterFile;
 use super::letter::{meta_headers, original_headers, topic_headers, Truncation, HEADER_PREFIX};
+use super::producer::LetterProducer;
 use crate::encoding::sha256_hex;
-use crate::kafka::{KafkaConfig, Quiet};
+use crate::kafka::KafkaConfig;
 use crate::metrics::{metrics, Cause};
 
 /// Room kept for headers (ours and the original's) and record framing on
@@ -36,7 +35,7 @@ const SMALL_FITS: [usize; 2] = [64 * 1024, 0];
 
 /// The Kafka dead-letter topic, with the spill file for what it refuses.
 pub(crate) struct KafkaDlq {
-    producer: FutureProducer<Quiet>,
+    producer: LetterProducer,
     topic: String,
     /// The producer's `message.max.bytes`.
     message_max: usize,
@@ -102,12 +101,12 @@ impl KafkaDlq {
             Some(configured) => configured,
             None => needed,
         };
-        let producer = client
+        client
             .set("message.max.bytes", message_max.to_string())
             .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .create_with_context(config.quiet())
-            .map_err(DlqError::Producer)?;
+            .set("acks", "all");
+        let producer =
+            LetterProducer::create(&client, config.quiet()).map_err(DlqError::Producer)?;
         let spill = LetterFile::spill(spill_dir)?;
         Ok(Self {
             producer,
@@ -194,17 +193,8 @@ impl KafkaDlq {
     ) -> Result<(), KafkaError> {
         let headers = topic_headers(letter, truncation);
         let payload = &letter.record.payload[..keep];
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
-            .payload(payload)
-            .headers(headers);
-        if let Some(key) = &letter.record.key {
-            record = record.key(key.as_ref());
-        }
-        self.producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e)
+        let key = letter.record.key.as_deref();
+        self.producer.send(&self.topic, key, payload, headers).await
     }
 }
 
@@ -236,6 +226,7 @@ fn smaller_fit(keep: usize, overhead: usize) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::dlq::DeadLetterSink;
+    use std::time::Duration;
 
     #[test]
     fn only_transient_produce_errors_are_retried() {

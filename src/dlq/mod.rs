@@ -17,6 +17,7 @@ mod error;
 mod file;
 mod kafka;
 mod letter;
+mod producer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
