@@ -114,38 +114,37 @@ pub(super) fn dimensions<'a>(
     request_id: &str,
 ) -> (Dimensions, Cow<'a, str>) {
     let mut unreadable = Vec::new();
-    let mut text = |name: &'static str, value: Option<&'a RawValue>| -> Cow<'a, str> {
-        lenient_text(Scalar::read(value))
-            .unwrap_or_else(|()| {
+    // A value that cannot be read is empty (a number's is then left out
+    // of `data`) and named; a missing one is `missing`.
+    let mut read = |name: &'static str,
+                    value: Result<Option<Cow<'a, str>>, ()>,
+                    missing: &'static str|
+     -> Cow<'a, str> {
+        value.map_or_else(
+            |()| {
                 unreadable.push(name);
-                None
-            })
-            .unwrap_or_default()
+                Cow::Borrowed("")
+            },
+            |value| value.unwrap_or(Cow::Borrowed(missing)),
+        )
     };
-    let pipeline = text("pipeline", data.pipeline);
-    let model = text("model_id", data.model_id);
-    let manifest = text("manifest_id", data.manifest_id);
-    let session = text("session_id", data.session_id);
-    let app = text("app", data.app);
-    let session_status = text("session_status", data.session_status);
-    let orch_address = text("orch_address", data.orch_address);
+    let text = |value: Option<&'a RawValue>| lenient_text(Scalar::read(value));
+    let number = |value: Option<&'a RawValue>| lenient_number(Scalar::read(value));
+    let pipeline = read("pipeline", text(data.pipeline), "");
+    let model = read("model_id", text(data.model_id), "");
+    let manifest = read("manifest_id", text(data.manifest_id), "");
+    let session = read("session_id", text(data.session_id), "");
+    let app = read("app", text(data.app), "");
+    let session_status = read("session_status", text(data.session_status), "");
+    let orch_address = read("orch_address", text(data.orch_address), "");
+    let pixels = read("pixels", number(data.pixels), "0");
+    let num_tickets = read("num_tickets", number(data.num_tickets), "0");
+    let billable_secs = read("billable_secs", number(data.billable_secs), "0");
     let (pipeline, model_id) = pipeline_and_model(&pipeline, &model);
     let manifest_id = [&*manifest, &*session, request_id]
         .into_iter()
         .find(|s| !s.is_empty())
         .unwrap_or(UNKNOWN);
-    let mut number = |name: &'static str, value: Option<&'a RawValue>| -> Cow<'a, str> {
-        match lenient_number(Scalar::read(value)) {
-            Ok(digits) => digits.unwrap_or(Cow::Borrowed("0")),
-            Err(()) => {
-                unreadable.push(name);
-                Cow::Borrowed("")
-            }
-        }
-    };
-    let pixels = number("pixels", data.pixels);
-    let num_tickets = number("num_tickets", data.num_tickets);
-    let billable_secs = number("billable_secs", data.billable_secs);
     let values = [
         pipeline,
         model_id,

@@ -102,7 +102,7 @@ impl LetterProducer {
                 {
                     record = back;
                     tokio::time::sleep(AWAITING_EVERY).await;
-                    self.inner.poll(Duration::ZERO);
+                    serve_round(&self.inner);
                 }
                 Err((e, _)) => return Err(e),
             }

@@ -17,5 +17,5 @@ pub use money::UsdMicros;
 pub(crate) use money::{EthUsdPrice, FeeError, FeeWei, PriceError};
 
 pub(crate) use keys::{is_resource_key, DEFAULT_PLAN_KEY};
-pub(crate) use money::json_number;
+pub(crate) use money::{json_number, serialize_digits};
 pub(crate) use split::split_inside;

@@ -162,6 +162,15 @@ pub(crate) fn json_number(digits: &str) -> Option<serde_json::Number> {
     digits.parse().ok()
 }
 
+/// `digits` serialised as a JSON number ([`json_number`]), or as text if
+/// they were ever not a number's.
+pub(crate) fn serialize_digits<S: Serializer>(digits: &str, s: S) -> Result<S::Ok, S::Error> {
+    match json_number(digits) {
+        Some(number) => number.serialize(s),
+        None => s.serialize_str(digits),
+    }
+}
+
 impl fmt::Display for UsdMicros {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.scale == 0 {
@@ -229,11 +238,7 @@ impl FromStr for UsdMicros {
 /// never a rounded or zeroed amount).
 impl Serialize for UsdMicros {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let digits = self.to_string();
-        match json_number(&digits) {
-            Some(number) => number.serialize(s),
-            None => s.serialize_str(&digits),
-        }
+        serialize_digits(&self.to_string(), s)
     }
 }
 

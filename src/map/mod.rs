@@ -10,7 +10,7 @@ use serde::{Serialize, Serializer};
 
 use crate::contract::{Amounts, Contract, IdScheme};
 use crate::decode::{other_id, Dimensions, SignedTicket, BILLABLE_TYPE};
-use crate::domain::{json_number, EthUsdPrice, FeeWei, Identity, UsdMicros};
+use crate::domain::{json_number, serialize_digits, EthUsdPrice, FeeWei, Identity, UsdMicros};
 
 /// The CloudEvent `source` of every event we send.
 pub(crate) const SOURCE: &str = "go-livepeer-remote-signer";
@@ -64,18 +64,9 @@ impl Serialize for Figure {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Self::Wei(fee) => serializer.serialize_u128(fee.get()),
-            Self::Price(price) => exact_digits(&price.to_string(), serializer),
+            Self::Price(price) => serialize_digits(&price.to_string(), serializer),
             Self::Text(text) => serializer.serialize_str(text),
         }
-    }
-}
-
-/// `digits` as a JSON number; kept as text if they were ever not a
-/// number's (a price's never are).
-fn exact_digits<S: Serializer>(digits: &str, serializer: S) -> Result<S::Ok, S::Error> {
-    match json_number(digits) {
-        Some(number) => number.serialize(serializer),
-        None => serializer.serialize_str(digits),
     }
 }
 
