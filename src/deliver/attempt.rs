@@ -10,6 +10,7 @@ use chrono::Utc;
 
 use super::body::{batch_bodies, Part};
 use super::hold::{rate_limited, Hold, Round};
+use super::noted::Asked;
 use super::{Chunk, Deliverer, Pending};
 use crate::concurrency::Signal;
 use crate::domain::CustomerKey;
@@ -72,28 +73,27 @@ impl Deliverer {
             .provisioner
             .ensure_each(chunk.events.iter().map(|p| &p.identity))
             .await;
-        for (identity, answer) in &answers {
-            if let Err(e) = answer {
-                log_ensure_failure(&identity.customer_key(), e);
-            }
+        for (asked, e) in answers.failures() {
+            log_ensure_failure(&chunk.events[asked].identity.customer_key(), e);
         }
         let now = Utc::now();
         let mut ready = Vec::with_capacity(chunk.events.len());
         let mut waiting: HashMap<ErrorClass, (Vec<Pending>, Hold)> = HashMap::new();
-        for mut pending in chunk.events {
-            match &answers[&pending.identity] {
-                Ok(ensured) => {
-                    self.place_in_period(&mut pending, ensured, now);
+        let mut noted = vec![Asked::default(); answers.distinct()];
+        for (asked, mut pending) in chunk.events.into_iter().enumerate() {
+            match answers.at(asked) {
+                (place, Ok(billable)) => {
+                    self.place_in_period(&mut pending, billable, now, &mut noted[place]);
                     ready.push(pending);
                 }
-                Err(e) if e.concerns_customer() => {
+                (_, Err(e)) if e.concerns_customer() => {
                     let reason = format!(
                         "OpenMeter refused customer {}: {e}",
                         pending.identity.customer_key()
                     );
                     round.dead_letter([pending], e.dead_letter_kind(), &reason);
                 }
-                Err(e) => {
+                (_, Err(e)) => {
                     let class = e.class();
                     let slot = waiting.entry(class).or_insert_with(|| {
                         let hold = Hold {

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::noted::Note;
+use super::noted::{Asked, Note};
 use super::{Deliverer, Pending};
 use crate::ensure::Billable;
 use crate::metrics::metrics;
@@ -12,19 +12,21 @@ use crate::metrics::metrics;
 impl Deliverer {
     /// Sets the event's time to the one its subscription bills (the rule
     /// is `billing`'s), and counts usage that arrives after its period's
-    /// invoice was collected.
+    /// invoice was collected. `asked`: what this chunk already logged of
+    /// the customer.
     pub(super) fn place_in_period(
         &self,
         pending: &mut Pending,
         billable: &Billable,
         now: DateTime<Utc>,
+        asked: &mut Asked,
     ) {
         let terms = &billable.terms;
         if let Some(start) = self.billing.moved_time(terms, pending.time) {
             pending.event.bill_from(start);
             pending.time = start;
             metrics().events_time_moved.inc();
-            if self.noted.first(Note::Moved, &pending.identity) {
+            if self.noted.first(Note::Moved, &pending.identity, asked) {
                 tracing::info!(
                     customer = billable.customer_key(&pending.identity),
                     subscription_active_from = %terms.active_from,
@@ -38,7 +40,7 @@ impl Deliverer {
             metrics()
                 .usd_micros_missed_invoice
                 .inc_by(pending.event.data.billable_usd_micros.whole_u64());
-            if self.noted.first(Note::Late, &pending.identity) {
+            if self.noted.first(Note::Late, &pending.identity, asked) {
                 tracing::warn!(
                     customer = billable.customer_key(&pending.identity),
                     time = %pending.time,
