@@ -6,6 +6,13 @@ use clap::Parser;
 
 use ticketmeter::Cli;
 
+/// jemalloc, not glibc's malloc: a batch's events are allocated together
+/// and freed together, more at once than glibc's per-thread cache holds,
+/// and glibc's bins then took ~15% of the collector's CPU. Measured in
+/// BENCHMARKS.md, "Hot path, part 7".
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     // An operator's existing .env keeps working; the real environment wins.
     let _ = dotenvy::dotenv();
