@@ -33,13 +33,14 @@
 # Kubernetes `terminationGracePeriodSeconds: 30`).
 
 ############################################################################
-# Toolchain: Rust, the C toolchain librdkafka and OpenSSL need, cargo-chef
+# Toolchain: Rust, the C toolchain librdkafka, OpenSSL and jemalloc need, cargo-chef
 ############################################################################
 FROM rust:1.95-bookworm AS chef
 
 # rdkafka builds its bundled librdkafka (configure + make) and a vendored
 # OpenSSL (perl + make); rdkafka's default `libz` feature links the system
-# zlib (found through pkg-config).
+# zlib (found through pkg-config); tikv-jemallocator builds jemalloc
+# (configure + make).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential perl python3 pkg-config zlib1g-dev \

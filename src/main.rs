@@ -6,7 +6,8 @@ use clap::Parser;
 
 use ticketmeter::Cli;
 
-/// jemalloc, not glibc's malloc: a batch's events are allocated together
+/// jemalloc, not glibc's malloc, for the whole process (unprefixed, so
+/// librdkafka's allocations too): a batch's events are allocated together
 /// and freed together, more at once than glibc's per-thread cache holds,
 /// and glibc's bins then took ~15% of the collector's CPU. Measured in
 /// BENCHMARKS.md, "Hot path, part 7".
