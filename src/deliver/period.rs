@@ -12,8 +12,8 @@ use crate::metrics::metrics;
 impl Deliverer {
     /// Sets the event's time to the one its subscription bills (the rule
     /// is `billing`'s), and counts usage that arrives after its period's
-    /// invoice was collected. `asked`: what this chunk already logged of
-    /// the customer.
+    /// invoice was collected. `asked`: what this chunk already asked
+    /// [`Noted`](super::noted::Noted) about the customer.
     pub(super) fn place_in_period(
         &self,
         pending: &mut Pending,

@@ -55,7 +55,7 @@ impl Provisioner {
         &self,
         identities: impl Iterator<Item = &'a Identity>,
     ) -> Answers {
-        let Asked {
+        let Deduplicated {
             distinct,
             places,
             first_asked,
@@ -119,7 +119,7 @@ impl Provisioner {
 }
 
 /// The identities of a batch, de-duplicated.
-struct Asked<'a> {
+struct Deduplicated<'a> {
     /// In the order first asked.
     distinct: Vec<&'a Identity>,
     /// Each identity asked: its place in `distinct`.
@@ -130,7 +130,7 @@ struct Asked<'a> {
 
 /// Hashes each identity once. hashbrown's default hasher (foldhash, seeded
 /// per process) rather than SipHash: every event of a batch comes here.
-fn de_duplicate<'a>(identities: impl Iterator<Item = &'a Identity>) -> Asked<'a> {
+fn de_duplicate<'a>(identities: impl Iterator<Item = &'a Identity>) -> Deduplicated<'a> {
     let mut seen: HashMap<&Identity, usize> = HashMap::new();
     let (mut distinct, mut first_asked) = (Vec::new(), Vec::new());
     let places = identities
@@ -143,7 +143,7 @@ fn de_duplicate<'a>(identities: impl Iterator<Item = &'a Identity>) -> Asked<'a>
             })
         })
         .collect();
-    Asked {
+    Deduplicated {
         distinct,
         places,
         first_asked,
@@ -163,7 +163,7 @@ mod tests {
     fn a_batch_is_de_duplicated_in_the_order_first_asked() {
         let (a, b) = (identity("acme:alice"), identity("acme:bob"));
         let asked = [&a, &b, &a, &a, &b];
-        let Asked {
+        let Deduplicated {
             distinct,
             places,
             first_asked,
