@@ -33,7 +33,7 @@
 # Kubernetes `terminationGracePeriodSeconds: 30`).
 
 ############################################################################
-# Toolchain: Rust, the C toolchain librdkafka, OpenSSL and jemalloc need, cargo-chef
+# Toolchain: Rust, the C toolchain (librdkafka, OpenSSL, jemalloc), cargo-chef
 ############################################################################
 FROM rust:1.95-bookworm AS chef
 

@@ -9,8 +9,8 @@ use ticketmeter::Cli;
 /// jemalloc, not glibc's malloc, for the whole process (unprefixed, so
 /// librdkafka's allocations too): a batch's events are allocated together
 /// and freed together, more at once than glibc's per-thread cache holds,
-/// and glibc's bins then took ~15% of the collector's CPU. Measured in
-/// BENCHMARKS.md, "Hot path, part 7".
+/// so most went through glibc's bins. What it bought: BENCHMARKS.md, "Hot
+/// path, part 7".
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -46,7 +46,8 @@ pub(super) enum Note {
 /// customer may then be logged once more). Held as 64-bit hashes of the
 /// identities (foldhash, hashbrown's default), not the identities: a
 /// backlog moves every event, and comparing a stored identity's strings,
-/// cold in memory, was ~2.5% of the collector's CPU. Two customers whose
+/// cold in memory, was a visible share of the collector's CPU (BENCHMARKS.md,
+/// "Hot path, part 7"). Two customers whose
 /// hashes collide (odds about 10^-11 at the limit) share one line.
 #[derive(Debug, Default)]
 pub(super) struct Noted {
@@ -88,16 +89,11 @@ pub(super) struct Asked {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::AuthId;
-
-    fn identity(raw: &str) -> Identity {
-        Identity::from_auth_id(AuthId::parse("auth_id", raw).unwrap())
-    }
 
     #[test]
     fn a_customer_is_noted_once_within_a_chunk_and_across_chunks() {
         let noted = Noted::default();
-        let alice = identity("acme:alice");
+        let alice = Identity::of_auth_id("acme:alice");
         let mut chunk = Asked::default();
         assert!(noted.first(Note::Moved, &alice, &mut chunk));
         assert!(!noted.first(Note::Moved, &alice, &mut chunk));
@@ -107,7 +103,7 @@ mod tests {
     #[test]
     fn moved_and_late_are_noted_apart() {
         let noted = Noted::default();
-        let alice = identity("acme:alice");
+        let alice = Identity::of_auth_id("acme:alice");
         let mut chunk = Asked::default();
         assert!(noted.first(Note::Moved, &alice, &mut chunk));
         assert!(noted.first(Note::Late, &alice, &mut chunk));

@@ -191,6 +191,12 @@ impl std::hash::Hash for Identity {
 }
 
 impl Identity {
+    /// A test's identity: `raw` billed whole, by the seed's rule.
+    #[cfg(test)]
+    pub(crate) fn of_auth_id(raw: &str) -> Self {
+        Self::from_auth_id(AuthId::parse("auth_id", raw).expect("a valid auth_id"))
+    }
+
     /// The seed's rule, which cannot fail: the whole `auth_id` is billed; a
     /// non-compound one has both halves equal to itself.
     pub fn from_auth_id(auth_id: AuthId) -> Self {
